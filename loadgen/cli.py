@@ -1,0 +1,105 @@
+"""The command line. Commands are thin: they build one validated spec and hand it
+to the job's entry point. Only main() turns errors into messages and exit codes:
+2 for bad input, 1 for the environment, 130 when interrupted.
+"""
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+from loadgen import __version__
+from loadgen.errors import LoadgenError, UsageError
+
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, help="Open-loop load generator: UDP packets per second and disk IOPS.")
+
+# Options shared by every job, declared once.
+Duration = Annotated[str, typer.Option(help="Measured time, after the ramp: 10s, 2m.")]
+Ramp = Annotated[str, typer.Option(help="Warm-up left out of the results.")]
+Interval = Annotated[str, typer.Option(help="Snapshot and progress interval.")]
+Workers = Annotated[Optional[str], typer.Option(help="Worker threads, one per core [default: one per usable CPU].")]
+JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Write the result document here.")]
+HlogOut = Annotated[Optional[Path], typer.Option("--hlog", help="Write an HdrHistogram interval log here.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress line and no summary.")]
+
+
+def _run_job(coro) -> dict:
+    import uvloop
+
+    return uvloop.run(coro)
+
+
+def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter) -> int:
+    from loadgen import results
+
+    if json_path:
+        try:
+            results.write_json(doc, str(json_path))
+        except OSError as e:
+            raise UsageError(f"cannot write {json_path}: {e.strerror}") from None
+    if not quiet:
+        print(formatter(doc))
+    if doc["interrupted"]:
+        return EXIT_INTERRUPTED
+    return 0
+
+
+@app.command()
+def disk(
+    target: Annotated[Optional[str], typer.Option(help="File or block device [default: a temporary file here].")] = None,
+    size: Annotated[Optional[str], typer.Option(help="Temporary file size, or a cap on the target's span [default: 1g].")] = None,
+    iops: Annotated[str, typer.Option(help="Target rate (50k, 1.5M) or max for closed loop at qd.")] = "max",
+    rw: Annotated[str, typer.Option(help="randread, randwrite, read, write, randrw or rw.")] = "randread",
+    mix: Annotated[Optional[str], typer.Option(help="Read share in percent for randrw/rw [default: 50].")] = None,
+    bs: Annotated[str, typer.Option(help="Block size.")] = "4k",
+    qd: Annotated[str, typer.Option(help="I/Os in flight per worker.")] = "32",
+    workers: Workers = None,
+    duration: Duration = "10s",
+    ramp: Ramp = "1s",
+    interval: Interval = "1s",
+    direct: Annotated[bool, typer.Option("--direct/--buffered", help="O_DIRECT, or through the page cache.")] = True,
+    engine: Annotated[str, typer.Option(help="auto, io_uring or psync.")] = "auto",
+    allow_destroy: Annotated[bool, typer.Option("--allow-destroy", help="Write even to a device that holds data.")] = False,
+    seed: Annotated[Optional[str], typer.Option(help="Seed for offsets and the read/write mix.")] = None,
+    json_path: JsonOut = None,
+    hlog: HlogOut = None,
+    quiet: Quiet = False,
+) -> None:
+    """Drive IOPS against a file or block device with io_uring workers, one per core."""
+    from loadgen.disk import run_disk
+    from loadgen.results import format_disk
+    from loadgen.workload import parse_disk
+
+    spec = parse_disk(target=target, size=size, rw=rw, mix=mix, bs=bs, qd=qd, iops=iops, direct=direct,
+                      engine=engine, allow_destroy=allow_destroy, seed=seed, duration=duration,
+                      ramp=ramp, interval=interval, workers=workers)
+    doc = _run_job(run_disk(spec, hlog_path=str(hlog) if hlog else None, quiet=quiet))
+    raise SystemExit(_finish(doc, json_path, quiet, format_disk))
+
+
+@app.command()
+def version() -> None:
+    """Print loadgen's version."""
+    print(f"loadgen {__version__}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.stderr.write("loadgen: interrupted\n")
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except click.ClickException as e:
+        sys.stderr.write(f"loadgen: {e.format_message()}\n")
+        raise SystemExit(2) from None
+    except LoadgenError as e:
+        sys.stderr.write(f"loadgen: {e}\n")
+        raise SystemExit(e.exit_code) from None
+    except KeyboardInterrupt:
+        sys.stderr.write("loadgen: interrupted\n")
+        raise SystemExit(EXIT_INTERRUPTED) from None

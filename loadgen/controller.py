@@ -1,0 +1,134 @@
+"""The controller: runs native workers on a timeline and collects interval snapshots.
+
+Timeline (monotonic ns): start_ns (the schedule's origin) -> ramp_end_ns
+(results begin) -> end_ns (no op starts after it). Workers exclude warm-up
+completions themselves, so the snapshots' counts are zero until ramp_end_ns and
+an interval is the difference of two snapshots taken interval_ns apart.
+
+The controller only reads the workers' memory; it never pauses them. It stops
+them at end_ns, on SIGINT/SIGTERM, when every worker has exited on its own, or
+when the job's policy says so, and always returns what was measured.
+"""
+import asyncio
+import signal
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from loadgen import native
+from loadgen.stats import Snapshot
+
+# How often the controller wakes during warm-up and between ticks to check for a stop.
+POLL_NS = 50_000_000
+
+
+@dataclass
+class Timeline:
+    start_ns: int
+    ramp_end_ns: int
+    end_ns: int
+    interval_ns: int
+
+    @classmethod
+    def starting_now(cls, ramp_ns: int, duration_ns: int, interval_ns: int, lead_ns: int = 20_000_000):
+        """A timeline that begins lead_ns from now, giving threads time to start."""
+        start = native.now_ns() + lead_ns
+        return cls(start, start + ramp_ns, start + ramp_ns + duration_ns, interval_ns)
+
+
+@dataclass
+class Interval:
+    start_ns: int
+    end_ns: int
+    delta: Snapshot
+
+
+@dataclass
+class Measurement:
+    timeline: Timeline
+    stop_ns: int               # when results end: end_ns, or the moment of the stop
+    final: Snapshot            # cumulative, after every worker exited
+    intervals: list[Interval] = field(default_factory=list)
+    interrupted: bool = False
+    stop_reason: str | None = None   # None: ran to the end
+    setup_errno: int = 0
+
+    @property
+    def measured_ns(self) -> int:
+        return max(0, self.stop_ns - self.timeline.ramp_end_ns)
+
+
+OnInterval = Callable[[Interval, Snapshot], Awaitable[None]]
+Policy = Callable[[Snapshot], str | None]
+
+
+async def run_workers(run: native.Run, timeline: Timeline, on_interval: OnInterval,
+                      policy: Policy | None = None, on_tick: Callable[[int], None] | None = None) -> Measurement:
+    """Drive one run to its end and return everything it measured.
+
+    on_interval(interval, cumulative) is awaited once per completed interval;
+    on_tick(now_ns) is called during warm-up, for progress. policy(cumulative)
+    may return a reason to stop early.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reason: dict[str, str] = {}
+
+    def on_signal(signame: str) -> None:
+        reason.setdefault("interrupt", f"interrupted by {signame}")
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    layout = run.layout
+    previous = Snapshot(layout, run.read() * 0, timeline.ramp_end_ns)
+    next_tick = timeline.ramp_end_ns + timeline.interval_ns
+    intervals: list[Interval] = []
+    stop_ns = timeline.end_ns
+    try:
+        while True:
+            now = native.now_ns()
+            if now >= timeline.end_ns:
+                break
+            if run.done():
+                reason.setdefault("early", "every worker stopped before the end")
+                stop_ns = min(now, timeline.end_ns)
+                break
+            if stop.is_set():
+                stop_ns = now
+                break
+            wake = min(next_tick, timeline.end_ns, now + POLL_NS)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=max(0, wake - now) / 1e9)
+            except TimeoutError:
+                pass
+            now = native.now_ns()
+            if now < timeline.ramp_end_ns and on_tick:
+                on_tick(now)
+            if now >= next_tick and next_tick < timeline.end_ns and not stop.is_set():
+                snap = Snapshot(layout, run.read(), next_tick)
+                interval = Interval(previous.t_ns, next_tick, snap.since(previous))
+                intervals.append(interval)
+                await on_interval(interval, snap)
+                previous = snap
+                next_tick += timeline.interval_ns
+                why = policy(snap) if policy else None
+                if why:
+                    reason.setdefault("policy", why)
+                    stop_ns = native.now_ns()
+                    break
+        run.stop(stop_ns)
+        setup_err = await loop.run_in_executor(None, run.join)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    final = Snapshot(layout, run.read(), stop_ns)
+    if stop_ns > previous.t_ns and stop_ns > timeline.ramp_end_ns:
+        last = Interval(previous.t_ns, stop_ns, final.since(previous))
+        intervals.append(last)
+        await on_interval(last, final)
+    return Measurement(
+        timeline=timeline, stop_ns=stop_ns, final=final, intervals=intervals,
+        interrupted="interrupt" in reason,
+        stop_reason=reason.get("interrupt") or reason.get("policy") or reason.get("early"),
+        setup_errno=-setup_err if setup_err < 0 else 0,
+    )

@@ -1,0 +1,127 @@
+"""Result documents ("loadgen/1") and the human summary printed from them.
+
+The document is built from a controller Measurement; the summary is printed
+from the document alone, so what a user reads and what --json holds cannot
+disagree.
+"""
+import errno as errno_mod
+import json
+import os
+
+from loadgen import histogram
+from loadgen.controller import Measurement
+from loadgen.stats import Snapshot
+from loadgen.units import format_ns, format_si
+
+SCHEMA = "loadgen/1"
+
+
+def errno_name(e: int) -> str:
+    return errno_mod.errorcode.get(e, f"errno{e}")
+
+
+def latency_block(counts) -> dict:
+    return histogram.summarize(histogram.from_counts(counts))
+
+
+def _rate(n: int, measured_ns: int) -> float:
+    return round(n * 1e9 / measured_ns, 3) if measured_ns > 0 else 0.0
+
+
+def disk_summary(m: Measurement, cpu: dict) -> dict:
+    s: Snapshot = m.final
+    ns = m.measured_ns
+    ops_r, ops_w = s.counter("ops_read"), s.counter("ops_write")
+    ops = ops_r + ops_w
+    errors_by_errno = {errno_name(e): n for e, n in sorted(s.errors_by_errno().items())}
+    late_ops = s.counter("late_ops")
+    summary = {
+        "duration_s": round(ns / 1e9, 6),
+        "ops": ops,
+        "rate": _rate(ops, ns),
+        "bytes": s.counter("bytes_read") + s.counter("bytes_write"),
+        "bytes_per_s": _rate(s.counter("bytes_read") + s.counter("bytes_write"), ns),
+        "errors": s.counter("errors"),
+        "errors_by_errno": errors_by_errno,
+        "cpu": cpu,
+        "latency_ns": latency_block(s.hist("latency_read", "latency_write")),
+        "service_ns": latency_block(s.hist("service_read", "service_write")),
+        "schedule_lag_ns": {
+            "max": s.counter("lag_max_ns"),
+            "mean": round(s.counter("lag_sum_ns") / ops, 1) if ops else 0.0,
+            "late_ops": late_ops,
+        },
+        "warmup_ops": s.counter("warmup_ops"),
+        "read": {"ops": ops_r, "rate": _rate(ops_r, ns), "bytes_per_s": _rate(s.counter("bytes_read"), ns),
+                 "latency_ns": latency_block(s.hist("latency_read")),
+                 "service_ns": latency_block(s.hist("service_read"))},
+        "write": {"ops": ops_w, "rate": _rate(ops_w, ns), "bytes_per_s": _rate(s.counter("bytes_write"), ns),
+                  "latency_ns": latency_block(s.hist("latency_write")),
+                  "service_ns": latency_block(s.hist("service_write"))},
+    }
+    return summary
+
+
+def document(kind: str, config: dict, engine: str, m: Measurement, env: dict, summary: dict,
+             intervals: list[dict], **extra) -> dict:
+    doc = {
+        "schema": SCHEMA,
+        "kind": kind,
+        "config": config,
+        "engine": engine,
+        "interrupted": m.interrupted,
+        "stop_reason": m.stop_reason,
+        "env": env,
+        "summary": summary,
+        "intervals": intervals,
+    }
+    doc.update(extra)
+    return doc
+
+
+def write_json(doc: dict, path: str) -> None:
+    """Write atomically, so an interrupted write never leaves half a document."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _latency_line(label: str, lat: dict) -> str:
+    keys = ["min", "p50", "p90", "p99", "p99.9", "p99.99", "max"]
+    parts = ", ".join(f"{k}={format_ns(lat[k])}" for k in keys)
+    return f"    {label:<9} {parts}, mean={format_ns(lat['mean'])} (n={lat['count']})"
+
+
+def format_disk(doc: dict) -> str:
+    c, s = doc["config"], doc["summary"]
+    rate = c["iops"]
+    head = (f"loadgen disk: {c['rw']} bs={c['bs']} qd={c['qd']} workers={c['workers']} "
+            f"iops={rate if rate == 'max' else format_si(rate)} engine={doc['engine']} "
+            f"{'direct' if c['direct'] else 'buffered'} target={c['target_path']}")
+    lines = [head]
+    if doc["interrupted"] or doc.get("stop_reason"):
+        lines.append(f"  stopped early: {doc['stop_reason']}")
+    sides = ["read", "write"] if s["read"]["ops"] and s["write"]["ops"] else (["write"] if s["write"]["ops"] else ["read"])
+    for side in sides:
+        part = s[side]
+        mib = part["bytes_per_s"] / (1 << 20)
+        lines.append(f"  {side}: IOPS={format_si(part['rate'])}, BW={mib:.1f}MiB/s "
+                     f"({part['bytes_per_s'] / 1e6:.1f}MB/s), {part['ops']} ops in {s['duration_s']:.2f}s")
+        lines.append(_latency_line("latency", part["latency_ns"]))
+        lines.append(_latency_line("service", part["service_ns"]))
+    if c["iops"] != "max":
+        lag = s["schedule_lag_ns"]
+        lines.append(f"  schedule: requested {format_si(c['iops'])} IOPS, achieved {format_si(s['rate'])}; "
+                     f"max lag {format_ns(lag['max'])}, mean lag {format_ns(lag['mean'])}, "
+                     f"{lag['late_ops']} ops started late")
+    if s["errors"]:
+        detail = ", ".join(f"{k} x{v}" for k, v in s["errors_by_errno"].items())
+        lines.append(f"  errors: {s['errors']} ({detail})")
+    else:
+        lines.append("  errors: 0")
+    lines.append(f"  cpu: user={s['cpu']['user_s']:.2f}s sys={s['cpu']['sys_s']:.2f}s")
+    if doc.get("engine_note"):
+        lines.append(f"  engine: {doc['engine_note']}")
+    return "\n".join(lines)

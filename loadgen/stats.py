@@ -1,0 +1,52 @@
+"""Snapshots of the workers' stats records, and the differences between them.
+
+A snapshot is a copy of every worker's record (rows: workers, columns: uint64
+words laid out by native.Layout). Counters and HDR counts only grow, so an
+interval is the difference of two snapshots and the total is the last one;
+intervals therefore add up to the total exactly.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from loadgen.native import STATE_FAILED, Layout
+
+# Counters that hold a maximum rather than a sum.
+_MAX_COUNTERS = {"lag_max_ns", "state", "setup_errno"}
+
+
+@dataclass
+class Snapshot:
+    layout: Layout
+    words: np.ndarray  # (workers, layout.words), uint64
+    t_ns: int
+
+    def counter(self, name: str) -> int:
+        column = self.words[:, self.layout.counter(name)]
+        return int(column.max() if name in _MAX_COUNTERS else column.sum())
+
+    def hist(self, *names: str) -> np.ndarray:
+        """The counts of the named histograms, summed over names and workers."""
+        total = np.zeros(self.layout.counts_len, dtype=np.uint64)
+        for name in names:
+            total += self.words[:, self.layout.hist_slice(name)].sum(axis=0, dtype=np.uint64)
+        return total
+
+    def errors_by_errno(self) -> dict[int, int]:
+        lo = self.layout.errno_offset
+        counts = self.words[:, lo : lo + self.layout.errno_slots].sum(axis=0)
+        return {int(e): int(n) for e, n in enumerate(counts) if n}
+
+    def failed_workers(self) -> list[tuple[int, int]]:
+        """(worker, errno) for each worker that stopped at setup."""
+        state = self.words[:, self.layout.counter("state")]
+        err = self.words[:, self.layout.counter("setup_errno")]
+        return [(i, int(err[i])) for i in range(len(state)) if state[i] == STATE_FAILED]
+
+    def since(self, earlier: "Snapshot") -> "Snapshot":
+        """The interval from earlier to self (maxima stay cumulative)."""
+        words = self.words - earlier.words
+        for name in _MAX_COUNTERS:
+            col = self.layout.counter(name)
+            words[:, col] = self.words[:, col]
+        return Snapshot(self.layout, words, self.t_ns)

@@ -1,0 +1,90 @@
+"""Units, parsed in one place for the CLI and profiles alike.
+
+- sizes are binary, like fio: "4k" = 4096 bytes, "1g" = 1 GiB; "B" and "iB" suffixes are accepted.
+- counts and rates are decimal: "50k" = 50_000, "1.5M" = 1_500_000.
+- durations become integer nanoseconds: "10s", "500ms", "2m", "1h", "250us";
+  a bare number is seconds.
+"""
+import re
+
+from loadgen.errors import UsageError
+
+_SIZE_SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_COUNT_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
+_DURATION_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
+
+
+def _split(text: str, what: str, pattern: str) -> tuple[float, str]:
+    m = re.fullmatch(_NUMBER + r"\s*" + pattern, str(text).strip(), re.IGNORECASE)
+    if not m:
+        raise UsageError(f"invalid {what}: {text!r}")
+    return float(m.group(1)), m.group(2).lower()
+
+
+def parse_size_bytes(text: str | int) -> int:
+    """'4k' -> 4096. Whole bytes only."""
+    if isinstance(text, int):
+        return text
+    value, suffix = _split(text, "size", r"([kmgt]?)(?:i?b)?")
+    size = value * _SIZE_SUFFIX[suffix]
+    if size != int(size):
+        raise UsageError(f"invalid size: {text!r} is not a whole number of bytes")
+    return int(size)
+
+
+def parse_count(text: str | int) -> int:
+    """'1.5M' -> 1_500_000. Whole numbers only."""
+    if isinstance(text, int):
+        return text
+    value, suffix = _split(text, "number", r"([kmg]?)")
+    count = value * _COUNT_SUFFIX[suffix]
+    if count != int(count):
+        raise UsageError(f"invalid number: {text!r} is not whole")
+    return int(count)
+
+
+def parse_rate(text: str | int) -> int | None:
+    """'max' -> None (closed loop), else operations per second, which must be positive."""
+    if isinstance(text, str) and text.strip().lower() == "max":
+        return None
+    try:
+        rate = parse_count(text)
+    except UsageError:
+        raise UsageError(f"invalid rate: {text!r} (use a number such as 50k or 1.5M, or 'max')") from None
+    if rate <= 0:
+        raise UsageError(f"invalid rate: {text!r} must be above zero (or 'max')")
+    return rate
+
+
+def parse_duration_ns(text: str | int | float) -> int:
+    """'10s' -> 10_000_000_000."""
+    if isinstance(text, (int, float)):
+        return int(text * 10**9)
+    value, suffix = _split(text, "duration", r"(ns|us|ms|s|m|h|)")
+    return int(value * _DURATION_NS[suffix or "s"])
+
+
+def format_size(size_bytes: int) -> str:
+    """4096 -> '4k', the inverse of parse_size_bytes for exact multiples."""
+    for suffix in "tgmk":
+        unit = _SIZE_SUFFIX[suffix]
+        if size_bytes >= unit and size_bytes % unit == 0:
+            return f"{size_bytes // unit}{suffix}"
+    return str(size_bytes)
+
+
+def format_si(value: float) -> str:
+    """481234.0 -> '481.2k'."""
+    for suffix, unit in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= unit:
+            return f"{value / unit:.1f}{suffix}"
+    return f"{value:.0f}"
+
+
+def format_ns(value_ns: float) -> str:
+    """Latency for people: 51234 -> '51.2us'."""
+    for suffix, unit in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if value_ns >= unit:
+            return f"{value_ns / unit:.1f}{suffix}"
+    return f"{value_ns:.0f}ns"

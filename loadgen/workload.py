@@ -1,0 +1,135 @@
+"""Workload specs: every option's name, default and validation, declared once.
+
+The CLI and profiles both hand raw values (strings such as "4k" or "10s", or
+numbers) to DiskSpec.from_options, which parses units and checks ranges, so a
+profile key and a CLI option can never disagree. Nothing here touches the
+target or the clock.
+"""
+from dataclasses import asdict, dataclass, field
+
+from loadgen.errors import UsageError
+from loadgen.units import format_size, parse_count, parse_duration_ns, parse_rate, parse_size_bytes
+
+RW_MODES = {"randread": (100, False), "randwrite": (0, False), "read": (100, True),
+            "write": (0, True), "randrw": (None, False), "rw": (None, True)}
+ENGINE_CHOICES = ("auto", "io_uring", "psync")
+MAX_QD = 4096
+MAX_BS_BYTES = 64 << 20
+DIRECT_ALIGN_BYTES = 512
+
+
+@dataclass(frozen=True)
+class CommonSpec:
+    duration_ns: int
+    ramp_ns: int
+    interval_ns: int
+    workers: int
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    target: str | None          # None: a temporary file in the current directory
+    size_bytes: int             # temp file size, or a cap on the span of an existing target
+    size_given: bool
+    rw: str
+    read_pct: int               # share of reads, 0..100
+    sequential: bool
+    bs_bytes: int
+    qd: int
+    rate_ops_per_s: int | None  # None: closed loop ("max")
+    direct: bool
+    engine: str
+    allow_destroy: bool
+    seed: int
+    common: CommonSpec = field(repr=False)
+
+    @property
+    def writes(self) -> bool:
+        return self.read_pct < 100
+
+    def to_config(self) -> dict:
+        """The resolved workload, as the result document's "config" shows it."""
+        return {
+            "target": self.target,
+            "size_bytes": self.size_bytes,
+            "rw": self.rw,
+            "read_pct": self.read_pct,
+            "bs": format_size(self.bs_bytes),
+            "bs_bytes": self.bs_bytes,
+            "qd": self.qd,
+            "iops": self.rate_ops_per_s if self.rate_ops_per_s else "max",
+            "direct": self.direct,
+            "engine": self.engine,
+            "seed": self.seed,
+            **{k: v for k, v in asdict(self.common).items()},
+        }
+
+
+def default_workers() -> int:
+    """One per CPU this process may run on."""
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def parse_common(duration="10s", ramp="1s", interval="1s", workers=None) -> CommonSpec:
+    duration_ns = parse_duration_ns(duration)
+    ramp_ns = parse_duration_ns(ramp)
+    interval_ns = parse_duration_ns(interval)
+    if duration_ns <= 0:
+        raise UsageError(f"invalid duration: {duration!r} must be above zero")
+    if ramp_ns < 0:
+        raise UsageError(f"invalid ramp: {ramp!r}")
+    if interval_ns < 10_000_000:
+        raise UsageError(f"invalid interval: {interval!r} must be at least 10ms")
+    n = default_workers() if workers in (None, "", 0, "0") else parse_count(workers)
+    if n < 1 or n > 1024:
+        raise UsageError(f"invalid workers: {workers!r} (1 to 1024)")
+    return CommonSpec(duration_ns, ramp_ns, interval_ns, n)
+
+
+DEFAULT_TEMP_SIZE = "1g"
+
+
+def parse_disk(target=None, size=None, rw="randread", mix=None, bs="4k", qd=32, iops="max",
+               direct=True, engine="auto", allow_destroy=False, seed=None, duration="10s",
+               ramp="1s", interval="1s", workers=None) -> DiskSpec:
+    """Validate raw option values into a DiskSpec; raises UsageError with a one-line reason."""
+    if rw not in RW_MODES:
+        raise UsageError(f"invalid rw: {rw!r} (one of {', '.join(RW_MODES)})")
+    read_pct, sequential = RW_MODES[rw]
+    if read_pct is None:
+        read_pct = 50 if mix in (None, "") else parse_count(mix)
+        if not 0 <= read_pct <= 100:
+            raise UsageError(f"invalid mix: {mix!r} (the read share, 0 to 100)")
+    elif mix not in (None, ""):
+        raise UsageError(f"--mix applies to randrw and rw, not {rw}")
+    bs_bytes = parse_size_bytes(bs)
+    if bs_bytes <= 0 or bs_bytes > MAX_BS_BYTES:
+        raise UsageError(f"invalid bs: {bs!r} (1 byte to 64m)")
+    if direct and bs_bytes % DIRECT_ALIGN_BYTES:
+        raise UsageError(f"bs {bs} is not a multiple of {DIRECT_ALIGN_BYTES} bytes, which direct I/O needs (or use --buffered)")
+    qd_n = parse_count(qd)
+    if not 1 <= qd_n <= MAX_QD:
+        raise UsageError(f"invalid qd: {qd!r} (1 to {MAX_QD})")
+    size_bytes = parse_size_bytes(DEFAULT_TEMP_SIZE if size in (None, "") else size)
+    if size_bytes < bs_bytes:
+        raise UsageError(f"size {size} is smaller than one block of {bs}")
+    if engine not in ENGINE_CHOICES:
+        raise UsageError(f"invalid engine: {engine!r} (one of {', '.join(ENGINE_CHOICES)})")
+    return DiskSpec(
+        target=str(target) if target not in (None, "") else None,
+        size_bytes=size_bytes - size_bytes % bs_bytes,
+        size_given=size not in (None, ""),
+        rw=rw, read_pct=read_pct, sequential=sequential, bs_bytes=bs_bytes, qd=qd_n,
+        rate_ops_per_s=parse_rate(iops), direct=bool(direct), engine=engine,
+        allow_destroy=bool(allow_destroy),
+        seed=parse_count(seed) if seed not in (None, "") else _random_seed(),
+        common=parse_common(duration, ramp, interval, workers),
+    )
+
+
+def _random_seed() -> int:
+    import os
+
+    return int.from_bytes(os.urandom(8), "little")

@@ -1,0 +1,127 @@
+/*
+ * loadgen.h: the whole ABI that the Python side (loadgen/native.py) sees.
+ *
+ * Vocabulary:
+ *   run      a set of worker threads started together, one per core, pinned.
+ *   worker   owns its stats record; it is the only writer of it.
+ *   stats    cumulative counters, per-errno failure counts and HDR count arrays.
+ *            The controller reads them while the worker runs and takes
+ *            differences between snapshots; it never locks or pauses a worker.
+ *   *_ns     CLOCK_MONOTONIC nanoseconds (Python's time.monotonic_ns()).
+ *
+ * Rules: every function returns >= 0 or -errno; nothing here prints or exits.
+ * Counter and histogram names are exported as strings so that Python builds
+ * its view from the library rather than from a hand-kept mirror.
+ */
+#ifndef LOADGEN_H
+#define LOADGEN_H
+
+#include <stdint.h>
+
+#define LG_ABI_VERSION 1
+
+/* Only lg_* names leave the library; everything else is hidden (-fvisibility=hidden). */
+#define LG_API __attribute__((visibility("default")))
+
+/* HdrHistogram's layout for 1 ns .. 1 h at 3 significant digits:
+ * sub_bucket_count 2048, bucket_count 32, counts_len (32 + 1) * 1024. */
+#define LG_HDR_LOWEST_NS 1
+#define LG_HDR_HIGHEST_NS 3600000000000LL
+#define LG_HDR_SIGFIGS 3
+#define LG_HDR_COUNTS_LEN 33792
+
+/* Failures are counted per errno; larger errnos land in the last slot. */
+#define LG_ERRNO_SLOTS 256
+
+enum lg_counter {
+	LG_CTR_OPS_READ,	/* completed, in the measured window */
+	LG_CTR_OPS_WRITE,
+	LG_CTR_BYTES_READ,
+	LG_CTR_BYTES_WRITE,
+	LG_CTR_ERRORS,		/* failed ops in the measured window */
+	LG_CTR_WARMUP_OPS,	/* completed before ramp_end_ns, not in results */
+	LG_CTR_LATE_OPS,	/* started more than one slot behind schedule */
+	LG_CTR_LAG_MAX_NS,	/* largest start-minus-scheduled time */
+	LG_CTR_LAG_SUM_NS,
+	LG_CTR_STATE,		/* enum lg_state */
+	LG_CTR_SETUP_ERRNO,	/* errno that stopped the worker at setup, or 0 */
+	LG_CTR_COUNT
+};
+
+enum lg_state { LG_STATE_STARTING, LG_STATE_RUNNING, LG_STATE_DONE, LG_STATE_FAILED };
+
+/* Per op class (read, write) a latency and a service histogram. */
+enum lg_hist {
+	LG_HIST_LATENCY_READ,	/* completion - scheduled time */
+	LG_HIST_LATENCY_WRITE,
+	LG_HIST_SERVICE_READ,	/* completion - actual submission */
+	LG_HIST_SERVICE_WRITE,
+	LG_HIST_COUNT
+};
+
+struct lg_worker_stats {
+	uint64_t counters[LG_CTR_COUNT];
+	uint64_t errno_counts[LG_ERRNO_SLOTS];
+	uint64_t hist[LG_HIST_COUNT][LG_HDR_COUNTS_LEN];
+};
+
+enum lg_engine { LG_ENGINE_IO_URING, LG_ENGINE_PSYNC };
+
+struct lg_disk_config {
+	int32_t fd;		/* opened by the caller with the wanted O_DIRECT */
+	int32_t engine;		/* enum lg_engine */
+	uint32_t workers;
+	uint32_t qd;		/* I/Os in flight per worker (io_uring) */
+	uint32_t bs_bytes;
+	uint32_t read_pct;	/* 100 read, 0 write, else a random mix */
+	uint32_t sequential;	/* 1: each worker walks its own slice in order */
+	uint32_t _pad;
+	uint64_t span_bytes;	/* offsets fall in [0, span_bytes - bs_bytes] */
+	uint64_t rate_ops_per_s; /* 0: closed loop at qd; else the total open-loop rate */
+	int64_t start_ns;	/* the schedule's origin */
+	int64_t ramp_end_ns;	/* completions before this are warm-up */
+	int64_t end_ns;		/* no op starts at or after this */
+	uint64_t seed;
+	const int32_t *cpus;	/* workers entries: the CPU to pin to, or -1 */
+};
+
+struct lg_run;
+
+/* Version of this ABI; Python refuses a library whose version differs. */
+LG_API int lg_abi_version(void);
+/* Sizes and names of the stats record, so Python maps it without a mirror. */
+LG_API int lg_counter_count(void);
+LG_API const char *lg_counter_name(int counter);
+LG_API int lg_hist_count(void);
+LG_API const char *lg_hist_name(int hist);
+LG_API int lg_hdr_counts_len(void);
+LG_API int lg_errno_slots(void);
+
+/* CLOCK_MONOTONIC now, in ns. */
+LG_API int64_t lg_now_ns(void);
+
+/* 0 if this process may create an io_uring, else -errno (EPERM, ENOSYS...). */
+LG_API int lg_io_uring_probe(void);
+/* Write a non-zero pattern over [0, size_bytes) of fd so that reads hit real blocks. */
+LG_API int lg_file_fill(int fd, uint64_t size_bytes);
+
+/* Start cfg->workers disk workers; on success *out owns them. */
+LG_API int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out);
+
+LG_API int lg_run_workers(const struct lg_run *run);
+/* The stats record of one worker: read it at any time, never write it. */
+LG_API const struct lg_worker_stats *lg_run_stats(const struct lg_run *run, int worker);
+/* Ask every worker to stop; ops completing at or after stop_ns are not counted. */
+LG_API void lg_run_stop(struct lg_run *run, int64_t stop_ns);
+/* 1 once every worker has exited, else 0. */
+LG_API int lg_run_done(const struct lg_run *run);
+/* Wait for every worker; 0, or the first worker's setup -errno. */
+LG_API int lg_run_join(struct lg_run *run);
+LG_API void lg_run_free(struct lg_run *run);
+
+/* Record value_ns into one HDR counts array (test hook for the recorder). */
+LG_API void lg_hdr_record(uint64_t *counts, int64_t value_ns);
+/* The counts index of value_ns in the HDR layout above. */
+LG_API int lg_hdr_index(int64_t value_ns);
+
+#endif

@@ -1,0 +1,188 @@
+/* run.c: worker threads, pinning, stop and join, shared by every engine. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include "hdr.h"
+#include "run.h"
+
+static const char *const counter_names[LG_CTR_COUNT] = {
+	[LG_CTR_OPS_READ] = "ops_read",
+	[LG_CTR_OPS_WRITE] = "ops_write",
+	[LG_CTR_BYTES_READ] = "bytes_read",
+	[LG_CTR_BYTES_WRITE] = "bytes_write",
+	[LG_CTR_ERRORS] = "errors",
+	[LG_CTR_WARMUP_OPS] = "warmup_ops",
+	[LG_CTR_LATE_OPS] = "late_ops",
+	[LG_CTR_LAG_MAX_NS] = "lag_max_ns",
+	[LG_CTR_LAG_SUM_NS] = "lag_sum_ns",
+	[LG_CTR_STATE] = "state",
+	[LG_CTR_SETUP_ERRNO] = "setup_errno",
+};
+
+static const char *const hist_names[LG_HIST_COUNT] = {
+	[LG_HIST_LATENCY_READ] = "latency_read",
+	[LG_HIST_LATENCY_WRITE] = "latency_write",
+	[LG_HIST_SERVICE_READ] = "service_read",
+	[LG_HIST_SERVICE_WRITE] = "service_write",
+};
+
+int lg_abi_version(void) { return LG_ABI_VERSION; }
+int lg_counter_count(void) { return LG_CTR_COUNT; }
+int lg_hist_count(void) { return LG_HIST_COUNT; }
+int lg_errno_slots(void) { return LG_ERRNO_SLOTS; }
+
+const char *lg_counter_name(int counter)
+{
+	return counter >= 0 && counter < LG_CTR_COUNT ? counter_names[counter] : NULL;
+}
+
+const char *lg_hist_name(int hist)
+{
+	return hist >= 0 && hist < LG_HIST_COUNT ? hist_names[hist] : NULL;
+}
+
+int run_alloc(int n, struct lg_run **out)
+{
+	struct lg_run *run;
+	int i;
+
+	if (n <= 0)
+		return -EINVAL;
+	run = calloc(1, sizeof(*run));
+	if (!run)
+		return -ENOMEM;
+	run->n_workers = n;
+	run->stop_ns = INT64_MAX;
+	run->workers = calloc(n, sizeof(*run->workers));
+	if (!run->workers) {
+		free(run);
+		return -ENOMEM;
+	}
+	for (i = 0; i < n; i++) {
+		/* mmap: zeroed, page-aligned, and far from the other workers' lines. */
+		void *p = mmap(NULL, sizeof(struct lg_worker_stats), PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED) {
+			run->n_workers = i;
+			lg_run_free(run);
+			return -ENOMEM;
+		}
+		run->workers[i].stats = p;
+		run->workers[i].run = run;
+		run->workers[i].index = i;
+		run->workers[i].cpu = -1;
+	}
+	*out = run;
+	return 0;
+}
+
+void worker_set_state(struct worker *w, int state, int err)
+{
+	counter_set(&w->stats->counters[LG_CTR_SETUP_ERRNO], (uint64_t)err);
+	/* release: whoever sees the state also sees the errno stored before it */
+	__atomic_store_n(&w->stats->counters[LG_CTR_STATE], (uint64_t)state, __ATOMIC_RELEASE);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+
+	if (w->cpu >= 0) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(w->cpu, &set);
+		/* Best effort: a cpuset that forbids the CPU leaves the thread unpinned. */
+		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	}
+	w->fn(w);
+	if (__atomic_load_n(&w->stats->counters[LG_CTR_STATE], __ATOMIC_ACQUIRE) != LG_STATE_FAILED)
+		worker_set_state(w, LG_STATE_DONE, 0);
+	return NULL;
+}
+
+int run_start(struct lg_run *run, worker_fn fn, const void *config, const int32_t *cpus)
+{
+	int i, err;
+
+	for (i = 0; i < run->n_workers; i++) {
+		struct worker *w = &run->workers[i];
+
+		w->fn = fn;
+		w->config = config;
+		w->cpu = cpus ? cpus[i] : -1;
+		err = pthread_create(&w->thread, NULL, worker_main, w);
+		if (err) {
+			lg_run_stop(run, 0);
+			lg_run_join(run);
+			return -err;
+		}
+		w->started = 1;
+	}
+	return 0;
+}
+
+void lg_run_stop(struct lg_run *run, int64_t stop_ns)
+{
+	__atomic_store_n(&run->stop_ns, stop_ns, __ATOMIC_RELEASE);
+}
+
+int lg_run_workers(const struct lg_run *run)
+{
+	return run->n_workers;
+}
+
+const struct lg_worker_stats *lg_run_stats(const struct lg_run *run, int worker)
+{
+	if (worker < 0 || worker >= run->n_workers)
+		return NULL;
+	return run->workers[worker].stats;
+}
+
+int lg_run_done(const struct lg_run *run)
+{
+	int i;
+
+	for (i = 0; i < run->n_workers; i++) {
+		uint64_t s = __atomic_load_n(&run->workers[i].stats->counters[LG_CTR_STATE],
+					     __ATOMIC_ACQUIRE);
+		if (run->workers[i].started && s != LG_STATE_DONE && s != LG_STATE_FAILED)
+			return 0;
+	}
+	return 1;
+}
+
+int lg_run_join(struct lg_run *run)
+{
+	int i, first_err = 0;
+
+	for (i = 0; i < run->n_workers; i++) {
+		struct worker *w = &run->workers[i];
+
+		if (!w->started)
+			continue;
+		pthread_join(w->thread, NULL);
+		w->started = 0;
+		if (!first_err && w->stats->counters[LG_CTR_SETUP_ERRNO])
+			first_err = -(int)w->stats->counters[LG_CTR_SETUP_ERRNO];
+	}
+	return first_err;
+}
+
+void lg_run_free(struct lg_run *run)
+{
+	int i;
+
+	if (!run)
+		return;
+	lg_run_stop(run, 0);
+	lg_run_join(run);
+	for (i = 0; i < run->n_workers; i++)
+		munmap(run->workers[i].stats, sizeof(struct lg_worker_stats));
+	free(run->workers);
+	free(run->config_copy);
+	free(run);
+}

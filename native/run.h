@@ -1,0 +1,43 @@
+/* run.h: a run is N worker threads, each pinned and owning one stats record. */
+#ifndef LG_RUN_H
+#define LG_RUN_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include "loadgen.h"
+
+struct worker;
+typedef void (*worker_fn)(struct worker *w);
+
+struct worker {
+	struct lg_run *run;
+	int index;
+	int cpu;			/* -1: not pinned */
+	pthread_t thread;
+	int started;
+	struct lg_worker_stats *stats;	/* page-aligned, owned by the run */
+	const void *config;		/* the engine's config, shared read-only */
+	worker_fn fn;
+};
+
+struct lg_run {
+	int n_workers;
+	int64_t stop_ns;		/* INT64_MAX until lg_run_stop */
+	void *config_copy;		/* the engine's config, freed with the run */
+	struct worker *workers;
+};
+
+/* Allocate a run with n zeroed stats records; 0 or -errno. */
+int run_alloc(int n, struct lg_run **out);
+/* Start every worker's thread on fn; 0 or -errno (workers started so far are stopped). */
+int run_start(struct lg_run *run, worker_fn fn, const void *config, const int32_t *cpus);
+
+/* The time after which a worker stops: its own end, or the controller's stop. */
+static inline int64_t run_stop_ns(const struct lg_run *run)
+{
+	return __atomic_load_n(&run->stop_ns, __ATOMIC_ACQUIRE);
+}
+
+void worker_set_state(struct worker *w, int state, int err);
+
+#endif

@@ -1,0 +1,191 @@
+/* uring.c: ring setup, registration and enter, each syscall wrapped once. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include "uring.h"
+
+static int sys_setup(unsigned entries, struct io_uring_params *p)
+{
+	long ret = syscall(__NR_io_uring_setup, entries, p);
+
+	return ret < 0 ? -errno : (int)ret;
+}
+
+static int sys_enter(int fd, unsigned to_submit, unsigned min_complete, unsigned flags,
+		     const void *arg, size_t argsz)
+{
+	long ret = syscall(__NR_io_uring_enter, fd, to_submit, min_complete, flags, arg, argsz);
+
+	return ret < 0 ? -errno : (int)ret;
+}
+
+static int sys_register(int fd, unsigned op, const void *arg, unsigned nr)
+{
+	long ret = syscall(__NR_io_uring_register, fd, op, arg, nr);
+
+	return ret < 0 ? -errno : (int)ret;
+}
+
+/*
+ * Optional flags, most wanted first; on EINVAL the last one is dropped and
+ * setup retried (older kernels reject flags they do not know):
+ *   SINGLE_ISSUER (6.0) + DEFER_TASKRUN (6.1): completions run in our own
+ *   enter call, no task-work interrupts; COOP_TASKRUN (5.19); SUBMIT_ALL (5.18)
+ *   so one bad SQE does not stop the rest of a batch.
+ */
+static const unsigned optional_flags[] = {
+	IORING_SETUP_SUBMIT_ALL,
+	IORING_SETUP_COOP_TASKRUN,
+	IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+};
+#define N_OPTIONAL (sizeof(optional_flags) / sizeof(optional_flags[0]))
+
+static int map_rings(struct uring *r, struct io_uring_params *p)
+{
+	r->sq_ring_size = p->sq_off.array + p->sq_entries * sizeof(unsigned);
+	r->cq_ring_size = p->cq_off.cqes + p->cq_entries * sizeof(struct io_uring_cqe);
+	if (p->features & IORING_FEAT_SINGLE_MMAP) {
+		if (r->cq_ring_size > r->sq_ring_size)
+			r->sq_ring_size = r->cq_ring_size;
+		r->cq_ring_size = r->sq_ring_size;
+	}
+	r->sq_ring = mmap(NULL, r->sq_ring_size, PROT_READ | PROT_WRITE,
+			  MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_SQ_RING);
+	if (r->sq_ring == MAP_FAILED)
+		return -errno;
+	if (p->features & IORING_FEAT_SINGLE_MMAP) {
+		r->cq_ring = r->sq_ring;
+	} else {
+		r->cq_ring = mmap(NULL, r->cq_ring_size, PROT_READ | PROT_WRITE,
+				  MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_CQ_RING);
+		if (r->cq_ring == MAP_FAILED)
+			return -errno;
+	}
+	r->sqes_size = p->sq_entries * sizeof(struct io_uring_sqe);
+	r->sqes = mmap(NULL, r->sqes_size, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_SQES);
+	if (r->sqes == MAP_FAILED)
+		return -errno;
+
+	r->sq_head = (unsigned *)((char *)r->sq_ring + p->sq_off.head);
+	r->sq_tail = (unsigned *)((char *)r->sq_ring + p->sq_off.tail);
+	r->sq_mask = (unsigned *)((char *)r->sq_ring + p->sq_off.ring_mask);
+	r->sq_array = (unsigned *)((char *)r->sq_ring + p->sq_off.array);
+	r->sq_entries = p->sq_entries;
+	r->cq_head = (unsigned *)((char *)r->cq_ring + p->cq_off.head);
+	r->cq_tail = (unsigned *)((char *)r->cq_ring + p->cq_off.tail);
+	r->cq_mask = (unsigned *)((char *)r->cq_ring + p->cq_off.ring_mask);
+	r->cqes = (struct io_uring_cqe *)((char *)r->cq_ring + p->cq_off.cqes);
+	/* An identity SQ index array, filled once: slot i always names SQE i. */
+	for (unsigned i = 0; i < p->sq_entries; i++)
+		r->sq_array[i] = i;
+	r->sqe_tail = *r->sq_tail;
+	return 0;
+}
+
+int uring_init(struct uring *r, unsigned entries)
+{
+	struct io_uring_params p;
+	unsigned flags = 0;
+	int n_opt = N_OPTIONAL, fd, err;
+
+	memset(r, 0, sizeof(*r));
+	r->fd = -1;
+	for (int i = 0; i < n_opt; i++)
+		flags |= optional_flags[i];
+	for (;;) {
+		memset(&p, 0, sizeof(p));
+		p.flags = flags;
+		/* A CQ twice the SQ: completions never overflow with qd <= entries. */
+		p.flags |= IORING_SETUP_CQSIZE;
+		p.cq_entries = entries * 2;
+		fd = sys_setup(entries, &p);
+		if (fd != -EINVAL || n_opt == 0)
+			break;
+		flags &= ~optional_flags[--n_opt];
+	}
+	if (fd < 0)
+		return fd;
+	r->fd = fd;
+	r->enter_fd = fd;
+	r->flags = p.flags;
+	err = map_rings(r, &p);
+	if (err) {
+		uring_exit(r);
+		return err;
+	}
+	return 0;
+}
+
+void uring_exit(struct uring *r)
+{
+	if (r->sqes && r->sqes != MAP_FAILED)
+		munmap(r->sqes, r->sqes_size);
+	if (r->cq_ring && r->cq_ring != MAP_FAILED && r->cq_ring != r->sq_ring)
+		munmap(r->cq_ring, r->cq_ring_size);
+	if (r->sq_ring && r->sq_ring != MAP_FAILED)
+		munmap(r->sq_ring, r->sq_ring_size);
+	if (r->fd >= 0)
+		close(r->fd);
+	memset(r, 0, sizeof(*r));
+	r->fd = -1;
+}
+
+int uring_register_file(struct uring *r, int fd)
+{
+	return sys_register(r->fd, IORING_REGISTER_FILES, &fd, 1);
+}
+
+int uring_register_buffers(struct uring *r, const struct iovec *iov, unsigned n)
+{
+	return sys_register(r->fd, IORING_REGISTER_BUFFERS, iov, n);
+}
+
+void uring_register_ring_fd(struct uring *r)
+{
+	struct io_uring_rsrc_update up = { .offset = -1U, .data = (uint64_t)r->fd };
+
+	if (sys_register(r->fd, IORING_REGISTER_RING_FDS, &up, 1) == 1) {
+		r->enter_fd = (int)up.offset;
+		r->enter_flags = IORING_ENTER_REGISTERED_RING;
+	}
+}
+
+int uring_submit_and_wait(struct uring *r, unsigned wait_nr, int64_t timeout_ns)
+{
+	unsigned to_submit = r->sqe_tail - *r->sq_tail;
+	unsigned flags = r->enter_flags;
+	struct __kernel_timespec ts;
+	struct io_uring_getevents_arg arg;
+	const void *argp = NULL;
+	size_t argsz = 0;
+
+	/* release: SQE contents must be visible before the kernel sees the new tail */
+	__atomic_store_n(r->sq_tail, r->sqe_tail, __ATOMIC_RELEASE);
+	/* DEFER_TASKRUN runs completions only inside GETEVENTS, so always ask. */
+	if (wait_nr || (r->flags & IORING_SETUP_DEFER_TASKRUN))
+		flags |= IORING_ENTER_GETEVENTS;
+	if (wait_nr && timeout_ns > 0) {
+		/* EXT_ARG (5.11): bounded wait so a paced worker wakes for its next slot */
+		ts.tv_sec = timeout_ns / 1000000000LL;
+		ts.tv_nsec = timeout_ns % 1000000000LL;
+		memset(&arg, 0, sizeof(arg));
+		arg.ts = (uint64_t)(uintptr_t)&ts;
+		argp = &arg;
+		argsz = sizeof(arg);
+		flags |= IORING_ENTER_EXT_ARG;
+	}
+	for (;;) {
+		int ret = sys_enter(r->enter_fd, to_submit, wait_nr, flags, argp, argsz);
+
+		if (ret == -EINTR)
+			continue;
+		if (ret == -ETIME)
+			return 0;
+		return ret;
+	}
+}

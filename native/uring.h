@@ -1,0 +1,70 @@
+/*
+ * uring.h: io_uring on raw syscalls and <linux/io_uring.h>, no liburing.
+ * Each syscall is wrapped once here; functions return >= 0 or -errno.
+ */
+#ifndef LG_URING_H
+#define LG_URING_H
+
+#include <linux/io_uring.h>
+#include <stdint.h>
+
+struct uring {
+	int fd;
+	unsigned flags;			/* setup flags the kernel accepted */
+	unsigned enter_flags;		/* IORING_ENTER_REGISTERED_RING when registered */
+	int enter_fd;			/* ring fd, or its registered index */
+	/* submission queue */
+	unsigned *sq_head, *sq_tail, *sq_mask, *sq_array;
+	unsigned sq_entries;
+	struct io_uring_sqe *sqes;
+	unsigned sqe_tail;		/* local tail, published by uring_submit_and_wait */
+	/* completion queue */
+	unsigned *cq_head, *cq_tail, *cq_mask;
+	struct io_uring_cqe *cqes;
+	void *sq_ring, *cq_ring;
+	size_t sq_ring_size, cq_ring_size, sqes_size;
+};
+
+/* Set up a ring with entries slots, dropping optional flags the kernel rejects. */
+int uring_init(struct uring *r, unsigned entries);
+void uring_exit(struct uring *r);
+/* Register one file (fixed index 0) and the buffers; each -errno on failure. */
+int uring_register_file(struct uring *r, int fd);
+int uring_register_buffers(struct uring *r, const struct iovec *iov, unsigned n);
+/* Register the ring fd itself so enter skips the fd lookup (Linux >= 5.18); optional. */
+void uring_register_ring_fd(struct uring *r);
+
+/* The next free SQE, zeroed; NULL when the queue is full. */
+static inline struct io_uring_sqe *uring_get_sqe(struct uring *r)
+{
+	/* acquire: the kernel's head store must be seen before the slot is reused */
+	unsigned head = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+	struct io_uring_sqe *sqe;
+
+	if (r->sqe_tail - head >= r->sq_entries)
+		return NULL;
+	sqe = &r->sqes[r->sqe_tail & *r->sq_mask];
+	r->sqe_tail++;
+	__builtin_memset(sqe, 0, sizeof(*sqe));
+	return sqe;
+}
+
+/* Publish queued SQEs and enter once: submit them and wait for wait_nr
+ * completions (0: do not wait). Returns the number submitted or -errno. */
+int uring_submit_and_wait(struct uring *r, unsigned wait_nr, int64_t timeout_ns);
+
+/* Visit every ready CQE, then release them all with one head store. */
+#define uring_for_each_cqe(r, head, cqe)                                           \
+	for (head = *(r)->cq_head;                                                   \
+	     /* acquire: CQE contents are valid once the tail that covers them is seen */ \
+	     head != __atomic_load_n((r)->cq_tail, __ATOMIC_ACQUIRE) &&              \
+	     (cqe = &(r)->cqes[head & *(r)->cq_mask], 1);                            \
+	     head++)
+
+static inline void uring_cq_advance_to(struct uring *r, unsigned head)
+{
+	/* release: the kernel may reuse the slots only after we are done reading */
+	__atomic_store_n(r->cq_head, head, __ATOMIC_RELEASE);
+}
+
+#endif
