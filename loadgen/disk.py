@@ -76,10 +76,11 @@ class IntervalSink:
         ops = d.counter("ops_read") + d.counter("ops_write")
         latency = None
         for tag, names in self._tags():
-            hist = histogram.from_counts(d.hist(*names))
+            counts = d.hist(*names)
             if tag == "latency":
-                latency = histogram.interval_summary(hist)
+                latency = histogram.interval_summary(counts)
             if self.hlog:
+                hist = histogram.from_counts(counts)
                 await self.hlog.write(histogram.hlog_line(tag, start_s, length_ns / 1e9, hist))
         rate = ops * 1e9 / length_ns if length_ns else 0.0
         self.rows.append({"t_s": round((interval.end_ns - self.timeline.ramp_end_ns) / 1e9, 3),

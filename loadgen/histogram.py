@@ -38,23 +38,43 @@ def from_counts(counts: np.ndarray) -> HdrHistogram:
     return hist
 
 
-def summarize(hist: HdrHistogram, percentiles: dict[str, float] = PERCENTILES) -> dict:
-    """min, mean, the named percentiles, max and count; all ns, all from the package."""
-    count = hist.get_total_count()
-    if not count:
+# Per counts index: the lowest value it holds and the width of its range, as
+# HdrHistogram defines them (get_value_from_index, _hdr_size_of_equiv_value_range).
+_INDEX = np.arange(33792, dtype=np.int64)
+_BUCKET = np.maximum((_INDEX >> 10) - 1, 0)
+_LOWEST = np.where(_INDEX < 2048, _INDEX, ((_INDEX & 1023) + 1024) << _BUCKET)
+_WIDTH = np.int64(1) << _BUCKET
+
+
+def summarize_counts(counts: np.ndarray, percentiles: dict[str, float] = PERCENTILES) -> dict:
+    """min, mean, the named percentiles, max and count of a counts array, in ns.
+
+    The same arithmetic as the hdrhistogram package's getters (tests hold the
+    two equal), done with numpy so a 1 s interval costs the controller
+    microseconds instead of a Python loop over 33,792 buckets.
+    """
+    counts = np.asarray(counts, dtype=np.uint64)
+    nonzero = np.flatnonzero(counts)
+    if not nonzero.size:
         return {"min": 0, "mean": 0.0, **{k: 0 for k in percentiles}, "max": 0, "count": 0}
-    values = hist.get_percentile_to_value_dict(list(percentiles.values()))
-    return {
-        "min": hist.get_min_value(),
-        "mean": round(hist.get_mean_value(), 1),
-        **{name: values[p] for name, p in percentiles.items()},
-        "max": hist.get_max_value(),
-        "count": count,
-    }
+    total = int(counts.sum())
+    cumulative = np.cumsum(counts)
+    out: dict = {"min": int(_LOWEST[nonzero[0]])}
+    # mean over each bucket's midpoint, in exact integers like the package
+    weighted = sum(int(counts[i]) * (int(_LOWEST[i]) + (int(_WIDTH[i]) >> 1)) for i in nonzero)
+    out["mean"] = float(weighted) / total
+    for name, p in percentiles.items():
+        target = max(int(min(p, 100.0) * total / 100 + 0.5), 1)
+        i = int(np.searchsorted(cumulative, target, side="left"))
+        out[name] = int(_LOWEST[i] + _WIDTH[i] - 1) if p else int(_LOWEST[i])
+    last = nonzero[-1]
+    out["max"] = int(_LOWEST[last] + _WIDTH[last] - 1)
+    out["count"] = total
+    return out
 
 
-def interval_summary(hist: HdrHistogram) -> dict:
-    s = summarize(hist, INTERVAL_PERCENTILES)
+def interval_summary(counts: np.ndarray) -> dict:
+    s = summarize_counts(counts, INTERVAL_PERCENTILES)
     return {"p50": s["p50"], "p99": s["p99"], "max": s["max"]}
 
 

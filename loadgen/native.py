@@ -69,6 +69,7 @@ def _load() -> ctypes.CDLL:
         "lg_run_done": (c.c_int, [c.c_void_p]),
         "lg_run_join": (c.c_int, [c.c_void_p]),
         "lg_run_free": (None, [c.c_void_p]),
+        "lg_disk_offsets": (c.c_int, [c.POINTER(DiskConfig), c.c_int, c.c_void_p, c.c_uint32]),
         "lg_hdr_record": (None, [c.c_void_p, c.c_int64]),
         "lg_hdr_index": (c.c_int, [c.c_int64]),
     }
@@ -160,6 +161,13 @@ def start_disk(config: DiskConfig) -> Run:
     handle = ctypes.c_void_p()
     _check(lib().lg_disk_start(ctypes.byref(config), ctypes.byref(handle)), "starting disk workers")
     return Run(handle.value)
+
+
+def disk_offsets(config: DiskConfig, worker: int, n: int) -> np.ndarray:
+    """The first n offsets a worker would use under config (tests the generator)."""
+    out = np.zeros(n, dtype=np.uint64)
+    _check(lib().lg_disk_offsets(ctypes.byref(config), worker, out.ctypes.data, n), "generating offsets")
+    return out
 
 
 def io_uring_probe() -> int:

@@ -21,7 +21,7 @@ def errno_name(e: int) -> str:
 
 
 def latency_block(counts) -> dict:
-    return histogram.summarize(histogram.from_counts(counts))
+    return histogram.summarize_counts(counts)
 
 
 def _rate(n: int, measured_ns: int) -> float:

@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -91,21 +92,21 @@ static int64_t sched_ns(const struct disk_worker *d, uint64_t k)
 	return d->cfg->start_ns + (int64_t)(n * 1000000000ULL / d->cfg->rate_ops_per_s);
 }
 
-static void disk_worker_init(struct disk_worker *d, struct worker *w)
+static void disk_worker_init(struct disk_worker *d, const struct lg_disk_config *cfg,
+			     struct lg_worker_stats *stats, int index)
 {
-	const struct lg_disk_config *cfg = w->config;
 	uint64_t total_blocks = cfg->span_bytes / cfg->bs_bytes;
 
 	memset(d, 0, sizeof(*d));
 	d->cfg = cfg;
-	d->stats = w->stats;
-	d->index = w->index;
-	d->n_workers = w->run->n_workers;
-	d->rng = cfg->seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(w->index + 1));
+	d->stats = stats;
+	d->index = index;
+	d->n_workers = (int)cfg->workers;
+	d->rng = cfg->seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(index + 1));
 	if (cfg->sequential) {
 		/* Each worker walks its own slice, so the stream per worker is sequential. */
-		d->first_block = total_blocks * w->index / d->n_workers;
-		d->n_blocks = total_blocks * (w->index + 1) / d->n_workers - d->first_block;
+		d->first_block = total_blocks * index / d->n_workers;
+		d->n_blocks = total_blocks * (index + 1) / d->n_workers - d->first_block;
 		if (d->n_blocks == 0) {
 			d->first_block = 0;
 			d->n_blocks = total_blocks;
@@ -191,6 +192,21 @@ static void *alloc_buffers(size_t n, size_t bs)
 	return p;
 }
 
+/*
+ * I/O the kernel cannot issue without blocking (a bio-based device such as
+ * zram, a buffered read that misses the page cache) is handed to io-wq helper
+ * threads. They inherit the worker's one-CPU mask, which would queue the
+ * device's work behind the worker on one core; let them use every CPU the
+ * process may use, as a hardware queue's completion path would.
+ */
+static void iowq_any_cpu(struct uring *r)
+{
+	cpu_set_t set;
+
+	if (sched_getaffinity(getpid(), sizeof(set), &set) == 0)
+		uring_register_iowq_affinity(r, &set, sizeof(set));
+}
+
 static void uring_worker(struct worker *w)
 {
 	const struct lg_disk_config *cfg = w->config;
@@ -205,7 +221,7 @@ static void uring_worker(struct worker *w)
 	struct io_uring_cqe *cqe;
 	int64_t deadline;
 
-	disk_worker_init(&d, w);
+	disk_worker_init(&d, cfg, w->stats, w->index);
 	err = uring_init(&r, qd);
 	if (err) {
 		worker_set_state(w, LG_STATE_FAILED, -err);
@@ -230,6 +246,7 @@ static void uring_worker(struct worker *w)
 	fixed_file = uring_register_file(&r, cfg->fd) == 0;
 	fixed_bufs = uring_register_buffers(&r, iov, qd + 1) == 0;
 	uring_register_ring_fd(&r);
+	iowq_any_cpu(&r);
 	fd = fixed_file ? 0 : cfg->fd;
 	worker_set_state(w, LG_STATE_RUNNING, 0);
 
@@ -331,7 +348,7 @@ static void psync_worker(struct worker *w)
 	unsigned char *bufs;
 	struct op_slot s;
 
-	disk_worker_init(&d, w);
+	disk_worker_init(&d, cfg, w->stats, w->index);
 	bufs = alloc_buffers(2, cfg->bs_bytes);
 	if (!bufs) {
 		worker_set_state(w, LG_STATE_FAILED, ENOMEM);
@@ -406,6 +423,19 @@ int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out)
 	}
 	*out = run;
 	return 0;
+}
+
+int lg_disk_offsets(const struct lg_disk_config *cfg, int worker, uint64_t *out, uint32_t n)
+{
+	struct disk_worker d;
+
+	if (!cfg || cfg->bs_bytes == 0 || cfg->span_bytes < cfg->bs_bytes || worker < 0 ||
+	    (uint32_t)worker >= cfg->workers)
+		return -EINVAL;
+	disk_worker_init(&d, cfg, NULL, worker);
+	for (uint32_t i = 0; i < n; i++)
+		out[i] = next_offset(&d);
+	return (int)n;
 }
 
 int lg_io_uring_probe(void)

@@ -119,6 +119,9 @@ LG_API int lg_run_done(const struct lg_run *run);
 LG_API int lg_run_join(struct lg_run *run);
 LG_API void lg_run_free(struct lg_run *run);
 
+/* The first n offsets worker would use under cfg, into out (test hook for the offset generator). */
+LG_API int lg_disk_offsets(const struct lg_disk_config *cfg, int worker, uint64_t *out, uint32_t n);
+
 /* Record value_ns into one HDR counts array (test hook for the recorder). */
 LG_API void lg_hdr_record(uint64_t *counts, int64_t value_ns);
 /* The counts index of value_ns in the HDR layout above. */

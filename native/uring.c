@@ -155,6 +155,11 @@ void uring_register_ring_fd(struct uring *r)
 	}
 }
 
+int uring_register_iowq_affinity(struct uring *r, const void *cpus, unsigned long cpus_size)
+{
+	return sys_register(r->fd, IORING_REGISTER_IOWQ_AFF, cpus, (unsigned)cpus_size);
+}
+
 int uring_submit_and_wait(struct uring *r, unsigned wait_nr, int64_t timeout_ns)
 {
 	unsigned to_submit = r->sqe_tail - *r->sq_tail;

@@ -31,6 +31,8 @@ void uring_exit(struct uring *r);
 /* Register one file (fixed index 0) and the buffers; each -errno on failure. */
 int uring_register_file(struct uring *r, int fd);
 int uring_register_buffers(struct uring *r, const struct iovec *iov, unsigned n);
+/* Let the ring's io-wq helper threads run on any CPU of cpus; optional (Linux >= 5.14). */
+int uring_register_iowq_affinity(struct uring *r, const void *cpus, unsigned long cpus_size);
 /* Register the ring fd itself so enter skips the fd lookup (Linux >= 5.18); optional. */
 void uring_register_ring_fd(struct uring *r);
 
