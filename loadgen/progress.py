@@ -23,11 +23,10 @@ class Progress:
         self._show(f"[warm-up, {remaining_s:4.1f}s left]")
 
     def interval(self, elapsed_s: float, rate: float, rate_unit: str, bytes_per_s: float,
-                 p50_ns: float, p99_ns: float) -> None:
-        self._show(
-            f"[{elapsed_s:5.1f}s/{self.total_s:.1f}s] {format_si(rate)} {rate_unit}"
-            f"  {bytes_per_s / 1e6:8.1f} MB/s  p50 {format_ns(p50_ns)}  p99 {format_ns(p99_ns)}"
-        )
+                 p50_ns: float | None, p99_ns: float | None, extra: str = "") -> None:
+        latency = f"  p50 {format_ns(p50_ns)}  p99 {format_ns(p99_ns)}" if p50_ns is not None else ""
+        self._show(f"[{elapsed_s:5.1f}s/{self.total_s:.1f}s] {format_si(rate)} {rate_unit}"
+                   f"  {bytes_per_s / 1e6:8.1f} MB/s{latency}{extra}")
 
     def close(self) -> None:
         if self.enabled and self._width:

@@ -1,0 +1,55 @@
+"""What every job shares: the timeline, the .hlog, progress, CPU time, and a run's lifetime.
+
+A job (disk, net) opens its own resources, then calls measure() with a function
+that starts its native run on the given timeline.
+"""
+import resource
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import aiofiles
+
+from loadgen import histogram, native
+from loadgen.controller import Measurement, Policy, Timeline, run_workers
+from loadgen.errors import UsageError
+from loadgen.intervals import IntervalSink, IntervalView
+from loadgen.progress import Progress
+from loadgen.workload import CommonSpec
+
+
+@dataclass
+class Outcome:
+    measurement: Measurement
+    rows: list[dict]
+    cpu: dict
+
+
+async def measure(start: Callable[[Timeline], native.Run], common: CommonSpec, view: IntervalView,
+                  hlog_path: str | None, hlog_comment: str, quiet: bool,
+                  policy: Policy | None = None) -> Outcome:
+    progress = Progress(common.duration_ns / 1e9, enabled=False if quiet else None)
+    hlog = None
+    try:
+        if hlog_path:
+            try:
+                hlog = await aiofiles.open(hlog_path, "w")
+            except OSError as e:
+                raise UsageError(f"cannot write {hlog_path}: {e.strerror}") from None
+            await hlog.write(histogram.hlog_header(time.time() + common.ramp_ns / 1e9, hlog_comment))
+        usage0 = resource.getrusage(resource.RUSAGE_SELF)
+        timeline = Timeline.starting_now(common.ramp_ns, common.duration_ns, common.interval_ns)
+        sink = IntervalSink(view, timeline, hlog, progress)
+        run = start(timeline)
+        try:
+            m = await run_workers(run, timeline, sink, policy=policy, on_tick=sink.warming)
+        finally:
+            run.free()
+        usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        progress.close()
+        if hlog:
+            await hlog.close()
+    cpu = {"user_s": round(usage1.ru_utime - usage0.ru_utime, 3),
+           "sys_s": round(usage1.ru_stime - usage0.ru_stime, 3)}
+    return Outcome(m, sink.rows, cpu)
