@@ -83,6 +83,37 @@ def disk(
 
 
 @app.command()
+def net(
+    pps: Annotated[str, typer.Option(help="Target rate over all flows (100k, 2M), or max.")] = "max",
+    target: Annotated[Optional[str], typer.Option(help="HOST:PORT of any UDP endpoint [default: an embedded receiver on 127.0.0.1].")] = None,
+    size: Annotated[str, typer.Option(help="UDP payload bytes, 32 to 65507.")] = "64",
+    flows: Annotated[Optional[str], typer.Option(help="Distinct 5-tuples (source ports) [default: one per worker].")] = None,
+    mode: Annotated[str, typer.Option(help="stream (one way) or echo (time every round trip).")] = "stream",
+    timeout: Annotated[str, typer.Option(help="Echoes later than this count as lost; the receiver drains this long.")] = "1s",
+    batch: Annotated[str, typer.Option(help="Datagrams per sendmmsg/recvmmsg.")] = "32",
+    receivers: Annotated[Optional[str], typer.Option(help="Embedded receiver threads [default: as many as senders].")] = None,
+    port: Annotated[str, typer.Option(help="Embedded receiver port [default: any free one].")] = "0",
+    workers: Workers = None,
+    duration: Duration = "10s",
+    ramp: Ramp = "1s",
+    interval: Interval = "1s",
+    json_path: JsonOut = None,
+    hlog: HlogOut = None,
+    quiet: Quiet = False,
+) -> None:
+    """Send UDP datagrams at an exact rate and count what arrives, with latency in echo mode."""
+    from loadgen.net import run_net
+    from loadgen.results import format_net
+    from loadgen.workload import parse_net
+
+    spec = parse_net(target=target, pps=pps, size=size, flows=flows, mode=mode, timeout=timeout, batch=batch,
+                     receivers=receivers, port=port, duration=duration, ramp=ramp, interval=interval,
+                     workers=workers)
+    doc = _run_job(run_net(spec, hlog_path=str(hlog) if hlog else None, quiet=quiet))
+    raise SystemExit(_finish(doc, json_path, quiet, format_net))
+
+
+@app.command()
 def version() -> None:
     """Print loadgen's version."""
     print(f"loadgen {__version__}")

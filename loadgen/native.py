@@ -39,6 +39,38 @@ class DiskConfig(ctypes.Structure):
     ]
 
 
+class NetConfig(ctypes.Structure):
+    _fields_ = [
+        ("senders", ctypes.c_uint32),
+        ("receivers", ctypes.c_uint32),
+        ("flows", ctypes.c_uint32),
+        ("size_bytes", ctypes.c_uint32),
+        ("batch", ctypes.c_uint32),
+        ("echo", ctypes.c_uint32),
+        ("run_tag", ctypes.c_uint32),
+        ("first_seq", ctypes.c_uint32),
+        ("rate_pps", ctypes.c_uint64),
+        ("start_ns", ctypes.c_int64),
+        ("ramp_end_ns", ctypes.c_int64),
+        ("end_ns", ctypes.c_int64),
+        ("grace_ns", ctypes.c_int64),
+        ("send_fds", ctypes.POINTER(ctypes.c_int32)),
+        ("recv_fds", ctypes.POINTER(ctypes.c_int32)),
+        ("send_cpus", ctypes.POINTER(ctypes.c_int32)),
+        ("recv_cpus", ctypes.POINTER(ctypes.c_int32)),
+    ]
+
+
+PKT_HEADER_BYTES = 32
+PKT_MAX_BYTES = 65507
+PKT_MAGIC = 0x4C47504B
+
+
+def int32_array(values) -> ctypes.Array:
+    values = list(values)
+    return (ctypes.c_int32 * max(1, len(values)))(*values)
+
+
 def _library_path() -> Path:
     here = Path(__file__).parent
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
@@ -69,6 +101,9 @@ def _load() -> ctypes.CDLL:
         "lg_run_done": (c.c_int, [c.c_void_p]),
         "lg_run_join": (c.c_int, [c.c_void_p]),
         "lg_run_free": (None, [c.c_void_p]),
+        "lg_net_start": (c.c_int, [c.POINTER(NetConfig), c.POINTER(c.c_void_p)]),
+        "lg_pkt_encode": (None, [c.c_void_p, c.c_uint32, c.c_uint32, c.c_uint32, c.c_int64, c.c_int64]),
+        "lg_seq_replay": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint32, c.c_void_p]),
         "lg_disk_offsets": (c.c_int, [c.POINTER(DiskConfig), c.c_int, c.c_void_p, c.c_uint32]),
         "lg_hdr_record": (None, [c.c_void_p, c.c_int64]),
         "lg_hdr_index": (c.c_int, [c.c_int64]),
@@ -161,6 +196,30 @@ def start_disk(config: DiskConfig) -> Run:
     handle = ctypes.c_void_p()
     _check(lib().lg_disk_start(ctypes.byref(config), ctypes.byref(handle)), "starting disk workers")
     return Run(handle.value)
+
+
+def start_net(config: NetConfig) -> Run:
+    handle = ctypes.c_void_p()
+    _check(lib().lg_net_start(ctypes.byref(config), ctypes.byref(handle)), "starting UDP workers")
+    return Run(handle.value)
+
+
+def pkt_encode(flow: int, seq: int, run_tag: int, sched_ns: int, send_ns: int) -> bytes:
+    """The native encoding of a datagram header (tests the wire format)."""
+    buf = ctypes.create_string_buffer(PKT_HEADER_BYTES)
+    lib().lg_pkt_encode(buf, flow, seq, run_tag, sched_ns, send_ns)
+    return buf.raw
+
+
+SEQ_VERDICTS = ("in_order", "reordered", "duplicated", "too_old", "holes")
+
+
+def seq_replay(seqs: list[int], first_seq: int = 0) -> dict[str, int]:
+    """Feed sequence numbers to a fresh native flow tracker; its counts by verdict."""
+    arr = (ctypes.c_uint32 * max(1, len(seqs)))(*[s & 0xFFFFFFFF for s in seqs])
+    out = (ctypes.c_uint64 * 5)()
+    _check(lib().lg_seq_replay(arr, len(seqs), first_seq & 0xFFFFFFFF, out), "replaying sequence numbers")
+    return dict(zip(SEQ_VERDICTS, (int(x) for x in out)))
 
 
 def disk_offsets(config: DiskConfig, worker: int, n: int) -> np.ndarray:

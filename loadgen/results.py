@@ -125,3 +125,42 @@ def format_disk(doc: dict) -> str:
     if doc.get("engine_note"):
         lines.append(f"  engine: {doc['engine_note']}")
     return "\n".join(lines)
+
+
+def format_net(doc: dict) -> str:
+    c, s = doc["config"], doc["summary"]
+    pps = c["pps"]
+    where = "embedded receiver" if c["embedded_receiver"] else c["target_address"]
+    lines = [f"loadgen net: {c['mode']} size={c['size_bytes']}B flows={c['flows']} senders={c['senders']} "
+             f"pps={pps if pps == 'max' else format_si(pps)} to {where} ({c['target_address']})"]
+    if doc["interrupted"] or doc.get("stop_reason"):
+        lines.append(f"  stopped early: {doc['stop_reason']}")
+    lines.append(f"  sent:     {s['sent']} datagrams, {format_si(s['sent_pps'])} pps, "
+                 f"{s['bits_per_s'] / 1e6:.1f} Mbit/s payload, {s['wire_bits_per_s'] / 1e6:.1f} Mbit/s on an Ethernet wire")
+    if s["received"] is None:
+        lines.append(f"  received: not measured ({s['note']})")
+    else:
+        side = "echoes back at the sender" if s["measured_at"] == "echo" else "at the receiver"
+        lines.append(f"  received: {s['received']} {side}, {format_si(s['received_pps'])} pps; "
+                     f"lost {s['lost']} ({s['loss_ratio'] * 100:.3f}%), reordered {s['reordered']}, "
+                     f"duplicated {s['duplicated']}" + (f", late {s['late']}" if s.get("late") else ""))
+    if "latency_ns" in s:
+        lines.append("  round trip:")
+        lines.append(_latency_line("latency", s["latency_ns"]))
+        lines.append(_latency_line("service", s["service_ns"]))
+    elif "oneway" in s:
+        lines.append("  one way (same host clock):")
+        lines.append(_latency_line("latency", s["oneway"]["latency_ns"]))
+        lines.append(_latency_line("service", s["oneway"]["service_ns"]))
+    if pps != "max":
+        lag = s["schedule_lag_ns"]
+        lines.append(f"  schedule: requested {format_si(pps)} pps, achieved {format_si(s['sent_pps'])}; "
+                     f"max lag {format_ns(lag['max'])}, mean lag {format_ns(lag['mean'])}, "
+                     f"{lag['late_ops']} datagrams sent late")
+    if s["refused"]:
+        lines.append(f"  no listener at the target: {s['refused']} sends refused (ICMP port unreachable)")
+    if s["errors"]:
+        detail = ", ".join(f"{k} x{v}" for k, v in s["errors_by_errno"].items())
+        lines.append(f"  errors: {s['errors']} ({detail})")
+    lines.append(f"  cpu: user={s['cpu']['user_s']:.2f}s sys={s['cpu']['sys_s']:.2f}s")
+    return "\n".join(lines)

@@ -43,6 +43,10 @@ class Snapshot:
         err = self.words[:, self.layout.counter("setup_errno")]
         return [(i, int(err[i])) for i in range(len(state)) if state[i] == STATE_FAILED]
 
+    def rows(self, selector: slice) -> "Snapshot":
+        """The same snapshot restricted to some workers (say, the senders)."""
+        return Snapshot(self.layout, self.words[selector], self.t_ns)
+
     def since(self, earlier: "Snapshot") -> "Snapshot":
         """The interval from earlier to self (maxima stay cumulative)."""
         words = self.words - earlier.words

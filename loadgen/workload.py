@@ -5,7 +5,7 @@ numbers) to DiskSpec.from_options, which parses units and checks ranges, so a
 profile key and a CLI option can never disagree. Nothing here touches the
 target or the clock.
 """
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from loadgen.errors import UsageError
 from loadgen.units import format_size, parse_count, parse_duration_ns, parse_rate, parse_size_bytes
@@ -133,3 +133,83 @@ def _random_seed() -> int:
     import os
 
     return int.from_bytes(os.urandom(8), "little")
+
+
+NET_MODES = ("stream", "echo")
+PKT_HEADER_BYTES = 32
+PKT_MAX_BYTES = 65507   # the largest UDP payload over IPv4
+MAX_FLOWS = 65536
+MAX_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    target: tuple[str, int] | None   # None: the embedded receiver on loopback
+    rate_pps: int | None             # None: as fast as possible ("max")
+    size_bytes: int                  # UDP payload
+    flows: int
+    mode: str
+    timeout_ns: int                  # echo: later returns count as lost; both: receiver drain time
+    batch: int
+    receivers: int
+    port: int                        # embedded receiver's port, 0: any free one
+    common: CommonSpec = field(repr=False)
+
+    @property
+    def echo(self) -> bool:
+        return self.mode == "echo"
+
+    def to_config(self) -> dict:
+        return {
+            "target": f"{self.target[0]}:{self.target[1]}" if self.target else None,
+            "pps": self.rate_pps if self.rate_pps else "max",
+            "size_bytes": self.size_bytes,
+            "flows": self.flows,
+            "mode": self.mode,
+            "timeout_ns": self.timeout_ns,
+            "batch": self.batch,
+            "receivers": self.receivers if self.target is None else 0,
+            **{k: v for k, v in asdict(self.common).items()},
+        }
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """'HOST:PORT' or '[v6]:PORT' -> (host, port)."""
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"invalid address: {text!r} (expected HOST:PORT)")
+    return host.strip("[]"), int(port)
+
+
+def parse_net(target=None, pps="max", size="64", flows=None, mode="stream", timeout="1s", batch="32",
+              receivers=None, port="0", duration="10s", ramp="1s", interval="1s", workers=None) -> NetSpec:
+    """Validate raw option values into a NetSpec; raises UsageError with a one-line reason."""
+    common = parse_common(duration, ramp, interval, workers)
+    if workers in (None, "") and target in (None, ""):
+        # The embedded receiver needs cores too: split them between the two sides.
+        common = replace(common, workers=max(1, common.workers // 2))
+    size_bytes = parse_size_bytes(size)
+    if not PKT_HEADER_BYTES <= size_bytes <= PKT_MAX_BYTES:
+        raise UsageError(f"invalid size: {size!r} (UDP payload of {PKT_HEADER_BYTES} to {PKT_MAX_BYTES} bytes)")
+    if mode not in NET_MODES:
+        raise UsageError(f"invalid mode: {mode!r} (stream or echo)")
+    n_flows = common.workers if flows in (None, "") else parse_count(flows)
+    if not common.workers <= n_flows <= MAX_FLOWS:
+        raise UsageError(f"invalid flows: {flows!r} ({common.workers} to {MAX_FLOWS}: at least one per worker)")
+    n_batch = parse_count(batch)
+    if not 1 <= n_batch <= MAX_BATCH:
+        raise UsageError(f"invalid batch: {batch!r} (1 to {MAX_BATCH})")
+    n_receivers = max(1, common.workers) if receivers in (None, "") else parse_count(receivers)
+    if not 1 <= n_receivers <= 1024:
+        raise UsageError(f"invalid receivers: {receivers!r} (1 to 1024)")
+    port_n = parse_count(port)
+    if not 0 <= port_n < 65536:
+        raise UsageError(f"invalid port: {port!r}")
+    timeout_ns = parse_duration_ns(timeout)
+    if timeout_ns <= 0:
+        raise UsageError(f"invalid timeout: {timeout!r} must be above zero")
+    return NetSpec(
+        target=parse_host_port(target) if target not in (None, "") else None,
+        rate_pps=parse_rate(pps), size_bytes=size_bytes, flows=n_flows, mode=mode,
+        timeout_ns=timeout_ns, batch=n_batch, receivers=n_receivers, port=port_n, common=common,
+    )

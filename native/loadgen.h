@@ -45,6 +45,18 @@ enum lg_counter {
 	LG_CTR_LAG_SUM_NS,
 	LG_CTR_STATE,		/* enum lg_state */
 	LG_CTR_SETUP_ERRNO,	/* errno that stopped the worker at setup, or 0 */
+	/* net: a sender's received/duplicated/reordered count echoes, a receiver's arrivals */
+	LG_CTR_SENT,		/* datagrams the kernel accepted, scheduled in the window */
+	LG_CTR_SENT_BYTES,	/* UDP payload bytes of those */
+	LG_CTR_REFUSED,		/* sends that failed with ECONNREFUSED: no listener */
+	LG_CTR_RECEIVED,	/* loadgen datagrams scheduled in the window, duplicates included */
+	LG_CTR_RECEIVED_BYTES,
+	LG_CTR_DUPLICATED,	/* a sequence number seen before */
+	LG_CTR_REORDERED,	/* arrived after a later sequence number of its flow */
+	LG_CTR_TOO_OLD,		/* too far behind to tell late from duplicate */
+	LG_CTR_FOREIGN,		/* datagrams without this run's magic and tag */
+	LG_CTR_LATE,		/* echoes back after the timeout: counted lost, not timed */
+	LG_CTR_SKIPPED,		/* sequence numbers jumped over; minus reordered: holes left */
 	LG_CTR_COUNT
 };
 
@@ -56,6 +68,8 @@ enum lg_hist {
 	LG_HIST_LATENCY_WRITE,
 	LG_HIST_SERVICE_READ,	/* completion - actual submission */
 	LG_HIST_SERVICE_WRITE,
+	LG_HIST_LATENCY_PACKET,	/* sender: echo return - scheduled send; receiver: arrival - scheduled */
+	LG_HIST_SERVICE_PACKET,	/* sender: echo return - actual send; receiver: arrival - actual send */
 	LG_HIST_COUNT
 };
 
@@ -85,6 +99,36 @@ struct lg_disk_config {
 	const int32_t *cpus;	/* workers entries: the CPU to pin to, or -1 */
 };
 
+/*
+ * The datagram header, little-endian, at the start of every payload:
+ *   magic u32 | flow u32 | seq u32 | run_tag u32 | sched_ns i64 | send_ns i64
+ * seq counts per flow and wraps at 2^32; receivers unwrap it against the
+ * highest seen. Padding up to the payload size follows.
+ */
+#define LG_PKT_MAGIC 0x4c47504bu	/* "KPGL" on the wire */
+#define LG_PKT_HEADER_BYTES 32
+#define LG_PKT_MAX_BYTES 65507		/* largest UDP payload over IPv4 */
+
+struct lg_net_config {
+	uint32_t senders;	/* sender workers; flow f belongs to sender f % senders */
+	uint32_t receivers;	/* receiver workers, one per recv_fds entry */
+	uint32_t flows;		/* one connected UDP socket each in send_fds */
+	uint32_t size_bytes;	/* UDP payload, LG_PKT_HEADER_BYTES .. LG_PKT_MAX_BYTES */
+	uint32_t batch;		/* datagrams per sendmmsg/recvmmsg, 1 .. 1024 */
+	uint32_t echo;		/* receivers send each datagram back; senders time the return */
+	uint32_t run_tag;	/* datagrams of other runs are foreign */
+	uint32_t first_seq;	/* first sequence number of every flow */
+	uint64_t rate_pps;	/* total over all flows; 0: as fast as possible */
+	int64_t start_ns;
+	int64_t ramp_end_ns;	/* datagrams scheduled before this are warm-up */
+	int64_t end_ns;		/* none is scheduled at or after this */
+	int64_t grace_ns;	/* echoes and arrivals are awaited this long after the end */
+	const int32_t *send_fds;	/* flows entries, non-blocking, connected */
+	const int32_t *recv_fds;	/* receivers entries, bound, with a receive timeout */
+	const int32_t *send_cpus;	/* senders entries: CPU or -1 */
+	const int32_t *recv_cpus;	/* receivers entries */
+};
+
 struct lg_run;
 
 /* Version of this ABI; Python refuses a library whose version differs. */
@@ -107,6 +151,8 @@ LG_API int lg_file_fill(int fd, uint64_t size_bytes);
 
 /* Start cfg->workers disk workers; on success *out owns them. */
 LG_API int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out);
+/* Start senders (workers 0 .. senders-1) then receivers; the caller keeps the fds open until freed. */
+LG_API int lg_net_start(const struct lg_net_config *cfg, struct lg_run **out);
 
 LG_API int lg_run_workers(const struct lg_run *run);
 /* The stats record of one worker: read it at any time, never write it. */
@@ -121,6 +167,13 @@ LG_API void lg_run_free(struct lg_run *run);
 
 /* The first n offsets worker would use under cfg, into out (test hook for the offset generator). */
 LG_API int lg_disk_offsets(const struct lg_disk_config *cfg, int worker, uint64_t *out, uint32_t n);
+
+/* Encode a datagram header into buf (LG_PKT_HEADER_BYTES); test hook for the wire format. */
+LG_API void lg_pkt_encode(void *buf, uint32_t flow, uint32_t seq, uint32_t run_tag,
+			  int64_t sched_ns, int64_t send_ns);
+/* Feed seqs to a fresh flow tracker expecting first_seq; out: in_order, reordered,
+ * duplicated, too_old, holes (gaps still open at the end). Test hook. */
+LG_API int lg_seq_replay(const uint32_t *seqs, uint32_t n, uint32_t first_seq, uint64_t out[5]);
 
 /* Record value_ns into one HDR counts array (test hook for the recorder). */
 LG_API void lg_hdr_record(uint64_t *counts, int64_t value_ns);

@@ -20,6 +20,17 @@ static const char *const counter_names[LG_CTR_COUNT] = {
 	[LG_CTR_LAG_SUM_NS] = "lag_sum_ns",
 	[LG_CTR_STATE] = "state",
 	[LG_CTR_SETUP_ERRNO] = "setup_errno",
+	[LG_CTR_SENT] = "sent",
+	[LG_CTR_SENT_BYTES] = "sent_bytes",
+	[LG_CTR_REFUSED] = "refused",
+	[LG_CTR_RECEIVED] = "received",
+	[LG_CTR_RECEIVED_BYTES] = "received_bytes",
+	[LG_CTR_DUPLICATED] = "duplicated",
+	[LG_CTR_REORDERED] = "reordered",
+	[LG_CTR_TOO_OLD] = "too_old",
+	[LG_CTR_FOREIGN] = "foreign",
+	[LG_CTR_LATE] = "late",
+	[LG_CTR_SKIPPED] = "skipped",
 };
 
 static const char *const hist_names[LG_HIST_COUNT] = {
@@ -27,6 +38,8 @@ static const char *const hist_names[LG_HIST_COUNT] = {
 	[LG_HIST_LATENCY_WRITE] = "latency_write",
 	[LG_HIST_SERVICE_READ] = "service_read",
 	[LG_HIST_SERVICE_WRITE] = "service_write",
+	[LG_HIST_LATENCY_PACKET] = "latency_packet",
+	[LG_HIST_SERVICE_PACKET] = "service_packet",
 };
 
 int lg_abi_version(void) { return LG_ABI_VERSION; }
