@@ -114,6 +114,34 @@ def net(
 
 
 @app.command()
+def serve(
+    port: Annotated[Optional[int], typer.Option(help="UDP port that counts arrivals.")] = None,
+    echo_port: Annotated[Optional[int], typer.Option(help="UDP port that counts and echoes every datagram back.")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    workers: Workers = None,
+    max_flows: Annotated[str, typer.Option(help="Flow ids tracked per receiver.")] = "1024",
+    duration: Annotated[str, typer.Option(help="Stop after this long [default: 0, until Ctrl-C].")] = "0",
+    interval: Interval = "1s",
+) -> None:
+    """Receive (and echo) loadgen datagrams, printing received pps and loss each interval."""
+    from loadgen.serve import ServeSpec, serve as run_serve
+    from loadgen.units import parse_count, parse_duration_ns
+    from loadgen.workload import MAX_FLOWS, parse_common
+
+    common = parse_common("1s", "0s", interval, workers)
+    flows = parse_count(max_flows)
+    if not 1 <= flows <= MAX_FLOWS:
+        raise UsageError(f"invalid max-flows: {max_flows!r} (1 to {MAX_FLOWS})")
+    for name, p in (("port", port), ("echo-port", echo_port)):
+        if p is not None and not 0 <= p < 65536:
+            raise UsageError(f"invalid {name}: {p}")
+    spec = ServeSpec(host=host, port=port, echo_port=echo_port, workers=common.workers, max_flows=flows,
+                     duration_ns=parse_duration_ns(duration), interval_ns=common.interval_ns)
+    interrupted = _run_job(run_serve(spec))
+    raise SystemExit(EXIT_INTERRUPTED if interrupted else 0)
+
+
+@app.command()
 def version() -> None:
     """Print loadgen's version."""
     print(f"loadgen {__version__}")

@@ -116,7 +116,7 @@ struct lg_net_config {
 	uint32_t size_bytes;	/* UDP payload, LG_PKT_HEADER_BYTES .. LG_PKT_MAX_BYTES */
 	uint32_t batch;		/* datagrams per sendmmsg/recvmmsg, 1 .. 1024 */
 	uint32_t echo;		/* receivers send each datagram back; senders time the return */
-	uint32_t run_tag;	/* datagrams of other runs are foreign */
+	uint32_t run_tag;	/* datagrams of other runs are foreign; 0 takes all (serve) */
 	uint32_t first_seq;	/* first sequence number of every flow */
 	uint64_t rate_pps;	/* total over all flows; 0: as fast as possible */
 	int64_t start_ns;

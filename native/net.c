@@ -109,7 +109,8 @@ static inline int header_read(const void *buf, size_t len, uint32_t run_tag, str
 	if (len < sizeof(*h))
 		return 0;
 	memcpy(h, buf, sizeof(*h));
-	return h->magic == LG_PKT_MAGIC && h->run_tag == run_tag;
+	/* run_tag 0: a standalone server takes every run's datagrams */
+	return h->magic == LG_PKT_MAGIC && (run_tag == 0 || h->run_tag == run_tag);
 }
 
 void lg_pkt_encode(void *buf, uint32_t flow, uint32_t seq, uint32_t run_tag, int64_t sched_ns,
@@ -326,9 +327,10 @@ static void sender_worker(struct worker *w)
 	for (;;) {
 		int64_t now = clock_now_ns(), next_due = INT64_MAX;
 		unsigned sent_any = 0;
+		/* Past the deadline, one last pass sends what fell due just before it. */
+		int final = now >= (deadline = net_deadline(w->run, cfg));
 
-		deadline = net_deadline(w->run, cfg);
-		if (now >= deadline)
+		if (final && !cfg->rate_pps)
 			break;
 		for (unsigned i = 0; i < n_flows; i++) {
 			struct flow_state *f = &flows[i];
@@ -346,6 +348,8 @@ static void sender_worker(struct worker *w)
 			if (cfg->echo)
 				drain_echoes(cfg, st, f, &rx);
 		}
+		if (final)
+			break;
 		if (!sent_any && cfg->rate_pps && next_due != INT64_MAX) {
 			if (next_due > deadline)
 				next_due = deadline;
@@ -376,17 +380,22 @@ static void receiver_worker(struct worker *w)
 	struct lg_worker_stats *st = w->stats;
 	int fd = cfg->recv_fds[w->index - (int)cfg->senders];
 	struct seq_tracker *trackers;
+	uint32_t *tags;
 	struct batch rx;
 
 	trackers = calloc(cfg->flows, sizeof(*trackers));
-	if (!trackers || batch_alloc(&rx, cfg->batch, cfg->size_bytes > LG_PKT_HEADER_BYTES ?
+	tags = calloc(cfg->flows, sizeof(*tags));
+	if (!trackers || !tags || batch_alloc(&rx, cfg->batch, cfg->size_bytes > LG_PKT_HEADER_BYTES ?
 							cfg->size_bytes : LG_PKT_HEADER_BYTES, cfg->echo)) {
 		worker_set_state(w, LG_STATE_FAILED, ENOMEM);
 		free(trackers);
+		free(tags);
 		return;
 	}
-	for (uint32_t f = 0; f < cfg->flows; f++)
+	for (uint32_t f = 0; f < cfg->flows; f++) {
 		seq_init(&trackers[f], cfg->first_seq);
+		tags[f] = cfg->run_tag;
+	}
 	worker_set_state(w, LG_STATE_RUNNING, 0);
 	for (;;) {
 		int n, i;
@@ -413,6 +422,11 @@ static void receiver_worker(struct worker *w)
 					counter_add(&st->counters[LG_CTR_FOREIGN], 1);
 					continue;
 				}
+				if (tags[h.flow] != h.run_tag) {
+					/* A new run reuses flow ids from seq first_seq: start over. */
+					seq_init(&trackers[h.flow], cfg->first_seq);
+					tags[h.flow] = h.run_tag;
+				}
 				track_arrival(cfg, st, &trackers[h.flow], &h, rx.msgs[i].msg_len, now, 0);
 			}
 			if (cfg->echo && n > 0) {
@@ -438,6 +452,7 @@ static void receiver_worker(struct worker *w)
 	}
 	batch_free(&rx);
 	free(trackers);
+	free(tags);
 }
 
 static void net_worker(struct worker *w)

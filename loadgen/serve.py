@@ -1,0 +1,122 @@
+"""`loadgen serve`: a standalone UDP receiver and echo server.
+
+It takes datagrams from any loadgen run (run_tag 0), tracks each flow's
+sequence numbers, and prints per interval what arrived and what is missing.
+Without the sender's count it can only see holes: sequence numbers skipped and
+not filled later. Datagrams lost after a flow's last arrival are invisible here;
+the sender's own summary (echo mode) or a paired run accounts for those.
+"""
+import asyncio
+import signal
+import sys
+from dataclasses import dataclass
+
+from loadgen import native
+from loadgen.endpoints import close_all, receiver_sockets
+from loadgen.errors import UsageError
+from loadgen.stats import Snapshot
+from loadgen.units import format_si
+from loadgen.workload import PKT_MAX_BYTES
+
+DRAIN_NS = 100_000_000
+FOREVER_NS = 10 * 365 * 86400 * 10**9
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    host: str
+    port: int | None        # counts only
+    echo_port: int | None   # counts and sends every datagram back
+    workers: int
+    max_flows: int
+    duration_ns: int        # 0: until SIGINT/SIGTERM
+    interval_ns: int
+
+
+@dataclass
+class Listener:
+    name: str
+    run: native.Run
+    socks: list
+    previous: Snapshot
+
+
+def start_listener(spec: ServeSpec, port: int, echo: bool) -> Listener:
+    socks = receiver_sockets(spec.host, port, spec.workers)
+    try:
+        cfg = native.NetConfig(
+            senders=0, receivers=len(socks), flows=spec.max_flows, size_bytes=PKT_MAX_BYTES, batch=32,
+            echo=int(echo), run_tag=0, first_seq=0, rate_pps=0, start_ns=0, ramp_end_ns=0,
+            end_ns=2**62, grace_ns=0,
+            send_fds=None, recv_fds=native.int32_array(s.fileno() for s in socks),
+            send_cpus=None, recv_cpus=native.int32_array(range(len(socks))),
+        )
+        run = native.start_net(cfg)
+    except BaseException:
+        close_all(socks)
+        raise
+    bound = socks[0].getsockname()
+    zero = Snapshot(run.layout, run.read() * 0, native.now_ns())
+    return Listener(f"{bound[0]}:{bound[1]} {'echo' if echo else 'stream'}", run, socks, zero)
+
+
+def interval_line(name: str, elapsed_s: float, d: Snapshot, length_s: float) -> str:
+    received = d.counter("received") - d.counter("duplicated")
+    holes = max(0, d.counter("skipped") - d.counter("reordered"))
+    expected = received + holes
+    loss_pct = 100.0 * holes / expected if expected else 0.0
+    mbit = d.counter("received_bytes") * 8 / length_s / 1e6 if length_s else 0.0
+    return (f"[{elapsed_s:7.1f}s] {name}: received {format_si(received / length_s if length_s else 0)} pps "
+            f"{mbit:.1f} Mbit/s, lost {holes} ({loss_pct:.3f}%), reordered {d.counter('reordered')}, "
+            f"duplicated {d.counter('duplicated')}, foreign {d.counter('foreign')}")
+
+
+async def serve(spec: ServeSpec, out=sys.stdout) -> bool:
+    """Serve until the duration ends or a signal arrives; True when interrupted."""
+    if spec.port is None and spec.echo_port is None:
+        raise UsageError("serve needs --port, --echo-port or both")
+    listeners: list[Listener] = []
+    try:
+        for port, echo in ((spec.port, False), (spec.echo_port, True)):
+            if port is not None:
+                listeners.append(start_listener(spec, port, echo))
+        for lst in listeners:
+            out.write(f"loadgen serve: listening on {lst.name}, {spec.workers} receiver(s)\n")
+        out.flush()
+        return await _loop(spec, listeners, out)
+    finally:
+        for lst in listeners:
+            lst.run.stop(native.now_ns() - DRAIN_NS)
+            lst.run.free()
+            close_all(lst.socks)
+
+
+async def _loop(spec: ServeSpec, listeners: list[Listener], out) -> bool:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    start = native.now_ns()
+    end = start + (spec.duration_ns or FOREVER_NS)
+    tick = start + spec.interval_ns
+    try:
+        while not stop.is_set():
+            now = native.now_ns()
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=max(0, min(tick, end) - now) / 1e9)
+            except TimeoutError:
+                pass
+            now = native.now_ns()
+            for lst in listeners:
+                snap = Snapshot(lst.run.layout, lst.run.read(), now)
+                d = snap.since(lst.previous)
+                out.write(interval_line(lst.name, (now - start) / 1e9, d, (now - lst.previous.t_ns) / 1e9) + "\n")
+                lst.previous = snap
+            out.flush()
+            if now >= end:
+                return False
+            tick += spec.interval_ns
+        return True
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
