@@ -46,6 +46,9 @@ def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter) -> int
         print(formatter(doc))
     if doc["interrupted"]:
         return EXIT_INTERRUPTED
+    if doc["failed"]:
+        sys.stderr.write(f"loadgen: {doc['stop_reason']}\n")
+        return 1
     return 0
 
 

@@ -50,6 +50,7 @@ class Measurement:
     intervals: list[Interval] = field(default_factory=list)
     interrupted: bool = False
     stop_reason: str | None = None   # None: ran to the end
+    failed: bool = False             # stopped by the job's policy or by the workers themselves
     setup_errno: int = 0
 
     @property
@@ -130,5 +131,6 @@ async def run_workers(run: native.Run, timeline: Timeline, on_interval: OnInterv
         timeline=timeline, stop_ns=stop_ns, final=final, intervals=intervals,
         interrupted="interrupt" in reason,
         stop_reason=reason.get("interrupt") or reason.get("policy") or reason.get("early"),
+        failed="interrupt" not in reason and ("policy" in reason or "early" in reason),
         setup_errno=-setup_err if setup_err < 0 else 0,
     )

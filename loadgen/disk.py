@@ -5,6 +5,7 @@ timeline, streams intervals to the .hlog and the progress line, and builds the
 document. Policy lives here: the run stops early only when every I/O fails.
 """
 import ctypes
+import errno
 import os
 
 from loadgen import native, results
@@ -19,7 +20,7 @@ from loadgen.target import open_target
 from loadgen.workload import DiskSpec
 
 # io_uring_setup errors that mean "not allowed here" (seccomp, io_uring_disabled, old kernel).
-_URING_FORBIDDEN = {1: "EPERM", 38: "ENOSYS", 13: "EACCES"}
+_URING_FORBIDDEN = {errno.EPERM, errno.ENOSYS, errno.EACCES}
 
 
 def choose_engine(requested: str) -> tuple[str, str | None]:
@@ -32,7 +33,7 @@ def choose_engine(requested: str) -> tuple[str, str | None]:
     if requested == "io_uring":
         raise SetupError(f"io_uring is not available here: {os.strerror(err)}")
     if err in _URING_FORBIDDEN:
-        return "psync", (f"io_uring unavailable ({_URING_FORBIDDEN[err]}); psync runs instead, "
+        return "psync", (f"io_uring unavailable ({errno_name(err)}); psync runs instead, "
                          "one I/O in flight per worker")
     raise SetupError(f"io_uring setup failed: {os.strerror(err)}")
 

@@ -70,6 +70,7 @@ def document(kind: str, config: dict, engine: str, m: Measurement, env: dict, su
         "config": config,
         "engine": engine,
         "interrupted": m.interrupted,
+        "failed": m.failed,
         "stop_reason": m.stop_reason,
         "env": env,
         "summary": summary,
@@ -103,7 +104,7 @@ def format_disk(doc: dict) -> str:
     lines = [head]
     if doc["interrupted"] or doc.get("stop_reason"):
         lines.append(f"  stopped early: {doc['stop_reason']}")
-    sides = ["read", "write"] if s["read"]["ops"] and s["write"]["ops"] else (["write"] if s["write"]["ops"] else ["read"])
+    sides = {100: ["read"], 0: ["write"]}.get(c["read_pct"], ["read", "write"])
     for side in sides:
         part = s[side]
         mib = part["bytes_per_s"] / (1 << 20)

@@ -96,8 +96,9 @@ def destroy_reasons(path: str, st: os.stat_result, header: bytes) -> list[str]:
 
 
 def _logical_block_bytes(st: os.stat_result) -> int:
-    sysfs = _sysfs_dir(st)
-    for queue in (sysfs / "queue", sysfs.parent.parent / sysfs.resolve().parent.name / "queue"):
+    """The device's logical block size; a partition reads its disk's queue."""
+    sysfs = _sysfs_dir(st).resolve()
+    for queue in (sysfs / "queue", sysfs.parent / "queue"):
         try:
             return int((queue / "logical_block_size").read_text())
         except (OSError, ValueError):
