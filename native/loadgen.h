@@ -103,7 +103,9 @@ struct lg_disk_config {
  * The datagram header, little-endian, at the start of every payload:
  *   magic u32 | flow u32 | seq u32 | run_tag u32 | sched_ns i64 | send_ns i64
  * seq counts per flow and wraps at 2^32; receivers unwrap it against the
- * highest seen. Padding up to the payload size follows.
+ * highest seen. sched_ns and send_ns count from the sending run's start_ns,
+ * so hosts that start together share a timebase. Padding up to the payload
+ * size follows.
  */
 #define LG_PKT_MAGIC 0x4c47504bu	/* "KPGL" on the wire */
 #define LG_PKT_HEADER_BYTES 32
@@ -119,7 +121,7 @@ struct lg_net_config {
 	uint32_t run_tag;	/* datagrams of other runs are foreign; 0 takes all (serve) */
 	uint32_t first_seq;	/* first sequence number of every flow */
 	uint64_t rate_pps;	/* total over all flows; 0: as fast as possible */
-	int64_t start_ns;
+	int64_t start_ns;	/* the run's origin in this host's clock; wire times count from it */
 	int64_t ramp_end_ns;	/* datagrams scheduled before this are warm-up */
 	int64_t end_ns;		/* none is scheduled at or after this */
 	int64_t grace_ns;	/* echoes and arrivals are awaited this long after the end */

@@ -18,6 +18,10 @@
  * Counting window: a datagram counts when its scheduled time is in
  * [ramp_end_ns, end): senders and receivers decide it from the same header
  * field, so lost = sent - (received - duplicated) holds exactly.
+ *
+ * Times on the wire are ns since the run's start_ns, not one host's clock: a
+ * receiver on another host, told the start in its own clock, reads them in
+ * the same timebase as every sender that started together.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -177,7 +181,8 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 	for (unsigned i = 0; i < n; i++) {
 		int64_t sched = cfg->rate_pps ? flow_sched_ns(cfg, f->index, f->k + i) : now_ns;
 
-		header_write(b->iov[i].iov_base, f->index, seq0 + i, cfg->run_tag, sched, now_ns);
+		header_write(b->iov[i].iov_base, f->index, seq0 + i, cfg->run_tag,
+			     sched - cfg->start_ns, now_ns - cfg->start_ns);
 	}
 	ret = sendmmsg(f->fd, b->msgs, n, MSG_DONTWAIT);
 	if (ret < 0) {
@@ -191,14 +196,14 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 	}
 	for (int i = 0; i < ret; i++) {
 		const struct pkt_header *h = b->iov[i].iov_base;
-		int64_t lag;
+		int64_t sched = cfg->start_ns + h->sched_ns, lag;
 
-		if (h->sched_ns < cfg->ramp_end_ns)
+		if (sched < cfg->ramp_end_ns)
 			continue;
 		counter_add(&st->counters[LG_CTR_SENT], 1);
 		counter_add(&st->counters[LG_CTR_SENT_BYTES], b->size_bytes);
 		if (cfg->rate_pps) {
-			lag = now_ns - h->sched_ns;
+			lag = now_ns - sched;
 			counter_add(&st->counters[LG_CTR_LAG_SUM_NS], (uint64_t)lag);
 			counter_max(&st->counters[LG_CTR_LAG_MAX_NS], (uint64_t)lag);
 			if (lag > slot_ns)
@@ -217,10 +222,11 @@ static void track_arrival(const struct lg_net_config *cfg, struct lg_worker_stat
 	uint64_t skipped;
 	enum seq_verdict v = seq_track(t, h->seq, &skipped);
 	uint64_t *c = st->counters;
+	int64_t sched = cfg->start_ns + h->sched_ns, sent = cfg->start_ns + h->send_ns;
 
-	if (h->sched_ns < cfg->ramp_end_ns)
+	if (sched < cfg->ramp_end_ns)
 		return;
-	if (is_echo && cfg->grace_ns && now_ns - h->send_ns > cfg->grace_ns) {
+	if (is_echo && cfg->grace_ns && now_ns - sent > cfg->grace_ns) {
 		counter_add(&c[LG_CTR_LATE], 1);	/* past the timeout: lost, not timed */
 		return;
 	}
@@ -242,8 +248,8 @@ static void track_arrival(const struct lg_net_config *cfg, struct lg_worker_stat
 	default:
 		break;
 	}
-	hdr_record(st->hist[LG_HIST_LATENCY_PACKET], now_ns - h->sched_ns);
-	hdr_record(st->hist[LG_HIST_SERVICE_PACKET], now_ns - h->send_ns);
+	hdr_record(st->hist[LG_HIST_LATENCY_PACKET], now_ns - sched);
+	hdr_record(st->hist[LG_HIST_SERVICE_PACKET], now_ns - sent);
 }
 
 /* Echo mode, sender side: take every return waiting on a flow's socket. */

@@ -1,0 +1,124 @@
+"""The agent's control protocol, sans I/O: framing, messages, authentication and limits.
+
+Frames: a 4-byte big-endian length, then that many bytes of UTF-8 JSON holding
+one object with a "type". Nothing here opens a socket or reads a clock; the
+agent and the controller feed bytes in and take frames out.
+
+Handshake (the token never crosses the wire; both sides prove they hold it):
+  agent      -> {"type": "challenge", "version": V, "nonce": hex32}
+  controller -> {"type": "auth", "version": V, "nonce": hex32, "mac": HMAC(token, "controller" | agent_nonce | controller_nonce)}
+  agent      -> {"type": "welcome", "mac": HMAC(token, "agent" | agent_nonce | controller_nonce), "agent": {...}}
+            or {"type": "error", "code": "auth", ...} and the connection closes.
+After it, every request carries an "id" that its reply repeats.
+"""
+import hashlib
+import hmac
+import json
+import secrets
+import struct
+
+VERSION = 1
+MAX_FRAME_BYTES = 4 << 20     # one interval of HDR payloads fits with room to spare
+HEADER = struct.Struct(">I")
+NONCE_BYTES = 16
+
+# Bounds on what a controller may ask of an agent.
+MAX_DURATION_NS = 24 * 3600 * 10**9
+MAX_RATE_PPS = 100_000_000
+MAX_IOPS = 100_000_000
+MAX_WORKERS = 1024
+
+
+class ProtocolError(Exception):
+    """A peer broke the protocol; the connection that carried it should close."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def encode(message: dict) -> bytes:
+    body = json.dumps(message, separators=(",", ":")).encode()
+    if len(body) > MAX_FRAME_BYTES:
+        raise ProtocolError("too-large", f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
+    return HEADER.pack(len(body)) + body
+
+
+class FrameDecoder:
+    """Incremental: feed() bytes as they arrive, then take complete messages from frames()."""
+
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+        self._buf = bytearray()
+        self._max = max_frame_bytes
+
+    def feed(self, data: bytes) -> list[dict]:
+        self._buf += data
+        out = []
+        while len(self._buf) >= HEADER.size:
+            (length,) = HEADER.unpack_from(self._buf)
+            if length > self._max:
+                raise ProtocolError("too-large", f"frame of {length} bytes exceeds {self._max}")
+            if len(self._buf) < HEADER.size + length:
+                break
+            body = bytes(self._buf[HEADER.size : HEADER.size + length])
+            del self._buf[: HEADER.size + length]
+            out.append(parse(body))
+        return out
+
+
+def parse(body: bytes) -> dict:
+    try:
+        message = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ProtocolError("malformed", "frame is not UTF-8 JSON") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ProtocolError("malformed", "frame is not an object with a type")
+    return message
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(NONCE_BYTES)
+
+
+def _mac(token: bytes, role: str, agent_nonce: str, controller_nonce: str) -> str:
+    msg = f"{role}|{agent_nonce}|{controller_nonce}".encode()
+    return hmac.new(token, msg, hashlib.sha256).hexdigest()
+
+
+def controller_proof(token: bytes, agent_nonce: str, controller_nonce: str) -> str:
+    return _mac(token, "controller", agent_nonce, controller_nonce)
+
+
+def agent_proof(token: bytes, agent_nonce: str, controller_nonce: str) -> str:
+    return _mac(token, "agent", agent_nonce, controller_nonce)
+
+
+def verify(expected: str, given) -> bool:
+    return isinstance(given, str) and hmac.compare_digest(expected.encode(), given.encode())
+
+
+def _is_nonce(value) -> bool:
+    return isinstance(value, str) and len(value) == 2 * NONCE_BYTES and all(c in "0123456789abcdef" for c in value)
+
+
+def check_auth(message: dict, token: bytes | None, agent_nonce: str) -> str:
+    """Validate a controller's auth frame; its nonce on success, ProtocolError otherwise.
+
+    token None: the agent runs without authentication (loopback only)."""
+    if message.get("type") != "auth":
+        raise ProtocolError("auth", "expected auth")
+    if message.get("version") != VERSION:
+        raise ProtocolError("version", f"protocol version {message.get('version')!r} is not {VERSION}")
+    nonce = message.get("nonce")
+    if not _is_nonce(nonce):
+        raise ProtocolError("auth", "bad nonce")
+    if token is not None and not verify(controller_proof(token, agent_nonce, nonce), message.get("mac")):
+        raise ProtocolError("auth", "authentication failed")
+    return nonce
+
+
+def error(code: str, message: str, request_id=None) -> dict:
+    out = {"type": "error", "code": code, "message": message}
+    if request_id is not None:
+        out["id"] = request_id
+    return out
