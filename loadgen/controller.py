@@ -10,6 +10,7 @@ them at end_ns, on SIGINT/SIGTERM, when every worker has exited on its own, or
 when the job's policy says so, and always returns what was measured.
 """
 import asyncio
+import os
 import signal
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
@@ -19,6 +20,12 @@ from loadgen.stats import Snapshot
 
 # How often the controller wakes during warm-up and between ticks to check for a stop.
 POLL_NS = 50_000_000
+
+
+def worker_cpus(n: int, offset: int = 0) -> list[int]:
+    """Worker i is pinned to the (i + offset)-th CPU this process may use, wrapping around."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return [cpus[(i + offset) % len(cpus)] for i in range(n)]
 
 
 @dataclass
@@ -62,7 +69,7 @@ OnInterval = Callable[[Interval, Snapshot], Awaitable[None]]
 Policy = Callable[[Snapshot], str | None]
 
 
-async def run_workers(run: native.Run, timeline: Timeline, on_interval: OnInterval,
+async def run_workers(run: "native.Run", timeline: Timeline, on_interval: OnInterval,
                       policy: Policy | None = None, on_tick: Callable[[int], None] | None = None) -> Measurement:
     """Drive one run to its end and return everything it measured.
 
@@ -118,7 +125,7 @@ async def run_workers(run: native.Run, timeline: Timeline, on_interval: OnInterv
                     stop_ns = native.now_ns()
                     break
         run.stop(stop_ns)
-        setup_err = await loop.run_in_executor(None, run.join)
+        setup_err = await run.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -9,7 +9,7 @@ import errno
 import os
 
 from loadgen import native, results
-from loadgen.controller import Timeline
+from loadgen.controller import Timeline, worker_cpus
 from loadgen.errors import SetupError
 from loadgen.intervals import IntervalView
 from loadgen.job import measure
@@ -36,12 +36,6 @@ def choose_engine(requested: str) -> tuple[str, str | None]:
         return "psync", (f"io_uring unavailable ({errno_name(err)}); psync runs instead, "
                          "one I/O in flight per worker")
     raise SetupError(f"io_uring setup failed: {os.strerror(err)}")
-
-
-def worker_cpus(n: int) -> list[int]:
-    """Worker i is pinned to the i-th CPU this process may use, wrapping around."""
-    cpus = sorted(os.sched_getaffinity(0))
-    return [cpus[i % len(cpus)] for i in range(n)]
 
 
 def all_failed(cumulative: Snapshot) -> str | None:

@@ -185,6 +185,12 @@ class Run:
         """Blocks until every worker exits; 0 or the first setup -errno."""
         return lib().lg_run_join(self._handle)
 
+    async def wait(self) -> int:
+        """join() without blocking the event loop."""
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(None, self.join)
+
     def free(self) -> None:
         if self._handle:
             self._views = []

@@ -8,7 +8,7 @@ import os
 import socket
 
 from loadgen import native, results
-from loadgen.controller import Timeline
+from loadgen.controller import Timeline, worker_cpus
 from loadgen.endpoints import LOOPBACK, close_all, receiver_sockets, resolve, sender_sockets
 from loadgen.intervals import IntervalView
 from loadgen.job import measure
@@ -132,9 +132,18 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
     return summary
 
 
-def _cpus(n: int, offset: int = 0) -> list[int]:
-    cpus = sorted(os.sched_getaffinity(0))
-    return [cpus[(i + offset) % len(cpus)] for i in range(n)]
+def net_config(spec: NetSpec, timeline: Timeline, run_tag: int, senders: list, receivers: list,
+               send_cpus: list[int], recv_cpus: list[int]) -> native.NetConfig:
+    """The native config for senders (one socket per flow) and receivers (one socket each)."""
+    return native.NetConfig(
+        senders=len(send_cpus) if senders else 0, receivers=len(receivers), flows=spec.flows,
+        size_bytes=spec.size_bytes, batch=spec.batch, echo=int(spec.echo), run_tag=run_tag, first_seq=0,
+        rate_pps=spec.rate_pps or 0, start_ns=timeline.start_ns, ramp_end_ns=timeline.ramp_end_ns,
+        end_ns=timeline.end_ns, grace_ns=spec.timeout_ns,
+        send_fds=native.int32_array(s.fileno() for s in senders),
+        recv_fds=native.int32_array(s.fileno() for s in receivers),
+        send_cpus=native.int32_array(send_cpus), recv_cpus=native.int32_array(recv_cpus),
+    )  # the native run copies the config and its arrays
 
 
 async def run_net(spec: NetSpec, hlog_path: str | None = None, quiet: bool = False) -> dict:
@@ -153,20 +162,11 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, quiet: bool = Fal
         raise
     n_send = spec.common.workers
     sides = Sides(n_send)
-    send_cpus, recv_cpus = _cpus(n_send), _cpus(len(receivers), offset=n_send)
+    send_cpus, recv_cpus = worker_cpus(n_send), worker_cpus(len(receivers), offset=n_send)
     run_tag = int.from_bytes(os.urandom(4), "little") | 1
 
     def start(timeline: Timeline) -> native.Run:
-        cfg = native.NetConfig(
-            senders=n_send, receivers=len(receivers), flows=spec.flows, size_bytes=spec.size_bytes,
-            batch=spec.batch, echo=int(spec.echo), run_tag=run_tag, first_seq=0,
-            rate_pps=spec.rate_pps or 0, start_ns=timeline.start_ns, ramp_end_ns=timeline.ramp_end_ns,
-            end_ns=timeline.end_ns, grace_ns=spec.timeout_ns,
-            send_fds=native.int32_array(s.fileno() for s in senders),
-            recv_fds=native.int32_array(s.fileno() for s in receivers),
-            send_cpus=native.int32_array(send_cpus), recv_cpus=native.int32_array(recv_cpus),
-        )
-        return native.start_net(cfg)  # the run copies cfg and its arrays
+        return native.start_net(net_config(spec, timeline, run_tag, senders, receivers, send_cpus, recv_cpus))
 
     try:
         out = await measure(start, spec.common, interval_view(spec, sides, embedded), hlog_path,

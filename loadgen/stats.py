@@ -5,6 +5,8 @@ words laid out by native.Layout). Counters and HDR counts only grow, so an
 interval is the difference of two snapshots and the total is the last one;
 intervals therefore add up to the total exactly.
 """
+import base64
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,3 +56,23 @@ class Snapshot:
             col = self.layout.counter(name)
             words[:, col] = self.words[:, col]
         return Snapshot(self.layout, words, self.t_ns)
+
+
+def encode_words(words: np.ndarray) -> dict:
+    """A stats matrix for the wire: mostly zeros, so it compresses to a few KB."""
+    raw = np.ascontiguousarray(words, dtype="<u8")
+    return {"shape": list(raw.shape), "data": base64.b64encode(zlib.compress(raw.tobytes(), 1)).decode()}
+
+
+def decode_words(encoded: dict, max_bytes: int = 64 << 20) -> np.ndarray:
+    """The inverse of encode_words; ValueError on anything malformed."""
+    try:
+        rows, cols = (int(x) for x in encoded["shape"])
+        inflater = zlib.decompressobj()
+        # bounded: a small frame must not inflate into gigabytes
+        data = inflater.decompress(base64.b64decode(encoded["data"], validate=True), max_bytes + 1)
+    except (KeyError, TypeError, ValueError, zlib.error) as e:
+        raise ValueError(f"malformed stats: {e}") from None
+    if rows < 0 or cols < 0 or rows * cols * 8 != len(data) or len(data) > max_bytes or inflater.unconsumed_tail:
+        raise ValueError("stats shape does not match its data")
+    return np.frombuffer(data, dtype="<u8").reshape(rows, cols).astype(np.uint64)
