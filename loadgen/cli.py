@@ -11,7 +11,7 @@ import click
 import typer
 
 from loadgen import __version__
-from loadgen.errors import LoadgenError, UsageError
+from loadgen.errors import LoadgenError, SetupError, UsageError
 
 EXIT_INTERRUPTED = 130
 
@@ -26,6 +26,23 @@ Workers = Annotated[Optional[str], typer.Option(help="Worker threads, one per co
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Write the result document here.")]
 HlogOut = Annotated[Optional[Path], typer.Option("--hlog", help="Write an HdrHistogram interval log here.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress line and no summary.")]
+TokenFile = Annotated[Optional[str], typer.Option(help="Shared token for agents [default: $LOADGEN_TOKEN].")]
+TlsCa = Annotated[Optional[str], typer.Option(help="Use TLS to agents, checking their certificate against this CA file.")]
+Tls = Annotated[bool, typer.Option("--tls", help="Use TLS to agents without checking their certificate.")]
+
+
+def _connector(token_file: Optional[str], tls: bool, tls_ca: Optional[str]):
+    """connect(host, port) -> AgentClient, with the token and TLS settings given."""
+    from loadgen.agent import load_token
+    from loadgen.remote import AgentClient, client_ssl_context
+
+    token = load_token(token_file)
+    ctx = client_ssl_context(tls_ca) if (tls or tls_ca) else None
+
+    async def connect(host: str, port: int):
+        return await AgentClient.connect(host, port, token, ctx)
+
+    return connect
 
 
 def _run_job(coro) -> dict:
@@ -69,19 +86,28 @@ def disk(
     engine: Annotated[str, typer.Option(help="auto, io_uring or psync.")] = "auto",
     allow_destroy: Annotated[bool, typer.Option("--allow-destroy", help="Write even to a device that holds data.")] = False,
     seed: Annotated[Optional[str], typer.Option(help="Seed for offsets and the read/write mix.")] = None,
+    on: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent to run the job on.")] = None,
+    token_file: TokenFile = None,
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
     json_path: JsonOut = None,
     hlog: HlogOut = None,
     quiet: Quiet = False,
 ) -> None:
     """Drive IOPS against a file or block device with io_uring workers, one per core."""
-    from loadgen.disk import run_disk
+    from loadgen.disk import run_disk, run_disk_remote
     from loadgen.results import format_disk
-    from loadgen.workload import parse_disk
+    from loadgen.workload import parse_disk, parse_host_port
 
     spec = parse_disk(target=target, size=size, rw=rw, mix=mix, bs=bs, qd=qd, iops=iops, direct=direct,
                       engine=engine, allow_destroy=allow_destroy, seed=seed, duration=duration,
                       ramp=ramp, interval=interval, workers=workers)
-    doc = _run_job(run_disk(spec, hlog_path=str(hlog) if hlog else None, quiet=quiet))
+    hlog_path = str(hlog) if hlog else None
+    if on:
+        job = run_disk_remote(spec, parse_host_port(on), _connector(token_file, tls, tls_ca), hlog_path, quiet)
+    else:
+        job = run_disk(spec, hlog_path=hlog_path, quiet=quiet)
+    doc = _run_job(job)
     raise SystemExit(_finish(doc, json_path, quiet, format_disk))
 
 
@@ -96,6 +122,11 @@ def net(
     batch: Annotated[str, typer.Option(help="Datagrams per sendmmsg/recvmmsg.")] = "32",
     receivers: Annotated[Optional[str], typer.Option(help="Embedded receiver threads [default: as many as senders].")] = None,
     port: Annotated[str, typer.Option(help="Embedded receiver port [default: any free one].")] = "0",
+    peer: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent that receives (and echoes).")] = None,
+    clients: Annotated[Optional[str], typer.Option(help="Comma-separated HOST:PORT agents that send, instead of this host.")] = None,
+    token_file: TokenFile = None,
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
     workers: Workers = None,
     duration: Duration = "10s",
     ramp: Ramp = "1s",
@@ -105,14 +136,25 @@ def net(
     quiet: Quiet = False,
 ) -> None:
     """Send UDP datagrams at an exact rate and count what arrives, with latency in echo mode."""
-    from loadgen.net import run_net
+    from loadgen.net import run_net, run_net_paired
     from loadgen.results import format_net
-    from loadgen.workload import parse_net
+    from loadgen.workload import parse_host_port, parse_net
 
+    if (peer or clients) and target:
+        raise UsageError("--target is for a plain UDP endpoint; --peer and --clients use agents")
+    if clients and not peer:
+        raise UsageError("--clients needs --peer, the agent that receives")
     spec = parse_net(target=target, pps=pps, size=size, flows=flows, mode=mode, timeout=timeout, batch=batch,
                      receivers=receivers, port=port, duration=duration, ramp=ramp, interval=interval,
-                     workers=workers)
-    doc = _run_job(run_net(spec, hlog_path=str(hlog) if hlog else None, quiet=quiet))
+                     workers=workers, paired=bool(peer))
+    hlog_path = str(hlog) if hlog else None
+    if peer:
+        client_addrs = [parse_host_port(c) for c in clients.split(",") if c.strip()] if clients else []
+        job = run_net_paired(spec, parse_host_port(peer), client_addrs, _connector(token_file, tls, tls_ca),
+                             hlog_path, quiet)
+    else:
+        job = run_net(spec, hlog_path=hlog_path, quiet=quiet)
+    doc = _run_job(job)
     raise SystemExit(_finish(doc, json_path, quiet, format_net))
 
 
@@ -125,11 +167,22 @@ def serve(
     max_flows: Annotated[str, typer.Option(help="Flow ids tracked per receiver.")] = "1024",
     duration: Annotated[str, typer.Option(help="Stop after this long [default: 0, until Ctrl-C].")] = "0",
     interval: Interval = "1s",
+    listen: Annotated[Optional[str], typer.Option(help="ADDR:PORT: run as an agent that controllers drive.")] = None,
+    token_file: Annotated[Optional[str], typer.Option(help="Agent: the shared token [default: $LOADGEN_TOKEN].")] = None,
+    allow_path: Annotated[Optional[list[str]], typer.Option(help="Agent: a directory disk jobs may use (repeatable).")] = None,
+    tls_cert: Annotated[Optional[str], typer.Option(help="Agent: TLS certificate for the control channel.")] = None,
+    tls_key: Annotated[Optional[str], typer.Option(help="Agent: TLS private key.")] = None,
+    insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="Agent: no token, loopback only.")] = False,
 ) -> None:
-    """Receive (and echo) loadgen datagrams, printing received pps and loss each interval."""
+    """Receive (and echo) loadgen datagrams, printing received pps and loss each interval;
+    with --listen, run as an agent for paired runs."""
     from loadgen.serve import ServeSpec, serve as run_serve
     from loadgen.units import parse_count, parse_duration_ns
     from loadgen.workload import MAX_FLOWS, parse_common
+
+    if listen:
+        _run_agent(listen, token_file, allow_path or [], tls_cert, tls_key, insecure_no_auth)
+        return
 
     common = parse_common("1s", "0s", interval, workers)
     flows = parse_count(max_flows)
@@ -142,6 +195,30 @@ def serve(
                      duration_ns=parse_duration_ns(duration), interval_ns=common.interval_ns)
     interrupted = _run_job(run_serve(spec))
     raise SystemExit(EXIT_INTERRUPTED if interrupted else 0)
+
+
+def _run_agent(listen: str, token_file, allow_paths: list[str], tls_cert, tls_key, insecure_no_auth: bool) -> None:
+    from pathlib import Path
+
+    from loadgen.agent import Agent, AgentConfig, check_startup, load_token, server_ssl_context
+    from loadgen.workload import parse_host_port
+
+    host, port = parse_host_port(listen) if not listen.endswith(":0") else (listen[:-2].strip("[]"), 0)
+    roots = []
+    for p in allow_paths:
+        root = Path(p).resolve()
+        if not root.is_dir():
+            raise UsageError(f"--allow-path {p} is not a directory")
+        roots.append(root)
+    if bool(tls_cert) != bool(tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    cfg = AgentConfig(host=host, port=port, token=load_token(token_file), allow_paths=roots,
+                      ssl_context=server_ssl_context(tls_cert, tls_key) if tls_cert else None)
+    check_startup(cfg, insecure_no_auth)
+    try:
+        _run_job(Agent(cfg).run())
+    except OSError as e:
+        raise SetupError(f"cannot listen on {listen}: {e.strerror}") from None
 
 
 @app.command()

@@ -65,6 +65,50 @@ class Measurement:
         return max(0, self.stop_ns - self.timeline.ramp_end_ns)
 
 
+class CompositeRun:
+    """Several runs (local and remote) driven as one: their workers' rows are stacked in order."""
+
+    def __init__(self, parts: list) -> None:
+        self.parts = parts
+        self.layout = parts[0].layout
+        self.workers = sum(p.workers for p in parts)
+        self._rows, at = [], 0
+        for p in parts:
+            self._rows.append(slice(at, at + p.workers))
+            at += p.workers
+
+    def rows(self) -> list[slice]:
+        """Each part's rows in a stacked snapshot (fixed when the parts started)."""
+        return list(self._rows)
+
+    def read(self):
+        import numpy as np
+
+        return np.vstack([p.read() for p in self.parts])
+
+    def stop(self, stop_ns: int) -> None:
+        for p in self.parts:
+            p.stop(stop_ns)
+
+    def done(self) -> bool:
+        return all(p.done() for p in self.parts)
+
+    def failure(self) -> str | None:
+        for p in self.parts:
+            why = getattr(p, "failure", lambda: None)()
+            if why:
+                return why
+        return None
+
+    async def wait(self) -> int:
+        codes = await asyncio.gather(*(p.wait() for p in self.parts))
+        return next((c for c in codes if c < 0), 0)
+
+    def free(self) -> None:
+        for p in self.parts:
+            p.free()
+
+
 OnInterval = Callable[[Interval, Snapshot], Awaitable[None]]
 Policy = Callable[[Snapshot], str | None]
 
@@ -96,6 +140,11 @@ async def run_workers(run: "native.Run", timeline: Timeline, on_interval: OnInte
         while True:
             now = native.now_ns()
             if now >= timeline.end_ns:
+                break
+            failure = getattr(run, "failure", lambda: None)()
+            if failure:
+                reason.setdefault("policy", failure)
+                stop_ns = min(now, timeline.end_ns)
                 break
             if run.done():
                 reason.setdefault("early", "every worker stopped before the end")

@@ -102,3 +102,48 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, quiet: bool = F
                                  "span_bytes": target.span_bytes, "cpus": cpus}
     return results.document("disk", config, engine, m, basic_env(), results.disk_summary(m, out.cpu), out.rows,
                             engine_note=engine_note)
+
+
+REMOTE_LEAD_NS = 2_000_000_000
+
+
+def _remote_options(spec: DiskSpec) -> dict:
+    """A DiskSpec as the raw options an agent's disk job takes (the CLI's names)."""
+    c = spec.common
+    return {"target": spec.target, "size": str(spec.size_bytes) if spec.size_given or spec.target is None else None,
+            "rw": spec.rw, "mix": str(spec.read_pct) if spec.rw in ("randrw", "rw") else None,
+            "bs": str(spec.bs_bytes), "qd": str(spec.qd),
+            "iops": str(spec.rate_ops_per_s) if spec.rate_ops_per_s else "max", "direct": spec.direct,
+            "engine": spec.engine, "allow_destroy": spec.allow_destroy, "seed": str(spec.seed),
+            "duration": f"{c.duration_ns}ns", "ramp": f"{c.ramp_ns}ns", "interval": f"{c.interval_ns}ns",
+            "workers": str(c.workers)}
+
+
+async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_path: str | None = None,
+                          quiet: bool = False) -> dict:
+    """Run the disk job on an agent's host; the document names that host."""
+    from loadgen.controller import CompositeRun
+
+    agent = await connect(*on)
+    try:
+        run = await agent.prepare({"kind": "disk", "options": _remote_options(spec)})
+
+        async def start(timeline: Timeline):
+            await agent.go(run, timeline)
+            return CompositeRun([run])
+
+        out = await measure(start, spec.common, interval_view(spec), hlog_path,
+                            f"loadgen disk {spec.rw} bs={spec.bs_bytes} qd={spec.qd} on {on[0]}; values in ns",
+                            quiet, policy=all_failed, lead_ns=REMOTE_LEAD_NS)
+    finally:
+        await agent.close()
+    m = out.measurement
+    ready = run.ready
+    config = spec.to_config() | {"target_path": ready.get("target_path"), "target_kind": ready.get("target_kind"),
+                                 "span_bytes": ready.get("span_bytes"), "cpus": ready.get("cpus"),
+                                 "on": f"{on[0]}:{on[1]}"}
+    host = {"host": f"{on[0]}:{on[1]}", "role": "disk", "clock": agent.clock.as_dict(), "agent": agent.info}
+    # CPU time here is the controller's; the agent's job ran elsewhere.
+    return results.document("disk", config, ready.get("engine", "?"), m, basic_env(),
+                            results.disk_summary(m, out.cpu), out.rows, engine_note=ready.get("engine_note"),
+                            hosts=[host])

@@ -3,6 +3,7 @@
 A job (disk, net) opens its own resources, then calls measure() with a function
 that starts its native run on the given timeline.
 """
+import inspect
 import resource
 import time
 from dataclasses import dataclass
@@ -25,9 +26,14 @@ class Outcome:
     cpu: dict
 
 
-async def measure(start: Callable[[Timeline], native.Run], common: CommonSpec, view: IntervalView,
+async def measure(start: Callable, common: CommonSpec, view: IntervalView,
                   hlog_path: str | None, hlog_comment: str, quiet: bool,
-                  policy: Policy | None = None) -> Outcome:
+                  policy: Policy | None = None, lead_ns: int = 20_000_000) -> Outcome:
+    """Start a run on a fresh timeline and drive it to the end.
+
+    start(timeline) returns the run, or a coroutine that does (remote jobs,
+    which are prepared before and only told to go here); lead_ns is how far
+    ahead the schedule begins: time for every worker to receive it."""
     progress = Progress(common.duration_ns / 1e9, enabled=False if quiet else None)
     hlog = None
     try:
@@ -38,9 +44,11 @@ async def measure(start: Callable[[Timeline], native.Run], common: CommonSpec, v
                 raise UsageError(f"cannot write {hlog_path}: {e.strerror}") from None
             await hlog.write(histogram.hlog_header(time.time() + common.ramp_ns / 1e9, hlog_comment))
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
-        timeline = Timeline.starting_now(common.ramp_ns, common.duration_ns, common.interval_ns)
+        timeline = Timeline.starting_now(common.ramp_ns, common.duration_ns, common.interval_ns, lead_ns)
         sink = IntervalSink(view, timeline, hlog, progress)
         run = start(timeline)
+        if inspect.isawaitable(run):
+            run = await run
         try:
             m = await run_workers(run, timeline, sink, policy=policy, on_tick=sink.warming)
         finally:

@@ -49,6 +49,8 @@ class NetConfig(ctypes.Structure):
         ("echo", ctypes.c_uint32),
         ("run_tag", ctypes.c_uint32),
         ("first_seq", ctypes.c_uint32),
+        ("flow_base", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
         ("rate_pps", ctypes.c_uint64),
         ("start_ns", ctypes.c_int64),
         ("ramp_end_ns", ctypes.c_int64),

@@ -6,14 +6,17 @@ the document names which side measured what.
 """
 import os
 import socket
+from dataclasses import dataclass
+from typing import Callable
 
 from loadgen import native, results
-from loadgen.controller import Timeline, worker_cpus
+from loadgen.controller import CompositeRun, Timeline, worker_cpus
 from loadgen.endpoints import LOOPBACK, close_all, receiver_sockets, resolve, sender_sockets
 from loadgen.intervals import IntervalView
 from loadgen.job import measure
 from loadgen.stats import Snapshot
 from loadgen.sysinfo import basic_env
+from loadgen.errors import UsageError
 from loadgen.workload import NetSpec
 
 # Bytes a datagram adds on an Ethernet wire besides its payload: UDP 8, Ethernet
@@ -133,11 +136,12 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
 
 
 def net_config(spec: NetSpec, timeline: Timeline, run_tag: int, senders: list, receivers: list,
-               send_cpus: list[int], recv_cpus: list[int]) -> native.NetConfig:
+               send_cpus: list[int], recv_cpus: list[int], flow_base: int = 0) -> native.NetConfig:
     """The native config for senders (one socket per flow) and receivers (one socket each)."""
     return native.NetConfig(
         senders=len(send_cpus) if senders else 0, receivers=len(receivers), flows=spec.flows,
         size_bytes=spec.size_bytes, batch=spec.batch, echo=int(spec.echo), run_tag=run_tag, first_seq=0,
+        flow_base=flow_base,
         rate_pps=spec.rate_pps or 0, start_ns=timeline.start_ns, ramp_end_ns=timeline.ramp_end_ns,
         end_ns=timeline.end_ns, grace_ns=spec.timeout_ns,
         send_fds=native.int32_array(s.fileno() for s in senders),
@@ -180,3 +184,149 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, quiet: bool = Fal
                                  "senders": n_send, "send_cpus": send_cpus, "recv_cpus": recv_cpus}
     return results.document("net", config, "udp", m, basic_env(),
                             net_summary(spec, m, sides, embedded, family, out.cpu), out.rows)
+
+
+PAIRED_LEAD_NS = 3_000_000_000  # remote jobs start in child processes: give them time
+
+
+def _remote_options(spec: NetSpec, **overrides) -> dict:
+    """A NetSpec as the raw options an agent job takes (the same names as the CLI)."""
+    c = spec.common
+    opts = {"pps": str(spec.rate_pps) if spec.rate_pps else "max", "size": str(spec.size_bytes),
+            "flows": str(spec.flows), "mode": spec.mode, "timeout": f"{spec.timeout_ns}ns",
+            "batch": str(spec.batch), "duration": f"{c.duration_ns}ns", "ramp": f"{c.ramp_ns}ns",
+            "interval": f"{c.interval_ns}ns", "workers": str(c.workers)}
+    opts.update({k: str(v) for k, v in overrides.items()})
+    return opts
+
+
+async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tuple[str, int]], connect,
+                         hlog_path: str | None = None, quiet: bool = False) -> dict:
+    """Receivers on the peer's agent; senders here, or on each client's agent.
+
+    connect(host, port) returns an AgentClient. Every job is prepared first
+    (processes, sockets, ports), then all are told the same timeline, so the
+    senders start together. The document has a section per host and a total;
+    histograms merge by adding counts."""
+    agents = {}
+    local_socks: list = []
+    try:
+        for addr in [peer, *clients]:
+            if addr not in agents:
+                agents[addr] = await connect(*addr)
+        plan = await _prepare_paired(spec, peer, clients, agents, local_socks)
+        sides = Sides(sum(p.workers for p, meta in zip(plan.parts, plan.meta) if meta["role"] == "sender"))
+
+        async def start(timeline: Timeline) -> CompositeRun:
+            for part, meta in zip(plan.parts, plan.meta):
+                if meta["host"] != "local":
+                    await agents[meta["addr"]].go(part, timeline)
+            if plan.local_start:
+                plan.parts[0] = plan.local_start(timeline)
+            plan.run = CompositeRun(plan.parts)
+            return plan.run
+
+        out = await measure(start, spec.common, interval_view(spec, sides, True), hlog_path,
+                            f"loadgen net {spec.mode} size={spec.size_bytes} paired; values in ns",
+                            quiet, lead_ns=PAIRED_LEAD_NS)
+    finally:
+        close_all(local_socks)
+        for a in agents.values():
+            await a.close()
+    m = out.measurement
+    summary = net_summary(spec, m, sides, True, socket.AF_INET, out.cpu)
+    _judge_one_way(summary, plan.meta)
+    hosts = [_host_section(spec, m, meta, sel) for meta, sel in zip(plan.meta, plan.run.rows())]
+    config = spec.to_config() | {"peer": f"{peer[0]}:{peer[1]}", "clients": [f"{h}:{p}" for h, p in clients],
+                                 "embedded_receiver": False, "senders": sides.senders.stop,
+                                 "target_address": f"{peer[0]}:{plan.data_port}"}
+    return results.document("net", config, "udp", m, basic_env(), summary, out.rows, hosts=hosts)
+
+
+@dataclass
+class PairedPlan:
+    parts: list            # sender parts first, the receiver last
+    meta: list[dict]       # per part: host, role, clock...
+    data_port: int
+    local_start: Callable | None = None   # local senders start on the timeline
+    run: CompositeRun | None = None       # once started
+
+
+class _PendingLocal:
+    """Stands for local senders until the timeline is known."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+
+async def _prepare_paired(spec: NetSpec, peer, clients, agents, local_socks: list) -> PairedPlan:
+    run_tag = int.from_bytes(os.urandom(4), "little") | 1
+    n_clients = max(1, len(clients))
+    rate_each = spec.rate_pps // n_clients if spec.rate_pps else None
+    if spec.rate_pps and not rate_each:
+        raise UsageError("the rate is below one datagram per second per client")
+    receiver = agents[peer]
+    recv_run = await receiver.prepare({
+        "kind": "udp-receive", "run_tag": run_tag,
+        "options": _remote_options(spec, flows=spec.flows * n_clients, port=0, workers=spec.receivers,
+                                   receivers=spec.receivers)})
+    data_port = int(recv_run.ready["port"])
+    parts, meta, local_start = [], [], None
+    for i, addr in enumerate(clients):
+        parts.append(await agents[addr].prepare({
+            "kind": "udp-send", "run_tag": run_tag, "flow_base": i * spec.flows,
+            "options": _remote_options(spec, target=f"{peer[0]}:{data_port}",
+                                       pps=str(rate_each) if rate_each else "max")}))
+        meta.append({"host": f"{addr[0]}:{addr[1]}", "addr": addr, "role": "sender",
+                     "clock": agents[addr].clock.as_dict(), "agent": agents[addr].info})
+    if not clients:
+        family, sockaddr = resolve(peer[0], data_port)
+        local_socks.extend(sender_sockets(family, sockaddr, spec.flows))
+        cpus = worker_cpus(spec.common.workers)
+        parts.append(_PendingLocal(spec.common.workers))
+        meta.append({"host": "local", "role": "sender", "clock": None})
+
+        def local_start(timeline: Timeline) -> native.Run:
+            return native.start_net(net_config(spec, timeline, run_tag, local_socks, [], cpus, []))
+    parts.append(recv_run)
+    meta.append({"host": f"{peer[0]}:{peer[1]}", "addr": peer, "role": "receiver",
+                 "clock": receiver.clock.as_dict(), "agent": receiver.info, "data_port": data_port})
+    return PairedPlan(parts, meta, data_port, local_start)
+
+
+def _judge_one_way(summary: dict, meta: list[dict]) -> None:
+    """Keep the receiver's one-way delay only if the clocks are known well enough."""
+    from loadgen.clock import one_way_meaningful
+
+    if "oneway" not in summary:
+        return
+    # The delay depends on every sender's clock and the receiver's.
+    error_ns = sum(m["clock"]["error_ns"] for m in meta if m["clock"])
+    median = summary["oneway"]["latency_ns"]["p50"]
+    if one_way_meaningful(error_ns, median):
+        summary["oneway"]["clock_error_ns"] = error_ns
+    else:
+        del summary["oneway"]
+        summary["oneway_omitted"] = (f"the clocks are aligned only to +-{error_ns} ns, too coarse "
+                                     f"beside a median one-way delay of {median} ns")
+
+
+def _host_section(spec: NetSpec, m, meta: dict, rows: slice) -> dict:
+    part = m.final.rows(rows)
+    ns = m.measured_ns
+    section = {k: v for k, v in meta.items() if k != "addr"} | {"workers": rows.stop - rows.start}
+    per_s = (lambda n: round(n * 1e9 / ns, 3)) if ns else (lambda n: 0.0)
+    if meta["role"] == "sender":
+        section.update(sent=part.counter("sent"), sent_pps=per_s(part.counter("sent")),
+                       errors=part.counter("errors"))
+        if spec.echo:
+            section["received"] = _unique(part)
+            section["latency_ns"] = results.latency_block(part.hist("latency_packet"))
+    else:
+        section.update(received=_unique(part), received_pps=per_s(_unique(part)),
+                       reordered=part.counter("reordered"), duplicated=part.counter("duplicated"))
+    return section
+
+
+def _timeline_dict(t: Timeline) -> dict:
+    return {"start_ns": t.start_ns, "ramp_end_ns": t.ramp_end_ns, "end_ns": t.end_ns}

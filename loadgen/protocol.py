@@ -27,6 +27,7 @@ MAX_DURATION_NS = 24 * 3600 * 10**9
 MAX_RATE_PPS = 100_000_000
 MAX_IOPS = 100_000_000
 MAX_WORKERS = 1024
+MAX_FLOW_BASE = 1 << 20
 
 
 class ProtocolError(Exception):

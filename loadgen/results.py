@@ -131,7 +131,10 @@ def format_disk(doc: dict) -> str:
 def format_net(doc: dict) -> str:
     c, s = doc["config"], doc["summary"]
     pps = c["pps"]
-    where = "embedded receiver" if c["embedded_receiver"] else c["target_address"]
+    if c.get("peer"):
+        where = f"agent {c['peer']}" + (f" from agents {', '.join(c['clients'])}" if c.get("clients") else "")
+    else:
+        where = "embedded receiver" if c["embedded_receiver"] else c["target_address"]
     lines = [f"loadgen net: {c['mode']} size={c['size_bytes']}B flows={c['flows']} senders={c['senders']} "
              f"pps={pps if pps == 'max' else format_si(pps)} to {where} ({c['target_address']})"]
     if doc["interrupted"] or doc.get("stop_reason"):
@@ -150,9 +153,20 @@ def format_net(doc: dict) -> str:
         lines.append(_latency_line("latency", s["latency_ns"]))
         lines.append(_latency_line("service", s["service_ns"]))
     elif "oneway" in s:
-        lines.append("  one way (same host clock):")
+        bound = s["oneway"].get("clock_error_ns")
+        lines.append("  one way" + (f" (clocks aligned to +-{format_ns(bound)}):" if bound else " (same host clock):"))
         lines.append(_latency_line("latency", s["oneway"]["latency_ns"]))
         lines.append(_latency_line("service", s["oneway"]["service_ns"]))
+    if s.get("oneway_omitted"):
+        lines.append(f"  one way: not reported, {s['oneway_omitted']}")
+    for h in doc.get("hosts") or []:
+        clock = f", clock offset {h['clock']['offset_ns']} ns +-{h['clock']['error_ns']} ns" if h.get("clock") else ""
+        if h["role"] == "sender":
+            lines.append(f"  host {h['host']} (sender): sent {h['sent']}, {format_si(h['sent_pps'])} pps{clock}")
+        else:
+            lines.append(f"  host {h['host']} (receiver): received {h['received']}, "
+                         f"{format_si(h['received_pps'])} pps, reordered {h['reordered']}, "
+                         f"duplicated {h['duplicated']}{clock}")
     if pps != "max":
         lag = s["schedule_lag_ns"]
         lines.append(f"  schedule: requested {format_si(pps)} pps, achieved {format_si(s['sent_pps'])}; "

@@ -182,10 +182,11 @@ def parse_host_port(text: str) -> tuple[str, int]:
 
 
 def parse_net(target=None, pps="max", size="64", flows=None, mode="stream", timeout="1s", batch="32",
-              receivers=None, port="0", duration="10s", ramp="1s", interval="1s", workers=None) -> NetSpec:
+              receivers=None, port="0", duration="10s", ramp="1s", interval="1s", workers=None,
+              paired=False) -> NetSpec:
     """Validate raw option values into a NetSpec; raises UsageError with a one-line reason."""
     common = parse_common(duration, ramp, interval, workers)
-    if workers in (None, "") and target in (None, ""):
+    if workers in (None, "") and target in (None, "") and not paired:
         # The embedded receiver needs cores too: split them between the two sides.
         common = replace(common, workers=max(1, common.workers // 2))
     size_bytes = parse_size_bytes(size)

@@ -114,12 +114,14 @@ struct lg_disk_config {
 struct lg_net_config {
 	uint32_t senders;	/* sender workers; flow f belongs to sender f % senders */
 	uint32_t receivers;	/* receiver workers, one per recv_fds entry */
-	uint32_t flows;		/* one connected UDP socket each in send_fds */
+	uint32_t flows;		/* senders: one connected UDP socket each in send_fds; receivers: ids tracked */
 	uint32_t size_bytes;	/* UDP payload, LG_PKT_HEADER_BYTES .. LG_PKT_MAX_BYTES */
 	uint32_t batch;		/* datagrams per sendmmsg/recvmmsg, 1 .. 1024 */
 	uint32_t echo;		/* receivers send each datagram back; senders time the return */
 	uint32_t run_tag;	/* datagrams of other runs are foreign; 0 takes all (serve) */
 	uint32_t first_seq;	/* first sequence number of every flow */
+	uint32_t flow_base;	/* senders' flow ids start here, so several hosts share a receiver */
+	uint32_t _pad;
 	uint64_t rate_pps;	/* total over all flows; 0: as fast as possible */
 	int64_t start_ns;	/* the run's origin in this host's clock; wire times count from it */
 	int64_t ramp_end_ns;	/* datagrams scheduled before this are warm-up */

@@ -63,7 +63,8 @@ struct batch {
 
 struct flow_state {
 	int fd;
-	uint32_t index;		/* global flow id */
+	uint32_t slot;		/* this host's flow number: its place in the schedule */
+	uint32_t id;		/* on the wire: flow_base + slot */
 	uint64_t k;		/* next datagram's index in this flow's schedule */
 	struct seq_tracker echo_seq;	/* echo mode: the returns */
 };
@@ -156,9 +157,9 @@ static inline uint64_t flow_due(const struct lg_net_config *cfg, const struct fl
 	if (t < 0)
 		return 0;
 	slots = (unsigned __int128)t * cfg->rate_pps / 1000000000ULL;	/* slots elapsed */
-	if (slots < f->index)
+	if (slots < f->slot)
 		return 0;
-	k_due = (uint64_t)((slots - f->index) / cfg->flows) + 1;
+	k_due = (uint64_t)((slots - f->slot) / cfg->flows) + 1;
 	return k_due > f->k ? k_due - f->k : 0;
 }
 
@@ -179,9 +180,9 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 	int ret;
 
 	for (unsigned i = 0; i < n; i++) {
-		int64_t sched = cfg->rate_pps ? flow_sched_ns(cfg, f->index, f->k + i) : now_ns;
+		int64_t sched = cfg->rate_pps ? flow_sched_ns(cfg, f->slot, f->k + i) : now_ns;
 
-		header_write(b->iov[i].iov_base, f->index, seq0 + i, cfg->run_tag,
+		header_write(b->iov[i].iov_base, f->id, seq0 + i, cfg->run_tag,
 			     sched - cfg->start_ns, now_ns - cfg->start_ns);
 	}
 	ret = sendmmsg(f->fd, b->msgs, n, MSG_DONTWAIT);
@@ -189,7 +190,7 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == EINTR)
 			return 0;	/* the queue is full: the backlog waits, nothing is skipped */
 		/* A failed datagram still consumes its slot, or the flow would stall on it. */
-		if (cfg->rate_pps == 0 || flow_sched_ns(cfg, f->index, f->k) >= cfg->ramp_end_ns)
+		if (cfg->rate_pps == 0 || flow_sched_ns(cfg, f->slot, f->k) >= cfg->ramp_end_ns)
 			count_error(st, errno);
 		f->k++;
 		return 0;
@@ -270,7 +271,7 @@ static void drain_echoes(const struct lg_net_config *cfg, struct lg_worker_stats
 			struct pkt_header h;
 
 			if (!header_read(rx->iov[i].iov_base, rx->msgs[i].msg_len, cfg->run_tag, &h) ||
-			    h.flow != f->index) {
+			    h.flow != f->id) {
 				counter_add(&st->counters[LG_CTR_FOREIGN], 1);
 				continue;
 			}
@@ -321,7 +322,8 @@ static void sender_worker(struct worker *w)
 		pfds[n_flows].fd = cfg->send_fds[f];
 		pfds[n_flows].events = POLLIN;
 		flows[n_flows].fd = cfg->send_fds[f];
-		flows[n_flows].index = f;
+		flows[n_flows].slot = f;
+		flows[n_flows].id = cfg->flow_base + f;
 		seq_init(&flows[n_flows].echo_seq, cfg->first_seq);
 		n_flows++;
 	}
@@ -346,7 +348,7 @@ static void sender_worker(struct worker *w)
 				sent_any += send_flow(cfg, st, f, &tx, due < batch ? (unsigned)due : batch,
 						      now, slot_ns);
 			} else {
-				int64_t t = flow_sched_ns(cfg, f->index, f->k);
+				int64_t t = flow_sched_ns(cfg, f->slot, f->k);
 
 				if (t < next_due)
 					next_due = t;

@@ -1,0 +1,378 @@
+"""`loadgen serve --listen`: the long-lived agent a remote controller drives.
+
+Rules:
+- One controller at a time; a second one is told "busy" and closed.
+- The controller proves it holds the token (protocol.py) before anything else;
+  an agent without a token refuses to start unless told --insecure-no-auth on
+  a loopback address.
+- It runs only three kinds of job (udp-receive, udp-send, disk), each in a
+  child process (agentjob.py) with bounded duration, rate, size and workers;
+  a disk job's target must lie under an --allow-path directory.
+- A controller silent for HEARTBEAT_TIMEOUT_S, or gone, has its jobs stopped
+  and their ports freed. A malformed frame gets an error; a frame that breaks
+  the framing closes that connection only.
+"""
+import asyncio
+import ipaddress
+import itertools
+import os
+import signal
+import socket
+import ssl
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loadgen import __version__, native, protocol
+from loadgen.errors import LoadgenError, UsageError
+from loadgen.workload import parse_disk, parse_net
+
+HEARTBEAT_TIMEOUT_S = 5.0
+AUTH_TIMEOUT_S = 5.0
+JOB_READY_TIMEOUT_S = 30.0
+JOB_STOP_GRACE_S = 5.0
+MAX_JOBS = 8
+START_WINDOW_NS = (-5 * 10**9, 120 * 10**9)   # a job's start, relative to now
+
+NET_KEYS = {"pps", "size", "flows", "mode", "timeout", "batch", "receivers", "port", "duration", "ramp",
+            "interval", "workers", "target"}
+DISK_KEYS = {"target", "size", "rw", "mix", "bs", "qd", "iops", "direct", "engine", "allow_destroy", "seed",
+             "duration", "ramp", "interval", "workers"}
+
+
+@dataclass
+class AgentConfig:
+    host: str
+    port: int
+    token: bytes | None
+    allow_paths: list[Path] = field(default_factory=list)
+    ssl_context: ssl.SSLContext | None = None
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return all(ipaddress.ip_address(info[4][0]).is_loopback
+                   for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM))
+    except (socket.gaierror, ValueError):
+        return False
+
+
+def check_startup(cfg: AgentConfig, insecure_no_auth: bool) -> None:
+    if cfg.token is None and not insecure_no_auth:
+        raise UsageError("the agent needs a token (--token-file or LOADGEN_TOKEN)")
+    if cfg.token is None and not is_loopback(cfg.host):
+        raise UsageError("--insecure-no-auth is allowed only when listening on loopback")
+    if cfg.token is not None and len(cfg.token) < 16:
+        raise UsageError("the token must be at least 16 bytes")
+
+
+def validate_timeline(timeline) -> dict:
+    """A go request's timeline, in this host's clock: near now, ordered and bounded."""
+    try:
+        start, ramp_end, end = (int(timeline[k]) for k in ("start_ns", "ramp_end_ns", "end_ns"))
+    except (TypeError, KeyError, ValueError):
+        raise protocol.ProtocolError("bad-job", "go needs a timeline") from None
+    now = native.now_ns()
+    if not (START_WINDOW_NS[0] <= start - now <= START_WINDOW_NS[1] and start <= ramp_end <= end
+            and end - start <= protocol.MAX_DURATION_NS):
+        raise protocol.ProtocolError("limit", "the timeline is not within the agent's limits")
+    return {"start_ns": start, "ramp_end_ns": ramp_end, "end_ns": end}
+
+
+def _under(path: Path, roots: list[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def validate_job(job: dict, allow_paths: list[Path]) -> dict:
+    """Check a job request against the agent's limits; the job to run, or ProtocolError."""
+    kind, options = job.get("kind"), job.get("options")
+    if kind not in ("udp-receive", "udp-send", "disk") or not isinstance(options, dict):
+        raise protocol.ProtocolError("bad-job", "job needs kind udp-receive, udp-send or disk, and options")
+    allowed = DISK_KEYS if kind == "disk" else NET_KEYS
+    unknown = set(options) - allowed
+    if unknown:
+        raise protocol.ProtocolError("bad-job", f"unknown options: {', '.join(sorted(unknown))}")
+    if not all(isinstance(v, (str, int, float, bool)) or v is None for v in options.values()):
+        raise protocol.ProtocolError("bad-job", "option values must be strings, numbers or booleans")
+    try:
+        spec = parse_disk(**options) if kind == "disk" else parse_net(**options)
+    except LoadgenError as e:
+        raise protocol.ProtocolError("bad-job", str(e)) from None
+    common = spec.common
+    if common.duration_ns + common.ramp_ns > protocol.MAX_DURATION_NS:
+        raise protocol.ProtocolError("limit", "duration is over the agent's limit")
+    if common.workers > min(protocol.MAX_WORKERS, 4 * (os.cpu_count() or 1)):
+        raise protocol.ProtocolError("limit", "too many workers for this host")
+    if kind == "disk":
+        if (spec.rate_ops_per_s or 0) > protocol.MAX_IOPS:
+            raise protocol.ProtocolError("limit", "rate is over the agent's limit")
+        if not allow_paths:
+            raise protocol.ProtocolError("forbidden", "this agent allows no disk jobs (no --allow-path)")
+        if spec.target is not None:
+            path = Path(os.path.realpath(spec.target))
+            if not _under(path, allow_paths):
+                raise protocol.ProtocolError("forbidden", f"{spec.target} is outside the allowed paths")
+            options = dict(options, target=str(path))
+    else:
+        if (spec.rate_pps or 0) > protocol.MAX_RATE_PPS:
+            raise protocol.ProtocolError("limit", "rate is over the agent's limit")
+        if kind == "udp-send" and spec.target is None:
+            raise protocol.ProtocolError("bad-job", "udp-send needs options.target")
+    out = {"type": "job", "kind": kind, "options": options,
+           "run_tag": int(job.get("run_tag", 0)) & 0xFFFFFFFF,
+           "flow_base": min(max(int(job.get("flow_base", 0)), 0), protocol.MAX_FLOW_BASE)}
+    return out
+
+
+class Job:
+    """A child process running one job; its frames are relayed to the session."""
+
+    def __init__(self, jid: int, proc: asyncio.subprocess.Process) -> None:
+        self.jid, self.proc = jid, proc
+        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.finished = False
+
+    async def tell(self, frame: dict) -> None:
+        if self.proc.returncode is not None or self.proc.stdin.is_closing():
+            return
+        try:
+            self.proc.stdin.write(protocol.encode(frame))
+            await self.proc.stdin.drain()
+        except (ConnectionError, RuntimeError):
+            pass
+
+    async def stop(self, stop_ns: int | None = None) -> None:
+        await self.tell({"type": "stop", "stop_ns": stop_ns or native.now_ns()})
+
+    async def kill(self) -> None:
+        """Stop now; a child that does not exit within the grace is killed."""
+        await self.stop()
+        try:
+            self.proc.stdin.close()
+        except RuntimeError:
+            pass
+        try:
+            await asyncio.wait_for(self.proc.wait(), JOB_STOP_GRACE_S)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+class Session:
+    """One authenticated controller connection."""
+
+    def __init__(self, agent: "Agent", reader, writer) -> None:
+        self.agent, self.reader, self.writer = agent, reader, writer
+        self.jobs: dict[int, Job] = {}
+        self._ids = itertools.count(1)
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, frame: dict) -> None:
+        async with self._send_lock:
+            self.writer.write(protocol.encode(frame))
+            await self.writer.drain()
+
+    async def serve(self, decoder: protocol.FrameDecoder, pending: list[dict]) -> None:
+        queue = list(pending)
+        while True:
+            while queue:
+                await self.handle(queue.pop(0))
+            try:
+                data = await asyncio.wait_for(self.reader.read(65536), HEARTBEAT_TIMEOUT_S)
+            except TimeoutError:
+                return  # silent controller: treated as gone
+            if not data:
+                return
+            queue.extend(decoder.feed(data))
+
+    async def handle(self, msg: dict) -> None:
+        rid, kind = msg.get("id"), msg.get("type")
+        if not isinstance(rid, int):
+            await self.send(protocol.error("malformed", "request needs an integer id"))
+            return
+        try:
+            if kind == "ping":
+                await self.send({"type": "pong", "id": rid, "agent_ns": native.now_ns()})
+            elif kind == "start":
+                await self.start(rid, msg.get("job"))
+            elif kind == "go":
+                job = self._job(msg)
+                await job.tell({"type": "go", "timeline": validate_timeline(msg.get("timeline"))})
+                await self.send({"type": "ok", "id": rid})
+            elif kind == "stop":
+                stop_ns = msg.get("stop_ns")
+                await self._job(msg).stop(int(stop_ns) if isinstance(stop_ns, int) else None)
+                await self.send({"type": "ok", "id": rid})
+            else:
+                raise protocol.ProtocolError("unknown", f"unknown request type {kind!r}")
+        except protocol.ProtocolError as e:
+            await self.send(protocol.error(e.code, str(e), rid))
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            await self.send(protocol.error("malformed", f"malformed request: {e}", rid))
+
+    def _job(self, msg: dict) -> Job:
+        job = self.jobs.get(msg.get("job"))
+        if job is None:
+            raise protocol.ProtocolError("no-job", "no such job")
+        return job
+
+    async def start(self, rid: int, request) -> None:
+        if not isinstance(request, dict):
+            raise protocol.ProtocolError("bad-job", "start needs a job object")
+        if sum(not j.finished for j in self.jobs.values()) >= MAX_JOBS:
+            raise protocol.ProtocolError("limit", f"at most {MAX_JOBS} jobs at once")
+        job = validate_job(request, self.agent.cfg.allow_paths)
+        job["bind"] = self.agent.data_host
+        cwd = str(self.agent.cfg.allow_paths[0]) if job["kind"] == "disk" and self.agent.cfg.allow_paths else None
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "loadgen.agentjob", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, cwd=cwd, start_new_session=True)
+        jid = next(self._ids)
+        runner = Job(jid, proc)
+        self.jobs[jid] = runner
+        proc.stdin.write(protocol.encode(job))
+        await proc.stdin.drain()
+        relay = asyncio.create_task(self.relay(runner))
+        self.agent.tasks.add(relay)
+        relay.add_done_callback(self.agent.tasks.discard)
+        try:
+            ready = await asyncio.wait_for(asyncio.shield(runner.ready), JOB_READY_TIMEOUT_S)
+        except TimeoutError:
+            await runner.kill()
+            raise protocol.ProtocolError("job-failed", "the job did not start in time") from None
+        if ready.get("type") == "error":
+            raise protocol.ProtocolError(ready.get("code", "job-failed"), ready.get("message", "job failed"))
+        await self.send({"type": "started", "id": rid, "job": jid, "ready": ready})
+
+    async def relay(self, job: Job) -> None:
+        """Forward the child's frames; say how it ended if it ended without "done"."""
+        decoder = protocol.FrameDecoder()
+        saw_done = False
+        try:
+            while True:
+                data = await job.proc.stdout.read(65536)
+                if not data:
+                    break
+                for frame in decoder.feed(data):
+                    if not job.ready.done():
+                        job.ready.set_result(frame)
+                        continue
+                    saw_done = saw_done or frame.get("type") == "done"
+                    await self.send(dict(frame, job=job.jid))
+        except (protocol.ProtocolError, ConnectionError):
+            pass
+        code = await job.proc.wait()
+        job.finished = True
+        if not job.ready.done():
+            job.ready.set_result({"type": "error", "code": "job-failed", "message": describe_exit(code)})
+        elif not saw_done:
+            try:
+                await self.send({"type": "job-failed", "job": job.jid, "message": describe_exit(code)})
+            except ConnectionError:
+                pass
+
+    async def close(self) -> None:
+        await asyncio.gather(*(j.kill() for j in self.jobs.values()), return_exceptions=True)
+        self.writer.close()
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"the job crashed ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"the job was killed by signal {-code}"
+    return f"the job exited with code {code}"
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.session: Session | None = None
+        self.tasks: set[asyncio.Task] = set()
+        self.data_host = cfg.host if cfg.host not in ("", "::") else "0.0.0.0"
+
+    async def handle_connection(self, reader, writer) -> None:
+        decoder = protocol.FrameDecoder(max_frame_bytes=64 << 10)  # nothing legitimate from a controller is bigger
+        session = None
+        try:
+            nonce = protocol.new_nonce()
+            writer.write(protocol.encode({"type": "challenge", "version": protocol.VERSION, "nonce": nonce,
+                                          "auth": self.cfg.token is not None}))
+            await writer.drain()
+            frames: list[dict] = []
+            while not frames:
+                data = await asyncio.wait_for(reader.read(4096), AUTH_TIMEOUT_S)
+                if not data:
+                    return
+                frames = decoder.feed(data)
+            controller_nonce = protocol.check_auth(frames[0], self.cfg.token, nonce)
+            if self.session is not None:
+                raise protocol.ProtocolError("busy", "another controller is using this agent")
+            layout = native.Layout()
+            welcome = {"type": "welcome", "version": protocol.VERSION, "loadgen": __version__,
+                       "hostname": socket.gethostname(), "cpus": len(os.sched_getaffinity(0)),
+                       "agent_ns": native.now_ns(),
+                       "layout": {"counters": layout.counters, "hists": layout.hists}}
+            if self.cfg.token is not None:
+                welcome["mac"] = protocol.agent_proof(self.cfg.token, nonce, controller_nonce)
+            session = self.session = Session(self, reader, writer)
+            await session.send(welcome)
+            await session.serve(decoder, frames[1:])
+        except protocol.ProtocolError as e:
+            try:
+                writer.write(protocol.encode(protocol.error(e.code, str(e))))
+                await writer.drain()
+            except ConnectionError:
+                pass
+        except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
+            pass
+        finally:
+            if session is not None:
+                await session.close()
+                if self.session is session:
+                    self.session = None
+            writer.close()
+
+    async def run(self, ready=None) -> None:
+        server = await asyncio.start_server(self.handle_connection, self.cfg.host, self.cfg.port,
+                                            ssl=self.cfg.ssl_context, reuse_address=True)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        addr = server.sockets[0].getsockname()
+        sys.stdout.write(f"loadgen agent {__version__}: listening on {addr[0]}:{addr[1]}"
+                         f"{' with TLS' if self.cfg.ssl_context else ''}"
+                         f"{'' if self.cfg.token else ' WITHOUT authentication (loopback only)'}\n")
+        sys.stdout.flush()
+        if ready:
+            ready(addr)
+        async with server:
+            await stop.wait()
+        if self.session is not None:
+            await self.session.close()
+
+
+def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise UsageError(f"cannot load the TLS certificate or key: {e}") from None
+    return ctx
+
+
+def load_token(token_file: str | None) -> bytes | None:
+    """The shared token from a file, else from LOADGEN_TOKEN, else None."""
+    if token_file:
+        try:
+            token = Path(token_file).read_bytes().strip()
+        except OSError as e:
+            raise UsageError(f"cannot read the token file {token_file}: {e.strerror}") from None
+        if not token:
+            raise UsageError(f"the token file {token_file} is empty")
+        return token
+    env = os.environ.get("LOADGEN_TOKEN", "").strip()
+    return env.encode() if env else None

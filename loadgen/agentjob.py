@@ -1,0 +1,204 @@
+"""One agent job, run in a child process so a crash in native code never takes the agent down.
+
+Two phases, so that slow starts (imports, sockets, opening a device) happen
+before the schedule is fixed:
+  1. stdin: {"type": "job", ...}   -> the child prepares; stdout: "ready" (ports, layout)
+  2. stdin: {"type": "go", "timeline": {...}} -> the native run starts on it;
+     stdout: "snapshot" every snapshot_ms with the cumulative stats matrix,
+     then "done" with the final one.
+{"type": "stop", "stop_ns": N} on stdin stops the run; end of file means stop
+now (the agent is gone). A bad job gets {"type": "error", ...} and exit code 2
+(input) or 1 (setup).
+
+Job kinds (times in this host's CLOCK_MONOTONIC ns):
+  udp-receive  options (net option names), bind, run_tag
+  udp-send     options (with target), run_tag, flow_base
+  disk         options (disk option names)
+"""
+import asyncio
+import sys
+
+from loadgen import native, protocol
+from loadgen.controller import Timeline, worker_cpus
+from loadgen.endpoints import close_all, receiver_sockets, resolve, sender_sockets
+from loadgen.errors import LoadgenError, UsageError
+from loadgen.stats import encode_words
+from loadgen.workload import parse_disk, parse_net
+
+SNAPSHOT_MS = 200
+
+
+class Prepared:
+    """A job ready to start: start(timeline) gives its run; close() frees what it opened."""
+
+    def __init__(self, start, resources: list, facts: dict, interval_ns: int) -> None:
+        self.start, self.resources, self.facts, self.interval_ns = start, resources, facts, interval_ns
+
+    def close(self) -> None:
+        for r in self.resources:
+            r.close()
+
+
+def prepare(job: dict) -> Prepared:
+    kind, options = job.get("kind"), job.get("options")
+    if not isinstance(options, dict):
+        raise UsageError("job options must be an object")
+    if kind == "disk":
+        from loadgen.disk import _native_config, choose_engine
+        from loadgen.target import open_target
+
+        spec = parse_disk(**options)
+        engine, note = choose_engine(spec.engine)
+        target = open_target(spec)
+        cpus = worker_cpus(spec.common.workers)
+
+        def start_disk(timeline: Timeline) -> native.Run:
+            cfg, _ = _native_config(spec, target, engine, timeline, cpus)
+            return native.start_disk(cfg)
+
+        return Prepared(start_disk, [target], {"engine": engine, "engine_note": note, "span_bytes": target.span_bytes,
+                                               "target_path": target.path, "target_kind": target.kind,
+                                               "cpus": cpus}, spec.common.interval_ns)
+    if kind not in ("udp-receive", "udp-send"):
+        raise UsageError(f"unknown job kind {kind!r}")
+    from loadgen.net import net_config
+
+    spec = parse_net(**options, paired=True)
+    run_tag = int(job.get("run_tag", 0)) & 0xFFFFFFFF
+    if kind == "udp-receive":
+        socks = receiver_sockets(str(job.get("bind", "127.0.0.1")), spec.port, spec.receivers)
+        cpus = worker_cpus(len(socks))
+        facts = {"port": socks[0].getsockname()[1], "cpus": cpus}
+
+        def start_net(timeline: Timeline) -> native.Run:
+            return native.start_net(net_config(spec, timeline, run_tag, [], socks, [], cpus))
+    else:
+        if spec.target is None:
+            raise UsageError("udp-send needs options.target")
+        family, sockaddr = resolve(*spec.target)
+        socks = sender_sockets(family, sockaddr, spec.flows)
+        cpus = worker_cpus(spec.common.workers)
+        flow_base = int(job.get("flow_base", 0))
+        facts = {"cpus": cpus, "family": int(family)}
+
+        def start_net(timeline: Timeline) -> native.Run:
+            return native.start_net(net_config(spec, timeline, run_tag, socks, [], cpus, [], flow_base=flow_base))
+
+    class Sockets:
+        @staticmethod
+        def close() -> None:
+            close_all(socks)
+
+    return Prepared(start_net, [Sockets], facts, spec.common.interval_ns)
+
+
+def _write(frame: dict) -> None:
+    sys.stdout.buffer.write(protocol.encode(frame))
+    sys.stdout.buffer.flush()
+
+
+class Control:
+    """The frames the agent sends after the job: go, stop, or end of file."""
+
+    def __init__(self) -> None:
+        self.go: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.stopped = asyncio.Event()
+        self.stop_ns: int | None = None
+
+    def _stop(self, stop_ns: int) -> None:
+        if self.stop_ns is None:
+            self.stop_ns = stop_ns
+        self.stopped.set()
+        if not self.go.done():
+            self.go.set_result(None)
+
+    async def read(self, reader: asyncio.StreamReader, decoder: protocol.FrameDecoder) -> None:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                self._stop(native.now_ns())
+                return
+            for frame in decoder.feed(data):
+                if frame.get("type") == "go" and not self.go.done():
+                    self.go.set_result(frame.get("timeline"))
+                elif frame.get("type") == "stop":
+                    stop_ns = frame.get("stop_ns")
+                    self._stop(stop_ns if isinstance(stop_ns, int) else native.now_ns())
+
+
+def _timeline(t, interval_ns: int) -> Timeline:
+    try:
+        return Timeline(int(t["start_ns"]), int(t["ramp_end_ns"]), int(t["end_ns"]), interval_ns)
+    except (KeyError, TypeError, ValueError):
+        raise UsageError("go needs a timeline with start_ns, ramp_end_ns and end_ns") from None
+
+
+async def run_job() -> int:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    decoder = protocol.FrameDecoder()
+    frames: list[dict] = []
+    try:
+        while not frames:
+            data = await reader.read(65536)
+            if not data:
+                raise UsageError("no job on stdin")
+            frames = decoder.feed(data)
+        job = frames.pop(0)
+        prepared = prepare(job)
+    except LoadgenError as e:
+        _write({"type": "error", "code": "usage" if e.exit_code == 2 else "setup", "message": str(e)})
+        return e.exit_code
+    except (protocol.ProtocolError, OSError, TypeError, ValueError) as e:
+        _write({"type": "error", "code": "usage", "message": str(e)})
+        return 2
+    control = Control()
+    listener = asyncio.create_task(control.read(reader, decoder))
+    run = None
+    try:
+        layout = native.Layout()
+        _write({"type": "ready", "workers": _workers(job), "layout": {"counters": layout.counters,
+                                                                      "hists": layout.hists}, **prepared.facts})
+        timeline = await control.go
+        if timeline is None:  # stopped before it began
+            return 0
+        run = prepared.start(_timeline(timeline, prepared.interval_ns))
+        snapshot_s = int(job.get("snapshot_ms", SNAPSHOT_MS)) / 1000
+        while not run.done():
+            try:
+                await asyncio.wait_for(control.stopped.wait(), snapshot_s)
+            except TimeoutError:
+                pass
+            if control.stopped.is_set():
+                run.stop(control.stop_ns)
+                break
+            _write({"type": "snapshot", "t_ns": native.now_ns(), "words": encode_words(run.read())})
+        err = await run.wait()
+        _write({"type": "done", "t_ns": native.now_ns(), "setup_errno": -err if err < 0 else 0,
+                "stop_ns": control.stop_ns, "words": encode_words(run.read())})
+        return 0
+    finally:
+        listener.cancel()
+        if run is not None:
+            run.free()
+        prepared.close()
+
+
+def _workers(job: dict) -> int:
+    """How many workers (rows of stats) the job will have."""
+    options = job["options"]
+    if job["kind"] == "disk":
+        return parse_disk(**options).common.workers
+    spec = parse_net(**options, paired=True)
+    return spec.receivers if job["kind"] == "udp-receive" else spec.common.workers
+
+
+def main() -> int:
+    import uvloop
+
+    return uvloop.run(run_job())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,262 @@
+"""The controller's side of the agent protocol: AgentClient and RemoteRun.
+
+A RemoteRun looks like a native.Run to the controller: read() returns the
+latest cumulative stats matrix the agent sent, stop() asks the agent, wait()
+awaits the job's final matrix. A connection that breaks, or an agent silent
+for longer than SILENCE_S, fails every run on it; failure() then says why.
+"""
+import asyncio
+import ssl
+
+import numpy as np
+
+from loadgen import native, protocol
+from loadgen.clock import ClockEstimate, estimate
+from loadgen.errors import SetupError
+from loadgen.stats import decode_words
+
+PING_INTERVAL_S = 1.0
+SILENCE_S = 3.0
+CONNECT_TIMEOUT_S = 10.0
+CLOCK_SAMPLES = 8
+
+
+class RemoteRun:
+    def __init__(self, client: "AgentClient", jid: int, ready: dict) -> None:
+        self.client, self.jid, self.ready = client, jid, ready
+        self.layout = native.Layout()
+        self.workers = int(ready["workers"])
+        self._words = np.zeros((self.workers, self.layout.words), dtype=np.uint64)
+        self._done = asyncio.Event()
+        self.setup_errno = 0
+        self.error: str | None = None
+
+    def update(self, frame: dict) -> None:
+        try:
+            words = decode_words(frame["words"])
+        except (KeyError, ValueError) as e:
+            self.fail(f"bad stats from {self.client.name}: {e}")
+            return
+        if words.shape == self._words.shape:
+            self._words = words
+        if frame.get("type") == "done":
+            self.setup_errno = int(frame.get("setup_errno") or 0)
+            self._done.set()
+
+    def fail(self, why: str) -> None:
+        if self.error is None and not self._done.is_set():
+            self.error = why
+        self._done.set()
+
+    def read(self) -> np.ndarray:
+        return self._words.copy()
+
+    def stop(self, stop_ns: int) -> None:
+        self.client.spawn(self.client.quiet_request({"type": "stop", "job": self.jid,
+                                                     "stop_ns": self.client.clock.to_agent(stop_ns)}))
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def failure(self) -> str | None:
+        return self.error
+
+    async def wait(self) -> int:
+        await self._done.wait()
+        return -self.setup_errno
+
+    def free(self) -> None:
+        pass
+
+
+class AgentClient:
+    def __init__(self, name: str, reader, writer) -> None:
+        self.name, self.reader, self.writer = name, reader, writer
+        self.decoder = protocol.FrameDecoder()
+        self.pending: dict[int, asyncio.Future] = {}
+        self.runs: dict[int, RemoteRun] = {}
+        self.next_id = 1
+        self.clock = ClockEstimate(0, 0, 0)
+        self.info: dict = {}
+        self.error: str | None = None
+        self.last_heard = asyncio.get_running_loop().time()
+        self._tasks: set[asyncio.Task] = set()
+        self._early: list[dict] = []
+
+    @classmethod
+    async def connect(cls, host: str, port: int, token: bytes | None,
+                      ssl_context: ssl.SSLContext | None = None) -> "AgentClient":
+        name = f"{host}:{port}"
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=ssl_context), CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError, ssl.SSLError) as e:
+            raise SetupError(f"cannot connect to the agent at {name}: {getattr(e, 'strerror', None) or e or 'timed out'}") from None
+        client = cls(name, reader, writer)
+        try:
+            await asyncio.wait_for(client._handshake(token), CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            writer.close()
+            raise SetupError(f"the agent at {name} did not finish the handshake") from None
+        except BaseException:
+            writer.close()
+            raise
+        for frame in client._early:
+            client._dispatch(frame)
+        client.spawn(client._read_loop())
+        client.spawn(client._heartbeat())
+        client.clock = await client.measure_clock()
+        return client
+
+    async def _next_frame(self) -> dict:
+        """The next frame during the handshake, before the read loop owns the stream."""
+        while not self._early:
+            data = await self.reader.read(65536)
+            if not data:
+                raise SetupError(f"the agent at {self.name} closed the connection")
+            self._early.extend(self.decoder.feed(data))
+        return self._early.pop(0)
+
+    async def _handshake(self, token: bytes | None) -> None:
+        challenge = await self._next_frame()
+        if challenge.get("type") != "challenge" or challenge.get("version") != protocol.VERSION:
+            raise SetupError(f"{self.name} is not a loadgen agent of protocol version {protocol.VERSION}")
+        if challenge.get("auth") and token is None:
+            raise SetupError(f"the agent at {self.name} wants a token (--token-file or LOADGEN_TOKEN)")
+        nonce = protocol.new_nonce()
+        auth = {"type": "auth", "version": protocol.VERSION, "nonce": nonce}
+        if token is not None:
+            auth["mac"] = protocol.controller_proof(token, challenge["nonce"], nonce)
+        self.writer.write(protocol.encode(auth))
+        await self.writer.drain()
+        welcome = await self._next_frame()
+        if welcome.get("type") == "error":
+            raise SetupError(f"the agent at {self.name} refused: {welcome.get('message')}")
+        if welcome.get("type") != "welcome":
+            raise SetupError(f"the agent at {self.name} answered {welcome.get('type')!r}")
+        if challenge.get("auth") and not protocol.verify(
+                protocol.agent_proof(token, challenge["nonce"], nonce), welcome.get("mac")):
+            raise SetupError(f"the agent at {self.name} does not hold the token")
+        local = native.Layout()
+        layout = welcome.get("layout") or {}
+        if layout.get("counters") != local.counters or layout.get("hists") != local.hists:
+            raise SetupError(f"the agent at {self.name} runs an incompatible loadgen ({welcome.get('loadgen')})")
+        self.info = {k: welcome.get(k) for k in ("loadgen", "hostname", "cpus")}
+
+    def spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _fail_all(self, why: str) -> None:
+        if self.error is None:
+            self.error = why
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(SetupError(why))
+        for run in self.runs.values():
+            run.fail(why)
+
+    async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                data = await self.reader.read(1 << 20)
+                if not data:
+                    self._fail_all(f"lost the connection to the agent at {self.name}")
+                    return
+                self.last_heard = loop.time()
+                for frame in self.decoder.feed(data):
+                    self._dispatch(frame)
+        except (ConnectionError, OSError, protocol.ProtocolError, ssl.SSLError) as e:
+            self._fail_all(f"lost the connection to the agent at {self.name}: {e}")
+
+    def _dispatch(self, frame: dict) -> None:
+        rid = frame.get("id")
+        if rid in self.pending:
+            fut = self.pending.pop(rid)
+            if not fut.done():
+                fut.set_result(frame)
+            return
+        run = self.runs.get(frame.get("job"))
+        if run is None:
+            return
+        if frame.get("type") in ("snapshot", "done"):
+            run.update(frame)
+        elif frame.get("type") == "job-failed":
+            run.fail(f"{self.name}: {frame.get('message')}")
+
+    async def _heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.error is None:
+            await asyncio.sleep(PING_INTERVAL_S)
+            if loop.time() - self.last_heard > SILENCE_S:
+                self._fail_all(f"the agent at {self.name} stopped answering ({SILENCE_S:.0f}s without a heartbeat)")
+                return
+            self.spawn(self.quiet_request({"type": "ping"}))
+
+    async def quiet_request(self, msg: dict) -> None:
+        """A request whose failure shows up elsewhere (heartbeats, stops)."""
+        try:
+            await self.request(msg)
+        except SetupError:
+            pass
+
+    async def request(self, msg: dict) -> dict:
+        if self.error:
+            raise SetupError(self.error)
+        rid = self.next_id
+        self.next_id += 1
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[rid] = fut
+        try:
+            self.writer.write(protocol.encode(dict(msg, id=rid)))
+            await self.writer.drain()
+        except (ConnectionError, OSError) as e:
+            self.pending.pop(rid, None)
+            self._fail_all(f"lost the connection to the agent at {self.name}: {e}")
+            raise SetupError(self.error) from None
+        reply = await fut
+        if reply.get("type") == "error":
+            raise SetupError(f"the agent at {self.name}: {reply.get('message')}")
+        return reply
+
+    async def measure_clock(self) -> ClockEstimate:
+        samples = []
+        for _ in range(CLOCK_SAMPLES):
+            t0 = native.now_ns()
+            reply = await self.request({"type": "ping"})
+            t1 = native.now_ns()
+            samples.append((t0, int(reply["agent_ns"]), t1))
+        return estimate(samples)
+
+    async def prepare(self, job: dict) -> RemoteRun:
+        """Have the agent set a job up (sockets, target); it starts on go()."""
+        reply = await self.request({"type": "start", "job": job})
+        run = RemoteRun(self, int(reply["job"]), reply["ready"])
+        self.runs[run.jid] = run
+        return run
+
+    async def go(self, run: RemoteRun, timeline) -> None:
+        """Start a prepared job on a timeline in the controller's clock; the agent gets its own."""
+        t = {k: self.clock.to_agent(getattr(timeline, k)) for k in ("start_ns", "ramp_end_ns", "end_ns")}
+        await self.request({"type": "go", "job": run.jid, "timeline": t})
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError, ssl.SSLError):
+            pass
+
+
+def client_ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    """TLS for the control channel. The token authenticates the agent, so the
+    certificate is checked against ca_file when given but its name is not."""
+    ctx = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    if not ca_file:
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
