@@ -236,6 +236,9 @@ async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tup
     m = out.measurement
     summary = net_summary(spec, m, sides, True, socket.AF_INET, out.cpu)
     _judge_one_way(summary, plan.meta)
+    if m.failed:
+        summary["note"] = ("a host failed mid-run: each host's counts end at its last report, so "
+                           "received and lost are approximate near the end")
     hosts = [_host_section(spec, m, meta, sel) for meta, sel in zip(plan.meta, plan.run.rows())]
     config = spec.to_config() | {"peer": f"{peer[0]}:{peer[1]}", "clients": [f"{h}:{p}" for h, p in clients],
                                  "embedded_receiver": False, "senders": sides.senders.stop,
