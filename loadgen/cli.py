@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 
 from loadgen import __version__
@@ -227,13 +226,44 @@ def version() -> None:
     print(f"loadgen {__version__}")
 
 
+def _parser_exceptions() -> tuple[tuple, tuple]:
+    """(usage errors, aborts) of click and of the copy of click that newer typer bundles."""
+    usage, aborts = [], [typer.Abort]
+    try:
+        import click
+
+        usage.append(click.ClickException)
+        aborts.append(click.exceptions.Abort)
+    except ImportError:
+        pass
+    try:
+        from typer._click.exceptions import ClickException
+
+        usage.append(ClickException)
+    except ImportError:
+        pass
+    return tuple(usage), tuple(aborts)
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM before the run's own handler is in place: unwind like Ctrl-C, so
+    cleanup (the temporary target) still happens."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
+    import signal
+
+    usage_errors, aborts = _parser_exceptions()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app(args=argv, standalone_mode=False)
-    except click.exceptions.Abort:
+    except aborts:
         sys.stderr.write("loadgen: interrupted\n")
         raise SystemExit(EXIT_INTERRUPTED) from None
-    except click.ClickException as e:
+    except usage_errors as e:
+        if type(e).__name__ == "NoArgsIsHelpError":
+            raise SystemExit(2) from None  # the help is already printed
         sys.stderr.write(f"loadgen: {e.format_message()}\n")
         raise SystemExit(2) from None
     except LoadgenError as e:

@@ -179,6 +179,10 @@ async def run_workers(run: "native.Run", timeline: Timeline, on_interval: OnInte
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     final = Snapshot(layout, run.read(), stop_ns)
+    if policy and not reason:
+        why = policy(final)  # a run shorter than one interval is judged here
+        if why:
+            reason["policy"] = why
     if stop_ns > previous.t_ns and stop_ns > timeline.ramp_end_ns:
         last = Interval(previous.t_ns, stop_ns, final.since(previous))
         intervals.append(last)

@@ -95,10 +95,11 @@ def _load() -> ctypes.CDLL:
         "lg_errno_slots": (c.c_int, []),
         "lg_now_ns": (c.c_int64, []),
         "lg_io_uring_probe": (c.c_int, []),
-        "lg_file_fill": (c.c_int, [c.c_int, c.c_uint64]),
+        "lg_file_fill": (c.c_int, [c.c_int, c.c_uint64, c.c_uint64]),
         "lg_disk_start": (c.c_int, [c.POINTER(DiskConfig), c.POINTER(c.c_void_p)]),
         "lg_run_workers": (c.c_int, [c.c_void_p]),
         "lg_run_stats": (c.c_void_p, [c.c_void_p, c.c_int]),
+        "lg_run_snapshot": (c.c_int, [c.c_void_p, c.c_void_p, c.c_int64]),
         "lg_run_stop": (None, [c.c_void_p, c.c_int64]),
         "lg_run_done": (c.c_int, [c.c_void_p]),
         "lg_run_join": (c.c_int, [c.c_void_p]),
@@ -158,24 +159,24 @@ def _check(ret: int, what: str) -> int:
 class Run:
     """A started set of native workers; stats are read while they run."""
 
+    # How long a snapshot waits for busy workers to hand over a consistent copy.
+    SNAPSHOT_WAIT_NS = 50_000_000
+
     def __init__(self, handle: int) -> None:
         self._handle = ctypes.c_void_p(handle)
         self.layout = Layout()
-        L = lib()
-        n = L.lg_run_workers(self._handle)
-        self._views = []
-        for i in range(n):
-            addr = L.lg_run_stats(self._handle, i)
-            buf = (ctypes.c_uint64 * self.layout.words).from_address(addr)
-            self._views.append(np.ctypeslib.as_array(buf))
-
-    @property
-    def workers(self) -> int:
-        return len(self._views)
+        self.workers = lib().lg_run_workers(self._handle)
+        self.torn_snapshots = 0
 
     def read(self) -> np.ndarray:
-        """A copy of every worker's stats record, shape (workers, words)."""
-        return np.stack([np.array(v, copy=True) for v in self._views])
+        """A consistent copy of every worker's stats record, shape (workers, words).
+
+        Each worker copies its own record between two batches when asked, so
+        counters and histograms in one snapshot agree; it never waits for us."""
+        out = np.zeros((self.workers, self.layout.words), dtype=np.uint64)
+        torn = lib().lg_run_snapshot(self._handle, out.ctypes.data, self.SNAPSHOT_WAIT_NS)
+        self.torn_snapshots += max(0, _check(torn, "taking a snapshot"))
+        return out
 
     def stop(self, stop_ns: int) -> None:
         lib().lg_run_stop(self._handle, stop_ns)
@@ -195,7 +196,6 @@ class Run:
 
     def free(self) -> None:
         if self._handle:
-            self._views = []
             lib().lg_run_free(self._handle)
             self._handle = ctypes.c_void_p()
 
@@ -242,8 +242,15 @@ def io_uring_probe() -> int:
     return lib().lg_io_uring_probe()
 
 
+FILL_CHUNK_BYTES = 64 << 20
+
+
 def file_fill(fd: int, size_bytes: int) -> None:
-    _check(lib().lg_file_fill(fd, size_bytes), "writing the target's initial pattern")
+    """Write the initial pattern in chunks, so a signal is handled between them."""
+    for offset in range(0, size_bytes, FILL_CHUNK_BYTES):
+        length = min(FILL_CHUNK_BYTES, size_bytes - offset)
+        _check(lib().lg_file_fill(fd, offset, length), "writing the target's initial pattern")
+    os.fdatasync(fd)
 
 
 def now_ns() -> int:

@@ -6,6 +6,7 @@
   a bare number is seconds.
 """
 import re
+from decimal import Decimal, InvalidOperation
 
 from loadgen.errors import UsageError
 
@@ -15,11 +16,15 @@ _DURATION_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, 
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 
 
-def _split(text: str, what: str, pattern: str) -> tuple[float, str]:
+def _split(text: str, what: str, pattern: str) -> tuple[Decimal, str]:
+    """(number, unit) with the number exact: "2.01k" must be 2010, not 2009.99..."""
     m = re.fullmatch(_NUMBER + r"\s*" + pattern, str(text).strip(), re.IGNORECASE)
     if not m:
         raise UsageError(f"invalid {what}: {text!r}")
-    return float(m.group(1)), m.group(2).lower()
+    try:
+        return Decimal(m.group(1)), m.group(2).lower()
+    except InvalidOperation:
+        raise UsageError(f"invalid {what}: {text!r}") from None
 
 
 def parse_size_bytes(text: str | int) -> int:
@@ -60,7 +65,7 @@ def parse_rate(text: str | int) -> int | None:
 def parse_duration_ns(text: str | int | float) -> int:
     """'10s' -> 10_000_000_000."""
     if isinstance(text, (int, float)):
-        return int(text * 10**9)
+        return int(Decimal(str(text)) * 10**9)
     value, suffix = _split(text, "duration", r"(ns|us|ms|s|m|h|)")
     return int(value * _DURATION_NS[suffix or "s"])
 

@@ -80,8 +80,9 @@ def parse_common(duration="10s", ramp="1s", interval="1s", workers=None) -> Comm
         raise UsageError(f"invalid duration: {duration!r} must be above zero")
     if ramp_ns < 0:
         raise UsageError(f"invalid ramp: {ramp!r}")
-    if interval_ns < 10_000_000:
-        raise UsageError(f"invalid interval: {interval!r} must be at least 10ms")
+    if interval_ns < 100_000_000:
+        # each interval costs the controller a snapshot and an .hlog entry per tag
+        raise UsageError(f"invalid interval: {interval!r} must be at least 100ms")
     n = default_workers() if workers in (None, "", 0, "0") else parse_count(workers)
     if n < 1 or n > 1024:
         raise UsageError(f"invalid workers: {workers!r} (1 to 1024)")

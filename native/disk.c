@@ -255,6 +255,7 @@ static void uring_worker(struct worker *w)
 		unsigned queued = 0, wait_nr;
 		int64_t timeout_ns = 0;
 
+		worker_publish(w);
 		deadline = worker_deadline(w, cfg);
 		if (now >= deadline)
 			break;
@@ -313,6 +314,7 @@ static void uring_worker(struct worker *w)
 			}
 		}
 		now = clock_now_ns();
+		stats_begin(w);
 		uring_for_each_cqe(&r, head, cqe) {
 			uint32_t slot = (uint32_t)cqe->user_data;
 
@@ -320,6 +322,7 @@ static void uring_worker(struct worker *w)
 			free_slots[n_free++] = slot;
 			inflight--;
 		}
+		stats_end(w);
 		uring_cq_advance_to(&r, head);
 	}
 	/* Drain: buffers must outlive every I/O the kernel still holds. */
@@ -327,10 +330,12 @@ static void uring_worker(struct worker *w)
 	while (inflight) {
 		if (uring_submit_and_wait(&r, 1, 0) < 0)
 			break;
+		stats_begin(w);
 		uring_for_each_cqe(&r, head, cqe) {
 			complete_op(&d, &slots[(uint32_t)cqe->user_data], cqe->res, clock_now_ns(), deadline);
 			inflight--;
 		}
+		stats_end(w);
 		uring_cq_advance_to(&r, head);
 	}
 out:
@@ -362,6 +367,7 @@ static void psync_worker(struct worker *w)
 
 		if (now >= deadline)
 			break;
+		worker_publish(w);
 		if (cfg->rate_ops_per_s) {
 			s.sched_ns = sched_ns(&d, d.k);
 			if (s.sched_ns >= deadline) {
@@ -384,7 +390,10 @@ static void psync_worker(struct worker *w)
 		else
 			res = pread(cfg->fd, bufs, cfg->bs_bytes, (off_t)off);
 		done = clock_now_ns();
-		complete_op(&d, &s, res < 0 ? -errno : (int)res, done, worker_deadline(w, cfg));
+		res = res < 0 ? -errno : res;
+		stats_begin(w);
+		complete_op(&d, &s, (int)res, done, worker_deadline(w, cfg));
+		stats_end(w);
 	}
 	free(bufs);
 }
@@ -448,17 +457,17 @@ int lg_io_uring_probe(void)
 	return err;
 }
 
-int lg_file_fill(int fd, uint64_t size_bytes)
+int lg_file_fill(int fd, uint64_t offset_bytes, uint64_t length_bytes)
 {
 	const size_t chunk = 1 << 20;
 	unsigned char *buf = alloc_buffers(1, chunk);
-	uint64_t off = 0;
+	uint64_t off = offset_bytes, end = offset_bytes + length_bytes;
 	int err = 0;
 
 	if (!buf)
 		return -ENOMEM;
-	while (off < size_bytes) {
-		size_t n = size_bytes - off < chunk ? (size_t)(size_bytes - off) : chunk;
+	while (off < end) {
+		size_t n = end - off < chunk ? (size_t)(end - off) : chunk;
 		ssize_t ret = pwrite(fd, buf, n, (off_t)off);
 
 		if (ret < 0) {
@@ -469,8 +478,6 @@ int lg_file_fill(int fd, uint64_t size_bytes)
 		}
 		off += (uint64_t)ret;
 	}
-	if (!err && fdatasync(fd) < 0)
-		err = -errno;
 	free(buf);
 	return err;
 }

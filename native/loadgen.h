@@ -150,8 +150,8 @@ LG_API int64_t lg_now_ns(void);
 
 /* 0 if this process may create an io_uring, else -errno (EPERM, ENOSYS...). */
 LG_API int lg_io_uring_probe(void);
-/* Write a non-zero pattern over [0, size_bytes) of fd so that reads hit real blocks. */
-LG_API int lg_file_fill(int fd, uint64_t size_bytes);
+/* Write a non-zero pattern over [offset, offset + length) of fd so that reads hit real blocks. */
+LG_API int lg_file_fill(int fd, uint64_t offset_bytes, uint64_t length_bytes);
 
 /* Start cfg->workers disk workers; on success *out owns them. */
 LG_API int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out);
@@ -159,6 +159,11 @@ LG_API int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out);
 LG_API int lg_net_start(const struct lg_net_config *cfg, struct lg_run **out);
 
 LG_API int lg_run_workers(const struct lg_run *run);
+/* A consistent copy of every worker's stats into out[n_workers]: each worker
+ * copies its own at its next batch boundary; one that does not within wait_ns
+ * is between batches and is read directly. Returns how many copies may be
+ * inconsistent (0 normally), or -errno. Workers never wait for it. */
+LG_API int lg_run_snapshot(struct lg_run *run, struct lg_worker_stats *out, int64_t wait_ns);
 /* The stats record of one worker: read it at any time, never write it. */
 LG_API const struct lg_worker_stats *lg_run_stats(const struct lg_run *run, int worker);
 /* Ask every worker to stop; ops completing at or after stop_ns are not counted. */

@@ -340,6 +340,8 @@ static void sender_worker(struct worker *w)
 
 		if (final && !cfg->rate_pps)
 			break;
+		worker_publish(w);
+		stats_begin(w);
 		for (unsigned i = 0; i < n_flows; i++) {
 			struct flow_state *f = &flows[i];
 			uint64_t due = cfg->rate_pps ? flow_due(cfg, f, now, deadline) : batch;
@@ -356,6 +358,7 @@ static void sender_worker(struct worker *w)
 			if (cfg->echo)
 				drain_echoes(cfg, st, f, &rx);
 		}
+		stats_end(w);
 		if (final)
 			break;
 		if (!sent_any && cfg->rate_pps && next_due != INT64_MAX) {
@@ -371,8 +374,11 @@ static void sender_worker(struct worker *w)
 		int64_t until = clock_now_ns() + cfg->grace_ns;
 
 		while (clock_now_ns() < until) {
+			worker_publish(w);
+			stats_begin(w);
 			for (unsigned i = 0; i < n_flows; i++)
 				drain_echoes(cfg, st, &flows[i], &rx);
+			stats_end(w);
 			idle_until(pfds, n_flows, until);
 		}
 		batch_free(&rx);
@@ -382,27 +388,52 @@ static void sender_worker(struct worker *w)
 	free(flows);
 }
 
+/* A receiver's flows, keyed by (run_tag, flow id): runs that share a server
+ * and their flow ids never disturb each other's sequence numbers. */
+struct flow_slot {
+	uint32_t used;
+	uint32_t tag;
+	uint32_t flow;
+	struct seq_tracker t;
+};
+
+static struct seq_tracker *flow_lookup(struct flow_slot *tab, uint32_t cap, uint32_t tag, uint32_t flow,
+				       uint32_t first_seq)
+{
+	uint32_t h = (tag * 2654435761u) ^ (flow * 40503u);
+
+	for (uint32_t i = 0; i < cap; i++) {
+		struct flow_slot *e = &tab[(h + i) % cap];
+
+		if (!e->used) {
+			e->used = 1;
+			e->tag = tag;
+			e->flow = flow;
+			seq_init(&e->t, first_seq);
+			return &e->t;
+		}
+		if (e->tag == tag && e->flow == flow)
+			return &e->t;
+	}
+	return NULL;	/* more flows than the table holds: counted foreign */
+}
+
 static void receiver_worker(struct worker *w)
 {
 	const struct lg_net_config *cfg = w->config;
 	struct lg_worker_stats *st = w->stats;
 	int fd = cfg->recv_fds[w->index - (int)cfg->senders];
-	struct seq_tracker *trackers;
-	uint32_t *tags;
+	/* Twice the flows keeps linear probing short. */
+	uint32_t cap = 2 * cfg->flows;
+	struct flow_slot *flows;
 	struct batch rx;
 
-	trackers = calloc(cfg->flows, sizeof(*trackers));
-	tags = calloc(cfg->flows, sizeof(*tags));
-	if (!trackers || !tags || batch_alloc(&rx, cfg->batch, cfg->size_bytes > LG_PKT_HEADER_BYTES ?
+	flows = calloc(cap, sizeof(*flows));
+	if (!flows || batch_alloc(&rx, cfg->batch, cfg->size_bytes > LG_PKT_HEADER_BYTES ?
 							cfg->size_bytes : LG_PKT_HEADER_BYTES, cfg->echo)) {
 		worker_set_state(w, LG_STATE_FAILED, ENOMEM);
-		free(trackers);
-		free(tags);
+		free(flows);
 		return;
-	}
-	for (uint32_t f = 0; f < cfg->flows; f++) {
-		seq_init(&trackers[f], cfg->first_seq);
-		tags[f] = cfg->run_tag;
 	}
 	worker_set_state(w, LG_STATE_RUNNING, 0);
 	for (;;) {
@@ -418,24 +449,23 @@ static void receiver_worker(struct worker *w)
 		 * socket's receive timeout bounds the wait so the stop is seen. */
 		n = recvmmsg(fd, rx.msgs, rx.n, MSG_WAITFORONE, NULL);
 		now = clock_now_ns();
+		worker_publish(w);
+		stats_begin(w);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
 				count_error(st, errno);
 		} else {
 			for (i = 0; i < n; i++) {
 				struct pkt_header h;
+				struct seq_tracker *t = NULL;
 
-				if (!header_read(rx.iov[i].iov_base, rx.msgs[i].msg_len, cfg->run_tag, &h) ||
-				    h.flow >= cfg->flows) {
+				if (header_read(rx.iov[i].iov_base, rx.msgs[i].msg_len, cfg->run_tag, &h))
+					t = flow_lookup(flows, cap, h.run_tag, h.flow, cfg->first_seq);
+				if (!t) {
 					counter_add(&st->counters[LG_CTR_FOREIGN], 1);
 					continue;
 				}
-				if (tags[h.flow] != h.run_tag) {
-					/* A new run reuses flow ids from seq first_seq: start over. */
-					seq_init(&trackers[h.flow], cfg->first_seq);
-					tags[h.flow] = h.run_tag;
-				}
-				track_arrival(cfg, st, &trackers[h.flow], &h, rx.msgs[i].msg_len, now, 0);
+				track_arrival(cfg, st, t, &h, rx.msgs[i].msg_len, now, 0);
 			}
 			if (cfg->echo && n > 0) {
 				/* Send each datagram back unchanged, to where it came from. */
@@ -455,12 +485,12 @@ static void receiver_worker(struct worker *w)
 					rx.iov[i].iov_len = rx.size_bytes;
 			}
 		}
+		stats_end(w);
 		if (now >= net_deadline(w->run, cfg) + cfg->grace_ns)
 			break;
 	}
 	batch_free(&rx);
-	free(trackers);
-	free(tags);
+	free(flows);
 }
 
 static void net_worker(struct worker *w)

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
+#include "clock.h"
 #include "hdr.h"
 #include "run.h"
 
@@ -75,8 +77,9 @@ int run_alloc(int n, struct lg_run **out)
 		return -ENOMEM;
 	}
 	for (i = 0; i < n; i++) {
-		/* mmap: zeroed, page-aligned, and far from the other workers' lines. */
-		void *p = mmap(NULL, sizeof(struct lg_worker_stats), PROT_READ | PROT_WRITE,
+		/* mmap: zeroed, page-aligned, and far from the other workers' lines;
+		 * the published copy sits right after the live record. */
+		void *p = mmap(NULL, 2 * sizeof(struct lg_worker_stats), PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (p == MAP_FAILED) {
 			run->n_workers = i;
@@ -84,6 +87,7 @@ int run_alloc(int n, struct lg_run **out)
 			return -ENOMEM;
 		}
 		run->workers[i].stats = p;
+		run->workers[i].published = (struct lg_worker_stats *)p + 1;
 		run->workers[i].run = run;
 		run->workers[i].index = i;
 		run->workers[i].cpu = -1;
@@ -136,6 +140,85 @@ int run_start(struct lg_run *run, worker_fn fn, const void *config, const int32_
 		w->started = 1;
 	}
 	return 0;
+}
+
+void worker_publish_slow(struct worker *w, uint64_t req)
+{
+	memcpy(w->published, w->stats, sizeof(*w->published));
+	/* release: the copy is complete before the controller sees the ack */
+	__atomic_store_n(&w->publish_ack, req, __ATOMIC_RELEASE);
+}
+
+static int worker_exited(const struct worker *w)
+{
+	uint64_t s = __atomic_load_n(&w->stats->counters[LG_CTR_STATE], __ATOMIC_ACQUIRE);
+
+	return !w->started || s == LG_STATE_DONE || s == LG_STATE_FAILED;
+}
+
+/* A seqlock read of the live record; 1 if the copy is consistent. */
+static int copy_live(const struct worker *w, struct lg_worker_stats *out)
+{
+	for (int tries = 0; tries < 64; tries++) {
+		uint64_t s1 = __atomic_load_n(&w->seq, __ATOMIC_ACQUIRE);
+
+		if (s1 & 1)
+			continue;
+		memcpy(out, w->stats, sizeof(*out));
+		/* acquire: the copy's loads complete before seq is read again */
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (__atomic_load_n(&w->seq, __ATOMIC_RELAXED) == s1)
+			return 1;
+	}
+	memcpy(out, w->stats, sizeof(*out));
+	return 0;
+}
+
+int lg_run_snapshot(struct lg_run *run, struct lg_worker_stats *out, int64_t wait_ns)
+{
+	int64_t deadline = clock_now_ns() + wait_ns;
+	uint64_t *req = calloc(run->n_workers, sizeof(*req));
+	int torn = 0, pending;
+
+	if (!req)
+		return -ENOMEM;
+	for (int i = 0; i < run->n_workers; i++) {
+		struct worker *w = &run->workers[i];
+
+		req[i] = __atomic_load_n(&w->publish_req, __ATOMIC_RELAXED) + 1;
+		/* release: pairs with the worker's acquire in worker_publish */
+		__atomic_store_n(&w->publish_req, req[i], __ATOMIC_RELEASE);
+	}
+	do {
+		pending = 0;
+		for (int i = 0; i < run->n_workers; i++) {
+			struct worker *w = &run->workers[i];
+
+			if (req[i] == 0)
+				continue;
+			if (__atomic_load_n(&w->publish_ack, __ATOMIC_ACQUIRE) == req[i]) {
+				memcpy(&out[i], w->published, sizeof(out[i]));
+				req[i] = 0;
+			} else if (worker_exited(w)) {
+				memcpy(&out[i], w->stats, sizeof(out[i]));
+				req[i] = 0;
+			} else {
+				pending++;
+			}
+		}
+		if (pending) {
+			struct timespec pause = { 0, 20000 };
+
+			nanosleep(&pause, NULL);
+		}
+	} while (pending && clock_now_ns() < deadline);
+	/* A worker that did not answer is blocked or asleep: between batches, so
+	 * a seqlock read of its live record is consistent. */
+	for (int i = 0; i < run->n_workers; i++)
+		if (req[i] && !copy_live(&run->workers[i], &out[i]))
+			torn++;
+	free(req);
+	return torn;
 }
 
 void lg_run_stop(struct lg_run *run, int64_t stop_ns)
@@ -194,7 +277,7 @@ void lg_run_free(struct lg_run *run)
 	lg_run_stop(run, 0);
 	lg_run_join(run);
 	for (i = 0; i < run->n_workers; i++)
-		munmap(run->workers[i].stats, sizeof(struct lg_worker_stats));
+		munmap(run->workers[i].stats, 2 * sizeof(struct lg_worker_stats));
 	free(run->workers);
 	free(run->config_copy);
 	free(run);

@@ -10,6 +10,14 @@ struct worker;
 typedef void (*worker_fn)(struct worker *w);
 
 struct worker {
+	/* Snapshot hand-off (see lg_run_snapshot): seq is odd while the worker
+	 * updates its stats; the controller bumps publish_req and the worker, at
+	 * its next batch boundary, copies its stats to published and sets
+	 * publish_ack. Neither side ever waits for the other. */
+	uint64_t seq;
+	uint64_t publish_req;
+	uint64_t publish_ack;
+	struct lg_worker_stats *published;
 	struct lg_run *run;
 	int index;
 	int cpu;			/* -1: not pinned */
@@ -39,5 +47,31 @@ static inline int64_t run_stop_ns(const struct lg_run *run)
 }
 
 void worker_set_state(struct worker *w, int state, int err);
+
+/* Bracket a batch of stats updates (a seqlock's write side). */
+static inline void stats_begin(struct worker *w)
+{
+	__atomic_store_n(&w->seq, w->seq + 1, __ATOMIC_RELAXED);
+	/* release: the odd seq is visible before any update that follows */
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+static inline void stats_end(struct worker *w)
+{
+	/* release: every update is visible before the even seq */
+	__atomic_store_n(&w->seq, w->seq + 1, __ATOMIC_RELEASE);
+}
+
+void worker_publish_slow(struct worker *w, uint64_t req);
+
+/* At a batch boundary: hand the controller a consistent copy if it asked. */
+static inline void worker_publish(struct worker *w)
+{
+	/* acquire: pairs with the controller's release of publish_req */
+	uint64_t req = __atomic_load_n(&w->publish_req, __ATOMIC_ACQUIRE);
+
+	if (req != __atomic_load_n(&w->publish_ack, __ATOMIC_RELAXED))
+		worker_publish_slow(w, req);
+}
 
 #endif

@@ -18,6 +18,7 @@
 
 struct seq_tracker {
 	uint64_t next;		/* unwrapped: highest seen + 1 */
+	uint64_t first;		/* unwrapped first_seq: nothing below it was ever sent */
 	uint64_t bits[SEQ_WINDOW / 64];
 };
 
@@ -28,6 +29,7 @@ static inline void seq_init(struct seq_tracker *t, uint32_t first_seq)
 	memset(t, 0, sizeof(*t));
 	/* Start one window above zero so unwrapped numbers never go negative. */
 	t->next = ((uint64_t)1 << 32) + first_seq;
+	t->first = t->next;
 }
 
 static inline int seq_test_and_set(struct seq_tracker *t, uint64_t s)
@@ -61,7 +63,8 @@ static inline enum seq_verdict seq_track(struct seq_tracker *t, uint32_t wire_se
 		*skipped = gap;
 		return gap ? SEQ_AHEAD : SEQ_IN_ORDER;
 	}
-	if (t->next - s > SEQ_WINDOW)
+	/* Before the flow's first number nothing was skipped: it cannot fill a hole. */
+	if (t->next - s > SEQ_WINDOW || s < t->first)
 		return SEQ_TOO_OLD;
 	return seq_test_and_set(t, s) ? SEQ_DUPLICATED : SEQ_REORDERED;
 }
