@@ -8,7 +8,7 @@ import ctypes
 import errno
 import os
 
-from loadgen import native, results
+from loadgen import counters, native, results, sysinfo
 from loadgen.controller import Timeline, worker_cpus
 from loadgen.errors import SetupError
 from loadgen.intervals import IntervalView
@@ -18,6 +18,9 @@ from loadgen.stats import Snapshot
 from loadgen.sysinfo import basic_env
 from loadgen.target import open_target
 from loadgen.workload import DiskSpec
+
+# The totals a document embeds as encoded HdrHistograms, by tag.
+DISK_HISTOGRAMS = {"latency": ("latency_read", "latency_write"), "service": ("service_read", "service_write")}
 
 # io_uring_setup errors that mean "not allowed here" (seccomp, io_uring_disabled, old kernel).
 _URING_FORBIDDEN = {errno.EPERM, errno.ENOSYS, errno.EACCES}
@@ -84,6 +87,8 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, quiet: bool = F
     engine, engine_note = choose_engine(spec.engine)
     target = open_target(spec)
     cpus = worker_cpus(spec.common.workers)
+    device = sysinfo.block_device_of(target.path)
+    around = counters.Around([], [device] if device else [])
 
     def start(timeline: Timeline) -> native.Run:
         cfg, cpu_array = _native_config(spec, target, engine, timeline, cpus)
@@ -100,8 +105,15 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, quiet: bool = F
         raise SetupError(f"{engine} workers could not start: {os.strerror(m.setup_errno)}")
     config = spec.to_config() | {"target_path": target.path, "target_kind": target.kind,
                                  "span_bytes": target.span_bytes, "cpus": cpus}
-    return results.document("disk", config, engine, m, basic_env(), results.disk_summary(m, out.cpu), out.rows,
-                            engine_note=engine_note)
+    summary = results.disk_summary(m, out.cpu)
+    measured = around.finish()
+    if device:
+        # Warm-up I/Os reached the device too: count them on our side as well.
+        summary["device_crosscheck"] = counters.disk_crosscheck(
+            measured["disks"][device], summary["read"]["ops"] + m.final.counter("warmup_ops"), summary["write"]["ops"])
+    env = sysinfo.run_env(engine, disks=[device] if device else [])
+    return results.document("disk", config, engine, m, env, summary, out.rows, engine_note=engine_note,
+                            counters=measured, histograms=results.total_histograms(m.final, DISK_HISTOGRAMS))
 
 
 REMOTE_LEAD_NS = 2_000_000_000

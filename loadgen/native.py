@@ -94,6 +94,7 @@ def _load() -> ctypes.CDLL:
         "lg_hdr_counts_len": (c.c_int, []),
         "lg_errno_slots": (c.c_int, []),
         "lg_now_ns": (c.c_int64, []),
+        "lg_hypervisor_vendor": (c.c_int, [c.c_char_p]),
         "lg_io_uring_probe": (c.c_int, []),
         "lg_file_fill": (c.c_int, [c.c_int, c.c_uint64, c.c_uint64]),
         "lg_disk_start": (c.c_int, [c.POINTER(DiskConfig), c.POINTER(c.c_void_p)]),
@@ -251,6 +252,15 @@ def file_fill(fd: int, size_bytes: int) -> None:
         length = min(FILL_CHUNK_BYTES, size_bytes - offset)
         _check(lib().lg_file_fill(fd, offset, length), "writing the target's initial pattern")
     os.fdatasync(fd)
+
+
+def hypervisor_vendor() -> str | None:
+    """The CPUID hypervisor signature ("KVMKVMKVM"), "" on bare metal, None off x86."""
+    buf = ctypes.create_string_buffer(13)
+    ret = lib().lg_hypervisor_vendor(buf)
+    if ret < 0:
+        return None
+    return buf.value.decode("ascii", "replace").strip("\0 ") if ret else ""
 
 
 def now_ns() -> int:

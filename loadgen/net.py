@@ -9,7 +9,7 @@ import socket
 from dataclasses import dataclass
 from typing import Callable
 
-from loadgen import native, results
+from loadgen import counters, native, results, sysinfo
 from loadgen.controller import CompositeRun, Timeline, worker_cpus
 from loadgen.endpoints import LOOPBACK, close_all, receiver_sockets, resolve, sender_sockets
 from loadgen.intervals import IntervalView
@@ -29,6 +29,9 @@ def wire_bytes(size_bytes: int, family: int) -> int:
     """Bytes one datagram occupies on an Ethernet wire, gap and preamble included."""
     frame = size_bytes + UDP_HEADER_BYTES + IP_HEADER_BYTES.get(family, 20) + ETH_FRAME_OVERHEAD_BYTES
     return max(frame, ETH_MIN_FRAME_BYTES) + ETH_GAP_BYTES
+
+
+NET_HISTOGRAMS = {"latency": ("latency_packet",), "service": ("service_packet",)}
 
 
 class Sides:
@@ -172,6 +175,9 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, quiet: bool = Fal
     def start(timeline: Timeline) -> native.Run:
         return native.start_net(net_config(spec, timeline, run_tag, senders, receivers, send_cpus, recv_cpus))
 
+    nic = sysinfo.nic_for(host)
+    around = counters.Around([nic] if nic else [], [])
+
     try:
         out = await measure(start, spec.common, interval_view(spec, sides, embedded), hlog_path,
                             f"loadgen net {spec.mode} size={spec.size_bytes} flows={spec.flows}; values in ns",
@@ -182,8 +188,17 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, quiet: bool = Fal
     m = out.measurement
     config = spec.to_config() | {"target_address": f"{host}:{port}", "embedded_receiver": embedded,
                                  "senders": n_send, "send_cpus": send_cpus, "recv_cpus": recv_cpus}
-    return results.document("net", config, "udp", m, basic_env(),
-                            net_summary(spec, m, sides, embedded, family, out.cpu), out.rows)
+    summary = net_summary(spec, m, sides, embedded, family, out.cpu)
+    measured = around.finish()
+    exceeded = {n: counters.allowance_exceeded(d) for n, d in measured["nics"].items()}
+    if any(exceeded.values()):
+        summary["allowance_exceeded"] = exceeded
+    measuring = sides.send(m.final) if spec.echo else (sides.recv(m.final) if embedded else None)
+    prefix = "" if spec.echo else "oneway-"
+    hists = ({prefix + tag: b64 for tag, b64 in results.total_histograms(measuring, NET_HISTOGRAMS).items()}
+             if measuring is not None else {})
+    return results.document("net", config, "udp", m, sysinfo.run_env("udp", nics=[nic] if nic else []),
+                            summary, out.rows, counters=measured, histograms=hists)
 
 
 PAIRED_LEAD_NS = 3_000_000_000  # remote jobs start in child processes: give them time

@@ -62,6 +62,11 @@ def disk_summary(m: Measurement, cpu: dict) -> dict:
     return summary
 
 
+def total_histograms(final: Snapshot, tags: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """The run's total histograms, encoded as HdrHistogram's compressed base64 (V2)."""
+    return {tag: histogram.from_counts(final.hist(*names)).encode().decode("ascii") for tag, names in tags.items()}
+
+
 def document(kind: str, config: dict, engine: str, m: Measurement, env: dict, summary: dict,
              intervals: list[dict], **extra) -> dict:
     doc = {

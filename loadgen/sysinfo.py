@@ -1,44 +1,217 @@
 """Facts about the machine a result came from. Reads files only; never needs root.
 
-A fact that cannot be read is left out rather than guessed.
+Every fact that cannot be read is left out, and `missing` says why, so a
+result never carries a guess. Vocabulary: a NIC is a /sys/class/net entry, a
+disk a /sys/block entry; counters are read before and after a run by
+counters.py, the static facts here.
 """
 import os
 import platform
 import socket
+import struct
 from pathlib import Path
 
+from loadgen import __version__
 
-def _read(path: str) -> str | None:
+# CPUID vendor signatures (leaf 0x40000000) and the names people use.
+HYPERVISOR_NAMES = {"KVMKVMKVM": "KVM", "XenVMMXenVMM": "Xen", "Microsoft Hv": "Hyper-V",
+                    "VMwareVMware": "VMware", "TCGTCGTCGTCG": "QEMU (TCG)", "ACRNACRNACRN": "ACRN",
+                    "bhyve bhyve": "bhyve", " lrpepyh  vr": "Parallels", "VBoxVBoxVBox": "VirtualBox"}
+
+
+def _read(path) -> str | None:
     try:
         return Path(path).read_text().strip()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None
+
+
+class Facts:
+    """A dict of facts plus the reasons for those that are missing."""
+
+    def __init__(self) -> None:
+        self.values: dict = {}
+        self.missing: dict[str, str] = {}
+
+    def put(self, key: str, value, why_missing: str) -> None:
+        if value in (None, ""):
+            self.missing[key] = why_missing
+        else:
+            self.values[key] = value
+
+    def as_dict(self) -> dict:
+        out = dict(self.values)
+        if self.missing:
+            out["missing"] = dict(self.missing)
+        return out
 
 
 def cpu_model() -> str | None:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(("model name", "Model", "cpu model")):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return None
 
 
+def _cpu_flag(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return flag in line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    return False
+
+
+def hypervisor() -> dict:
+    """What runs beneath us: the cpuinfo flag, CPUID vendor, /sys/hypervisor and DMI."""
+    from loadgen import native
+
+    f = Facts()
+    f.put("cpu_flag", _cpu_flag("hypervisor"), "no 'hypervisor' flag in /proc/cpuinfo")
+    try:
+        vendor = native.hypervisor_vendor()
+    except Exception:  # noqa: BLE001 - a fact, never a failure
+        vendor = None
+    f.put("cpuid_vendor", vendor, "CPUID reports no hypervisor" if vendor == "" else "no CPUID here")
+    f.put("name", HYPERVISOR_NAMES.get(vendor or "", vendor), "no hypervisor signature")
+    f.put("sys_hypervisor", _read("/sys/hypervisor/type"), "no /sys/hypervisor/type")
+    dmi = Path("/sys/class/dmi/id")
+    for key, name in (("sys_vendor", "dmi_vendor"), ("product_name", "dmi_product"),
+                      ("product_version", "dmi_product_version"), ("board_asset_tag", "dmi_asset_tag")):
+        f.put(name, _read(dmi / key), "no DMI table (/sys/class/dmi/id)" if not dmi.exists() else f"{key} unreadable")
+    # On EC2 the DMI product name is the instance type's family and the asset tag the instance id.
+    vendor_dmi = f.values.get("dmi_vendor", "")
+    if vendor_dmi.startswith("Amazon"):
+        f.values["cloud"] = "Amazon EC2"
+    return f.as_dict()
+
+
+def clocksource() -> dict:
+    base = "/sys/devices/system/clocksource/clocksource0"
+    f = Facts()
+    f.put("current", _read(f"{base}/current_clocksource"), "clocksource not readable")
+    avail = _read(f"{base}/available_clocksource")
+    f.put("available", avail.split() if avail else None, "clocksource list not readable")
+    return f.as_dict()
+
+
+def nic(name: str) -> dict:
+    """Driver, queues, MTU and speed of one interface."""
+    base = Path("/sys/class/net") / name
+    f = Facts()
+    f.values["name"] = name
+    driver = base / "device" / "driver"
+    f.put("driver", os.path.basename(os.readlink(driver)) if driver.is_symlink() else
+          ("loopback" if name == "lo" else None), "no device driver link (virtual interface)")
+    queues = base / "queues"
+    if queues.is_dir():
+        entries = os.listdir(queues)
+        f.values["rx_queues"] = sum(e.startswith("rx-") for e in entries)
+        f.values["tx_queues"] = sum(e.startswith("tx-") for e in entries)
+    else:
+        f.missing["queues"] = "no queues directory"
+    mtu = _read(base / "mtu")
+    f.put("mtu", int(mtu) if mtu and mtu.isdigit() else None, "mtu unreadable")
+    speed = _read(base / "speed")
+    ok = speed is not None and speed.lstrip("-").isdigit() and int(speed) > 0
+    f.put("speed_mbps", int(speed) if ok else None, "the driver reports no link speed")
+    return f.as_dict()
+
+
+def nic_for(address: str) -> str | None:
+    """The interface the kernel routes an IPv4 address through (the main table only)."""
+    try:
+        ip = struct.unpack("<I", socket.inet_aton(socket.gethostbyname(address)))[0]
+    except (OSError, UnicodeError):
+        return None
+    if (ip & 0xFF) == 127:
+        return "lo"
+    best, best_mask = None, -1
+    try:
+        with open("/proc/net/route") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                dest, mask = int(fields[1], 16), int(fields[7], 16)
+                if ip & mask == dest and mask.bit_count() > best_mask:
+                    best, best_mask = fields[0], mask.bit_count()
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    return best
+
+
+def block_device_of(path: str) -> str | None:
+    """The /sys/block name holding path: the device itself, or the disk under its filesystem."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    import stat as stat_mod
+
+    dev = st.st_rdev if stat_mod.S_ISBLK(st.st_mode) else st.st_dev
+    sysfs = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    try:
+        real = sysfs.resolve(strict=True)
+    except OSError:
+        return None
+    # A partition's directory sits inside its disk's.
+    return real.parent.name if (real / "partition").exists() else real.name
+
+
+def disk(name: str) -> dict:
+    base = Path("/sys/block") / name
+    f = Facts()
+    f.values["name"] = name
+    model = _read(base / "device" / "model")
+    driver = base / "device" / "driver"
+    f.put("model", model, "the device reports no model")
+    f.put("driver", os.path.basename(os.readlink(driver)) if driver.is_symlink() else None, "no driver link")
+    sched = _read(base / "queue" / "scheduler")
+    chosen = next((s.strip("[]") for s in sched.split() if s.startswith("[")), sched) if sched else None
+    f.put("scheduler", chosen, "no scheduler file")
+    limits = {}
+    for key in ("nr_requests", "max_sectors_kb", "logical_block_size", "physical_block_size", "max_hw_sectors_kb"):
+        v = _read(base / "queue" / key)
+        if v and v.isdigit():
+            limits[key] = int(v)
+    f.put("queue", limits or None, "no queue limits")
+    rot = _read(base / "queue" / "rotational")
+    f.put("rotational", rot == "1" if rot in ("0", "1") else None, "rotational unknown")
+    size = _read(base / "size")
+    f.put("size_bytes", int(size) * 512 if size and size.isdigit() else None, "size unknown")
+    return f.as_dict()
+
+
 def basic_env() -> dict:
-    """kernel, cpus and hostname: the keys every result document carries."""
+    """What every result document carries about its machine."""
     env = {
         "kernel": platform.release(),
         "cpus": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "hostname": socket.gethostname(),
         "python": platform.python_version(),
+        "loadgen": __version__,
     }
     model = cpu_model()
     if model:
         env["cpu_model"] = model
-    clocksource = _read("/sys/devices/system/clocksource/clocksource0/current_clocksource")
-    if clocksource:
-        env["clocksource"] = clocksource
+    env["hypervisor"] = hypervisor()
+    env["clocksource"] = clocksource()
+    return env
+
+
+def run_env(engine: str, nics: list[str] = (), disks: list[str] = ()) -> dict:
+    """basic_env plus the engine and the NICs and disks a run used."""
+    env = basic_env()
+    env["engine"] = engine
+    if nics:
+        env["nics"] = [nic(n) for n in nics]
+    if disks:
+        env["disks"] = [disk(d) for d in disks]
     return env

@@ -145,6 +145,10 @@ LG_API const char *lg_hist_name(int hist);
 LG_API int lg_hdr_counts_len(void);
 LG_API int lg_errno_slots(void);
 
+/* The hypervisor's CPUID signature into out (NUL-terminated): 1 under a
+ * hypervisor, 0 on bare metal, -EOPNOTSUPP off x86. */
+LG_API int lg_hypervisor_vendor(char out[13]);
+
 /* CLOCK_MONOTONIC now, in ns. */
 LG_API int64_t lg_now_ns(void);
 
