@@ -3,6 +3,7 @@ to the job's entry point. Only main() turns errors into messages and exit codes:
 2 for bad input, 1 for the environment, 130 when interrupted.
 """
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -218,6 +219,187 @@ def _run_agent(listen: str, token_file, allow_paths: list[str], tls_cert, tls_ke
         _run_job(Agent(cfg).run())
     except OSError as e:
         raise SetupError(f"cannot listen on {listen}: {e.strerror}") from None
+
+
+@app.command()
+def run(
+    profile: Annotated[str, typer.Argument(help="A profile file, such as profiles/smoke.toml.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override an option: key=value (repeatable).")] = None,
+    token_file: TokenFile = None,
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    json_path: JsonOut = None,
+    hlog: HlogOut = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run a profile: a saved net or disk workload, with its claim recorded in the result."""
+    from loadgen import profiles
+    from loadgen.results import format_disk, format_net
+    from loadgen.workload import parse_host_port
+
+    prof = profiles.load(profile)
+    options = profiles.apply_sets(prof.options, set_ or [])
+    spec = profiles.validate(prof.kind, options, prof.path)
+    _, remote = profiles.split_remote(prof.kind, options)
+    hlog_path = str(hlog) if hlog else None
+    connect = _connector(token_file, tls, tls_ca) if remote else None
+    if prof.kind == "net":
+        from loadgen.net import run_net, run_net_paired
+
+        if remote.get("peer"):
+            clients = [parse_host_port(c) for c in str(remote.get("clients") or "").split(",") if c.strip()]
+            job = run_net_paired(spec, parse_host_port(remote["peer"]), clients, connect, hlog_path, quiet)
+        else:
+            job = run_net(spec, hlog_path=hlog_path, quiet=quiet)
+        formatter = format_net
+    else:
+        from loadgen.disk import run_disk, run_disk_remote
+
+        job = (run_disk_remote(spec, parse_host_port(remote["on"]), connect, hlog_path, quiet) if remote.get("on")
+               else run_disk(spec, hlog_path=hlog_path, quiet=quiet))
+        formatter = format_disk
+    doc = _run_job(job)
+    doc["profile"] = prof.as_dict() | {"options": options}
+    raise SystemExit(_finish(doc, json_path, quiet, formatter))
+
+
+def _load_result(path: str) -> dict:
+    import json
+
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"no such result: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path} is not a readable result document: {e}") from None
+    if not isinstance(doc, dict) or doc.get("schema") != "loadgen/1":
+        raise UsageError(f"{path} is not a loadgen/1 result document")
+    return doc
+
+
+@app.command()
+def check(
+    result: Annotated[str, typer.Argument(help="A result document (--json output).")],
+    profile: Annotated[Optional[str], typer.Option(help="The profile whose claim to check [default: the one the run recorded].")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="A baseline result, for overhead claims.")] = None,
+) -> None:
+    """Judge a result against a claim: measured, claimed, ratio, and pass, fail or not comparable."""
+    from loadgen import claims, profiles
+
+    doc = _load_result(result)
+    if profile:
+        prof = profiles.load(profile)
+        claim, name, kind = prof.claim, prof.name, prof.kind
+    else:
+        recorded = doc.get("profile") or {}
+        raw = recorded.get("claim")
+        claim = profiles._parse_claim(raw, result) if raw else None
+        name, kind = recorded.get("name"), None
+        if not recorded:
+            raise UsageError(f"{result} was not run from a profile; name one with --profile")
+    if claim is None:
+        raise UsageError(f"profile {name} makes no claim to check")
+    v = claims.check(doc, claim, _load_result(baseline) if baseline else None, kind=kind)
+    print(f"claim ({name}): {claim.metric} {claim.op} {claim.value:g}")
+    print(f"  source: {claim.source}")
+    if v.measured is not None:
+        ratio = f", ratio {v.ratio:.4f}" if v.ratio is not None else ""
+        print(f"  measured: {v.measured:g}{ratio}")
+    print(f"  verdict: {v.verdict.upper()} ({v.why})")
+    raise SystemExit({"pass": 0, "fail": 1}.get(v.verdict, 3))
+
+
+@app.command()
+def compare(
+    base: Annotated[str, typer.Argument(help="The baseline result (e.g. bare metal).")],
+    other: Annotated[str, typer.Argument(help="The result to set against it.")],
+) -> None:
+    """Rates and latency side by side, the overhead in %, and the virtualization tier it falls in."""
+    from loadgen import claims
+    from loadgen.units import format_si
+
+    a, b = _load_result(base), _load_result(other)
+    try:
+        c = claims.compare(a, b)
+    except ValueError as e:
+        raise UsageError(f"refusing to compare: {e}") from None
+    print(f"base:  {base}: {c['base_env']}")
+    print(f"other: {other}: {c['other_env']}")
+    print(f"{'metric':<22}{'base':>14}{'other':>14}{'overhead':>11}")
+    for row in c["rows"]:
+        fmt = (lambda v: "-" if v is None else (format_si(v) if isinstance(v, (int, float)) and abs(v) >= 1000
+                                                else f"{v:g}"))
+        over = "-" if row["overhead_pct"] is None else f"{row['overhead_pct']:+.2f}%"
+        print(f"{row['metric']:<22}{fmt(row['base']):>14}{fmt(row['other']):>14}{over:>11}")
+    if c["tier"]:
+        print(f"tier: {c['tier']} (from {c['rows'][0]['metric']}, overhead {c['overhead_pct']:+.2f}%)")
+
+
+@app.command()
+def report(
+    result: Annotated[str, typer.Argument(help="A result document (--json output).")],
+    out: Annotated[Path, typer.Option(help="Directory for the plots and text files.")] = Path("report"),
+) -> None:
+    """Plots (latency nines, rate and p99 over time) and HdrHistogram percentile tables."""
+    from loadgen.report import write_report
+
+    for path in write_report(_load_result(result), out):
+        print(path)
+
+
+@app.command()
+def sysinfo(
+    json_out: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False,
+    target: Annotated[Optional[str], typer.Option(help="Also describe the disk under this path.")] = None,
+    peer: Annotated[Optional[str], typer.Option(help="Also describe the NIC that routes to this host.")] = None,
+) -> None:
+    """The machine's facts as results record them: CPU, hypervisor, clocksource, NICs, disks."""
+    import json
+
+    from loadgen import sysinfo as facts
+
+    nics = sorted(n for n in os.listdir("/sys/class/net")) if peer is None else [facts.nic_for(peer) or "lo"]
+    disks = [facts.block_device_of(target)] if target else sorted(
+        d for d in os.listdir("/sys/block") if not d.startswith(("loop", "ram", "zram")))
+    env = facts.run_env("io_uring" if _uring_ok() else "psync", nics=nics, disks=[d for d in disks if d])
+    if json_out:
+        print(json.dumps(env, indent=2))
+        return
+    print(_format_env(env))
+
+
+def _uring_ok() -> bool:
+    from loadgen import native
+
+    return native.io_uring_probe() == 0
+
+
+def _format_env(env: dict) -> str:
+    hv, cs = env["hypervisor"], env["clocksource"]
+    lines = [f"loadgen {env['loadgen']}, engine {env['engine']}",
+             f"kernel:      {env['kernel']}",
+             f"cpu:         {env.get('cpu_model', '?')} x {env['cpus']} ({env['cpus_usable']} usable)"]
+    if hv.get("name") or hv.get("cpu_flag"):
+        where = ", ".join(f"{k}={hv[k]}" for k in ("dmi_vendor", "dmi_product") if k in hv)
+        lines.append(f"hypervisor:  {hv.get('name', 'yes (unnamed)')}" + (f" ({where})" if where else "")
+                     + f"; cpuinfo flag {'set' if hv.get('cpu_flag') else 'absent'}")
+    else:
+        lines.append("hypervisor:  none detected (bare metal?)")
+    lines.append(f"clocksource: {cs.get('current', '?')} (available: {' '.join(cs.get('available', []))})")
+    for n in env.get("nics", []):
+        speed = f"{n['speed_mbps']} Mb/s" if "speed_mbps" in n else "speed unknown"
+        lines.append(f"nic {n['name']}: driver {n.get('driver', 'none (virtual)')}, {n.get('rx_queues', '?')} rx / "
+                     f"{n.get('tx_queues', '?')} tx queues, mtu {n.get('mtu', '?')}, {speed}")
+    for d in env.get("disks", []):
+        q = d.get("queue", {})
+        lines.append(f"disk {d['name']}: {d.get('model') or d.get('driver', '?')}, scheduler {d.get('scheduler', '?')}, "
+                     f"{'rotational' if d.get('rotational') else 'non-rotational'}, nr_requests "
+                     f"{q.get('nr_requests', '?')}, max_sectors_kb {q.get('max_sectors_kb', '?')}")
+    missing = {f"hypervisor.{k}": v for k, v in hv.get("missing", {}).items()}
+    if missing:
+        lines.append("not available: " + "; ".join(f"{k} ({v})" for k, v in missing.items()))
+    return "\n".join(lines)
 
 
 @app.command()
