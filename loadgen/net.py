@@ -241,7 +241,9 @@ async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tup
             plan.run = CompositeRun(plan.parts)
             return plan.run
 
-        out = await measure(start, spec.common, interval_view(spec, sides, True), hlog_path,
+        view = interval_view(spec, sides, True)
+        view.extra = _with_hosts(view.extra, plan)
+        out = await measure(start, spec.common, view, hlog_path,
                             f"loadgen net {spec.mode} size={spec.size_bytes} paired; values in ns",
                             quiet, lead_ns=PAIRED_LEAD_NS)
     finally:
@@ -310,6 +312,22 @@ async def _prepare_paired(spec: NetSpec, peer, clients, agents, local_socks: lis
     meta.append({"host": f"{peer[0]}:{peer[1]}", "addr": peer, "role": "receiver",
                  "clock": receiver.clock.as_dict(), "agent": receiver.info, "data_port": data_port})
     return PairedPlan(parts, meta, data_port, local_start)
+
+
+def _with_hosts(extra: Callable, plan: PairedPlan) -> Callable:
+    """Interval rows of a paired run also count per host: sent by senders, received by the receiver."""
+    def with_hosts(d: Snapshot, length_s: float) -> dict:
+        out = extra(d, length_s)
+        if plan.run is not None:
+            hosts = {}
+            for meta, rows in zip(plan.meta, plan.run.rows()):
+                part = d.rows(rows)
+                n = part.counter("sent") if meta["role"] == "sender" else _unique(part)
+                hosts[meta["host"]] = {"role": meta["role"], "ops": n, "rate": round(n / length_s, 3) if length_s else 0.0}
+            out["hosts"] = hosts
+        return out
+
+    return with_hosts
 
 
 def _judge_one_way(summary: dict, meta: list[dict]) -> None:
