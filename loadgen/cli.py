@@ -95,20 +95,38 @@ def disk(
     quiet: Quiet = False,
 ) -> None:
     """Drive IOPS against a file or block device with io_uring workers, one per core."""
-    from loadgen.disk import run_disk, run_disk_remote
     from loadgen.results import format_disk
-    from loadgen.workload import parse_disk, parse_host_port
+    from loadgen.workload import parse_disk
 
     spec = parse_disk(target=target, size=size, rw=rw, mix=mix, bs=bs, qd=qd, iops=iops, direct=direct,
                       engine=engine, allow_destroy=allow_destroy, seed=seed, duration=duration,
                       ramp=ramp, interval=interval, workers=workers)
+    connect = _connector(token_file, tls, tls_ca) if on else None
+    doc = _run_job(_disk_job(spec, on, connect, hlog, quiet))
+    raise SystemExit(_finish(doc, json_path, quiet, format_disk))
+
+
+def _disk_job(spec, on: Optional[str], connect, hlog: Optional[Path], quiet: bool):
+    """The coroutine that runs a disk spec here, or on the agent at `on`."""
+    from loadgen.disk import run_disk, run_disk_remote
+    from loadgen.workload import parse_host_port
+
     hlog_path = str(hlog) if hlog else None
     if on:
-        job = run_disk_remote(spec, parse_host_port(on), _connector(token_file, tls, tls_ca), hlog_path, quiet)
-    else:
-        job = run_disk(spec, hlog_path=hlog_path, quiet=quiet)
-    doc = _run_job(job)
-    raise SystemExit(_finish(doc, json_path, quiet, format_disk))
+        return run_disk_remote(spec, parse_host_port(on), connect, hlog_path, quiet)
+    return run_disk(spec, hlog_path=hlog_path, quiet=quiet)
+
+
+def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: Optional[Path], quiet: bool):
+    """The coroutine that runs a net spec here, or across agents."""
+    from loadgen.net import run_net, run_net_paired
+    from loadgen.workload import parse_host_port
+
+    hlog_path = str(hlog) if hlog else None
+    if peer:
+        client_addrs = [parse_host_port(c) for c in str(clients or "").split(",") if c.strip()]
+        return run_net_paired(spec, parse_host_port(peer), client_addrs, connect, hlog_path, quiet)
+    return run_net(spec, hlog_path=hlog_path, quiet=quiet)
 
 
 @app.command()
@@ -136,9 +154,8 @@ def net(
     quiet: Quiet = False,
 ) -> None:
     """Send UDP datagrams at an exact rate and count what arrives, with latency in echo mode."""
-    from loadgen.net import run_net, run_net_paired
     from loadgen.results import format_net
-    from loadgen.workload import parse_host_port, parse_net
+    from loadgen.workload import parse_net
 
     if (peer or clients) and target:
         raise UsageError("--target is for a plain UDP endpoint; --peer and --clients use agents")
@@ -147,14 +164,8 @@ def net(
     spec = parse_net(target=target, pps=pps, size=size, flows=flows, mode=mode, timeout=timeout, batch=batch,
                      receivers=receivers, port=port, duration=duration, ramp=ramp, interval=interval,
                      workers=workers, paired=bool(peer))
-    hlog_path = str(hlog) if hlog else None
-    if peer:
-        client_addrs = [parse_host_port(c) for c in clients.split(",") if c.strip()] if clients else []
-        job = run_net_paired(spec, parse_host_port(peer), client_addrs, _connector(token_file, tls, tls_ca),
-                             hlog_path, quiet)
-    else:
-        job = run_net(spec, hlog_path=hlog_path, quiet=quiet)
-    doc = _run_job(job)
+    connect = _connector(token_file, tls, tls_ca) if peer else None
+    doc = _run_job(_net_job(spec, peer, clients, connect, hlog, quiet))
     raise SystemExit(_finish(doc, json_path, quiet, format_net))
 
 
@@ -235,29 +246,16 @@ def run(
     """Run a profile: a saved net or disk workload, with its claim recorded in the result."""
     from loadgen import profiles
     from loadgen.results import format_disk, format_net
-    from loadgen.workload import parse_host_port
 
     prof = profiles.load(profile)
     options = profiles.apply_sets(prof.options, set_ or [])
     spec = profiles.validate(prof.kind, options, prof.path)
     _, remote = profiles.split_remote(prof.kind, options)
-    hlog_path = str(hlog) if hlog else None
     connect = _connector(token_file, tls, tls_ca) if remote else None
     if prof.kind == "net":
-        from loadgen.net import run_net, run_net_paired
-
-        if remote.get("peer"):
-            clients = [parse_host_port(c) for c in str(remote.get("clients") or "").split(",") if c.strip()]
-            job = run_net_paired(spec, parse_host_port(remote["peer"]), clients, connect, hlog_path, quiet)
-        else:
-            job = run_net(spec, hlog_path=hlog_path, quiet=quiet)
-        formatter = format_net
+        job, formatter = _net_job(spec, remote.get("peer"), remote.get("clients"), connect, hlog, quiet), format_net
     else:
-        from loadgen.disk import run_disk, run_disk_remote
-
-        job = (run_disk_remote(spec, parse_host_port(remote["on"]), connect, hlog_path, quiet) if remote.get("on")
-               else run_disk(spec, hlog_path=hlog_path, quiet=quiet))
-        formatter = format_disk
+        job, formatter = _disk_job(spec, remote.get("on"), connect, hlog, quiet), format_disk
     doc = _run_job(job)
     doc["profile"] = prof.as_dict() | {"options": options}
     raise SystemExit(_finish(doc, json_path, quiet, formatter))
