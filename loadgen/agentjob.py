@@ -63,7 +63,7 @@ def prepare(job: dict) -> Prepared:
         raise UsageError(f"unknown job kind {kind!r}")
     from loadgen.net import net_config
 
-    spec = parse_net(**options, paired=True)
+    spec = parse_net(**options)
     run_tag = int(job.get("run_tag", 0)) & 0xFFFFFFFF
     if kind == "udp-receive":
         socks = receiver_sockets(str(job.get("bind", "127.0.0.1")), spec.port, spec.receivers)
@@ -190,7 +190,7 @@ def _workers(job: dict) -> int:
     options = job["options"]
     if job["kind"] == "disk":
         return parse_disk(**options).common.workers
-    spec = parse_net(**options, paired=True)
+    spec = parse_net(**options)
     return spec.receivers if job["kind"] == "udp-receive" else spec.common.workers
 
 

@@ -163,7 +163,7 @@ def net(
         raise UsageError("--clients needs --peer, the agent that receives")
     spec = parse_net(target=target, pps=pps, size=size, flows=flows, mode=mode, timeout=timeout, batch=batch,
                      receivers=receivers, port=port, duration=duration, ramp=ramp, interval=interval,
-                     workers=workers, paired=bool(peer))
+                     workers=workers)
     connect = _connector(token_file, tls, tls_ca) if peer else None
     doc = _run_job(_net_job(spec, peer, clients, connect, hlog, quiet))
     raise SystemExit(_finish(doc, json_path, quiet, format_net))

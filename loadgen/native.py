@@ -87,6 +87,7 @@ def _load() -> ctypes.CDLL:
     c = ctypes
     signatures = {
         "lg_abi_version": (c.c_int, []),
+        "lg_struct_size": (c.c_int, [c.c_char_p]),
         "lg_counter_count": (c.c_int, []),
         "lg_counter_name": (c.c_char_p, [c.c_int]),
         "lg_hist_count": (c.c_int, []),
@@ -117,6 +118,10 @@ def _load() -> ctypes.CDLL:
         fn.restype, fn.argtypes = restype, argtypes
     if lib.lg_abi_version() != ABI_VERSION:
         raise SetupError("loadgen's native library is from another version; reinstall loadgen")
+    # The ctypes mirrors must match the C structs byte for byte, or configs arrive garbled.
+    for name, mirror in (("lg_disk_config", DiskConfig), ("lg_net_config", NetConfig)):
+        if lib.lg_struct_size(name.encode()) != ctypes.sizeof(mirror):
+            raise SetupError(f"loadgen's native library disagrees on {name}; reinstall loadgen")
     return lib
 
 

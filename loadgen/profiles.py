@@ -130,15 +130,13 @@ def validate(kind: str, options: dict, where: str):
     """Parse options exactly as the command line would; the spec, or UsageError."""
     from loadgen.workload import parse_disk, parse_net
 
-    job, remote = split_remote(kind, options)
+    job, _ = split_remote(kind, options)
     parse = parse_net if kind == "net" else parse_disk
-    names = set(parse.__code__.co_varnames[: parse.__code__.co_argcount]) - {"paired"}
+    names = set(parse.__code__.co_varnames[: parse.__code__.co_argcount])
     unknown = set(job) - names
     if unknown:
         raise UsageError(f"{where}: unknown {kind} options: {', '.join(sorted(unknown))}")
     try:
-        if kind == "net":
-            return parse(**job, paired=bool(remote.get("peer")))
         return parse(**job)
     except UsageError as e:
         raise UsageError(f"{where}: {e}") from None

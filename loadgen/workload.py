@@ -5,7 +5,7 @@ numbers) to DiskSpec.from_options, which parses units and checks ranges, so a
 profile key and a CLI option can never disagree. Nothing here touches the
 target or the clock.
 """
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 from loadgen.errors import UsageError
 from loadgen.units import format_size, parse_count, parse_duration_ns, parse_rate, parse_size_bytes
@@ -183,13 +183,9 @@ def parse_host_port(text: str) -> tuple[str, int]:
 
 
 def parse_net(target=None, pps="max", size="64", flows=None, mode="stream", timeout="1s", batch="32",
-              receivers=None, port="0", duration="10s", ramp="1s", interval="1s", workers=None,
-              paired=False) -> NetSpec:
+              receivers=None, port="0", duration="10s", ramp="1s", interval="1s", workers=None) -> NetSpec:
     """Validate raw option values into a NetSpec; raises UsageError with a one-line reason."""
     common = parse_common(duration, ramp, interval, workers)
-    if workers in (None, "") and target in (None, "") and not paired:
-        # The embedded receiver needs cores too: split them between the two sides.
-        common = replace(common, workers=max(1, common.workers // 2))
     size_bytes = parse_size_bytes(size)
     if not PKT_HEADER_BYTES <= size_bytes <= PKT_MAX_BYTES:
         raise UsageError(f"invalid size: {size!r} (UDP payload of {PKT_HEADER_BYTES} to {PKT_MAX_BYTES} bytes)")

@@ -137,6 +137,8 @@ struct lg_run;
 
 /* Version of this ABI; Python refuses a library whose version differs. */
 LG_API int lg_abi_version(void);
+/* sizeof a config or stats struct by its name, so Python can check its mirror. */
+LG_API int lg_struct_size(const char *name);
 /* Sizes and names of the stats record, so Python maps it without a mirror. */
 LG_API int lg_counter_count(void);
 LG_API const char *lg_counter_name(int counter);
