@@ -38,6 +38,8 @@ PLOT_EXTRA = "plotting needs the optional extra: pip install 'loadgen[plot]'"
 
 # Tags become file names: no separators, no leading dot.
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# The footer line of hdrh's output_percentile_distribution that carries the standard deviation.
+_STDDEV = re.compile(r"(?P<head>#\[Mean +=.*, StdDeviation += ) *(?P<ns>[0-9.]+)\]")
 
 
 # ---- the document -------------------------------------------------------------------------------
@@ -65,12 +67,15 @@ def decode_histograms(doc: dict) -> dict[str, HdrHistogram]:
 
 
 def describe_tag(tag: str, doc: dict) -> str:
-    """'latency (from the scheduled submit)': what a tag measures, from where."""
+    """'latency (from scheduled submit)': what a tag measures, and from which moment."""
     *quals, base = tag.split("-")
     if base not in ("latency", "service"):
         return tag
-    verb = "submit" if doc.get("kind") == "disk" else "send"
+    disk = doc.get("kind") == "disk"
+    verb, rate_key = ("submit", "iops") if disk else ("send", "pps")
     start = f"scheduled {verb}" if base == "latency" else f"actual {verb}"
+    if base == "latency" and (doc.get("config") or {}).get(rate_key) == "max":
+        start = f"actual {verb}: {rate_key}=max has no schedule"
     if "oneway" in quals:
         what = "one way"
     elif doc.get("kind") == "net" and (doc.get("config") or {}).get("mode") == "echo":
@@ -128,12 +133,13 @@ def percentile_text(tag: str, hist: HdrHistogram, doc: dict) -> str:
     hist.output_percentile_distribution(buf, NS_PER_US, TICKS_PER_HALF_DISTANCE)
     lines = buf.getvalue().decode("ascii").splitlines()
     # hdrh 0.10 writes StdDeviation unscaled (ns beside a mean in µs); HdrHistogram's Java
-    # original divides both by the ratio, and so do we.
+    # original divides both by the ratio, and so do we. Rescaling the printed number (it has
+    # 1e-3 ns of precision) spares a second pass over the histogram, which hdrh makes in Python.
     digits = hist.significant_figures
     for i, line in enumerate(lines):
-        if line.startswith("#[Mean"):
-            lines[i] = (f"#[Mean    = {hist.get_mean_value() / NS_PER_US:12.{digits}f}, "
-                        f"StdDeviation   = {hist.get_stddev() / NS_PER_US:12.{digits}f}]")
+        m = _STDDEV.fullmatch(line)
+        if m:
+            lines[i] = f"{m['head']}{float(m['ns']) / NS_PER_US:12.{digits}f}]"
     head = [f"#[loadgen {doc.get('kind', '?')} {describe_tag(tag, doc)}: values in microseconds "
             f"(ns / {NS_PER_US})]",
             f"#[{workload(doc)}; {where(doc)}]"]
@@ -147,9 +153,9 @@ def _write(path: Path, data: str) -> None:
         raise UsageError(f"cannot write {path}: {e.strerror}") from None
 
 
-def write_percentiles(doc: dict, out_dir: Path) -> list[Path]:
+def write_percentiles(doc: dict, out_dir: Path, hists: dict[str, HdrHistogram] | None = None) -> list[Path]:
     """percentiles-<tag>.txt in out_dir (created) for each histogram; returns the paths."""
-    hists = decode_histograms(doc)
+    hists = decode_histograms(doc) if hists is None else hists
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -219,8 +225,20 @@ def _save(fig, path: Path) -> None:
         raise UsageError(f"cannot write {path}: {e.strerror}") from None
 
 
-def _us_formatter(ticker):
-    return ticker.FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+def _latency_axis(ax, ticker, values_us: list[float]) -> None:
+    """A y axis of latency in µs, from 0, or log when the values span more than two decades."""
+    if _wide(values_us):
+        positive = [v for v in values_us if v > 0 and math.isfinite(v)]
+        ax.set_yscale("log")
+        # few decades: ticks at 1-2-5 so every line has a labelled value near it
+        subs = (1.0, 2.0, 5.0) if math.log10(max(positive) / min(positive)) <= 3 else (1.0,)
+        ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
+        ax.set_ylabel("latency (µs, log scale)")
+    else:
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("latency (µs)")
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def plot_nines(doc: dict, hists: dict[str, HdrHistogram], path: Path, mpl) -> None:
@@ -241,8 +259,8 @@ def plot_nines(doc: dict, hists: dict[str, HdrHistogram], path: Path, mpl) -> No
                  f"max {format_ns(hist.get_max_value())}, n={hist.get_total_count():,}")
         twin = _twin(tag)
         if twin in payloads and payloads[twin] == payloads[tag]:
-            why = "no schedule when the rate is max" if rate == "max" else "nothing started late"
-            label += f"\n    identical to {twin} ({why}); drawn dashed over it"
+            why = "" if rate == "max" else " (nothing started late)"    # else the latency label says why
+            label += f"\n    identical to {twin}{why}; drawn dashed over it"
         ax.plot(xs, ys, label=label, linewidth=1.6,
                 linestyle="--" if tag.endswith("service") else "-")
         x_max, all_y = max(x_max, xs[-1]), all_y + ys
@@ -256,14 +274,7 @@ def plot_nines(doc: dict, hists: dict[str, HdrHistogram], path: Path, mpl) -> No
     ax.xaxis.set_major_formatter(ticker.FixedFormatter([nines_label(d) for d in decades]))
     ax.xaxis.set_minor_locator(ticker.NullLocator())
     ax.set_xlabel("percentile (scale: 1/(1 - percentile))")
-    if _wide(all_y):
-        ax.set_yscale("log")
-        ax.set_ylabel("latency (µs, log scale)")
-    else:
-        ax.set_ylim(bottom=0)
-        ax.set_ylabel("latency (µs)")
-    ax.yaxis.set_major_formatter(_us_formatter(ticker))
-    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    _latency_axis(ax, ticker, all_y)
     ax.grid(True, which="major", alpha=0.5)
     ax.grid(True, which="minor", axis="y", alpha=0.15)
     ax.set_title("latency by percentile", fontsize=10)
@@ -299,39 +310,38 @@ def plot_timeline(doc: dict, path: Path, mpl) -> None:
     disk = doc.get("kind") == "disk"
     unit = "IOPS" if disk else "pps"
     interval_ns = c.get("interval_ns")
+    interval_s = interval_ns / 1e9 if isinstance(interval_ns, (int, float)) and interval_ns > 0 else None
     if not rows:
         for ax in (top, bottom):
             ax.text(0.5, 0.5, "no intervals in the document", transform=ax.transAxes, ha="center", va="center")
         _save(fig, path)
         return
-    edges = _steps(rows, interval_ns / 1e9 if isinstance(interval_ns, (int, float)) and interval_ns > 0 else None)
+    edges = _steps(rows, interval_s)
 
     # rate
     sent = "completed" if disk else "sent"
     _step(top, edges, [float(r.get("rate") or 0.0) for r in rows], color="C0", linewidth=1.8,
-          label=f"{sent} ({unit})" + (", all hosts" if any("hosts" in r for r in rows) else ""))
-    host_names = list(dict.fromkeys(h for r in rows for h in (r.get("hosts") or {})))
-    roles = {name: (r["hosts"][name].get("role") if isinstance(r["hosts"][name], dict) else None)
-             for r in rows for name in (r.get("hosts") or {})}
-    for i, name in enumerate(host_names):
-        rate = [float(((r.get("hosts") or {}).get(name) or {}).get("rate") or 0.0) for r in rows]
-        role = f" ({roles[name]})" if roles.get(name) else ""
+          label=sent + (", all senders" if any("hosts" in r for r in rows) else ""))
+    per_host = [{n: h for n, h in (r.get("hosts") or {}).items() if isinstance(h, dict)} for r in rows]
+    roles = {n: h.get("role") for hosts in per_host for n, h in hosts.items()}   # first seen order
+    for i, name in enumerate(roles):
+        rate = [float(hosts.get(name, {}).get("rate") or 0.0) for hosts in per_host]
+        role = f" ({roles[name]})" if roles[name] else ""
         _step(top, edges, rate, color=f"C{2 + i}", linewidth=1.0, label=f"{name}{role}")
     receiver_host = any(role == "receiver" for role in roles.values())
     if any("received_pps" in r for r in rows) and not receiver_host:
-        at = "echoes back at the sender" if c.get("mode") == "echo" else "at the receiver"
         _step(top, edges, [float(r.get("received_pps") or 0.0) for r in rows], color="C1", linewidth=1.2,
-              linestyle="--", label=f"received {at} (pps)")
+              linestyle="--", label="echoes received" if c.get("mode") == "echo" else "received")
     requested = c.get("iops" if disk else "pps")
     if isinstance(requested, (int, float)):
-        top.axhline(requested, color="grey", linestyle=":", linewidth=1.2, label=f"requested {format_si(requested)} {unit}")
+        top.axhline(requested, color="grey", linestyle=":", linewidth=1.2, label=f"requested {format_si(requested)}")
     top.set_ylim(bottom=0)
     top.set_ylabel(f"rate ({unit})")
     top.yaxis.set_major_formatter(ticker.EngFormatter(sep=""))
     top.grid(True, alpha=0.5)
     top.legend(**_OUTSIDE)
-    top.set_title(f"rate per interval ({interval_ns / 1e6:g} ms)" if isinstance(interval_ns, (int, float))
-                  else "rate per interval", fontsize=10)
+    top.set_title(f"rate per interval ({interval_s * 1e3:g} ms)" if interval_s else "rate per interval",
+                  fontsize=10)
 
     # latency: an interval that completed nothing has no latency (None, or the zeros of an empty histogram)
     def series(key: str) -> list[float]:
@@ -352,14 +362,7 @@ def plot_timeline(doc: dict, path: Path, mpl) -> None:
         _step(bottom, edges, high, color="C3", linewidth=0.8, alpha=0.6, label="max")
         _step(bottom, edges, p99, color="C3", linewidth=1.8, label="p99")
         _step(bottom, edges, p50, color="C0", linewidth=1.0, label="p50")
-        if _wide(p50 + p99 + high):
-            bottom.set_yscale("log")
-            bottom.set_ylabel("latency (µs, log scale)")
-        else:
-            bottom.set_ylim(bottom=0)
-            bottom.set_ylabel("latency (µs)")
-        bottom.yaxis.set_major_formatter(_us_formatter(ticker))
-        bottom.yaxis.set_minor_formatter(ticker.NullFormatter())
+        _latency_axis(bottom, ticker, p50 + p99 + high)
         bottom.legend(**_OUTSIDE)
     bottom.set_title(f"{describe_tag(first_tag, doc)} per interval", fontsize=10)
     bottom.grid(True, alpha=0.5)
@@ -377,11 +380,11 @@ def write_report(doc: dict, out_dir: Path) -> list[Path]:
     when matplotlib is missing.
     """
     out_dir = Path(out_dir)
-    paths = write_percentiles(doc, out_dir)
+    hists = decode_histograms(doc)
+    paths = write_percentiles(doc, out_dir, hists)
     mpl = _load_matplotlib()
     if mpl is None:
         raise SetupError(f"{PLOT_EXTRA} (wrote only the text: {', '.join(str(p) for p in paths)})")
-    hists = decode_histograms(doc)
     for name, draw in (("nines.png", lambda p: plot_nines(doc, hists, p, mpl)),
                        ("timeline.png", lambda p: plot_timeline(doc, p, mpl))):
         path = out_dir / name
