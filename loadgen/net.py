@@ -101,6 +101,7 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
             "max": snd.counter("lag_max_ns"),
             "mean": round(snd.counter("lag_sum_ns") / sent, 1) if sent else 0.0,
             "late_ops": snd.counter("late_ops"),
+            "unsent": snd.counter("unsent"),
         },
     }
     if spec.echo:

@@ -176,7 +176,8 @@ def format_net(doc: dict) -> str:
         lag = s["schedule_lag_ns"]
         lines.append(f"  schedule: requested {format_si(pps)} pps, achieved {format_si(s['sent_pps'])}; "
                      f"max lag {format_ns(lag['max'])}, mean lag {format_ns(lag['mean'])}, "
-                     f"{lag['late_ops']} datagrams sent late")
+                     f"{lag['late_ops']} datagrams sent late"
+                     + (f", {lag['unsent']} never sent (too far behind at the end)" if lag.get("unsent") else ""))
     if s["refused"]:
         lines.append(f"  no listener at the target: {s['refused']} sends refused (ICMP port unreachable)")
     if s["errors"]:

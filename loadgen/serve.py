@@ -60,15 +60,17 @@ def start_listener(spec: ServeSpec, port: int, echo: bool) -> Listener:
     return Listener(f"{bound[0]}:{bound[1]} {'echo' if echo else 'stream'}", run, socks, zero)
 
 
-def interval_line(name: str, elapsed_s: float, d: Snapshot, length_s: float) -> str:
+def interval_line(name: str, elapsed_s: float, d: Snapshot, total: Snapshot, length_s: float) -> str:
+    """Rates for the interval; losses so far, since a hole may be filled in a later interval."""
     received = d.counter("received") - d.counter("duplicated")
-    holes = max(0, d.counter("skipped") - d.counter("reordered"))
-    expected = received + holes
+    all_received = total.counter("received") - total.counter("duplicated")
+    holes = max(0, total.counter("skipped") - total.counter("reordered"))
+    expected = all_received + holes
     loss_pct = 100.0 * holes / expected if expected else 0.0
     mbit = d.counter("received_bytes") * 8 / length_s / 1e6 if length_s else 0.0
     return (f"[{elapsed_s:7.1f}s] {name}: received {format_si(received / length_s if length_s else 0)} pps "
-            f"{mbit:.1f} Mbit/s, lost {holes} ({loss_pct:.3f}%), reordered {d.counter('reordered')}, "
-            f"duplicated {d.counter('duplicated')}, foreign {d.counter('foreign')}")
+            f"{mbit:.1f} Mbit/s; so far lost {holes} ({loss_pct:.3f}%), reordered {total.counter('reordered')}, "
+            f"duplicated {total.counter('duplicated')}, foreign {total.counter('foreign')}")
 
 
 async def serve(spec: ServeSpec, out=sys.stdout) -> bool:
@@ -110,7 +112,7 @@ async def _loop(spec: ServeSpec, listeners: list[Listener], out) -> bool:
             for lst in listeners:
                 snap = Snapshot(lst.run.layout, lst.run.read(), now)
                 d = snap.since(lst.previous)
-                out.write(interval_line(lst.name, (now - start) / 1e9, d, (now - lst.previous.t_ns) / 1e9) + "\n")
+                out.write(interval_line(lst.name, (now - start) / 1e9, d, snap, (now - lst.previous.t_ns) / 1e9) + "\n")
                 lst.previous = snap
             out.flush()
             if now >= end:

@@ -57,6 +57,7 @@ enum lg_counter {
 	LG_CTR_FOREIGN,		/* datagrams without this run's magic and tag */
 	LG_CTR_LATE,		/* echoes back after the timeout: counted lost, not timed */
 	LG_CTR_SKIPPED,		/* sequence numbers jumped over; minus reordered: holes left */
+	LG_CTR_UNSENT,		/* scheduled in the window, never sent: the sender fell too far behind */
 	LG_CTR_COUNT
 };
 

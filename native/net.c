@@ -148,21 +148,37 @@ static inline int64_t flow_sched_ns(const struct lg_net_config *cfg, uint32_t fl
 	return cfg->start_ns + (int64_t)(slot * 1000000000ULL / cfg->rate_pps);
 }
 
-/* How many of this flow's datagrams are scheduled before now and not yet sent. */
-static inline uint64_t flow_due(const struct lg_net_config *cfg, const struct flow_state *f,
-				int64_t now_ns, int64_t deadline_ns)
+/* How many of flow slot's datagrams are scheduled at or before t_ns. */
+static inline uint64_t flow_count_by(const struct lg_net_config *cfg, uint32_t slot, int64_t t_ns)
 {
-	int64_t t = (now_ns < deadline_ns ? now_ns : deadline_ns - 1) - cfg->start_ns;
+	int64_t t = t_ns - cfg->start_ns;
 	unsigned __int128 slots;
-	uint64_t k_due;
 
 	if (t < 0)
 		return 0;
 	slots = (unsigned __int128)t * cfg->rate_pps / 1000000000ULL;	/* slots elapsed */
-	if (slots < f->slot)
+	if (slots < slot)
 		return 0;
-	k_due = (uint64_t)((slots - f->slot) / cfg->flows) + 1;
+	return (uint64_t)((slots - slot) / cfg->flows) + 1;
+}
+
+/* How many of this flow's datagrams are scheduled before now (and the deadline) and not yet sent. */
+static inline uint64_t flow_due(const struct lg_net_config *cfg, const struct flow_state *f,
+				int64_t now_ns, int64_t deadline_ns)
+{
+	uint64_t k_due = flow_count_by(cfg, f->slot, now_ns < deadline_ns ? now_ns : deadline_ns - 1);
+
 	return k_due > f->k ? k_due - f->k : 0;
+}
+
+/* Datagrams of the window that a sender never got out: the schedule fell too far behind. */
+static uint64_t flow_unsent(const struct lg_net_config *cfg, const struct flow_state *f, int64_t deadline_ns)
+{
+	uint64_t end = flow_count_by(cfg, f->slot, deadline_ns - 1);
+	uint64_t first = flow_count_by(cfg, f->slot, cfg->ramp_end_ns - 1);	/* first in the window */
+	uint64_t from = f->k > first ? f->k : first;
+
+	return end > from ? end - from : 0;
 }
 
 static void count_error(struct lg_worker_stats *st, int err)
@@ -337,7 +353,8 @@ static void sender_worker(struct worker *w)
 	for (;;) {
 		int64_t now = clock_now_ns(), next_due = INT64_MAX;
 		unsigned sent_any = 0;
-		/* Past the deadline, one last pass sends what fell due just before it. */
+		/* Past the deadline, passes go on while they make progress on what fell
+		 * due before it, for at most grace_ns; what is left is counted unsent. */
 		int final = now >= (deadline = net_deadline(w->run, cfg));
 
 		if (final && !cfg->rate_pps)
@@ -361,7 +378,7 @@ static void sender_worker(struct worker *w)
 				drain_echoes(cfg, st, f, &rx);
 		}
 		stats_end(w);
-		if (final)
+		if (final && (!sent_any || now >= deadline + cfg->grace_ns))
 			break;
 		if (!sent_any && cfg->rate_pps && next_due != INT64_MAX) {
 			if (next_due > deadline)
@@ -370,6 +387,12 @@ static void sender_worker(struct worker *w)
 			if (next_due - now > SPIN_NS)
 				idle_until(pfds, cfg->echo ? n_flows : 0, next_due - SPIN_NS / 2);
 		}
+	}
+	if (cfg->rate_pps) {
+		stats_begin(w);
+		for (unsigned i = 0; i < n_flows; i++)
+			counter_add(&st->counters[LG_CTR_UNSENT], flow_unsent(cfg, &flows[i], deadline));
+		stats_end(w);
 	}
 	/* Echo mode: wait up to the timeout for returns still on their way. */
 	if (cfg->echo) {
@@ -418,6 +441,28 @@ static struct seq_tracker *flow_lookup(struct flow_slot *tab, uint32_t cap, uint
 			return &e->t;
 	}
 	return NULL;	/* more flows than the table holds: counted foreign */
+}
+
+/* Receivers beside senders in one run stop once every sender has finished
+ * and the socket has run dry; alone (a remote peer), grace_ns after the end. */
+static int receiver_may_stop(struct worker *w, const struct lg_net_config *cfg, int64_t now_ns, int received)
+{
+	int64_t end = net_deadline(w->run, cfg);
+
+	if (cfg->senders == 0)
+		return now_ns >= end + cfg->grace_ns;
+	/* A bound for datagrams that never stop coming (another process's). Senders
+	 * may pass the deadline by grace_ns for the backlog, then by grace_ns for echoes. */
+	if (now_ns >= end + 2 * cfg->grace_ns + 1000000000LL)
+		return 1;
+	for (uint32_t i = 0; i < cfg->senders; i++) {
+		uint64_t state = __atomic_load_n(&w->run->workers[i].stats->counters[LG_CTR_STATE],
+						 __ATOMIC_ACQUIRE);
+
+		if (state != LG_STATE_DONE && state != LG_STATE_FAILED)
+			return 0;
+	}
+	return received <= 0;	/* the last wait timed out: nothing is left in flight */
 }
 
 static void receiver_worker(struct worker *w)
@@ -488,7 +533,7 @@ static void receiver_worker(struct worker *w)
 			}
 		}
 		stats_end(w);
-		if (now >= net_deadline(w->run, cfg) + cfg->grace_ns)
+		if (receiver_may_stop(w, cfg, now, n))
 			break;
 	}
 	batch_free(&rx);

@@ -34,6 +34,7 @@ static const char *const counter_names[LG_CTR_COUNT] = {
 	[LG_CTR_FOREIGN] = "foreign",
 	[LG_CTR_LATE] = "late",
 	[LG_CTR_SKIPPED] = "skipped",
+	[LG_CTR_UNSENT] = "unsent",
 };
 
 static const char *const hist_names[LG_HIST_COUNT] = {
