@@ -1,0 +1,984 @@
+#!/usr/bin/env bash
+# bench.sh - side-by-side benchmark of loadgen against a reference tool.
+#
+# Each section runs the same workloads with a well-known reference tool and
+# with loadgen, on the same target, with the same settings, back to back, and
+# prints one table comparing them. The script MEASURES ONLY: it never asserts
+# anything about the numbers and exits 0 even when loadgen is slower. It
+# exits non-zero only when a tool cannot run at all.
+#
+# Usage:
+#   ./bench.sh disk     fio vs `loadgen disk` (io_uring, 4k random I/O)
+#   ./bench.sh net      iperf3 and sockperf vs `loadgen net` (UDP, 127.0.0.1 only):
+#                       64-byte blast, round-trip latency at 100k pps, loadgen
+#                       rate accuracy at 10k/100k/300k pps
+#   ./bench.sh all      every implemented section
+#
+# Environment (all optional):
+#   BENCH_DURATION=10        measured seconds per run (each tool, each case)
+#   BENCH_RAMP=1             warm-up seconds per run (not measured)
+#   BENCH_RESULTS_DIR=...    where raw JSON goes (default bench-results/<timestamp>
+#                            next to this script)
+#   BENCH_TOOLS="fio iperf3 sockperf loadgen"  run only some tools (e.g. BENCH_TOOLS=fio)
+#   BENCH_CASES=...          comma-separated subset of case names (see DISK_CASES,
+#                            NET_CASES)
+#   BENCH_ZRAM_SIZE=2G       size of the zram device (root only)
+#   BENCH_FILE_SIZE=1G       size of the fallback file target (no root / no zram)
+#   BENCH_TARGET=...         use this existing file or block device instead of
+#                            zram/tempfile. It is overwritten (fill + randwrite)!
+#   BENCH_NET_TUNED="--workers 2 --flows 2"  flags of an extra loadgen blast row
+#                            ("" = no extra row)
+
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+DURATION=${BENCH_DURATION:-10}
+RAMP=${BENCH_RAMP:-1}
+TOOLS=${BENCH_TOOLS:-fio iperf3 sockperf loadgen}
+RESULTS_DIR=${BENCH_RESULTS_DIR:-$SCRIPT_DIR/bench-results/$(date +%Y%m%d-%H%M%S)}
+ZRAM_SIZE=${BENCH_ZRAM_SIZE:-2G}
+FILE_SIZE=${BENCH_FILE_SIZE:-1G}
+
+# Make the in-tree package importable for `python3 -m loadgen` / version lookup.
+export PYTHONPATH="$SCRIPT_DIR${PYTHONPATH:+:$PYTHONPATH}"
+
+# ----------------------------------------------------------------- helpers --
+
+log()  { printf '%s\n' "$*" >&2; }
+die()  { log "bench.sh: $*"; exit 1; }
+want_tool() { [[ " $TOOLS " == *" $1 "* ]]; }
+want_case() { [[ -z ${BENCH_CASES:-} || ",$BENCH_CASES," == *",$1,"* ]]; }
+
+# Cleanup actions run in reverse order of registration at exit.
+CLEANUP=()
+at_exit() { CLEANUP+=("$1"); }
+run_cleanup() {
+    local i
+    for (( i=${#CLEANUP[@]}-1; i>=0; i-- )); do
+        eval "${CLEANUP[i]}" || log "cleanup failed: ${CLEANUP[i]}"
+    done
+    CLEANUP=()
+}
+
+# Sets LOADGEN to the loadgen command, or to () if it cannot run yet.
+LOADGEN=()
+find_loadgen() {
+    if command -v loadgen >/dev/null 2>&1 && loadgen --help >/dev/null 2>&1; then
+        LOADGEN=(loadgen)
+    elif python3 -m loadgen --help >/dev/null 2>&1; then
+        LOADGEN=(python3 -m loadgen)
+    else
+        LOADGEN=()
+    fi
+}
+
+print_machine() {
+    local cpu virt
+    cpu=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)
+    [[ -n $cpu ]] || cpu=$(lscpu 2>/dev/null | awk -F': *' '/^Model name/ {print $2; exit}' || true)
+    virt=""
+    if command -v systemd-detect-virt >/dev/null 2>&1; then
+        virt=$(systemd-detect-virt 2>/dev/null || true)
+    fi
+    if [[ -z $virt || $virt == none ]] && [[ -r /sys/class/dmi/id/sys_vendor ]]; then
+        virt="${virt:+$virt, }dmi: $(cat /sys/class/dmi/id/sys_vendor)"
+    fi
+    if grep -qw hypervisor /proc/cpuinfo 2>/dev/null; then
+        virt="${virt:+$virt, }cpu hypervisor flag set"
+    fi
+    echo "== machine"
+    printf '  %-12s %s\n' \
+        kernel      "$(uname -r)" \
+        cpu         "${cpu:-unknown} x $(nproc)" \
+        memory      "$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)" \
+        clocksource "$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null || echo unknown)" \
+        hypervisor  "${virt:-unknown}"
+    # loadgen's own view (CPUID signature, NIC drivers, disks), as results record it.
+    if [[ ${#LOADGEN[@]} -gt 0 ]] && "${LOADGEN[@]}" sysinfo >/dev/null 2>&1; then
+        "${LOADGEN[@]}" sysinfo 2>/dev/null | sed 's/^/  | /'
+    fi
+}
+
+loadgen_version() {
+    python3 -c 'import loadgen; print(loadgen.__version__)' 2>/dev/null || echo "unknown (import failed)"
+}
+
+# ------------------------------------------------------------ disk section --
+
+# name:rw:qd:workers:rate_iops (empty rate = unlimited)
+DISK_CASES=(
+    "randread-qd1:randread:1:1:"
+    "randread-qd32:randread:32:1:"
+    "randread-qd32-2w:randread:32:2:"
+    "randwrite-qd32:randwrite:32:1:"
+    "randread-50k:randread:32:1:50000"
+)
+
+ensure_fio() {
+    command -v fio >/dev/null 2>&1 && return 0
+    [[ $EUID -eq 0 ]] || die "fio is not installed and we are not root to install it"
+    log "fio not found, installing it"
+    apt-get update && apt-get install -y fio || die "could not install fio"
+    command -v fio >/dev/null 2>&1 || die "fio still not available"
+}
+
+# Sets TARGET, TARGET_SIZE, TARGET_KIND (zram|file|custom).
+TARGET="" TARGET_SIZE="" TARGET_KIND=""
+
+zram_reset() {  # zram_reset N: reset, retrying while a killed fio lets go
+    local n=$1 i
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        echo 1 > "/sys/block/zram$n/reset" 2>/dev/null && return 0
+        sleep 0.5
+    done
+    log "warning: could not reset /dev/zram$n"; return 1
+}
+
+setup_zram() {
+    local n="" created_node=""
+    [[ -e /sys/block/zram0 ]] || modprobe zram 2>/dev/null || true
+    if [[ -r /sys/block/zram0/disksize && $(cat /sys/block/zram0/disksize) == 0 ]]; then
+        n=0
+    elif [[ -w /sys/class/zram-control/hot_add ]]; then
+        n=$(cat /sys/class/zram-control/hot_add 2>/dev/null) || n=""
+        [[ -n $n ]] && at_exit "echo $n > /sys/class/zram-control/hot_remove"
+    fi
+    [[ -n $n ]] || return 1
+    # Containers often lack udev: create the node from sysfs if needed.
+    if [[ ! -b /dev/zram$n ]]; then
+        local majmin; majmin=$(cat "/sys/block/zram$n/dev") || return 1
+        mknod "/dev/zram$n" b "${majmin%%:*}" "${majmin##*:}" || return 1
+        created_node=/dev/zram$n
+    fi
+    if ! echo "$ZRAM_SIZE" > "/sys/block/zram$n/disksize"; then
+        [[ -n $created_node ]] && rm -f "$created_node"
+        return 1
+    fi
+    at_exit "zram_reset $n"
+    [[ -n $created_node ]] && at_exit "rm -f $created_node"
+    TARGET=/dev/zram$n
+    TARGET_SIZE=$(cat "/sys/block/zram$n/disksize")
+    TARGET_KIND=zram
+}
+
+setup_file() {
+    local dir
+    dir=$(mktemp -d "$PWD/.bench-tmp.XXXXXX")
+    at_exit "rm -rf '$dir'"
+    TARGET=$dir/target
+    TARGET_SIZE=$(numfmt --from=iec "$FILE_SIZE")
+    TARGET_KIND=file
+}
+
+setup_target() {
+    if [[ -n ${BENCH_TARGET:-} ]]; then
+        TARGET=$BENCH_TARGET; TARGET_KIND=custom
+        if [[ -b $TARGET ]]; then TARGET_SIZE=$(blockdev --getsize64 "$TARGET")
+        else TARGET_SIZE=$(stat -c %s "$TARGET"); fi
+    elif [[ $EUID -eq 0 ]] && setup_zram; then
+        :
+    else
+        [[ $EUID -eq 0 ]] && log "zram unavailable, falling back to a file"
+        setup_file
+    fi
+    # Fill once so random reads hit real data (zram serves never-written or
+    # same-filled pages without any work; a fresh file may be sparse).
+    log "filling $TARGET ($TARGET_SIZE bytes) once ..."
+    fio --name=fill --filename="$TARGET" --rw=write --bs=1M --direct=1 \
+        --ioengine=io_uring --iodepth=8 --size="$TARGET_SIZE" \
+        --output="$RESULTS_DIR/fill.fio.json" --output-format=json \
+        >/dev/null 2>"$RESULTS_DIR/fill.fio.err" \
+        || die "filling $TARGET failed: $(cat "$RESULTS_DIR/fill.fio.err")"
+}
+
+# run_fio OUT rw qd jobs rate -> 0 on success
+run_fio() {
+    local out=$1 rw=$2 qd=$3 jobs=$4 rate=$5
+    local batch=$(( qd < 32 ? qd : 32 ))
+    local cmd=(fio --name=bench --filename="$TARGET" --size="$TARGET_SIZE"
+        --rw="$rw" --bs=4k --iodepth="$qd" --numjobs="$jobs" --thread --group_reporting
+        --ioengine=io_uring --fixedbufs --registerfiles --hipri=0 --direct=1
+        --iodepth_batch_submit="$batch" --iodepth_batch_complete_min=1
+        --iodepth_batch_complete_max="$batch"
+        --time_based --runtime="$DURATION" --ramp_time="$RAMP"
+        --norandommap --randrepeat=0 --lat_percentiles=1
+        --output-format=json --output="$out")
+    [[ -n $rate ]] && cmd+=(--rate_iops="$rate")   # per job; rate cases use 1 job
+    echo "${cmd[*]}" > "${out%.json}.cmd"
+    "${cmd[@]}" >/dev/null 2>"${out%.json}.err"
+}
+
+# run_loadgen OUT rw qd workers rate -> 0 on success
+run_loadgen() {
+    local out=$1 rw=$2 qd=$3 workers=$4 rate=$5
+    # --size: loadgen caps the span it touches (default 1g); use the whole
+    # target like fio does.
+    local cmd=("${LOADGEN[@]}" disk --target "$TARGET" --size "$TARGET_SIZE" --rw "$rw" --bs 4k
+        --qd "$qd" --workers "$workers" --duration "${DURATION}s" --ramp "${RAMP}s"
+        --iops "${rate:-max}" --json "$out" --quiet)
+    [[ $rw == *write* && -b $TARGET ]] && cmd+=(--allow-destroy)
+    echo "${cmd[*]}" > "${out%.json}.cmd"
+    "${cmd[@]}" >"${out%.json}.out" 2>"${out%.json}.err"
+}
+
+bench_disk() {
+    ensure_fio
+    mkdir -p "$RESULTS_DIR"
+    find_loadgen
+    local lg_state=ok
+    if ! want_tool loadgen; then lg_state=skipped
+    elif [[ ${#LOADGEN[@]} -eq 0 ]]; then lg_state=unavailable; fi
+
+    print_machine
+    setup_target
+    printf '  %-12s %s\n' \
+        fio       "$(fio --version)" \
+        loadgen   "$(loadgen_version) [${LOADGEN[*]:-loadgen: not available}]" \
+        target    "$TARGET ($TARGET_KIND, $(numfmt --to=iec "$TARGET_SIZE"))" \
+        duration  "${DURATION}s + ${RAMP}s ramp per run"
+    echo
+
+    local manifest=$RESULTS_DIR/disk.manifest.tsv spec name rw qd workers rate
+    local fio_ok=0 fio_runs=0 lg_ok=0 lg_runs=0 st
+    : > "$manifest"
+    for spec in "${DISK_CASES[@]}"; do
+        IFS=: read -r name rw qd workers rate <<<"$spec"
+        want_case "$name" || continue
+        local fjson=$RESULTS_DIR/disk-$name.fio.json ljson=$RESULTS_DIR/disk-$name.loadgen.json
+        local fst=skipped lst=$lg_state
+        if want_tool fio; then
+            log "[$name] fio ..."
+            fio_runs=$((fio_runs + 1))
+            if run_fio "$fjson" "$rw" "$qd" "$workers" "$rate"; then fst=ok; fio_ok=$((fio_ok + 1))
+            else st=$?; fst="failed(rc=$st)"; log "  fio failed, see ${fjson%.json}.err"; fi
+        fi
+        if [[ $lg_state == ok ]]; then
+            log "[$name] loadgen ..."
+            lg_runs=$((lg_runs + 1))
+            if run_loadgen "$ljson" "$rw" "$qd" "$workers" "$rate"; then lst=ok; lg_ok=$((lg_ok + 1))
+            else st=$?; lst="failed(rc=$st)"; log "  loadgen failed, see ${ljson%.json}.err"; fi
+        fi
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+            "$name" "$rw" "$qd" "$workers" "$rate" "$fst" "$fjson" "$lst" "$ljson" >> "$manifest"
+    done
+
+    render_disk "$manifest" | tee "$RESULTS_DIR/disk.summary.txt"
+    echo
+    echo "raw results: $RESULTS_DIR"
+
+    # Not an assertion on performance: only "the tool could not run at all".
+    (( fio_runs == 0 || fio_ok > 0 )) || { log "fio failed on every case"; return 2; }
+    (( lg_runs == 0 || lg_ok > 0 )) || { log "loadgen failed on every case"; return 3; }
+    return 0
+}
+
+# Reads the manifest, parses both tools' JSON defensively, prints the tables.
+render_disk() {
+    python3 - "$1" <<'PY'
+import json, sys
+
+def load(path):
+    """Parse a JSON file; tolerate leading junk and JSON-lines (take last doc)."""
+    try:
+        text = open(path, encoding="utf-8", errors="replace").read()
+    except OSError:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    for line in reversed(text.splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    i = text.find("{")
+    try:
+        return json.loads(text[i:]) if i >= 0 else None
+    except ValueError:
+        return None
+
+def num(v):
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    if isinstance(v, dict):   # e.g. {"achieved": ...} / {"value": ...}
+        for k in ("achieved", "actual", "value", "mean", "ops_per_sec", "iops"):
+            if k in v:
+                return num(v[k])
+    return None
+
+def dig(doc, *paths):
+    """First numeric value found at any dotted path."""
+    for path in paths:
+        cur = doc
+        for key in path.split("."):
+            cur = cur.get(key) if isinstance(cur, dict) else None
+        n = num(cur)
+        if n is not None:
+            return n
+    return None
+
+def pct(d, q):
+    """Percentile q (e.g. 50, 99) from a loosely specified latency object."""
+    if not isinstance(d, dict):
+        return None
+    keys = [f"p{q}", f"p{q}.0", str(q), f"{q}.0", f"{q:.6f}", f"P{q}"]
+    for src in (d, d.get("percentiles"), d.get("percentile")):
+        if isinstance(src, dict):
+            for k in keys:
+                if k in src and num(src[k]) is not None:
+                    return num(src[k])
+    return None
+
+def fio_result(path, rw):
+    doc = load(path)
+    try:
+        job = doc["jobs"][0]
+    except (TypeError, KeyError, IndexError):
+        return None
+    side = "write" if "write" in rw else "read"
+    d = job.get(side, {})
+    iops = sum(num(job.get(s, {}).get("iops")) or 0.0 for s in ("read", "write", "trim"))
+    lat = d.get("lat_ns", {})
+    src = "lat" if isinstance(lat.get("percentile"), dict) else "clat"
+    p = d.get(f"{src}_ns", {}).get("percentile", {})
+    return {"iops": iops, "p50": pct(p, 50), "p99": pct(p, 99), "src": src}
+
+def loadgen_result(path):
+    doc = load(path)
+    if not isinstance(doc, dict):
+        return None
+    s = doc.get("summary", doc)
+    return {
+        "iops": dig(s, "rate", "iops", "ops_per_sec", "throughput.rate"),
+        "p50": pct(s.get("latency_ns"), 50),
+        "p99": pct(s.get("latency_ns"), 99),
+        "svc50": pct(s.get("service_ns"), 50),
+        "lag_max": dig(s, "schedule_lag_ns.max", "schedule.lag_ns.max") if isinstance(s, dict) else None,
+        "late": dig(doc, "summary.schedule_lag_ns.late_ops", "summary.late_ops", "late_ops",
+                    "summary.schedule.late_ops"),
+        "engine": doc.get("engine") if isinstance(doc.get("engine"), str)
+                  else json.dumps(doc.get("engine")) if doc.get("engine") is not None else None,
+    }
+
+def fmt(v, spec="{:,.0f}", scale=1.0):
+    return "-" if v is None else spec.format(v / scale)
+
+rows, rate_rows, notes, engines, lat_src = [], [], [], set(), set()
+for line in open(sys.argv[1], encoding="utf-8"):
+    name, rw, qd, workers, rate, fst, fjson, lst, ljson = line.rstrip("\n").split("\t")
+    f = fio_result(fjson, rw) if fst == "ok" else None
+    g = loadgen_result(ljson) if lst == "ok" else None
+    if fst == "ok" and f is None:
+        notes.append(f"{name}: could not parse fio JSON {fjson}")
+    if lst == "ok" and g is None:
+        notes.append(f"{name}: could not parse loadgen JSON {ljson}")
+    if lst.startswith("failed"):
+        notes.append(f"{name}: loadgen {lst}, see {ljson[:-5]}.err")
+    if fst.startswith("failed"):
+        notes.append(f"{name}: fio {fst}, see {fjson[:-5]}.err")
+    if f:
+        lat_src.add(f["src"])
+    if g and g.get("engine"):
+        engines.add(g["engine"])
+    miss = {"ok": "badjson", "skipped": "skipped", "unavailable": "n/a"}
+    fcell = lambda k, *a: fmt(f[k], *a) if f else miss.get(fst, "FAILED")
+    gcell = lambda k, *a: fmt(g[k], *a) if g else miss.get(lst, "FAILED")
+    ratio = (f"{g['iops'] / f['iops']:.2f}"
+             if f and g and f["iops"] and g["iops"] is not None else "-")
+    us = ("{:,.1f}", 1000.0)
+    rows.append([name, fcell("iops"), gcell("iops"), ratio,
+                 fcell("p50", *us), fcell("p99", *us),
+                 gcell("p50", *us), gcell("p99", *us), gcell("svc50", *us)])
+    if rate:
+        req = float(rate)
+        err = lambda r: "-" if not r or r.get("iops") is None else f"{(r['iops'] - req) / req * 100:+.2f}%"
+        rate_rows.append([name, f"{req:,.0f}", fcell("iops"), err(f), gcell("iops"), err(g),
+                          gcell("lag_max", *us), gcell("late")])
+
+def table(header, body):
+    w = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
+    print(line(header))
+    print("  ".join("-" * x for x in w))
+    for r in body:
+        print(line(r))
+
+print("== disk: 4k random I/O, latency in microseconds")
+table(["case", "fio IOPS", "loadgen IOPS", "lg/fio", "fio p50", "fio p99",
+       "lg p50", "lg p99", "lg svc p50"], rows)
+if rate_rows:
+    print()
+    print("== disk: rate-limited runs (requested vs achieved IOPS)")
+    table(["case", "requested", "fio IOPS", "fio err", "loadgen IOPS", "lg err",
+           "lg lag max us", "lg late ops"], rate_rows)
+print()
+print(f"fio latency = {'/'.join(sorted(lat_src)) or '-'}_ns percentiles "
+      "(lat = submit->complete, clat = completion only)")
+print("lg = loadgen: latency_ns (p50/p99) and service_ns (svc p50)"
+      + (f"; engine: {', '.join(sorted(engines))}" if engines else ""))
+if any(r[2] == "n/a" for r in rows):
+    print("loadgen: not available (neither `loadgen` nor `python3 -m loadgen` runs)")
+for n in notes:
+    print("note: " + n)
+PY
+}
+
+# ------------------------------------------------------------- net section --
+
+# UDP datagrams on 127.0.0.1 only. name:kind:rate_pps
+#   blast    iperf3, sockperf and loadgen as fast as they go (+ NET_TUNED row)
+#   latency  round trips at a fixed rate: sockperf under-load vs loadgen echo
+#   rate     loadgen alone at a fixed rate: requested vs achieved
+NET_CASES=(
+    "blast:blast:"
+    "latency-100k:latency:100000"
+    "rate-10k:rate:10000"
+    "rate-100k:rate:100000"
+    "rate-300k:rate:300000"
+)
+NET_SIZE=64
+# An extra loadgen blast row with these flags (empty: no extra row). The default
+# came out best of a few worker/receiver splits on a 2-CPU VM.
+NET_TUNED=${BENCH_NET_TUNED-"--workers 2 --flows 2"}
+
+ensure_net_tools() {
+    local missing=() t
+    for t in iperf3 sockperf netsniff-ng; do
+        command -v "$t" >/dev/null 2>&1 || [[ -x /usr/sbin/$t ]] || missing+=("$t")
+    done
+    if (( ${#missing[@]} )); then
+        [[ $EUID -eq 0 ]] || die "${missing[*]} not installed and we are not root to install them"
+        log "${missing[*]} not found, installing"
+        { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; } >&2 \
+            || log "warning: could not install ${missing[*]}"
+    fi
+    for t in iperf3 sockperf; do
+        want_tool "$t" || continue
+        command -v "$t" >/dev/null 2>&1 || die "$t still not available"
+    done
+}
+
+tool_version() {  # tool_version CMD...: first line of its version output
+    local v
+    v=$("$@" 2>&1 | head -n 1) || true
+    echo "${v:-not available}"
+}
+
+# Background processes of this section, by the pid of their `timeout` wrapper:
+# timeout bounds each one even if this script is SIGKILLed, passes on the
+# signal it gets, and follows up with SIGKILL 3 s later.
+NET_PIDS=() BG_PID=""
+
+bg_start() {  # bg_start LIMIT OUT ERR CMD...: sets BG_PID
+    local limit=$1 out=$2 err=$3; shift 3
+    timeout -k 3 "$limit" "$@" >"$out" 2>"$err" &
+    BG_PID=$!
+    NET_PIDS+=("$BG_PID")
+}
+
+# True while PID is a live (not zombie) child of this shell: a reaped pid
+# may be reused by an unrelated process, which must never be signalled.
+bg_running() {
+    local st ppid
+    { read -r _ _ st ppid _ < "/proc/$1/stat"; } 2>/dev/null || return 1
+    [[ $st != Z && $ppid == "$BASHPID" ]]
+}
+
+bg_forget() {
+    local p keep=()
+    for p in "${NET_PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+    NET_PIDS=("${keep[@]}")
+}
+
+bg_stop() {  # bg_stop PID [SIG] [GRACE_S]: let it end by itself, then signal; reap
+    local pid=$1 sig=${2:-TERM} grace=${3:-0} i rc=0
+    for (( i = 0; i < grace * 10; i++ )); do bg_running "$pid" || break; sleep 0.1; done
+    bg_running "$pid" && kill -s "$sig" "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null || rc=$?
+    bg_forget "$pid"
+    return "$rc"
+}
+
+net_stop_all() {
+    local pid
+    for pid in "${NET_PIDS[@]}"; do bg_stop "$pid" TERM || true; done
+    NET_PIDS=()
+}
+
+# True when the main script is gone (e.g. only its pid got SIGTERM) and this
+# section's subshell was left behind: stop rather than run on unattended.
+net_orphaned() {
+    local ppid
+    [[ $BASHPID != "$$" ]] || return 1
+    { read -r _ _ _ ppid _ < "/proc/$BASHPID/stat"; } 2>/dev/null || return 1
+    [[ $ppid != "$$" ]]
+}
+
+# run_bounded LIMIT OUT ERR CMD...: like a foreground command, but signals
+# trapped by the section (INT, TERM) act within 0.2 s instead of at its end.
+run_bounded() {
+    local rc=0
+    bg_start "$@"
+    while bg_running "$BG_PID"; do
+        net_orphaned && { log "bench.sh: main script gone, stopping"; exit 143; }
+        sleep 0.2
+    done
+    wait "$BG_PID" || rc=$?
+    bg_forget "$BG_PID"
+    return "$rc"
+}
+
+free_port() {  # a port free for both TCP and UDP on 127.0.0.1, below the ephemeral range
+    python3 - <<'PY'
+import random, socket
+for _ in range(500):
+    p = random.randint(20000, 32000)
+    try:
+        with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            t.bind(("127.0.0.1", p))
+            u.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    print(p)
+    break
+else:
+    raise SystemExit("no free port")
+PY
+}
+
+wait_listen() {  # wait_listen tcp|udp PORT PID: until PORT listens (5 s at most)
+    local proto=$1 port=$2 pid=$3 i
+    for (( i = 0; i < 50; i++ )); do
+        bg_running "$pid" || return 1
+        if command -v ss >/dev/null 2>&1; then
+            [[ -n $(ss -Hnl "--$proto" "sport = :$port" 2>/dev/null) ]] && return 0
+        elif (( i >= 10 )); then
+            return 0   # no ss: assume 1 s is enough
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+LIMIT_CLIENT=0 LIMIT_SERVER=0   # seconds, set in bench_net
+
+# run_iperf3 OUT.json -> 0 on success. The server serves one test (-1) and exits.
+run_iperf3() {
+    local out=$1 base=${1%.json} port srv rc=0
+    port=$(free_port) || return 1
+    local scmd=(iperf3 -s -1 -p "$port" --json)
+    local cmd=(iperf3 -u -b 0 -l "$NET_SIZE" -t "$DURATION" -c 127.0.0.1 -p "$port" --json)
+    printf '%s\n' "${scmd[*]} &" "${cmd[*]}" > "$base.cmd"
+    bg_start "$LIMIT_SERVER" "$base.server.json" "$base.server.err" "${scmd[@]}"
+    srv=$BG_PID
+    if ! wait_listen tcp "$port" "$srv"; then
+        bg_stop "$srv" || true
+        echo "iperf3 server did not start listening on $port" > "$base.err"
+        return 1
+    fi
+    run_bounded "$LIMIT_CLIENT" "$out" "$base.err" "${cmd[@]}" || rc=$?
+    bg_stop "$srv" TERM 5 || true
+    return "$rc"
+}
+
+# run_sockperf OUT.txt MODE ARGS...: a sockperf server, then one sockperf client
+# run; SIGINT makes the server print how many messages it received.
+run_sockperf() {
+    local out=$1 mode=$2 base=${1%.txt} port srv rc=0; shift 2
+    port=$(free_port) || return 1
+    local scmd=(sockperf server -i 127.0.0.1 -p "$port")
+    local cmd=(sockperf "$mode" -i 127.0.0.1 -p "$port" -m "$NET_SIZE" -t "$DURATION" "$@")
+    printf '%s\n' "${scmd[*]} &" "${cmd[*]}" > "$base.cmd"
+    bg_start "$LIMIT_SERVER" "$base.server.txt" "$base.server.err" "${scmd[@]}"
+    srv=$BG_PID
+    if ! wait_listen udp "$port" "$srv"; then
+        bg_stop "$srv" || true
+        echo "sockperf server did not start listening on $port" > "$base.err"
+        return 1
+    fi
+    run_bounded "$LIMIT_CLIENT" "$out" "$base.err" "${cmd[@]}" || rc=$?
+    sleep 0.3   # let the server drain its socket before it counts
+    bg_stop "$srv" INT || true
+    return "$rc"
+}
+
+# run_loadgen_net OUT.json ARGS... -> 0 on success (embedded receiver on 127.0.0.1)
+run_loadgen_net() {
+    local out=$1; shift
+    local cmd=("${LOADGEN[@]}" net --size "$NET_SIZE" --duration "${DURATION}s" --ramp "${RAMP}s"
+        "$@" --json "$out" --quiet)
+    echo "${cmd[*]}" > "${out%.json}.cmd"
+    run_bounded "$LIMIT_CLIENT" "${out%.json}.out" "${out%.json}.err" "${cmd[@]}"
+}
+
+bench_net() {
+    ensure_net_tools
+    mkdir -p "$RESULTS_DIR"
+    find_loadgen
+    at_exit net_stop_all
+    LIMIT_CLIENT=$(( DURATION + RAMP + 30 )) LIMIT_SERVER=$(( DURATION + RAMP + 60 ))
+    local lg_state=ok
+    if ! want_tool loadgen; then lg_state=skipped
+    elif [[ ${#LOADGEN[@]} -eq 0 ]]; then lg_state=unavailable; fi
+
+    print_machine
+    printf '  %-12s %s\n' \
+        iperf3      "$(tool_version iperf3 --version)" \
+        sockperf    "$(tool_version sockperf --version)" \
+        netsniff-ng "$(PATH=$PATH:/usr/sbin tool_version netsniff-ng --version) (installed, not used)" \
+        loadgen     "$(loadgen_version) [${LOADGEN[*]:-loadgen: not available}]" \
+        sockets     "rmem_default $(sysctl -n net.core.rmem_default 2>/dev/null || echo ?), rmem_max $(sysctl -n net.core.rmem_max 2>/dev/null || echo ?), netdev_max_backlog $(sysctl -n net.core.netdev_max_backlog 2>/dev/null || echo ?)" \
+        target      "UDP on 127.0.0.1 (lo, mtu $(cat /sys/class/net/lo/mtu 2>/dev/null || echo ?)), ${NET_SIZE}-byte payloads" \
+        duration    "${DURATION}s per run (loadgen: + ${RAMP}s ramp)" \
+        load        "$(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average before the runs)"
+    echo
+
+    local manifest=$RESULTS_DIR/net.manifest.tsv spec name kind rate
+    local ref_ok=0 ref_runs=0 lg_ok=0 lg_runs=0
+    : > "$manifest"
+
+    # net_run CASE KIND TOOL LABEL RATE OUT RUNNER ARGS...: one row of the manifest
+    net_run() {
+        local name=$1 kind=$2 tool=$3 label=$4 rate=$5 out=$6 st=skipped rc; shift 6
+        [[ $tool == loadgen ]] && st=$lg_state
+        if [[ $tool == loadgen && $st == ok ]] || { [[ $tool != loadgen ]] && want_tool "$tool"; }; then
+            log "[$name] $label ..."
+            if [[ $tool == loadgen ]]; then lg_runs=$((lg_runs + 1)); else ref_runs=$((ref_runs + 1)); fi
+            if "$@"; then
+                st=ok
+                if [[ $tool == loadgen ]]; then lg_ok=$((lg_ok + 1)); else ref_ok=$((ref_ok + 1)); fi
+            else
+                rc=$?; st="failed(rc=$rc)"; log "  $tool failed (rc=$rc), see ${out%.*}.err"
+            fi
+        fi
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$kind" "$tool" "$label" "$st" "$out" "$rate" >> "$manifest"
+    }
+
+    for spec in "${NET_CASES[@]}"; do
+        IFS=: read -r name kind rate <<<"$spec"
+        want_case "$name" || continue
+        local p=$RESULTS_DIR/net-$name
+        case $kind in
+        blast)
+            net_run "$name" "$kind" iperf3 "iperf3 -u -b 0" "" "$p.iperf3.json" \
+                run_iperf3 "$p.iperf3.json"
+            net_run "$name" "$kind" sockperf "sockperf throughput" "" "$p.sockperf.txt" \
+                run_sockperf "$p.sockperf.txt" throughput
+            net_run "$name" "$kind" loadgen "loadgen (defaults)" "" "$p.loadgen.json" \
+                run_loadgen_net "$p.loadgen.json" --pps max
+            if [[ -n $NET_TUNED ]]; then
+                # shellcheck disable=SC2086  # NET_TUNED is a list of flags
+                net_run "$name" "$kind" loadgen "loadgen $NET_TUNED" "" "$p.loadgen-tuned.json" \
+                    run_loadgen_net "$p.loadgen-tuned.json" --pps max $NET_TUNED
+            fi ;;
+        latency)
+            # --full-rtt: sockperf otherwise reports half the round trip.
+            net_run "$name" "$kind" sockperf "sockperf under-load (1 in 100 timed)" "$rate" \
+                "$p.sockperf.txt" run_sockperf "$p.sockperf.txt" under-load --mps "$rate" --full-rtt
+            net_run "$name" "$kind" sockperf "sockperf under-load --reply-every 1" "$rate" \
+                "$p.sockperf-every.txt" run_sockperf "$p.sockperf-every.txt" under-load \
+                --mps "$rate" --full-rtt --reply-every 1
+            net_run "$name" "$kind" loadgen "loadgen --mode echo" "$rate" "$p.loadgen.json" \
+                run_loadgen_net "$p.loadgen.json" --mode echo --pps "$rate" ;;
+        rate)
+            net_run "$name" "$kind" loadgen "loadgen --pps $rate" "$rate" "$p.loadgen.json" \
+                run_loadgen_net "$p.loadgen.json" --pps "$rate" ;;
+        esac
+    done
+
+    render_net "$manifest" | tee "$RESULTS_DIR/net.summary.txt"
+    echo
+    echo "raw results: $RESULTS_DIR"
+
+    # Not an assertion on performance: only "the tool could not run at all".
+    (( ref_runs == 0 || ref_ok > 0 )) || { log "iperf3/sockperf failed on every run"; return 2; }
+    (( lg_runs == 0 || lg_ok > 0 )) || { log "loadgen failed on every run"; return 3; }
+    return 0
+}
+
+# Reads the manifest, parses every tool's output defensively, prints the tables.
+render_net() {
+    python3 - "$1" "$DURATION" <<'PY'
+import json, re, sys, textwrap
+
+def load(path):
+    """Parse a JSON file; tolerate leading junk and JSON-lines (take last doc)."""
+    try:
+        text = open(path, encoding="utf-8", errors="replace").read()
+    except OSError:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    for line in reversed(text.splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    i = text.find("{")
+    try:
+        return json.loads(text[i:]) if i >= 0 else None
+    except ValueError:
+        return None
+
+def text(path):
+    try:
+        raw = open(path, encoding="utf-8", errors="replace").read()
+    except OSError:
+        return ""
+    return re.sub(r"\x1b\[[0-9;]*m", "", raw)   # sockperf colours its output
+
+def num(v):
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return None
+
+def dig(doc, *paths):
+    """First numeric value found at any dotted path."""
+    for path in paths:
+        cur = doc
+        for key in path.split("."):
+            cur = cur.get(key) if isinstance(cur, dict) else None
+        n = num(cur)
+        if n is not None:
+            return n
+    return None
+
+def div(a, b):
+    return a / b if a is not None and b else None
+
+def grab(pattern, s, conv=float):
+    m = re.search(pattern, s)
+    return conv(m.group(1)) if m else None
+
+def iperf3_result(path):
+    doc = load(path)
+    if not isinstance(doc, dict) or not isinstance(doc.get("end"), dict):
+        return None
+    if doc.get("error"):
+        return {"error": doc["error"]}
+    end = doc["end"]
+    # iperf 3.12: sum_received/sum are the receiver's view (packets = highest
+    # sequence seen, lost_packets = gaps); sum_sent is the sender's own count.
+    rcv = end.get("sum_received") or end.get("sum") or {}
+    snd = end.get("sum_sent") or end.get("sum") or {}
+    packets, lost, secs = num(rcv.get("packets")), num(rcv.get("lost_packets")), num(rcv.get("seconds"))
+    got = packets - lost if packets is not None and lost is not None else None
+    return {"recv_pps": div(got, secs),
+            "sent_pps": div(num(snd.get("packets")), num(snd.get("seconds"))),
+            "loss": div(lost, packets)}
+
+def sockperf_tput(path):
+    client, server = text(path), text(path[:-4] + ".server.txt")
+    sent = grab(r"Total of (\d+) messages sent in", client)
+    secs = grab(r"messages sent in ([\d.]+) sec", client)
+    rate = grab(r"Message Rate is ([\d.]+)", client)
+    got = grab(r"Total (\d+) messages received", server)
+    if sent is None and rate is None:
+        return None
+    loss = max(0.0, 1 - got / sent) if got is not None and sent else None
+    return {"recv_pps": div(got, secs), "sent_pps": rate if rate is not None else div(sent, secs),
+            "loss": loss}
+
+def sockperf_lat(path):
+    s = text(path)
+    m = re.search(r"\[Valid Duration\] RunTime=([\d.]+) sec; SentMessages=(\d+); ReceivedMessages=(\d+)", s)
+    if not m:
+        return None
+    secs, sent, got = float(m.group(1)), float(m.group(2)), float(m.group(3))
+    pct = {float(q): float(v) for q, v in re.findall(r"---> percentile ([\d.]+) = *([\d.]+)", s)}
+    timed = grab(r"Total (\d+) observations", s)
+    dropped = grab(r"# dropped messages = (\d+)", s)
+    asked = timed + dropped if timed is not None and dropped is not None else None
+    return {"sent_pps": div(sent, secs), "timed": timed, "received": got,
+            "loss": div(dropped, asked), "unit": 1.0,   # sockperf prints usec
+            "p50": pct.get(50.0), "p90": pct.get(90.0), "p99": pct.get(99.0), "p99.9": pct.get(99.9),
+            "max": grab(r"<MAX> observation = *([\d.]+)", s)}
+
+def loadgen_result(path):
+    doc = load(path)
+    if not isinstance(doc, dict) or not isinstance(doc.get("summary"), dict):
+        return None
+    s = doc["summary"]
+    lat = s.get("latency_ns") if isinstance(s.get("latency_ns"), dict) else \
+          (s.get("oneway") or {}).get("latency_ns") or {}
+    r = {"recv_pps": num(s.get("received_pps")), "sent_pps": num(s.get("sent_pps", s.get("rate"))),
+         "loss": num(s.get("loss_ratio")), "received": num(s.get("received")),
+         "timed": num(lat.get("count")), "unit": 1000.0,
+         "lag_max": dig(s, "schedule_lag_ns.max"), "late": dig(s, "schedule_lag_ns.late_ops"),
+         "split": "{}s/{}r/{}f".format(*(doc.get("config", {}).get(k, "?")
+                                         for k in ("senders", "receivers", "flows"))),
+         "flags": [k for k in ("interrupted", "failed") if doc.get(k)]}
+    svc = s.get("service_ns") if isinstance(s.get("service_ns"), dict) else {}
+    for q in ("p50", "p90", "p99", "p99.9", "max"):
+        r[q] = num(lat.get(q))
+        r["svc_" + q] = num(svc.get(q))
+    return r
+
+PARSE = {("blast", "iperf3"): iperf3_result, ("blast", "sockperf"): sockperf_tput,
+         ("latency", "sockperf"): sockperf_lat}
+
+def fmt(v, spec="{:,.0f}", scale=1.0):
+    return "-" if v is None else spec.format(v / scale)
+
+def pctf(v, spec="{:.2f}%"):
+    return "-" if v is None else spec.format(v * 100)
+
+blast, lat, rate, notes = [], [], [], []
+for line in open(sys.argv[1], encoding="utf-8"):
+    name, kind, tool, label, st, path, req = line.rstrip("\n").split("\t")
+    r = None
+    if st == "ok":
+        r = PARSE.get((kind, tool), loadgen_result if tool == "loadgen" else None)(path)
+        if r is None:
+            notes.append(f"{name}: could not parse {tool} output {path}")
+        elif r.get("error"):
+            notes.append(f"{name}: {tool}: {r['error']}")
+            r = None
+        elif r.get("flags"):
+            notes.append(f"{name}: {label}: result document says {', '.join(r['flags'])}")
+    elif st.startswith("failed"):
+        notes.append(f"{name}: {label} {st}, see {path.rsplit('.', 1)[0]}.err")
+    miss = {"ok": "badout", "skipped": "skipped", "unavailable": "n/a"}.get(st, "FAILED")
+    entry = (label, tool, r, miss, req)
+    {"blast": blast, "latency": lat, "rate": rate}[kind].append(entry)
+
+def table(header, body):
+    w = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
+    print(line(header))
+    print("  ".join("-" * x for x in w))
+    for r in body:
+        print(line(r))
+
+def say(*parts):
+    print(textwrap.fill("".join(parts), 100, subsequent_indent="  "))
+
+dur = sys.argv[2]
+printed = False
+if blast:
+    refs = [r["recv_pps"] for _, t, r, _, _ in blast if t != "loadgen" and r and r.get("recv_pps")]
+    best = max(refs) if refs else None
+    rows = []
+    for label, tool, r, miss, _ in blast:
+        if not r:
+            rows.append([label, miss, miss, miss, "-"])
+            continue
+        ratio = (f"{r['recv_pps'] / best:.2f}" if tool == "loadgen" and best and r.get("recv_pps") is not None
+                 else "-")
+        rows.append([label + (f" [{r['split']}]" if tool == "loadgen" else ""),
+                     fmt(r.get("recv_pps")), fmt(r.get("sent_pps")), pctf(r.get("loss")), ratio])
+    print(f"== net: blast, 64-byte UDP payloads to 127.0.0.1, {dur}s each")
+    table(["tool", "received pps", "sent pps", "loss", "lg/best ref"], rows)
+    say("received: iperf3 = receiver's packets - lost_packets over its seconds; sockperf = server's"
+          " 'messages received' (incl. a few warm-up ones) over the client's run time;"
+          " loadgen = its embedded receiver. lg/best ref = loadgen received pps / best of iperf3,"
+          " sockperf. [Ns/Nr/Nf] = loadgen senders/receivers/flows. Tools run with their own"
+          " socket buffers (loadgen forces 8 MiB, iperf3 and sockperf keep the system default)"
+          " and no CPU pinning except loadgen's own.")
+    printed = True
+if lat:
+    rows = []
+    for label, tool, r, miss, req in lat:
+        if not r:
+            rows.append([label] + [miss] * 9)
+            continue
+        us = ("{:,.1f}", r["unit"])
+        for lab, pre in ((label, ""), ("  same run, service_ns", "svc_")):
+            if pre and r.get("svc_p50") is None:
+                continue
+            rows.append([lab, fmt(r.get("sent_pps")), fmt(r.get("timed")), fmt(r.get("received")),
+                         pctf(r.get("loss"))] +
+                        [fmt(r.get(pre + q), *us) for q in ("p50", "p90", "p99", "p99.9", "max")])
+    if printed:
+        print()
+    req = lat[0][4]
+    print(f"== net: round-trip latency at {float(req):,.0f} pps, 64-byte UDP on 127.0.0.1, "
+          f"{dur}s each, microseconds")
+    table(["tool", "sent pps", "timed", "received", "lost", "p50", "p90", "p99", "p99.9", "max"], rows)
+    say("timed = round trips in the percentiles (sockperf: observations, loadgen: latency_ns.count);"
+          " received = replies (sockperf, valid duration) / echoes (loadgen). sockperf asks for a reply"
+          " to 1 message in 100 unless --reply-every 1, so its server echoes 1% of the rate;"
+          " lost = sockperf's dropped replies / (timed + dropped), loadgen's lost / sent."
+          " sockperf runs with --full-rtt (it reports half the round trip otherwise) and times from"
+          " the actual send; loadgen's latency_ns counts from the scheduled send time (so includes"
+          " its schedule lag), its service_ns from the actual send.")
+    printed = True
+if rate:
+    rows = []
+    for label, tool, r, miss, req in rate:
+        reqf = float(req)
+        if not r:
+            rows.append([f"{reqf:,.0f}"] + [miss] * 6)
+            continue
+        err = "-" if r.get("sent_pps") is None else f"{(r['sent_pps'] - reqf) / reqf * 100:+.2f}%"
+        rows.append([f"{reqf:,.0f}", fmt(r.get("sent_pps")), err, fmt(r.get("recv_pps")),
+                     pctf(r.get("loss")), fmt(r.get("lag_max"), "{:,.1f}", 1000.0), fmt(r.get("late"))])
+    if printed:
+        print()
+    print(f"== net: loadgen rate accuracy, 64-byte UDP to its embedded receiver, {dur}s each")
+    table(["requested pps", "sent pps", "error", "received pps", "loss", "lag max us", "late ops"], rows)
+for n in notes:
+    print("note: " + n)
+PY
+}
+
+# ---------------------------------------------------------------- dispatch --
+
+SECTIONS=(disk net)   # implemented sections, in the order `all` runs them
+
+usage() {
+    local IFS='|'
+    echo "usage: $0 {${SECTIONS[*]}|all}" >&2
+    echo "  env: BENCH_DURATION BENCH_RAMP BENCH_RESULTS_DIR BENCH_TOOLS BENCH_CASES" >&2
+    echo "       BENCH_ZRAM_SIZE BENCH_FILE_SIZE BENCH_TARGET BENCH_NET_TUNED (see header of $0)" >&2
+}
+
+# Each section runs in its own subshell with its own cleanup trap, so `all`
+# carries on with the next section even if one cannot run.
+run_section() {
+    (
+        set -euo pipefail
+        trap run_cleanup EXIT
+        trap 'exit 130' INT
+        trap 'exit 143' TERM
+        "bench_$1"
+    )
+}
+
+main() {
+    local section=${1:-} s rc=0 r
+    case $section in
+        all)
+            for s in "${SECTIONS[@]}"; do
+                set +e; run_section "$s"; r=$?; set -e
+                (( r == 0 )) || rc=$r
+                case $r in 129|130|143) break ;; esac   # interrupted: stop there
+            done ;;
+        disk|net)
+            set +e; run_section "$section"; rc=$?; set -e ;;
+        -h|--help|help)
+            usage ;;
+        *)
+            usage; rc=1 ;;
+    esac
+    return "$rc"
+}
+
+main "$@"
