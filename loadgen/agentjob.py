@@ -158,8 +158,11 @@ async def run_job() -> int:
     run = None
     try:
         layout = native.Layout()
+        from loadgen.sysinfo import basic_env
+
         _write({"type": "ready", "workers": _workers(job), "layout": {"counters": layout.counters,
-                                                                      "hists": layout.hists}, **prepared.facts})
+                                                                      "hists": layout.hists},
+                "env": basic_env(), **prepared.facts})
         timeline = await control.go
         if timeline is None:  # stopped before it began
             return 0

@@ -155,7 +155,8 @@ async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_pat
                                  "span_bytes": ready.get("span_bytes"), "cpus": ready.get("cpus"),
                                  "on": f"{on[0]}:{on[1]}"}
     host = {"host": f"{on[0]}:{on[1]}", "role": "disk", "clock": agent.clock.as_dict(), "agent": agent.info}
-    # CPU time here is the controller's; the agent's job ran elsewhere.
-    return results.document("disk", config, ready.get("engine", "?"), m, basic_env(),
+    # The machine that did the I/O is the agent's; CPU time is the controller's.
+    env = ready.get("env") or {}
+    return results.document("disk", config, ready.get("engine", "?"), m, env | {"controller": basic_env()},
                             results.disk_summary(m, out.cpu), out.rows, engine_note=ready.get("engine_note"),
                             hosts=[host])

@@ -299,7 +299,8 @@ async def _prepare_paired(spec: NetSpec, peer, clients, agents, local_socks: lis
             "options": _remote_options(spec, target=f"{peer[0]}:{data_port}",
                                        pps=str(rate_each) if rate_each else "max")}))
         meta.append({"host": f"{addr[0]}:{addr[1]}", "addr": addr, "role": "sender",
-                     "clock": agents[addr].clock.as_dict(), "agent": agents[addr].info})
+                     "clock": agents[addr].clock.as_dict(), "agent": agents[addr].info,
+                     "env": parts[-1].ready.get("env")})
     if not clients:
         family, sockaddr = resolve(peer[0], data_port)
         local_socks.extend(sender_sockets(family, sockaddr, spec.flows))
@@ -311,7 +312,8 @@ async def _prepare_paired(spec: NetSpec, peer, clients, agents, local_socks: lis
             return native.start_net(net_config(spec, timeline, run_tag, local_socks, [], cpus, []))
     parts.append(recv_run)
     meta.append({"host": f"{peer[0]}:{peer[1]}", "addr": peer, "role": "receiver",
-                 "clock": receiver.clock.as_dict(), "agent": receiver.info, "data_port": data_port})
+                 "clock": receiver.clock.as_dict(), "agent": receiver.info, "data_port": data_port,
+                 "env": recv_run.ready.get("env")})
     return PairedPlan(parts, meta, data_port, local_start)
 
 
