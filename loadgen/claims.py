@@ -26,8 +26,7 @@ TIERS = [
 
 # Config keys that name where or how a run happened rather than what it did.
 INCIDENTAL_CONFIG = {"target", "target_path", "target_kind", "span_bytes", "cpus", "seed", "interval_ns",
-                     "target_address", "send_cpus", "recv_cpus", "peer", "clients", "on", "port", "size_bytes_file",
-                     "engine"}
+                     "target_address", "send_cpus", "recv_cpus", "peer", "clients", "on", "port", "engine"}
 
 
 @dataclass(frozen=True)
@@ -40,13 +39,26 @@ class Verdict:
 
 
 def metric(doc: dict, path: str):
-    """The value at a dotted path ("summary.read.rate"), or None."""
-    node = doc
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
+    """The value at a dotted path ("summary.read.rate"), or None. Keys may hold
+    dots themselves ("p99.9"): at each step the longest key that fits wins."""
+    node, parts = doc, path.split(".")
+    while parts:
+        if not isinstance(node, dict):
             return None
-        node = node[part]
+        for n in range(len(parts), 0, -1):
+            key = ".".join(parts[:n])
+            if key in node:
+                node, parts = node[key], parts[n:]
+                break
+        else:
+            return None
     return node
+
+
+def lower_is_better(path: str) -> bool:
+    """Latencies (any *_ns on the path) and losses are better low; rates are better high."""
+    parts = path.split(".")
+    return any(p.endswith("_ns") for p in parts) or parts[-1] in ("loss_ratio", "lost", "errors")
 
 
 def tier(overhead_pct: float) -> str:
@@ -66,9 +78,10 @@ def in_scope(doc: dict, claim: Claim) -> tuple[bool, str]:
     """Whether the result's machine is one the claim speaks of, and why not."""
     types = claim.scope.get("instance_types")
     if types:
-        product = metric(doc, "env.hypervisor.dmi_product")
+        product = metric(doc, "env.instance_type") or metric(doc, "env.hypervisor.dmi_product")
         if not product:
             why = (metric(doc, "env.hypervisor.missing.dmi_product") or "not recorded")
+            why += "; set LOADGEN_INSTANCE_TYPE when the machine does not say"
             return False, (f"the claim applies to {', '.join(types)}; this result's machine has no instance "
                            f"type ({why})")
         if not any(fnmatch.fnmatch(product, pattern) for pattern in types):
@@ -86,8 +99,9 @@ def check(doc: dict, claim: Claim, baseline: dict | None = None, kind: str | Non
     kind is the claim's profile's kind, when known."""
     if kind and doc.get("kind") != kind:
         return Verdict("not comparable", f"the claim is about a {kind} run; this result is a {doc.get('kind')} run")
-    if doc.get("interrupted") or doc.get("failed"):
-        return Verdict("not comparable", f"the run did not complete: {doc.get('stop_reason')}")
+    for which, d in (("run", doc), ("baseline", baseline)):
+        if d is not None and (d.get("interrupted") or d.get("failed")):
+            return Verdict("not comparable", f"the {which} did not complete: {d.get('stop_reason')}")
     ok, why = in_scope(doc, claim)
     if not ok:
         return Verdict("not comparable", why)
@@ -104,7 +118,7 @@ def check(doc: dict, claim: Claim, baseline: dict | None = None, kind: str | Non
         base = metric(baseline, claim.metric)
         if not isinstance(base, (int, float)) or not base:
             return Verdict("not comparable", f"the baseline has no number at {claim.metric}")
-        over = overhead_pct(base, measured, higher_is_better=not claim.metric.endswith("_ns"))
+        over = overhead_pct(base, measured, higher_is_better=not lower_is_better(claim.metric))
         passed = over <= claim.value
         return Verdict("pass" if passed else "fail",
                        f"overhead {over:.2f}% against the baseline's {base:g} ({tier(over)})",

@@ -299,11 +299,11 @@ def check(
     if claim is None:
         raise UsageError(f"profile {name} makes no claim to check")
     v = claims.check(doc, claim, _load_result(baseline) if baseline else None, kind=kind)
-    print(f"claim ({name}): {claim.metric} {claim.op} {claim.value:g}")
+    print(f"claim ({name}): {claim.metric} {claim.op} {claim.value:,.10g}")
     print(f"  source: {claim.source}")
     if v.measured is not None:
         ratio = f", ratio {v.ratio:.4f}" if v.ratio is not None else ""
-        print(f"  measured: {v.measured:g}{ratio}")
+        print(f"  measured: {v.measured:,.10g}{ratio}")
     print(f"  verdict: {v.verdict.upper()} ({v.why})")
     raise SystemExit({"pass": 0, "fail": 1}.get(v.verdict, 3))
 
@@ -357,7 +357,14 @@ def sysinfo(
 
     from loadgen import sysinfo as facts
 
-    nics = sorted(n for n in os.listdir("/sys/class/net")) if peer is None else [facts.nic_for(peer) or "lo"]
+    if peer is None:
+        nics = sorted(os.listdir("/sys/class/net"))
+    else:
+        host = peer.rpartition(":")[0].strip("[]") if ":" in peer else peer
+        nic = facts.nic_for(host)
+        if nic is None:
+            raise UsageError(f"no route to {host} (or it does not resolve)")
+        nics = [nic]
     disks = [facts.block_device_of(target)] if target else sorted(
         d for d in os.listdir("/sys/block") if not d.startswith(("loop", "ram", "zram")))
     env = facts.run_env("io_uring" if _uring_ok() else "psync", nics=nics, disks=[d for d in disks if d])

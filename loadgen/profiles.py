@@ -73,6 +73,11 @@ def _parse_claim(raw, where: str) -> Claim | None:
     scope = raw.get("scope", {})
     if not isinstance(scope, dict) or set(scope) - {"instance_types", "hypervisor"}:
         raise UsageError(f"{where}: claim scope may hold instance_types and hypervisor")
+    types = scope.get("instance_types", [])
+    if not isinstance(types, list) or not all(isinstance(t, str) and t for t in types):
+        raise UsageError(f"{where}: scope instance_types must be a list of names such as [\"i3.large\"]")
+    if not isinstance(scope.get("hypervisor", ""), str):
+        raise UsageError(f"{where}: scope hypervisor must be a name such as \"KVM\"")
     return Claim(raw["metric"], raw["op"], float(raw["value"]), raw["source"], dict(scope))
 
 
@@ -97,7 +102,8 @@ def load(path: str | Path) -> Profile:
     if not isinstance(options, dict):
         raise UsageError(f"{path}: [options] must be a table")
     profile = Profile(path.stem, str(path), kind, str(raw.get("description", "")).strip(),
-                      {k: _as_option(v) for k, v in options.items()}, _parse_claim(raw.get("claim"), str(path)))
+                      {k.replace("-", "_"): _as_option(v) for k, v in options.items()},
+                      _parse_claim(raw.get("claim"), str(path)))
     validate(profile.kind, profile.options, str(path))
     return profile
 

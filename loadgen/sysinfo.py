@@ -202,6 +202,14 @@ def basic_env() -> dict:
     if model:
         env["cpu_model"] = model
     env["hypervisor"] = hypervisor()
+    # Xen-era instances (i3 among them) show "HVM domU" in DMI, not their type: the user may say it.
+    given = os.environ.get("LOADGEN_INSTANCE_TYPE", "").strip()
+    if given:
+        env["instance_type"] = given
+        env["instance_type_source"] = "LOADGEN_INSTANCE_TYPE"
+    elif env["hypervisor"].get("cloud") == "Amazon EC2" and env["hypervisor"].get("dmi_product"):
+        env["instance_type"] = env["hypervisor"]["dmi_product"]
+        env["instance_type_source"] = "DMI product name (Nitro)"
     env["clocksource"] = clocksource()
     return env
 

@@ -27,15 +27,30 @@ def _split(text: str, what: str, pattern: str) -> tuple[Decimal, str]:
         raise UsageError(f"invalid {what}: {text!r}") from None
 
 
-def parse_size_bytes(text: str | int) -> int:
-    """'4k' -> 4096. Whole bytes only."""
+def parse_size_bytes(text: str | int, option: str = "size") -> int:
+    """'4k' -> 4096. Whole bytes only; errors name the option."""
     if isinstance(text, int):
         return text
-    value, suffix = _split(text, "size", r"([kmgt]?)(?:i?b)?")
+    value, suffix = _split(text, option, r"([kmgt]?)(?:i?b)?")
     size = value * _SIZE_SUFFIX[suffix]
     if size != int(size):
-        raise UsageError(f"invalid size: {text!r} is not a whole number of bytes")
+        raise UsageError(f"invalid {option}: {text!r} is not a whole number of bytes")
     return int(size)
+
+
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def parse_bool(value: str | bool | int, option: str) -> bool:
+    """True/false from a flag or a profile: true/false, yes/no, on/off, 1/0; anything else is an error."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise UsageError(f"invalid {option}: {value!r} (true or false)")
 
 
 def parse_count(text: str | int) -> int:

@@ -8,7 +8,7 @@ target or the clock.
 from dataclasses import asdict, dataclass, field
 
 from loadgen.errors import UsageError
-from loadgen.units import format_size, parse_count, parse_duration_ns, parse_rate, parse_size_bytes
+from loadgen.units import format_size, parse_bool, parse_count, parse_duration_ns, parse_rate, parse_size_bytes
 
 RW_MODES = {"randread": (100, False), "randwrite": (0, False), "read": (100, True),
             "write": (0, True), "randrw": (None, False), "rw": (None, True)}
@@ -105,7 +105,8 @@ def parse_disk(target=None, size=None, rw="randread", mix=None, bs="4k", qd=32, 
             raise UsageError(f"invalid mix: {mix!r} (the read share, 0 to 100)")
     elif mix not in (None, ""):
         raise UsageError(f"--mix applies to randrw and rw, not {rw}")
-    bs_bytes = parse_size_bytes(bs)
+    bs_bytes = parse_size_bytes(bs, "bs")
+    direct = parse_bool(direct, "direct")
     if bs_bytes <= 0 or bs_bytes > MAX_BS_BYTES:
         raise UsageError(f"invalid bs: {bs!r} (1 byte to 64m)")
     if direct and bs_bytes % DIRECT_ALIGN_BYTES:
@@ -123,8 +124,8 @@ def parse_disk(target=None, size=None, rw="randread", mix=None, bs="4k", qd=32, 
         size_bytes=size_bytes - size_bytes % bs_bytes,
         size_given=size not in (None, ""),
         rw=rw, read_pct=read_pct, sequential=sequential, bs_bytes=bs_bytes, qd=qd_n,
-        rate_ops_per_s=parse_rate(iops), direct=bool(direct), engine=engine,
-        allow_destroy=bool(allow_destroy),
+        rate_ops_per_s=parse_rate(iops), direct=direct, engine=engine,
+        allow_destroy=parse_bool(allow_destroy, "allow_destroy"),
         seed=parse_count(seed) if seed not in (None, "") else _random_seed(),
         common=parse_common(duration, ramp, interval, workers),
     )
@@ -186,7 +187,7 @@ def parse_net(target=None, pps="max", size="64", flows=None, mode="stream", time
               receivers=None, port="0", duration="10s", ramp="1s", interval="1s", workers=None) -> NetSpec:
     """Validate raw option values into a NetSpec; raises UsageError with a one-line reason."""
     common = parse_common(duration, ramp, interval, workers)
-    size_bytes = parse_size_bytes(size)
+    size_bytes = parse_size_bytes(size, "size")
     if not PKT_HEADER_BYTES <= size_bytes <= PKT_MAX_BYTES:
         raise UsageError(f"invalid size: {size!r} (UDP payload of {PKT_HEADER_BYTES} to {PKT_MAX_BYTES} bytes)")
     if mode not in NET_MODES:

@@ -26,7 +26,7 @@ def spec(**options) -> DiskSpec:
     ({"bs": "1000", "direct": True}, "not a multiple of 512"),
     ({"bs": "0"}, "invalid bs"),
     ({"bs": "128m"}, "invalid bs"),
-    ({"bs": "4q"}, "invalid size"),
+    ({"bs": "4q"}, "invalid bs"),
     ({"rw": "bogus"}, "invalid rw"),
     ({"rw": "RandRead"}, "invalid rw"),
     ({"rw": "randrw", "mix": "101"}, "invalid mix"),

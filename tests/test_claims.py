@@ -1,0 +1,451 @@
+"""loadgen.claims: verdicts, overheads, tiers and side-by-side comparison, on small crafted
+result documents (pure: no runs), then `loadgen check` and `loadgen compare` on crafted files.
+
+Exit codes of check: 0 pass, 1 fail, 3 not comparable, 2 bad input.
+"""
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from loadgen import claims
+from loadgen.claims import Claim, check, compare, metric, overhead_pct, same_workload, tier
+
+PROFILES = Path(__file__).resolve().parent.parent / "profiles"
+NO_DMI = "no DMI table (/sys/class/dmi/id)"
+LATENCY = {"min": 10_000, "mean": 60_000.0, "p50": 50_000, "p90": 80_000, "p99": 100_000, "p99.9": 200_000,
+           "p99.99": 400_000, "max": 1_000_000, "count": 1000}
+
+
+def disk_doc(rate: float = 100_000.0, *, product: str | None = None, hv_name: str = "KVM",
+             latency: dict | None = None, **config) -> dict:
+    """A small disk result document; config keys override the workload."""
+    cfg = {"target": None, "size_bytes": 16 << 20, "rw": "randread", "read_pct": 100, "bs": "4k",
+           "bs_bytes": 4096, "qd": 32, "iops": "max", "direct": True, "engine": "auto", "seed": 1,
+           "duration_ns": 10**10, "ramp_ns": 10**9, "interval_ns": 10**9, "workers": 2,
+           "target_path": "/tmp/a.dat", "target_kind": "temp", "span_bytes": 16 << 20, "cpus": [0, 1]}
+    cfg.update(config)
+    hv = {"name": hv_name, "dmi_product": product} if product else \
+        {"name": hv_name, "missing": {"dmi_product": NO_DMI}}
+    return {"schema": "loadgen/1", "kind": "disk", "config": cfg, "engine": "io_uring",
+            "interrupted": False, "failed": False, "stop_reason": None,
+            "env": {"hostname": "h", "kernel": "6.1", "hypervisor": hv},
+            "summary": {"rate": rate, "bytes_per_s": rate * 4096,
+                        "latency_ns": dict(latency or LATENCY)}}
+
+
+def net_doc(received_pps: float = 50_000.0, *, loss_ratio: float = 0.0, latency: dict | None = None,
+            **config) -> dict:
+    cfg = {"target": None, "pps": 50_000, "size_bytes": 64, "flows": 2, "mode": "stream",
+           "timeout_ns": 10**9, "batch": 32, "receivers": 2, "duration_ns": 10**9, "ramp_ns": 0,
+           "interval_ns": 10**9, "workers": 2, "target_address": "127.0.0.1:40000",
+           "embedded_receiver": True, "senders": 2, "send_cpus": [0, 1], "recv_cpus": [0, 1]}
+    cfg.update(config)
+    return {"schema": "loadgen/1", "kind": "net", "config": cfg, "engine": "udp",
+            "interrupted": False, "failed": False, "stop_reason": None,
+            "env": {"hostname": "h", "kernel": "6.1", "hypervisor": {"name": "KVM"}},
+            "summary": {"sent_pps": 50_000.0, "received_pps": received_pps, "loss_ratio": loss_ratio,
+                        "oneway": {"latency_ns": dict(latency or LATENCY)}}}
+
+
+I3_LARGE = Claim("summary.rate", ">=", 100_125.0, "AWS EC2 user guide", {"instance_types": ["i3.large"]})
+NO_LOSS = Claim("summary.loss_ratio", "<=", 0.0, "loadgen")
+P99_UNDER_1MS = Claim("summary.latency_ns.p99", "<=", 1_000_000.0, "a test")
+NITRO = Claim("summary.rate", "overhead<=", 1.0, "Brendan Gregg, 2017")
+
+
+# ---- metric --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path, expect", [
+    ("summary.rate", 100_000.0),
+    ("summary.latency_ns.p99", 100_000),
+    ("summary.nope", None),
+    ("summary.rate.deeper", None),
+    ("nope", None),
+])
+def test_metric(path, expect):
+    assert metric(disk_doc(), path) == expect
+
+
+# ---- check: >= and <= ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rate, verdict", [(120_000.0, "pass"), (100_125.0, "pass"), (50_000.0, "fail")])
+def test_check_at_least(rate, verdict):
+    v = check(disk_doc(rate, product="i3.large"), I3_LARGE)
+    assert v.verdict == verdict
+    assert (v.measured, v.claimed) == (rate, 100_125.0)
+    assert v.ratio == round(rate / 100_125.0, 6)
+    assert ("meets" if verdict == "pass" else "misses") in v.why
+
+
+@pytest.mark.parametrize("p99, verdict", [(900_000, "pass"), (1_000_000, "pass"), (1_100_000, "fail")])
+def test_check_at_most(p99, verdict):
+    v = check(disk_doc(latency=LATENCY | {"p99": p99}), P99_UNDER_1MS)
+    assert (v.verdict, v.measured, v.claimed) == (verdict, p99, 1_000_000.0)
+    assert v.ratio == round(p99 / 1_000_000, 6)
+
+
+def test_check_at_most_zero_has_no_ratio():
+    assert check(net_doc(loss_ratio=0.0), NO_LOSS) == claims.Verdict(
+        "pass", "measured 0 meets <= 0", measured=0.0, claimed=0.0, ratio=None)
+    assert check(net_doc(loss_ratio=0.01), NO_LOSS).verdict == "fail"
+
+
+def test_scope_patterns_match_instance_families():
+    claim = Claim("summary.rate", ">=", 1.0, "s", {"instance_types": ["c5.*", "i3.*"]})
+    assert check(disk_doc(product="i3.large"), claim).verdict == "pass"
+    assert check(disk_doc(product="c5n.large"), claim).verdict == "not comparable"
+
+
+# ---- check: not comparable -----------------------------------------------------------------------
+
+def test_other_instance_type_is_not_comparable():
+    v = check(disk_doc(10**6, product="m5.large"), I3_LARGE)
+    assert v.verdict == "not comparable"
+    assert "i3.large" in v.why and "m5.large" in v.why
+    assert v.measured is None, "no verdict on a number the claim does not speak to"
+
+
+def test_no_instance_type_says_why():
+    v = check(disk_doc(10**6), I3_LARGE)
+    assert v.verdict == "not comparable"
+    assert "no instance type" in v.why and NO_DMI in v.why
+
+
+def test_no_instance_type_nor_reason():
+    doc = disk_doc(10**6)
+    del doc["env"]
+    v = check(doc, I3_LARGE)
+    assert v.verdict == "not comparable" and "not recorded" in v.why
+
+
+def test_other_hypervisor_is_not_comparable():
+    claim = Claim("summary.rate", ">=", 1.0, "s", {"hypervisor": "Xen"})
+    v = check(disk_doc(hv_name="KVM"), claim)
+    assert v.verdict == "not comparable" and "Xen" in v.why and "KVM" in v.why
+    assert check(disk_doc(hv_name="Xen"), claim).verdict == "pass"
+
+
+def test_kind_mismatch_is_not_comparable():
+    v = check(net_doc(), Claim("summary.rate", ">=", 1.0, "s"), kind="disk")
+    assert v.verdict == "not comparable" and "disk" in v.why and "net" in v.why
+
+
+@pytest.mark.parametrize("flag", ["interrupted", "failed"])
+def test_incomplete_run_is_not_comparable(flag):
+    doc = disk_doc(10**6, product="i3.large") | {flag: True, "stop_reason": "every I/O failed"}
+    v = check(doc, I3_LARGE)
+    assert v.verdict == "not comparable" and "every I/O failed" in v.why
+
+
+@pytest.mark.parametrize("value", [None, "fast", True, {"p50": 1}])
+def test_missing_or_non_numeric_metric_is_not_comparable(value):
+    doc = disk_doc(product="i3.large")
+    if value is None:
+        del doc["summary"]["rate"]
+    else:
+        doc["summary"]["rate"] = value
+    v = check(doc, I3_LARGE)
+    assert v.verdict == "not comparable" and "summary.rate" in v.why
+
+
+def test_claim_on_a_dotted_percentile():
+    v = check(disk_doc(), Claim("summary.latency_ns.p99.9", "<=", 1_000_000.0, "s"))
+    assert (v.verdict, v.measured) == ("pass", 200_000)
+
+
+# ---- check: overhead claims ----------------------------------------------------------------------
+
+def test_overhead_needs_a_baseline():
+    v = check(disk_doc(99_600.0), NITRO)
+    assert v.verdict == "not comparable" and "baseline" in v.why
+    assert v.measured == 99_600.0
+
+
+@pytest.mark.parametrize("change", [{"qd": 1}, {"bs": "8k", "bs_bytes": 8192}, {"rw": "randwrite"}])
+def test_overhead_against_another_workload_is_not_comparable(change):
+    v = check(disk_doc(99_600.0), NITRO, baseline=disk_doc(100_000.0, **change))
+    assert v.verdict == "not comparable" and "different workloads" in v.why
+
+
+def test_overhead_against_another_kind_is_not_comparable():
+    v = check(disk_doc(99_600.0), NITRO, baseline=net_doc())
+    assert v.verdict == "not comparable" and "different kinds" in v.why
+
+
+def test_overhead_baseline_without_the_metric():
+    base = disk_doc()
+    del base["summary"]["rate"]
+    assert check(disk_doc(99_600.0), NITRO, baseline=base).verdict == "not comparable"
+
+
+def test_overhead_within_hardware_virtualization_passes():
+    # Incidental differences (where the file was, the seed, the CPUs) do not matter.
+    base = disk_doc(100_000.0, target_path="/metal/a", seed=7, cpus=list(range(72)))
+    v = check(disk_doc(99_600.0), NITRO, baseline=base)
+    assert v.verdict == "pass"
+    assert v.measured == pytest.approx(0.4) and v.claimed == 1.0
+    assert v.ratio == 0.996
+    assert "virtualized in hardware" in v.why and "0.40%" in v.why
+
+
+def test_overhead_of_5_percent_fails():
+    v = check(disk_doc(95_000.0), NITRO, baseline=disk_doc(100_000.0))
+    assert v.verdict == "fail" and v.measured == pytest.approx(5.0)
+    assert "between hardware-virtualized" in v.why
+
+
+def test_faster_than_baseline_passes():
+    v = check(disk_doc(101_000.0), NITRO, baseline=disk_doc(100_000.0))
+    assert v.verdict == "pass" and v.measured == pytest.approx(-1.0) and "no overhead" in v.why
+
+
+def test_overhead_on_a_latency_percentile_is_lower_is_better():
+    claim = Claim("summary.latency_ns.p99", "overhead<=", 1.0, "s")
+    v = check(disk_doc(latency=LATENCY | {"p99": 110_000}), claim, baseline=disk_doc(latency=LATENCY))
+    assert v.verdict == "fail" and v.measured == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("flag", ["interrupted", "failed"])
+def test_incomplete_baseline_is_not_comparable(flag):
+    base = disk_doc(100_000.0) | {flag: True, "stop_reason": "interrupted"}
+    assert check(disk_doc(99_600.0), NITRO, baseline=base).verdict == "not comparable"
+
+
+# ---- tiers and overheads -------------------------------------------------------------------------
+
+NONE, HW, NITRO_T, BETWEEN, PV, SW, BEYOND = (
+    "no overhead", "virtualized in hardware", "within Nitro's claim", "between hardware-virtualized",
+    "paravirtualized", "virtualized in software", "slower than software")
+
+
+# CLAIMS.md: hardware 0.1-0.5%, Nitro under 1%, paravirtualized 10-50% lower, software 2-10x slower
+# (a rate at 1/2 to 1/10 of the baseline: 50-90% lower).
+@pytest.mark.parametrize("overhead, starts", [
+    (-5.0, NONE), (0.0, NONE), (0.1, HW), (0.3, HW), (0.5, HW), (0.8, NITRO_T), (1.0, NITRO_T),
+    (5.0, BETWEEN),
+    (10.0, BETWEEN),   # the bands' bounds are inclusive above: 10 is the top of "between"
+    (30.0, PV), (50.0, PV), (70.0, SW), (90.0, SW), (95.0, BEYOND), (1e9, BEYOND),
+])
+def test_tier(overhead, starts):
+    assert tier(overhead).startswith(starts)
+
+
+@pytest.mark.parametrize("base, other, higher_is_better, expect", [
+    (100.0, 99.0, True, 1.0),       # a rate 1% lower
+    (100.0, 101.0, True, -1.0),     # a rate 1% higher: negative overhead
+    (100.0, 50.0, True, 50.0),      # half the rate: "2x slower"
+    (100.0, 110.0, False, 10.0),    # a latency 10% longer
+    (100.0, 90.0, False, -10.0),    # a latency 10% shorter
+    (0, 5.0, True, None),           # no baseline number
+    (0.0, 5.0, False, None),
+])
+def test_overhead_pct(base, other, higher_is_better, expect):
+    got = overhead_pct(base, other, higher_is_better)
+    assert got == (pytest.approx(expect) if expect is not None else None)
+
+
+# ---- same_workload -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("incidental", [
+    {"target_path": "/dev/nvme0n1", "target_kind": "block", "target": "/dev/nvme0n1"},
+    {"seed": 42}, {"cpus": [4, 5]}, {"span_bytes": 1 << 40}, {"engine": "io_uring"},
+])
+def test_same_workload_ignores_incidental_keys(incidental):
+    assert same_workload(disk_doc(), disk_doc(**incidental)) is None
+
+
+def test_same_workload_ignores_where_net_traffic_went():
+    assert same_workload(net_doc(), net_doc(target_address="10.0.0.2:7000", send_cpus=[3],
+                                            recv_cpus=[2], target="10.0.0.2:7000")) is None
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"rw": "randwrite"}, "rw"), ({"bs": "8k", "bs_bytes": 8192}, "bs"), ({"qd": 1}, "qd"),
+    ({"iops": 50_000}, "iops"), ({"direct": False}, "direct"), ({"workers": 8}, "workers"),
+])
+def test_same_workload_catches_different_work(change, key):
+    why = same_workload(disk_doc(), disk_doc(**change))
+    assert why and why.startswith("different workloads") and key in why
+
+
+def test_same_workload_catches_different_net_work():
+    assert "pps" in same_workload(net_doc(), net_doc(pps=100_000))
+    assert "size_bytes" in same_workload(net_doc(), net_doc(size_bytes=1400))
+
+
+def test_same_workload_catches_different_kinds():
+    assert "different kinds" in same_workload(disk_doc(), net_doc())
+
+
+# ---- compare -------------------------------------------------------------------------------------
+
+def rows_by_label(c: dict) -> dict:
+    return {r["metric"]: r for r in c["rows"]}
+
+
+def test_compare_disk():
+    slower = {k: (v * 1.1 if k != "count" else v) for k, v in LATENCY.items()}
+    c = compare(disk_doc(100_000.0), disk_doc(99_600.0, latency=slower))
+    rows = rows_by_label(c)
+    assert list(rows)[:2] == ["IOPS", "bytes/s"]
+    assert rows["IOPS"] == {"metric": "IOPS", "base": 100_000.0, "other": 99_600.0, "overhead_pct": 0.4}
+    assert rows["bytes/s"]["overhead_pct"] == 0.4
+    for key in claims.LATENCY_KEYS:
+        row = rows[f"latency {key} (ns)"]
+        assert (row["base"], row["other"]) == (LATENCY[key], slower[key]), key
+        assert row["overhead_pct"] == pytest.approx(10.0), "latency: longer is worse"
+    assert rows["latency p99.9 (ns)"]["base"] == 200_000
+    assert c["kind"] == "disk"
+    assert c["overhead_pct"] == 0.4 and c["tier"].startswith(HW)
+    assert c["base_env"] == "h (KVM, kernel 6.1)"
+
+
+def test_compare_net():
+    lat = dict(LATENCY, **{"p99.9": 300_000})
+    c = compare(net_doc(50_000.0), net_doc(45_000.0, loss_ratio=0.1, latency=lat))
+    rows = rows_by_label(c)
+    assert [r["metric"] for r in c["rows"][:3]] == ["sent pps", "received pps", "loss ratio"]
+    assert rows["received pps"]["overhead_pct"] == 10.0
+    assert rows["loss ratio"]["overhead_pct"] is None, "no overhead relative to a zero baseline"
+    assert (rows["latency p99.9 (ns)"]["base"], rows["latency p99.9 (ns)"]["other"]) == (200_000, 300_000)
+    assert rows["latency p99.9 (ns)"]["overhead_pct"] == 50.0
+    assert c["overhead_pct"] == 0.0 and c["tier"].startswith(NONE), "the main row is sent pps"
+
+
+def test_compare_without_latency_or_numbers():
+    a, b = disk_doc(), disk_doc()
+    del a["summary"]["latency_ns"]
+    b["summary"]["rate"] = None
+    c = compare(a, b)
+    assert [r["metric"] for r in c["rows"]] == ["IOPS", "bytes/s"]
+    assert c["overhead_pct"] is None and c["tier"] is None
+
+
+@pytest.mark.parametrize("base, other, says", [
+    (disk_doc(), net_doc(), "different kinds"),
+    (disk_doc(), disk_doc(qd=1), "different workloads"),
+    (net_doc(), net_doc(mode="echo"), "mode"),
+])
+def test_compare_refuses(base, other, says):
+    with pytest.raises(ValueError, match=says):
+        compare(base, other)
+
+
+def test_pure_functions_leave_documents_alone():
+    a, b = disk_doc(product="i3.large"), disk_doc(99_600.0)
+    before = copy.deepcopy((a, b))
+    check(a, I3_LARGE)
+    check(b, NITRO, baseline=a)
+    compare(a, b)
+    assert (a, b) == before
+
+
+# ---- loadgen check and compare, on crafted files -------------------------------------------------
+
+def write(tmp_path, name: str, doc) -> str:
+    (tmp_path / name).write_text(json.dumps(doc))
+    return name
+
+
+def recorded(doc: dict, claim: Claim, name: str = "crafted") -> dict:
+    return doc | {"profile": {"name": name, "path": f"profiles/{name}.toml", "description": "",
+                              "claim": {"metric": claim.metric, "op": claim.op, "value": claim.value,
+                                        "source": claim.source, "scope": claim.scope}}}
+
+
+def assert_one_line_error(done, code: int = 2) -> str:
+    assert done.returncode == code, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("loadgen: "), done.stderr
+    return lines[0]
+
+
+def verdict_line(stdout: str) -> str:
+    lines = [line.strip() for line in stdout.splitlines() if line.strip().startswith("verdict:")]
+    assert len(lines) == 1, stdout
+    return lines[0]
+
+
+def test_cli_compare(cli, tmp_path):
+    a = write(tmp_path, "metal.json", disk_doc(100_000.0))
+    b = write(tmp_path, "nitro.json", disk_doc(99_600.0, seed=9, target_path="/elsewhere"))
+    done = cli("compare", a, b)
+    assert done.returncode == 0, done.stderr
+    tiers = [line for line in done.stdout.splitlines() if line.startswith("tier:")]
+    assert len(tiers) == 1 and HW in tiers[0] and "IOPS" in tiers[0] and "+0.40%" in tiers[0]
+    assert any(line.startswith("latency p99.9 (ns)") for line in done.stdout.splitlines())
+
+
+def test_cli_compare_refuses_different_workloads(cli, tmp_path):
+    a = write(tmp_path, "a.json", disk_doc())
+    b = write(tmp_path, "b.json", disk_doc(qd=1))
+    line = assert_one_line_error(cli("compare", a, b))
+    assert "refusing to compare" in line and "qd" in line
+
+
+@pytest.mark.parametrize("doc, code, word", [
+    (recorded(disk_doc(120_000.0, product="i3.large"), I3_LARGE), 0, "PASS"),
+    (recorded(disk_doc(50_000.0, product="i3.large"), I3_LARGE), 1, "FAIL"),
+    (recorded(disk_doc(10**6, product="m5.large"), I3_LARGE), 3, "NOT COMPARABLE"),
+    (recorded(disk_doc(10**6), I3_LARGE), 3, "NOT COMPARABLE"),
+    (recorded(disk_doc(10**6, product="i3.large") | {"interrupted": True}, I3_LARGE), 3, "NOT COMPARABLE"),
+    (recorded(net_doc(loss_ratio=0.0), NO_LOSS), 0, "PASS"),
+    (recorded(net_doc(loss_ratio=0.5), NO_LOSS), 1, "FAIL"),
+    (recorded(disk_doc(), NITRO), 3, "NOT COMPARABLE"),   # no --baseline
+])
+def test_cli_check_exit_codes(cli, tmp_path, doc, code, word):
+    done = cli("check", write(tmp_path, "r.json", doc))
+    assert done.returncode == code, (done.stdout, done.stderr)
+    assert verdict_line(done.stdout).startswith(f"verdict: {word} (")
+    assert f"source: {doc['profile']['claim']['source']}" in done.stdout
+
+
+@pytest.mark.parametrize("rate, code", [(99_600.0, 0), (95_000.0, 1)])
+def test_cli_check_overhead_with_baseline(cli, tmp_path, rate, code):
+    r = write(tmp_path, "nitro.json", disk_doc(rate))
+    base = write(tmp_path, "metal.json", disk_doc(100_000.0))
+    nitro_profile = str(PROFILES / "nitro-overhead.toml")
+    done = cli("check", r, "--profile", nitro_profile, "--baseline", base)
+    assert done.returncode == code, (done.stdout, done.stderr)
+    assert "overhead" in verdict_line(done.stdout)
+
+
+def test_cli_check_profile_of_another_kind(cli, tmp_path):
+    r = write(tmp_path, "r.json", net_doc())
+    done = cli("check", r, "--profile", str(PROFILES / "i3-large-randread.toml"))
+    assert done.returncode == 3
+    assert "NOT COMPARABLE" in verdict_line(done.stdout)
+
+
+@pytest.mark.parametrize("content, says", [
+    ({"hello": "world"}, "not a loadgen/1 result document"),
+    ([1, 2, 3], "not a loadgen/1 result document"),
+    ("{not json", "not a readable result document"),
+])
+def test_cli_check_refuses_what_is_not_a_result(cli, tmp_path, content, says):
+    path = tmp_path / "x.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    assert says in assert_one_line_error(cli("check", "x.json"))
+    assert says in assert_one_line_error(cli("compare", "x.json", "x.json"))
+
+
+def test_cli_check_missing_file(cli):
+    assert "no such result" in assert_one_line_error(cli("check", "nope.json"))
+
+
+def test_cli_check_needs_a_claim(cli, tmp_path):
+    r = write(tmp_path, "r.json", disk_doc())
+    assert "not run from a profile" in assert_one_line_error(cli("check", r))
+    no_claim = str(PROFILES / "disk-latency-qd1.toml")
+    assert "makes no claim" in assert_one_line_error(cli("check", r, "--profile", no_claim))
+
+
+def test_cli_check_bad_baseline(cli, tmp_path):
+    r = write(tmp_path, "r.json", disk_doc())
+    bad = write(tmp_path, "b.json", {"schema": "other"})
+    nitro_profile = str(PROFILES / "nitro-overhead.toml")
+    assert "not a loadgen/1" in assert_one_line_error(cli("check", r, "--profile", nitro_profile,
+                                                           "--baseline", bad))
