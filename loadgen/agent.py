@@ -70,7 +70,7 @@ def validate_timeline(timeline) -> dict:
     """A go request's timeline, in this host's clock: near now, ordered and bounded."""
     try:
         start, ramp_end, end = (int(timeline[k]) for k in ("start_ns", "ramp_end_ns", "end_ns"))
-    except (TypeError, KeyError, ValueError):
+    except (TypeError, KeyError, ValueError, OverflowError):
         raise protocol.ProtocolError("bad-job", "go needs a timeline") from None
     now = native.now_ns()
     if not (START_WINDOW_NS[0] <= start - now <= START_WINDOW_NS[1] and start <= ramp_end <= end
@@ -99,8 +99,9 @@ def validate_job(job: dict, allow_paths: list[Path]) -> dict:
     except LoadgenError as e:
         raise protocol.ProtocolError("bad-job", str(e)) from None
     common = spec.common
-    if common.duration_ns + common.ramp_ns > protocol.MAX_DURATION_NS:
-        raise protocol.ProtocolError("limit", "duration is over the agent's limit")
+    drain_ns = spec.timeout_ns if kind != "disk" else 0  # receivers and echo senders wait this long after the end
+    if common.duration_ns + common.ramp_ns + drain_ns > protocol.MAX_DURATION_NS:
+        raise protocol.ProtocolError("limit", "duration, ramp and timeout together are over the agent's limit")
     if common.workers > min(protocol.MAX_WORKERS, 4 * (os.cpu_count() or 1)):
         raise protocol.ProtocolError("limit", "too many workers for this host")
     if kind == "disk":
@@ -207,7 +208,7 @@ class Session:
                 raise protocol.ProtocolError("unknown", f"unknown request type {kind!r}")
         except protocol.ProtocolError as e:
             await self.send(protocol.error(e.code, str(e), rid))
-        except (TypeError, ValueError, KeyError, AttributeError) as e:
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
             await self.send(protocol.error("malformed", f"malformed request: {e}", rid))
 
     def _job(self, msg: dict) -> Job:
@@ -300,12 +301,9 @@ class Agent:
             writer.write(protocol.encode({"type": "challenge", "version": protocol.VERSION, "nonce": nonce,
                                           "auth": self.cfg.token is not None}))
             await writer.drain()
-            frames: list[dict] = []
-            while not frames:
-                data = await asyncio.wait_for(reader.read(4096), AUTH_TIMEOUT_S)
-                if not data:
-                    return
-                frames = decoder.feed(data)
+            frames = await asyncio.wait_for(self._first_frames(reader, decoder), AUTH_TIMEOUT_S)
+            if not frames:
+                return
             controller_nonce = protocol.check_auth(frames[0], self.cfg.token, nonce)
             if self.session is not None:
                 raise protocol.ProtocolError("busy", "another controller is using this agent")
@@ -333,6 +331,17 @@ class Agent:
                 if self.session is session:
                     self.session = None
             writer.close()
+
+    @staticmethod
+    async def _first_frames(reader, decoder: protocol.FrameDecoder) -> list[dict]:
+        """The controller's first frames; the whole handshake shares one timeout."""
+        while True:
+            data = await reader.read(4096)
+            if not data:
+                return []
+            frames = decoder.feed(data)
+            if frames:
+                return frames
 
     async def run(self, ready=None) -> None:
         server = await asyncio.start_server(self.handle_connection, self.cfg.host, self.cfg.port,

@@ -175,6 +175,10 @@ async def run_workers(run: "native.Run", timeline: Timeline, on_interval: OnInte
                     break
         run.stop(stop_ns)
         setup_err = await run.wait()
+        # A part may fail while draining after the end (an agent dying before its final report).
+        late = getattr(run, "failure", lambda: None)()
+        if late and "interrupt" not in reason:
+            reason.setdefault("policy", late)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -67,10 +67,15 @@ class FrameDecoder:
         return out
 
 
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not a number here")
+
+
 def parse(body: bytes) -> dict:
     try:
-        message = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        # NaN and Infinity are not JSON and nothing here wants them (int(inf) raises).
+        message = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
         raise ProtocolError("malformed", "frame is not UTF-8 JSON") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("malformed", "frame is not an object with a type")

@@ -123,6 +123,10 @@ class AgentClient:
             raise SetupError(f"{self.name} is not a loadgen agent of protocol version {protocol.VERSION}")
         if challenge.get("auth") and token is None:
             raise SetupError(f"the agent at {self.name} wants a token (--token-file or LOADGEN_TOKEN)")
+        if token is not None and not challenge.get("auth"):
+            # It could not prove it holds the token: it may not be the agent we think.
+            raise SetupError(f"the agent at {self.name} runs without authentication; "
+                             "refusing it while holding a token")
         nonce = protocol.new_nonce()
         auth = {"type": "auth", "version": protocol.VERSION, "nonce": nonce}
         if token is not None:
