@@ -83,7 +83,10 @@ def _library_path() -> Path:
 
 
 def _load() -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(_library_path()))
+    try:
+        lib = ctypes.CDLL(str(_library_path()))
+    except OSError as e:
+        raise SetupError(f"loadgen's native library does not load ({e}); reinstall with 'pip install .'") from None
     c = ctypes
     signatures = {
         "lg_abi_version": (c.c_int, []),

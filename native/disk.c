@@ -195,16 +195,21 @@ static void *alloc_buffers(size_t n, size_t bs)
 /*
  * I/O the kernel cannot issue without blocking (a bio-based device such as
  * zram, a buffered read that misses the page cache) is handed to io-wq helper
- * threads. They inherit the worker's one-CPU mask, which would queue the
- * device's work behind the worker on one core; let them use every CPU the
- * process may use, as a hardware queue's completion path would.
+ * threads. Left alone they inherit the worker's one-CPU mask, and the
+ * scheduler keeps them there even when allowed elsewhere, so the device's work
+ * queues behind the worker on one core. Give them the process's other CPUs, as
+ * a hardware queue completes on its own interrupt path; on a single CPU, that
+ * one. The kernel takes only a subset of the caller's mask: call before pinning.
  */
-static void iowq_any_cpu(struct uring *r)
+static void iowq_other_cpus(struct uring *r, int own_cpu)
 {
 	cpu_set_t set;
 
-	if (sched_getaffinity(getpid(), sizeof(set), &set) == 0)
-		uring_register_iowq_affinity(r, &set, sizeof(set));
+	if (sched_getaffinity(getpid(), sizeof(set), &set) != 0)
+		return;
+	if (own_cpu >= 0 && CPU_COUNT(&set) > 1)
+		CPU_CLR(own_cpu, &set);
+	uring_register_iowq_affinity(r, &set, sizeof(set));
 }
 
 static void uring_worker(struct worker *w)
@@ -246,7 +251,8 @@ static void uring_worker(struct worker *w)
 	fixed_file = uring_register_file(&r, cfg->fd) == 0;
 	fixed_bufs = uring_register_buffers(&r, iov, qd + 1) == 0;
 	uring_register_ring_fd(&r);
-	iowq_any_cpu(&r);
+	iowq_other_cpus(&r, w->cpu);
+	worker_pin(w);
 	fd = fixed_file ? 0 : cfg->fd;
 	worker_set_state(w, LG_STATE_RUNNING, 0);
 
@@ -353,6 +359,7 @@ static void psync_worker(struct worker *w)
 	unsigned char *bufs;
 	struct op_slot s;
 
+	worker_pin(w);
 	disk_worker_init(&d, cfg, w->stats, w->index);
 	bufs = alloc_buffers(2, cfg->bs_bytes);
 	if (!bufs) {

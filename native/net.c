@@ -544,6 +544,7 @@ static void net_worker(struct worker *w)
 {
 	const struct lg_net_config *cfg = w->config;
 
+	worker_pin(w);
 	if ((uint32_t)w->index < cfg->senders)
 		sender_worker(w);
 	else

@@ -109,6 +109,18 @@ int run_alloc(int n, struct lg_run **out)
 	return 0;
 }
 
+void worker_pin(struct worker *w)
+{
+	cpu_set_t set;
+
+	if (w->cpu < 0)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(w->cpu, &set);
+	/* Best effort: a cpuset that forbids the CPU leaves the thread unpinned. */
+	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
 void worker_set_state(struct worker *w, int state, int err)
 {
 	counter_set(&w->stats->counters[LG_CTR_SETUP_ERRNO], (uint64_t)err);
@@ -123,16 +135,7 @@ static void *worker_main(void *arg)
 	/* Timer slack defaults to 50 us, which would wake a paced worker late by
 	 * that much; 1 ns asks for the precise wake-ups pacing needs (prctl(2)). */
 	prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
-
-	if (w->cpu >= 0) {
-		cpu_set_t set;
-
-		CPU_ZERO(&set);
-		CPU_SET(w->cpu, &set);
-		/* Best effort: a cpuset that forbids the CPU leaves the thread unpinned. */
-		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-	}
-	w->fn(w);
+	w->fn(w);	/* the engine pins itself (worker_pin) once its setup allows */
 	if (__atomic_load_n(&w->stats->counters[LG_CTR_STATE], __ATOMIC_ACQUIRE) != LG_STATE_FAILED)
 		worker_set_state(w, LG_STATE_DONE, 0);
 	return NULL;

@@ -47,6 +47,8 @@ static inline int64_t run_stop_ns(const struct lg_run *run)
 }
 
 void worker_set_state(struct worker *w, int state, int err);
+/* Pin the calling worker to its CPU; engines call it once their setup allows. */
+void worker_pin(struct worker *w);
 
 /* Bracket a batch of stats updates (a seqlock's write side). */
 static inline void stats_begin(struct worker *w)
