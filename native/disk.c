@@ -197,19 +197,22 @@ static void *alloc_buffers(size_t n, size_t bs)
  * zram, a buffered read that misses the page cache) is handed to io-wq helper
  * threads. Left alone they inherit the worker's one-CPU mask, and the
  * scheduler keeps them there even when allowed elsewhere, so the device's work
- * queues behind the worker on one core. Give them the process's other CPUs, as
- * a hardware queue completes on its own interrupt path; on a single CPU, that
- * one. The kernel takes only a subset of the caller's mask: call before pinning.
+ * queues behind the worker on one core. When some of the process's CPUs carry
+ * no worker, the helpers get those, as a hardware queue completes on its own
+ * interrupt path; when every CPU has a worker, moving them only adds contention.
+ * The kernel takes only a subset of the caller's mask: call before pinning.
  */
-static void iowq_other_cpus(struct uring *r, int own_cpu)
+static void iowq_free_cpus(struct uring *r, const struct lg_disk_config *cfg)
 {
 	cpu_set_t set;
 
-	if (sched_getaffinity(getpid(), sizeof(set), &set) != 0)
+	if (sched_getaffinity(getpid(), sizeof(set), &set) != 0 || !cfg->cpus)
 		return;
-	if (own_cpu >= 0 && CPU_COUNT(&set) > 1)
-		CPU_CLR(own_cpu, &set);
-	uring_register_iowq_affinity(r, &set, sizeof(set));
+	for (uint32_t i = 0; i < cfg->workers; i++)
+		if (cfg->cpus[i] >= 0 && cfg->cpus[i] < CPU_SETSIZE)
+			CPU_CLR(cfg->cpus[i], &set);
+	if (CPU_COUNT(&set) > 0)
+		uring_register_iowq_affinity(r, &set, sizeof(set));
 }
 
 static void uring_worker(struct worker *w)
@@ -251,7 +254,7 @@ static void uring_worker(struct worker *w)
 	fixed_file = uring_register_file(&r, cfg->fd) == 0;
 	fixed_bufs = uring_register_buffers(&r, iov, qd + 1) == 0;
 	uring_register_ring_fd(&r);
-	iowq_other_cpus(&r, w->cpu);
+	iowq_free_cpus(&r, cfg);
 	worker_pin(w);
 	fd = fixed_file ? 0 : cfg->fd;
 	worker_set_state(w, LG_STATE_RUNNING, 0);
