@@ -173,11 +173,14 @@ static void sleep_until(int64_t t_ns)
 		;
 }
 
-/* Wait for the next scheduled op: sleep the long part of a gap, spin the rest. */
+/* Wait for the next scheduled op: sleep the long part of a gap, spin the rest,
+ * yielding each turn so io-wq helpers sharing this core still run. */
 static void wait_until(int64_t due_ns, int64_t now_ns)
 {
 	if (due_ns - now_ns > SPIN_NS)
 		sleep_until(due_ns - SPIN_NS / 2);
+	else
+		sched_yield();
 }
 
 static void *alloc_buffers(size_t n, size_t bs)

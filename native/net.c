@@ -26,6 +26,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -383,9 +384,12 @@ static void sender_worker(struct worker *w)
 		if (!sent_any && cfg->rate_pps && next_due != INT64_MAX) {
 			if (next_due > deadline)
 				next_due = deadline;
-			/* Sleep the long part of a gap; the short remainder is spun. */
+			/* Sleep the long part of a gap; the short remainder is spun, yielding
+			 * each turn so a receiver sharing this core is not starved. */
 			if (next_due - now > SPIN_NS)
 				idle_until(pfds, cfg->echo ? n_flows : 0, next_due - SPIN_NS / 2);
+			else
+				sched_yield();
 		}
 	}
 	if (cfg->rate_pps) {
