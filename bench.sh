@@ -26,7 +26,7 @@
 #   BENCH_FILE_SIZE=1G       size of the fallback file target (no root / no zram)
 #   BENCH_TARGET=...         use this existing file or block device instead of
 #                            zram/tempfile. It is overwritten (fill + randwrite)!
-#   BENCH_NET_TUNED="--workers 2 --flows 2"  flags of an extra loadgen blast row
+#   BENCH_NET_TUNED="--workers 1 --receivers 1"  flags of an extra loadgen blast row ("" for none)
 #                            ("" = no extra row)
 
 set -euo pipefail
@@ -273,9 +273,10 @@ bench_disk() {
 }
 
 # Reads the manifest, parses both tools' JSON defensively, prints the tables.
-render_disk() {
-    python3 - "$1" <<'PY'
-import json, sys
+# Python helpers both renderers share: tolerant JSON loading, number digging, table printing.
+bench_py_common() {
+    cat <<'PY'
+import json, re, sys, textwrap
 
 def load(path):
     """Parse a JSON file; tolerate leading junk and JSON-lines (take last doc)."""
@@ -325,6 +326,24 @@ def dig(doc, *paths):
             return n
     return None
 
+def fmt(v, spec="{:,.0f}", scale=1.0):
+    return "-" if v is None else spec.format(v / scale)
+
+def table(header, body):
+    w = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
+    print(line(header))
+    print("  ".join("-" * x for x in w))
+    for r in body:
+        print(line(r))
+
+PY
+}
+
+render_disk() {
+    python3 - "$1" < <(bench_py_common; cat <<'PY'
+import json, sys
+
 def pct(d, q):
     """Percentile q (e.g. 50, 99) from a loosely specified latency object."""
     if not isinstance(d, dict):
@@ -368,9 +387,6 @@ def loadgen_result(path):
                   else json.dumps(doc.get("engine")) if doc.get("engine") is not None else None,
     }
 
-def fmt(v, spec="{:,.0f}", scale=1.0):
-    return "-" if v is None else spec.format(v / scale)
-
 rows, rate_rows, notes, engines, lat_src = [], [], [], set(), set()
 for line in open(sys.argv[1], encoding="utf-8"):
     name, rw, qd, workers, rate, fst, fjson, lst, ljson = line.rstrip("\n").split("\t")
@@ -403,14 +419,6 @@ for line in open(sys.argv[1], encoding="utf-8"):
         rate_rows.append([name, f"{req:,.0f}", fcell("iops"), err(f), gcell("iops"), err(g),
                           gcell("lag_max", *us), gcell("late")])
 
-def table(header, body):
-    w = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
-    print(line(header))
-    print("  ".join("-" * x for x in w))
-    for r in body:
-        print(line(r))
-
 print("== disk: 4k random I/O, latency in microseconds")
 table(["case", "fio IOPS", "loadgen IOPS", "lg/fio", "fio p50", "fio p99",
        "lg p50", "lg p99", "lg svc p50"], rows)
@@ -429,6 +437,7 @@ if any(r[2] == "n/a" for r in rows):
 for n in notes:
     print("note: " + n)
 PY
+)
 }
 
 # ------------------------------------------------------------- net section --
@@ -447,7 +456,7 @@ NET_CASES=(
 NET_SIZE=64
 # An extra loadgen blast row with these flags (empty: no extra row). The default
 # came out best of a few worker/receiver splits on a 2-CPU VM.
-NET_TUNED=${BENCH_NET_TUNED-"--workers 2 --flows 2"}
+NET_TUNED=${BENCH_NET_TUNED-"--workers 1 --receivers 1"}
 
 ensure_net_tools() {
     local missing=() t
@@ -706,29 +715,8 @@ bench_net() {
 
 # Reads the manifest, parses every tool's output defensively, prints the tables.
 render_net() {
-    python3 - "$1" "$DURATION" <<'PY'
+    python3 - "$1" "$DURATION" < <(bench_py_common; cat <<'PY'
 import json, re, sys, textwrap
-
-def load(path):
-    """Parse a JSON file; tolerate leading junk and JSON-lines (take last doc)."""
-    try:
-        text = open(path, encoding="utf-8", errors="replace").read()
-    except OSError:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    for line in reversed(text.splitlines()):
-        try:
-            return json.loads(line)
-        except ValueError:
-            continue
-    i = text.find("{")
-    try:
-        return json.loads(text[i:]) if i >= 0 else None
-    except ValueError:
-        return None
 
 def text(path):
     try:
@@ -736,29 +724,6 @@ def text(path):
     except OSError:
         return ""
     return re.sub(r"\x1b\[[0-9;]*m", "", raw)   # sockperf colours its output
-
-def num(v):
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return None
-    return None
-
-def dig(doc, *paths):
-    """First numeric value found at any dotted path."""
-    for path in paths:
-        cur = doc
-        for key in path.split("."):
-            cur = cur.get(key) if isinstance(cur, dict) else None
-        n = num(cur)
-        if n is not None:
-            return n
-    return None
 
 def div(a, b):
     return a / b if a is not None and b else None
@@ -834,9 +799,6 @@ def loadgen_result(path):
 PARSE = {("blast", "iperf3"): iperf3_result, ("blast", "sockperf"): sockperf_tput,
          ("latency", "sockperf"): sockperf_lat}
 
-def fmt(v, spec="{:,.0f}", scale=1.0):
-    return "-" if v is None else spec.format(v / scale)
-
 def pctf(v, spec="{:.2f}%"):
     return "-" if v is None else spec.format(v * 100)
 
@@ -858,14 +820,6 @@ for line in open(sys.argv[1], encoding="utf-8"):
     miss = {"ok": "badout", "skipped": "skipped", "unavailable": "n/a"}.get(st, "FAILED")
     entry = (label, tool, r, miss, req)
     {"blast": blast, "latency": lat, "rate": rate}[kind].append(entry)
-
-def table(header, body):
-    w = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
-    print(line(header))
-    print("  ".join("-" * x for x in w))
-    for r in body:
-        print(line(r))
 
 def say(*parts):
     print(textwrap.fill("".join(parts), 100, subsequent_indent="  "))
@@ -937,6 +891,7 @@ if rate:
 for n in notes:
     print("note: " + n)
 PY
+)
 }
 
 # ---------------------------------------------------------------- dispatch --
