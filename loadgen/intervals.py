@@ -12,6 +12,7 @@ from loadgen import histogram
 from loadgen.controller import Interval, Timeline
 from loadgen.progress import Progress
 from loadgen.stats import Snapshot
+from loadgen.units import format_si
 
 
 @dataclass
@@ -45,8 +46,9 @@ class IntervalSink:
         row["latency_ns"] = latency
         self.rows.append(row)
         bytes_per_s = nbytes / length_s if length_s > 0 else 0.0
+        received = f"  received {format_si(row['received_pps'])} pps" if "received_pps" in row else ""
         self.progress.interval(end_s, rate, self.view.rate_unit, bytes_per_s,
-                               latency["p50"] if latency else None, latency["p99"] if latency else None)
+                               latency["p50"] if latency else None, latency["p99"] if latency else None, received)
 
     def warming(self, now_ns: int) -> None:
         self.progress.warming((self.timeline.ramp_end_ns - now_ns) / 1e9)
