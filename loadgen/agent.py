@@ -195,7 +195,11 @@ class Session:
             if kind == "ping":
                 await self.send({"type": "pong", "id": rid, "agent_ns": native.now_ns()})
             elif kind == "start":
-                await self.start(rid, msg.get("job"))
+                # Preparing a job may take seconds (a temp target to fill): answer
+                # pings meanwhile, or the controller would take the silence for death.
+                task = asyncio.create_task(self._start_replying(rid, msg.get("job")))
+                self.agent.tasks.add(task)
+                task.add_done_callback(self.agent.tasks.discard)
             elif kind == "go":
                 job = self._job(msg)
                 await job.tell({"type": "go", "timeline": validate_timeline(msg.get("timeline"))})
@@ -210,6 +214,22 @@ class Session:
             await self.send(protocol.error(e.code, str(e), rid))
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
             await self.send(protocol.error("malformed", f"malformed request: {e}", rid))
+
+    async def _start_replying(self, rid: int, request) -> None:
+        try:
+            await self.start(rid, request)
+        except protocol.ProtocolError as e:
+            await self._reply_quietly(protocol.error(e.code, str(e), rid))
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
+            await self._reply_quietly(protocol.error("malformed", f"malformed request: {e}", rid))
+        except OSError as e:
+            await self._reply_quietly(protocol.error("job-failed", f"cannot start the job: {e}", rid))
+
+    async def _reply_quietly(self, frame: dict) -> None:
+        try:
+            await self.send(frame)
+        except (ConnectionError, OSError):
+            pass  # the controller is gone; the session is closing
 
     def _job(self, msg: dict) -> Job:
         job = self.jobs.get(msg.get("job"))

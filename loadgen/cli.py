@@ -61,6 +61,8 @@ def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter) -> int
             raise UsageError(f"cannot write {json_path}: {e.strerror}") from None
     if not quiet:
         print(formatter(doc))
+    for warning in doc.get("warnings", []):
+        sys.stderr.write(f"loadgen: warning: {warning}\n")
     if doc["interrupted"]:
         return EXIT_INTERRUPTED
     if doc["failed"]:
@@ -459,3 +461,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("loadgen: interrupted\n")
         raise SystemExit(EXIT_INTERRUPTED) from None
+    except OSError as e:
+        # The environment refused something no edge anticipated: still one line.
+        sys.stderr.write(f"loadgen: {e.strerror or e}{f': {e.filename}' if e.filename else ''}\n")
+        raise SystemExit(1) from None

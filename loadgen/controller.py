@@ -162,12 +162,17 @@ async def run_workers(run: "native.Run", timeline: Timeline, on_interval: OnInte
             if now < timeline.ramp_end_ns and on_tick:
                 on_tick(now)
             if now >= next_tick and next_tick < timeline.end_ns and not stop.is_set():
-                snap = Snapshot(layout, run.read(), next_tick)
-                interval = Interval(previous.t_ns, next_tick, snap.since(previous))
+                words = run.read()
+                # The interval ends when the snapshot was taken, not when it was due:
+                # a late wake-up must not put two intervals' ops into one nominal length.
+                taken = min(native.now_ns(), timeline.end_ns)
+                snap = Snapshot(layout, words, taken)
+                interval = Interval(previous.t_ns, taken, snap.since(previous))
                 intervals.append(interval)
                 await on_interval(interval, snap)
                 previous = snap
-                next_tick += timeline.interval_ns
+                while next_tick <= taken:
+                    next_tick += timeline.interval_ns
                 why = policy(snap) if policy else None
                 if why:
                     reason.setdefault("policy", why)

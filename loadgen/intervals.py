@@ -27,6 +27,16 @@ class IntervalSink:
     def __init__(self, view: IntervalView, timeline: Timeline, hlog, progress: Progress) -> None:
         self.view, self.timeline, self.hlog, self.progress = view, timeline, hlog, progress
         self.rows: list[dict] = []
+        self.warnings: list[str] = []
+
+    async def _log(self, line: str) -> None:
+        """An .hlog that cannot be written (say, ENOSPC on the disk under test) stops
+        being written; the run and its JSON go on, with a warning."""
+        try:
+            await self.hlog.write(line)
+        except OSError as e:
+            self.warnings.append(f"the .hlog stopped at {line.split(',', 2)[1]} s: {e.strerror}")
+            self.hlog = None
 
     async def __call__(self, interval: Interval, cumulative: Snapshot) -> None:
         d = interval.delta
@@ -38,7 +48,7 @@ class IntervalSink:
             if latency is None:
                 latency = histogram.interval_summary(counts)
             if self.hlog:
-                await self.hlog.write(histogram.hlog_line(tag, start_s, length_s, histogram.from_counts(counts)))
+                await self._log(histogram.hlog_line(tag, start_s, length_s, histogram.from_counts(counts)))
         ops, nbytes = self.view.ops_and_bytes(d)
         rate = ops / length_s if length_s > 0 else 0.0
         row = {"t_s": round(end_s, 3), "ops": ops, "rate": round(rate, 3)}

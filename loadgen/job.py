@@ -24,6 +24,7 @@ class Outcome:
     measurement: Measurement
     rows: list[dict]
     cpu: dict
+    warnings: list[str]
 
 
 async def measure(start: Callable, common: CommonSpec, view: IntervalView,
@@ -57,7 +58,10 @@ async def measure(start: Callable, common: CommonSpec, view: IntervalView,
     finally:
         progress.close()
         if hlog:
-            await hlog.close()
+            try:
+                await hlog.close()
+            except OSError:
+                pass  # already reported as a warning by the sink
     cpu = {"user_s": round(usage1.ru_utime - usage0.ru_utime, 3),
            "sys_s": round(usage1.ru_stime - usage0.ru_stime, 3)}
-    return Outcome(m, sink.rows, cpu)
+    return Outcome(m, sink.rows, cpu, sink.warnings)

@@ -209,16 +209,20 @@ class Run:
             self._handle = ctypes.c_void_p()
 
 
-def start_disk(config: DiskConfig) -> Run:
+def _start(fn, config, what: str) -> Run:
     handle = ctypes.c_void_p()
-    _check(lib().lg_disk_start(ctypes.byref(config), ctypes.byref(handle)), "starting disk workers")
+    ret = fn(ctypes.byref(config), ctypes.byref(handle))
+    if ret < 0:
+        raise SetupError(f"cannot start {what}: {os.strerror(-ret)}")
     return Run(handle.value)
+
+
+def start_disk(config: DiskConfig) -> Run:
+    return _start(lib().lg_disk_start, config, "the disk workers")
 
 
 def start_net(config: NetConfig) -> Run:
-    handle = ctypes.c_void_p()
-    _check(lib().lg_net_start(ctypes.byref(config), ctypes.byref(handle)), "starting UDP workers")
-    return Run(handle.value)
+    return _start(lib().lg_net_start, config, "the UDP workers")
 
 
 def pkt_encode(flow: int, seq: int, run_tag: int, sched_ns: int, send_ns: int) -> bytes:

@@ -199,7 +199,7 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, quiet: bool = Fal
     hists = ({prefix + tag: b64 for tag, b64 in results.total_histograms(measuring, NET_HISTOGRAMS).items()}
              if measuring is not None else {})
     return results.document("net", config, "udp", m, sysinfo.run_env("udp", nics=[nic] if nic else []),
-                            summary, out.rows, counters=measured, histograms=hists)
+                            summary, out.rows, counters=measured, histograms=hists, warnings=out.warnings)
 
 
 PAIRED_LEAD_NS = 3_000_000_000  # remote jobs start in child processes: give them time
@@ -261,7 +261,7 @@ async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tup
     config = spec.to_config() | {"peer": f"{peer[0]}:{peer[1]}", "clients": [f"{h}:{p}" for h, p in clients],
                                  "embedded_receiver": False, "senders": sides.senders.stop,
                                  "target_address": f"{peer[0]}:{plan.data_port}"}
-    return results.document("net", config, "udp", m, basic_env(), summary, out.rows, hosts=hosts)
+    return results.document("net", config, "udp", m, basic_env(), summary, out.rows, hosts=hosts, warnings=out.warnings)
 
 
 @dataclass

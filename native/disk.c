@@ -318,7 +318,9 @@ static void uring_worker(struct worker *w)
 			if (timeout_ns < SPIN_NS)
 				wait_nr = 0;		/* short gap: poll completions and spin */
 		}
-		if (queued || wait_nr || (r.flags & IORING_SETUP_DEFER_TASKRUN)) {
+		/* With I/O in flight always enter: without DEFER_TASKRUN (kernels before
+		 * 6.1) COOP_TASKRUN posts completions only when we enter the kernel. */
+		if (queued || wait_nr || inflight) {
 			err = uring_submit_and_wait(&r, wait_nr, timeout_ns);
 			if (err < 0 && err != -EAGAIN && err != -EBUSY) {
 				worker_set_state(w, LG_STATE_FAILED, -err);
@@ -326,6 +328,7 @@ static void uring_worker(struct worker *w)
 			}
 		}
 		now = clock_now_ns();
+		deadline = worker_deadline(w, cfg);	/* a stop may have come while we waited */
 		stats_begin(w);
 		uring_for_each_cqe(&r, head, cqe) {
 			uint32_t slot = (uint32_t)cqe->user_data;
@@ -340,8 +343,15 @@ static void uring_worker(struct worker *w)
 	/* Drain: buffers must outlive every I/O the kernel still holds. */
 	deadline = worker_deadline(w, cfg);
 	while (inflight) {
-		if (uring_submit_and_wait(&r, 1, 0) < 0)
+		err = uring_submit_and_wait(&r, 1, 0);
+		if (err == -EAGAIN || err == -EBUSY)
+			continue;
+		if (err < 0) {
+			/* The kernel may still write into them: leak rather than free. */
+			bufs = NULL;
+			iov = NULL;
 			break;
+		}
 		stats_begin(w);
 		uring_for_each_cqe(&r, head, cqe) {
 			complete_op(&d, &slots[(uint32_t)cqe->user_data], cqe->res, clock_now_ns(), deadline);

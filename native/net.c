@@ -330,9 +330,13 @@ static void sender_worker(struct worker *w)
 
 	flows = calloc((cfg->flows + cfg->senders - 1) / cfg->senders, sizeof(*flows));
 	pfds = calloc((cfg->flows + cfg->senders - 1) / cfg->senders, sizeof(*pfds));
+	memset(&tx, 0, sizeof(tx));
+	memset(&rx, 0, sizeof(rx));
 	if (!flows || !pfds || batch_alloc(&tx, batch, cfg->size_bytes, 0) ||
 	    (cfg->echo && batch_alloc(&rx, batch, cfg->size_bytes, 0))) {
 		worker_set_state(w, LG_STATE_FAILED, ENOMEM);
+		batch_free(&tx);
+		batch_free(&rx);
 		free(flows);
 		free(pfds);
 		return;

@@ -162,7 +162,9 @@ int uring_register_iowq_affinity(struct uring *r, const void *cpus, unsigned lon
 
 int uring_submit_and_wait(struct uring *r, unsigned wait_nr, int64_t timeout_ns)
 {
-	unsigned to_submit = r->sqe_tail - *r->sq_tail;
+	/* Everything the kernel has not consumed yet, including SQEs a failed
+	 * enter left behind; counting from our last published tail would strand them. */
+	unsigned to_submit = r->sqe_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
 	unsigned flags = r->enter_flags;
 	struct __kernel_timespec ts;
 	struct io_uring_getevents_arg arg;

@@ -139,8 +139,7 @@ def test_hlog_round_trips_to_the_json_summary(disk):
     assert sum(r["ops"] for r in rows) == s["ops"]
     assert sum(r["errors"] for r in rows) == 0
     assert [r["t_s"] for r in rows] == sorted(set(r["t_s"] for r in rows))
-    assert rows[-1]["t_s"] == 2.0
-    assert all(round(r["t_s"] / 0.5, 6).is_integer() for r in rows)
+    assert rows[-1]["t_s"] == 2.0   # the last interval ends with the run; the others when taken
 
     by_tag: dict[str, list] = {}
     for h in hlog_intervals(done.cwd / "r.hlog"):
