@@ -2,7 +2,6 @@
 to the job's entry point. Only main() turns errors into messages and exit codes:
 2 for bad input, 1 for the environment, 130 when interrupted.
 """
-import asyncio
 import os
 import sys
 from pathlib import Path

@@ -11,7 +11,7 @@ from typing import Callable
 
 import aiofiles
 
-from loadgen import histogram, native
+from loadgen import histogram
 from loadgen.controller import Measurement, Policy, Timeline, run_workers
 from loadgen.errors import UsageError
 from loadgen.intervals import IntervalSink, IntervalView
