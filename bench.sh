@@ -11,7 +11,8 @@
 #   ./bench.sh disk     fio vs `loadgen disk` (io_uring, 4k random I/O)
 #   ./bench.sh net      iperf3 and sockperf vs `loadgen net` (UDP, 127.0.0.1 only):
 #                       64-byte blast, round-trip latency at 100k pps, loadgen
-#                       rate accuracy at 10k/100k/300k pps
+#                       rate accuracy at 10k/100k/300k pps; as root also trafgen
+#                       vs loadgen across a veth pair between two namespaces
 #   ./bench.sh all      every implemented section
 #
 # Environment (all optional):
@@ -19,7 +20,7 @@
 #   BENCH_RAMP=1             warm-up seconds per run (not measured)
 #   BENCH_RESULTS_DIR=...    where raw JSON goes (default bench-results/<timestamp>
 #                            next to this script)
-#   BENCH_TOOLS="fio iperf3 sockperf loadgen"  run only some tools (e.g. BENCH_TOOLS=fio)
+#   BENCH_TOOLS="fio iperf3 sockperf trafgen loadgen"  run only some tools (e.g. BENCH_TOOLS=fio)
 #   BENCH_CASES=...          comma-separated subset of case names (see DISK_CASES,
 #                            NET_CASES)
 #   BENCH_ZRAM_SIZE=2G       size of the zram device (root only)
@@ -34,7 +35,7 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DURATION=${BENCH_DURATION:-10}
 RAMP=${BENCH_RAMP:-1}
-TOOLS=${BENCH_TOOLS:-fio iperf3 sockperf loadgen}
+TOOLS=${BENCH_TOOLS:-fio iperf3 sockperf trafgen loadgen}
 RESULTS_DIR=${BENCH_RESULTS_DIR:-$SCRIPT_DIR/bench-results/$(date +%Y%m%d-%H%M%S)}
 ZRAM_SIZE=${BENCH_ZRAM_SIZE:-2G}
 FILE_SIZE=${BENCH_FILE_SIZE:-1G}
@@ -442,16 +443,20 @@ PY
 
 # ------------------------------------------------------------- net section --
 
-# UDP datagrams on 127.0.0.1 only. name:kind:rate_pps
+# UDP datagrams on 127.0.0.1 only, except veth. name:kind:rate_pps
 #   blast    iperf3, sockperf and loadgen as fast as they go (+ NET_TUNED row)
 #   latency  round trips at a fixed rate: sockperf under-load vs loadgen echo
 #   rate     loadgen alone at a fixed rate: requested vs achieved
+#   veth     root only: trafgen vs loadgen blast across a veth pair between two
+#            network namespaces this script creates (10.79.x.1/.2 on /30 inside
+#            them only) and deletes again
 NET_CASES=(
     "blast:blast:"
     "latency-100k:latency:100000"
     "rate-10k:rate:10000"
     "rate-100k:rate:100000"
     "rate-300k:rate:300000"
+    "veth:veth:"
 )
 NET_SIZE=64
 # An extra loadgen blast row with these flags (empty: no extra row). The default
@@ -563,12 +568,13 @@ else:
 PY
 }
 
-wait_listen() {  # wait_listen tcp|udp PORT PID: until PORT listens (5 s at most)
-    local proto=$1 port=$2 pid=$3 i
+wait_listen() {  # wait_listen tcp|udp PORT PID [NETNS]: until PORT listens (5 s at most)
+    local proto=$1 port=$2 pid=$3 i ns=()
+    [[ -n ${4:-} ]] && ns=(ip netns exec "$4")
     for (( i = 0; i < 50; i++ )); do
         bg_running "$pid" || return 1
         if command -v ss >/dev/null 2>&1; then
-            [[ -n $(ss -Hnl "--$proto" "sport = :$port" 2>/dev/null) ]] && return 0
+            [[ -n $("${ns[@]}" ss -Hnl "--$proto" "sport = :$port" 2>/dev/null) ]] && return 0
         elif (( i >= 10 )); then
             return 0   # no ss: assume 1 s is enough
         fi
@@ -628,6 +634,93 @@ run_loadgen_net() {
     run_bounded "$LIMIT_CLIENT" "${out%.json}.out" "${out%.json}.err" "${cmd[@]}"
 }
 
+# veth case: two namespaces joined by a veth pair, named after this script's pid.
+# Addresses exist only inside them. veth_down is idempotent and also registered
+# to run at exit; it stops this section's processes first (some run in there).
+VETH_TX=lgb-$$-tx VETH_RX=lgb-$$-rx VETH_NET=10.79.$(( RANDOM % 200 ))
+VETH_TX_IP=$VETH_NET.1 VETH_RX_IP=$VETH_NET.2 VETH_PORT=9999 VETH_UP=0
+
+veth_up() {
+    at_exit veth_down
+    VETH_UP=1
+    ip netns add "$VETH_TX" && ip netns add "$VETH_RX" &&
+    ip link add "$VETH_TX" netns "$VETH_TX" type veth peer name "$VETH_RX" netns "$VETH_RX" &&
+    ip -n "$VETH_TX" addr add "$VETH_TX_IP/30" dev "$VETH_TX" &&
+    ip -n "$VETH_RX" addr add "$VETH_RX_IP/30" dev "$VETH_RX" &&
+    ip -n "$VETH_TX" link set "$VETH_TX" up && ip -n "$VETH_RX" link set "$VETH_RX" up &&
+    ip -n "$VETH_TX" link set lo up && ip -n "$VETH_RX" link set lo up
+}
+
+veth_down() {
+    (( VETH_UP )) || return 0
+    net_stop_all
+    ip netns del "$VETH_TX" 2>/dev/null || true
+    ip netns del "$VETH_RX" 2>/dev/null || true
+    VETH_UP=0
+}
+
+veth_stat() {  # veth_stat NS DEV COUNTER
+    ip netns exec "$1" cat "/sys/class/net/$2/statistics/$3"
+}
+
+# veth_measure OUT.counters.json CMD...: CMD's run, bracketed by the veth counters
+veth_measure() {
+    local out=$1 rx0 tx0 drop0 rc=0; shift
+    rx0=$(veth_stat "$VETH_RX" "$VETH_RX" rx_packets) || return 1
+    tx0=$(veth_stat "$VETH_TX" "$VETH_TX" tx_packets) || return 1
+    drop0=$(veth_stat "$VETH_TX" "$VETH_TX" tx_dropped) || return 1
+    "$@" || rc=$?
+    printf '{"rx_packets": %s, "tx_packets": %s, "tx_dropped": %s, "seconds": %s}\n' \
+        "$(( $(veth_stat "$VETH_RX" "$VETH_RX" rx_packets) - rx0 ))" \
+        "$(( $(veth_stat "$VETH_TX" "$VETH_TX" tx_packets) - tx0 ))" \
+        "$(( $(veth_stat "$VETH_TX" "$VETH_TX" tx_dropped) - drop0 ))" "$DURATION" > "$out"
+    return "$rc"
+}
+
+# run_trafgen_veth OUT.txt: trafgen in the tx namespace for DURATION s, one
+# Ethernet/IPv4/UDP frame with a NET_SIZE-byte payload to the rx veth's MAC.
+run_trafgen_veth() {
+    local out=$1 base=${1%.txt} trafgen rx_mac tx_mac rc=0
+    trafgen=$(PATH=$PATH:/usr/sbin command -v trafgen) || { echo "trafgen not found" > "$base.err"; return 1; }
+    rx_mac=$(ip -n "$VETH_RX" link show "$VETH_RX" | awk '/link\/ether/ {print $2}')
+    tx_mac=$(ip -n "$VETH_TX" link show "$VETH_TX" | awk '/link\/ether/ {print $2}')
+    [[ -n $rx_mac && -n $tx_mac ]] || { echo "no MAC on the veth pair" > "$base.err"; return 1; }
+    cat > "$base.cfg" <<EOF
+{
+  eth(da=$rx_mac, sa=$tx_mac),
+  ipv4(saddr=$VETH_TX_IP, daddr=$VETH_RX_IP, ttl=64),
+  udp(sp=40000, dp=$VETH_PORT),
+  fill(0x41, $NET_SIZE)
+}
+EOF
+    local cmd=(ip netns exec "$VETH_TX" timeout -k 3 "$DURATION"
+        "$trafgen" --dev "$VETH_TX" --conf "$base.cfg" --cpus 1 --no-sock-mem --notouch-irq)
+    echo "${cmd[*]}" > "$base.cmd"
+    veth_measure "$base.counters.json" run_bounded "$LIMIT_CLIENT" "$out" "$base.err" "${cmd[@]}" || rc=$?
+    (( rc == 124 )) && rc=0   # timeout ended it, as planned
+    return "$rc"
+}
+
+# run_loadgen_veth OUT.json: `loadgen serve` in the rx namespace, `loadgen net` in the tx one.
+run_loadgen_veth() {
+    local out=$1 base=${1%.json} srv rc=0
+    local scmd=(ip netns exec "$VETH_RX" "${LOADGEN[@]}" serve --port "$VETH_PORT" --host "$VETH_RX_IP"
+        --duration "$(( DURATION + 3 ))s" --workers 1)
+    local cmd=(ip netns exec "$VETH_TX" "${LOADGEN[@]}" net --target "$VETH_RX_IP:$VETH_PORT" --pps max
+        --size "$NET_SIZE" --duration "${DURATION}s" --ramp 0s --json "$out" --quiet)
+    printf '%s\n' "${scmd[*]} &" "${cmd[*]}" > "$base.cmd"
+    bg_start "$LIMIT_SERVER" "$base.server.txt" "$base.server.err" "${scmd[@]}"
+    srv=$BG_PID
+    if ! wait_listen udp "$VETH_PORT" "$srv" "$VETH_RX"; then
+        bg_stop "$srv" || true
+        echo "loadgen serve did not start listening on $VETH_RX_IP:$VETH_PORT" > "$base.err"
+        return 1
+    fi
+    veth_measure "$base.counters.json" run_bounded "$LIMIT_CLIENT" "$base.out" "$base.err" "${cmd[@]}" || rc=$?
+    bg_stop "$srv" INT 5 || true
+    return "$rc"
+}
+
 bench_net() {
     ensure_net_tools
     mkdir -p "$RESULTS_DIR"
@@ -642,7 +735,7 @@ bench_net() {
     printf '  %-12s %s\n' \
         iperf3      "$(tool_version iperf3 --version)" \
         sockperf    "$(tool_version sockperf --version)" \
-        netsniff-ng "$(PATH=$PATH:/usr/sbin tool_version netsniff-ng --version) (installed, not used)" \
+        netsniff-ng "$(PATH=$PATH:/usr/sbin tool_version netsniff-ng --version) (trafgen: veth case only)" \
         loadgen     "$(loadgen_version) [${LOADGEN[*]:-loadgen: not available}]" \
         sockets     "rmem_default $(sysctl -n net.core.rmem_default 2>/dev/null || echo ?), rmem_max $(sysctl -n net.core.rmem_max 2>/dev/null || echo ?), netdev_max_backlog $(sysctl -n net.core.netdev_max_backlog 2>/dev/null || echo ?)" \
         target      "UDP on 127.0.0.1 (lo, mtu $(cat /sys/class/net/lo/mtu 2>/dev/null || echo ?)), ${NET_SIZE}-byte payloads" \
@@ -700,6 +793,17 @@ bench_net() {
         rate)
             net_run "$name" "$kind" loadgen "loadgen --pps $rate" "$rate" "$p.loadgen.json" \
                 run_loadgen_net "$p.loadgen.json" --pps "$rate" ;;
+        veth)
+            if [[ $EUID -ne 0 ]]; then
+                log "[$name] skipped: needs root (network namespaces, veth, packet sockets)"; continue
+            fi
+            command -v ip >/dev/null 2>&1 || { log "[$name] skipped: no ip(8)"; continue; }
+            veth_up || { log "[$name] skipped: could not create the namespaces/veth pair"; veth_down; continue; }
+            net_run "$name" "$kind" trafgen "trafgen --cpus 1" "" "$p.trafgen.txt" \
+                run_trafgen_veth "$p.trafgen.txt"
+            net_run "$name" "$kind" loadgen "loadgen --pps max" "" "$p.loadgen.json" \
+                run_loadgen_veth "$p.loadgen.json"
+            veth_down ;;
         esac
     done
 
@@ -796,13 +900,32 @@ def loadgen_result(path):
         r["svc_" + q] = num(svc.get(q))
     return r
 
+def veth_result(path):
+    """veth case: received = rx veth rx_packets delta; sent = loadgen's own sent_pps,
+    trafgen's = tx veth tx_packets + tx_dropped delta (the same counters for both)."""
+    c = load(path.rsplit(".", 1)[0] + ".counters.json")
+    if not isinstance(c, dict):
+        return None
+    secs = num(c.get("seconds"))
+    r = {"recv_pps": div(num(c.get("rx_packets")), secs), "flags": []}
+    if path.endswith(".json"):
+        lg = loadgen_result(path)
+        if lg is None:
+            return None
+        r.update(sent_pps=lg.get("sent_pps"), flags=lg.get("flags"))
+    else:
+        tx, drop = num(c.get("tx_packets")), num(c.get("tx_dropped"))
+        r["sent_pps"] = div(tx + drop if tx is not None and drop is not None else tx, secs)
+    return r
+
 PARSE = {("blast", "iperf3"): iperf3_result, ("blast", "sockperf"): sockperf_tput,
-         ("latency", "sockperf"): sockperf_lat}
+         ("latency", "sockperf"): sockperf_lat, ("veth", "trafgen"): veth_result,
+         ("veth", "loadgen"): veth_result}
 
 def pctf(v, spec="{:.2f}%"):
     return "-" if v is None else spec.format(v * 100)
 
-blast, lat, rate, notes = [], [], [], []
+blast, lat, rate, veth, notes = [], [], [], [], []
 for line in open(sys.argv[1], encoding="utf-8"):
     name, kind, tool, label, st, path, req = line.rstrip("\n").split("\t")
     r = None
@@ -819,7 +942,7 @@ for line in open(sys.argv[1], encoding="utf-8"):
         notes.append(f"{name}: {label} {st}, see {path.rsplit('.', 1)[0]}.err")
     miss = {"ok": "badout", "skipped": "skipped", "unavailable": "n/a"}.get(st, "FAILED")
     entry = (label, tool, r, miss, req)
-    {"blast": blast, "latency": lat, "rate": rate}[kind].append(entry)
+    {"blast": blast, "latency": lat, "rate": rate, "veth": veth}[kind].append(entry)
 
 def say(*parts):
     print(textwrap.fill("".join(parts), 100, subsequent_indent="  "))
@@ -888,6 +1011,25 @@ if rate:
         print()
     print(f"== net: loadgen rate accuracy, 64-byte UDP to its embedded receiver, {dur}s each")
     table(["requested pps", "sent pps", "error", "received pps", "loss", "lag max us", "late ops"], rows)
+    printed = True
+if veth:
+    ref = next((r["recv_pps"] for _, t, r, _, _ in veth if t == "trafgen" and r and r.get("recv_pps")), None)
+    rows = []
+    for label, tool, r, miss, _ in veth:
+        if not r:
+            rows.append([label, miss, miss, "-"])
+            continue
+        ratio = (f"{r['recv_pps'] / ref:.2f}" if tool == "loadgen" and ref and r.get("recv_pps") is not None
+                 else "-")
+        rows.append([label, fmt(r.get("sent_pps")), fmt(r.get("recv_pps")), ratio])
+    if printed:
+        print()
+    print(f"== net: veth, 64-byte UDP payloads across a veth pair between two namespaces, {dur}s each")
+    table(["tool", "sent pps", "received pps (veth rx_packets)", "lg/trafgen"], rows)
+    say("received = the rx veth's rx_packets delta over the run / duration, for both tools (what the"
+          " veth delivered, before any socket drop). sent: trafgen = the tx veth's tx_packets +"
+          " tx_dropped delta / duration; loadgen = its summary.sent_pps. trafgen runs with --cpus 1"
+          " on a packet socket, loadgen net with its defaults (--ramp 0s) to loadgen serve --workers 1.")
 for n in notes:
     print("note: " + n)
 PY
