@@ -273,7 +273,6 @@ bench_disk() {
     return 0
 }
 
-# Reads the manifest, parses both tools' JSON defensively, prints the tables.
 # Python helpers both renderers share: tolerant JSON loading, number digging, table printing.
 bench_py_common() {
     cat <<'PY'
@@ -341,6 +340,7 @@ def table(header, body):
 PY
 }
 
+# Reads the manifest, parses both tools' JSON defensively, prints the tables.
 render_disk() {
     python3 - "$1" < <(bench_py_common; cat <<'PY'
 import json, sys

@@ -31,8 +31,9 @@ SNAPSHOT_MS = 200
 class Prepared:
     """A job ready to start: start(timeline) gives its run; close() frees what it opened."""
 
-    def __init__(self, start, resources: list, facts: dict, interval_ns: int) -> None:
+    def __init__(self, start, resources: list, facts: dict, interval_ns: int, workers: int) -> None:
         self.start, self.resources, self.facts, self.interval_ns = start, resources, facts, interval_ns
+        self.workers = workers  # rows of stats the run will have
 
     def close(self) -> None:
         for r in self.resources:
@@ -53,12 +54,11 @@ def prepare(job: dict) -> Prepared:
         cpus = worker_cpus(spec.common.workers)
 
         def start_disk(timeline: Timeline) -> native.Run:
-            cfg, _ = _native_config(spec, target, engine, timeline, cpus)
-            return native.start_disk(cfg)
+            return native.start_disk(_native_config(spec, target, engine, timeline, cpus))
 
         return Prepared(start_disk, [target], {"engine": engine, "engine_note": note, "span_bytes": target.span_bytes,
                                                "target_path": target.path, "target_kind": target.kind,
-                                               "cpus": cpus}, spec.common.interval_ns)
+                                               "cpus": cpus}, spec.common.interval_ns, spec.common.workers)
     if kind not in ("udp-receive", "udp-send"):
         raise UsageError(f"unknown job kind {kind!r}")
     from loadgen.net import net_config
@@ -89,7 +89,7 @@ def prepare(job: dict) -> Prepared:
         def close() -> None:
             close_all(socks)
 
-    return Prepared(start_net, [Sockets], facts, spec.common.interval_ns)
+    return Prepared(start_net, [Sockets], facts, spec.common.interval_ns, len(cpus))
 
 
 def _write(frame: dict) -> None:
@@ -160,7 +160,7 @@ async def run_job() -> int:
         layout = native.Layout()
         from loadgen.sysinfo import basic_env
 
-        _write({"type": "ready", "workers": _workers(job), "layout": {"counters": layout.counters,
+        _write({"type": "ready", "workers": prepared.workers, "layout": {"counters": layout.counters,
                                                                       "hists": layout.hists},
                 "env": basic_env(), **prepared.facts})
         timeline = await control.go
@@ -186,15 +186,6 @@ async def run_job() -> int:
         if run is not None:
             run.free()
         prepared.close()
-
-
-def _workers(job: dict) -> int:
-    """How many workers (rows of stats) the job will have."""
-    options = job["options"]
-    if job["kind"] == "disk":
-        return parse_disk(**options).common.workers
-    spec = parse_net(**options)
-    return spec.receivers if job["kind"] == "udp-receive" else spec.common.workers
 
 
 def main() -> int:

@@ -15,6 +15,8 @@ import signal
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
+import numpy as np
+
 from loadgen import native
 from loadgen.stats import Snapshot
 
@@ -81,9 +83,7 @@ class CompositeRun:
         """Each part's rows in a stacked snapshot (fixed when the parts started)."""
         return list(self._rows)
 
-    def read(self):
-        import numpy as np
-
+    def read(self) -> np.ndarray:
         return np.vstack([p.read() for p in self.parts])
 
     def stop(self, stop_ns: int) -> None:
@@ -132,7 +132,7 @@ async def run_workers(run: "native.Run", timeline: Timeline, on_interval: OnInte
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig.name)
     layout = run.layout
-    previous = Snapshot(layout, run.read() * 0, timeline.ramp_end_ns)
+    previous = Snapshot.zero(layout, run.workers, timeline.ramp_end_ns)
     next_tick = timeline.ramp_end_ns + timeline.interval_ns
     intervals: list[Interval] = []
     stop_ns = timeline.end_ns

@@ -4,7 +4,6 @@ It chooses the engine, opens the target, starts the native workers on a
 timeline, streams intervals to the .hlog and the progress line, and builds the
 document. Policy lives here: the run stops early only when every I/O fails.
 """
-import ctypes
 import errno
 import os
 
@@ -71,15 +70,13 @@ def interval_view(spec: DiskSpec) -> IntervalView:
 
 
 def _native_config(spec: DiskSpec, target, engine: str, timeline: Timeline, cpus: list[int]):
-    cpu_array = (ctypes.c_int32 * len(cpus))(*cpus)
-    cfg = native.DiskConfig(
+    return native.DiskConfig(
         fd=target.fd, engine=native.ENGINES[engine], workers=spec.common.workers, qd=spec.qd,
         bs_bytes=spec.bs_bytes, read_pct=spec.read_pct, sequential=int(spec.sequential),
         span_bytes=target.span_bytes, rate_ops_per_s=spec.rate_ops_per_s or 0,
         start_ns=timeline.start_ns, ramp_end_ns=timeline.ramp_end_ns, end_ns=timeline.end_ns,
-        seed=spec.seed & (2**64 - 1), cpus=cpu_array,
-    )
-    return cfg, cpu_array
+        seed=spec.seed & (2**64 - 1), cpus=native.int32_array(cpus),
+    )  # the native run copies the config and the CPU list
 
 
 async def run_disk(spec: DiskSpec, hlog_path: str | None = None, quiet: bool = False) -> dict:
@@ -91,8 +88,7 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, quiet: bool = F
     around = counters.Around([], [device] if device else [])
 
     def start(timeline: Timeline) -> native.Run:
-        cfg, cpu_array = _native_config(spec, target, engine, timeline, cpus)
-        return native.start_disk(cfg)  # the run keeps its own copy of cfg and cpu_array
+        return native.start_disk(_native_config(spec, target, engine, timeline, cpus))
 
     try:
         out = await measure(start, spec.common, interval_view(spec), hlog_path,

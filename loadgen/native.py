@@ -103,7 +103,6 @@ def _load() -> ctypes.CDLL:
         "lg_file_fill": (c.c_int, [c.c_int, c.c_uint64, c.c_uint64]),
         "lg_disk_start": (c.c_int, [c.POINTER(DiskConfig), c.POINTER(c.c_void_p)]),
         "lg_run_workers": (c.c_int, [c.c_void_p]),
-        "lg_run_stats": (c.c_void_p, [c.c_void_p, c.c_int]),
         "lg_run_snapshot": (c.c_int, [c.c_void_p, c.c_void_p, c.c_int64]),
         "lg_run_stop": (None, [c.c_void_p, c.c_int64]),
         "lg_run_done": (c.c_int, [c.c_void_p]),
@@ -175,7 +174,6 @@ class Run:
         self._handle = ctypes.c_void_p(handle)
         self.layout = Layout()
         self.workers = lib().lg_run_workers(self._handle)
-        self.torn_snapshots = 0
 
     def read(self) -> np.ndarray:
         """A consistent copy of every worker's stats record, shape (workers, words).
@@ -183,8 +181,7 @@ class Run:
         Each worker copies its own record between two batches when asked, so
         counters and histograms in one snapshot agree; it never waits for us."""
         out = np.zeros((self.workers, self.layout.words), dtype=np.uint64)
-        torn = lib().lg_run_snapshot(self._handle, out.ctypes.data, self.SNAPSHOT_WAIT_NS)
-        self.torn_snapshots += max(0, _check(torn, "taking a snapshot"))
+        _check(lib().lg_run_snapshot(self._handle, out.ctypes.data, self.SNAPSHOT_WAIT_NS), "taking a snapshot")
         return out
 
     def stop(self, stop_ns: int) -> None:

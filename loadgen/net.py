@@ -52,11 +52,17 @@ def _unique(s: Snapshot) -> int:
     return s.counter("received") - s.counter("duplicated")
 
 
+def measured_by(spec: NetSpec, sides: Sides, embedded: bool, s: Snapshot) -> Snapshot | None:
+    """The rows that saw datagrams arrive: senders timing echoes, else the receivers
+    when they are ours; None when only sending was measured."""
+    if spec.echo:
+        return sides.send(s)
+    return sides.recv(s) if embedded else None
+
+
 def interval_view(spec: NetSpec, sides: Sides, embedded: bool) -> IntervalView:
     def measuring(d: Snapshot) -> Snapshot | None:
-        if spec.echo:
-            return sides.send(d)
-        return sides.recv(d) if embedded else None
+        return measured_by(spec, sides, embedded, d)
 
     def tags(d: Snapshot):
         m = measuring(d)
@@ -104,13 +110,8 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
             "unsent": snd.counter("unsent"),
         },
     }
-    if spec.echo:
-        measured, where = snd, "echo"
-    elif embedded:
-        measured, where = sides.recv(m.final), "receiver"
-    else:
-        measured, where = None, None
-    summary["measured_at"] = where
+    measured = measured_by(spec, sides, embedded, m.final)
+    summary["measured_at"] = "echo" if spec.echo else ("receiver" if measured is not None else None)
     if measured is None:
         summary.update({"received": None, "received_pps": None, "lost": None, "loss_ratio": None,
                         "reordered": None, "duplicated": None,
@@ -194,7 +195,7 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, quiet: bool = Fal
     exceeded = {n: counters.allowance_exceeded(d) for n, d in measured["nics"].items()}
     if any(exceeded.values()):
         summary["allowance_exceeded"] = exceeded
-    measuring = sides.send(m.final) if spec.echo else (sides.recv(m.final) if embedded else None)
+    measuring = measured_by(spec, sides, embedded, m.final)
     prefix = "" if spec.echo else "oneway-"
     hists = ({prefix + tag: b64 for tag, b64 in results.total_histograms(measuring, NET_HISTOGRAMS).items()}
              if measuring is not None else {})

@@ -56,7 +56,7 @@ def start_listener(spec: ServeSpec, port: int, echo: bool) -> Listener:
         close_all(socks)
         raise
     bound = socks[0].getsockname()
-    zero = Snapshot(run.layout, run.read() * 0, native.now_ns())
+    zero = Snapshot.zero(run.layout, run.workers, native.now_ns())
     return Listener(f"{bound[0]}:{bound[1]} {'echo' if echo else 'stream'}", run, socks, zero)
 
 

@@ -23,6 +23,11 @@ class Snapshot:
     words: np.ndarray  # (workers, layout.words), uint64
     t_ns: int
 
+    @classmethod
+    def zero(cls, layout: Layout, workers: int, t_ns: int) -> "Snapshot":
+        """Where every run starts: nothing counted yet."""
+        return cls(layout, np.zeros((workers, layout.words), dtype=np.uint64), t_ns)
+
     def counter(self, name: str) -> int:
         column = self.words[:, self.layout.counter(name)]
         return int(column.max() if name in _MAX_COUNTERS else column.sum())

@@ -171,8 +171,6 @@ LG_API int lg_run_workers(const struct lg_run *run);
  * is between batches and is read directly. Returns how many copies may be
  * inconsistent (0 normally), or -errno. Workers never wait for it. */
 LG_API int lg_run_snapshot(struct lg_run *run, struct lg_worker_stats *out, int64_t wait_ns);
-/* The stats record of one worker: read it at any time, never write it. */
-LG_API const struct lg_worker_stats *lg_run_stats(const struct lg_run *run, int worker);
 /* Ask every worker to stop; ops completing at or after stop_ns are not counted. */
 LG_API void lg_run_stop(struct lg_run *run, int64_t stop_ns);
 /* 1 once every worker has exited, else 0. */

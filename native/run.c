@@ -251,13 +251,6 @@ int lg_run_workers(const struct lg_run *run)
 	return run->n_workers;
 }
 
-const struct lg_worker_stats *lg_run_stats(const struct lg_run *run, int worker)
-{
-	if (worker < 0 || worker >= run->n_workers)
-		return NULL;
-	return run->workers[worker].stats;
-}
-
 int lg_run_done(const struct lg_run *run)
 {
 	int i;

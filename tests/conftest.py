@@ -12,17 +12,17 @@ import errno
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from netfixtures import RUN_TIMEOUT_S, loadgen_argv  # one definition for every test module
+
 from loadgen import native
 
 SHORT_LOAD = ["--size", "16m", "--duration", "1s", "--ramp", "0s"]
 TEMP_GLOB = ".loadgen-*"
-RUN_TIMEOUT_S = 60
 
 
 def pytest_configure(config):
@@ -33,10 +33,6 @@ def pytest_configure(config):
 def pytest_runtest_setup(item):
     if item.get_closest_marker("root") and os.geteuid() != 0:
         pytest.skip("needs root: it attaches a loop device")
-
-
-def loadgen_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "loadgen", *args]
 
 
 @dataclass
