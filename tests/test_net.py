@@ -12,8 +12,8 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
 from loadgen import histogram
-from netfixtures import (LATENCY_KEYS, LOOPBACK, RUN_TIMEOUT_S, WAIT_S, HeldUdpPort, NetRun, UdpEcho,
-                         assert_one_line_error, free_udp_port, run_net)
+from netfixtures import (LATENCY_KEYS, LOOPBACK, RUN_TIMEOUT_S, WAIT_S, HeldUdpPort, NetRun, NoListenerPort, UdpEcho,
+                         assert_one_line_error, run_net)
 from netns import Controller, wait_until
 
 PAYLOAD_BYTES = 64                  # the default --size
@@ -270,8 +270,8 @@ def test_receiver_port_in_use(tmp_path):
 
 
 def test_no_listener_at_the_target(tmp_path):
-    port = free_udp_port()
-    done = run_net(tmp_path, "--target", f"{LOOPBACK}:{port}", "--pps", "5k", quiet=False)
+    with NoListenerPort() as closed:
+        done = run_net(tmp_path, "--target", f"{LOOPBACK}:{closed.port}", "--pps", "5k", quiet=False)
     assert done.returncode == 0, done.stderr
     s = done.summary
     assert s["refused"] > 0
