@@ -10,8 +10,9 @@ exactly.
 
 Exactness needs every datagram to reach the peer and every prompt echo to
 return within --timeout, whatever the host's load: the peer's receive buffer
-holds the whole run (as root; without root the test checks that nothing was
-dropped before the peer and fails saying so), and the timeouts are generous
+holds the whole run (as root, with SO_RCVBUFFORCE; without root the buffer is
+capped at net.core.rmem_max, and a run where the kernel dropped datagrams before
+the peer could read them is skipped, saying so), and the timeouts are generous
 beside a Python thread's turnaround. Held-back echoes are chosen among the
 datagrams sent early, so that they come back while the sender still reads.
 Nothing here asserts a time.
@@ -23,6 +24,8 @@ import socket
 import struct
 import threading
 import time
+
+import pytest
 
 from loadgen import native
 from netfixtures import LOOPBACK, run_net
@@ -103,6 +106,13 @@ class RuleEcho:
         self.sock.close()
 
 
+def assert_every_datagram_reached_the_peer(peer: "RuleEcho", kernel_drops: int, sent: int) -> None:
+    why = f"{kernel_drops} datagrams dropped before the peer read them; it saw {peer.counts['seen']} of {sent}"
+    if kernel_drops and os.geteuid() != 0:
+        pytest.skip(f"needs root for a receive buffer that holds the whole run: {why}")
+    assert kernel_drops == 0 and peer.counts["seen"] == sent, why
+
+
 def every_tenth_dropped(flow: int, seq: int) -> str:
     return "drop" if seq % 10 == 9 else "echo"
 
@@ -116,8 +126,7 @@ def test_echo_loss_equals_what_the_peer_dropped(tmp_path):
         kernel_drops = peer.dropped_before_the_peer()
     assert done.returncode == 0, done.stderr
     s, c = done.summary, peer.counts
-    assert kernel_drops == 0 and c["seen"] == s["sent"], (
-        f"{kernel_drops} datagrams dropped before the peer read them; the peer saw {c['seen']} of {s['sent']}")
+    assert_every_datagram_reached_the_peer(peer, kernel_drops, s["sent"])
     assert s["sent"] + s["schedule_lag_ns"]["unsent"] == 10_000
     assert c["drop"] == sum(1 for seq in range(s["sent"]) if seq % 10 == 9) > 0
     assert s["lost"] == c["drop"]
@@ -147,8 +156,7 @@ def test_echoes_later_than_the_timeout_are_late_and_lost(tmp_path):
         kernel_drops = peer.dropped_before_the_peer()
     assert done.returncode == 0, done.stderr
     s, c = done.summary, peer.counts
-    assert kernel_drops == 0 and c["seen"] == s["sent"], (
-        f"{kernel_drops} datagrams dropped before the peer read them; the peer saw {c['seen']} of {s['sent']}")
+    assert_every_datagram_reached_the_peer(peer, kernel_drops, s["sent"])
     assert s["sent"] + s["schedule_lag_ns"]["unsent"] == 30_000
     assert c["hold"] == HELD_BEFORE_SEQ // 10 and c["drop"] == 0
     # Every held echo came back, 1 s past the timeout: counted late, and lost, never timed.
