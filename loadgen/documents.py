@@ -43,6 +43,7 @@ MAX_PROFILE_BYTES = 1 << 20
 MAX_DEPTH = 32
 # Decimal digits beyond which an integer cannot be a double (1.8e308).
 _MAX_INT_DIGITS = 309
+_SHOWN_DEPTH = 8     # of a path that nests too deep, the part an error message shows
 _READ_CHUNK_BYTES = 1 << 20
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -170,7 +171,7 @@ def _unfit_value(doc) -> tuple[list, str] | None:
     while stack:
         value, path = stack.pop()
         if len(path) > MAX_DEPTH:
-            return path, f"nested more than {MAX_DEPTH} levels deep"
+            return path[:_SHOWN_DEPTH], f"nests more than {MAX_DEPTH} levels deep"
         if isinstance(value, _Unfit):
             return path, value.why()
         if isinstance(value, float) and not math.isfinite(value):
