@@ -119,6 +119,7 @@ def _result_text(value_text: str) -> str:
     ("9" * 309, "an integer of 309 digits is beyond the range of a double"),
     ("1" * 5000, "an integer of 5000 digits"),   # past Python's int digit limit: no ValueError
     ("-5", "must not be negative, found -5"),
+    (str(2**64), f"must be at most {2**64 - 1}, found {2**64}"),
     ('"fast"', "expected a number, found a string 'fast'"),
     ("true", "expected a number, found true"),
     ("null", "expected a number, found null"),

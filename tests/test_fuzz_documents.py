@@ -52,9 +52,9 @@ ANYWHERE_TOML = ["nan", "inf", "-inf", "+nan", "1e400", "-1e400",
                  "[" * (documents.MAX_DEPTH + 3) + "]" * (documents.MAX_DEPTH + 3)]
 
 # Values that are wrong at a place of a given type.
-NOT_A_NUMBER = ["x", "12", True, False, None, [1], {"a": 1}, -1, -0.5]
-NOT_A_NULLABLE_NUMBER = ["x", True, [1], {"a": 1}, -1, -1e-9]
-NOT_A_RATE_OR_MAX = ["x", "MAX", 0, -1, 1.5, True, None, [1]]
+NOT_A_NUMBER = ["x", "12", True, False, None, [1], {"a": 1}, -1, -0.5, 2**64]     # counters are uint64
+NOT_A_NULLABLE_NUMBER = ["x", True, [1], {"a": 1}, -1, -1e-9, 1e20]
+NOT_A_RATE_OR_MAX = ["x", "MAX", 0, -1, 1.5, True, None, [1], 2**64]
 NOT_AN_OBJECT = ["x", 1, True, [1], None]
 NOT_AN_ARRAY = ["x", 1, {"a": 1}, None]
 NOT_A_STRING = [1, 2.5, True, [1], {"a": 1}, None]
@@ -85,7 +85,8 @@ RESULT_TYPED = [
       ("sent", "sent_pps", "received", "received_pps", "reordered", "duplicated", "errors", "workers")],
     *[((("config", k),), NOT_A_NUMBER) for k in
       ("qd", "workers", "bs_bytes", "duration_ns", "ramp_ns", "interval_ns", "flows", "batch", "size_bytes",
-       "timeout_ns", "seed", "senders", "receivers")],
+       "timeout_ns", "senders", "receivers")],
+    ((("config", "seed"),), ["x", -1, True, None, 1.5]),
     ((("config", "cpus", "*"), ("config", "send_cpus", "*"), ("config", "recv_cpus", "*")), NOT_A_NUMBER),
     ((("env", "cpus"), ("env", "cpus_usable")), NOT_A_NUMBER),
     ((("config", "iops"), ("config", "pps")), NOT_A_RATE_OR_MAX),
@@ -473,3 +474,70 @@ def test_through_real_processes(tmp_path):
         p = subprocess.run(loadgen_argv(*map(str, argv)), cwd=tmp_path, capture_output=True, text=True,
                            timeout=RUN_TIMEOUT_S)
         assert_refused(case, bad, p.returncode, p.stdout, p.stderr)
+
+
+# ---- valid documents, however odd, never crash a reader -----------------------------------------
+
+VALID_CASES = 60
+REPORTS = 6
+_NUMBER_OR_NAN = re.compile(r"(?<![a-z])[+-]?(nan|inf)(?![a-z])")
+
+
+def _optional_places(doc) -> list[list]:
+    required = {tuple(p) for pattern in REQUIRED_ANY + REQUIRED_BY_KIND[doc["kind"]] + CLAIM_KEYS
+                for p in places(doc, pattern)}
+    return [p for p in all_places(doc) if tuple(p) not in required and p != ["schema"]
+            and not (len(p) == 3 and p[0] == "profile" and p[1] == "claim")]
+
+
+def _valid_variation(rng: random.Random, doc: dict) -> str:
+    """Optional keys deleted and measurements at the ends of their range; returns what changed."""
+    changed = []
+    for _ in range(rng.randint(1, 3)):
+        path = rng.choice(_optional_places(doc))
+        put(doc, path, DELETE)
+        changed.append(f"del {path}")
+    numeric = [p for patterns, wrong in RESULT_TYPED if wrong is NOT_A_NUMBER for pattern in patterns
+               for p in places(doc, pattern) if p[0] in ("summary", "intervals", "hosts")]
+    for path in rng.sample(numeric, min(len(numeric), rng.randint(1, 4))):
+        node = doc
+        for p in path:
+            node = node[p]
+        # whole numbers stay whole; float(2**64 - 1) would round up to 2**64
+        value = rng.choice([0, 1, 2**64 - 1] if isinstance(node, int) else [0.0, 1e19, 1e-300])
+        put(doc, path, value)
+        changed.append(f"{path} = {value!r}")
+    return "; ".join(changed)
+
+
+def test_valid_variations_never_crash(loadgen, result_bases, tmp_path):
+    """Documents the schema accepts, with keys missing and numbers at 0 or 2^64 - 1: check,
+    compare and report answer with a verdict, a table, a report or one line, never a traceback,
+    and never print nan or inf."""
+    rng = random.Random(SEED + 7)
+    reports = 0
+    for i in range(VALID_CASES):
+        name = rng.choice(sorted(result_bases))
+        doc = json.loads(json.dumps(result_bases[name]))
+        what = f"{name}: {_valid_variation(rng, doc)}"
+        odd, base = tmp_path / f"odd-{i}.json", tmp_path / "base.json"
+        odd.write_text(json.dumps(doc))
+        base.write_text(json.dumps(result_bases[name]))
+        documents.load_result(odd)      # the variation is valid, or this generator is wrong
+        command = rng.choice(["check", "compare"] + (["report"] if reports < REPORTS else []))
+        if command == "check":
+            argv = ["check", odd, "--profile", NITRO, "--baseline", base]
+            allowed = {0, 1, 3}
+        elif command == "compare":
+            argv = ["compare", base, odd] if rng.random() < 0.5 else ["compare", odd, base]
+            allowed = {0, 2}     # 2: refusing to compare what the variation made different
+        else:
+            reports += 1
+            argv = ["report", odd, "--out", tmp_path / f"report-{i}"]
+            allowed = {0, 2}     # 2: a document with no histograms left
+        code, out, err = loadgen(*argv)
+        assert code in allowed, f"{what}: {argv[0]} exit {code}: {err[:300]}"
+        assert "Traceback" not in err
+        assert not _NUMBER_OR_NAN.search(out.lower()), f"{what}: {out}"
+        if code == 2:
+            assert len(err.splitlines()) == 1 and err.startswith("loadgen: "), f"{what}: {err[:300]}"
