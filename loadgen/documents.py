@@ -28,10 +28,6 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
-from referencing import Registry, Resource
-
 from loadgen.errors import UsageError
 
 RESULT_SCHEMA = "loadgen/1"
@@ -49,31 +45,29 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class _Unfit:
-    """A number as written in the file that no JSON reader can hold: NaN, Infinity, 1e400."""
+    """A number, as the file wrote it, that no JSON reader can hold: NaN, Infinity, inf, 1e400."""
 
     def __init__(self, text: str) -> None:
         self.text = text
 
     def why(self) -> str:
         if self.text.lstrip("+-").lower() in ("nan", "infinity", "inf"):
-            return f"{self.text} is not a number (JSON has no NaN or Infinity)"
+            return f"{self.text} is not a number (documents hold no NaN or Infinity)"
         if self.text.lstrip("-").isdigit() and len(self.text) > 20:
             return f"an integer of {len(self.text.lstrip('-'))} digits is beyond the range of a double"
         return f"{self.text[:40]} is beyond the range of a double"
 
 
-def _json_float(text: str):
+def _float(text: str):
+    """parse_float of json and tomllib: keeps the text of what is not finite, for the message."""
     value = float(text)
     return value if math.isfinite(value) else _Unfit(text)
 
 
 def _json_int(text: str):
+    """parse_int of json: a 5000-digit integer is refused by length, before Python's
+    int conversion limit (4300 digits) raises on it."""
     return _Unfit(text) if len(text.lstrip("-")) > _MAX_INT_DIGITS else int(text)
-
-
-def _toml_float(text: str):
-    value = float(text)
-    return value if math.isfinite(value) else _Unfit(text)
 
 
 # ---- schemas ----------------------------------------------------------------------------------------
@@ -83,16 +77,19 @@ def schema_text(name: str) -> str:
     return resources.files("loadgen").joinpath("schemas", f"{name}.schema.json").read_text()
 
 
-@lru_cache(maxsize=None)
-def _registry() -> Registry:
-    resources_ = [Resource.from_contents(json.loads(schema_text(n))) for n in ("result", "profile")]
-    return Registry().with_resources((r.id(), r) for r in resources_)
-
+# jsonschema is imported here, not at the top: it takes a good part of a second, and
+# only the commands that read documents need it.
 
 @lru_cache(maxsize=None)
-def _validator(ref: str) -> Draft202012Validator:
-    """A validator for the schema at ref ("urn:loadgen:schema:result", or a $defs path in one)."""
-    return Draft202012Validator({"$ref": ref}, registry=_registry())
+def _validator(ref: str):
+    """A Draft 2020-12 validator for the schema at ref ("urn:loadgen:schema:result", or a
+    $defs path in one); the two schemas refer to each other through one registry."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
+    shipped = [Resource.from_contents(json.loads(schema_text(n))) for n in ("result", "profile")]
+    registry = Registry().with_resources((r.id(), r) for r in shipped)
+    return Draft202012Validator({"$ref": ref}, registry=registry)
 
 
 def json_path(parts) -> str:
@@ -191,6 +188,8 @@ def check(value, ref: str, where: str) -> None:
     if unfit:
         path, why = unfit
         raise UsageError(f"{where}: {json_path(path)}: {why}")
+    from jsonschema.exceptions import best_match
+
     error = best_match(_validator(ref).iter_errors(value))
     if error is not None:
         path, why = _describe(error)
@@ -220,7 +219,7 @@ def load_result(path: str | Path) -> dict:
     """Read a result document and check it against result.schema.json."""
     data = _read(Path(path), MAX_RESULT_BYTES, "result")
     try:
-        doc = json.loads(data, parse_constant=_Unfit, parse_float=_json_float, parse_int=_json_int)
+        doc = json.loads(data, parse_constant=_Unfit, parse_float=_float, parse_int=_json_int)
     except RecursionError:
         raise UsageError(f"{path} is not a readable result document: nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -237,7 +236,7 @@ def load_profile(path: str | Path) -> dict:
     to the option parsers)."""
     data = _read(Path(path), MAX_PROFILE_BYTES, "profile")
     try:
-        raw = tomllib.loads(data.decode("utf-8"), parse_float=_toml_float)
+        raw = tomllib.loads(data.decode("utf-8"), parse_float=_float)
     except RecursionError:
         raise UsageError(f"{path}: not valid TOML: nested too deeply") from None
     except UnicodeDecodeError as e:
