@@ -50,6 +50,9 @@ class _Unfit:
     def __init__(self, text: str) -> None:
         self.text = text
 
+    def __repr__(self) -> str:
+        return self.text[:40]
+
     def why(self) -> str:
         if self.text.lstrip("+-").lower() in ("nan", "infinity", "inf"):
             return f"{self.text} is not a number (documents hold no NaN or Infinity)"
@@ -225,7 +228,7 @@ def load_result(path: str | Path) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UsageError(f"{path} is not a readable result document: {e}") from None
     if not isinstance(doc, dict) or doc.get("schema") != RESULT_SCHEMA:
-        got = f"schema {doc.get('schema')!r}" if isinstance(doc, dict) else f"{_found(doc)} at the top"
+        got = f"schema {repr(doc.get('schema'))[:60]}" if isinstance(doc, dict) else f"{_found(doc)} at the top"
         raise UsageError(f"{path} is not a {RESULT_SCHEMA} result document ({got})")
     check(doc, "urn:loadgen:schema:result", str(path))
     return doc
