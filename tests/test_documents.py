@@ -290,6 +290,7 @@ def test_overhead_claims_may_be_negative(tmp_path):
 
 
 @pytest.mark.parametrize("text, says", [
+    ('"a profile that is a string"\n', "not valid TOML"),
     ('kind = "disk"\nx = ' + "[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply"),
     ('kind = "disk"\n[options]\nqd = ' + "1" * 5000 + "\n", "not valid TOML"),
 ])
