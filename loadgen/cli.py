@@ -263,18 +263,9 @@ def run(
 
 
 def _load_result(path: str) -> dict:
-    import json
+    from loadgen import documents
 
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        raise UsageError(f"no such result: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"{path} is not a readable result document: {e}") from None
-    if not isinstance(doc, dict) or doc.get("schema") != "loadgen/1":
-        raise UsageError(f"{path} is not a loadgen/1 result document")
-    return doc
+    return documents.load_result(path)
 
 
 @app.command()
@@ -293,7 +284,7 @@ def check(
     else:
         recorded = doc.get("profile") or {}
         raw = recorded.get("claim")
-        claim = profiles._parse_claim(raw, result) if raw else None
+        claim = profiles.parse_claim(raw, result) if raw else None
         name, kind = recorded.get("name"), None
         if not recorded:
             raise UsageError(f"{result} was not run from a profile; name one with --profile")
