@@ -487,7 +487,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"loadgen: {e}\n")
         raise SystemExit(e.exit_code) from None
     except KeyboardInterrupt:
-        sys.stderr.write("loadgen: interrupted\n")
+        # Only setup unwinds this way: once a run starts, a signal stops it and its result is kept.
+        sys.stderr.write("loadgen: interrupted before anything was measured\n")
         raise SystemExit(EXIT_INTERRUPTED) from None
     except OSError as e:
         # The environment refused something no edge anticipated: still one line.

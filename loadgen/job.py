@@ -46,8 +46,10 @@ async def measure(start: Callable, common: CommonSpec, view: IntervalView,
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
         timeline = Timeline.starting_now(common.ramp_ns, common.duration_ns, common.interval_ns, lead_ns)
         sink = IntervalSink(view, timeline, hlog, progress)
-        await sink.log(histogram.hlog_header(time.time() + common.ramp_ns / 1e9, hlog_comment))
+        # From here a signal stops the run and keeps what it measured; the .hlog's
+        # header then tells a reader (and the tests) that a result will follow.
         interrupts.measuring()
+        await sink.log(histogram.hlog_header(time.time() + common.ramp_ns / 1e9, hlog_comment))
         run = start(timeline)
         if inspect.isawaitable(run):
             run = await run
