@@ -18,15 +18,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   rich_markup_mode=None, help="Open-loop load generator: UDP packets per second and disk IOPS.")
 
 
-def _output_path(path: Optional[Path]) -> Optional[Path]:
-    """--json and --hlog: refuse at once a path no write could succeed at (before a long run)."""
+def _output_path(ctx: typer.Context, param: typer.CallbackParam, path: Optional[Path]) -> Optional[Path]:
+    """--json and --hlog: refuse at once a path no write could succeed at (before a long run),
+    and the two of them on stdout together."""
     from loadgen import output
 
-    if path is not None:
-        try:
-            output.check(str(path))
-        except OSError as e:
-            raise UsageError(f"cannot write {path}: {output.describe(e)}") from None
+    if path is None:
+        return None
+    try:
+        output.check(str(path))
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {output.describe(e)}") from None
+    other = ctx.params.get({"json_path": "hlog", "hlog": "json_path"}.get(param.name, ""))
+    if other is not None and output.is_stdout(str(path)) and output.is_stdout(str(other)):
+        raise UsageError("--json and --hlog cannot both go to stdout")
     return path
 
 

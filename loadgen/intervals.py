@@ -34,9 +34,9 @@ class IntervalSink:
     written; the run and its JSON go on, the error is printed at once and kept
     in `warnings`, and the CLI exits 1 for it (loadgen.output.failures)."""
 
-    def __init__(self, view: IntervalView, timeline: Timeline, hlog: "output.Stream | None",
-                 progress: Progress) -> None:
-        self.view, self.timeline, self.hlog, self.progress = view, timeline, hlog, progress
+    def __init__(self, view: IntervalView, hlog: "output.Stream | None", progress: Progress) -> None:
+        self.view, self.hlog, self.progress = view, hlog, progress
+        self.timeline: Timeline | None = None   # set once the .hlog's header is out (it may be slow)
         self.rows: list[dict] = []
         self.warnings: list[str] = []
         self._logged_s = 0.0

@@ -43,13 +43,14 @@ async def measure(start: Callable, common: CommonSpec, view: IntervalView,
             raise UsageError(f"cannot write {hlog_path}: {output.describe(e)}") from None
     sink = None
     try:
-        usage0 = resource.getrusage(resource.RUSAGE_SELF)
-        timeline = Timeline.starting_now(common.ramp_ns, common.duration_ns, common.interval_ns, lead_ns)
-        sink = IntervalSink(view, timeline, hlog, progress)
+        sink = IntervalSink(view, hlog, progress)
         # From here a signal stops the run and keeps what it measured; the .hlog's
         # header then tells a reader (and the tests) that a result will follow.
         interrupts.measuring()
         await sink.log(histogram.hlog_header(time.time() + common.ramp_ns / 1e9, hlog_comment))
+        usage0 = resource.getrusage(resource.RUSAGE_SELF)
+        timeline = sink.timeline = Timeline.starting_now(common.ramp_ns, common.duration_ns,
+                                                         common.interval_ns, lead_ns)
         run = start(timeline)
         if inspect.isawaitable(run):
             run = await run

@@ -369,6 +369,11 @@ def test_unwritable_json_directory_is_refused_before_the_run(tmp_path):
     assert p.stdout == ""
 
 
+def test_json_and_hlog_cannot_share_stdout(tmp_path):
+    p = run_loadgen(tmp_path, *NET_LOAD, "--json", "-", "--hlog", "/dev/stdout")
+    assert (p.returncode, p.stdout, p.stderr) == (2, "", "loadgen: --json and --hlog cannot both go to stdout\n")
+
+
 # ---- signals ------------------------------------------------------------------------------------------
 
 def read_until(stream, marker: str) -> str:
@@ -422,3 +427,4 @@ def test_sigterm_while_the_result_is_written_keeps_it(tmp_path):
     assert "interrupted by SIGTERM after the run; its result is complete" in stderr
     doc = json.loads(reader.data)
     assert not doc["interrupted"] and doc["summary"]["sent"] > 0
+
