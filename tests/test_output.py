@@ -14,6 +14,7 @@ import stat
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -343,23 +344,12 @@ def test_hlog_to_a_full_device_warns_with_the_errno_and_exits_1(tmp_path):
 
 
 def test_hlog_to_stdout_is_a_readable_log(tmp_path):
-    from hdrh.log import HistogramLogReader
-
-    from loadgen import histogram
-
     p = run_loadgen(tmp_path, *NET_LOAD, "--interval", "500ms", "--hlog", "-", "--json", "r.json")
     assert p.returncode == 0, p.stderr
     assert "loadgen net:" in p.stderr and "loadgen net:" not in p.stdout
     (tmp_path / "copy.hlog").write_text(p.stdout)
-    reader = HistogramLogReader(str(tmp_path / "copy.hlog"), histogram.new())
-    logged = 0
-    while (h := reader.get_next_interval_histogram()) is not None:
-        logged += h.get_total_count()
     doc = json.loads((tmp_path / "r.json").read_text())
-    totals = [histogram.new() for _ in doc["histograms"]]
-    for h, b64 in zip(totals, doc["histograms"].values()):
-        h.decode_and_add(b64)
-    assert logged > 0 and logged == sum(h.get_total_count() for h in totals)
+    assert logged_counts(tmp_path / "copy.hlog") == document_counts(doc) > 0
 
 
 def test_unwritable_json_directory_is_refused_before_the_run(tmp_path):
@@ -372,6 +362,48 @@ def test_unwritable_json_directory_is_refused_before_the_run(tmp_path):
 def test_json_and_hlog_cannot_share_stdout(tmp_path):
     p = run_loadgen(tmp_path, *NET_LOAD, "--json", "-", "--hlog", "/dev/stdout")
     assert (p.returncode, p.stdout, p.stderr) == (2, "", "loadgen: --json and --hlog cannot both go to stdout\n")
+
+
+def logged_counts(path: Path) -> int:
+    """The total count over every interval histogram in an .hlog, as the package's reader decodes it."""
+    from hdrh.log import HistogramLogReader
+
+    from loadgen import histogram
+
+    reader = HistogramLogReader(str(path), histogram.new())
+    total = 0
+    try:
+        while (h := reader.get_next_interval_histogram()) is not None:
+            total += h.get_total_count()
+    finally:
+        reader.close()
+    return total
+
+
+def document_counts(doc: dict) -> int:
+    from loadgen import histogram
+
+    total = 0
+    for b64 in doc["histograms"].values():
+        h = histogram.new()
+        h.decode_and_add(b64)
+        total += h.get_total_count()
+    return total
+
+
+@needs_root
+def test_hlog_to_a_fifo_is_streamed_in_place(tmp_path):
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    reader = FifoReader(fifo)
+    reader.start()
+    p = run_loadgen(tmp_path, *NET_LOAD, "--quiet", "--interval", "500ms", "--hlog", str(fifo), "--json", "r.json")
+    reader.join(WAIT_S)
+    assert p.returncode == 0, p.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    (tmp_path / "copy.hlog").write_bytes(reader.data)
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert logged_counts(tmp_path / "copy.hlog") == document_counts(doc) > 0
 
 
 # ---- signals ------------------------------------------------------------------------------------------
@@ -428,3 +460,28 @@ def test_sigterm_while_the_result_is_written_keeps_it(tmp_path):
     doc = json.loads(reader.data)
     assert not doc["interrupted"] and doc["summary"]["sent"] > 0
 
+
+
+def test_each_interval_reaches_the_hlog_as_it_ends_and_sigterm_keeps_them_all(tmp_path):
+    """The .hlog holds a whole interval while the run goes on (it is not buffered to
+    the end); after SIGTERM it holds every interval the document counts."""
+    hlog = tmp_path / "r.hlog"
+    p = subprocess.Popen(loadgen_argv(*NET_LOAD, "--duration", "60s", "--interval", "200ms", "--hlog", "r.hlog",
+                                      "--json", "r.json", "--quiet"),
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + WAIT_S   # bounds the wait for a hung child; never asserted
+        while "\nTag=" not in (hlog.read_text() if hlog.exists() else "") and p.poll() is None:
+            assert time.monotonic() < deadline, "no interval reached the .hlog while the run went on"
+            time.sleep(0.02)
+        assert p.poll() is None, p.communicate()
+        p.send_signal(signal.SIGTERM)
+        _, stderr = p.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, stderr
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["interrupted"] and doc["summary"]["duration_s"] < 60
+    assert logged_counts(hlog) == document_counts(doc) > 0
