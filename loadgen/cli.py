@@ -76,8 +76,9 @@ def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: 
     The summary goes first, so a document that cannot be written still leaves
     the numbers on the screen; it goes to stderr when stdout carries --json or
     --hlog. A document that cannot be written goes to a fallback file whose name
-    is printed, or to stderr, and the exit code is 1, as it is when the .hlog
-    failed during the run. Otherwise: 130 interrupted, 1 failed, 0 success."""
+    is printed, or to stderr, and the exit code is 1 (130 if a signal stopped the
+    write), as it is when the .hlog failed during the run. Otherwise: 130
+    interrupted, 1 failed, 0 success."""
     from loadgen import interrupts, output, results
 
     if not quiet:
@@ -85,19 +86,24 @@ def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: 
         print(formatter(doc), file=sys.stderr if to_stderr else sys.stdout, flush=True)
     for warning in doc.get("warnings", []):
         sys.stderr.write(f"loadgen: warning: {warning}\n")
-    written = True
+    why = None
     if json_path:
         text = results.json_text(doc)
         try:
             output.write_document(str(json_path), text)
         except OSError as e:
-            written = False
+            why = output.describe(e)
+        except KeyboardInterrupt:   # a second signal: the destination would not take it (a FIFO with no reader)
+            why = f"interrupted by {interrupts.caught()}"
+        if why:
             kept = output.fallback(text, ".json")
-            sys.stderr.write(f"loadgen: cannot write {json_path}: {output.describe(e)}; "
+            sys.stderr.write(f"loadgen: cannot write {json_path}: {why}; "
                              + (f"the result is in {kept}\n" if kept else "the result follows\n"))
             if not kept:
                 sys.stderr.write(text)
-    if not written or output.failures():
+    if why and why.startswith("interrupted"):
+        return EXIT_INTERRUPTED
+    if why or output.failures():
         return 1
     if doc["interrupted"]:
         return EXIT_INTERRUPTED
@@ -492,8 +498,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"loadgen: {e}\n")
         raise SystemExit(e.exit_code) from None
     except KeyboardInterrupt:
-        # Only setup unwinds this way: once a run starts, a signal stops it and its result is kept.
-        sys.stderr.write("loadgen: interrupted before anything was measured\n")
+        # Setup unwinds this way; once a run starts, only a second signal does (loadgen.interrupts).
+        lost = "its result was not written" if interrupts.measured() else "nothing was measured"
+        sys.stderr.write(f"loadgen: interrupted; {lost}\n")
         raise SystemExit(EXIT_INTERRUPTED) from None
     except OSError as e:
         # The environment refused something no edge anticipated: still one line.

@@ -9,8 +9,13 @@ run; a signal that lands just before that handler is in place is raised again
 once the loop runs, when the controller hears it. After the run the handler is
 back (the controller restores it) and only records, so the result is built and
 written in full; the CLI then exits 130 for the signal (caught()).
+
+A second signal outside the controller's hands is the user insisting (say, the
+--json FIFO has no reader): it raises KeyboardInterrupt, and the CLI puts the
+document it was writing into its fallback file.
 """
 import asyncio
+import os
 import signal
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -21,9 +26,12 @@ _caught_before_run = 0
 
 
 def _handler(signum: int, frame) -> None:
-    _caught.append(signal.Signals(signum).name)
-    if not _measuring:
+    name = signal.Signals(signum).name
+    _caught.append(name)
+    if not _measuring or len(_caught) - _caught_before_run > 1:
         raise KeyboardInterrupt
+    # os.write, not sys.stderr: the handler may have interrupted a write to sys.stderr.
+    os.write(2, f"loadgen: {name}: keeping the result first (send it again to give up on writing it)\n".encode())
     hand_on(signum)
 
 
@@ -66,3 +74,8 @@ def pending() -> None:
 def caught() -> str | None:
     """The name of the last signal caught, or None."""
     return _caught[-1] if _caught else None
+
+
+def measured() -> bool:
+    """Whether a run has started, so that an interrupt may cost a result."""
+    return _measuring

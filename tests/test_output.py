@@ -485,3 +485,30 @@ def test_each_interval_reaches_the_hlog_as_it_ends_and_sigterm_keeps_them_all(tm
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["interrupted"] and doc["summary"]["duration_s"] < 60
     assert logged_counts(hlog) == document_counts(doc) > 0
+
+
+def test_a_second_sigterm_while_the_result_waits_puts_it_in_the_fallback(tmp_path):
+    """A --json FIFO nobody reads holds the process after the run; the first SIGTERM
+    waits for the write, a second one gives up on it and keeps the result elsewhere."""
+    fifo = tmp_path / "doc.fifo"
+    os.mkfifo(fifo)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    p = subprocess.Popen(loadgen_argv(*NET_LOAD, "--json", str(fifo)), cwd=tmp_path, env=os.environ | {"TMPDIR": str(keep)},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        read_until(p.stdout, "cpu: user=")
+        p.send_signal(signal.SIGTERM)
+        read_until(p.stderr, "keeping the result first")   # the first is in hand: no merging of the two
+        p.send_signal(signal.SIGTERM)
+        _, stderr = p.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert f"loadgen: cannot write {fifo}: interrupted by SIGTERM; the result is in {keep}/" in stderr
+    (kept,) = keep.iterdir()
+    assert json.loads(kept.read_text())["summary"]["sent"] > 0
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
