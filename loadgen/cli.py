@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(e.exit_code) from None
     except KeyboardInterrupt:
         # Setup unwinds this way; once a run starts, only a second signal does (loadgen.interrupts).
-        lost = "its result was not written" if interrupts.measured() else "nothing was measured"
+        lost = "its result was not written" if interrupts.run_started() else "nothing was measured"
         sys.stderr.write(f"loadgen: interrupted; {lost}\n")
         raise SystemExit(EXIT_INTERRUPTED) from None
     except OSError as e:

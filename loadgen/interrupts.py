@@ -30,8 +30,10 @@ def _handler(signum: int, frame) -> None:
     _caught.append(name)
     if not _measuring or len(_caught) - _caught_before_run > 1:
         raise KeyboardInterrupt
-    # os.write, not sys.stderr: the handler may have interrupted a write to sys.stderr.
-    os.write(2, f"loadgen: {name}: keeping the result first (send it again to give up on writing it)\n".encode())
+    try:   # os.write, not sys.stderr: the handler may have interrupted a write to sys.stderr
+        os.write(2, f"loadgen: {name}: keeping the result first (send it again to give up on writing it)\n".encode())
+    except OSError:
+        pass   # no stderr to tell: the record is what counts
     hand_on(signum)
 
 
@@ -76,6 +78,6 @@ def caught() -> str | None:
     return _caught[-1] if _caught else None
 
 
-def measured() -> bool:
+def run_started() -> bool:
     """Whether a run has started, so that an interrupt may cost a result."""
     return _measuring

@@ -160,12 +160,12 @@ def _replace(target: str, data: bytes) -> None:
         if old is None:
             os.fchmod(fd, 0o666 & ~_umask())   # what open(..., "w") would have made
         else:
-            os.fchmod(fd, stat.S_IMODE(old.st_mode))
             if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
                 try:
-                    os.fchown(fd, old.st_uid, old.st_gid)
+                    os.fchown(fd, old.st_uid, old.st_gid)   # before fchmod: chown clears setuid bits
                 except PermissionError:
                     pass   # not root: the file becomes ours, as any editor's save would
+            os.fchmod(fd, stat.S_IMODE(old.st_mode))
         os.fsync(fd)
         os.close(fd)
         fd = -1

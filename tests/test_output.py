@@ -83,6 +83,16 @@ def test_a_file_is_replaced_whole_and_keeps_its_mode(tmp_path):
     assert names(tmp_path) == ["r.json"]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
+def test_a_replaced_file_keeps_its_owner(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text("old result\n")
+    os.chown(path, 65534, 65534)
+    output.write_document(str(path), DOC)
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, path.read_text()) == (65534, 65534, DOC)
+
+
 def test_a_new_file_gets_the_umask_mode(tmp_path):
     old = os.umask(0o027)
     try:
