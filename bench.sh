@@ -61,10 +61,15 @@ run_cleanup() {
     CLEANUP=()
 }
 
-# Sets LOADGEN to the loadgen command, or to () if it cannot run yet.
+# Sets LOADGEN to the loadgen command, or to () if it cannot run yet. From a
+# checkout (loadgen/ beside this script) it runs that tree through PYTHONPATH,
+# never a `loadgen` on PATH, which may be another tree's editable install.
 LOADGEN=()
 find_loadgen() {
-    if command -v loadgen >/dev/null 2>&1 && loadgen --help >/dev/null 2>&1; then
+    if [[ -f $SCRIPT_DIR/loadgen/__main__.py ]]; then
+        if python3 -m loadgen --help >/dev/null 2>&1; then LOADGEN=(python3 -m loadgen)
+        else LOADGEN=(); fi
+    elif command -v loadgen >/dev/null 2>&1 && loadgen --help >/dev/null 2>&1; then
         LOADGEN=(loadgen)
     elif python3 -m loadgen --help >/dev/null 2>&1; then
         LOADGEN=(python3 -m loadgen)
@@ -101,7 +106,8 @@ print_machine() {
 }
 
 loadgen_version() {
-    python3 -c 'import loadgen; print(loadgen.__version__)' 2>/dev/null || echo "unknown (import failed)"
+    python3 -c 'import loadgen, os; print(loadgen.__version__, "from", os.path.dirname(loadgen.__file__))' 2>/dev/null \
+        || echo "unknown (import failed)"
 }
 
 # ------------------------------------------------------------ disk section --
