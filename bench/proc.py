@@ -1,0 +1,110 @@
+"""CPU time of whole process trees, read from /proc/PID/stat.
+
+Vocabulary:
+- a *tree* is a set of root pids and every live descendant of them, found through the
+  ppid field of /proc/*/stat (a tool's client and server, loadgen and its agent/job
+  children, the `timeout` wrappers bench.sh starts them under);
+- a tree's *CPU time* is the sum over its processes of utime + stime + cutime + cstime.
+  A process's utime/stime already include every thread of it, live or exited (the kernel
+  sums the thread group), so /proc/PID/task/*/stat would add nothing; cutime/cstime hold
+  the children it has reaped, so a child that exits between two samples is still counted;
+- *cores* is the difference of two samples of one tree over the wall time between them.
+
+Rules: /proc/stat is never used (its per-CPU tick counts miss threads that sleep often);
+samples are taken after a warm-up the caller chooses, so start-up is not measured. Parsing
+is pure (takes the text of a stat file) so it is table-tested without a live /proc.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class TreeGone(Exception):
+    """Every root of the tree exited before a sample was taken."""
+
+
+def parse_stat(text: str) -> tuple[int, int, int]:
+    """(pid, ppid, cpu_ticks) from the text of /proc/PID/stat; cpu = utime+stime+cutime+cstime.
+
+    comm (field 2) may hold spaces and parentheses, so fields are counted after the last ')'.
+    """
+    pid = int(text[:text.index(" ")])
+    rest = text[text.rindex(")") + 2:].split()
+    # rest[0] is field 3 (state): ppid is field 4, utime..cstime are fields 14..17.
+    ppid = int(rest[1])
+    utime, stime, cutime, cstime = (int(v) for v in rest[11:15])
+    return pid, ppid, utime + stime + cutime + cstime
+
+
+def read_stats(proc: str = "/proc") -> dict[int, tuple[int, int]]:
+    """{pid: (ppid, cpu_ticks)} of every process readable now."""
+    stats = {}
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{name}/stat", encoding="utf-8", errors="replace") as f:
+                pid, ppid, ticks = parse_stat(f.read())
+        except (OSError, ValueError, IndexError):
+            continue   # exited while we listed, or not ours to read
+        stats[pid] = (ppid, ticks)
+    return stats
+
+
+def tree(roots: list[int], stats: dict[int, tuple[int, int]]) -> set[int]:
+    """The live roots and all their descendants in stats."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = set(), [r for r in roots if r in stats]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, ()))
+    return found
+
+
+def tree_ticks(roots: list[int], stats: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """(cpu_ticks, processes) of the tree; raises TreeGone when no root is alive."""
+    pids = tree(roots, stats)
+    if not pids:
+        raise TreeGone(f"none of the processes {roots} is running")
+    return sum(stats[p][1] for p in pids), len(pids)
+
+
+def sample_cores(roots: list[int], after_s: float, window_s: float, proc: str = "/proc") -> dict:
+    """Wait after_s, sample the tree, wait window_s, sample again; the CPU used between."""
+    time.sleep(after_s)
+    t0, (ticks0, n0) = time.monotonic(), tree_ticks(roots, read_stats(proc))
+    time.sleep(window_s)
+    t1, (ticks1, n1) = time.monotonic(), tree_ticks(roots, read_stats(proc))
+    cpu_s = (ticks1 - ticks0) / CLK_TCK
+    return {"cores": round(cpu_s / (t1 - t0), 4), "cpu_s": round(cpu_s, 3), "window_s": round(t1 - t0, 3),
+            "after_s": after_s, "processes": [n0, n1], "roots": roots}
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m bench.proc",
+                                 description="CPU cores used by process trees over a window (JSON out).")
+    ap.add_argument("--after", type=float, required=True, help="seconds to wait before the first sample")
+    ap.add_argument("--window", type=float, required=True, help="seconds between the two samples")
+    ap.add_argument("--out", required=True, help="where to write the JSON result")
+    ap.add_argument("roots", type=int, nargs="+", help="root pids of the tree")
+    a = ap.parse_args(argv)
+    try:
+        doc = sample_cores(a.roots, a.after, a.window)
+    except TreeGone as e:
+        doc = {"error": f"process tree ended before the window closed: {e}"}
+    with open(a.out, "w", encoding="utf-8") as f:
+        json.dump(doc, f)
+        f.write("\n")
+    return 0 if "error" not in doc else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
