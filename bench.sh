@@ -404,17 +404,17 @@ net_orphaned() {
 
 # CPU sampling (pacing section): when CPU_OUT is set, run_bounded samples the CPU time
 # of CMD's process tree plus CPU_ROOTS' (a server it talks to) into CPU_OUT, from
-# CPU_AFTER_S after the start for CPU_WINDOW_S (bench/proc.py says how).
+# CPU_AFTER_S after CMD started for CPU_WINDOW_S (bench/proc.py says how).
 CPU_OUT="" CPU_ROOTS=() CPU_AFTER_S=0 CPU_WINDOW_S=0
 
 # run_bounded LIMIT OUT ERR CMD...: like a foreground command, but signals
 # trapped by the section (INT, TERM) act within 0.2 s instead of at its end.
 run_bounded() {
-    local rc=0 tool sampler=""
+    local rc=0 tool sampler="" started=$EPOCHREALTIME
     bg_start "$@"
     tool=$BG_PID
     if [[ -n $CPU_OUT ]]; then
-        bg_start "$LIMIT_CLIENT" /dev/null "${CPU_OUT%.json}.err" python3 -m bench.proc \
+        bg_start "$LIMIT_CLIENT" /dev/null "${CPU_OUT%.json}.err" python3 -m bench.proc --since "$started" \
             --after "$CPU_AFTER_S" --window "$CPU_WINDOW_S" --out "$CPU_OUT" "${CPU_ROOTS[@]}" "$tool"
         sampler=$BG_PID
     fi
@@ -449,6 +449,11 @@ wait_listen() {  # wait_listen tcp|udp PORT PID [NETNS]: until PORT listens (5 s
 
 LIMIT_CLIENT=0 LIMIT_SERVER=0   # seconds, set in bench_net
 
+# Extra seconds the net peers (iperf3, sockperf) run beyond DURATION: the pacing section
+# runs them as long as loadgen's ramp + duration, since they have no ramp of their own
+# (iperf3 --omit miscounts UDP loss: lost_packets includes the omitted seconds' packets).
+PEER_EXTRA_S=0
+
 # run_iperf3 OUT.json [CLIENT ARGS...] -> 0 on success. The server serves one test (-1)
 # and exits. Client args default to -b 0 (as fast as it goes).
 run_iperf3() {
@@ -456,7 +461,8 @@ run_iperf3() {
     (( $# == 0 )) || rate=("$@")
     port=$(free_port) || return 1
     local scmd=(iperf3 -s -1 -p "$port" --json)
-    local cmd=(iperf3 -u "${rate[@]}" -l "$NET_SIZE" -t "$DURATION" -c 127.0.0.1 -p "$port" --json)
+    local cmd=(iperf3 -u "${rate[@]}" -l "$NET_SIZE" -t "$(( DURATION + PEER_EXTRA_S ))" -c 127.0.0.1 -p "$port"
+        --json)
     printf '%s\n' "${scmd[*]} &" "${cmd[*]}" > "$base.cmd"
     bg_start "$LIMIT_SERVER" "$base.server.json" "$base.server.err" "${scmd[@]}"
     srv=$BG_PID
@@ -473,14 +479,13 @@ run_iperf3() {
 }
 
 # run_sockperf OUT.txt MODE ARGS...: a sockperf server, then one sockperf client
-# run (DURATION + SOCKPERF_EXTRA_S seconds); SIGINT makes the server print how many
+# run (DURATION + PEER_EXTRA_S seconds); SIGINT makes the server print how many
 # messages it received.
-SOCKPERF_EXTRA_S=0
 run_sockperf() {
     local out=$1 mode=$2 base=${1%.txt} port srv rc=0; shift 2
     port=$(free_port) || return 1
     local scmd=(sockperf server -i 127.0.0.1 -p "$port")
-    local cmd=(sockperf "$mode" -i 127.0.0.1 -p "$port" -m "$NET_SIZE" -t "$(( DURATION + SOCKPERF_EXTRA_S ))" "$@")
+    local cmd=(sockperf "$mode" -i 127.0.0.1 -p "$port" -m "$NET_SIZE" -t "$(( DURATION + PEER_EXTRA_S ))" "$@")
     printf '%s\n' "${scmd[*]} &" "${cmd[*]}" > "$base.cmd"
     bg_start "$LIMIT_SERVER" "$base.server.txt" "$base.server.err" "${scmd[@]}"
     srv=$BG_PID
@@ -720,10 +725,10 @@ bench_pacing() {
     find_loadgen
     at_exit net_stop_all
     LIMIT_CLIENT=$(( DURATION + RAMP + 30 )) LIMIT_SERVER=$(( DURATION + RAMP + 60 ))
-    # Every tool runs RAMP + DURATION seconds (iperf3 with --omit RAMP, sockperf with
-    # -t DURATION+RAMP; loadgen and fio ramp by themselves); CPU is sampled from 1 s
-    # after the ramp (start-up done) until 0.5 s before the end.
-    SOCKPERF_EXTRA_S=$RAMP
+    # Every tool runs RAMP + DURATION seconds (iperf3 and sockperf with -t DURATION+RAMP,
+    # so their figures include the ramp; loadgen and fio ramp by themselves); CPU is
+    # sampled from 1 s after the ramp (start-up done) until 0.5 s before the end.
+    PEER_EXTRA_S=$RAMP
     CPU_AFTER_S=$(( RAMP + 1 ))
     CPU_WINDOW_S=$(awk -v d="$DURATION" 'BEGIN { w = d - 1.5; print (w < 0.5 ? 0.5 : w) }')
     local lg_state=ok
@@ -775,7 +780,7 @@ bench_pacing() {
         case $kind in
         net)
             pacing_run "$name" "$kind" iperf3 "iperf3 -u -b $(( rate * NET_SIZE * 8 ))" "$rate" "$p.iperf3.json" \
-                run_iperf3 "$p.iperf3.json" -b "$(( rate * NET_SIZE * 8 ))" -O "$RAMP"
+                run_iperf3 "$p.iperf3.json" -b "$(( rate * NET_SIZE * 8 ))"
             pacing_run "$name" "$kind" loadgen "loadgen net --pps $rate" "$rate" "$p.loadgen.json" \
                 run_loadgen_net "$p.loadgen.json" --pps "$rate" ;;
         disk)

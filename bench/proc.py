@@ -77,9 +77,16 @@ def tree_ticks(roots: list[int], stats: dict[int, tuple[int, int]]) -> tuple[int
     return sum(stats[p][1] for p in pids), len(pids)
 
 
-def sample_cores(roots: list[int], after_s: float, window_s: float, proc: str = "/proc") -> dict:
-    """Wait after_s, sample the tree, wait window_s, sample again; the CPU used between."""
-    time.sleep(after_s)
+def sample_cores(roots: list[int], after_s: float, window_s: float, proc: str = "/proc",
+                 since_epoch_s: float | None = None) -> dict:
+    """Wait after_s, sample the tree, wait window_s, sample again; the CPU used between.
+
+    after_s counts from since_epoch_s (wall clock, when the caller started the tool: this
+    sampler's own start-up may take a while on a busy machine) or else from now. Only
+    this wait uses the wall clock; the window is timed on the monotonic clock.
+    """
+    start_s = time.time() if since_epoch_s is None else since_epoch_s
+    time.sleep(max(0.0, start_s + after_s - time.time()))
     t0, (ticks0, n0) = time.monotonic(), tree_ticks(roots, read_stats(proc))
     time.sleep(window_s)
     t1, (ticks1, n1) = time.monotonic(), tree_ticks(roots, read_stats(proc))
@@ -91,13 +98,14 @@ def sample_cores(roots: list[int], after_s: float, window_s: float, proc: str = 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m bench.proc",
                                  description="CPU cores used by process trees over a window (JSON out).")
-    ap.add_argument("--after", type=float, required=True, help="seconds to wait before the first sample")
+    ap.add_argument("--since", type=float, help="epoch seconds the tool started at (default: now)")
+    ap.add_argument("--after", type=float, required=True, help="seconds after --since of the first sample")
     ap.add_argument("--window", type=float, required=True, help="seconds between the two samples")
     ap.add_argument("--out", required=True, help="where to write the JSON result")
     ap.add_argument("roots", type=int, nargs="+", help="root pids of the tree")
     a = ap.parse_args(argv)
     try:
-        doc = sample_cores(a.roots, a.after, a.window)
+        doc = sample_cores(a.roots, a.after, a.window, since_epoch_s=a.since)
     except TreeGone as e:
         doc = {"error": f"process tree ended before the window closed: {e}"}
     with open(a.out, "w", encoding="utf-8") as f:
