@@ -247,7 +247,7 @@ def loadgen_disk(path):
             "p50": num(key(s, "latency_ns", "p50")), "p99": num(key(s, "latency_ns", "p99")),
             "svc50": num(key(s, "service_ns", "p50")), "svc99": num(key(s, "service_ns", "p99")),
             "lag_max": num(key(s, "schedule_lag_ns", "max")), "late": num(key(s, "schedule_lag_ns", "late_ops")),
-            "engine": key(doc, "engine")}
+            "engine": key(doc, "engine"), "flags": [k for k in ("interrupted", "failed") if key(doc, k)]}
 
 
 def loadgen_net(path):

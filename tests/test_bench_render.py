@@ -12,6 +12,7 @@ import io
 import json
 import shutil
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -232,3 +233,19 @@ def test_free_port_is_free_for_tcp_and_udp():
     with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
         t.bind(("127.0.0.1", port))
         u.bind(("127.0.0.1", port))
+
+
+# ---- bench.sh ------------------------------------------------------------------------------------
+
+def test_bench_scripts_parse():
+    scripts = [ROOT / "bench.sh", *sorted((ROOT / "bench").glob("*.sh"))]
+    assert len(scripts) == 5
+    for script in scripts:   # bash -n checks one file: further arguments are the script's own
+        done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert done.returncode == 0, (script, done.stderr)
+
+
+def test_bench_sh_sources_its_sections_and_lists_them():
+    done = subprocess.run([str(ROOT / "bench.sh"), "nonsense"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "usage: " in done.stderr and "{disk|net|pacing|all}" in done.stderr
