@@ -36,6 +36,7 @@
 #   BENCH_FILE_SIZE=1G       size of the fallback file target (no root / no zram)
 #   BENCH_TARGET=...         use this existing file or block device instead of
 #                            zram/tempfile. It is overwritten (fill + randwrite)!
+#   BENCH_REPEAT=1           pacing: runs of each case (rows CASE.1, CASE.2, ...)
 #   BENCH_NET_TUNED="--workers 1 --receivers 1"  flags of an extra loadgen blast row ("" for none)
 #                            ("" = no extra row)
 
@@ -66,7 +67,7 @@ usage() {
     local IFS='|'
     echo "usage: $0 {${SECTIONS[*]}|all}" >&2
     echo "  env: BENCH_DURATION BENCH_RAMP BENCH_RESULTS_DIR BENCH_TOOLS BENCH_CASES" >&2
-    echo "       BENCH_ZRAM_SIZE BENCH_FILE_SIZE BENCH_TARGET BENCH_NET_TUNED (see header of $0)" >&2
+    echo "       BENCH_ZRAM_SIZE BENCH_FILE_SIZE BENCH_TARGET BENCH_NET_TUNED BENCH_REPEAT (see header of $0)" >&2
 }
 
 # Each section runs in its own subshell with its own cleanup trap, so `all`
