@@ -503,6 +503,7 @@ def render_net(manifest, duration, out=sys.stdout):
 # --rate_iops vs loadgen disk --iops, 4k randread), echo (sockperf under-load vs loadgen echo).
 PACING_FIELDS = NET_FIELDS + ("cpu",)
 
+
 def _fio_pacing(path):
     return fio_result(path, "randread")
 
@@ -553,7 +554,7 @@ def render_pacing(manifest, duration, out=sys.stdout):
                              pctf(get(e, "loss")) if e["r"] else e["miss"], cell(e, "cores"),
                              cell(e, "lag_max", *us) if e["tool"] == "loadgen" else "-",
                              ratio(lg and lg["cores"], peer and peer["cores"]) if e is lg else "-"])
-        print(f"== pacing: net, {64}-byte UDP to 127.0.0.1 at a fixed rate, {dur}s each", file=out)
+        print(f"== pacing: net, 64-byte UDP to 127.0.0.1 at a fixed rate, {dur}s each", file=out)
         table(["case", "tool", "sent pps", "received pps", "loss", "cores", "lag max us", "cores lg/peer"],
               rows, out, left=2)
         printed = True
