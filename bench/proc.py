@@ -23,7 +23,11 @@ import time
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-class TreeGone(Exception):
+class NoSample(Exception):
+    """The window could not be sampled as planned."""
+
+
+class TreeGone(NoSample):
     """Every root of the tree exited before a sample was taken."""
 
 
@@ -79,16 +83,21 @@ def tree_ticks(roots: list[int], stats: dict[int, tuple[int, int]]) -> tuple[int
 
 def sample_cores(roots: list[int], after_s: float, window_s: float, proc: str = "/proc",
                  since_epoch_s: float | None = None) -> dict:
-    """Wait after_s, sample the tree, wait window_s, sample again; the CPU used between.
+    """Sample the tree at after_s and at after_s + window_s; the CPU used between.
 
-    after_s counts from since_epoch_s (wall clock, when the caller started the tool: this
-    sampler's own start-up may take a while on a busy machine) or else from now. Only
-    this wait uses the wall clock; the window is timed on the monotonic clock.
+    Both times count from since_epoch_s (wall clock, when the caller started the tool) or
+    else from now: on a busy machine this sampler's own start-up can take seconds, and a
+    late first sample must shorten the window, not push its end past the tool's run. The
+    wall clock only places the samples; the window is timed on the monotonic clock.
     """
     start_s = time.time() if since_epoch_s is None else since_epoch_s
     time.sleep(max(0.0, start_s + after_s - time.time()))
     t0, (ticks0, n0) = time.monotonic(), tree_ticks(roots, read_stats(proc))
-    time.sleep(window_s)
+    left_s = start_s + after_s + window_s - time.time()
+    if left_s < window_s / 2:
+        raise NoSample(f"the first sample came {window_s - left_s:.2f}s late, leaving {left_s:.2f}s"
+                       f" of a {window_s:g}s window")
+    time.sleep(left_s)
     t1, (ticks1, n1) = time.monotonic(), tree_ticks(roots, read_stats(proc))
     cpu_s = (ticks1 - ticks0) / CLK_TCK
     return {"cores": round(cpu_s / (t1 - t0), 4), "cpu_s": round(cpu_s, 3), "window_s": round(t1 - t0, 3),
@@ -108,6 +117,8 @@ def main(argv: list[str]) -> int:
         doc = sample_cores(a.roots, a.after, a.window, since_epoch_s=a.since)
     except TreeGone as e:
         doc = {"error": f"process tree ended before the window closed: {e}"}
+    except NoSample as e:
+        doc = {"error": str(e)}
     with open(a.out, "w", encoding="utf-8") as f:
         json.dump(doc, f)
         f.write("\n")

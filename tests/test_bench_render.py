@@ -220,6 +220,13 @@ def test_a_tree_with_no_live_root_is_gone(tmp_path):
         proc.sample_cores([99], 0, 0, proc=root)
 
 
+def test_a_first_sample_too_late_for_half_the_window_is_no_sample(tmp_path):
+    root = fake_proc(tmp_path, {1: (0, 0), 10: (1, 5)})
+    long_ago_s = 1e9   # epoch seconds: 2001, so both sample times have long passed
+    with pytest.raises(proc.NoSample, match="late"):
+        proc.sample_cores([10], 1, 2, proc=root, since_epoch_s=long_ago_s)
+
+
 def test_proc_main_reports_a_gone_tree_in_its_output(tmp_path):
     out = tmp_path / "cpu.json"
     # pid_max is at most 2^22 on Linux, so this pid cannot exist
