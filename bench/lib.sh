@@ -149,13 +149,18 @@ CPU_OUT="" CPU_ROOTS=() CPU_AFTER_S=0 CPU_WINDOW_S=0
 # run_bounded LIMIT OUT ERR CMD...: like a foreground command, but signals
 # trapped by the section (INT, TERM) act within 0.2 s instead of at its end.
 run_bounded() {
-    local rc=0 tool sampler="" started=$EPOCHREALTIME
+    local rc=0 tool sampler="" started=$EPOCHREALTIME pids=${CPU_OUT%.json}.pids
+    if [[ -n $CPU_OUT ]]; then
+        # Started first, so its own start-up is over when its samples are due.
+        rm -f "$pids"
+        bg_start "$LIMIT_CLIENT" /dev/null "${CPU_OUT%.json}.err" python3 -m bench.proc --since "$started" \
+            --after "$CPU_AFTER_S" --window "$CPU_WINDOW_S" --out "$CPU_OUT" --roots-file "$pids"
+        sampler=$BG_PID
+    fi
     bg_start "$@"
     tool=$BG_PID
-    if [[ -n $CPU_OUT ]]; then
-        bg_start "$LIMIT_CLIENT" /dev/null "${CPU_OUT%.json}.err" python3 -m bench.proc --since "$started" \
-            --after "$CPU_AFTER_S" --window "$CPU_WINDOW_S" --out "$CPU_OUT" "${CPU_ROOTS[@]}" "$tool"
-        sampler=$BG_PID
+    if [[ -n $sampler ]]; then
+        echo "${CPU_ROOTS[*]} $tool" > "$pids.tmp" && mv "$pids.tmp" "$pids"
     fi
     while bg_running "$tool"; do
         net_orphaned && { log "bench.sh: main script gone, stopping"; exit 143; }

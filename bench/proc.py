@@ -104,6 +104,22 @@ def sample_cores(roots: list[int], after_s: float, window_s: float, proc: str = 
             "after_s": after_s, "processes": [n0, n1], "roots": roots}
 
 
+def read_roots(path: str, until_epoch_s: float, poll_s: float = 0.01) -> list[int]:
+    """The pids in path (whitespace-separated), waiting for the file until until_epoch_s.
+
+    bench.sh starts this sampler before the tool, so that the sampler's start-up is not
+    on the clock, and writes the tool's pids there (atomically, by rename) once it runs.
+    """
+    while True:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return [int(p) for p in f.read().split()]
+        except FileNotFoundError:
+            if time.time() >= until_epoch_s:
+                raise NoSample(f"no pids in {path} by the first sample") from None
+            time.sleep(poll_s)
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m bench.proc",
                                  description="CPU cores used by process trees over a window (JSON out).")
@@ -111,10 +127,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--after", type=float, required=True, help="seconds after --since of the first sample")
     ap.add_argument("--window", type=float, required=True, help="seconds between the two samples")
     ap.add_argument("--out", required=True, help="where to write the JSON result")
-    ap.add_argument("roots", type=int, nargs="+", help="root pids of the tree")
+    ap.add_argument("--roots-file", help="read the root pids from this file, once it exists")
+    ap.add_argument("roots", type=int, nargs="*", help="root pids of the tree")
     a = ap.parse_args(argv)
+    if bool(a.roots) == bool(a.roots_file):
+        ap.error("give root pids or --roots-file, not both")
+    since_s = time.time() if a.since is None else a.since
     try:
-        doc = sample_cores(a.roots, a.after, a.window, since_epoch_s=a.since)
+        roots = a.roots or read_roots(a.roots_file, since_s + a.after)
+        doc = sample_cores(roots, a.after, a.window, since_epoch_s=since_s)
     except TreeGone as e:
         doc = {"error": f"process tree ended before the window closed: {e}"}
     except NoSample as e:

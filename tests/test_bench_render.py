@@ -227,6 +227,13 @@ def test_a_first_sample_too_late_for_half_the_window_is_no_sample(tmp_path):
         proc.sample_cores([10], 1, 2, proc=root, since_epoch_s=long_ago_s)
 
 
+def test_roots_come_from_the_file_bench_sh_writes(tmp_path):
+    (tmp_path / "pids").write_text("12 345\n")
+    assert proc.read_roots(str(tmp_path / "pids"), until_epoch_s=0) == [12, 345]
+    with pytest.raises(proc.NoSample, match="no pids"):
+        proc.read_roots(str(tmp_path / "absent"), until_epoch_s=0)
+
+
 def test_proc_main_reports_a_gone_tree_in_its_output(tmp_path):
     out = tmp_path / "cpu.json"
     # pid_max is at most 2^22 on Linux, so this pid cannot exist
