@@ -24,6 +24,15 @@ def latency_block(counts) -> dict:
     return histogram.summarize_counts(counts)
 
 
+def pacing_block(s: Snapshot) -> dict:
+    """How the workers paced: sleeping in the kernel or spinning (--busy-poll), the
+    tolerance within which due ops shared a batch (the measured wake-up cost), and
+    the CPU each worker ran on, in worker order."""
+    cpus = [int(c) for c in s.words[:, s.layout.counter("cpu")]] if len(s.words) else []
+    return {"mode": "busy_poll" if s.counter("busy_poll") else "sleep",
+            "tolerance_ns": s.counter("pace_tolerance_ns"), "worker_cpus": cpus}
+
+
 def _rate(n: int, measured_ns: int) -> float:
     return round(n * 1e9 / measured_ns, 3) if measured_ns > 0 else 0.0
 
@@ -52,6 +61,7 @@ def disk_summary(m: Measurement, cpu: dict) -> dict:
             "late_ops": late_ops,
         },
         "warmup_ops": s.counter("warmup_ops"),
+        "pacing": pacing_block(s),
         "read": {"ops": ops_r, "rate": _rate(ops_r, ns), "bytes_per_s": _rate(s.counter("bytes_read"), ns),
                  "latency_ns": latency_block(s.hist("latency_read")),
                  "service_ns": latency_block(s.hist("service_read"))},

@@ -69,7 +69,7 @@ enum lg_state { LG_STATE_STARTING, LG_STATE_RUNNING, LG_STATE_DONE, LG_STATE_FAI
 
 /* Per op class (read, write) a latency and a service histogram. */
 enum lg_hist {
-	LG_HIST_LATENCY_READ,	/* completion - scheduled time */
+	LG_HIST_LATENCY_READ,	/* completion - scheduled time (or submission, if earlier) */
 	LG_HIST_LATENCY_WRITE,
 	LG_HIST_SERVICE_READ,	/* completion - actual submission */
 	LG_HIST_SERVICE_WRITE,

@@ -267,7 +267,8 @@ static void track_arrival(const struct lg_net_config *cfg, struct lg_worker_stat
 	default:
 		break;
 	}
-	hdr_record(st->hist[LG_HIST_LATENCY_PACKET], now_ns - sched);
+	/* from the schedule, or from the send when it went early (within the tolerance) */
+	hdr_record(st->hist[LG_HIST_LATENCY_PACKET], now_ns - (sched < sent ? sched : sent));
 	hdr_record(st->hist[LG_HIST_SERVICE_PACKET], now_ns - sent);
 	if (kernel_rx_ns) {
 		hdr_record(st->hist[LG_HIST_KERNEL_RTT_PACKET], kernel_rx_ns - sent);

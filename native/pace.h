@@ -14,7 +14,8 @@
  *              about one wake-up cost late, so it lands near the due time
  *              instead of one wake-up cost behind it. Each op keeps its own
  *              scheduled time, so latency stays corrected for coordinated
- *              omission; an op sent early is counted with lag 0.
+ *              omission; an op sent early has lag 0 and its latency counts
+ *              from its actual start, so latency is never less than service.
  *   busy poll  the opt-in alternative: never sleep, spin on the clock.
  *
  * Rules: no I/O besides the clock and sleeping; times are CLOCK_MONOTONIC ns.
