@@ -188,9 +188,11 @@ def parse_net(target=None, pps="max", size="64", flows=None, mode="stream", time
               receivers=None, port="0", duration="10s", ramp="1s", interval="1s", workers=None,
               busy_poll=False) -> NetSpec:
     """Validate raw option values into a NetSpec; raises UsageError with a one-line reason."""
-    if workers in (None, "", 0, "0") and target in (None, ""):
-        # The embedded receivers are pinned threads too: senders and receivers
-        # (as many as senders) share the CPUs, one thread each (2 CPUs: 1 + 1).
+    if workers in (None, "", 0, "0") and target in (None, "") and parse_rate(pps):
+        # Paced with the embedded receivers, which are pinned threads too: senders
+        # and receivers (as many as senders) take one CPU each (2 CPUs: 1 + 1).
+        # Blast keeps a sender per CPU: on loopback each sender runs the receive
+        # path itself, so senders on every CPU are what reaches the top rate.
         workers = str(max(1, default_workers() // 2))
     common = parse_common(duration, ramp, interval, workers, busy_poll)
     size_bytes = parse_size_bytes(size, "size")

@@ -86,3 +86,22 @@ def test_busy_poll_net_sends_the_same_schedule(tmp_path):
     assert s["pacing"]["mode"] == "busy_poll"
     assert s["sent"] + s["schedule_lag_ns"]["unsent"] == 2000   # 1 s at 2k pps, nothing skipped
     assert s["received"] == s["sent"]
+
+
+@pytest.mark.parametrize("options, senders, receivers", [
+    # paced, embedded receivers: one pinned thread per CPU in all
+    ({"pps": "10k"}, max(1, len(os.sched_getaffinity(0)) // 2), max(1, len(os.sched_getaffinity(0)) // 2)),
+    # blast keeps a sender (and a receiver) per CPU
+    ({"pps": "max"}, len(os.sched_getaffinity(0)), len(os.sched_getaffinity(0))),
+    # an external target has no embedded receivers: every CPU sends
+    ({"pps": "10k", "target": "127.0.0.1:9"}, len(os.sched_getaffinity(0)), None),
+    # given counts win
+    ({"pps": "10k", "workers": "3", "receivers": "2"}, 3, 2),
+])
+def test_net_thread_defaults_fit_the_cpus(options, senders, receivers):
+    from loadgen.workload import parse_net
+
+    spec = parse_net(**options)
+    assert spec.common.workers == senders
+    if receivers is not None:
+        assert spec.receivers == receivers
