@@ -110,6 +110,15 @@ def _latency_line(label: str, lat: dict) -> str:
     return f"    {label:<9} {parts}, mean={format_ns(lat['mean'])} (n={lat['count']})"
 
 
+def _pacing_note(s: dict) -> str:
+    p = s.get("pacing")
+    if not p:
+        return ""
+    if p["mode"] == "busy_poll":
+        return "; workers spun (--busy-poll)"
+    return f"; workers slept, batching what was due within {format_ns(p['tolerance_ns'])}"
+
+
 def format_disk(doc: dict) -> str:
     c, s = doc["config"], doc["summary"]
     rate = c["iops"]
@@ -131,7 +140,7 @@ def format_disk(doc: dict) -> str:
         lag = s["schedule_lag_ns"]
         lines.append(f"  schedule: requested {format_si(c['iops'])} IOPS, achieved {format_si(s['rate'])}; "
                      f"max lag {format_ns(lag['max'])}, mean lag {format_ns(lag['mean'])}, "
-                     f"{lag['late_ops']} ops started late")
+                     f"{lag['late_ops']} ops started late" + _pacing_note(s))
     if s["errors"]:
         detail = ", ".join(f"{k} x{v}" for k, v in s["errors_by_errno"].items())
         lines.append(f"  errors: {s['errors']} ({detail})")
@@ -167,6 +176,10 @@ def format_net(doc: dict) -> str:
         lines.append("  round trip:")
         lines.append(_latency_line("latency", s["latency_ns"]))
         lines.append(_latency_line("service", s["service_ns"]))
+        if s.get("kernel_rtt_ns", {}).get("count"):
+            # the kernel's receive stamp splits the round trip from loadgen's own delay
+            lines.append(_latency_line("kernel", s["kernel_rtt_ns"]))
+            lines.append(_latency_line("user", s["user_delay_ns"]))
     elif "oneway" in s:
         bound = s["oneway"].get("clock_error_ns")
         lines.append("  one way" + (f" (clocks aligned to +-{format_ns(bound)}):" if bound else " (same host clock):"))
@@ -187,7 +200,8 @@ def format_net(doc: dict) -> str:
         lines.append(f"  schedule: requested {format_si(pps)} pps, achieved {format_si(s['sent_pps'])}; "
                      f"max lag {format_ns(lag['max'])}, mean lag {format_ns(lag['mean'])}, "
                      f"{lag['late_ops']} datagrams sent late"
-                     + (f", {lag['unsent']} never sent (too far behind at the end)" if lag.get("unsent") else ""))
+                     + (f", {lag['unsent']} never sent (too far behind at the end)" if lag.get("unsent") else "")
+                     + _pacing_note(s))
     if s["refused"]:
         lines.append(f"  no listener at the target: {s['refused']} sends refused (ICMP port unreachable)")
     if s["errors"]:

@@ -45,6 +45,8 @@
 #include "seq.h"
 
 #define MAX_BATCH 1024
+/* A sender whose send queues are full waits this long at most before it looks again. */
+#define SEND_BLOCKED_MAX_NS 1000000L
 #define MAX_FLOWS 65536
 
 struct pkt_header {
@@ -354,6 +356,25 @@ static void idle_until(struct pollfd *pfds, unsigned n, int64_t t_ns)
 			pfds[i].revents = POLLIN;	/* no answer: look at every socket */
 }
 
+/* Block until a send queue has room (or a return arrives, in echo mode), for
+ * at most SEND_BLOCKED_MAX_NS and never past until_ns; revents then say which
+ * sockets to drain. */
+static void wait_writable(struct pollfd *pfds, unsigned n, int echo, int64_t until_ns)
+{
+	int64_t left = until_ns - clock_now_ns();
+	struct timespec ts = { 0, SEND_BLOCKED_MAX_NS };
+
+	if (left < SEND_BLOCKED_MAX_NS)
+		ts.tv_nsec = left > 0 ? left : 0;
+	for (unsigned i = 0; i < n; i++)
+		pfds[i].events = POLLOUT | (echo ? POLLIN : 0);
+	if (ppoll(pfds, n, &ts, NULL) <= 0 || !echo)
+		for (unsigned i = 0; i < n; i++)
+			pfds[i].revents = POLLIN;
+	for (unsigned i = 0; i < n; i++)
+		pfds[i].events = POLLIN;
+}
+
 static void sender_worker(struct worker *w)
 {
 	const struct lg_net_config *cfg = w->config;
@@ -439,10 +460,11 @@ static void sender_worker(struct worker *w)
 				pace_spin_until(wake);	/* echo: each pass polls the returns */
 		} else if (wake > clock_now_ns()) {
 			idle_until(pfds, n_poll, wake);
+		} else if (!sent_any && !final) {
+			/* Due but not sent: the send queues are full (on loopback they
+			 * empty as the receiver reads). Block until one has room. */
+			wait_writable(pfds, n_flows, cfg->echo, deadline);
 		} else {
-			/* Due but not sent: the socket queue is full. Let whoever drains it run. */
-			if (!sent_any)
-				sched_yield();
 			for (unsigned i = 0; i < n_poll; i++)
 				pfds[i].revents = POLLIN;
 		}

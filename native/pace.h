@@ -11,8 +11,14 @@
  *   deadline   the earlier of the run's own end and the controller's stop.
  *   tolerance  ops due within this much of now go out in the same batch. A
  *              worker sleeps until (next due - tolerance): the kernel wakes it
- *              about one wake-up cost late, so it lands near the due time
- *              instead of one wake-up cost behind it. Each op keeps its own
+ *              about one wake-up late, so it lands near the due time instead
+ *              of one wake-up behind it. A wake-up costs twice: its lateness,
+ *              and the CPU time of the sleep and the wake (large in a VM, where
+ *              arming a timer and idling exit to the hypervisor). The tolerance
+ *              covers both: at least the lateness, and at least
+ *              PACE_WAKE_CPU_FACTOR times the CPU of one wake-up, so that a
+ *              worker waking at most once per tolerance spends at most
+ *              1/PACE_WAKE_CPU_FACTOR of a core sleeping and waking. Each op keeps its own
  *              scheduled time, so latency stays corrected for coordinated
  *              omission; an op sent early has lag 0 and its latency counts
  *              from its actual start, so latency is never less than service.
@@ -41,6 +47,7 @@
 #define PACE_WAKE_SAMPLES 48
 #define PACE_WAKE_SLEEP_NS 20000LL
 #define PACE_WAKE_BUDGET_NS 5000000LL
+#define PACE_WAKE_CPU_FACTOR 10
 
 struct pace_cursor {
 	int64_t start_ns;
@@ -138,24 +145,29 @@ static inline void pace_spin_until(int64_t t_ns)
 }
 
 /*
- * The wake-up cost of this thread where it now runs: how late an absolute
- * clock_nanosleep returns, the 90th percentile of up to PACE_WAKE_SAMPLES
- * short sleeps, clamped to the tolerance bounds. A loaded machine ends the
+ * The tolerance from the wake-up cost of this thread where it now runs: how
+ * late an absolute clock_nanosleep returns (the 90th percentile of up to
+ * PACE_WAKE_SAMPLES short sleeps), or PACE_WAKE_CPU_FACTOR times the thread's
+ * CPU time per sleep and wake, whichever is more, clamped to the bounds. A loaded machine ends the
  * sampling after PACE_WAKE_BUDGET_NS (at least 8 samples), so the workers
  * still start near the run's start. Call after pinning, with the 1 ns timer
  * slack set (worker_main does).
  */
 static inline int64_t pace_measure_tolerance_ns(void)
 {
-	int64_t late[PACE_WAKE_SAMPLES], v, begin = clock_now_ns();
+	int64_t late[PACE_WAKE_SAMPLES], v, begin = clock_now_ns(), cpu_ns;
+	struct timespec cpu0, cpu1;
 	int n = 0;
 
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0);
 	while (n < PACE_WAKE_SAMPLES && (n < 8 || clock_now_ns() - begin < PACE_WAKE_BUDGET_NS)) {
 		int64_t t = clock_now_ns() + PACE_WAKE_SLEEP_NS;
 
 		pace_sleep_until(t);
 		late[n++] = clock_now_ns() - t;
 	}
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1);
+	cpu_ns = ((int64_t)(cpu1.tv_sec - cpu0.tv_sec) * 1000000000LL + cpu1.tv_nsec - cpu0.tv_nsec) / n;
 	/* insertion sort: a few dozen values, once per worker */
 	for (int i = 1; i < n; i++)
 		for (int j = i; j > 0 && late[j - 1] > late[j]; j--) {
@@ -164,6 +176,8 @@ static inline int64_t pace_measure_tolerance_ns(void)
 			late[j - 1] = v;
 		}
 	v = late[n * 9 / 10];
+	if (v < PACE_WAKE_CPU_FACTOR * cpu_ns)
+		v = PACE_WAKE_CPU_FACTOR * cpu_ns;
 	if (v < PACE_TOLERANCE_MIN_NS)
 		v = PACE_TOLERANCE_MIN_NS;
 	if (v > PACE_TOLERANCE_MAX_NS)
