@@ -35,9 +35,9 @@ MAX_JOBS = 8
 START_WINDOW_NS = (-5 * 10**9, 120 * 10**9)   # a job's start, relative to now
 
 NET_KEYS = {"pps", "size", "flows", "mode", "timeout", "batch", "receivers", "port", "duration", "ramp",
-            "interval", "workers", "target"}
+            "interval", "workers", "target", "busy_poll"}
 DISK_KEYS = {"target", "size", "rw", "mix", "bs", "qd", "iops", "direct", "engine", "allow_destroy", "seed",
-             "duration", "ramp", "interval", "workers"}
+             "duration", "ramp", "interval", "workers", "busy_poll"}
 
 
 @dataclass

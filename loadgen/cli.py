@@ -45,6 +45,7 @@ JsonOut = Annotated[Optional[Path], typer.Option("--json", callback=_output_path
 HlogOut = Annotated[Optional[Path], typer.Option("--hlog", callback=_output_path,
                                                  help="Write an HdrHistogram interval log here (- for stdout).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress line and no summary.")]
+BusyPoll = Annotated[bool, typer.Option("--busy-poll", help="Spin between operations instead of sleeping: less jitter, a core burnt per worker.")]
 TokenFile = Annotated[Optional[str], typer.Option(help="Shared token for agents [default: $LOADGEN_TOKEN].")]
 TlsCa = Annotated[Optional[str], typer.Option(help="Use TLS to agents, checking their certificate against this CA file.")]
 Tls = Annotated[bool, typer.Option("--tls", help="Use TLS to agents without checking their certificate.")]
@@ -133,6 +134,7 @@ def disk(
     engine: Annotated[str, typer.Option(help="auto, io_uring or psync.")] = "auto",
     allow_destroy: Annotated[bool, typer.Option("--allow-destroy", help="Write even to a device that holds data.")] = False,
     seed: Annotated[Optional[str], typer.Option(help="Seed for offsets and the read/write mix.")] = None,
+    busy_poll: BusyPoll = False,
     on: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent to run the job on.")] = None,
     token_file: TokenFile = None,
     tls: Tls = False,
@@ -147,7 +149,7 @@ def disk(
 
     spec = parse_disk(target=target, size=size, rw=rw, mix=mix, bs=bs, qd=qd, iops=iops, direct=direct,
                       engine=engine, allow_destroy=allow_destroy, seed=seed, duration=duration,
-                      ramp=ramp, interval=interval, workers=workers)
+                      ramp=ramp, interval=interval, workers=workers, busy_poll=busy_poll)
     connect = _connector(token_file, tls, tls_ca) if on else None
     doc = _run_job(_disk_job(spec, on, connect, hlog, quiet))
     raise SystemExit(_finish(doc, json_path, quiet, format_disk, hlog))
@@ -187,6 +189,7 @@ def net(
     batch: Annotated[str, typer.Option(help="Datagrams per sendmmsg/recvmmsg.")] = "32",
     receivers: Annotated[Optional[str], typer.Option(help="Embedded receiver threads [default: as many as senders].")] = None,
     port: Annotated[str, typer.Option(help="Embedded receiver port [default: any free one].")] = "0",
+    busy_poll: BusyPoll = False,
     peer: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent that receives (and echoes).")] = None,
     clients: Annotated[Optional[str], typer.Option(help="Comma-separated HOST:PORT agents that send, instead of this host.")] = None,
     token_file: TokenFile = None,
@@ -210,7 +213,7 @@ def net(
         raise UsageError("--clients needs --peer, the agent that receives")
     spec = parse_net(target=target, pps=pps, size=size, flows=flows, mode=mode, timeout=timeout, batch=batch,
                      receivers=receivers, port=port, duration=duration, ramp=ramp, interval=interval,
-                     workers=workers)
+                     workers=workers, busy_poll=busy_poll)
     connect = _connector(token_file, tls, tls_ca) if peer else None
     doc = _run_job(_net_job(spec, peer, clients, connect, hlog, quiet))
     raise SystemExit(_finish(doc, json_path, quiet, format_net, hlog))

@@ -73,6 +73,7 @@ def _native_config(spec: DiskSpec, target, engine: str, timeline: Timeline, cpus
     return native.DiskConfig(
         fd=target.fd, engine=native.ENGINES[engine], workers=spec.common.workers, qd=spec.qd,
         bs_bytes=spec.bs_bytes, read_pct=spec.read_pct, sequential=int(spec.sequential),
+        busy_poll=int(spec.common.busy_poll),
         span_bytes=target.span_bytes, rate_ops_per_s=spec.rate_ops_per_s or 0,
         start_ns=timeline.start_ns, ramp_end_ns=timeline.ramp_end_ns, end_ns=timeline.end_ns,
         seed=spec.seed & (2**64 - 1), cpus=native.int32_array(cpus),
@@ -124,7 +125,7 @@ def _remote_options(spec: DiskSpec) -> dict:
             "iops": str(spec.rate_ops_per_s) if spec.rate_ops_per_s else "max", "direct": spec.direct,
             "engine": spec.engine, "allow_destroy": spec.allow_destroy, "seed": str(spec.seed),
             "duration": f"{c.duration_ns}ns", "ramp": f"{c.ramp_ns}ns", "interval": f"{c.interval_ns}ns",
-            "workers": str(c.workers)}
+            "workers": str(c.workers), **({"busy_poll": True} if c.busy_poll else {})}
 
 
 async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_path: str | None = None,

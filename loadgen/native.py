@@ -13,7 +13,7 @@ import numpy as np
 
 from loadgen.errors import SetupError
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 ENGINE_IO_URING, ENGINE_PSYNC = 0, 1
 ENGINES = {"io_uring": ENGINE_IO_URING, "psync": ENGINE_PSYNC}
 STATE_STARTING, STATE_RUNNING, STATE_DONE, STATE_FAILED = range(4)
@@ -28,7 +28,7 @@ class DiskConfig(ctypes.Structure):
         ("bs_bytes", ctypes.c_uint32),
         ("read_pct", ctypes.c_uint32),
         ("sequential", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
+        ("busy_poll", ctypes.c_uint32),
         ("span_bytes", ctypes.c_uint64),
         ("rate_ops_per_s", ctypes.c_uint64),
         ("start_ns", ctypes.c_int64),
@@ -50,7 +50,7 @@ class NetConfig(ctypes.Structure):
         ("run_tag", ctypes.c_uint32),
         ("first_seq", ctypes.c_uint32),
         ("flow_base", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
+        ("busy_poll", ctypes.c_uint32),
         ("rate_pps", ctypes.c_uint64),
         ("start_ns", ctypes.c_int64),
         ("ramp_end_ns", ctypes.c_int64),
@@ -112,6 +112,9 @@ def _load() -> ctypes.CDLL:
         "lg_pkt_encode": (None, [c.c_void_p, c.c_uint32, c.c_uint32, c.c_uint32, c.c_int64, c.c_int64]),
         "lg_seq_replay": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint32, c.c_void_p]),
         "lg_disk_offsets": (c.c_int, [c.POINTER(DiskConfig), c.c_int, c.c_void_p, c.c_uint32]),
+        "lg_pace_schedule": (c.c_int, [c.c_int64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_void_p,
+                                       c.c_uint32]),
+        "lg_pace_count_by": (c.c_int64, [c.c_int64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_int64]),
         "lg_hdr_record": (None, [c.c_void_p, c.c_int64]),
         "lg_hdr_index": (c.c_int, [c.c_int64]),
     }
@@ -245,6 +248,18 @@ def disk_offsets(config: DiskConfig, worker: int, n: int) -> np.ndarray:
     out = np.zeros(n, dtype=np.uint64)
     _check(lib().lg_disk_offsets(ctypes.byref(config), worker, out.ctypes.data, n), "generating offsets")
     return out
+
+
+def pace_schedule(start_ns: int, rate: int, stride: int, phase: int, k0: int, n: int) -> list[int]:
+    """Due times of ops k0 .. k0+n-1 of one stream, as the engines step them (tests pace.h)."""
+    out = np.zeros(max(1, n), dtype=np.int64)
+    _check(lib().lg_pace_schedule(start_ns, rate, stride, phase, k0, out.ctypes.data, n), "stepping a schedule")
+    return [int(x) for x in out[:n]]
+
+
+def pace_count_by(start_ns: int, rate: int, stride: int, phase: int, t_ns: int) -> int:
+    """How many ops of one stream are due at or before t_ns (tests pace.h)."""
+    return _check(lib().lg_pace_count_by(start_ns, rate, stride, phase, t_ns), "counting a schedule")
 
 
 def io_uring_probe() -> int:

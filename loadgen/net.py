@@ -109,6 +109,7 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
             "late_ops": snd.counter("late_ops"),
             "unsent": snd.counter("unsent"),
         },
+        "pacing": results.pacing_block(m.final),
     }
     measured = measured_by(spec, sides, embedded, m.final)
     summary["measured_at"] = "echo" if spec.echo else ("receiver" if measured is not None else None)
@@ -135,6 +136,9 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
     svc = results.latency_block(measured.hist("service_packet"))
     if spec.echo:
         summary["latency_ns"], summary["service_ns"] = lat, svc
+        # Timed by the kernel: its receive stamp splits the round trip from loadgen's own delay.
+        summary["kernel_rtt_ns"] = results.latency_block(measured.hist("kernel_rtt_packet"))
+        summary["user_delay_ns"] = results.latency_block(measured.hist("user_delay_packet"))
     else:
         summary["oneway"] = {"latency_ns": lat, "service_ns": svc}
     return summary
@@ -146,7 +150,7 @@ def net_config(spec: NetSpec, timeline: Timeline, run_tag: int, senders: list, r
     return native.NetConfig(
         senders=len(send_cpus) if senders else 0, receivers=len(receivers), flows=spec.flows,
         size_bytes=spec.size_bytes, batch=spec.batch, echo=int(spec.echo), run_tag=run_tag, first_seq=0,
-        flow_base=flow_base,
+        flow_base=flow_base, busy_poll=int(spec.common.busy_poll),
         rate_pps=spec.rate_pps or 0, start_ns=timeline.start_ns, ramp_end_ns=timeline.ramp_end_ns,
         end_ns=timeline.end_ns, grace_ns=spec.timeout_ns,
         send_fds=native.int32_array(s.fileno() for s in senders),
@@ -213,6 +217,8 @@ def _remote_options(spec: NetSpec, **overrides) -> dict:
             "flows": str(spec.flows), "mode": spec.mode, "timeout": f"{spec.timeout_ns}ns",
             "batch": str(spec.batch), "duration": f"{c.duration_ns}ns", "ramp": f"{c.ramp_ns}ns",
             "interval": f"{c.interval_ns}ns", "workers": str(c.workers)}
+    if c.busy_poll:
+        opts["busy_poll"] = True   # only when set: agents without the option still take default jobs
     opts.update({k: str(v) for k, v in overrides.items()})
     return opts
 

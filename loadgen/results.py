@@ -23,6 +23,15 @@ def latency_block(counts) -> dict:
     return histogram.summarize_counts(counts)
 
 
+def pacing_block(s: Snapshot) -> dict:
+    """How the workers paced: sleeping in the kernel or spinning (--busy-poll), the
+    tolerance within which due ops shared a batch (the measured wake-up cost), and
+    the CPU each worker ran on, in worker order."""
+    cpus = [int(c) for c in s.words[:, s.layout.counter("cpu")]] if len(s.words) else []
+    return {"mode": "busy_poll" if s.counter("busy_poll") else "sleep",
+            "tolerance_ns": s.counter("pace_tolerance_ns"), "worker_cpus": cpus}
+
+
 def _rate(n: int, measured_ns: int) -> float:
     return round(n * 1e9 / measured_ns, 3) if measured_ns > 0 else 0.0
 
@@ -51,6 +60,7 @@ def disk_summary(m: Measurement, cpu: dict) -> dict:
             "late_ops": late_ops,
         },
         "warmup_ops": s.counter("warmup_ops"),
+        "pacing": pacing_block(s),
         "read": {"ops": ops_r, "rate": _rate(ops_r, ns), "bytes_per_s": _rate(s.counter("bytes_read"), ns),
                  "latency_ns": latency_block(s.hist("latency_read")),
                  "service_ns": latency_block(s.hist("service_read"))},
@@ -95,6 +105,15 @@ def _latency_line(label: str, lat: dict) -> str:
     return f"    {label:<9} {parts}, mean={format_ns(lat['mean'])} (n={lat['count']})"
 
 
+def _pacing_note(s: dict) -> str:
+    p = s.get("pacing")
+    if not p:
+        return ""
+    if p["mode"] == "busy_poll":
+        return "; workers spun (--busy-poll)"
+    return f"; workers slept, batching what was due within {format_ns(p['tolerance_ns'])}"
+
+
 def format_disk(doc: dict) -> str:
     c, s = doc["config"], doc["summary"]
     rate = c["iops"]
@@ -116,7 +135,7 @@ def format_disk(doc: dict) -> str:
         lag = s["schedule_lag_ns"]
         lines.append(f"  schedule: requested {format_si(c['iops'])} IOPS, achieved {format_si(s['rate'])}; "
                      f"max lag {format_ns(lag['max'])}, mean lag {format_ns(lag['mean'])}, "
-                     f"{lag['late_ops']} ops started late")
+                     f"{lag['late_ops']} ops started late" + _pacing_note(s))
     if s["errors"]:
         detail = ", ".join(f"{k} x{v}" for k, v in s["errors_by_errno"].items())
         lines.append(f"  errors: {s['errors']} ({detail})")
@@ -152,6 +171,10 @@ def format_net(doc: dict) -> str:
         lines.append("  round trip:")
         lines.append(_latency_line("latency", s["latency_ns"]))
         lines.append(_latency_line("service", s["service_ns"]))
+        if s.get("kernel_rtt_ns", {}).get("count"):
+            # the kernel's receive stamp splits the round trip from loadgen's own delay
+            lines.append(_latency_line("kernel", s["kernel_rtt_ns"]))
+            lines.append(_latency_line("user", s["user_delay_ns"]))
     elif "oneway" in s:
         bound = s["oneway"].get("clock_error_ns")
         lines.append("  one way" + (f" (clocks aligned to +-{format_ns(bound)}):" if bound else " (same host clock):"))
@@ -172,7 +195,8 @@ def format_net(doc: dict) -> str:
         lines.append(f"  schedule: requested {format_si(pps)} pps, achieved {format_si(s['sent_pps'])}; "
                      f"max lag {format_ns(lag['max'])}, mean lag {format_ns(lag['mean'])}, "
                      f"{lag['late_ops']} datagrams sent late"
-                     + (f", {lag['unsent']} never sent (too far behind at the end)" if lag.get("unsent") else ""))
+                     + (f", {lag['unsent']} never sent (too far behind at the end)" if lag.get("unsent") else "")
+                     + _pacing_note(s))
     if s["refused"]:
         lines.append(f"  no listener at the target: {s['refused']} sends refused (ICMP port unreachable)")
     if s["errors"]:

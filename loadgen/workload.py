@@ -24,6 +24,7 @@ class CommonSpec:
     ramp_ns: int
     interval_ns: int
     workers: int
+    busy_poll: bool = False     # workers spin between ops instead of sleeping (burns cores, less jitter)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def parse_common(duration="10s", ramp="1s", interval="1s", workers=None) -> CommonSpec:
+def parse_common(duration="10s", ramp="1s", interval="1s", workers=None, busy_poll=False) -> CommonSpec:
     duration_ns = parse_duration_ns(duration)
     ramp_ns = parse_duration_ns(ramp)
     interval_ns = parse_duration_ns(interval)
@@ -86,7 +87,7 @@ def parse_common(duration="10s", ramp="1s", interval="1s", workers=None) -> Comm
     n = default_workers() if workers in (None, "", 0, "0") else parse_count(workers)
     if n < 1 or n > 1024:
         raise UsageError(f"invalid workers: {workers!r} (1 to 1024)")
-    return CommonSpec(duration_ns, ramp_ns, interval_ns, n)
+    return CommonSpec(duration_ns, ramp_ns, interval_ns, n, parse_bool(busy_poll, "busy_poll"))
 
 
 DEFAULT_TEMP_SIZE = "1g"
@@ -94,7 +95,7 @@ DEFAULT_TEMP_SIZE = "1g"
 
 def parse_disk(target=None, size=None, rw="randread", mix=None, bs="4k", qd=32, iops="max",
                direct=True, engine="auto", allow_destroy=False, seed=None, duration="10s",
-               ramp="1s", interval="1s", workers=None) -> DiskSpec:
+               ramp="1s", interval="1s", workers=None, busy_poll=False) -> DiskSpec:
     """Validate raw option values into a DiskSpec; raises UsageError with a one-line reason."""
     if rw not in RW_MODES:
         raise UsageError(f"invalid rw: {rw!r} (one of {', '.join(RW_MODES)})")
@@ -127,7 +128,7 @@ def parse_disk(target=None, size=None, rw="randread", mix=None, bs="4k", qd=32, 
         rate_ops_per_s=parse_rate(iops), direct=direct, engine=engine,
         allow_destroy=parse_bool(allow_destroy, "allow_destroy"),
         seed=parse_count(seed) if seed not in (None, "") else _random_seed(),
-        common=parse_common(duration, ramp, interval, workers),
+        common=parse_common(duration, ramp, interval, workers, busy_poll),
     )
 
 
@@ -184,9 +185,16 @@ def parse_host_port(text: str) -> tuple[str, int]:
 
 
 def parse_net(target=None, pps="max", size="64", flows=None, mode="stream", timeout="1s", batch="32",
-              receivers=None, port="0", duration="10s", ramp="1s", interval="1s", workers=None) -> NetSpec:
+              receivers=None, port="0", duration="10s", ramp="1s", interval="1s", workers=None,
+              busy_poll=False) -> NetSpec:
     """Validate raw option values into a NetSpec; raises UsageError with a one-line reason."""
-    common = parse_common(duration, ramp, interval, workers)
+    if workers in (None, "", 0, "0") and target in (None, "") and parse_rate(pps):
+        # Paced with the embedded receivers, which are pinned threads too: senders
+        # and receivers (as many as senders) take one CPU each (2 CPUs: 1 + 1).
+        # Blast keeps a sender per CPU: on loopback each sender runs the receive
+        # path itself, so senders on every CPU are what reaches the top rate.
+        workers = str(max(1, default_workers() // 2))
+    common = parse_common(duration, ramp, interval, workers, busy_poll)
     size_bytes = parse_size_bytes(size, "size")
     if not PKT_HEADER_BYTES <= size_bytes <= PKT_MAX_BYTES:
         raise UsageError(f"invalid size: {size!r} (UDP payload of {PKT_HEADER_BYTES} to {PKT_MAX_BYTES} bytes)")

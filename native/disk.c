@@ -8,10 +8,17 @@
  * so the workers interleave into one evenly spaced stream. A worker that falls
  * behind submits its backlog as fast as qd allows and never skips an op.
  * latency_ns = completion - scheduled; service_ns = completion - submission.
+ * An op submitted early, within the pacing tolerance, is timed from its
+ * submission: latency is never less than service.
  * Closed loop (rate 0): scheduled = submitted, so latency equals service.
  *
  * Timestamps are taken once per batch: every SQE of one enter shares its
  * submission time, every CQE reaped after one enter shares its completion time.
+ *
+ * Waiting (pace.h): every op due within the tolerance of now is submitted in
+ * one batch, and then one io_uring_enter waits for a completion or for the
+ * next due time (less the tolerance), whichever comes first, so a paced worker
+ * sleeps in the kernel until there is work. busy_poll spins instead.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,12 +31,10 @@
 #include <unistd.h>
 #include "clock.h"
 #include "hdr.h"
+#include "pace.h"
 #include "run.h"
 #include "uring.h"
 
-/* Gaps shorter than this are spun, longer ones slept: a VM's timer wake-up
- * costs tens of microseconds, so sleeping for less only adds lag. */
-#define SPIN_NS 100000LL
 #define MAX_QD 4096
 #define BUF_ALIGN 4096
 
@@ -43,7 +48,8 @@ struct disk_worker {
 	const struct lg_disk_config *cfg;
 	struct lg_worker_stats *stats;
 	uint64_t rng;
-	uint64_t k;			/* next op's index in this worker's schedule */
+	struct pace_cursor next;	/* this worker's next op in the schedule */
+	int64_t tolerance_ns;		/* ops due this close to now go in one batch */
 	uint64_t n_blocks;		/* of bs_bytes each in this worker's range */
 	uint64_t first_block;
 	uint64_t seq_block;
@@ -85,13 +91,6 @@ static int next_is_write(struct disk_worker *d)
 	return splitmix64(&d->rng) % 100 >= d->cfg->read_pct;
 }
 
-static int64_t sched_ns(const struct disk_worker *d, uint64_t k)
-{
-	unsigned __int128 n = (unsigned __int128)k * d->n_workers + d->index;
-
-	return d->cfg->start_ns + (int64_t)(n * 1000000000ULL / d->cfg->rate_ops_per_s);
-}
-
 static void disk_worker_init(struct disk_worker *d, const struct lg_disk_config *cfg,
 			     struct lg_worker_stats *stats, int index)
 {
@@ -114,8 +113,26 @@ static void disk_worker_init(struct disk_worker *d, const struct lg_disk_config 
 	} else {
 		d->n_blocks = total_blocks;
 	}
+	pace_cursor_init(&d->next, cfg->start_ns, cfg->rate_ops_per_s, (uint64_t)d->n_workers,
+			 (uint64_t)index, 0);
 	if (cfg->rate_ops_per_s)
 		d->slot_ns = (int64_t)(1000000000ULL * d->n_workers / cfg->rate_ops_per_s);
+}
+
+/* Measure the wake-up cost (paced, sleeping workers only) and record the mode. */
+static void disk_worker_pace(struct disk_worker *d)
+{
+	if (d->cfg->rate_ops_per_s && !d->cfg->busy_poll)
+		d->tolerance_ns = pace_measure_tolerance_ns();
+	pace_record_mode(d->stats, d->tolerance_ns, (int)d->cfg->busy_poll);
+}
+
+/* The latest due time that goes in the batch being built at now_ns. */
+static int64_t batch_horizon_ns(const struct disk_worker *d, int64_t now_ns, int64_t deadline_ns)
+{
+	int64_t h = now_ns + d->tolerance_ns;
+
+	return h < deadline_ns ? h : deadline_ns - 1;
 }
 
 /* Account one finished op; only completions inside [ramp_end, stop) count. */
@@ -123,7 +140,7 @@ static void complete_op(struct disk_worker *d, const struct op_slot *s, int res,
 			int64_t done_ns, int64_t stop_ns)
 {
 	uint64_t *c = d->stats->counters;
-	int64_t lag_ns;
+	int64_t lag_ns, from_ns;
 
 	if (done_ns >= stop_ns)
 		return;
@@ -132,13 +149,13 @@ static void complete_op(struct disk_worker *d, const struct op_slot *s, int res,
 		return;
 	}
 	if (res < 0) {
-		int e = -res < LG_ERRNO_SLOTS ? -res : LG_ERRNO_SLOTS - 1;
-
-		counter_add(&d->stats->errno_counts[e], 1);
-		counter_add(&c[LG_CTR_ERRORS], 1);
+		pace_count_errno(d->stats, -res);
 		return;
 	}
-	lag_ns = s->submit_ns - s->sched_ns;
+	lag_ns = (int64_t)pace_lag_ns(s->submit_ns, s->sched_ns);
+	/* latency counts from the schedule, or from the submission when it went
+	 * early (within the tolerance): never less than service */
+	from_ns = s->sched_ns < s->submit_ns ? s->sched_ns : s->submit_ns;
 	if (d->slot_ns) {
 		counter_add(&c[LG_CTR_LAG_SUM_NS], (uint64_t)lag_ns);
 		counter_max(&c[LG_CTR_LAG_MAX_NS], (uint64_t)lag_ns);
@@ -148,39 +165,23 @@ static void complete_op(struct disk_worker *d, const struct op_slot *s, int res,
 	if (s->is_write) {
 		counter_add(&c[LG_CTR_OPS_WRITE], 1);
 		counter_add(&c[LG_CTR_BYTES_WRITE], (uint64_t)res);
-		hdr_record(d->stats->hist[LG_HIST_LATENCY_WRITE], done_ns - s->sched_ns);
+		hdr_record(d->stats->hist[LG_HIST_LATENCY_WRITE], done_ns - from_ns);
 		hdr_record(d->stats->hist[LG_HIST_SERVICE_WRITE], done_ns - s->submit_ns);
 	} else {
 		counter_add(&c[LG_CTR_OPS_READ], 1);
 		counter_add(&c[LG_CTR_BYTES_READ], (uint64_t)res);
-		hdr_record(d->stats->hist[LG_HIST_LATENCY_READ], done_ns - s->sched_ns);
+		hdr_record(d->stats->hist[LG_HIST_LATENCY_READ], done_ns - from_ns);
 		hdr_record(d->stats->hist[LG_HIST_SERVICE_READ], done_ns - s->submit_ns);
 	}
 }
 
-static int64_t worker_deadline(struct worker *w, const struct lg_disk_config *cfg)
+/* Paced and between ops: wait for t_ns, asleep, or spinning under busy_poll. */
+static void idle_until(const struct disk_worker *d, int64_t t_ns)
 {
-	int64_t stop = run_stop_ns(w->run);
-
-	return stop < cfg->end_ns ? stop : cfg->end_ns;
-}
-
-static void sleep_until(int64_t t_ns)
-{
-	struct timespec ts = { .tv_sec = t_ns / 1000000000LL, .tv_nsec = t_ns % 1000000000LL };
-
-	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-		;
-}
-
-/* Wait for the next scheduled op: sleep the long part of a gap, spin the rest,
- * yielding each turn so io-wq helpers sharing this core still run. */
-static void wait_until(int64_t due_ns, int64_t now_ns)
-{
-	if (due_ns - now_ns > SPIN_NS)
-		sleep_until(due_ns - SPIN_NS / 2);
+	if (d->cfg->busy_poll)
+		pace_spin_until(t_ns);
 	else
-		sched_yield();
+		pace_sleep_until(t_ns);
 }
 
 static void *alloc_buffers(size_t n, size_t bs)
@@ -218,154 +219,209 @@ static void iowq_free_cpus(struct uring *r, const struct lg_disk_config *cfg)
 		uring_register_iowq_affinity(r, &set, sizeof(set));
 }
 
+/* One io_uring worker's state: its ring, its op slots and its buffers. */
+struct ring_worker {
+	struct disk_worker d;
+	struct uring r;
+	struct op_slot *slots;
+	uint32_t *free_slots;		/* a stack of unused slot numbers */
+	unsigned char *bufs;		/* qd read buffers, then one shared write buffer */
+	struct iovec *iov;
+	unsigned qd, n_free, inflight;
+	int fixed_file, fixed_bufs, fd;
+};
+
+/* Ring, slots and buffers, registered where the kernel allows; 0 or -errno. */
+static int ring_setup(struct ring_worker *rw, const struct lg_disk_config *cfg)
+{
+	unsigned qd = cfg->qd;
+	/* one SQ slot beyond qd for the timeout SQE of kernels without EXT_ARG */
+	int err = uring_init(&rw->r, qd + 1);
+
+	if (err)
+		return err;
+	rw->qd = qd;
+	rw->slots = calloc(qd, sizeof(*rw->slots));
+	rw->free_slots = calloc(qd, sizeof(*rw->free_slots));
+	rw->iov = calloc(qd + 1, sizeof(*rw->iov));
+	/* qd read buffers and one shared write buffer that keeps its pattern */
+	rw->bufs = alloc_buffers(qd + 1, cfg->bs_bytes);
+	if (!rw->slots || !rw->free_slots || !rw->iov || !rw->bufs)
+		return -ENOMEM;
+	for (unsigned i = 0; i <= qd; i++) {
+		rw->iov[i].iov_base = rw->bufs + (size_t)i * cfg->bs_bytes;
+		rw->iov[i].iov_len = cfg->bs_bytes;
+	}
+	for (rw->n_free = 0; rw->n_free < qd; rw->n_free++)
+		rw->free_slots[rw->n_free] = qd - 1 - rw->n_free;
+	/* Registration is an optimisation: without it (RLIMIT_MEMLOCK on old kernels) we still run. */
+	rw->fixed_file = uring_register_file(&rw->r, cfg->fd) == 0;
+	rw->fixed_bufs = uring_register_buffers(&rw->r, rw->iov, qd + 1) == 0;
+	uring_register_ring_fd(&rw->r);
+	iowq_free_cpus(&rw->r, cfg);
+	rw->fd = rw->fixed_file ? 0 : cfg->fd;
+	return 0;
+}
+
+static void ring_teardown(struct ring_worker *rw)
+{
+	uring_exit(&rw->r);
+	free(rw->bufs);
+	free(rw->iov);
+	free(rw->free_slots);
+	free(rw->slots);
+}
+
+/* Queue every op due by horizon_ns (closed loop: as many as qd allows), each
+ * with its own scheduled time; returns how many were queued. */
+static unsigned ring_submit(struct ring_worker *rw, int64_t now_ns, int64_t horizon_ns)
+{
+	const struct lg_disk_config *cfg = rw->d.cfg;
+	struct disk_worker *d = &rw->d;
+	unsigned queued = 0;
+
+	while (rw->inflight < rw->qd) {
+		struct io_uring_sqe *sqe;
+		struct op_slot *s;
+		uint32_t slot;
+		int64_t due = now_ns;
+
+		if (cfg->rate_ops_per_s) {
+			due = pace_due_ns(&d->next);
+			if (due > horizon_ns)
+				break;
+		}
+		sqe = uring_get_sqe(&rw->r);
+		if (!sqe)
+			break;
+		slot = rw->free_slots[--rw->n_free];
+		s = &rw->slots[slot];
+		s->is_write = (uint32_t)next_is_write(d);
+		s->sched_ns = due;
+		s->submit_ns = now_ns;
+		if (rw->fixed_bufs) {
+			sqe->opcode = s->is_write ? IORING_OP_WRITE_FIXED : IORING_OP_READ_FIXED;
+			sqe->buf_index = (uint16_t)(s->is_write ? rw->qd : slot);
+		} else {
+			sqe->opcode = s->is_write ? IORING_OP_WRITE : IORING_OP_READ;
+		}
+		sqe->flags = rw->fixed_file ? IOSQE_FIXED_FILE : 0;
+		sqe->fd = rw->fd;
+		sqe->addr = (uint64_t)(uintptr_t)rw->iov[s->is_write ? rw->qd : slot].iov_base;
+		sqe->len = cfg->bs_bytes;
+		sqe->off = next_offset(d);
+		sqe->user_data = slot;
+		pace_next(&d->next);
+		rw->inflight++;
+		queued++;
+	}
+	return queued;
+}
+
+/* Account every completion the ring holds, all at done_ns; frees their slots. */
+static void ring_reap(struct ring_worker *rw, struct worker *w, int64_t done_ns, int64_t stop_ns)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head;
+
+	stats_begin(w);
+	uring_for_each_cqe(&rw->r, head, cqe) {
+		uint32_t slot;
+
+		if (cqe->user_data == URING_TIMEOUT_USER_DATA)
+			continue;	/* the fallback's timer, not an op */
+		slot = (uint32_t)cqe->user_data;
+		complete_op(&rw->d, &rw->slots[slot], cqe->res, done_ns, stop_ns);
+		rw->free_slots[rw->n_free++] = slot;
+		rw->inflight--;
+	}
+	stats_end(w);
+	uring_cq_advance_to(&rw->r, head);
+}
+
+/* After the end: wait out every I/O still in flight, since the kernel may
+ * write into the buffers until it completes. 0, or -errno when the ring
+ * failed and the buffers must be leaked rather than freed. */
+static int ring_drain(struct ring_worker *rw, struct worker *w, int64_t stop_ns)
+{
+	while (rw->inflight) {
+		int err = uring_submit_and_wait(&rw->r, 1, 0);
+
+		if (err == -EAGAIN || err == -EBUSY)
+			continue;
+		if (err < 0)
+			return err;
+		ring_reap(rw, w, clock_now_ns(), stop_ns);
+	}
+	return 0;
+}
+
+/* How long the worker may wait in the kernel at now_ns: until the next op is
+ * due (less the tolerance) or the deadline, and for a completion either way.
+ * 0: nothing to wait for but the next pass (busy_poll, or work is due). */
+static int64_t ring_wait_ns(const struct ring_worker *rw, int64_t now_ns, int64_t deadline_ns)
+{
+	const struct disk_worker *d = &rw->d;
+	int64_t wake = deadline_ns;
+
+	if (d->cfg->busy_poll)
+		return 0;
+	if (d->cfg->rate_ops_per_s && rw->inflight < rw->qd) {
+		int64_t due = pace_due_ns(&d->next) - d->tolerance_ns;
+
+		if (due < wake)
+			wake = due;
+	}
+	return wake > now_ns ? wake - now_ns : 0;
+}
+
 static void uring_worker(struct worker *w)
 {
 	const struct lg_disk_config *cfg = w->config;
-	struct disk_worker d;
-	struct uring r;
-	struct op_slot *slots = NULL;
-	uint32_t *free_slots = NULL;
-	unsigned char *bufs = NULL;
-	struct iovec *iov = NULL;
-	unsigned qd = cfg->qd, n_free, inflight = 0, head;
-	int fixed_file, fixed_bufs, err, fd;
-	struct io_uring_cqe *cqe;
-	int64_t deadline;
+	struct ring_worker rw;
+	int err;
 
-	disk_worker_init(&d, cfg, w->stats, w->index);
-	err = uring_init(&r, qd);
+	memset(&rw, 0, sizeof(rw));
+	disk_worker_init(&rw.d, cfg, w->stats, w->index);
+	err = ring_setup(&rw, cfg);
 	if (err) {
 		worker_set_state(w, LG_STATE_FAILED, -err);
+		ring_teardown(&rw);
 		return;
 	}
-	slots = calloc(qd, sizeof(*slots));
-	free_slots = calloc(qd, sizeof(*free_slots));
-	iov = calloc(qd + 1, sizeof(*iov));
-	/* qd read buffers and one shared write buffer that keeps its pattern */
-	bufs = alloc_buffers(qd + 1, cfg->bs_bytes);
-	if (!slots || !free_slots || !iov || !bufs) {
-		worker_set_state(w, LG_STATE_FAILED, ENOMEM);
-		goto out;
-	}
-	for (unsigned i = 0; i <= qd; i++) {
-		iov[i].iov_base = bufs + (size_t)i * cfg->bs_bytes;
-		iov[i].iov_len = cfg->bs_bytes;
-	}
-	for (n_free = 0; n_free < qd; n_free++)
-		free_slots[n_free] = qd - 1 - n_free;
-	/* Registration is an optimisation: without it (RLIMIT_MEMLOCK on old kernels) we still run. */
-	fixed_file = uring_register_file(&r, cfg->fd) == 0;
-	fixed_bufs = uring_register_buffers(&r, iov, qd + 1) == 0;
-	uring_register_ring_fd(&r);
-	iowq_free_cpus(&r, cfg);
 	worker_pin(w);
-	fd = fixed_file ? 0 : cfg->fd;
+	disk_worker_pace(&rw.d);
 	worker_set_state(w, LG_STATE_RUNNING, 0);
 
 	for (;;) {
-		int64_t now = clock_now_ns(), due = 0;
-		unsigned queued = 0, wait_nr;
-		int64_t timeout_ns = 0;
+		int64_t now = clock_now_ns(), deadline, wait_ns;
+		unsigned queued;
 
 		worker_publish(w);
-		deadline = worker_deadline(w, cfg);
+		deadline = pace_deadline_ns(w->run, cfg->end_ns);
 		if (now >= deadline)
 			break;
-		while (inflight < qd) {
-			struct io_uring_sqe *sqe;
-			struct op_slot *s;
-			uint32_t slot;
-
-			if (cfg->rate_ops_per_s) {
-				due = sched_ns(&d, d.k);
-				if (due > now || due >= deadline)
-					break;
-			}
-			sqe = uring_get_sqe(&r);
-			if (!sqe)
-				break;
-			slot = free_slots[--n_free];
-			s = &slots[slot];
-			s->is_write = (uint32_t)next_is_write(&d);
-			s->sched_ns = cfg->rate_ops_per_s ? due : now;
-			s->submit_ns = now;
-			if (fixed_bufs) {
-				sqe->opcode = s->is_write ? IORING_OP_WRITE_FIXED : IORING_OP_READ_FIXED;
-				sqe->buf_index = (uint16_t)(s->is_write ? qd : slot);
-			} else {
-				sqe->opcode = s->is_write ? IORING_OP_WRITE : IORING_OP_READ;
-			}
-			sqe->flags = fixed_file ? IOSQE_FIXED_FILE : 0;
-			sqe->fd = fd;
-			sqe->addr = (uint64_t)(uintptr_t)iov[s->is_write ? qd : slot].iov_base;
-			sqe->len = cfg->bs_bytes;
-			sqe->off = next_offset(&d);
-			sqe->user_data = slot;
-			d.k++;
-			inflight++;
-			queued++;
-		}
-		wait_nr = inflight ? 1 : 0;
-		if (cfg->rate_ops_per_s && inflight < qd) {
-			due = sched_ns(&d, d.k);
-			if (due >= deadline)
-				due = deadline;
-			timeout_ns = due - now;
-			if (inflight == 0 && queued == 0) {
-				wait_until(due, now);	/* nothing to reap: idle until the next slot */
-				continue;
-			}
-			if (timeout_ns < SPIN_NS)
-				wait_nr = 0;		/* short gap: poll completions and spin */
-		}
-		/* With I/O in flight always enter: without DEFER_TASKRUN (kernels before
-		 * 6.1) COOP_TASKRUN posts completions only when we enter the kernel. */
-		if (queued || wait_nr || inflight) {
-			err = uring_submit_and_wait(&r, wait_nr, timeout_ns);
+		queued = ring_submit(&rw, now, batch_horizon_ns(&rw.d, now, deadline));
+		wait_ns = ring_wait_ns(&rw, now, deadline);
+		/* Enter when there is something to submit, reap or wait for. With I/O in
+		 * flight always enter: without DEFER_TASKRUN (kernels before 6.1)
+		 * COOP_TASKRUN posts completions only when we enter the kernel. */
+		if (queued || rw.inflight || wait_ns) {
+			err = uring_submit_and_wait(&rw.r, wait_ns ? 1 : 0, wait_ns);
 			if (err < 0 && err != -EAGAIN && err != -EBUSY) {
 				worker_set_state(w, LG_STATE_FAILED, -err);
 				break;
 			}
 		}
-		now = clock_now_ns();
-		deadline = worker_deadline(w, cfg);	/* a stop may have come while we waited */
-		stats_begin(w);
-		uring_for_each_cqe(&r, head, cqe) {
-			uint32_t slot = (uint32_t)cqe->user_data;
-
-			complete_op(&d, &slots[slot], cqe->res, now, deadline);
-			free_slots[n_free++] = slot;
-			inflight--;
-		}
-		stats_end(w);
-		uring_cq_advance_to(&r, head);
+		/* a stop may have come while we waited */
+		ring_reap(&rw, w, clock_now_ns(), pace_deadline_ns(w->run, cfg->end_ns));
 	}
-	/* Drain: buffers must outlive every I/O the kernel still holds. */
-	deadline = worker_deadline(w, cfg);
-	while (inflight) {
-		err = uring_submit_and_wait(&r, 1, 0);
-		if (err == -EAGAIN || err == -EBUSY)
-			continue;
-		if (err < 0) {
-			/* The kernel may still write into them: leak rather than free. */
-			bufs = NULL;
-			iov = NULL;
-			break;
-		}
-		stats_begin(w);
-		uring_for_each_cqe(&r, head, cqe) {
-			complete_op(&d, &slots[(uint32_t)cqe->user_data], cqe->res, clock_now_ns(), deadline);
-			inflight--;
-		}
-		stats_end(w);
-		uring_cq_advance_to(&r, head);
+	if (ring_drain(&rw, w, pace_deadline_ns(w->run, cfg->end_ns)) < 0) {
+		/* The kernel may still write into them: leak rather than free. */
+		rw.bufs = NULL;
+		rw.iov = NULL;
 	}
-out:
-	uring_exit(&r);
-	free(bufs);
-	free(iov);
-	free(free_slots);
-	free(slots);
+	ring_teardown(&rw);
 }
 
 static void psync_worker(struct worker *w)
@@ -382,31 +438,29 @@ static void psync_worker(struct worker *w)
 		worker_set_state(w, LG_STATE_FAILED, ENOMEM);
 		return;
 	}
+	disk_worker_pace(&d);
 	worker_set_state(w, LG_STATE_RUNNING, 0);
 	for (;;) {
-		int64_t now = clock_now_ns(), deadline = worker_deadline(w, cfg), done;
+		int64_t now = clock_now_ns(), deadline = pace_deadline_ns(w->run, cfg->end_ns), done;
 		uint64_t off;
 		ssize_t res;
 
 		if (now >= deadline)
 			break;
 		worker_publish(w);
+		s.sched_ns = now;
 		if (cfg->rate_ops_per_s) {
-			s.sched_ns = sched_ns(&d, d.k);
-			if (s.sched_ns >= deadline) {
-				wait_until(deadline, now);
+			s.sched_ns = pace_due_ns(&d.next);
+			if (s.sched_ns > batch_horizon_ns(&d, now, deadline)) {
+				int64_t wake = s.sched_ns - d.tolerance_ns;
+
+				idle_until(&d, wake < deadline ? wake : deadline);
 				continue;
 			}
-			if (s.sched_ns > now) {
-				wait_until(s.sched_ns, now);
-				continue;
-			}
-		} else {
-			s.sched_ns = now;
 		}
 		s.is_write = (uint32_t)next_is_write(&d);
 		off = next_offset(&d);
-		d.k++;
+		pace_next(&d.next);
 		s.submit_ns = now;
 		if (s.is_write)
 			res = pwrite(cfg->fd, bufs + cfg->bs_bytes, cfg->bs_bytes, (off_t)off);
@@ -415,7 +469,7 @@ static void psync_worker(struct worker *w)
 		done = clock_now_ns();
 		res = res < 0 ? -errno : res;
 		stats_begin(w);
-		complete_op(&d, &s, (int)res, done, worker_deadline(w, cfg));
+		complete_op(&d, &s, (int)res, done, pace_deadline_ns(w->run, cfg->end_ns));
 		stats_end(w);
 	}
 	free(bufs);

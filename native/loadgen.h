@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define LG_ABI_VERSION 1
+#define LG_ABI_VERSION 2
 
 /* Only lg_* names leave the library; everything else is hidden (-fvisibility=hidden). */
 #define LG_API __attribute__((visibility("default")))
@@ -58,6 +58,10 @@ enum lg_counter {
 	LG_CTR_LATE,		/* echoes back after the timeout: counted lost, not timed */
 	LG_CTR_SKIPPED,		/* sequence numbers jumped over; minus reordered: holes left */
 	LG_CTR_UNSENT,		/* scheduled in the window, never sent: the sender fell too far behind */
+	/* how the worker paced (set once at start, see pace.h) */
+	LG_CTR_PACE_TOLERANCE_NS, /* ops due within this of now share a batch: the measured wake-up cost */
+	LG_CTR_BUSY_POLL,	/* 1: spun on the clock (busy_poll); 0: slept in the kernel */
+	LG_CTR_CPU,		/* the CPU the worker ran on once pinned */
 	LG_CTR_COUNT
 };
 
@@ -65,12 +69,14 @@ enum lg_state { LG_STATE_STARTING, LG_STATE_RUNNING, LG_STATE_DONE, LG_STATE_FAI
 
 /* Per op class (read, write) a latency and a service histogram. */
 enum lg_hist {
-	LG_HIST_LATENCY_READ,	/* completion - scheduled time */
+	LG_HIST_LATENCY_READ,	/* completion - scheduled time (or submission, if earlier) */
 	LG_HIST_LATENCY_WRITE,
 	LG_HIST_SERVICE_READ,	/* completion - actual submission */
 	LG_HIST_SERVICE_WRITE,
 	LG_HIST_LATENCY_PACKET,	/* sender: echo return - scheduled send; receiver: arrival - scheduled */
 	LG_HIST_SERVICE_PACKET,	/* sender: echo return - actual send; receiver: arrival - actual send */
+	LG_HIST_KERNEL_RTT_PACKET, /* echo: the kernel's receive stamp of the return - actual send */
+	LG_HIST_USER_DELAY_PACKET, /* echo: loadgen reading the return - the kernel's receive stamp */
 	LG_HIST_COUNT
 };
 
@@ -90,7 +96,7 @@ struct lg_disk_config {
 	uint32_t bs_bytes;
 	uint32_t read_pct;	/* 100 read, 0 write, else a random mix */
 	uint32_t sequential;	/* 1: each worker walks its own slice in order */
-	uint32_t _pad;
+	uint32_t busy_poll;	/* 1: spin between ops and poll completions instead of sleeping */
 	uint64_t span_bytes;	/* offsets fall in [0, span_bytes - bs_bytes] */
 	uint64_t rate_ops_per_s; /* 0: closed loop at qd; else the total open-loop rate */
 	int64_t start_ns;	/* the schedule's origin */
@@ -122,7 +128,7 @@ struct lg_net_config {
 	uint32_t run_tag;	/* datagrams of other runs are foreign; 0 takes all (serve) */
 	uint32_t first_seq;	/* first sequence number of every flow */
 	uint32_t flow_base;	/* senders' flow ids start here, so several hosts share a receiver */
-	uint32_t _pad;
+	uint32_t busy_poll;	/* 1: senders spin to the next due time instead of sleeping */
 	uint64_t rate_pps;	/* total over all flows; 0: as fast as possible */
 	int64_t start_ns;	/* the run's origin in this host's clock; wire times count from it */
 	int64_t ramp_end_ns;	/* datagrams scheduled before this are warm-up */
@@ -188,6 +194,14 @@ LG_API void lg_pkt_encode(void *buf, uint32_t flow, uint32_t seq, uint32_t run_t
 /* Feed seqs to a fresh flow tracker expecting first_seq; out: in_order, reordered,
  * duplicated, too_old, holes (gaps still open at the end). Test hook. */
 LG_API int lg_seq_replay(const uint32_t *seqs, uint32_t n, uint32_t first_seq, uint64_t out[5]);
+
+/* The due times of ops k0 .. k0+n-1 of stream phase of stride at rate per
+ * second, stepped incrementally as the engines do (test hook for pace.h). */
+LG_API int lg_pace_schedule(int64_t start_ns, uint64_t rate, uint64_t stride, uint64_t phase,
+			    uint64_t k0, int64_t *out, uint32_t n);
+/* How many ops of that stream are due at or before t_ns (test hook). */
+LG_API int64_t lg_pace_count_by(int64_t start_ns, uint64_t rate, uint64_t stride, uint64_t phase,
+				int64_t t_ns);
 
 /* Record value_ns into one HDR counts array (test hook for the recorder). */
 LG_API void lg_hdr_record(uint64_t *counts, int64_t value_ns);

@@ -5,14 +5,20 @@
  * non-blocking socket (its own source port, so its own 5-tuple for RSS).
  * Open loop: datagram k of flow f of F is scheduled at
  *     start_ns + (k * F + f) * 1e9 / rate_pps,
- * so the flows interleave into one evenly spaced stream. Each pass computes
- * how many datagrams of each flow are due and sends them with one sendmmsg
- * per flow, batch at most; gaps longer than SPIN_NS are slept, shorter ones
- * spun, and nothing ever sleeps per packet. A sender that falls behind sends
- * its backlog at full speed and never skips a datagram.
+ * so the flows interleave into one evenly spaced stream. Each pass sends,
+ * with one sendmmsg per flow (batch at most), every datagram due within the
+ * pacing tolerance of now, then sleeps until the next is due (pace.h); in echo
+ * mode the sleep is a ppoll that also wakes for returns. busy_poll spins
+ * instead. A sender that falls behind sends its backlog at full speed and
+ * never skips a datagram.
+ *
+ * Echo timing: senders' sockets carry SO_TIMESTAMPNS, so each return has the
+ * kernel's receive time beside loadgen's own read time: kernel_rtt is the
+ * kernel's receive minus the actual send, user_delay is loadgen's read minus
+ * the kernel's receive (loadgen's own delay, not the network's).
  *
  * Receivers: one socket each (SO_REUSEPORT spreads flows over them), drained
- * with recvmmsg; each tracks every flow's sequence numbers (seq.h). In echo
+ * with recvmmsg that blocks for the first datagram; each tracks every flow's sequence numbers (seq.h). In echo
  * mode they send every datagram back unchanged and the sender times it.
  *
  * Counting window: a datagram counts when its scheduled time is in
@@ -34,13 +40,13 @@
 #include <unistd.h>
 #include "clock.h"
 #include "hdr.h"
+#include "pace.h"
 #include "run.h"
 #include "seq.h"
 
-/* Gaps longer than this are slept (waking SPIN_NS / 2 early), shorter ones
- * spun: with 1 ns timer slack a wake-up lands within tens of us in a VM. */
-#define SPIN_NS 50000LL
 #define MAX_BATCH 1024
+/* A sender whose send queues are full waits this long at most before it looks again. */
+#define SEND_BLOCKED_MAX_NS 1000000L
 #define MAX_FLOWS 65536
 
 struct pkt_header {
@@ -62,17 +68,21 @@ struct batch {
 	struct iovec *iov;
 	struct mmsghdr *msgs;
 	struct sockaddr_storage *addrs;	/* receivers: sources, for echo */
+	unsigned char *ctrl;		/* echo senders: room for each datagram's receive stamp */
 };
+
+/* One SCM_TIMESTAMPNS per datagram. */
+#define STAMP_CTRL_BYTES CMSG_SPACE(sizeof(struct timespec))
 
 struct flow_state {
 	int fd;
 	uint32_t slot;		/* this host's flow number: its place in the schedule */
 	uint32_t id;		/* on the wire: flow_base + slot */
-	uint64_t k;		/* next datagram's index in this flow's schedule */
+	struct pace_cursor next; /* next datagram in this flow's schedule; next.k is its index */
 	struct seq_tracker echo_seq;	/* echo mode: the returns */
 };
 
-static int batch_alloc(struct batch *b, unsigned n, unsigned size_bytes, int with_addrs)
+static int batch_alloc(struct batch *b, unsigned n, unsigned size_bytes, int with_addrs, int with_stamps)
 {
 	memset(b, 0, sizeof(*b));
 	b->n = n;
@@ -81,7 +91,8 @@ static int batch_alloc(struct batch *b, unsigned n, unsigned size_bytes, int wit
 	b->iov = calloc(n, sizeof(*b->iov));
 	b->msgs = calloc(n, sizeof(*b->msgs));
 	b->addrs = with_addrs ? calloc(n, sizeof(*b->addrs)) : NULL;
-	if (!b->bufs || !b->iov || !b->msgs || (with_addrs && !b->addrs))
+	b->ctrl = with_stamps ? calloc(n, STAMP_CTRL_BYTES) : NULL;
+	if (!b->bufs || !b->iov || !b->msgs || (with_addrs && !b->addrs) || (with_stamps && !b->ctrl))
 		return -ENOMEM;
 	for (unsigned i = 0; i < n; i++) {
 		/* Padding carries a non-zero pattern so no layer can compress it away. */
@@ -91,6 +102,10 @@ static int batch_alloc(struct batch *b, unsigned n, unsigned size_bytes, int wit
 		b->iov[i].iov_len = size_bytes;
 		b->msgs[i].msg_hdr.msg_iov = &b->iov[i];
 		b->msgs[i].msg_hdr.msg_iovlen = 1;
+		if (b->ctrl) {
+			b->msgs[i].msg_hdr.msg_control = b->ctrl + (size_t)i * STAMP_CTRL_BYTES;
+			b->msgs[i].msg_hdr.msg_controllen = STAMP_CTRL_BYTES;
+		}
 	}
 	return 0;
 }
@@ -101,6 +116,7 @@ static void batch_free(struct batch *b)
 	free(b->iov);
 	free(b->msgs);
 	free(b->addrs);
+	free(b->ctrl);
 }
 
 /* Little-endian on the wire; loadgen runs on little-endian hosts (x86-64, arm64). */
@@ -127,124 +143,102 @@ void lg_pkt_encode(void *buf, uint32_t flow, uint32_t seq, uint32_t run_tag, int
 	header_write(buf, flow, seq, run_tag, sched_ns, send_ns);
 }
 
-static int64_t net_deadline(const struct lg_run *run, const struct lg_net_config *cfg)
-{
-	int64_t stop = run_stop_ns(run);
-
-	return stop < cfg->end_ns ? stop : cfg->end_ns;
-}
-
-static void sleep_until_ns(int64_t t_ns)
-{
-	struct timespec ts = { .tv_sec = t_ns / 1000000000LL, .tv_nsec = t_ns % 1000000000LL };
-
-	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-		;
-}
-
-static inline int64_t flow_sched_ns(const struct lg_net_config *cfg, uint32_t flow, uint64_t k)
-{
-	unsigned __int128 slot = (unsigned __int128)k * cfg->flows + flow;
-
-	return cfg->start_ns + (int64_t)(slot * 1000000000ULL / cfg->rate_pps);
-}
-
-/* How many of flow slot's datagrams are scheduled at or before t_ns. */
-static inline uint64_t flow_count_by(const struct lg_net_config *cfg, uint32_t slot, int64_t t_ns)
-{
-	int64_t t = t_ns - cfg->start_ns;
-	unsigned __int128 slots;
-
-	if (t < 0)
-		return 0;
-	slots = (unsigned __int128)t * cfg->rate_pps / 1000000000ULL;	/* slots elapsed */
-	if (slots < slot)
-		return 0;
-	return (uint64_t)((slots - slot) / cfg->flows) + 1;
-}
-
-/* How many of this flow's datagrams are scheduled before now (and the deadline) and not yet sent. */
-static inline uint64_t flow_due(const struct lg_net_config *cfg, const struct flow_state *f,
-				int64_t now_ns, int64_t deadline_ns)
-{
-	uint64_t k_due = flow_count_by(cfg, f->slot, now_ns < deadline_ns ? now_ns : deadline_ns - 1);
-
-	return k_due > f->k ? k_due - f->k : 0;
-}
-
 /* Datagrams of the window that a sender never got out: the schedule fell too far behind. */
 static uint64_t flow_unsent(const struct lg_net_config *cfg, const struct flow_state *f, int64_t deadline_ns)
 {
-	uint64_t end = flow_count_by(cfg, f->slot, deadline_ns - 1);
-	uint64_t first = flow_count_by(cfg, f->slot, cfg->ramp_end_ns - 1);	/* first in the window */
-	uint64_t from = f->k > first ? f->k : first;
+	uint64_t end = pace_count_by(cfg->start_ns, cfg->rate_pps, cfg->flows, f->slot, deadline_ns - 1);
+	/* the index of the first datagram in the window */
+	uint64_t first = pace_count_by(cfg->start_ns, cfg->rate_pps, cfg->flows, f->slot, cfg->ramp_end_ns - 1);
+	uint64_t from = f->next.k > first ? f->next.k : first;
 
 	return end > from ? end - from : 0;
 }
 
 static void count_error(struct lg_worker_stats *st, int err)
 {
-	counter_add(&st->errno_counts[err < LG_ERRNO_SLOTS ? err : LG_ERRNO_SLOTS - 1], 1);
-	counter_add(&st->counters[LG_CTR_ERRORS], 1);
+	pace_count_errno(st, err);
 	if (err == ECONNREFUSED)
 		counter_add(&st->counters[LG_CTR_REFUSED], 1);
 }
 
-/* Send n due datagrams of flow f (n <= batch); returns how many the kernel took. */
+/* Send what of flow f is due by horizon_ns (unpaced: a full batch), in one
+ * sendmmsg; returns how many the kernel took. The batch is tallied in the
+ * loop that builds it, and published once: these are the hot path's stores. */
 static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stats *st,
-			  struct flow_state *f, struct batch *b, unsigned n, int64_t now_ns,
+			  struct flow_state *f, struct batch *b, int64_t now_ns, int64_t horizon_ns,
 			  int64_t slot_ns)
 {
-	uint32_t seq0 = cfg->first_seq + (uint32_t)f->k;
+	struct pace_cursor c = f->next;
+	uint32_t seq0 = cfg->first_seq + (uint32_t)c.k;
 	uint64_t in_window = 0, lag_sum = 0, lag_max = 0, late = 0;
+	unsigned n;
 	int ret;
 
-	for (unsigned i = 0; i < n; i++) {
-		int64_t sched = cfg->rate_pps ? flow_sched_ns(cfg, f->slot, f->k + i) : now_ns;
+	for (n = 0; n < b->n; n++) {
+		int64_t sched = now_ns;
 
-		header_write(b->iov[i].iov_base, f->id, seq0 + i, cfg->run_tag,
+		if (cfg->rate_pps) {
+			sched = pace_due_ns(&c);
+			if (sched > horizon_ns)
+				break;
+		}
+		header_write(b->iov[n].iov_base, f->id, seq0 + n, cfg->run_tag,
 			     sched - cfg->start_ns, now_ns - cfg->start_ns);
+		if (sched >= cfg->ramp_end_ns) {
+			uint64_t lag = pace_lag_ns(now_ns, sched);
+
+			in_window++;
+			lag_sum += lag;
+			lag_max = lag > lag_max ? lag : lag_max;
+			late += lag > (uint64_t)slot_ns;
+		}
+		pace_next(&c);
 	}
+	if (n == 0)
+		return 0;
 	ret = sendmmsg(f->fd, b->msgs, n, MSG_DONTWAIT);
 	if (ret < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == EINTR)
 			return 0;	/* the queue is full: the backlog waits, nothing is skipped */
 		/* A failed datagram still consumes its slot, or the flow would stall on it. */
-		if (cfg->rate_pps == 0 || flow_sched_ns(cfg, f->slot, f->k) >= cfg->ramp_end_ns)
+		if (cfg->rate_pps == 0 || pace_due_ns(&f->next) >= cfg->ramp_end_ns)
 			count_error(st, errno);
-		f->k++;
+		pace_next(&f->next);
 		return 0;
 	}
-	/* Tally the batch locally and publish once: these are the hot path's stores. */
-	if (!cfg->rate_pps) {
-		in_window = now_ns >= cfg->ramp_end_ns ? (uint64_t)ret : 0;
-	} else {
+	if ((unsigned)ret < n) {
+		/* The kernel took part of the batch (rare): tally that part again. */
+		c = f->next;
+		in_window = lag_sum = lag_max = late = 0;
 		for (int i = 0; i < ret; i++) {
-			const struct pkt_header *h = b->iov[i].iov_base;
-			int64_t sched = cfg->start_ns + h->sched_ns, lag = now_ns - sched;
+			int64_t sched = cfg->rate_pps ? pace_due_ns(&c) : now_ns;
+			uint64_t lag = pace_lag_ns(now_ns, sched);
 
-			if (sched < cfg->ramp_end_ns)
-				continue;
-			in_window++;
-			lag_sum += (uint64_t)lag;
-			if ((uint64_t)lag > lag_max)
-				lag_max = (uint64_t)lag;
-			late += lag > slot_ns;
+			if (sched >= cfg->ramp_end_ns) {
+				in_window++;
+				lag_sum += lag;
+				lag_max = lag > lag_max ? lag : lag_max;
+				late += lag > (uint64_t)slot_ns;
+			}
+			pace_next(&c);
 		}
+	}
+	f->next = c;
+	if (cfg->rate_pps) {
 		counter_add(&st->counters[LG_CTR_LAG_SUM_NS], lag_sum);
 		counter_max(&st->counters[LG_CTR_LAG_MAX_NS], lag_max);
 		counter_add(&st->counters[LG_CTR_LATE_OPS], late);
 	}
 	counter_add(&st->counters[LG_CTR_SENT], in_window);
 	counter_add(&st->counters[LG_CTR_SENT_BYTES], in_window * b->size_bytes);
-	f->k += (uint64_t)ret;
 	return (unsigned)ret;
 }
 
 /* Account one arriving datagram at a receiver, or an echo at a sender. */
+/* kernel_rx_ns: the kernel's receive stamp in CLOCK_MONOTONIC, or 0 if none. */
 static void track_arrival(const struct lg_net_config *cfg, struct lg_worker_stats *st,
 			  struct seq_tracker *t, const struct pkt_header *h, size_t len,
-			  int64_t now_ns, int is_echo)
+			  int64_t now_ns, int is_echo, int64_t kernel_rx_ns)
 {
 	uint64_t skipped;
 	enum seq_verdict v = seq_track(t, h->seq, &skipped);
@@ -275,8 +269,37 @@ static void track_arrival(const struct lg_net_config *cfg, struct lg_worker_stat
 	default:
 		break;
 	}
-	hdr_record(st->hist[LG_HIST_LATENCY_PACKET], now_ns - sched);
+	/* from the schedule, or from the send when it went early (within the tolerance) */
+	hdr_record(st->hist[LG_HIST_LATENCY_PACKET], now_ns - (sched < sent ? sched : sent));
 	hdr_record(st->hist[LG_HIST_SERVICE_PACKET], now_ns - sent);
+	if (kernel_rx_ns) {
+		hdr_record(st->hist[LG_HIST_KERNEL_RTT_PACKET], kernel_rx_ns - sent);
+		hdr_record(st->hist[LG_HIST_USER_DELAY_PACKET], now_ns - kernel_rx_ns);
+	}
+}
+
+/* The SCM_TIMESTAMPNS of a received datagram, moved from CLOCK_REALTIME (the
+ * kernel's stamp) to CLOCK_MONOTONIC by real_to_mono_ns; 0 when absent. */
+static int64_t kernel_rx_ns(const struct msghdr *mh, int64_t real_to_mono_ns)
+{
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR((struct msghdr *)mh, cm)) {
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+			struct timespec ts;
+
+			memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
+			return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec + real_to_mono_ns;
+		}
+	}
+	return 0;
+}
+
+/* CLOCK_MONOTONIC minus CLOCK_REALTIME now: two vDSO reads per batch. */
+static int64_t real_to_mono_ns(int64_t mono_ns)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return mono_ns - ((int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec);
 }
 
 /* Echo mode, sender side: take every return waiting on a flow's socket. */
@@ -285,7 +308,7 @@ static void drain_echoes(const struct lg_net_config *cfg, struct lg_worker_stats
 {
 	for (;;) {
 		int n = recvmmsg(f->fd, rx->msgs, rx->n, MSG_DONTWAIT, NULL);
-		int64_t now;
+		int64_t now, offset;
 
 		if (n <= 0) {
 			if (n < 0 && errno == ECONNREFUSED)
@@ -293,54 +316,81 @@ static void drain_echoes(const struct lg_net_config *cfg, struct lg_worker_stats
 			return;
 		}
 		now = clock_now_ns();
+		offset = real_to_mono_ns(now);
 		for (int i = 0; i < n; i++) {
+			struct msghdr *mh = &rx->msgs[i].msg_hdr;
+			int64_t krx = kernel_rx_ns(mh, offset);
 			struct pkt_header h;
 
+			mh->msg_controllen = STAMP_CTRL_BYTES;	/* the kernel shrank it to what it used */
 			if (!header_read(rx->iov[i].iov_base, rx->msgs[i].msg_len, cfg->run_tag, &h) ||
 			    h.flow != f->id) {
 				counter_add(&st->counters[LG_CTR_FOREIGN], 1);
 				continue;
 			}
-			track_arrival(cfg, st, &f->echo_seq, &h, rx->msgs[i].msg_len, now, 1);
+			/* a stamp after our read: the clocks were stepped between; drop it */
+			track_arrival(cfg, st, &f->echo_seq, &h, rx->msgs[i].msg_len, now, 1,
+				      krx && krx <= now ? krx : 0);
 		}
 		if ((unsigned)n < rx->n)
 			return;
 	}
 }
 
-/* Sleep until t_ns, waking early for returns on any of the n sockets (echo mode). */
+/* Sleep until t_ns, waking early for returns on any of the n sockets (echo
+ * mode); afterwards pfds[i].revents says which sockets to drain. */
 static void idle_until(struct pollfd *pfds, unsigned n, int64_t t_ns)
 {
 	int64_t left = t_ns - clock_now_ns();
 	struct timespec ts;
 
-	if (left <= 0)
-		return;
 	if (n == 0) {
-		sleep_until_ns(t_ns);
+		if (left > 0)
+			pace_sleep_until(t_ns);
 		return;
 	}
-	ts.tv_sec = left / 1000000000LL;
-	ts.tv_nsec = left % 1000000000LL;
-	ppoll(pfds, n, &ts, NULL);
+	ts.tv_sec = left > 0 ? left / 1000000000LL : 0;
+	ts.tv_nsec = left > 0 ? left % 1000000000LL : 0;
+	if (left <= 0 || ppoll(pfds, n, &ts, NULL) < 0)
+		for (unsigned i = 0; i < n; i++)
+			pfds[i].revents = POLLIN;	/* no answer: look at every socket */
+}
+
+/* Block until a send queue has room (or a return arrives, in echo mode), for
+ * at most SEND_BLOCKED_MAX_NS and never past until_ns; revents then say which
+ * sockets to drain. */
+static void wait_writable(struct pollfd *pfds, unsigned n, int echo, int64_t until_ns)
+{
+	int64_t left = until_ns - clock_now_ns();
+	struct timespec ts = { 0, SEND_BLOCKED_MAX_NS };
+
+	if (left < SEND_BLOCKED_MAX_NS)
+		ts.tv_nsec = left > 0 ? left : 0;
+	for (unsigned i = 0; i < n; i++)
+		pfds[i].events = POLLOUT | (echo ? POLLIN : 0);
+	if (ppoll(pfds, n, &ts, NULL) <= 0 || !echo)
+		for (unsigned i = 0; i < n; i++)
+			pfds[i].revents = POLLIN;
+	for (unsigned i = 0; i < n; i++)
+		pfds[i].events = POLLIN;
 }
 
 static void sender_worker(struct worker *w)
 {
 	const struct lg_net_config *cfg = w->config;
 	struct lg_worker_stats *st = w->stats;
-	unsigned n_flows = 0, batch = cfg->batch;
+	unsigned n_flows = 0, batch = cfg->batch, n_poll = 0;
 	struct flow_state *flows;
 	struct pollfd *pfds;
 	struct batch tx, rx;
-	int64_t slot_ns = 0, deadline;
+	int64_t slot_ns = 0, deadline, tolerance_ns = 0;
 
 	flows = calloc((cfg->flows + cfg->senders - 1) / cfg->senders, sizeof(*flows));
 	pfds = calloc((cfg->flows + cfg->senders - 1) / cfg->senders, sizeof(*pfds));
 	memset(&tx, 0, sizeof(tx));
 	memset(&rx, 0, sizeof(rx));
-	if (!flows || !pfds || batch_alloc(&tx, batch, cfg->size_bytes, 0) ||
-	    (cfg->echo && batch_alloc(&rx, batch, cfg->size_bytes, 0))) {
+	if (!flows || !pfds || batch_alloc(&tx, batch, cfg->size_bytes, 0, 0) ||
+	    (cfg->echo && batch_alloc(&rx, batch, cfg->size_bytes, 0, 1))) {
 		worker_set_state(w, LG_STATE_FAILED, ENOMEM);
 		batch_free(&tx);
 		batch_free(&rx);
@@ -349,58 +399,74 @@ static void sender_worker(struct worker *w)
 		return;
 	}
 	for (uint32_t f = (uint32_t)w->index; f < cfg->flows; f += cfg->senders) {
+		struct flow_state *fs = &flows[n_flows];
+
 		pfds[n_flows].fd = cfg->send_fds[f];
 		pfds[n_flows].events = POLLIN;
-		flows[n_flows].fd = cfg->send_fds[f];
-		flows[n_flows].slot = f;
-		flows[n_flows].id = cfg->flow_base + f;
-		seq_init(&flows[n_flows].echo_seq, cfg->first_seq);
+		pfds[n_flows].revents = POLLIN;
+		fs->fd = cfg->send_fds[f];
+		fs->slot = f;
+		fs->id = cfg->flow_base + f;
+		pace_cursor_init(&fs->next, cfg->start_ns, cfg->rate_pps, cfg->flows, f, 0);
+		seq_init(&fs->echo_seq, cfg->first_seq);
+		if (cfg->echo) {
+			int on = 1;
+
+			/* Best effort: without it returns are timed by loadgen's read alone. */
+			setsockopt(fs->fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on));
+		}
 		n_flows++;
 	}
-	if (cfg->rate_pps)
+	/* Echo returns wake a sleeping sender (ppoll), unless it spins. */
+	n_poll = cfg->echo && !cfg->busy_poll ? n_flows : 0;
+	if (cfg->rate_pps) {
 		slot_ns = (int64_t)(1000000000ULL * cfg->flows / cfg->rate_pps);
+		if (!cfg->busy_poll)
+			tolerance_ns = pace_measure_tolerance_ns();
+	}
+	pace_record_mode(st, tolerance_ns, (int)cfg->busy_poll);
 	worker_set_state(w, LG_STATE_RUNNING, 0);
 	if (cfg->start_ns > clock_now_ns())
-		sleep_until_ns(cfg->start_ns);
+		pace_sleep_until(cfg->start_ns);
 	for (;;) {
-		int64_t now = clock_now_ns(), next_due = INT64_MAX;
+		int64_t now = clock_now_ns(), next_due = INT64_MAX, horizon, wake;
 		unsigned sent_any = 0;
 		/* Past the deadline, passes go on while they make progress on what fell
 		 * due before it, for at most grace_ns; what is left is counted unsent. */
-		int final = now >= (deadline = net_deadline(w->run, cfg));
+		int final = now >= (deadline = pace_deadline_ns(w->run, cfg->end_ns));
 
 		if (final && !cfg->rate_pps)
 			break;
+		horizon = now + tolerance_ns < deadline ? now + tolerance_ns : deadline - 1;
 		worker_publish(w);
 		stats_begin(w);
 		for (unsigned i = 0; i < n_flows; i++) {
 			struct flow_state *f = &flows[i];
-			uint64_t due = cfg->rate_pps ? flow_due(cfg, f, now, deadline) : batch;
 
-			if (due) {
-				sent_any += send_flow(cfg, st, f, &tx, due < batch ? (unsigned)due : batch,
-						      now, slot_ns);
-			} else {
-				int64_t t = flow_sched_ns(cfg, f->slot, f->k);
-
-				if (t < next_due)
-					next_due = t;
-			}
-			if (cfg->echo)
+			sent_any += send_flow(cfg, st, f, &tx, now, horizon, slot_ns);
+			if (cfg->rate_pps && pace_due_ns(&f->next) < next_due)
+				next_due = pace_due_ns(&f->next);
+			if (cfg->echo && (pfds[i].revents & POLLIN))
 				drain_echoes(cfg, st, f, &rx);
 		}
 		stats_end(w);
 		if (final && (!sent_any || now >= deadline + cfg->grace_ns))
 			break;
-		if (!sent_any && cfg->rate_pps && next_due != INT64_MAX) {
-			if (next_due > deadline)
-				next_due = deadline;
-			/* Sleep the long part of a gap; the short remainder is spun, yielding
-			 * each turn so a receiver sharing this core is not starved. */
-			if (next_due - now > SPIN_NS)
-				idle_until(pfds, cfg->echo ? n_flows : 0, next_due - SPIN_NS / 2);
-			else
-				sched_yield();
+		if (!cfg->rate_pps)
+			continue;
+		wake = next_due < deadline ? next_due - tolerance_ns : deadline;
+		if (cfg->busy_poll) {
+			if (!cfg->echo)
+				pace_spin_until(wake);	/* echo: each pass polls the returns */
+		} else if (wake > clock_now_ns()) {
+			idle_until(pfds, n_poll, wake);
+		} else if (!sent_any && !final) {
+			/* Due but not sent: the send queues are full (on loopback they
+			 * empty as the receiver reads). Block until one has room. */
+			wait_writable(pfds, n_flows, cfg->echo, deadline);
+		} else {
+			for (unsigned i = 0; i < n_poll; i++)
+				pfds[i].revents = POLLIN;
 		}
 	}
 	if (cfg->rate_pps) {
@@ -462,21 +528,20 @@ static struct seq_tracker *flow_lookup(struct flow_slot *tab, uint32_t cap, uint
  * and the socket has run dry; alone (a remote peer), grace_ns after the end. */
 static int receiver_may_stop(struct worker *w, const struct lg_net_config *cfg, int64_t now_ns, int received)
 {
-	int64_t end = net_deadline(w->run, cfg);
+	int64_t end = pace_deadline_ns(w->run, cfg->end_ns);
 
 	if (cfg->senders == 0)
 		return now_ns >= end + cfg->grace_ns;
+	/* Senders run at least to the end: until then their state is not read. */
+	if (now_ns < end)
+		return 0;
 	/* A bound for datagrams that never stop coming (another process's). Senders
 	 * may pass the deadline by grace_ns for the backlog, then by grace_ns for echoes. */
 	if (now_ns >= end + 2 * cfg->grace_ns + 1000000000LL)
 		return 1;
-	for (uint32_t i = 0; i < cfg->senders; i++) {
-		uint64_t state = __atomic_load_n(&w->run->workers[i].stats->counters[LG_CTR_STATE],
-						 __ATOMIC_ACQUIRE);
-
-		if (state != LG_STATE_DONE && state != LG_STATE_FAILED)
+	for (uint32_t i = 0; i < cfg->senders; i++)
+		if (!worker_finished(&w->run->workers[i]))
 			return 0;
-	}
 	return received <= 0;	/* the last wait timed out: nothing is left in flight */
 }
 
@@ -492,11 +557,12 @@ static void receiver_worker(struct worker *w)
 
 	flows = calloc(cap, sizeof(*flows));
 	if (!flows || batch_alloc(&rx, cfg->batch, cfg->size_bytes > LG_PKT_HEADER_BYTES ?
-							cfg->size_bytes : LG_PKT_HEADER_BYTES, cfg->echo)) {
+							cfg->size_bytes : LG_PKT_HEADER_BYTES, cfg->echo, 0)) {
 		worker_set_state(w, LG_STATE_FAILED, ENOMEM);
 		free(flows);
 		return;
 	}
+	pace_record_mode(st, 0, 0);	/* receivers always block in recvmmsg */
 	worker_set_state(w, LG_STATE_RUNNING, 0);
 	for (;;) {
 		int n, i;
@@ -527,7 +593,7 @@ static void receiver_worker(struct worker *w)
 					counter_add(&st->counters[LG_CTR_FOREIGN], 1);
 					continue;
 				}
-				track_arrival(cfg, st, t, &h, rx.msgs[i].msg_len, now, 0);
+				track_arrival(cfg, st, t, &h, rx.msgs[i].msg_len, now, 0, 0);
 			}
 			if (cfg->echo && n > 0) {
 				/* Send each datagram back unchanged, to where it came from. */

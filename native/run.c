@@ -35,6 +35,9 @@ static const char *const counter_names[LG_CTR_COUNT] = {
 	[LG_CTR_LATE] = "late",
 	[LG_CTR_SKIPPED] = "skipped",
 	[LG_CTR_UNSENT] = "unsent",
+	[LG_CTR_PACE_TOLERANCE_NS] = "pace_tolerance_ns",
+	[LG_CTR_BUSY_POLL] = "busy_poll",
+	[LG_CTR_CPU] = "cpu",
 };
 
 static const char *const hist_names[LG_HIST_COUNT] = {
@@ -44,6 +47,8 @@ static const char *const hist_names[LG_HIST_COUNT] = {
 	[LG_HIST_SERVICE_WRITE] = "service_write",
 	[LG_HIST_LATENCY_PACKET] = "latency_packet",
 	[LG_HIST_SERVICE_PACKET] = "service_packet",
+	[LG_HIST_KERNEL_RTT_PACKET] = "kernel_rtt_packet",
+	[LG_HIST_USER_DELAY_PACKET] = "user_delay_packet",
 };
 
 int lg_abi_version(void) { return LG_ABI_VERSION; }
@@ -84,11 +89,12 @@ int run_alloc(int n, struct lg_run **out)
 		return -ENOMEM;
 	run->n_workers = n;
 	run->stop_ns = INT64_MAX;
-	run->workers = calloc(n, sizeof(*run->workers));
-	if (!run->workers) {
+	/* aligned: struct worker's lines must be the cache's lines */
+	if (posix_memalign((void **)&run->workers, 64, n * sizeof(*run->workers))) {
 		free(run);
 		return -ENOMEM;
 	}
+	memset(run->workers, 0, n * sizeof(*run->workers));
 	for (i = 0; i < n; i++) {
 		/* mmap: zeroed, page-aligned, and far from the other workers' lines;
 		 * the published copy sits right after the live record. */
@@ -126,6 +132,7 @@ void worker_set_state(struct worker *w, int state, int err)
 	counter_set(&w->stats->counters[LG_CTR_SETUP_ERRNO], (uint64_t)err);
 	/* release: whoever sees the state also sees the errno stored before it */
 	__atomic_store_n(&w->stats->counters[LG_CTR_STATE], (uint64_t)state, __ATOMIC_RELEASE);
+	__atomic_store_n(&w->state, (uint64_t)state, __ATOMIC_RELEASE);
 }
 
 static void *worker_main(void *arg)

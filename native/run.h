@@ -9,13 +9,19 @@
 struct worker;
 typedef void (*worker_fn)(struct worker *w);
 
+/*
+ * Cache lines: the first holds what the worker writes every batch (seq) or on
+ * a snapshot (publish_ack) and what it only reads; publish_req, written by the
+ * controller, and state, read by other workers (a receiver waiting for its
+ * senders), each have their own line, so neither read nor write of them
+ * bounces the line a busy worker is writing.
+ */
 struct worker {
 	/* Snapshot hand-off (see lg_run_snapshot): seq is odd while the worker
 	 * updates its stats; the controller bumps publish_req and the worker, at
 	 * its next batch boundary, copies its stats to published and sets
 	 * publish_ack. Neither side ever waits for the other. */
 	uint64_t seq;
-	uint64_t publish_req;
 	uint64_t publish_ack;
 	struct lg_worker_stats *published;
 	struct lg_run *run;
@@ -26,7 +32,10 @@ struct worker {
 	struct lg_worker_stats *stats;	/* page-aligned, owned by the run */
 	const void *config;		/* the engine's config, shared read-only */
 	worker_fn fn;
-};
+	uint64_t publish_req __attribute__((aligned(64)));
+	/* enum lg_state, the same as stats->counters[LG_CTR_STATE] */
+	uint64_t state __attribute__((aligned(64)));
+} __attribute__((aligned(64)));
 
 struct lg_run {
 	int n_workers;
@@ -47,6 +56,14 @@ static inline int64_t run_stop_ns(const struct lg_run *run)
 }
 
 void worker_set_state(struct worker *w, int state, int err);
+
+/* 1 once worker w has finished (done or failed); reads only w's own state line. */
+static inline int worker_finished(const struct worker *w)
+{
+	uint64_t s = __atomic_load_n(&w->state, __ATOMIC_ACQUIRE);
+
+	return s == LG_STATE_DONE || s == LG_STATE_FAILED;
+}
 /* Pin the calling worker to its CPU; engines call it once their setup allows. */
 void worker_pin(struct worker *w);
 

@@ -113,6 +113,7 @@ int uring_init(struct uring *r, unsigned entries)
 	r->fd = fd;
 	r->enter_fd = fd;
 	r->flags = p.flags;
+	r->features = p.features;
 	err = map_rings(r, &p);
 	if (err) {
 		uring_exit(r);
@@ -162,30 +163,44 @@ int uring_register_iowq_affinity(struct uring *r, const void *cpus, unsigned lon
 
 int uring_submit_and_wait(struct uring *r, unsigned wait_nr, int64_t timeout_ns)
 {
-	/* Everything the kernel has not consumed yet, including SQEs a failed
-	 * enter left behind; counting from our last published tail would strand them. */
-	unsigned to_submit = r->sqe_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
-	unsigned flags = r->enter_flags;
+	unsigned flags = r->enter_flags, to_submit;
 	struct __kernel_timespec ts;
 	struct io_uring_getevents_arg arg;
 	const void *argp = NULL;
 	size_t argsz = 0;
 
+	if (wait_nr && timeout_ns > 0) {
+		ts.tv_sec = timeout_ns / 1000000000LL;
+		ts.tv_nsec = timeout_ns % 1000000000LL;
+		if (r->features & IORING_FEAT_EXT_ARG) {
+			/* EXT_ARG (5.11): one enter waits for a completion or the time */
+			memset(&arg, 0, sizeof(arg));
+			arg.ts = (uint64_t)(uintptr_t)&ts;
+			argp = &arg;
+			argsz = sizeof(arg);
+			flags |= IORING_ENTER_EXT_ARG;
+		} else {
+			/* A pure timer (count 0) that completes with -ETIME; the kernel
+			 * copies ts when it takes the SQE, inside this enter. */
+			struct io_uring_sqe *sqe = uring_get_sqe(r);
+
+			if (sqe) {
+				sqe->opcode = IORING_OP_TIMEOUT;
+				sqe->fd = -1;
+				sqe->addr = (uint64_t)(uintptr_t)&ts;
+				sqe->len = 1;
+				sqe->user_data = URING_TIMEOUT_USER_DATA;
+			}
+		}
+	}
+	/* Everything the kernel has not consumed yet, including SQEs a failed
+	 * enter left behind; counting from our last published tail would strand them. */
+	to_submit = r->sqe_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
 	/* release: SQE contents must be visible before the kernel sees the new tail */
 	__atomic_store_n(r->sq_tail, r->sqe_tail, __ATOMIC_RELEASE);
 	/* DEFER_TASKRUN runs completions only inside GETEVENTS, so always ask. */
 	if (wait_nr || (r->flags & IORING_SETUP_DEFER_TASKRUN))
 		flags |= IORING_ENTER_GETEVENTS;
-	if (wait_nr && timeout_ns > 0) {
-		/* EXT_ARG (5.11): bounded wait so a paced worker wakes for its next slot */
-		ts.tv_sec = timeout_ns / 1000000000LL;
-		ts.tv_nsec = timeout_ns % 1000000000LL;
-		memset(&arg, 0, sizeof(arg));
-		arg.ts = (uint64_t)(uintptr_t)&ts;
-		argp = &arg;
-		argsz = sizeof(arg);
-		flags |= IORING_ENTER_EXT_ARG;
-	}
 	for (;;) {
 		int ret = sys_enter(r->enter_fd, to_submit, wait_nr, flags, argp, argsz);
 

@@ -11,6 +11,7 @@
 struct uring {
 	int fd;
 	unsigned flags;			/* setup flags the kernel accepted */
+	unsigned features;		/* IORING_FEAT_* the kernel offers */
 	unsigned enter_flags;		/* IORING_ENTER_REGISTERED_RING when registered */
 	int enter_fd;			/* ring fd, or its registered index */
 	/* submission queue */
@@ -51,8 +52,13 @@ static inline struct io_uring_sqe *uring_get_sqe(struct uring *r)
 	return sqe;
 }
 
+/* Where EXT_ARG is missing (before 5.11), a bounded wait queues a timeout SQE
+ * with this user_data: leave one SQ slot free for it, and skip its CQE. */
+#define URING_TIMEOUT_USER_DATA UINT64_MAX
+
 /* Publish queued SQEs and enter once: submit them and wait for wait_nr
- * completions (0: do not wait). Returns the number submitted or -errno. */
+ * completions (0: do not wait), for at most timeout_ns (0: no bound). Returns
+ * the number submitted or -errno; a wait that times out is not an error. */
 int uring_submit_and_wait(struct uring *r, unsigned wait_nr, int64_t timeout_ns);
 
 /* Visit every ready CQE, then release them all with one head store. */

@@ -1,0 +1,26 @@
+/* pace.c: the test hooks of pace.h; the engines use the header inline. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include "pace.h"
+
+int lg_pace_schedule(int64_t start_ns, uint64_t rate, uint64_t stride, uint64_t phase, uint64_t k0,
+		     int64_t *out, uint32_t n)
+{
+	struct pace_cursor c;
+
+	if (rate == 0 || stride == 0 || phase >= stride)
+		return -EINVAL;
+	pace_cursor_init(&c, start_ns, rate, stride, phase, k0);
+	for (uint32_t i = 0; i < n; i++) {
+		out[i] = pace_due_ns(&c);
+		pace_next(&c);
+	}
+	return (int)n;
+}
+
+int64_t lg_pace_count_by(int64_t start_ns, uint64_t rate, uint64_t stride, uint64_t phase, int64_t t_ns)
+{
+	if (rate == 0 || stride == 0 || phase >= stride)
+		return -EINVAL;
+	return (int64_t)pace_count_by(start_ns, rate, stride, phase, t_ns);
+}
