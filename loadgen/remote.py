@@ -12,7 +12,7 @@ import numpy as np
 
 from loadgen import native, protocol
 from loadgen.clock import ClockEstimate, estimate
-from loadgen.errors import SetupError
+from loadgen.errors import LoadgenError, SetupError, UsageError
 from loadgen.stats import decode_words
 
 PING_INTERVAL_S = 1.0
@@ -203,7 +203,7 @@ class AgentClient:
         """A request whose failure shows up elsewhere (heartbeats, stops)."""
         try:
             await self.request(msg)
-        except SetupError:
+        except LoadgenError:
             pass
 
     async def request(self, msg: dict) -> dict:
@@ -222,7 +222,9 @@ class AgentClient:
             raise SetupError(self.error) from None
         reply = await fut
         if reply.get("type") == "error":
-            raise SetupError(f"the agent at {self.name}: {reply.get('message')}")
+            # Bad input is exit 2 wherever it is found; anything else the agent refuses is exit 1.
+            error = UsageError if protocol.error_kind(reply) == "usage" else SetupError
+            raise error(f"the agent at {self.name}: {reply.get('message')}")
         return reply
 
     async def measure_clock(self) -> ClockEstimate:

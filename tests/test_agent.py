@@ -410,6 +410,17 @@ BAD_REQUESTS = [
     ({"type": "start", "job": {"kind": "disk", "options": {"target": "/etc/passwd"}}}, "forbidden"),
     ({"type": "start", "job": {"kind": "disk", "options": {"rw": "shred"}}}, "bad-job"),
     ({"type": "start", "job": {"kind": "disk", "options": {"qd": -1}}}, "bad-job"),
+    # Wrongly typed fields: each is answered, none kills the handler's task (issue 8, item 7).
+    ({"type": "start", "job": {"kind": "udp-receive", "options": {"duration": True}}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "disk", "options": {"duration": True}}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "disk", "options": {"bs": True}}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "disk", "options": {"duration": [1]}}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "disk", "options": {"duration": {"s": 1}}}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "udp-receive", "options": {}, "run_tag": True}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "udp-receive", "options": {}, "run_tag": "x"}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "udp-receive", "options": {}, "flow_base": [3]}}, "bad-job"),
+    # More I/O buffer memory (qd x bs x workers) than the host has (issue 8, item 16).
+    ({"type": "start", "job": {"kind": "disk", "options": {"qd": "4096", "bs": "64m", "workers": "1"}}}, "limit"),
     ({"type": "go", "job": 999, "timeline": TIMELINE}, "no-job"),
     ({"type": "go"}, "no-job"),
     ({"type": "go", "job": [1], "timeline": TIMELINE}, "malformed"),
