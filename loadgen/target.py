@@ -149,9 +149,8 @@ def destroy_reasons(rdev: int, header: bytes, probed: list[str] | None = None, *
     sig = filesystem_signature(header)
     if sig:
         reasons.append(f"it carries {sig}")
-    for found in probed or []:
-        if not (sig and found.startswith(sig)):
-            reasons.append(f"it carries {found}")
+    if not sig:  # blkid is the second opinion: it knows what the table above does not
+        reasons += [f"it carries {found}" for found in probed or []]
     return reasons
 
 
@@ -299,7 +298,14 @@ def _open_temp(spec: DiskSpec) -> DiskTarget:
         fd, path = tempfile.mkstemp(prefix=".loadgen-", suffix=".dat", dir=here)
     except OSError as e:
         raise SetupError(f"cannot create a temporary target in {here}: {e.strerror}") from None
-    target = target_from_fd(spec, fd, path, temp=True)
+    try:
+        target = target_from_fd(spec, fd, path, temp=True)
+    except BaseException:  # a refusal, or SIGTERM while filling: leave nothing behind
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        raise
     target.remove_on_close = True
     return target
 
