@@ -428,12 +428,12 @@ class Agent:
 
     @staticmethod
     async def _first_frames(reader, decoder: protocol.FrameDecoder) -> list[dict]:
-        """The controller's first frames; the whole handshake shares one timeout."""
+        """The controller's first frames after any hello; the whole handshake shares one timeout."""
         while True:
             data = await reader.read(4096)
             if not data:
                 return []
-            frames = decoder.feed(data)
+            frames = [f for f in decoder.feed(data) if f.get("type") != "hello"]
             if frames:
                 return frames
 
@@ -460,10 +460,18 @@ class Agent:
 def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    for what, path in (("certificate", cert), ("key", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:  # load_cert_chain's own error names no file
+            raise UsageError(f"cannot read TLS {what} file {path}: {e.strerror}") from None
     try:
         ctx.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as e:
-        raise UsageError(f"cannot load the TLS certificate or key: {e}") from None
+    except ssl.SSLError as e:
+        raise UsageError(f"cannot load TLS certificate {cert} with key {key}: {e.reason or e}") from None
+    except OSError as e:
+        raise UsageError(f"cannot load TLS certificate {cert} with key {key}: {e.strerror or e}") from None
     return ctx
 
 

@@ -5,6 +5,9 @@ one object with a "type". Nothing here opens a socket or reads a clock; the
 agent and the controller feed bytes in and take frames out.
 
 Handshake (the token never crosses the wire; both sides prove they hold it):
+  controller -> {"type": "hello", "version": V}, at once and optional: speaking first
+                makes a TLS agent close a plaintext controller's connection at once,
+                where both would otherwise wait; the agent skips it
   agent      -> {"type": "challenge", "version": V, "nonce": hex32}
   controller -> {"type": "auth", "version": V, "nonce": hex32, "mac": HMAC(token, "controller" | agent_nonce | controller_nonce)}
   agent      -> {"type": "welcome", "mac": HMAC(token, "agent" | agent_nonce | controller_nonce), "agent": {...}}
@@ -81,6 +84,10 @@ def parse(body: bytes) -> dict:
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("malformed", "frame is not an object with a type")
     return message
+
+
+def hello() -> dict:
+    return {"type": "hello", "version": VERSION}
 
 
 def new_nonce() -> str:

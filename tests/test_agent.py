@@ -351,6 +351,24 @@ def test_disk_outside_the_allowed_paths_is_refused(agents, token, tmp_path, disk
     assert a.alive() and not a.jobs()
 
 
+@pytest.mark.parametrize("target, args, message", [
+    ("missing.dat", [], "target not found"),
+    (None, ["--size", "1000t"], "does not fit"),
+    ("t.dat", ["--qd", "4096", "--bs", "64m", "--workers", "1"], "I/O buffers"),
+])
+def test_an_input_error_found_by_the_agent_exits_2_like_locally(agents, token, tmp_path, disk_dirs, target, args,
+                                                               message):
+    allowed, _ = disk_dirs
+    a = agents("--token-file", str(token), "--allow-path", str(allowed))
+    where = ["--target", str(allowed / target)] if target else []
+    common = [*SHORT, "--buffered", "--quiet", *args]
+    remote = run_loadgen(tmp_path, "disk", "--on", a.address, "--token-file", str(token), *where, *common)
+    local = run_loadgen(allowed, "disk", *where, *common)
+    assert message in remote.error_line(2) and message in local.error_line(2)
+    assert sorted(p.name for p in allowed.iterdir()) == ["t.dat"]     # nothing was made or left
+    assert a.alive()
+
+
 def test_an_agent_without_allow_path_refuses_disk_jobs(agent, token, tmp_path, disk_dirs, direct_io):
     allowed, _ = disk_dirs
     done, _ = remote_disk(tmp_path, agent, token, allowed / "t.dat", direct_io=direct_io)
@@ -444,7 +462,7 @@ def test_malformed_requests_get_errors_and_the_session_stays_usable(agents, toke
     try:
         for msg, code in BAD_REQUESTS:
             reply = c.request(msg)
-            if (reply.get("type"), reply.get("code")) != ("error", code):
+            if (reply.get("type"), reply.get("code"), reply.get("kind")) != ("error", code, protocol.ERROR_KINDS[code]):
                 wrong.append((msg, reply))
             assert c.ping()["type"] == "pong", msg
         for msg in NO_ID:
@@ -746,11 +764,10 @@ def test_an_agent_killed_before_its_final_report_fails_the_run(agent, token, tmp
 
 # ---- TLS -----------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def certificate(tmp_path):
+def make_certificate(tmp_path, name: str):
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command to make a certificate")
-    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert, key = tmp_path / f"{name}-c.pem", tmp_path / f"{name}-k.pem"
     p = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test",
                         "-keyout", str(key), "-out", str(cert)], capture_output=True, text=True, timeout=60)
     if p.returncode:
@@ -758,26 +775,75 @@ def certificate(tmp_path):
     return cert, key
 
 
-def test_tls_control_channel(agents, token, tmp_path, certificate, controllers):
+@pytest.fixture
+def certificate(tmp_path):
+    return make_certificate(tmp_path, "agent")
+
+
+def test_tls_control_channel(agents, token, tmp_path, certificate):
     cert, key = certificate
     a = agents("--token-file", str(token), "--tls-cert", str(cert), "--tls-key", str(key))
     assert "with TLS" in a.out_path.read_text()
-    # A controller that speaks plain TCP waits for a challenge that never comes; it runs meanwhile.
-    plain = controllers("net", "--peer", a.address, "--pps", "1k", "--duration", "1s", "--token-file", str(token),
-                        "--quiet", name="plain")
-
     done, doc = paired_net(tmp_path, a, token, "--tls-ca", str(cert))
     s = assert_paired_ok(done, doc)
     assert s["sent"] > 0 and s["received"] == s["sent"]
-
-    line = plain.finish().error_line(1)
-    assert a.address in line
     assert a.alive()
+
+
+def test_a_plaintext_controller_is_told_the_agent_expects_tls(agents, token, tmp_path, certificate):
+    """The controller speaks first, so the TLS agent's refusal comes at once, not after a timeout."""
+    cert, key = certificate
+    a = agents("--token-file", str(token), "--tls-cert", str(cert), "--tls-key", str(key))
+    done = run_loadgen(tmp_path, "net", "--peer", a.address, "--pps", "1k", "--duration", "1s",
+                       "--token-file", str(token), "--quiet")
+    line = done.error_line(1)
+    assert a.address in line and "the agent expects TLS" in line, line
+    assert "did not finish the handshake" not in line
+    done, doc = paired_net(tmp_path, a, token, "--tls-ca", str(cert))    # and it serves TLS after
+    assert_paired_ok(done, doc)
 
 
 def test_tls_to_an_agent_without_tls_fails_clearly(agent, token, tmp_path):
     done = run_loadgen(tmp_path, "net", "--peer", agent.address, "--pps", "1k", "--duration", "1s",
                        "--token-file", str(token), "--tls", "--quiet")
     line = done.error_line(1)
-    assert agent.address in line
+    assert agent.address in line and "does not speak TLS" in line, line
     assert agent.alive()
+
+
+def test_a_certificate_the_ca_file_does_not_vouch_for_is_refused(agents, token, tmp_path, certificate):
+    cert, key = certificate
+    other_cert, _ = make_certificate(tmp_path, "other")
+    a = agents("--token-file", str(token), "--tls-cert", str(cert), "--tls-key", str(key))
+    done = run_loadgen(tmp_path, "net", "--peer", a.address, "--pps", "1k", "--duration", "1s",
+                       "--token-file", str(token), "--tls-ca", str(other_cert), "--quiet")
+    line = done.error_line(1)
+    assert a.address in line and "does not vouch for" in line, line
+
+
+@pytest.mark.parametrize("make, cause", [
+    (lambda p: None, "No such file or directory"),
+    (lambda p: p.write_text("not a certificate\n"), "no usable certificate"),
+    (lambda p: p.mkdir(), "Is a directory"),
+])
+def test_a_bad_tls_ca_file_is_named_with_its_cause(tmp_path, token, make, cause):
+    ca = tmp_path / "ca.pem"
+    make(ca)
+    done = run_loadgen(tmp_path, "net", "--peer", "127.0.0.1:9", "--pps", "1k", "--duration", "1s",
+                       "--token-file", str(token), "--tls-ca", str(ca), "--quiet")
+    line = done.error_line(2)
+    assert f"cannot read TLS CA file {ca}: " in line and cause in line, line
+
+
+def test_a_bad_tls_certificate_or_key_file_is_named_with_its_cause(tmp_path, token, certificate):
+    cert, key = certificate
+    missing = tmp_path / "nope.pem"
+    for args, expected in ((["--tls-cert", str(missing), "--tls-key", str(key)],
+                            f"cannot read TLS certificate file {missing}: No such file or directory"),
+                           (["--tls-cert", str(cert), "--tls-key", str(missing)],
+                            f"cannot read TLS key file {missing}: No such file or directory"),
+                           (["--tls-cert", str(cert), "--tls-key", str(cert)],
+                            f"cannot load TLS certificate {cert} with key {cert}")):
+        done = run_loadgen(tmp_path, "serve", "--listen", "127.0.0.1:0", "--token-file", str(token), *args)
+        line = done.error_line(2)
+        assert expected in line, line
