@@ -35,7 +35,7 @@ from pathlib import Path
 from loadgen import __version__, native, protocol
 from loadgen.errors import LoadgenError, UsageError
 from loadgen.target import check_buffer_memory, open_beneath_target, open_temp_beneath
-from loadgen.workload import parse_disk, parse_net
+from loadgen.workload import DiskSpec, NetSpec, parse_disk, parse_net
 
 HEARTBEAT_TIMEOUT_S = 5.0
 AUTH_TIMEOUT_S = 5.0
@@ -110,7 +110,7 @@ def _plain_int(value, default: int) -> int:
     return value
 
 
-def validate_job(job: dict, allow_paths: list[Path]) -> tuple[dict, object]:
+def validate_job(job: dict, allow_paths: list[Path]) -> tuple[dict, DiskSpec | NetSpec]:
     """Check a job request against the agent's limits; (the job to run, its spec), or ProtocolError."""
     kind, options = job.get("kind"), job.get("options")
     if kind not in ("udp-receive", "udp-send", "disk") or not isinstance(options, dict):
@@ -158,7 +158,7 @@ def validate_job(job: dict, allow_paths: list[Path]) -> tuple[dict, object]:
     return out, spec
 
 
-def open_disk_target(spec, allow_paths: list[Path]) -> tuple[int, str, bool]:
+def open_disk_target(spec: DiskSpec, allow_paths: list[Path]) -> tuple[int, str, bool]:
     """(descriptor, path, is temp) of a disk job's target, opened beneath its allowed root."""
     root, rel = locate(spec.target, allow_paths)
     shown = str(root / rel) if rel else str(root)

@@ -279,7 +279,7 @@ class AgentClient:
 TLS_ALERT_PREFIX = b"\x15\x03"   # a TLS record of type alert (21), version 3.x (RFC 8446 5.1)
 # What OpenSSL says when the bytes it got back are not TLS at all: a plaintext agent's challenge frame.
 _NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG",
-                    "HTTP_REQUEST", "UNEXPECTED_EOF_WHILE_READING"}
+                    "HTTP_REQUEST"}
 
 
 def describe_tls_failure(name: str, e: ssl.SSLError) -> str:

@@ -177,8 +177,9 @@ def mem_available_bytes(meminfo: Path = MEMINFO) -> int | None:
 
 
 def buffer_bytes(spec: DiskSpec) -> int:
-    """The I/O buffers a disk job allocates: qd buffers of bs per worker (native/disk.c)."""
-    return spec.qd * spec.bs_bytes * spec.common.workers
+    """The I/O buffers a disk job allocates at most: qd + 1 buffers of bs per io_uring worker
+    (native/disk.c; psync takes 2), whichever engine "auto" picks."""
+    return (spec.qd + 1) * spec.bs_bytes * spec.common.workers
 
 
 def _gib(size_bytes: int) -> str:

@@ -369,6 +369,28 @@ def test_an_input_error_found_by_the_agent_exits_2_like_locally(agents, token, t
     assert a.alive()
 
 
+@pytest.mark.parametrize("target, where", [
+    (None, ("/srv/a", "")),                          # a temp target: the first allowed directory
+    ("/srv/a/t.dat", ("/srv/a", "t.dat")),
+    ("/srv/b/d/t.dat", ("/srv/b", "d/t.dat")),
+    ("t.dat", ("/srv/a", "t.dat")),                  # relative: beneath the first
+    ("d/../t.dat", ("/srv/a", "t.dat")),
+    ("/srv/a/../b/t.dat", ("/srv/b", "t.dat")),      # ".." is folded before the check
+    ("/srv/a/../c/t.dat", None),
+    ("../c", None),
+    ("/srv/a", None),                                # the directory itself is no target
+    ("/srv/ab/t.dat", None),                         # a sibling whose name starts the same
+    ("/etc/passwd", None),
+])
+def test_locate_a_target_beneath_the_allowed_directories(target, where):
+    from pathlib import Path
+
+    from loadgen.agent import locate
+
+    found = locate(target, [Path("/srv/a"), Path("/srv/b")])
+    assert (None if found is None else (str(found[0]), found[1])) == where
+
+
 def test_an_agent_without_allow_path_refuses_disk_jobs(agent, token, tmp_path, disk_dirs, direct_io):
     allowed, _ = disk_dirs
     done, _ = remote_disk(tmp_path, agent, token, allowed / "t.dat", direct_io=direct_io)
