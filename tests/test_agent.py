@@ -351,6 +351,22 @@ def test_disk_outside_the_allowed_paths_is_refused(agents, token, tmp_path, disk
     assert a.alive() and not a.jobs()
 
 
+def test_a_temp_target_on_an_agent_is_made_beneath_the_allowed_path_and_leaves_nothing(agents, token, tmp_path,
+                                                                                        disk_dirs, direct_io):
+    allowed, _ = disk_dirs
+    a = agents("--token-file", str(token), "--allow-path", str(allowed))
+    json_path = tmp_path / "d.json"
+    done = run_loadgen(tmp_path, "disk", "--on", a.address, "--rw", "randwrite", "--size", "8m", *SHORT,
+                       *([] if direct_io else ["--buffered"]), "--token-file", str(token), "--quiet",
+                       "--json", str(json_path))
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(json_path.read_text())
+    assert doc["config"]["target_kind"] == "temp" and doc["config"]["span_bytes"] == 8 << 20
+    assert doc["summary"]["write"]["ops"] > 0
+    assert doc["config"]["target_path"].startswith(str(allowed))
+    assert sorted(p.name for p in allowed.iterdir()) == ["t.dat"]
+
+
 @pytest.mark.parametrize("target, args, message", [
     ("missing.dat", [], "target not found"),
     (None, ["--size", "1000t"], "does not fit"),
