@@ -266,7 +266,8 @@ class Session:
                 await self.send({"type": "ok", "id": rid})
             elif kind == "stop":
                 stop_ns = msg.get("stop_ns")
-                await self._job(msg).stop(int(stop_ns) if isinstance(stop_ns, int) else None)
+                plain = isinstance(stop_ns, int) and not isinstance(stop_ns, bool)
+                await self._job(msg).stop(stop_ns if plain else None)  # a stop is always obeyed: bad times mean now
                 await self.send({"type": "ok", "id": rid})
             else:
                 raise protocol.ProtocolError("unknown", f"unknown request type {kind!r}")
