@@ -6,13 +6,22 @@ Rules:
   an agent without a token refuses to start unless told --insecure-no-auth on
   a loopback address.
 - It runs only three kinds of job (udp-receive, udp-send, disk), each in a
-  child process (agentjob.py) with bounded duration, rate, size and workers;
-  a disk job's target must lie under an --allow-path directory.
+  child process (agentjob.py) with bounded duration, rate, size, workers and
+  buffer memory; every field is type-checked.
+- A disk job's target must lie under an --allow-path directory (a relative one
+  is taken beneath the first). The agent opens it there in one step without
+  following symlinks (beneath.py) and hands the child the open descriptor; the
+  child never opens a path by name. A temp target is made the same way and
+  unlinked at once.
+- Every request gets an answer: an exception in a handler becomes an error
+  frame whose "kind" (protocol.ERROR_KINDS) tells the controller whether it
+  was bad input (usage), the host (setup) or the protocol.
 - A controller silent for HEARTBEAT_TIMEOUT_S, or gone, has its jobs stopped
   and their ports freed. A malformed frame gets an error; a frame that breaks
   the framing closes that connection only.
 """
 import asyncio
+import errno
 import ipaddress
 import itertools
 import os
@@ -25,7 +34,8 @@ from pathlib import Path
 
 from loadgen import __version__, native, protocol
 from loadgen.errors import LoadgenError, UsageError
-from loadgen.workload import parse_disk, parse_net
+from loadgen.target import check_buffer_memory, open_beneath_target, open_temp_beneath
+from loadgen.workload import DiskSpec, NetSpec, parse_disk, parse_net
 
 HEARTBEAT_TIMEOUT_S = 5.0
 AUTH_TIMEOUT_S = 5.0
@@ -79,12 +89,29 @@ def validate_timeline(timeline) -> dict:
     return {"start_ns": start, "ramp_end_ns": ramp_end, "end_ns": end}
 
 
-def _under(path: Path, roots: list[Path]) -> bool:
-    return any(path == root or root in path.parents for root in roots)
+def locate(target: str | None, roots: list[Path]) -> tuple[Path, str] | None:
+    """(allowed root, path beneath it) for a target, or None when it lies outside every root.
+
+    Lexical only: ".." is folded here, and the open beneath the root refuses symlinks."""
+    if target is None:
+        return roots[0], ""
+    path = Path(os.path.normpath(os.path.join(roots[0], target)))
+    for root in roots:
+        if path != root and root in path.parents:
+            return root, str(path.relative_to(root))
+    return None
 
 
-def validate_job(job: dict, allow_paths: list[Path]) -> dict:
-    """Check a job request against the agent's limits; the job to run, or ProtocolError."""
+def _plain_int(value, default: int) -> int:
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise protocol.ProtocolError("bad-job", f"expected an integer, not {value!r}")
+    return value
+
+
+def validate_job(job: dict, allow_paths: list[Path]) -> tuple[dict, DiskSpec | NetSpec]:
+    """Check a job request against the agent's limits; (the job to run, its spec), or ProtocolError."""
     kind, options = job.get("kind"), job.get("options")
     if kind not in ("udp-receive", "udp-send", "disk") or not isinstance(options, dict):
         raise protocol.ProtocolError("bad-job", "job needs kind udp-receive, udp-send or disk, and options")
@@ -98,6 +125,8 @@ def validate_job(job: dict, allow_paths: list[Path]) -> dict:
         spec = parse_disk(**options) if kind == "disk" else parse_net(**options)
     except LoadgenError as e:
         raise protocol.ProtocolError("bad-job", str(e)) from None
+    except (TypeError, ValueError, ArithmeticError) as e:
+        raise protocol.ProtocolError("bad-job", f"an option has the wrong type: {e}") from None
     common = spec.common
     drain_ns = spec.timeout_ns if kind != "disk" else 0  # receivers and echo senders wait this long after the end
     if common.duration_ns + common.ramp_ns + drain_ns > protocol.MAX_DURATION_NS:
@@ -109,20 +138,51 @@ def validate_job(job: dict, allow_paths: list[Path]) -> dict:
             raise protocol.ProtocolError("limit", "rate is over the agent's limit")
         if not allow_paths:
             raise protocol.ProtocolError("forbidden", "this agent allows no disk jobs (no --allow-path)")
+        try:
+            check_buffer_memory(spec)
+        except UsageError as e:
+            raise protocol.ProtocolError("limit", str(e)) from None
+        where = locate(spec.target, allow_paths)
+        if where is None:
+            raise protocol.ProtocolError("forbidden", f"{spec.target} is outside the allowed paths")
         if spec.target is not None:
-            path = Path(os.path.realpath(spec.target))
-            if not _under(path, allow_paths):
-                raise protocol.ProtocolError("forbidden", f"{spec.target} is outside the allowed paths")
-            options = dict(options, target=str(path))
+            options = dict(options, target=str(where[0] / where[1]))
     else:
         if (spec.rate_pps or 0) > protocol.MAX_RATE_PPS:
             raise protocol.ProtocolError("limit", "rate is over the agent's limit")
         if kind == "udp-send" and spec.target is None:
             raise protocol.ProtocolError("bad-job", "udp-send needs options.target")
     out = {"type": "job", "kind": kind, "options": options,
-           "run_tag": int(job.get("run_tag", 0)) & 0xFFFFFFFF,
-           "flow_base": min(max(int(job.get("flow_base", 0)), 0), protocol.MAX_FLOW_BASE)}
-    return out
+           "run_tag": _plain_int(job.get("run_tag"), 0) & 0xFFFFFFFF,
+           "flow_base": min(max(_plain_int(job.get("flow_base"), 0), 0), protocol.MAX_FLOW_BASE)}
+    return out, spec
+
+
+def open_disk_target(spec: DiskSpec, allow_paths: list[Path]) -> tuple[int, str, bool]:
+    """(descriptor, path, is temp) of a disk job's target, opened beneath its allowed root."""
+    root, rel = locate(spec.target, allow_paths)
+    shown = str(root / rel) if rel else str(root)
+    try:
+        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise protocol.ProtocolError("job-failed", f"cannot open the allowed directory {root}: {e.strerror}") from None
+    try:
+        if spec.target is None:
+            return open_temp_beneath(spec, root_fd, str(root)), f"{root}/(unlinked temporary file)", True
+        return open_beneath_target(spec, root_fd, rel), shown, False
+    except UsageError as e:
+        raise protocol.ProtocolError("bad-job", str(e)) from None
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EXDEV):
+            raise protocol.ProtocolError(
+                "forbidden", f"{spec.target} is outside the allowed paths or reached through a symlink") from None
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise protocol.ProtocolError("bad-job", f"target not found: {spec.target}") from None
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise protocol.ProtocolError("forbidden", f"no permission to open {shown}") from None
+        raise protocol.ProtocolError("job-failed", f"cannot open {shown}: {e.strerror}") from None
+    finally:
+        os.close(root_fd)
 
 
 class Job:
@@ -206,24 +266,19 @@ class Session:
                 await self.send({"type": "ok", "id": rid})
             elif kind == "stop":
                 stop_ns = msg.get("stop_ns")
-                await self._job(msg).stop(int(stop_ns) if isinstance(stop_ns, int) else None)
+                plain = isinstance(stop_ns, int) and not isinstance(stop_ns, bool)
+                await self._job(msg).stop(stop_ns if plain else None)  # a stop is always obeyed: bad times mean now
                 await self.send({"type": "ok", "id": rid})
             else:
                 raise protocol.ProtocolError("unknown", f"unknown request type {kind!r}")
-        except protocol.ProtocolError as e:
-            await self.send(protocol.error(e.code, str(e), rid))
-        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
-            await self.send(protocol.error("malformed", f"malformed request: {e}", rid))
+        except Exception as e:  # noqa: BLE001 - every request is answered, whatever went wrong
+            await self.send(error_reply(e, rid))
 
     async def _start_replying(self, rid: int, request) -> None:
         try:
             await self.start(rid, request)
-        except protocol.ProtocolError as e:
-            await self._reply_quietly(protocol.error(e.code, str(e), rid))
-        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
-            await self._reply_quietly(protocol.error("malformed", f"malformed request: {e}", rid))
-        except OSError as e:
-            await self._reply_quietly(protocol.error("job-failed", f"cannot start the job: {e}", rid))
+        except Exception as e:  # noqa: BLE001 - a task that dies silently leaves the controller waiting
+            await self._reply_quietly(error_reply(e, rid))
 
     async def _reply_quietly(self, frame: dict) -> None:
         try:
@@ -242,12 +297,19 @@ class Session:
             raise protocol.ProtocolError("bad-job", "start needs a job object")
         if sum(not j.finished for j in self.jobs.values()) >= MAX_JOBS:
             raise protocol.ProtocolError("limit", f"at most {MAX_JOBS} jobs at once")
-        job = validate_job(request, self.agent.cfg.allow_paths)
+        job, spec = validate_job(request, self.agent.cfg.allow_paths)
         job["bind"] = self.agent.data_host
-        cwd = str(self.agent.cfg.allow_paths[0]) if job["kind"] == "disk" and self.agent.cfg.allow_paths else None
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "loadgen.agentjob", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, cwd=cwd, start_new_session=True)
+        fds: tuple[int, ...] = ()
+        if job["kind"] == "disk":
+            fd, job["target_path"], job["target_temp"] = open_disk_target(spec, self.agent.cfg.allow_paths)
+            job["target_fd"], fds = fd, (fd,)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "loadgen.agentjob", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, pass_fds=fds, start_new_session=True)
+        finally:
+            for fd in fds:
+                os.close(fd)  # the child holds its own copy
         jid = next(self._ids)
         runner = Job(jid, proc)
         self.jobs[jid] = runner
@@ -262,7 +324,9 @@ class Session:
             await runner.kill()
             raise protocol.ProtocolError("job-failed", "the job did not start in time") from None
         if ready.get("type") == "error":
-            raise protocol.ProtocolError(ready.get("code", "job-failed"), ready.get("message", "job failed"))
+            # The child says "usage" or "setup" (agentjob.py); the controller hears the agent's codes.
+            raise protocol.ProtocolError("bad-job" if ready.get("code") == "usage" else "job-failed",
+                                         str(ready.get("message", "job failed")))
         await self.send({"type": "started", "id": rid, "job": jid, "ready": ready})
 
     async def relay(self, job: Job) -> None:
@@ -295,6 +359,17 @@ class Session:
     async def close(self) -> None:
         await asyncio.gather(*(j.kill() for j in self.jobs.values()), return_exceptions=True)
         self.writer.close()
+
+
+def error_reply(e: Exception, rid: int) -> dict:
+    """The error frame that answers request rid, which raised e."""
+    if isinstance(e, protocol.ProtocolError):
+        return protocol.error(e.code, str(e), rid)
+    if isinstance(e, (TypeError, ValueError, KeyError, AttributeError, ArithmeticError)):
+        return protocol.error("malformed", f"malformed request: {e}", rid)
+    if isinstance(e, OSError):
+        return protocol.error("job-failed", f"cannot start the job: {e.strerror or e}", rid)
+    return protocol.error("internal", f"the agent failed on this request: {type(e).__name__}: {e}", rid)
 
 
 def describe_exit(code: int) -> str:
@@ -354,12 +429,12 @@ class Agent:
 
     @staticmethod
     async def _first_frames(reader, decoder: protocol.FrameDecoder) -> list[dict]:
-        """The controller's first frames; the whole handshake shares one timeout."""
+        """The controller's first frames after any hello; the whole handshake shares one timeout."""
         while True:
             data = await reader.read(4096)
             if not data:
                 return []
-            frames = decoder.feed(data)
+            frames = [f for f in decoder.feed(data) if f.get("type") != "hello"]
             if frames:
                 return frames
 
@@ -386,10 +461,18 @@ class Agent:
 def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    for what, path in (("certificate", cert), ("key", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:  # load_cert_chain's own error names no file
+            raise UsageError(f"cannot read TLS {what} file {path}: {e.strerror}") from None
     try:
         ctx.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as e:
-        raise UsageError(f"cannot load the TLS certificate or key: {e}") from None
+    except ssl.SSLError as e:
+        raise UsageError(f"cannot load TLS certificate {cert} with key {key}: {e.reason or e}") from None
+    except OSError as e:
+        raise UsageError(f"cannot load TLS certificate {cert} with key {key}: {e.strerror or e}") from None
     return ctx
 
 

@@ -13,7 +13,9 @@ now (the agent is gone). A bad job gets {"type": "error", ...} and exit code 2
 Job kinds (times in this host's CLOCK_MONOTONIC ns):
   udp-receive  options (net option names), bind, run_tag
   udp-send     options (with target), run_tag, flow_base
-  disk         options (disk option names)
+  disk         options (disk option names), target_fd: the target the agent
+               opened (passed to this process), target_path naming it in
+               messages, target_temp: a fresh temp file to fill
 """
 import asyncio
 import sys
@@ -46,11 +48,16 @@ def prepare(job: dict) -> Prepared:
         raise UsageError("job options must be an object")
     if kind == "disk":
         from loadgen.disk import _native_config, choose_engine
-        from loadgen.target import open_target
+        from loadgen.target import target_from_fd
 
         spec = parse_disk(**options)
         engine, note = choose_engine(spec.engine)
-        target = open_target(spec)
+        fd = job.get("target_fd")
+        if not isinstance(fd, int) or isinstance(fd, bool):
+            raise UsageError("a disk job needs the descriptor of its target from the agent")
+        # The agent opened the target beneath its allowed directory; a name looked up
+        # here could have been swapped for a symlink since.
+        target = target_from_fd(spec, fd, str(job.get("target_path")), temp=bool(job.get("target_temp")))
         cpus = worker_cpus(spec.common.workers)
 
         def start_disk(timeline: Timeline) -> native.Run:
@@ -58,7 +65,7 @@ def prepare(job: dict) -> Prepared:
 
         return Prepared(start_disk, [target], {"engine": engine, "engine_note": note, "span_bytes": target.span_bytes,
                                                "target_path": target.path, "target_kind": target.kind,
-                                               "cpus": cpus}, spec.common.interval_ns, spec.common.workers)
+                                               "target_notes": target.notes, "cpus": cpus}, spec.common.interval_ns, spec.common.workers)
     if kind not in ("udp-receive", "udp-send"):
         raise UsageError(f"unknown job kind {kind!r}")
     from loadgen.net import net_config
@@ -150,9 +157,12 @@ async def run_job() -> int:
     except LoadgenError as e:
         _write({"type": "error", "code": "usage" if e.exit_code == 2 else "setup", "message": str(e)})
         return e.exit_code
-    except (protocol.ProtocolError, OSError, TypeError, ValueError) as e:
+    except (protocol.ProtocolError, TypeError, ValueError, ArithmeticError) as e:
         _write({"type": "error", "code": "usage", "message": str(e)})
         return 2
+    except Exception as e:  # noqa: BLE001 - the agent must hear why, whatever it was
+        _write({"type": "error", "code": "setup", "message": f"{type(e).__name__}: {e}"})
+        return 1
     control = Control()
     listener = asyncio.create_task(control.read(reader, decoder))
     run = None

@@ -109,7 +109,8 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, quiet: bool = F
         summary["device_crosscheck"] = counters.disk_crosscheck(
             measured["disks"][device], summary["read"]["ops"] + m.final.counter("warmup_ops"), summary["write"]["ops"])
     env = sysinfo.run_env(engine, disks=[device] if device else [])
-    return results.document("disk", config, engine, m, env, summary, out.rows, engine_note=engine_note, warnings=out.warnings,
+    return results.document("disk", config, engine, m, env, summary, out.rows, engine_note=engine_note,
+                            warnings=out.warnings + target.notes,
                             counters=measured, histograms=results.total_histograms(m.final, DISK_HISTOGRAMS))
 
 
@@ -155,5 +156,6 @@ async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_pat
     # The machine that did the I/O is the agent's; CPU time is the controller's.
     env = ready.get("env") or {}
     return results.document("disk", config, ready.get("engine", "?"), m, env | {"controller": basic_env()},
-                            results.disk_summary(m, out.cpu), out.rows, engine_note=ready.get("engine_note"), warnings=out.warnings,
+                            results.disk_summary(m, out.cpu), out.rows, engine_note=ready.get("engine_note"),
+                            warnings=out.warnings + list(ready.get("target_notes") or []),
                             hosts=[host])

@@ -5,11 +5,15 @@ one object with a "type". Nothing here opens a socket or reads a clock; the
 agent and the controller feed bytes in and take frames out.
 
 Handshake (the token never crosses the wire; both sides prove they hold it):
+  controller -> {"type": "hello", "version": V}, at once and optional: speaking first
+                makes a TLS agent close a plaintext controller's connection at once,
+                where both would otherwise wait; the agent skips it
   agent      -> {"type": "challenge", "version": V, "nonce": hex32}
   controller -> {"type": "auth", "version": V, "nonce": hex32, "mac": HMAC(token, "controller" | agent_nonce | controller_nonce)}
   agent      -> {"type": "welcome", "mac": HMAC(token, "agent" | agent_nonce | controller_nonce), "agent": {...}}
             or {"type": "error", "code": "auth", ...} and the connection closes.
-After it, every request carries an "id" that its reply repeats.
+After it, every request carries an "id" that its reply repeats. An error reply is
+  {"type": "error", "code": C, "kind": "usage" | "setup" | "protocol", "message": M}.
 """
 import hashlib
 import hmac
@@ -82,6 +86,10 @@ def parse(body: bytes) -> dict:
     return message
 
 
+def hello() -> dict:
+    return {"type": "hello", "version": VERSION}
+
+
 def new_nonce() -> str:
     return secrets.token_hex(NONCE_BYTES)
 
@@ -123,8 +131,24 @@ def check_auth(message: dict, token: bytes | None, agent_nonce: str) -> str:
     return nonce
 
 
+# What each error code means for the controller's exit code: "usage" is bad input (exit 2, as the same
+# input would give locally), "setup" is this host refusing or failing, "protocol" a peer's mistake.
+ERROR_KINDS = {
+    "bad-job": "usage", "limit": "usage",
+    "forbidden": "setup", "job-failed": "setup", "busy": "setup", "auth": "setup", "internal": "setup",
+    "malformed": "protocol", "unknown": "protocol", "no-job": "protocol", "version": "protocol",
+    "too-large": "protocol",
+}
+
+
+def error_kind(frame: dict) -> str:
+    """An error frame's kind; a frame without one (an older agent) is judged by its code."""
+    kind = frame.get("kind")
+    return kind if kind in ("usage", "setup", "protocol") else ERROR_KINDS.get(frame.get("code"), "setup")
+
+
 def error(code: str, message: str, request_id=None) -> dict:
-    out = {"type": "error", "code": code, "message": message}
+    out = {"type": "error", "code": code, "kind": ERROR_KINDS.get(code, "setup"), "message": message}
     if request_id is not None:
         out["id"] = request_id
     return out

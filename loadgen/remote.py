@@ -12,7 +12,7 @@ import numpy as np
 
 from loadgen import native, protocol
 from loadgen.clock import ClockEstimate, estimate
-from loadgen.errors import SetupError
+from loadgen.errors import LoadgenError, SetupError, UsageError
 from loadgen.stats import decode_words
 
 PING_INTERVAL_S = 1.0
@@ -82,6 +82,8 @@ class AgentClient:
         self.last_heard = asyncio.get_running_loop().time()
         self._tasks: set[asyncio.Task] = set()
         self._early: list[dict] = []
+        self.tls = False
+        self._heard_anything = False
 
     @classmethod
     async def connect(cls, host: str, port: int, token: bytes | None,
@@ -90,9 +92,12 @@ class AgentClient:
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port, ssl=ssl_context), CONNECT_TIMEOUT_S)
-        except (OSError, TimeoutError, ssl.SSLError) as e:
+        except ssl.SSLError as e:
+            raise SetupError(describe_tls_failure(name, e)) from None
+        except (OSError, TimeoutError) as e:
             raise SetupError(f"cannot connect to the agent at {name}: {getattr(e, 'strerror', None) or e or 'timed out'}") from None
         client = cls(name, reader, writer)
+        client.tls = ssl_context is not None
         try:
             await asyncio.wait_for(client._handshake(token), CONNECT_TIMEOUT_S)
         except TimeoutError:
@@ -111,13 +116,26 @@ class AgentClient:
     async def _next_frame(self) -> dict:
         """The next frame during the handshake, before the read loop owns the stream."""
         while not self._early:
-            data = await self.reader.read(65536)
+            try:
+                data = await self.reader.read(65536)
+            except ConnectionResetError:
+                data = b""
+            if not self._heard_anything and not self.tls and (not data or data[:2] == TLS_ALERT_PREFIX):
+                # A loadgen agent speaks first; one that closes (or sends a TLS alert) on our hello
+                # is waiting for a TLS ClientHello.
+                raise SetupError(f"the agent at {self.name} closed the connection at once: the agent expects TLS "
+                                 "(use --tls or --tls-ca)")
             if not data:
                 raise SetupError(f"the agent at {self.name} closed the connection")
+            self._heard_anything = True
             self._early.extend(self.decoder.feed(data))
         return self._early.pop(0)
 
     async def _handshake(self, token: bytes | None) -> None:
+        # Speak first, so that a TLS agent answers a plaintext controller at once instead of
+        # both sides waiting (protocol.py); a loadgen agent skips the hello.
+        self.writer.write(protocol.encode(protocol.hello()))
+        await self.writer.drain()
         challenge = await self._next_frame()
         if challenge.get("type") != "challenge" or challenge.get("version") != protocol.VERSION:
             raise SetupError(f"{self.name} is not a loadgen agent of protocol version {protocol.VERSION}")
@@ -203,7 +221,7 @@ class AgentClient:
         """A request whose failure shows up elsewhere (heartbeats, stops)."""
         try:
             await self.request(msg)
-        except SetupError:
+        except LoadgenError:
             pass
 
     async def request(self, msg: dict) -> dict:
@@ -222,7 +240,9 @@ class AgentClient:
             raise SetupError(self.error) from None
         reply = await fut
         if reply.get("type") == "error":
-            raise SetupError(f"the agent at {self.name}: {reply.get('message')}")
+            # Bad input is exit 2 wherever it is found; anything else the agent refuses is exit 1.
+            error = UsageError if protocol.error_kind(reply) == "usage" else SetupError
+            raise error(f"the agent at {self.name}: {reply.get('message')}")
         return reply
 
     async def measure_clock(self) -> ClockEstimate:
@@ -256,10 +276,33 @@ class AgentClient:
             pass
 
 
+TLS_ALERT_PREFIX = b"\x15\x03"   # a TLS record of type alert (21), version 3.x (RFC 8446 5.1)
+# What OpenSSL says when the bytes it got back are not TLS at all: a plaintext agent's challenge frame.
+_NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG",
+                    "HTTP_REQUEST"}
+
+
+def describe_tls_failure(name: str, e: ssl.SSLError) -> str:
+    """One line for a TLS handshake that failed: a plaintext agent, a certificate, or something else."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return f"the agent at {name} has a certificate the TLS CA file does not vouch for: {e.verify_message}"
+    if e.reason in _NOT_TLS_REASONS:
+        return f"the agent at {name} does not speak TLS (it runs without --tls-cert): drop --tls and --tls-ca"
+    return f"TLS with the agent at {name} failed: {e.reason or e}"
+
+
 def client_ssl_context(ca_file: str | None) -> ssl.SSLContext:
     """TLS for the control channel. The token authenticates the agent, so the
     certificate is checked against ca_file when given but its name is not."""
-    ctx = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file:
+        try:
+            ctx = ssl.create_default_context(cafile=ca_file)
+        except ssl.SSLError as e:   # before OSError, which it is a kind of
+            raise UsageError(f"cannot read TLS CA file {ca_file}: no usable certificate in it ({e.reason})") from None
+        except OSError as e:
+            raise UsageError(f"cannot read TLS CA file {ca_file}: {e.strerror}") from None
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     if not ca_file:
         ctx.verify_mode = ssl.CERT_NONE

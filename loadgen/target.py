@@ -3,18 +3,36 @@
 This module decides whether a target may be used and opens it; the native
 engine does every measured I/O. Its one read of a device (the first 68 KiB, to
 look for a filesystem signature) happens before any load.
+
+Rules:
+- Every check runs on the open descriptor (target_from_fd), never on a name
+  looked up again later, so what was checked is what gets the I/O. A local run
+  opens the user's own path by name (open_target); an agent opens beneath its
+  allowed directory without following symlinks (open_beneath_target,
+  open_temp_beneath) and hands the job process the descriptor.
+- Writing to a block device that shows any sign of holding data (mounted,
+  partitioned, held by another device, a signature loadgen or blkid knows)
+  needs --allow-destroy. Without blkid only the built-in signatures are
+  checked, and the target says so in its notes.
+- A temporary target must fit in its directory's free space, and a job's I/O
+  buffers (qd x bs x workers) in half of MemAvailable, before anything is written.
 """
 import errno
 import fcntl
 import os
+import secrets
+import shutil
 import stat
 import struct
+import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadgen import native
+from loadgen.beneath import open_beneath, reopen
 from loadgen.errors import SetupError, UsageError
+from loadgen.units import format_size
 from loadgen.workload import DiskSpec
 
 BLKGETSIZE64 = 0x80081272  # <linux/fs.h>: _IOR(0x12, 114, size_t)
@@ -38,18 +56,27 @@ SIGNATURES = [
 ]
 
 
+SYS_ROOT = Path("/sys")
+MOUNTINFO = Path("/proc/self/mountinfo")
+BLKID_TIMEOUT_S = 10
+MEMINFO = Path("/proc/meminfo")
+
+
 @dataclass
 class DiskTarget:
     path: str
     fd: int
     span_bytes: int
     kind: str  # "temp", "file" or "block"
+    remove_on_close: bool = False   # a temp file this process made by name
+    notes: list[str] = field(default_factory=list)   # what the result's warnings should say
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        if self.kind == "temp":
+        if self.remove_on_close:
+            self.remove_on_close = False
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
@@ -64,24 +91,54 @@ def filesystem_signature(header: bytes) -> str | None:
     return None
 
 
-def _sysfs_dir(st: os.stat_result) -> Path:
-    return Path(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
+def _devno(rdev: int) -> str:
+    return f"{os.major(rdev)}:{os.minor(rdev)}"
 
 
-def _mounted(st: os.stat_result) -> bool:
-    want = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+def _mounted(rdev: int, mountinfo: Path) -> bool:
+    want = _devno(rdev)
     try:
-        with open("/proc/self/mountinfo") as f:
+        with open(mountinfo) as f:
             return any(line.split()[2] == want for line in f)
-    except OSError:
+    except (OSError, IndexError):
         return False
 
 
-def destroy_reasons(path: str, st: os.stat_result, header: bytes) -> list[str]:
-    """Why writing to this block device could destroy data (empty: safe)."""
+def blkid_probe(fd: int) -> list[str] | None:
+    """What `blkid -p` finds on the device open at fd ([] nothing), or None without a usable blkid.
+
+    blkid reads the device through /dev/fd, so it probes what is open, not a name."""
+    blkid = shutil.which("blkid")
+    if blkid is None:
+        return None
+    try:
+        p = subprocess.run([blkid, "-p", "-o", "export", f"/dev/fd/{fd}"], pass_fds=(fd,), capture_output=True,
+                           text=True, timeout=BLKID_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if p.returncode == 2:   # blkid(8): nothing was detected
+        return []
+    if p.returncode == 8:   # blkid(8): ambivalent, more than one signature
+        return ["more than one signature (blkid calls it ambivalent)"]
+    if p.returncode != 0:
+        return None
+    found = dict(line.split("=", 1) for line in p.stdout.splitlines() if "=" in line)
+    out = []
+    if found.get("PTTYPE"):
+        out.append(f"a {found['PTTYPE']} partition table")
+    if found.get("TYPE"):
+        out.append(f"{found['TYPE']} ({found.get('USAGE') or 'signature'}, found by blkid)")
+    return out or ["a signature blkid recognises"]
+
+
+def destroy_reasons(rdev: int, header: bytes, probed: list[str] | None = None, *, sys_root: Path = SYS_ROOT,
+                    mountinfo: Path = MOUNTINFO) -> list[str]:
+    """Why writing to the block device rdev could destroy data (empty: safe).
+
+    probed: what blkid found (blkid_probe). sys_root and mountinfo are seams for tests."""
     reasons = []
-    sysfs = _sysfs_dir(st)
-    if _mounted(st):
+    sysfs = sys_root / "dev" / "block" / _devno(rdev)
+    if _mounted(rdev, mountinfo):
         reasons.append("it is mounted")
     if sysfs.is_dir():
         if any((child / "partition").exists() for child in sysfs.iterdir() if child.is_dir()):
@@ -92,12 +149,14 @@ def destroy_reasons(path: str, st: os.stat_result, header: bytes) -> list[str]:
     sig = filesystem_signature(header)
     if sig:
         reasons.append(f"it carries {sig}")
+    if not sig:  # blkid is the second opinion: it knows what the table above does not
+        reasons += [f"it carries {found}" for found in probed or []]
     return reasons
 
 
-def _logical_block_bytes(st: os.stat_result) -> int:
+def _logical_block_bytes(rdev: int, sys_root: Path = SYS_ROOT) -> int:
     """The device's logical block size; a partition reads its disk's queue."""
-    sysfs = _sysfs_dir(st).resolve()
+    sysfs = (sys_root / "dev" / "block" / _devno(rdev)).resolve()
     for queue in (sysfs / "queue", sysfs.parent / "queue"):
         try:
             return int((queue / "logical_block_size").read_text())
@@ -106,47 +165,155 @@ def _logical_block_bytes(st: os.stat_result) -> int:
     return 512
 
 
+def mem_available_bytes(meminfo: Path = MEMINFO) -> int | None:
+    """MemAvailable from /proc/meminfo, or None where it cannot be read."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def buffer_bytes(spec: DiskSpec) -> int:
+    """The I/O buffers a disk job allocates at most: qd + 1 buffers of bs per io_uring worker
+    (native/disk.c; psync takes 2), whichever engine "auto" picks."""
+    return (spec.qd + 1) * spec.bs_bytes * spec.common.workers
+
+
+def _gib(size_bytes: int) -> str:
+    return f"{size_bytes / (1 << 30):.1f} GiB"
+
+
+def check_buffer_memory(spec: DiskSpec, available_bytes: int | None = None) -> None:
+    """Refuse a job whose buffers would not fit in half the memory available (the other half is
+    for the page cache and everything else on the host); available_bytes None: read it here."""
+    if available_bytes is None:
+        available_bytes = mem_available_bytes()
+    if available_bytes is None:
+        return
+    need = buffer_bytes(spec)
+    if need > available_bytes // 2:
+        raise UsageError(f"qd {spec.qd} x bs {format_size(spec.bs_bytes)} x {spec.common.workers} workers needs "
+                         f"{_gib(need)} of I/O buffers, more than half of the {_gib(available_bytes)} "
+                         "of memory available here")
+
+
+def check_fits(size_bytes: int, vfs: os.statvfs_result, where: str) -> None:
+    """Refuse a temporary target larger than the free space where it would be made."""
+    free = vfs.f_bavail * vfs.f_frsize
+    if size_bytes > free:
+        raise UsageError(f"a {format_size(size_bytes)} temporary target does not fit in {where}: "
+                         f"{_gib(free)} free")
+
+
 def _open(path: str, flags: int) -> int:
     try:
         return os.open(path, flags)
     except FileNotFoundError:
         raise UsageError(f"target not found: {path}") from None
     except IsADirectoryError:
-        raise UsageError(f"target is a directory: {path}") from None
+        raise UsageError(f"target must be a regular file or a block device: {path}") from None
     except PermissionError:
         raise SetupError(f"no permission to open {path}") from None
     except OSError as e:
-        if e.errno == errno.EINVAL and flags & os.O_DIRECT:
-            raise UsageError(f"{path}: its filesystem does not support direct I/O (use --buffered)") from None
         raise SetupError(f"cannot open {path}: {e.strerror}") from None
 
 
-def _flags(spec: DiskSpec) -> int:
-    flags = os.O_RDWR if spec.writes else os.O_RDONLY
-    return flags | (os.O_DIRECT if spec.direct else 0) | os.O_CLOEXEC
+def access_flags(spec: DiskSpec) -> int:
+    """How a target is opened: O_DIRECT comes later, once the descriptor is checked (target_from_fd).
+    O_NONBLOCK keeps a FIFO's open from waiting; target_from_fd refuses it and clears the flag."""
+    return (os.O_RDWR if spec.writes else os.O_RDONLY) | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
-def _open_temp(spec: DiskSpec) -> DiskTarget:
+def _set_io_flags(spec: DiskSpec, fd: int, path: str) -> None:
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK
     try:
-        fd0, path = tempfile.mkstemp(prefix=".loadgen-", suffix=".dat", dir=os.getcwd())
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | (os.O_DIRECT if spec.direct else 0))
     except OSError as e:
-        raise SetupError(f"cannot create a temporary target in {os.getcwd()}: {e.strerror}") from None
-    os.close(fd0)
-    target = DiskTarget(path, -1, spec.size_bytes, "temp")
+        if e.errno == errno.EINVAL and spec.direct:
+            raise UsageError(f"{path}: its filesystem does not support direct I/O (use --buffered)") from None
+        raise SetupError(f"cannot set the I/O flags of {path}: {e.strerror}") from None
+
+
+def target_from_fd(spec: DiskSpec, fd: int, path: str, temp: bool = False) -> DiskTarget:
+    """Check the open target at fd and make it a DiskTarget, which owns fd from here (closed on error).
+
+    temp: a fresh temporary file, filled here to spec.size_bytes. path only names it in messages."""
+    target = DiskTarget(path, fd, 0, "temp" if temp else "file")
     try:
-        target.fd = _open(path, (os.O_RDWR | os.O_CLOEXEC) | (os.O_DIRECT if spec.direct else 0))
-        try:
-            native.file_fill(target.fd, spec.size_bytes)
-        except OSError as e:
-            raise SetupError(f"cannot write the {spec.size_bytes}-byte temporary target {path}: {e.strerror}") from None
+        st = os.fstat(fd)
+        if stat.S_ISBLK(st.st_mode) and not temp:
+            target.kind = "block"
+            target.span_bytes = _check_block(spec, target, st)
+        elif not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"target must be a regular file or a block device: {path}")
+        elif temp:
+            check_fits(spec.size_bytes, os.fstatvfs(fd), f"the directory of {path}")
+            target.span_bytes = spec.size_bytes
+        else:
+            span = min(st.st_size, spec.size_bytes) if spec.size_given else st.st_size
+            if span < spec.bs_bytes:
+                raise UsageError(f"target {path} holds {st.st_size} bytes, less than one block of {spec.bs_bytes}")
+            target.span_bytes = span - span % spec.bs_bytes
+        _set_io_flags(spec, fd, path)
+        if temp:
+            try:
+                native.file_fill(fd, spec.size_bytes)
+            except OSError as e:
+                raise SetupError(f"cannot write the {spec.size_bytes}-byte temporary target {path}: "
+                                 f"{e.strerror}") from None
     except BaseException:
         target.close()
         raise
     return target
 
 
+def _check_block(spec: DiskSpec, target: DiskTarget, st: os.stat_result) -> int:
+    """The span of I/O on the device at target.fd, after the safety checks."""
+    path, fd = target.path, target.fd
+    size = struct.unpack("Q", fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8))[0]
+    if spec.writes and not spec.allow_destroy:
+        header = os.pread(fd, HEADER_BYTES, 0)   # before O_DIRECT, which would need an aligned buffer
+        probed = blkid_probe(fd)
+        if probed is None:
+            target.notes.append(f"blkid is not available: only loadgen's built-in signatures were checked on {path}")
+        reasons = destroy_reasons(st.st_rdev, header, probed)
+        if reasons:
+            only = " (blkid is not available: only the built-in signatures were checked)" if probed is None else ""
+            raise UsageError(f"refusing to write to {path}: {'; '.join(reasons)} (--allow-destroy overrides){only}")
+    lbs = _logical_block_bytes(st.st_rdev)
+    if spec.direct and spec.bs_bytes % lbs:
+        raise UsageError(f"bs {spec.bs_bytes} is not a multiple of {path}'s {lbs}-byte logical block")
+    span = min(size, spec.size_bytes) if spec.size_given else size
+    if span < spec.bs_bytes:
+        raise UsageError(f"device {path} holds {size} bytes, less than one block of {spec.bs_bytes}")
+    return span - span % spec.bs_bytes
+
+
+def _open_temp(spec: DiskSpec) -> DiskTarget:
+    here = os.getcwd()
+    try:
+        check_fits(spec.size_bytes, os.statvfs(here), here)
+        fd, path = tempfile.mkstemp(prefix=".loadgen-", suffix=".dat", dir=here)
+    except OSError as e:
+        raise SetupError(f"cannot create a temporary target in {here}: {e.strerror}") from None
+    try:
+        target = target_from_fd(spec, fd, path, temp=True)
+    except BaseException:  # a refusal, or SIGTERM while filling: leave nothing behind
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        raise
+    target.remove_on_close = True
+    return target
+
+
 def open_target(spec: DiskSpec) -> DiskTarget:
     """Check and open the target a spec names; the caller closes it (removing a temp file)."""
+    check_buffer_memory(spec)
     if spec.target is None:
         return _open_temp(spec)
     path = spec.target
@@ -156,34 +323,38 @@ def open_target(spec: DiskSpec) -> DiskTarget:
         raise UsageError(f"target not found: {path}") from None
     except OSError as e:
         raise SetupError(f"cannot stat {path}: {e.strerror}") from None
-    if stat.S_ISBLK(st.st_mode):
-        return _open_block(spec, path, st)
-    if not stat.S_ISREG(st.st_mode):
+    # Opening some device nodes acts (a watchdog, a tape): refuse them before any open.
+    if not (stat.S_ISBLK(st.st_mode) or stat.S_ISREG(st.st_mode)):
         raise UsageError(f"target must be a regular file or a block device: {path}")
-    span = min(st.st_size, spec.size_bytes) if spec.size_given else st.st_size
-    if span < spec.bs_bytes:
-        raise UsageError(f"target {path} holds {st.st_size} bytes, less than one block of {spec.bs_bytes}")
-    fd = _open(path, _flags(spec))
-    return DiskTarget(path, fd, span - span % spec.bs_bytes, "file")
+    return target_from_fd(spec, _open(path, access_flags(spec)), path)
 
 
-def _open_block(spec: DiskSpec, path: str, st: os.stat_result) -> DiskTarget:
-    fd = _open(path, _flags(spec))
+def open_beneath_target(spec: DiskSpec, root_fd: int, rel: str) -> int:
+    """A descriptor for the existing target rel beneath the directory root_fd, never through a symlink.
+
+    The file is pinned with O_PATH and its type checked before it is really opened, so no
+    device node other than a block device is ever opened. Raises OSError (ELOOP: a symlink,
+    EXDEV: an escape) or UsageError (not a regular file or block device)."""
+    pinned = open_beneath(root_fd, rel, os.O_PATH)
     try:
-        size = struct.unpack("Q", fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8))[0]
-        if spec.writes and not spec.allow_destroy:
-            with open(path, "rb", buffering=0) as f:
-                header = f.read(HEADER_BYTES)
-            reasons = destroy_reasons(path, st, header)
-            if reasons:
-                raise UsageError(f"refusing to write to {path}: {'; '.join(reasons)} (--allow-destroy overrides)")
-        lbs = _logical_block_bytes(st)
-        if spec.direct and spec.bs_bytes % lbs:
-            raise UsageError(f"bs {spec.bs_bytes} is not a multiple of {path}'s {lbs}-byte logical block")
-        span = min(size, spec.size_bytes) if spec.size_given else size
-        if span < spec.bs_bytes:
-            raise UsageError(f"device {path} holds {size} bytes, less than one block of {spec.bs_bytes}")
-    except BaseException:
+        mode = os.fstat(pinned).st_mode
+        if not (stat.S_ISBLK(mode) or stat.S_ISREG(mode)):
+            raise UsageError(f"target must be a regular file or a block device: {rel}")
+        return reopen(pinned, access_flags(spec))
+    finally:
+        os.close(pinned)
+
+
+def open_temp_beneath(spec: DiskSpec, root_fd: int, where: str) -> int:
+    """A fresh, already unlinked temporary file in the directory root_fd, checked to fit there.
+
+    Unlinked at once, so nothing is left behind however the job ends."""
+    check_fits(spec.size_bytes, os.fstatvfs(root_fd), where)
+    name = f".loadgen-{secrets.token_hex(8)}.dat"
+    fd = open_beneath(root_fd, name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.unlink(name, dir_fd=root_fd)
+    except OSError:
         os.close(fd)
         raise
-    return DiskTarget(path, fd, span - span % spec.bs_bytes, "block")
+    return fd

@@ -351,6 +351,62 @@ def test_disk_outside_the_allowed_paths_is_refused(agents, token, tmp_path, disk
     assert a.alive() and not a.jobs()
 
 
+def test_a_temp_target_on_an_agent_is_made_beneath_the_allowed_path_and_leaves_nothing(agents, token, tmp_path,
+                                                                                        disk_dirs, direct_io):
+    allowed, _ = disk_dirs
+    a = agents("--token-file", str(token), "--allow-path", str(allowed))
+    json_path = tmp_path / "d.json"
+    done = run_loadgen(tmp_path, "disk", "--on", a.address, "--rw", "randwrite", "--size", "8m", *SHORT,
+                       *([] if direct_io else ["--buffered"]), "--token-file", str(token), "--quiet",
+                       "--json", str(json_path))
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(json_path.read_text())
+    assert doc["config"]["target_kind"] == "temp" and doc["config"]["span_bytes"] == 8 << 20
+    assert doc["summary"]["write"]["ops"] > 0, {k: doc[k] for k in ("warnings", "stop_reason", "intervals")}
+    assert doc["config"]["target_path"].startswith(str(allowed))
+    assert sorted(p.name for p in allowed.iterdir()) == ["t.dat"]
+
+
+@pytest.mark.parametrize("target, args, message", [
+    ("missing.dat", [], "target not found"),
+    (None, ["--size", "1000t"], "does not fit"),
+    ("t.dat", ["--qd", "4096", "--bs", "64m", "--workers", "1"], "I/O buffers"),
+])
+def test_an_input_error_found_by_the_agent_exits_2_like_locally(agents, token, tmp_path, disk_dirs, target, args,
+                                                               message):
+    allowed, _ = disk_dirs
+    a = agents("--token-file", str(token), "--allow-path", str(allowed))
+    where = ["--target", str(allowed / target)] if target else []
+    common = [*SHORT, "--buffered", "--quiet", *args]
+    remote = run_loadgen(tmp_path, "disk", "--on", a.address, "--token-file", str(token), *where, *common)
+    local = run_loadgen(allowed, "disk", *where, *common)
+    assert message in remote.error_line(2) and message in local.error_line(2)
+    assert sorted(p.name for p in allowed.iterdir()) == ["t.dat"]     # nothing was made or left
+    assert a.alive()
+
+
+@pytest.mark.parametrize("target, where", [
+    (None, ("/srv/a", "")),                          # a temp target: the first allowed directory
+    ("/srv/a/t.dat", ("/srv/a", "t.dat")),
+    ("/srv/b/d/t.dat", ("/srv/b", "d/t.dat")),
+    ("t.dat", ("/srv/a", "t.dat")),                  # relative: beneath the first
+    ("d/../t.dat", ("/srv/a", "t.dat")),
+    ("/srv/a/../b/t.dat", ("/srv/b", "t.dat")),      # ".." is folded before the check
+    ("/srv/a/../c/t.dat", None),
+    ("../c", None),
+    ("/srv/a", None),                                # the directory itself is no target
+    ("/srv/ab/t.dat", None),                         # a sibling whose name starts the same
+    ("/etc/passwd", None),
+])
+def test_locate_a_target_beneath_the_allowed_directories(target, where):
+    from pathlib import Path
+
+    from loadgen.agent import locate
+
+    found = locate(target, [Path("/srv/a"), Path("/srv/b")])
+    assert (None if found is None else (str(found[0]), found[1])) == where
+
+
 def test_an_agent_without_allow_path_refuses_disk_jobs(agent, token, tmp_path, disk_dirs, direct_io):
     allowed, _ = disk_dirs
     done, _ = remote_disk(tmp_path, agent, token, allowed / "t.dat", direct_io=direct_io)
@@ -410,6 +466,17 @@ BAD_REQUESTS = [
     ({"type": "start", "job": {"kind": "disk", "options": {"target": "/etc/passwd"}}}, "forbidden"),
     ({"type": "start", "job": {"kind": "disk", "options": {"rw": "shred"}}}, "bad-job"),
     ({"type": "start", "job": {"kind": "disk", "options": {"qd": -1}}}, "bad-job"),
+    # Wrongly typed fields: each is answered, none kills the handler's task (issue 8, item 7).
+    ({"type": "start", "job": {"kind": "udp-receive", "options": {"duration": True}}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "disk", "options": {"duration": True}}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "disk", "options": {"bs": True}}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "disk", "options": {"duration": [1]}}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "disk", "options": {"duration": {"s": 1}}}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "udp-receive", "options": {}, "run_tag": True}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "udp-receive", "options": {}, "run_tag": "x"}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "udp-receive", "options": {}, "flow_base": [3]}}, "bad-job"),
+    # More I/O buffer memory (qd x bs x workers) than the host has (issue 8, item 16).
+    ({"type": "start", "job": {"kind": "disk", "options": {"qd": "4096", "bs": "64m", "workers": "1"}}}, "limit"),
     ({"type": "go", "job": 999, "timeline": TIMELINE}, "no-job"),
     ({"type": "go"}, "no-job"),
     ({"type": "go", "job": [1], "timeline": TIMELINE}, "malformed"),
@@ -433,7 +500,7 @@ def test_malformed_requests_get_errors_and_the_session_stays_usable(agents, toke
     try:
         for msg, code in BAD_REQUESTS:
             reply = c.request(msg)
-            if (reply.get("type"), reply.get("code")) != ("error", code):
+            if (reply.get("type"), reply.get("code"), reply.get("kind")) != ("error", code, protocol.ERROR_KINDS[code]):
                 wrong.append((msg, reply))
             assert c.ping()["type"] == "pong", msg
         for msg in NO_ID:
@@ -735,11 +802,10 @@ def test_an_agent_killed_before_its_final_report_fails_the_run(agent, token, tmp
 
 # ---- TLS -----------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def certificate(tmp_path):
+def make_certificate(tmp_path, name: str):
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command to make a certificate")
-    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert, key = tmp_path / f"{name}-c.pem", tmp_path / f"{name}-k.pem"
     p = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test",
                         "-keyout", str(key), "-out", str(cert)], capture_output=True, text=True, timeout=60)
     if p.returncode:
@@ -747,26 +813,75 @@ def certificate(tmp_path):
     return cert, key
 
 
-def test_tls_control_channel(agents, token, tmp_path, certificate, controllers):
+@pytest.fixture
+def certificate(tmp_path):
+    return make_certificate(tmp_path, "agent")
+
+
+def test_tls_control_channel(agents, token, tmp_path, certificate):
     cert, key = certificate
     a = agents("--token-file", str(token), "--tls-cert", str(cert), "--tls-key", str(key))
     assert "with TLS" in a.out_path.read_text()
-    # A controller that speaks plain TCP waits for a challenge that never comes; it runs meanwhile.
-    plain = controllers("net", "--peer", a.address, "--pps", "1k", "--duration", "1s", "--token-file", str(token),
-                        "--quiet", name="plain")
-
     done, doc = paired_net(tmp_path, a, token, "--tls-ca", str(cert))
     s = assert_paired_ok(done, doc)
     assert s["sent"] > 0 and s["received"] == s["sent"]
-
-    line = plain.finish().error_line(1)
-    assert a.address in line
     assert a.alive()
+
+
+def test_a_plaintext_controller_is_told_the_agent_expects_tls(agents, token, tmp_path, certificate):
+    """The controller speaks first, so the TLS agent's refusal comes at once, not after a timeout."""
+    cert, key = certificate
+    a = agents("--token-file", str(token), "--tls-cert", str(cert), "--tls-key", str(key))
+    done = run_loadgen(tmp_path, "net", "--peer", a.address, "--pps", "1k", "--duration", "1s",
+                       "--token-file", str(token), "--quiet")
+    line = done.error_line(1)
+    assert a.address in line and "the agent expects TLS" in line, line
+    assert "did not finish the handshake" not in line
+    done, doc = paired_net(tmp_path, a, token, "--tls-ca", str(cert))    # and it serves TLS after
+    assert_paired_ok(done, doc)
 
 
 def test_tls_to_an_agent_without_tls_fails_clearly(agent, token, tmp_path):
     done = run_loadgen(tmp_path, "net", "--peer", agent.address, "--pps", "1k", "--duration", "1s",
                        "--token-file", str(token), "--tls", "--quiet")
     line = done.error_line(1)
-    assert agent.address in line
+    assert agent.address in line and "does not speak TLS" in line, line
     assert agent.alive()
+
+
+def test_a_certificate_the_ca_file_does_not_vouch_for_is_refused(agents, token, tmp_path, certificate):
+    cert, key = certificate
+    other_cert, _ = make_certificate(tmp_path, "other")
+    a = agents("--token-file", str(token), "--tls-cert", str(cert), "--tls-key", str(key))
+    done = run_loadgen(tmp_path, "net", "--peer", a.address, "--pps", "1k", "--duration", "1s",
+                       "--token-file", str(token), "--tls-ca", str(other_cert), "--quiet")
+    line = done.error_line(1)
+    assert a.address in line and "does not vouch for" in line, line
+
+
+@pytest.mark.parametrize("make, cause", [
+    (lambda p: None, "No such file or directory"),
+    (lambda p: p.write_text("not a certificate\n"), "no usable certificate"),
+    (lambda p: p.mkdir(), "Is a directory"),
+])
+def test_a_bad_tls_ca_file_is_named_with_its_cause(tmp_path, token, make, cause):
+    ca = tmp_path / "ca.pem"
+    make(ca)
+    done = run_loadgen(tmp_path, "net", "--peer", "127.0.0.1:9", "--pps", "1k", "--duration", "1s",
+                       "--token-file", str(token), "--tls-ca", str(ca), "--quiet")
+    line = done.error_line(2)
+    assert f"cannot read TLS CA file {ca}: " in line and cause in line, line
+
+
+def test_a_bad_tls_certificate_or_key_file_is_named_with_its_cause(tmp_path, token, certificate):
+    cert, key = certificate
+    missing = tmp_path / "nope.pem"
+    for args, expected in ((["--tls-cert", str(missing), "--tls-key", str(key)],
+                            f"cannot read TLS certificate file {missing}: No such file or directory"),
+                           (["--tls-cert", str(cert), "--tls-key", str(missing)],
+                            f"cannot read TLS key file {missing}: No such file or directory"),
+                           (["--tls-cert", str(cert), "--tls-key", str(cert)],
+                            f"cannot load TLS certificate {cert} with key {cert}")):
+        done = run_loadgen(tmp_path, "serve", "--listen", "127.0.0.1:0", "--token-file", str(token), *args)
+        line = done.error_line(2)
+        assert expected in line, line

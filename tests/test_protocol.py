@@ -239,6 +239,28 @@ def test_new_nonces_are_fresh_lowercase_hex_of_the_agreed_length():
 
 
 def test_error_messages():
-    assert protocol.error("busy", "taken") == {"type": "error", "code": "busy", "message": "taken"}
-    assert protocol.error("no-job", "none", 7) == {"type": "error", "code": "no-job", "message": "none", "id": 7}
+    assert protocol.error("busy", "taken") == {"type": "error", "code": "busy", "kind": "setup", "message": "taken"}
+    assert protocol.error("no-job", "none", 7) == {"type": "error", "code": "no-job", "kind": "protocol",
+                                                   "message": "none", "id": 7}
     assert protocol.error("x", "y", 0)["id"] == 0
+
+
+@pytest.mark.parametrize("frame, kind", [
+    (protocol.error("bad-job", "m"), "usage"),
+    (protocol.error("limit", "m"), "usage"),
+    (protocol.error("forbidden", "m"), "setup"),
+    (protocol.error("job-failed", "m"), "setup"),
+    (protocol.error("malformed", "m"), "protocol"),
+    (protocol.error("something-new", "m"), "setup"),           # an unknown code is never called bad input
+    ({"type": "error", "code": "bad-job", "message": "m"}, "usage"),   # an older agent: judged by the code
+    ({"type": "error", "code": "bad-job", "kind": "weird"}, "usage"),
+    ({"type": "error", "code": "limit", "kind": "setup"}, "setup"),    # the agent's word wins
+    ({"type": "error"}, "setup"),
+])
+def test_error_kinds(frame, kind):
+    assert protocol.error_kind(frame) == kind
+
+
+def test_hello_is_a_frame_of_this_version():
+    assert protocol.FrameDecoder().feed(protocol.encode(protocol.hello())) == [{"type": "hello",
+                                                                                "version": protocol.VERSION}]

@@ -5,11 +5,14 @@ test_disk.py; here the signature table is tested on crafted headers.
 """
 import fcntl
 import os
+import stat
+from types import SimpleNamespace
 
 import pytest
 
 from loadgen.errors import UsageError
-from loadgen.target import HEADER_BYTES, filesystem_signature, open_target
+from loadgen.target import (HEADER_BYTES, buffer_bytes, check_buffer_memory, check_fits, filesystem_signature,
+                            mem_available_bytes, open_beneath_target, open_target, open_temp_beneath, target_from_fd)
 from loadgen.workload import parse_disk
 
 MiB = 1 << 20
@@ -125,3 +128,135 @@ def test_unusable_targets_are_usage_errors(tmp_path, make, message):
     make(path)
     with pytest.raises(UsageError, match=message):
         open_target(disk_spec(target=str(path)))
+
+
+# ---- limits: free space and buffer memory ---------------------------------------------------------
+
+def vfs(free_blocks: int, block_bytes: int = 4096):
+    return SimpleNamespace(f_bavail=free_blocks, f_frsize=block_bytes)
+
+
+@pytest.mark.parametrize("size_bytes, free_blocks, fits", [
+    (4096 * 10, 10, True),          # exactly the free space
+    (4096 * 10 + 1, 10, False),
+    (1, 0, False),
+    (1 << 40, 1 << 20, False),      # 1 TiB into 4 GiB
+])
+def test_check_fits(size_bytes, free_blocks, fits):
+    if fits:
+        check_fits(size_bytes, vfs(free_blocks), "d")
+    else:
+        with pytest.raises(UsageError, match="does not fit in d"):
+            check_fits(size_bytes, vfs(free_blocks), "d")
+
+
+def test_a_temp_target_larger_than_the_free_space_is_refused_before_any_write(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match="does not fit"):
+        open_target(disk_spec(size="1000t"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_size_1000t_exits_2_at_once_and_writes_nothing(cli, tmp_path):
+    done = cli("disk", "--size", "1000t", "--duration", "1s", "--json", "r.json")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("loadgen: ") and "does not fit" in lines[0], done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("options, available, ok", [
+    ({"qd": "32", "bs": "4k", "workers": "2"}, 1 << 30, True),              # 256 KiB of buffers
+    ({"qd": "4096", "bs": "64m", "workers": "1"}, 64 << 30, False),         # 256 GiB
+    ({"qd": "15", "bs": "1m", "workers": "4"}, 128 << 20, True),            # 64 MiB: exactly half
+    ({"qd": "15", "bs": "1m", "workers": "4"}, (128 << 20) - 1, False),
+])
+def test_buffer_memory_is_bounded_by_half_of_what_is_available(options, available, ok):
+    spec = disk_spec(**options)
+    assert buffer_bytes(spec) == (spec.qd + 1) * spec.bs_bytes * spec.common.workers   # native/disk.c
+    if ok:
+        check_buffer_memory(spec, available)
+    else:
+        with pytest.raises(UsageError, match="I/O buffers"):
+            check_buffer_memory(spec, available)
+
+
+def test_mem_available_is_read_from_meminfo(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16000000 kB\nMemFree:  100 kB\nMemAvailable:    8000000 kB\n")
+    assert mem_available_bytes(meminfo) == 8000000 * 1024
+    assert mem_available_bytes(tmp_path / "missing") is None
+    assert mem_available_bytes() > 0          # this host's
+
+
+def test_huge_buffers_are_refused_locally(cli):
+    done = cli("disk", "--qd", "4096", "--bs", "64m", "--workers", "1", "--size", "64m", "--duration", "1s")
+    assert done.returncode == 2 and "I/O buffers" in done.stderr, done.stderr
+
+
+# ---- targets from descriptors, as an agent's job gets them ----------------------------------------
+
+def test_target_from_fd_checks_the_descriptor_not_a_name(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"\1" * MiB)
+    fd = os.open(path, os.O_RDWR)
+    path.unlink()                              # the name is gone; the descriptor is what counts
+    target = target_from_fd(disk_spec(rw="randwrite"), fd, "shown-name")
+    try:
+        assert (target.kind, target.path, target.span_bytes) == ("file", "shown-name", MiB)
+    finally:
+        target.close()
+    assert target.fd == -1
+
+
+def test_target_from_fd_refuses_a_fifo_and_closes_it(tmp_path):
+    os.mkfifo(tmp_path / "p")
+    fd = os.open(tmp_path / "p", os.O_RDONLY | os.O_NONBLOCK)
+    with pytest.raises(UsageError, match="regular file or a block device"):
+        target_from_fd(disk_spec(), fd, "p")
+    with pytest.raises(OSError):
+        os.fstat(fd)                           # closed on the way out
+
+
+@pytest.fixture
+def root_fd(tmp_path):
+    fd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    yield fd
+    os.close(fd)
+
+
+def test_open_beneath_target_never_opens_a_fifo(tmp_path, root_fd):
+    os.mkfifo(tmp_path / "p")                  # a real open would wait for a writer
+    with pytest.raises(UsageError, match="regular file or a block device"):
+        open_beneath_target(disk_spec(), root_fd, "p")
+
+
+def test_open_beneath_target_refuses_a_symlink(tmp_path, root_fd):
+    (tmp_path / "f").write_bytes(b"\1" * MiB)
+    (tmp_path / "link").symlink_to(tmp_path / "f")
+    with pytest.raises(OSError):
+        open_beneath_target(disk_spec(), root_fd, "link")
+    fd = open_beneath_target(disk_spec(rw="randwrite"), root_fd, "f")
+    try:
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
+    finally:
+        os.close(fd)
+
+
+def test_a_temp_target_beneath_is_unlinked_at_once_and_filled(tmp_path, root_fd):
+    spec = disk_spec(size="2m")
+    fd = open_temp_beneath(spec, root_fd, str(tmp_path))
+    assert list(tmp_path.iterdir()) == []      # nothing to leave behind, however the job ends
+    target = target_from_fd(spec, fd, "temp", temp=True)
+    try:
+        assert target.kind == "temp" and target.span_bytes == 2 * MiB
+        st = os.fstat(target.fd)
+        assert stat.S_ISREG(st.st_mode) and st.st_size == 2 * MiB and st.st_nlink == 0
+    finally:
+        target.close()
+
+
+def test_a_temp_target_beneath_must_fit(tmp_path, root_fd):
+    with pytest.raises(UsageError, match="does not fit"):
+        open_temp_beneath(disk_spec(size="1000t"), root_fd, str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
