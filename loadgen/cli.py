@@ -25,6 +25,7 @@ Workers = Annotated[Optional[str], typer.Option(help="Worker threads, one per co
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Write the result document here.")]
 HlogOut = Annotated[Optional[Path], typer.Option("--hlog", help="Write an HdrHistogram interval log here.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress line and no summary.")]
+Strict = Annotated[bool, typer.Option("--strict", help="Exit 1 when the run stalled or fell short of its rate.")]
 TokenFile = Annotated[Optional[str], typer.Option(help="Shared token for agents [default: $LOADGEN_TOKEN].")]
 TlsCa = Annotated[Optional[str], typer.Option(help="Use TLS to agents, checking their certificate against this CA file.")]
 Tls = Annotated[bool, typer.Option("--tls", help="Use TLS to agents without checking their certificate.")]
@@ -50,7 +51,7 @@ def _run_job(coro) -> dict:
     return uvloop.run(coro)
 
 
-def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter) -> int:
+def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, strict: bool = False) -> int:
     from loadgen import results
 
     if json_path:
@@ -66,6 +67,8 @@ def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter) -> int
         return EXIT_INTERRUPTED
     if doc["failed"]:
         sys.stderr.write(f"loadgen: {doc['stop_reason']}\n")
+        return 1
+    if strict and results.falls_short(doc):
         return 1
     return 0
 
@@ -94,6 +97,7 @@ def disk(
     json_path: JsonOut = None,
     hlog: HlogOut = None,
     quiet: Quiet = False,
+    strict: Strict = False,
 ) -> None:
     """Drive IOPS against a file or block device with io_uring workers, one per core."""
     from loadgen.results import format_disk
@@ -104,7 +108,7 @@ def disk(
                       ramp=ramp, interval=interval, workers=workers)
     connect = _connector(token_file, tls, tls_ca) if on else None
     doc = _run_job(_disk_job(spec, on, connect, hlog, quiet))
-    raise SystemExit(_finish(doc, json_path, quiet, format_disk))
+    raise SystemExit(_finish(doc, json_path, quiet, format_disk, strict))
 
 
 def _disk_job(spec, on: Optional[str], connect, hlog: Optional[Path], quiet: bool):
@@ -153,6 +157,7 @@ def net(
     json_path: JsonOut = None,
     hlog: HlogOut = None,
     quiet: Quiet = False,
+    strict: Strict = False,
 ) -> None:
     """Send UDP datagrams at an exact rate and count what arrives, with latency in echo mode."""
     from loadgen.results import format_net
@@ -167,7 +172,7 @@ def net(
                      workers=workers)
     connect = _connector(token_file, tls, tls_ca) if peer else None
     doc = _run_job(_net_job(spec, peer, clients, connect, hlog, quiet))
-    raise SystemExit(_finish(doc, json_path, quiet, format_net))
+    raise SystemExit(_finish(doc, json_path, quiet, format_net, strict))
 
 
 @app.command()
@@ -243,6 +248,7 @@ def run(
     json_path: JsonOut = None,
     hlog: HlogOut = None,
     quiet: Quiet = False,
+    strict: Strict = False,
 ) -> None:
     """Run a profile: a saved net or disk workload, with its claim recorded in the result."""
     from loadgen import profiles
@@ -259,7 +265,7 @@ def run(
         job, formatter = _disk_job(spec, remote.get("on"), connect, hlog, quiet), format_disk
     doc = _run_job(job)
     doc["profile"] = prof.as_dict() | {"options": options}
-    raise SystemExit(_finish(doc, json_path, quiet, formatter))
+    raise SystemExit(_finish(doc, json_path, quiet, formatter, strict))
 
 
 def _load_result(path: str) -> dict:

@@ -44,17 +44,18 @@ async def measure(start: Callable, common: CommonSpec, view: IntervalView,
             except OSError as e:
                 raise UsageError(f"cannot write {hlog_path}: {e.strerror}") from None
             await hlog.write(histogram.hlog_header(time.time() + common.ramp_ns / 1e9, hlog_comment))
-        usage0 = resource.getrusage(resource.RUSAGE_SELF)
+        usage0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
         timeline = Timeline.starting_now(common.ramp_ns, common.duration_ns, common.interval_ns, lead_ns)
         sink = IntervalSink(view, timeline, hlog, progress)
         run = start(timeline)
         if inspect.isawaitable(run):
             run = await run
         try:
-            m = await run_workers(run, timeline, sink, policy=policy, on_tick=sink.warming)
+            m = await run_workers(run, timeline, sink, policy=policy, on_tick=sink.warming,
+                                  progress=lambda s: view.ops_and_bytes(s)[0] + s.counter("errors"))
         finally:
             run.free()
-        usage1 = resource.getrusage(resource.RUSAGE_SELF)
+        usage1, wall1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
     finally:
         progress.close()
         if hlog:
@@ -63,5 +64,5 @@ async def measure(start: Callable, common: CommonSpec, view: IntervalView,
             except OSError:
                 pass  # already reported as a warning by the sink
     cpu = {"user_s": round(usage1.ru_utime - usage0.ru_utime, 3),
-           "sys_s": round(usage1.ru_stime - usage0.ru_stime, 3)}
+           "sys_s": round(usage1.ru_stime - usage0.ru_stime, 3), "wall_s": round(wall1 - wall0, 3)}
     return Outcome(m, sink.rows, cpu, sink.warnings)
