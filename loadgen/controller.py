@@ -233,9 +233,12 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
     held: list[tuple[int, int]] = []
     skipped = 0
     stop_ns = timeline.end_ns
+    woke = None     # when the controller last woke: from then until it waits again it works
     try:
         while True:
             now = clock.now_ns()
+            if woke is not None and now - woke >= HELD_NS:
+                held.append((woke, now))    # held while at work (a read, the .hlog)
             if now >= timeline.end_ns:
                 break
             failure = run.failure()
@@ -252,9 +255,11 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
                 break
             wake = min(next_tick, timeline.end_ns, now + POLL_NS)
             await clock.wait(stop, wake)
-            now = clock.now_ns()
-            if now - wake >= HELD_NS and not stop.is_set():
-                held.append((wake, now))
+            asleep_from, now = now, clock.now_ns()
+            woke = now
+            # held while asleep: woken this late (a wake-up already due counts from the wait)
+            if now - max(wake, asleep_from) >= HELD_NS:
+                held.append((max(wake, asleep_from), now))
             if now < timeline.ramp_end_ns and on_tick:
                 on_tick(now)
             if now < next_tick or next_tick >= timeline.end_ns or stop.is_set():

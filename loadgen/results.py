@@ -86,7 +86,7 @@ def judge(kind: str, config: dict, engine: str, m: Measurement, summary: dict) -
     rate = config.get("iops" if kind == "disk" else "pps")
     requested = rate if isinstance(rate, int) else None
     summary["stalls"] = stalls.stalls_section(m.progress, m.held, requested, m.timeline.ramp_end_ns,
-                                              m.timeline.interval_ns)
+                                              m.stop_ns, m.timeline.interval_ns)
     lag = summary.get("schedule_lag_ns") or {}
     summary["shortfall"] = stalls.shortfall_section(requested, summary["rate"], lag.get("unsent", 0),
                                                     lag.get("late_ops", 0), _facts(kind, config, engine, m, summary))
@@ -97,9 +97,10 @@ def judge(kind: str, config: dict, engine: str, m: Measurement, summary: dict) -
 
 
 def falls_short(doc: dict) -> bool:
-    """True when the run stalled or fell short of its rate (what --strict fails on)."""
+    """True when the run stalled, was held, or fell short of its rate (what --strict fails on)."""
     s = doc.get("summary") or {}
-    return bool(s.get("shortfall")) or bool((s.get("stalls") or {}).get("count"))
+    stalled = s.get("stalls") or {}
+    return bool(s.get("shortfall") or stalled.get("count") or (stalled.get("controller_held") or {}).get("count"))
 
 
 def document(kind: str, config: dict, engine: str, m: Measurement, env: dict, summary: dict,

@@ -61,12 +61,19 @@ def _spans_section(spans: list[tuple[int, int]], origin_ns: int) -> dict:
     }
 
 
+def clip(spans: list[tuple[int, int]], start_ns: int, end_ns: int) -> list[tuple[int, int]]:
+    """The parts of spans inside [start_ns, end_ns)."""
+    out = [(max(a, start_ns), min(b, end_ns)) for a, b in spans]
+    return [(a, b) for a, b in out if b > a]
+
+
 def stalls_section(progress: list[tuple[int, int]], held: list[tuple[int, int]], rate_per_s: int | None,
-                   origin_ns: int, resolution_ns: int) -> dict:
-    """summary.stalls: the workers' stalls, and the controller's own holds (times from origin_ns)."""
+                   origin_ns: int, stop_ns: int, resolution_ns: int) -> dict:
+    """summary.stalls: the workers' stalls, and the controller's own holds inside the measured
+    window [origin_ns, stop_ns) (times from origin_ns)."""
     section = _spans_section(stall_spans(progress, rate_per_s), origin_ns)
     section["resolution_ns"] = resolution_ns
-    section["controller_held"] = _spans_section(held, origin_ns)
+    section["controller_held"] = _spans_section(clip(held, origin_ns, stop_ns), origin_ns)
     return section
 
 

@@ -56,7 +56,7 @@ class FakeRun:
     workers: only in [ramp_end_ns, min(end_ns, stop)), each op timed in the same batch."""
 
     def __init__(self, clock: FakeClock, done_at=None, setup_errno=0, fail_at=None, fail_after_wait=None,
-                 drain_ops=0, torn_reads=()) -> None:
+                 drain_ops=0, torn_reads=(), read_takes_ns=None) -> None:
         self.layout, self.workers = LAYOUT, 2
         self.clock = clock
         self.done_at, self.setup_errno = done_at, setup_errno
@@ -64,6 +64,7 @@ class FakeRun:
         self.drain_ops = drain_ops          # counted after the stop: late sends, echoes in the grace time
         self.torn_reads = set(torn_reads)   # read() calls (from 0) that return a torn copy
         self.reads = 0
+        self.read_takes_ns = read_takes_ns or {}   # read() call -> how far it moves the clock
         self.stops: list[int] = []
         self.waited = False
         self.freed = False
@@ -73,6 +74,7 @@ class FakeRun:
         return max(0, (until - TIMELINE.ramp_end_ns) * RATE_PER_S // S) + (self.drain_ops if self.waited else 0)
 
     def read(self) -> np.ndarray:
+        self.clock.t += int(self.read_takes_ns.get(self.reads, 0))
         n = self._ops()
         words = np.zeros((self.workers, LAYOUT.words), dtype=np.uint64)
         for row, ops in enumerate((n // 2, n - n // 2)):
@@ -215,6 +217,27 @@ def test_a_torn_snapshot_still_samples_progress():
 def test_a_late_wake_up_is_recorded_as_the_controller_held():
     m, _, _ = drive({"late": lambda due: 1.5 * S if due == 3 * S else 0}, {}, None)
     assert m.held == [(3 * S, int(4.5 * S))]
+
+
+def test_a_controller_held_while_reading_is_recorded():
+    # stopped (SIGSTOP) in the middle of the 3 s snapshot: that interval ends late, and says why
+    m, _, _ = drive({}, {"read_takes_ns": {1: 1.5 * S}}, None)
+    assert m.held == [(3 * S, int(4.5 * S))]
+    assert [round(i.end_ns / S, 3) for i in m.intervals] == [2, 4.5, 5, 6]
+
+
+def test_a_hold_at_work_is_not_counted_again_as_a_late_wake_up():
+    # held while writing the 3 s interval, past the 4 s tick: that wake-up is due at once
+    clock = FakeClock()
+    run = FakeRun(clock)
+
+    async def on_interval(interval, cumulative) -> None:
+        if interval.end_ns == 3 * S:
+            clock.t += int(1.5 * S)
+
+    m = asyncio.run(run_workers(run, TIMELINE, on_interval, clock=clock))
+    assert m.held == [(3 * S, int(4.5 * S))]
+    assert [round(i.end_ns / S, 3) for i in m.intervals] == [2, 3, 4.5, 5, 6]
 
 
 def test_wake_ups_on_time_are_not_held():
