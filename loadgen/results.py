@@ -67,7 +67,7 @@ def total_histograms(final: Snapshot, tags: dict[str, tuple[str, ...]]) -> dict[
     return {tag: histogram.from_counts(final.hist(*names)).encode().decode("ascii") for tag, names in tags.items()}
 
 
-def _facts(kind: str, config: dict, engine: str, m: Measurement, summary: dict) -> stalls.Facts:
+def _facts(kind: str, config: dict, engine: str, m: Measurement, summary: dict, env: dict) -> stalls.Facts:
     """What the summary says about limits; loadgen's own CPU only when its workers ran here."""
     cpu = summary.get("cpu") or {}
     remote = config.get("on") or config.get("peer")
@@ -78,18 +78,21 @@ def _facts(kind: str, config: dict, engine: str, m: Measurement, summary: dict) 
     if kind == "disk":
         facts.qd_total = (1 if engine == "psync" else int(config["qd"])) * int(config["workers"])
         facts.service_mean_ns = summary["service_ns"]["mean"]
+        queues = [(d.get("queue") or {}).get("nr_requests") for d in env.get("disks") or []]
+        facts.device_queue = queues[0] if len(queues) == 1 else None
     return facts
 
 
-def judge(kind: str, config: dict, engine: str, m: Measurement, summary: dict) -> list[str]:
+def judge(kind: str, config: dict, engine: str, m: Measurement, summary: dict, env: dict) -> list[str]:
     """Add summary.stalls and summary.shortfall; return the warnings they call for."""
     rate = config.get("iops" if kind == "disk" else "pps")
     requested = rate if isinstance(rate, int) else None
     summary["stalls"] = stalls.stalls_section(m.progress, m.held, requested, m.timeline.ramp_end_ns,
                                               m.stop_ns, m.timeline.interval_ns)
     lag = summary.get("schedule_lag_ns") or {}
+    facts = _facts(kind, config, engine, m, summary, env)
     summary["shortfall"] = stalls.shortfall_section(requested, summary["rate"], lag.get("unsent", 0),
-                                                    lag.get("late_ops", 0), _facts(kind, config, engine, m, summary))
+                                                    lag.get("late_ops", 0), facts)
     warnings = stalls.stall_warnings(summary["stalls"])
     if summary["shortfall"]:
         warnings.append(stalls.shortfall_warning(summary["shortfall"], "IOPS" if kind == "disk" else "pps"))
@@ -105,7 +108,7 @@ def falls_short(doc: dict) -> bool:
 
 def document(kind: str, config: dict, engine: str, m: Measurement, env: dict, summary: dict,
              intervals: list[dict], **extra) -> dict:
-    warnings = judge(kind, config, engine, m, summary)
+    warnings = judge(kind, config, engine, m, summary, env)
     # Where the threads ran: the workers' CPUs are in config already.
     config = config | {"controller_cpus": m.controller}
     doc = {
@@ -145,8 +148,8 @@ def _judgement_lines(s: dict) -> list[str]:
     lines = []
     st = s.get("stalls") or {}
     if st.get("count"):
-        lines.append(f"  stalls: {st['count']}, {format_ns(st['total_ns'])} in all, longest {format_ns(st['longest_ns'])} "
-                     f"(seen at {format_ns(st['resolution_ns'])} resolution)")
+        lines.append(f"  stalls: {st['count']}, {format_ns(st['total_ns'])} in all, "
+                     f"longest {format_ns(st['longest_ns'])} (seen at {format_ns(st['resolution_ns'])} resolution)")
     if (st.get("controller_held") or {}).get("count"):
         held = st["controller_held"]
         lines.append(f"  loadgen held off the CPU: {held['count']} time(s), {format_ns(held['total_ns'])} in all")

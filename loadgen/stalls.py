@@ -16,7 +16,10 @@ Vocabulary:
              was off the CPU. When the whole process is held (SIGSTOP, a
              paused VM) its snapshots straddle the hold, so this is how it shows.
   shortfall  an achieved rate below SHORTFALL_RATIO of the requested one, or
-             datagrams the schedule required and the sender never sent.
+             datagrams the schedule required and the sender never sent. Its likely
+             limit is a guess from the result's own numbers: loadgen's CPU time
+             against its cores, and the I/Os in flight (Little's law: rate x mean
+             service time) against qd x workers and the device's queue.
 
 Everything here is arithmetic on numbers a result already holds: no clock,
 no native code.
@@ -101,10 +104,12 @@ class Facts:
     cores: int                     # cores those threads could use: min(threads, usable CPUs)
     qd_total: int | None = None    # disk: I/Os allowed in flight, qd x workers
     service_mean_ns: float | None = None
+    device_queue: int | None = None  # disk: requests the device's own queue holds (nr_requests)
 
 
 def likely_limit(achieved_per_s: float, facts: Facts) -> tuple[str, str]:
-    """(limit, why): cpu, queue_depth, or schedule (behind with neither full)."""
+    """(limit, why): cpu, device (its own queue full), queue_depth (ours full), or
+    schedule (behind with neither full)."""
     if facts.cpu_s is not None and facts.wall_s > 0 and facts.cores > 0:
         busy = facts.cpu_s / facts.wall_s / facts.cores
         if busy >= BUSY_RATIO:
@@ -112,6 +117,11 @@ def likely_limit(achieved_per_s: float, facts: Facts) -> tuple[str, str]:
     if facts.qd_total and facts.service_mean_ns:
         # Little's law: operations in flight = rate x time each spends in the device.
         in_flight = achieved_per_s * facts.service_mean_ns / 1e9
+        if in_flight >= FULL_QUEUE_RATIO * facts.qd_total and facts.device_queue and \
+                in_flight >= FULL_QUEUE_RATIO * facts.device_queue:
+            return "device", (f"{in_flight:.1f} I/Os in flight on average fill the device's own queue "
+                              f"(nr_requests {facts.device_queue}) at a mean service time of "
+                              f"{format_ns(facts.service_mean_ns)}: a deeper queue would only wait there")
         if in_flight >= FULL_QUEUE_RATIO * facts.qd_total:
             return "queue_depth", (f"{in_flight:.1f} I/Os in flight on average of the {facts.qd_total} allowed "
                                    f"(qd x workers) at a mean service time of {format_ns(facts.service_mean_ns)}: "

@@ -79,6 +79,11 @@ SHORTFALLS = {
     # 64 in flight of 64 allowed: 40k IOPS x 1.6 ms
     "queue full": (10**6, 4e4, 0, stalls.Facts(cpu_s=0.2, wall_s=1.0, cores=2, qd_total=64,
                                                service_mean_ns=1.6e6), "queue_depth"),
+    "the device's own queue full": (10**6, 4e4, 0, stalls.Facts(cpu_s=0.2, wall_s=1.0, cores=2, qd_total=64,
+                                                               service_mean_ns=1.6e6, device_queue=64), "device"),
+    "ours full, the device's not": (10**6, 4e4, 0, stalls.Facts(cpu_s=0.2, wall_s=1.0, cores=2, qd_total=64,
+                                                               service_mean_ns=1.6e6, device_queue=256),
+                                    "queue_depth"),
     "queue not full": (10**6, 4e4, 0, stalls.Facts(cpu_s=0.2, wall_s=1.0, cores=2, qd_total=64,
                                                    service_mean_ns=1e5), "schedule"),
 }
@@ -122,7 +127,7 @@ def test_unreachable_disk_rate_is_a_shortfall(tmp_path, io_uring):
     doc = json.loads((tmp_path / "r.json").read_text())
     sf = doc["summary"]["shortfall"]
     assert sf["requested"] == 5_000_000 and sf["achieved"] == doc["summary"]["rate"] < 0.99 * 5_000_000
-    assert sf["likely_limit"] in ("cpu", "queue_depth", "schedule")
+    assert sf["likely_limit"] in ("cpu", "device", "queue_depth", "schedule")
 
 
 def test_unreachable_net_rate_is_a_shortfall_and_strict_fails(tmp_path):
