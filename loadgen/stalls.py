@@ -9,7 +9,9 @@ Vocabulary:
              requires some; an open loop at rate R requires some when at least
              STALL_MIN_DUE operations fell due in the span (one alone may
              rightly complete just after it). Adjacent stalled spans are one
-             stall. The resolution is the controller's snapshot interval: a
+             stall, and one shorter than STALL_MIN_NS is none: in a few ms
+             (the short last interval of a run, say) ops in flight may rightly
+             all still be in the device. The resolution is the controller's snapshot interval: a
              stall shorter than that, or one with completions on both sides of
              it inside the same interval, is not seen.
   held       a controller wake-up late by HELD_NS or more: the controller itself
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from loadgen.units import format_ns, format_si
 
 STALL_MIN_DUE = 2
+STALL_MIN_NS = 100_000_000
 SHORTFALL_RATIO = 0.99
 # A thread at this share of its core is taken to be CPU bound.
 BUSY_RATIO = 0.9
@@ -50,7 +53,7 @@ def stall_spans(progress: list[tuple[int, int]], rate_per_s: int | None) -> list
             spans[-1] = (spans[-1][0], t1)
         else:
             spans.append((t0, t1))
-    return spans
+    return [(a, b) for a, b in spans if b - a >= STALL_MIN_NS]
 
 
 def _spans_section(spans: list[tuple[int, int]], origin_ns: int) -> dict:
