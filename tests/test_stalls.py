@@ -227,7 +227,6 @@ def _stop_whole_process(pid: int, tid: int) -> float:
     return time.monotonic() - stopped
 
 
-@pytest.mark.root
 def test_a_worker_held_off_the_cpu_is_a_stall(tmp_path, io_uring):
     p, held_s = _disk_run_held(tmp_path, lambda pid, tid: _hold_thread(tid, HOLD_S))
     assert p.returncode == 0, p.stderr
@@ -242,7 +241,6 @@ def test_a_worker_held_off_the_cpu_is_a_stall(tmp_path, io_uring):
     assert_consistent(doc, tmp_path / "r.hlog", "latency", "ops")
 
 
-@pytest.mark.root
 def test_a_whole_process_held_says_so(tmp_path, io_uring):
     """SIGSTOP holds the controller too: its snapshots straddle the hold, so it is the
     controller's late wake-up that shows it; the result still agrees with its .hlog."""
