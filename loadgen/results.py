@@ -84,7 +84,10 @@ def _facts(kind: str, config: dict, engine: str, m: Measurement, summary: dict, 
 
 
 def judge(kind: str, config: dict, engine: str, m: Measurement, summary: dict, env: dict) -> list[str]:
-    """Add summary.stalls and summary.shortfall; return the warnings they call for."""
+    """Add summary.stalls and summary.shortfall; return the warnings they call for.
+
+    A run that failed or was interrupted has its reason as its headline and
+    falls short because of it: its sections are filled, but it gets no warnings."""
     rate = config.get("iops" if kind == "disk" else "pps")
     requested = rate if isinstance(rate, int) else None
     summary["stalls"] = stalls.stalls_section(m.progress, m.held, requested, m.timeline.ramp_end_ns,
@@ -93,6 +96,8 @@ def judge(kind: str, config: dict, engine: str, m: Measurement, summary: dict, e
     facts = _facts(kind, config, engine, m, summary, env)
     summary["shortfall"] = stalls.shortfall_section(requested, summary["rate"], lag.get("unsent", 0),
                                                     lag.get("late_ops", 0), facts)
+    if m.failed or m.interrupted:
+        return []
     warnings = stalls.stall_warnings(summary["stalls"])
     if summary["shortfall"]:
         warnings.append(stalls.shortfall_warning(summary["shortfall"], "IOPS" if kind == "disk" else "pps"))

@@ -87,13 +87,13 @@ def stall_warnings(stalls: dict) -> list[str]:
     out = []
     if stalls["count"]:
         first = stalls["spans"][0]
-        out.append(f"{stalls['count']} stall(s): no operation completed for {format_ns(stalls['total_ns'])} "
-                   f"in all while the schedule required some (longest {format_ns(stalls['longest_ns'])}, "
+        out.append(f"stall: {stalls['count']} time(s) no operation completed while the schedule required "
+                   f"some, {format_ns(stalls['total_ns'])} in all (longest {format_ns(stalls['longest_ns'])}, "
                    f"first at {first['start_s']:.3f} s; seen at {format_ns(stalls['resolution_ns'])} resolution)")
     held = stalls["controller_held"]
     if held["count"]:
         first = held["spans"][0]
-        out.append(f"loadgen itself was held off the CPU {held['count']} time(s), "
+        out.append(f"stall: loadgen itself was held off the CPU {held['count']} time(s), "
                    f"{format_ns(held['total_ns'])} in all (longest {format_ns(held['longest_ns'])}, "
                    f"first at {first['start_s']:.3f} s): operations due then start late and count it as latency")
     return out
