@@ -11,11 +11,13 @@ Vocabulary:
              rightly complete just after it). Adjacent stalled spans are one
              stall, and one shorter than STALL_MIN_NS is none: in a few ms
              (the short last interval of a run, say) ops in flight may rightly
-             all still be in the device. The resolution is the controller's snapshot interval: a
-             stall shorter than that, or one with completions on both sides of
-             it inside the same interval, is not seen.
-  held       a controller wake-up late by HELD_NS or more: the controller itself
-             was off the CPU. When the whole process is held (SIGSTOP, a
+             all still be in the device. The resolution is the controller's
+             snapshot interval: a stall shorter than that, or one with
+             completions on both sides of it inside the same interval, is not
+             seen; and progress is summed over workers, so one stuck worker
+             beside busy ones is not seen either.
+  held       the controller late by HELD_NS or more, waking or at work: it
+             was itself off the CPU. When the whole process is held (SIGSTOP, a
              paused VM) its snapshots straddle the hold, so this is how it shows.
   shortfall  an achieved rate below SHORTFALL_RATIO of the requested one, or
              datagrams the schedule required and the sender never sent. Its likely
