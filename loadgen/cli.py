@@ -46,6 +46,7 @@ HlogOut = Annotated[Optional[Path], typer.Option("--hlog", callback=_output_path
                                                  help="Write an HdrHistogram interval log here (- for stdout).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress line and no summary.")]
 BusyPoll = Annotated[bool, typer.Option("--busy-poll", help="Spin between operations instead of sleeping: less jitter, a core burnt per worker.")]
+Strict = Annotated[bool, typer.Option("--strict", help="Exit 1 when the run stalled or fell short of its rate.")]
 TokenFile = Annotated[Optional[str], typer.Option(help="Shared token for agents [default: $LOADGEN_TOKEN].")]
 TlsCa = Annotated[Optional[str], typer.Option(help="Use TLS to agents, checking their certificate against this CA file.")]
 Tls = Annotated[bool, typer.Option("--tls", help="Use TLS to agents without checking their certificate.")]
@@ -71,7 +72,8 @@ def _run_job(coro) -> dict:
     return uvloop.run(coro)
 
 
-def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: Optional[Path] = None) -> int:
+def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: Optional[Path] = None,
+            strict: bool = False) -> int:
     """Print the summary, then write the document: a result is never lost.
 
     The summary goes first, so a document that cannot be written still leaves
@@ -114,6 +116,8 @@ def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: 
     if interrupts.caught():
         sys.stderr.write(f"loadgen: interrupted by {interrupts.caught()} after the run; its result is complete\n")
         return EXIT_INTERRUPTED
+    if strict and results.falls_short(doc):
+        return 1
     return 0
 
 
@@ -142,6 +146,7 @@ def disk(
     json_path: JsonOut = None,
     hlog: HlogOut = None,
     quiet: Quiet = False,
+    strict: Strict = False,
 ) -> None:
     """Drive IOPS against a file or block device with io_uring workers, one per core."""
     from loadgen.results import format_disk
@@ -152,7 +157,7 @@ def disk(
                       ramp=ramp, interval=interval, workers=workers, busy_poll=busy_poll)
     connect = _connector(token_file, tls, tls_ca) if on else None
     doc = _run_job(_disk_job(spec, on, connect, hlog, quiet))
-    raise SystemExit(_finish(doc, json_path, quiet, format_disk, hlog))
+    raise SystemExit(_finish(doc, json_path, quiet, format_disk, hlog, strict))
 
 
 def _disk_job(spec, on: Optional[str], connect, hlog: Optional[Path], quiet: bool):
@@ -202,6 +207,7 @@ def net(
     json_path: JsonOut = None,
     hlog: HlogOut = None,
     quiet: Quiet = False,
+    strict: Strict = False,
 ) -> None:
     """Send UDP datagrams at an exact rate and count what arrives, with latency in echo mode."""
     from loadgen.results import format_net
@@ -216,7 +222,7 @@ def net(
                      workers=workers, busy_poll=busy_poll)
     connect = _connector(token_file, tls, tls_ca) if peer else None
     doc = _run_job(_net_job(spec, peer, clients, connect, hlog, quiet))
-    raise SystemExit(_finish(doc, json_path, quiet, format_net, hlog))
+    raise SystemExit(_finish(doc, json_path, quiet, format_net, hlog, strict))
 
 
 @app.command()
@@ -292,6 +298,7 @@ def run(
     json_path: JsonOut = None,
     hlog: HlogOut = None,
     quiet: Quiet = False,
+    strict: Strict = False,
 ) -> None:
     """Run a profile: a saved net or disk workload, with its claim recorded in the result."""
     from loadgen import profiles
@@ -308,7 +315,7 @@ def run(
         job, formatter = _disk_job(spec, remote.get("on"), connect, hlog, quiet), format_disk
     doc = _run_job(job)
     doc["profile"] = prof.as_dict() | {"options": options}
-    raise SystemExit(_finish(doc, json_path, quiet, formatter, hlog))
+    raise SystemExit(_finish(doc, json_path, quiet, formatter, hlog, strict))
 
 
 def _load_result(path: str) -> dict:

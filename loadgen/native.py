@@ -193,6 +193,10 @@ class Run:
     def done(self) -> bool:
         return bool(lib().lg_run_done(self._handle))
 
+    def failure(self) -> str | None:
+        """A local run has no host to lose: its workers' failures show in their stats."""
+        return None
+
     def join(self) -> int:
         """Blocks until every worker exits; 0 or the first setup -errno."""
         return lib().lg_run_join(self._handle)
