@@ -91,6 +91,7 @@ def _load() -> ctypes.CDLL:
     signatures = {
         "lg_abi_version": (c.c_int, []),
         "lg_struct_size": (c.c_int, [c.c_char_p]),
+        "lg_limit": (c.c_int64, [c.c_char_p]),
         "lg_counter_count": (c.c_int, []),
         "lg_counter_name": (c.c_char_p, [c.c_int]),
         "lg_hist_count": (c.c_int, []),
@@ -245,6 +246,14 @@ def disk_offsets(config: DiskConfig, worker: int, n: int) -> np.ndarray:
     out = np.zeros(n, dtype=np.uint64)
     _check(lib().lg_disk_offsets(ctypes.byref(config), worker, out.ctypes.data, n), "generating offsets")
     return out
+
+
+def limit(name: str) -> int:
+    """A bound of native/loadgen.h by name ("max_qd", "pkt_max_bytes"...); KeyError if it has none."""
+    value = lib().lg_limit(name.encode())
+    if value < 0:
+        raise KeyError(name)
+    return value
 
 
 def io_uring_probe() -> int:

@@ -30,7 +30,7 @@
 /* Gaps shorter than this are spun, longer ones slept: a VM's timer wake-up
  * costs tens of microseconds, so sleeping for less only adds lag. */
 #define SPIN_NS 100000LL
-#define MAX_QD 4096
+#define MAX_QD LG_MAX_QD
 #define BUF_ALIGN 4096
 
 struct op_slot {

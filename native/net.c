@@ -40,8 +40,8 @@
 /* Gaps longer than this are slept (waking SPIN_NS / 2 early), shorter ones
  * spun: with 1 ns timer slack a wake-up lands within tens of us in a VM. */
 #define SPIN_NS 50000LL
-#define MAX_BATCH 1024
-#define MAX_FLOWS 65536
+#define MAX_BATCH LG_MAX_BATCH
+#define MAX_FLOWS LG_MAX_FLOWS
 
 struct pkt_header {
 	uint32_t magic;
