@@ -334,22 +334,26 @@ def report(
 @app.command()
 def sysinfo(
     json_out: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False,
-    target: Annotated[Optional[str], typer.Option(help="Also describe the disk under this path.")] = None,
-    peer: Annotated[Optional[str], typer.Option(help="Also describe the NIC that routes to this host.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Also describe the disk under this path.", metavar="PATH")] = None,
+    peer: Annotated[Optional[str], typer.Option(help="Also describe the NIC that routes to this host (HOST, HOST:PORT or [v6]:PORT).", metavar="HOST")] = None,
 ) -> None:
     """The machine's facts as results record them: CPU, hypervisor, clocksource, NICs, disks."""
     import json
 
     from loadgen import sysinfo as facts
 
+    from loadgen.workload import host_of
+
     if peer is None:
         nics = sorted(os.listdir("/sys/class/net"))
     else:
-        host = peer.rpartition(":")[0].strip("[]") if ":" in peer else peer
+        host = host_of(peer)
         nic = facts.nic_for(host)
         if nic is None:
             raise UsageError(f"no route to {host} (or it does not resolve)")
         nics = [nic]
+    if target is not None and not os.path.exists(target):
+        raise UsageError(f"--target {target}: no such file or directory")
     disks = [facts.block_device_of(target)] if target else sorted(
         d for d in os.listdir("/sys/block") if not d.startswith(("loop", "ram", "zram")))
     env = facts.run_env("io_uring" if _uring_ok() else "psync", nics=nics, disks=[d for d in disks if d])

@@ -189,6 +189,21 @@ def parse_host_port(text: str) -> tuple[str, int]:
     return host[1:-1] if bracketed else host, int(port)
 
 
+def host_of(text: str) -> str:
+    """The host in 'HOST', 'HOST:PORT', '[v6]', '[v6]:PORT' or a bare IPv6 address."""
+    text = str(text).strip()
+    if text.startswith("["):
+        inside, sep, rest = text[1:].partition("]")
+        if not sep or not inside or (rest and not (rest[0] == ":" and rest[1:].isdigit())):
+            raise UsageError(f"invalid address: {text!r} (expected HOST, HOST:PORT or [v6]:PORT)")
+        return inside
+    if text.count(":") == 1:
+        return parse_host_port(text)[0]
+    if not text:
+        raise UsageError("invalid address: '' (expected HOST, HOST:PORT or [v6]:PORT)")
+    return text  # a name, or an IPv6 address without a port
+
+
 def format_host_port(host: str, port: int) -> str:
     """The inverse of parse_host_port: an IPv6 address goes in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

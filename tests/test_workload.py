@@ -285,3 +285,28 @@ def test_from_wire_is_strict(spec_type, wire, says):
 def test_from_wire_fills_missing_names_with_defaults():
     s = NetSpec.from_wire({"workers": 2, "duration": 10**9})
     assert (s.common.workers, s.common.duration_ns, s.size_bytes, s.flows) == (2, 10**9, 64, 2)
+
+
+@pytest.mark.parametrize("text, host", [
+    ("example.com", "example.com"), ("example.com:9000", "example.com"), ("10.0.0.1:1", "10.0.0.1"),
+    ("[::1]:9000", "::1"), ("[::1]", "::1"), ("::1", "::1"), ("fe80::1%eth0", "fe80::1%eth0"),
+])
+def test_host_of(text, host):
+    from loadgen.workload import host_of
+
+    assert host_of(text) == host
+
+
+@pytest.mark.parametrize("text", ["", "[::1", "[]:9000", "[::1]:x", "host:", "host:port", ":9000"])
+def test_host_of_rejects(text):
+    from loadgen.workload import host_of
+
+    with pytest.raises(UsageError, match="invalid address"):
+        host_of(text)
+
+
+@pytest.mark.parametrize("host, port, text", [("127.0.0.1", 9, "127.0.0.1:9"), ("::1", 9000, "[::1]:9000")])
+def test_format_host_port_inverts_parse(host, port, text):
+    from loadgen.workload import format_host_port, parse_host_port
+
+    assert format_host_port(host, port) == text and parse_host_port(text) == (host, port)
