@@ -166,12 +166,12 @@ def net(
 @app.command()
 @_with_options(options.SERVE)
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
-    listen: Annotated[Optional[str], typer.Option(help="ADDR:PORT: run as an agent that controllers drive.")] = None,
-    token_file: Annotated[Optional[str], typer.Option(help="Agent: the shared token [default: $LOADGEN_TOKEN].")] = None,
-    allow_path: Annotated[Optional[list[str]], typer.Option(help="Agent: a directory disk jobs may use (repeatable).")] = None,
-    tls_cert: Annotated[Optional[str], typer.Option(help="Agent: TLS certificate for the control channel.")] = None,
-    tls_key: Annotated[Optional[str], typer.Option(help="Agent: TLS private key.")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).", metavar="ADDR")] = "127.0.0.1",
+    listen: Annotated[Optional[str], typer.Option(help="Run as an agent that controllers drive, listening here.", metavar="ADDR:PORT")] = None,
+    token_file: Annotated[Optional[str], typer.Option(help="Agent: the shared token [default: $LOADGEN_TOKEN].", metavar="PATH")] = None,
+    allow_path: Annotated[Optional[list[str]], typer.Option(help="Agent: a directory disk jobs may use (repeatable).", metavar="DIR")] = None,
+    tls_cert: Annotated[Optional[str], typer.Option(help="Agent: TLS certificate for the control channel.", metavar="PATH")] = None,
+    tls_key: Annotated[Optional[str], typer.Option(help="Agent: TLS private key.", metavar="PATH")] = None,
     insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="Agent: no token, loopback only.")] = False,
     **serve_options,
 ) -> None:

@@ -92,6 +92,11 @@ class Option:
     flag: str | None = None    # a bool's CLI form, such as "--direct/--buffered"
 
     @property
+    def label(self) -> str:
+        """The name as messages spell it: the CLI's (a profile accepts it too)."""
+        return self.name.replace("_", "-")
+
+    @property
     def nullable(self) -> bool:
         """Whether None is a typed value: "decide later", or a rate's "max"."""
         return self.default is None or self.parse is parse_rate
@@ -108,15 +113,15 @@ class Option:
             if raw is None:
                 return None
         if isinstance(raw, bool) and self.type is not bool:
-            raise UsageError(f"invalid {self.name}: {raw!r}")
-        return self._check(self.parse(raw, self.name), raw)
+            raise UsageError(f"invalid {self.label}: {raw!r}")
+        return self._check(self.parse(raw, self.label), raw)
 
     def from_wire(self, typed):
         """A typed value from an agent's job: its exact type, then the same checks."""
         if typed is None and self.nullable:
             return None
         if type(typed) is not self.type:  # exact: a bool is an int to isinstance
-            raise UsageError(f"invalid {self.name}: {typed!r} (expected {self.type.__name__}"
+            raise UsageError(f"invalid {self.label}: {typed!r} (expected {self.type.__name__}"
                              f"{' or null' if self.nullable else ''})")
         if self.type is str:
             return self.value(typed)  # names are their own typed form: same check
@@ -124,7 +129,7 @@ class Option:
 
     def _check(self, typed, raw):
         if typed is not None and self.lo is not None and not self.lo <= typed <= self.hi:
-            what = f"rate: {self.name}" if self.parse is parse_rate else f"{self.name}:"
+            what = f"rate: {self.label}" if self.parse is parse_rate else f"{self.label}:"
             raise UsageError(f"invalid {what} {raw!r} ({self.limits()})")
         return typed
 
