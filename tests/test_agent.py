@@ -396,6 +396,10 @@ BAD_REQUESTS = [
     ({"type": "start", "job": {"kind": "udp-receive", "options": {"pps": [1]}}}, "bad-job"),
     ({"type": "start", "job": {"kind": "udp-receive", "options": {"pps": -5}}}, "bad-job"),
     ({"type": "start", "job": {"kind": "udp-receive", "options": {"pps": "lots"}}}, "bad-job"),
+    # Options travel typed (loadgen/options.py): a bool or a string where a number goes is refused.
+    ({"type": "start", "job": {"kind": "udp-receive", "options": {"duration": True}}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "udp-receive", "options": {"pps": "10k"}}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "disk", "options": {"direct": 1}}}, "bad-job"),
     ({"type": "start", "job": {"kind": "udp-receive", "options": {"workers": 10**30}}}, "bad-job"),
     ({"type": "start", "job": {"kind": "udp-receive", "options": {"size": 10**9}}}, "bad-job"),
     ({"type": "start", "job": {"kind": "udp-receive", "options": {"duration": -1}}}, "bad-job"),
