@@ -177,19 +177,13 @@ def serve(
 ) -> None:
     """Receive (and echo) loadgen datagrams, printing received pps and loss each interval;
     with --listen, run as an agent for paired runs."""
-    from loadgen.serve import ServeSpec, serve as run_serve
-    from loadgen.workload import default_workers
+    from loadgen.serve import parse_serve, serve as run_serve
 
     if listen:
         _run_agent(listen, token_file, allow_path or [], tls_cert, tls_key, insecure_no_auth)
         return
 
-    v = options.values(options.SERVE, serve_options, "serve")
-    if v["port"] is not None and v["port"] == v["echo_port"] and v["port"] != 0:
-        raise UsageError(f"--port and --echo-port are both {v['port']}; each listener needs its own port")
-    spec = ServeSpec(host=host, port=v["port"], echo_port=v["echo_port"], workers=v["workers"] or default_workers(),
-                     max_flows=v["max_flows"], duration_ns=v["duration"], interval_ns=v["interval"])
-    interrupted = _run_job(run_serve(spec))
+    interrupted = _run_job(run_serve(parse_serve(host, **serve_options)))
     raise SystemExit(EXIT_INTERRUPTED if interrupted else 0)
 
 

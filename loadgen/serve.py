@@ -11,12 +11,12 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from loadgen import native
+from loadgen import native, options
 from loadgen.endpoints import close_all, receiver_sockets
 from loadgen.errors import UsageError
 from loadgen.stats import Snapshot
 from loadgen.units import format_si
-from loadgen.workload import PKT_MAX_BYTES
+from loadgen.workload import PKT_MAX_BYTES, default_workers
 
 DRAIN_NS = 100_000_000
 FOREVER_NS = 10 * 365 * 86400 * 10**9
@@ -31,6 +31,15 @@ class ServeSpec:
     max_flows: int
     duration_ns: int        # 0: until SIGINT/SIGTERM
     interval_ns: int
+
+
+def parse_serve(host: str, **raw) -> ServeSpec:
+    """Raw options (names as in options.SERVE) into a ServeSpec, or UsageError."""
+    v = options.values(options.SERVE, raw, "serve")
+    if v["port"] is not None and v["port"] == v["echo_port"] and v["port"] != 0:
+        raise UsageError(f"--port and --echo-port are both {v['port']}; each listener needs its own port")
+    return ServeSpec(host=host, port=v["port"], echo_port=v["echo_port"], workers=v["workers"] or default_workers(),
+                     max_flows=v["max_flows"], duration_ns=v["duration"], interval_ns=v["interval"])
 
 
 @dataclass
