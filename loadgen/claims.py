@@ -7,8 +7,15 @@ Pure functions of result documents (dicts) and claims; no I/O. Vocabulary:
   rate (base - other) / base, for a latency (other - base) / base.
 - tier: the band of ../shared/CLAIMS.md's virtualization table that an
   overhead falls into.
+
+Documents reach here checked against the result schema (loadgen.documents), so
+the numbers they hold are finite and the summary's known ones are not negative.
+These functions still refuse to make a verdict out of anything else: a value that
+is not a finite number of at least zero, or a ratio against zero, is "not
+comparable", never nan or inf.
 """
 import fnmatch
+import math
 from dataclasses import dataclass
 
 from loadgen.profiles import Claim
@@ -61,6 +68,21 @@ def lower_is_better(path: str) -> bool:
     return any(p.endswith("_ns") for p in parts) or parts[-1] in ("loss_ratio", "lost", "errors")
 
 
+def measurement(value) -> float | int | None:
+    """value when it can be a measurement (a finite number, at least zero), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _ratio(a: float, b: float) -> float | None:
+    """a / b, or None where it has no finite value."""
+    if not b:
+        return None
+    r = a / b
+    return r if math.isfinite(r) else None
+
+
 def tier(overhead_pct: float) -> str:
     for bound, name in TIERS:
         if overhead_pct <= bound:
@@ -69,9 +91,11 @@ def tier(overhead_pct: float) -> str:
 
 
 def overhead_pct(base: float, other: float, higher_is_better: bool) -> float | None:
-    if not base:
+    """None when there is no overhead to speak of: a base of zero, or values that are no measurements."""
+    if measurement(base) is None or measurement(other) is None:
         return None
-    return 100.0 * ((base - other) if higher_is_better else (other - base)) / base
+    r = _ratio((base - other) if higher_is_better else (other - base), base)
+    return None if r is None else 100.0 * r
 
 
 def in_scope(doc: dict, claim: Claim) -> tuple[bool, str]:
@@ -106,8 +130,13 @@ def check(doc: dict, claim: Claim, baseline: dict | None = None, kind: str | Non
     if not ok:
         return Verdict("not comparable", why)
     measured = metric(doc, claim.metric)
-    if not isinstance(measured, (int, float)) or isinstance(measured, bool):
+    if measurement(measured) is None:
+        if isinstance(measured, (int, float)) and not isinstance(measured, bool):
+            return Verdict("not comparable", f"the result's {claim.metric} is {measured!r}, "
+                                             "which no rate, count or latency can be")
         return Verdict("not comparable", f"the result has no number at {claim.metric}")
+    if not math.isfinite(claim.value):
+        return Verdict("not comparable", f"the claim's value {claim.value!r} is not a number", measured=measured)
     if claim.op == "overhead<=":
         if baseline is None:
             return Verdict("not comparable", "an overhead claim needs a baseline run (--baseline BASE.json)",
@@ -116,19 +145,27 @@ def check(doc: dict, claim: Claim, baseline: dict | None = None, kind: str | Non
         if problem:
             return Verdict("not comparable", problem, measured=measured)
         base = metric(baseline, claim.metric)
-        if not isinstance(base, (int, float)) or not base:
-            return Verdict("not comparable", f"the baseline has no number at {claim.metric}")
+        if not measurement(base):
+            return Verdict("not comparable", f"the baseline has no number at {claim.metric} to divide by "
+                                             f"(it has {base!r})")
         over = overhead_pct(base, measured, higher_is_better=not lower_is_better(claim.metric))
+        if over is None:
+            return Verdict("not comparable", f"no finite overhead of {measured:g} against the baseline's {base:g}",
+                           measured=measured)
         passed = over <= claim.value
         return Verdict("pass" if passed else "fail",
                        f"overhead {over:.2f}% against the baseline's {base:g} ({tier(over)})",
                        measured=round(over, 4), claimed=claim.value,
-                       ratio=round(measured / base, 6))
+                       ratio=_rounded(_ratio(measured, base)))
     passed = measured >= claim.value if claim.op == ">=" else measured <= claim.value
-    ratio = round(measured / claim.value, 6) if claim.value else None
+    ratio = _rounded(_ratio(measured, claim.value))
     return Verdict("pass" if passed else "fail",
                    f"measured {measured:g} {'meets' if passed else 'misses'} {claim.op} {claim.value:g}",
                    measured=measured, claimed=claim.value, ratio=ratio)
+
+
+def _rounded(r: float | None) -> float | None:
+    return None if r is None else round(r, 6)
 
 
 def same_workload(base: dict, other: dict) -> str | None:
@@ -182,8 +219,7 @@ def compare(base: dict, other: dict) -> dict:
 
 
 def _row(label: str, base, other, higher_is_better: bool) -> dict:
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (base, other))
-    over = overhead_pct(base, other, higher_is_better) if numeric else None
+    over = overhead_pct(base, other, higher_is_better)
     return {"metric": label, "base": base, "other": other,
             "overhead_pct": round(over, 4) if over is not None else None}
 

@@ -17,9 +17,29 @@ EXIT_INTERRUPTED = 130
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="Open-loop load generator: UDP packets per second and disk IOPS.")
 
+
+def _output_path(ctx: typer.Context, param: typer.CallbackParam, path: Optional[Path]) -> Optional[Path]:
+    """--json and --hlog: refuse at once a path no write could succeed at (before a long run),
+    and the two of them on stdout together."""
+    from loadgen import output
+
+    if path is None:
+        return None
+    try:
+        output.check(str(path))
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {output.describe(e)}") from None
+    other = ctx.params.get({"json_path": "hlog", "hlog": "json_path"}.get(param.name, ""))
+    if other is not None and output.is_stdout(str(path)) and output.is_stdout(str(other)):
+        raise UsageError("--json and --hlog cannot both go to stdout")
+    return path
+
+
 # Options every command shares that are not job options (those come from loadgen/options.py).
-JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Write the result document here.")]
-HlogOut = Annotated[Optional[Path], typer.Option("--hlog", help="Write an HdrHistogram interval log here.")]
+JsonOut = Annotated[Optional[Path], typer.Option("--json", callback=_output_path,
+                                                 help="Write the result document here (- for stdout).")]
+HlogOut = Annotated[Optional[Path], typer.Option("--hlog", callback=_output_path,
+                                                 help="Write an HdrHistogram interval log here (- for stdout).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress line and no summary.")]
 TokenFile = Annotated[Optional[str], typer.Option(help="Shared token for agents [default: $LOADGEN_TOKEN].")]
 TlsCa = Annotated[Optional[str], typer.Option(help="Use TLS to agents, checking their certificate against this CA file.")]
@@ -46,23 +66,49 @@ def _run_job(coro) -> dict:
     return uvloop.run(coro)
 
 
-def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter) -> int:
-    from loadgen import results
+def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: Optional[Path] = None) -> int:
+    """Print the summary, then write the document: a result is never lost.
 
-    if json_path:
-        try:
-            results.write_json(doc, str(json_path))
-        except OSError as e:
-            raise UsageError(f"cannot write {json_path}: {e.strerror}") from None
+    The summary goes first, so a document that cannot be written still leaves
+    the numbers on the screen; it goes to stderr when stdout carries --json or
+    --hlog. A document that cannot be written goes to a fallback file whose name
+    is printed, or to stderr, and the exit code is 1 (130 if a signal stopped the
+    write), as it is when the .hlog failed during the run. Otherwise: 130
+    interrupted, 1 failed, 0 success."""
+    from loadgen import interrupts, output, results
+
     if not quiet:
-        print(formatter(doc))
+        to_stderr = any(p is not None and output.is_stdout(str(p)) for p in (json_path, hlog))
+        print(formatter(doc), file=sys.stderr if to_stderr else sys.stdout, flush=True)
     for warning in doc.get("warnings", []):
         sys.stderr.write(f"loadgen: warning: {warning}\n")
+    why = None
+    if json_path:
+        text = results.json_text(doc)
+        try:
+            output.write_document(str(json_path), text)
+        except OSError as e:
+            why = output.describe(e)
+        except KeyboardInterrupt:   # a second signal: the destination would not take it (a FIFO with no reader)
+            why = f"interrupted by {interrupts.caught()}"
+        if why:
+            kept = output.fallback(text, ".json")
+            sys.stderr.write(f"loadgen: cannot write {json_path}: {why}; "
+                             + (f"the result is in {kept}\n" if kept else "the result follows\n"))
+            if not kept:
+                sys.stderr.write(text)
+    if why and why.startswith("interrupted"):
+        return EXIT_INTERRUPTED
+    if why or output.failures():
+        return 1
     if doc["interrupted"]:
         return EXIT_INTERRUPTED
     if doc["failed"]:
         sys.stderr.write(f"loadgen: {doc['stop_reason']}\n")
         return 1
+    if interrupts.caught():
+        sys.stderr.write(f"loadgen: interrupted by {interrupts.caught()} after the run; its result is complete\n")
+        return EXIT_INTERRUPTED
     return 0
 
 
@@ -110,7 +156,7 @@ def disk(
     spec = parse_disk(**job_options)
     connect = _connector(token_file, tls, tls_ca) if on else None
     doc = _run_job(_disk_job(spec, on, connect, hlog, quiet))
-    raise SystemExit(_finish(doc, json_path, quiet, format_disk))
+    raise SystemExit(_finish(doc, json_path, quiet, format_disk, hlog))
 
 
 def _disk_job(spec, on: Optional[str], connect, hlog: Optional[Path], quiet: bool):
@@ -160,7 +206,7 @@ def net(
     spec = parse_net(**job_options)
     connect = _connector(token_file, tls, tls_ca) if peer else None
     doc = _run_job(_net_job(spec, peer, clients, connect, hlog, quiet))
-    raise SystemExit(_finish(doc, json_path, quiet, format_net))
+    raise SystemExit(_finish(doc, json_path, quiet, format_net, hlog))
 
 
 @app.command()
@@ -237,22 +283,13 @@ def run(
         job, formatter = _disk_job(spec, remote.get("on"), connect, hlog, quiet), format_disk
     doc = _run_job(job)
     doc["profile"] = prof.as_dict() | {"options": options}
-    raise SystemExit(_finish(doc, json_path, quiet, formatter))
+    raise SystemExit(_finish(doc, json_path, quiet, formatter, hlog))
 
 
 def _load_result(path: str) -> dict:
-    import json
+    from loadgen import documents
 
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        raise UsageError(f"no such result: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"{path} is not a readable result document: {e}") from None
-    if not isinstance(doc, dict) or doc.get("schema") != "loadgen/1":
-        raise UsageError(f"{path} is not a loadgen/1 result document")
-    return doc
+    return documents.load_result(path)
 
 
 @app.command()
@@ -271,7 +308,7 @@ def check(
     else:
         recorded = doc.get("profile") or {}
         raw = recorded.get("claim")
-        claim = profiles._parse_claim(raw, result) if raw else None
+        claim = profiles.parse_claim(raw, result) if raw else None
         name, kind = recorded.get("name"), None
         if not recorded:
             raise UsageError(f"{result} was not run from a profile; name one with --profile")
@@ -415,17 +452,11 @@ def _parser_exceptions() -> tuple[tuple, tuple]:
     return tuple(usage), tuple(aborts)
 
 
-def _terminate(signum, frame) -> None:
-    """SIGTERM before the run's own handler is in place: unwind like Ctrl-C, so
-    cleanup (the temporary target) still happens."""
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> None:
-    import signal
+    from loadgen import interrupts
 
+    interrupts.install()   # before any work: SIGTERM unwinds like Ctrl-C, and never loses a result
     usage_errors, aborts = _parser_exceptions()
-    signal.signal(signal.SIGTERM, _terminate)
     try:
         app(args=argv, standalone_mode=False)
     except aborts:
@@ -440,7 +471,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"loadgen: {e}\n")
         raise SystemExit(e.exit_code) from None
     except KeyboardInterrupt:
-        sys.stderr.write("loadgen: interrupted\n")
+        # Setup unwinds this way; once a run starts, only a second signal does (loadgen.interrupts).
+        lost = "its result was not written" if interrupts.run_started() else "nothing was measured"
+        sys.stderr.write(f"loadgen: interrupted; {lost}\n")
         raise SystemExit(EXIT_INTERRUPTED) from None
     except OSError as e:
         # The environment refused something no edge anticipated: still one line.

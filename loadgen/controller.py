@@ -129,6 +129,7 @@ async def run_workers(run: "native.Run", timeline: Timeline, on_interval: OnInte
         reason.setdefault("interrupt", f"interrupted by {signame}")
         stop.set()
 
+    caller_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig.name)
     layout = run.layout
@@ -185,8 +186,14 @@ async def run_workers(run: "native.Run", timeline: Timeline, on_interval: OnInte
         if late and "interrupt" not in reason:
             reason.setdefault("policy", late)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # remove_signal_handler leaves SIG_DFL behind, and a SIGTERM then would kill the
+        # process before its result is written: give the caller's handlers back, with
+        # the signals held so none lands in between.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, caller_handlers)
+        for sig, handler in caller_handlers.items():
             loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     final = Snapshot(layout, run.read(), stop_ns)
     if policy and not reason:
         why = policy(final)  # a run shorter than one interval is judged here

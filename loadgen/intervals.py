@@ -3,12 +3,14 @@
 A job describes its intervals with an IntervalView: which histograms to log under
 which tags, what counts as an operation, and which extra fields a row carries.
 """
+import asyncio
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from loadgen import histogram
+from loadgen import histogram, output
 from loadgen.controller import Interval, Timeline
 from loadgen.progress import Progress
 from loadgen.stats import Snapshot
@@ -24,19 +26,52 @@ class IntervalView:
 
 
 class IntervalSink:
-    def __init__(self, view: IntervalView, timeline: Timeline, hlog, progress: Progress) -> None:
-        self.view, self.timeline, self.hlog, self.progress = view, timeline, hlog, progress
+    """Turns each interval into .hlog lines, a JSON row and a progress update.
+
+    The .hlog gets one write per interval, so it is on its way to the disk (or
+    the reader) as soon as the interval ends. An .hlog that cannot be written
+    (ENOSPC on the disk under test, a reader that went away) stops being
+    written; the run and its JSON go on, the error is printed at once and kept
+    in `warnings`, and the CLI exits 1 for it (loadgen.output.failures)."""
+
+    def __init__(self, view: IntervalView, hlog: "output.Stream | None", progress: Progress) -> None:
+        self.view, self.hlog, self.progress = view, hlog, progress
+        self.timeline: Timeline | None = None   # set once the .hlog's header is out (it may be slow)
         self.rows: list[dict] = []
         self.warnings: list[str] = []
+        self._logged_s = 0.0
 
-    async def _log(self, line: str) -> None:
-        """An .hlog that cannot be written (say, ENOSPC on the disk under test) stops
-        being written; the run and its JSON go on, with a warning."""
+    def _hlog_failed(self, e: OSError) -> None:
+        where = f"after {self._logged_s:.3f} s of intervals" if self._logged_s else "before its first interval"
+        self.warn(f"cannot write the .hlog {self.hlog.path}: {output.describe(e)}; it stops {where}")
+
+    def warn(self, text: str) -> None:
+        """Print a warning now (it is also kept for the document)."""
+        self.warnings.append(text)
+        self.progress.close()
+        sys.stderr.write(f"loadgen: warning: {text}\n")
+        sys.stderr.flush()
+
+    async def log(self, text: str) -> bool:
+        """Write text to the .hlog, off the event loop (a FIFO's reader may be slow); whether it was."""
+        if self.hlog is None or not self.hlog.ok:
+            return False
         try:
-            await self.hlog.write(line)
+            await asyncio.to_thread(self.hlog.write, text)
         except OSError as e:
-            self.warnings.append(f"the .hlog stopped at {line.split(',', 2)[1]} s: {e.strerror}")
-            self.hlog = None
+            self._hlog_failed(e)
+            return False
+        return True
+
+    def close_log(self) -> None:
+        if self.hlog is None:
+            return
+        failed_before = not self.hlog.ok
+        try:
+            self.hlog.close()
+        except OSError as e:
+            if not failed_before:
+                self._hlog_failed(e)
 
     async def __call__(self, interval: Interval, cumulative: Snapshot) -> None:
         d = interval.delta
@@ -44,11 +79,14 @@ class IntervalSink:
         start_s = (interval.start_ns - self.timeline.ramp_end_ns) / 1e9
         end_s = (interval.end_ns - self.timeline.ramp_end_ns) / 1e9
         latency = None
+        lines = []
         for tag, counts in self.view.tags(d):
             if latency is None:
                 latency = histogram.interval_summary(counts)
-            if self.hlog:
-                await self._log(histogram.hlog_line(tag, start_s, length_s, histogram.from_counts(counts)))
+            if self.hlog is not None and self.hlog.ok:
+                lines.append(histogram.hlog_line(tag, start_s, length_s, histogram.from_counts(counts)))
+        if lines and await self.log("".join(lines)):
+            self._logged_s = end_s
         ops, nbytes = self.view.ops_and_bytes(d)
         rate = ops / length_s if length_s > 0 else 0.0
         row = {"t_s": round(end_s, 3), "ops": ops, "rate": round(rate, 3)}

@@ -1,7 +1,8 @@
 """What every job shares: the timeline, the .hlog, progress, CPU time, and a run's lifetime.
 
 A job (disk, net) opens its own resources, then calls measure() with a function
-that starts its native run on the given timeline.
+that starts its native run on the given timeline. From the moment the run
+starts, SIGINT and SIGTERM stop it and never lose it (loadgen.interrupts).
 """
 import inspect
 import resource
@@ -9,9 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import aiofiles
-
-from loadgen import histogram
+from loadgen import histogram, interrupts, output
 from loadgen.controller import Measurement, Policy, Timeline, run_workers
 from loadgen.errors import UsageError
 from loadgen.intervals import IntervalSink, IntervalView
@@ -37,31 +36,39 @@ async def measure(start: Callable, common: CommonSpec, view: IntervalView,
     ahead the schedule begins: time for every worker to receive it."""
     progress = Progress(common.duration_ns / 1e9, enabled=False if quiet else None)
     hlog = None
+    if hlog_path:
+        try:
+            hlog = output.Stream.open(hlog_path)
+        except OSError as e:
+            raise UsageError(f"cannot write {hlog_path}: {output.describe(e)}") from None
+    sink = None
     try:
-        if hlog_path:
-            try:
-                hlog = await aiofiles.open(hlog_path, "w")
-            except OSError as e:
-                raise UsageError(f"cannot write {hlog_path}: {e.strerror}") from None
-            await hlog.write(histogram.hlog_header(time.time() + common.ramp_ns / 1e9, hlog_comment))
+        sink = IntervalSink(view, hlog, progress)
+        # From here a signal stops the run and keeps what it measured; the .hlog's
+        # header then tells a reader (and the tests) that a result will follow.
+        interrupts.measuring()
+        await sink.log(histogram.hlog_header(time.time() + common.ramp_ns / 1e9, hlog_comment))
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
-        timeline = Timeline.starting_now(common.ramp_ns, common.duration_ns, common.interval_ns, lead_ns)
-        sink = IntervalSink(view, timeline, hlog, progress)
+        timeline = sink.timeline = Timeline.starting_now(common.ramp_ns, common.duration_ns,
+                                                         common.interval_ns, lead_ns)
         run = start(timeline)
         if inspect.isawaitable(run):
             run = await run
         try:
+            interrupts.pending()
             m = await run_workers(run, timeline, sink, policy=policy, on_tick=sink.warming)
         finally:
             run.free()
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
     finally:
         progress.close()
-        if hlog:
+        if sink:
+            sink.close_log()
+        elif hlog:
             try:
-                await hlog.close()
+                hlog.close()
             except OSError:
-                pass  # already reported as a warning by the sink
+                pass   # the run never started: the error that stopped it is the one to report
     cpu = {"user_s": round(usage1.ru_utime - usage0.ru_utime, 3),
            "sys_s": round(usage1.ru_stime - usage0.ru_stime, 3)}
     return Outcome(m, sink.rows, cpu, sink.warnings)

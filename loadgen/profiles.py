@@ -10,13 +10,15 @@
     source = "..."                # where the figure comes from (CLAIMS.md)
     scope = { instance_types = ["i3.large"] }   # optional: where it applies
 
-Options go through the same parse functions as the command line, so a profile
-is valid exactly when the equivalent command line is.
+The document's shape (keys, types, the claim) is checked against
+loadgen/schemas/profile.schema.json by loadgen.documents. Options go through the
+same parse functions as the command line, so a profile is valid exactly when the
+equivalent command line is.
 """
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loadgen import documents
 from loadgen.errors import UsageError
 
 OPS = (">=", "<=", "overhead<=")
@@ -51,59 +53,23 @@ class Profile:
         return out
 
 
-def _parse_claim(raw, where: str) -> Claim | None:
+def parse_claim(raw, where: str) -> Claim | None:
+    """A claim table (a profile's [claim], or the one a result recorded) as a Claim; None for none.
+    UsageError, naming `where` and the claim's problem, when it does not fit the profile schema."""
     if raw is None:
         return None
-    if not isinstance(raw, dict):
-        raise UsageError(f"{where}: [claim] must be a table")
-    unknown = set(raw) - {"metric", "op", "value", "source", "scope"}
-    if unknown:
-        raise UsageError(f"{where}: unknown claim keys: {', '.join(sorted(unknown))}")
-    for key in ("metric", "op", "value", "source"):
-        if key not in raw:
-            raise UsageError(f"{where}: the claim needs {key}")
-    if raw["op"] not in OPS:
-        raise UsageError(f"{where}: claim op must be one of {', '.join(OPS)}")
-    if not isinstance(raw["value"], (int, float)) or isinstance(raw["value"], bool):
-        raise UsageError(f"{where}: claim value must be a number")
-    if not isinstance(raw["metric"], str) or not raw["metric"].startswith("summary."):
-        raise UsageError(f"{where}: claim metric must be a path into the summary, such as summary.rate")
-    if not isinstance(raw["source"], str) or not raw["source"].strip():
-        raise UsageError(f"{where}: the claim must cite its source")
-    scope = raw.get("scope", {})
-    if not isinstance(scope, dict) or set(scope) - {"instance_types", "hypervisor"}:
-        raise UsageError(f"{where}: claim scope may hold instance_types and hypervisor")
-    types = scope.get("instance_types", [])
-    if not isinstance(types, list) or not all(isinstance(t, str) and t for t in types):
-        raise UsageError(f"{where}: scope instance_types must be a list of names such as [\"i3.large\"]")
-    if not isinstance(scope.get("hypervisor", ""), str):
-        raise UsageError(f"{where}: scope hypervisor must be a name such as \"KVM\"")
-    return Claim(raw["metric"], raw["op"], float(raw["value"]), raw["source"], dict(scope))
+    documents.check_claim(raw, where)
+    return Claim(raw["metric"], raw["op"], float(raw["value"]), raw["source"], dict(raw.get("scope", {})))
 
 
 def load(path: str | Path) -> Profile:
     """Read and validate a profile; UsageError names the file and the problem."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"no such profile: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read {path}: {e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"{path}: not valid TOML: {e}") from None
-    unknown = set(raw) - {"description", "kind", "options", "claim"}
-    if unknown:
-        raise UsageError(f"{path}: unknown keys: {', '.join(sorted(unknown))}")
-    kind = raw.get("kind")
-    if kind not in ("net", "disk"):
-        raise UsageError(f"{path}: kind must be net or disk")
+    raw = documents.load_profile(path)     # the document's shape; the options' values below
     options = raw.get("options", {})
-    if not isinstance(options, dict):
-        raise UsageError(f"{path}: [options] must be a table")
-    profile = Profile(path.stem, str(path), kind, str(raw.get("description", "")).strip(),
+    profile = Profile(path.stem, str(path), raw["kind"], raw.get("description", "").strip(),
                       {k.replace("-", "_"): _as_option(v) for k, v in options.items()},
-                      _parse_claim(raw.get("claim"), str(path)))
+                      parse_claim(raw.get("claim"), str(path)))
     validate(profile.kind, profile.options, str(path))
     return profile
 

@@ -6,7 +6,6 @@ disagree.
 """
 import errno as errno_mod
 import json
-import os
 
 from loadgen import histogram
 from loadgen.controller import Measurement
@@ -85,13 +84,9 @@ def document(kind: str, config: dict, engine: str, m: Measurement, env: dict, su
     return doc
 
 
-def write_json(doc: dict, path: str) -> None:
-    """Write atomically, so an interrupted write never leaves half a document."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+def json_text(doc: dict) -> str:
+    """The document as --json writes it (loadgen.output decides where and how safely)."""
+    return json.dumps(doc, indent=2) + "\n"
 
 
 def _latency_line(label: str, lat: dict) -> str:

@@ -83,7 +83,8 @@ def assert_one_line_error(returncode: int, stderr: str, code: int) -> str:
 
 
 def free_udp_port() -> int:
-    """A UDP port on loopback that was free a moment ago."""
+    """A UDP port on loopback that was free a moment ago (racy: anyone may take it before it is
+    used; prefer a port the process under test binds itself, or NoListenerPort)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
@@ -145,6 +146,25 @@ class HeldUdpPort:
         self.port = self.sock.getsockname()[1]
 
     def __enter__(self) -> "HeldUdpPort":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.sock.close()
+
+
+class NoListenerPort:
+    """A UDP port on loopback that nobody else can take and where nothing listens.
+
+    Its socket is connected to another port, so Linux matches it only to datagrams from
+    that port: any other sender's datagram finds no socket and gets ICMP port unreachable."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((LOOPBACK, 0))
+        self.sock.connect((LOOPBACK, 9))    # discard: never the sender under test
+        self.port = self.sock.getsockname()[1]
+
+    def __enter__(self) -> "NoListenerPort":
         return self
 
     def __exit__(self, *exc) -> None:

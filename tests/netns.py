@@ -4,8 +4,8 @@ Vocabulary:
 - an Agent is a `loadgen serve --listen` child, on 127.0.0.1 or inside a namespace;
   its job processes (loadgen.agentjob) are its children, found through /proc.
 - a Controller is a `loadgen net/disk` child left running; with tty=True its stderr is
-  a pseudo-terminal, so its live progress line says when datagrams are being sent
-  (on the shared loopback, nothing else can tell that this run's datagrams flow).
+  a pseudo-terminal, so its live progress line says when datagrams are being sent or
+  I/Os done (on the shared loopback, nothing else can tell that this run's datagrams flow).
 - a Hub is a set of namespaces named lgt-<pid>-<n>-<name>, each with one veth
   (eth0, 10.77.0.x/24) joined to a bridge in the hub's own namespace, lo up, and
   permanent neighbour entries for the other members.
@@ -39,7 +39,7 @@ RUN_TIMEOUT_S = 60       # a whole controller run, setup and teardown included
 READY_TIMEOUT_S = 20     # an agent printing its listening line
 POLL_S = 0.05
 LISTENING = re.compile(r"^loadgen agent \S+: listening on (\S+):(\d+)")
-PROGRESS = re.compile(r"^\[\s*[\d.]+s/[\d.]+s\] (\S+) pps")   # loadgen/progress.py, net jobs
+PROGRESS = re.compile(r"^\[\s*[\d.]+s/[\d.]+s\] (\S+) (?:pps|IOPS)")   # loadgen/progress.py
 
 
 def loadgen_argv(*args: str, ns: str | None = None) -> list[str]:
@@ -137,7 +137,7 @@ class Controller:
         return [line.strip() for line in text.replace("\r", "\n").split("\n") if line.strip()]
 
     def measuring(self) -> bool:
-        """Whether the progress line has shown an interval in which datagrams were sent."""
+        """Whether the progress line has shown an interval with datagrams sent or I/Os done."""
         return any(m and m.group(1) != "0" for m in map(PROGRESS.match, self._tty_lines()))
 
     def finish(self, timeout_s: float = RUN_TIMEOUT_S) -> Finished:

@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from hashlib import sha256
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from hdrh.log import HistogramLogReader
 
 from loadgen import histogram
 from loadgen.disk import all_failed, choose_engine, worker_cpus
+from netns import Controller, wait_until
 
 MiB = 1 << 20
 LATENCY_KEYS = ["min", "mean", "p50", "p90", "p99", "p99.9", "p99.99", "max", "count"]
@@ -209,7 +209,14 @@ def test_low_rate_open_loop(disk):
     doc = done.doc
     s = doc["summary"]
     assert doc["config"]["iops"] == 2000
-    assert 1500 <= s["rate"] <= 2500
+    # 2k IOPS for 2 s schedules exactly 4000 I/Os, and an open loop never runs ahead of its
+    # schedule: closed loop at qd 4 would do far more. Only I/Os that complete inside the
+    # measured time count, so a slow host counts fewer; how many is bench.sh's business.
+    # (Disk runs report no "unsent" as net runs do, so the shortfall cannot be checked exactly.)
+    assert 0 < s["ops"] + s["errors"] <= 4000
+    assert s["errors"] == 0 and s["warmup_ops"] == 0
+    assert s["rate"] == pytest.approx(s["ops"] / s["duration_s"])
+    assert sum(r["ops"] for r in doc["intervals"]) == s["ops"]
     assert set(s["schedule_lag_ns"]) == {"max", "mean", "late_ops"}
     assert 0 <= s["schedule_lag_ns"]["late_ops"] <= s["ops"]
     assert s["latency_ns"]["count"] == s["service_ns"]["count"] == s["ops"]
@@ -273,10 +280,13 @@ def test_errors_are_counted_by_errno(disk, tmp_path, engine):
 
 @pytest.fixture(scope="module")
 def every_write_fails(tmp_path_factory):
-    """A 2 s randwrite where every write fails (RLIMIT_FSIZE 0), checked every 100 ms."""
+    """A randwrite where every write fails (RLIMIT_FSIZE 0), checked every 100 ms.
+
+    Its duration is far beyond the subprocess timeout: the run finishes only because it
+    stops early, so no test needs to time it."""
     where = tmp_path_factory.mktemp("every-write-fails")
     (where / "F").write_bytes(b"\1" * (8 * MiB))
-    p = subprocess.run(loadgen_argv("disk", "--target", "F", "--rw", "randwrite", "--buffered", "--duration", "2s",
+    p = subprocess.run(loadgen_argv("disk", "--target", "F", "--rw", "randwrite", "--buffered", "--duration", "1h",
                                     "--ramp", "0s", "--interval", "100ms"),
                        cwd=where, capture_output=True, text=True, preexec_fn=file_size_limit(0), timeout=60)
     return p
@@ -287,7 +297,6 @@ def test_every_io_failing_stops_the_run_early(every_write_fails):
     assert "stopped early: every I/O failed (EFBIG x" in out, out + every_write_fails.stderr
     ops_line = next(line for line in out.splitlines() if " ops in " in line)
     assert "IOPS=0," in ops_line and " 0 ops in " in ops_line
-    assert float(ops_line.rsplit(" ops in ", 1)[1].rstrip("s")) < 2.0
     errors_line = next(line for line in out.splitlines() if line.strip().startswith("errors:"))
     n = int(errors_line.split()[1])
     assert n > 0 and errors_line.strip() == f"errors: {n} (EFBIG x{n})"
@@ -378,43 +387,24 @@ def test_allow_destroy_writes_anyway(disk, ext4_loop):
 
 # ---- interrupts and cleanup -----------------------------------------------------------------------
 
-def wait_for_open_file(p: subprocess.Popen, path: Path, timeout_s: float = 30) -> None:
-    """Poll until the child holds path open (the .hlog opens right after the target is ready)."""
-    deadline = time.monotonic() + timeout_s
-    fd_dir = f"/proc/{p.pid}/fd"
-    while time.monotonic() < deadline:
-        assert p.poll() is None, f"loadgen exited early: {p.returncode}"
-        for fd in os.listdir(fd_dir):
-            try:
-                if os.readlink(f"{fd_dir}/{fd}") == os.path.realpath(path):
-                    return
-            except FileNotFoundError:
-                pass
-        time.sleep(0.02)
-    pytest.fail(f"loadgen did not open {path} within {timeout_s}s")
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_run_still_writes_its_json(tmp_path, direct_io, sig):
-    argv = loadgen_argv("disk", "--size", "16m", "--duration", "30s", "--ramp", "0s", "--interval", "200ms",
-                        "--json", "r.json", "--hlog", "r.hlog", "--quiet", *([] if direct_io else ["--buffered"]))
-    p = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The live progress line (stderr on a pseudo-terminal) says when I/Os are being counted.
+    c = Controller(tmp_path, "disk", "--size", "16m", "--duration", "30s", "--ramp", "0s", "--interval", "200ms",
+                   "--json", "r.json", "--hlog", "r.hlog", *([] if direct_io else ["--buffered"]), tty=True)
     try:
-        wait_for_open_file(p, tmp_path / "r.hlog")
-        time.sleep(0.5)        # the workers start within milliseconds; let them complete some I/O
-        p.send_signal(sig)
-        _, stderr = p.communicate(timeout=30)
+        wait_until(c.measuring, 30, "the progress line to show I/Os done")
+        c.proc.send_signal(sig)
+        done = c.finish(timeout_s=30)
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    assert p.returncode == 130, stderr
+        c.kill()
+    assert done.returncode == 130, done.stderr
     doc = json.loads((tmp_path / "r.json").read_text())
     s = doc["summary"]
     assert (doc["interrupted"], doc["failed"]) == (True, False)
     assert doc["stop_reason"] == f"interrupted by {sig.name}"
     assert s["ops"] > 0
-    assert 0 < s["duration_s"] < 30
+    assert 0 < s["duration_s"] < 30     # a part of the asked duration, whatever the host's speed
     assert sum(r["ops"] for r in doc["intervals"]) == s["ops"]
     assert sorted(f.name for f in tmp_path.glob(".loadgen-*")) == []
 
@@ -423,9 +413,10 @@ def test_sigterm_while_filling_the_temp_target_removes_it(tmp_path):
     argv = loadgen_argv("disk", "--size", "1g", "--duration", "1s", "--ramp", "0s", "--quiet", "--buffered")
     p = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while not glob.glob(str(tmp_path / ".loadgen-*")) and p.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
+        # Readiness: the temp target exists (filling 1 GiB comes first, then a 1 s run).
+        wait_until(lambda: glob.glob(str(tmp_path / ".loadgen-*")) or p.poll() is not None, 30,
+                   "the temporary target to appear")
+        assert p.poll() is None, f"loadgen exited before it could be stopped: {p.returncode}"
         p.send_signal(signal.SIGTERM)
         p.communicate(timeout=60)
         left = sorted(f.name for f in tmp_path.glob(".loadgen-*"))

@@ -2,19 +2,19 @@
 
 Every run is bounded (one second, no ramp, a low rate unless testing max) and
 sends only to 127.0.0.1: the embedded receiver, or a Python peer the test
-starts. Assertions are about counts and the document's shape; the only rate
-checked is a low one, within a wide band.
+starts. Assertions are about counts and the document's shape, never about
+speed: a rate is checked only as its count divided by its measured time.
 """
 import signal
-import time
 
 import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
 from loadgen import histogram
-from netfixtures import (LATENCY_KEYS, LOOPBACK, RUN_TIMEOUT_S, WAIT_S, HeldUdpPort, UdpEcho, assert_one_line_error,
-                         finish, free_udp_port, port_is_bound, run_net, start_net)
+from netfixtures import (LATENCY_KEYS, LOOPBACK, RUN_TIMEOUT_S, WAIT_S, HeldUdpPort, NetRun, NoListenerPort, UdpEcho,
+                         assert_one_line_error, run_net)
+from netns import Controller, wait_until
 
 PAYLOAD_BYTES = 64                  # the default --size
 WIRE_BYTES = 64 + 8 + 20 + 18 + 20  # UDP, IPv4, Ethernet header + FCS, preamble + gap (net.wire_bytes)
@@ -99,7 +99,10 @@ def test_stream_loses_nothing_on_loopback(stream_run):
 def test_stream_rates(stream_run):
     s = stream_run.summary
     assert s["rate"] == s["sent_pps"] == pytest.approx(s["ops"] / s["duration_s"])
-    assert s["sent_pps"] == pytest.approx(20_000, rel=0.10)
+    # 20k pps for 1 s schedules exactly 20000 datagrams: each is sent, or counted unsent when the
+    # sender fell too far behind at the end. How fast the host sent them is bench.sh's business.
+    assert s["errors"] == 0
+    assert s["sent"] + s["schedule_lag_ns"]["unsent"] == 20_000
     assert s["received_pps"] == s["sent_pps"]
     assert s["bits_per_s"] == pytest.approx(s["sent_pps"] * PAYLOAD_BYTES * 8)
     assert s["received_bits_per_s"] == s["bits_per_s"]
@@ -139,12 +142,15 @@ def test_exact_count(tmp_path, options):
     assert sum(r["ops"] for r in done.doc["intervals"]) == 10_000
 
 
-@pytest.mark.parametrize("size", ["32", "65507"])
-def test_smallest_and_largest_payload(tmp_path, size):
-    done = run_net(tmp_path, "--pps", "1k", "--size", size)
+# The receiver's 8 MiB buffer holds ~60 datagrams of 64 KiB: at 100 pps it rides out a
+# 0.6 s stall of a busy host instead of the 60 ms it would at 1k pps.
+@pytest.mark.parametrize("size, pps", [("32", 1000), ("65507", 100)])
+def test_smallest_and_largest_payload(tmp_path, size, pps):
+    done = run_net(tmp_path, "--pps", str(pps), "--size", size)
     assert done.returncode == 0, done.stderr
     s = done.summary
     assert done.doc["config"]["size_bytes"] == int(size)
+    assert s["sent"] + s["schedule_lag_ns"]["unsent"] == pps
     assert s["sent"] > 0 and s["received"] == s["sent"] and s["lost"] == 0
     assert s["bits_per_s"] == pytest.approx(s["sent_pps"] * int(size) * 8)
     assert s["received_bits_per_s"] == s["bits_per_s"]
@@ -267,15 +273,15 @@ def test_receiver_port_in_use(tmp_path):
 
 
 def test_no_listener_at_the_target(tmp_path):
-    port = free_udp_port()
-    done = run_net(tmp_path, "--target", f"{LOOPBACK}:{port}", "--pps", "5k", quiet=False)
+    with NoListenerPort() as closed:
+        done = run_net(tmp_path, "--target", f"{LOOPBACK}:{closed.port}", "--pps", "5k", quiet=False)
     assert done.returncode == 0, done.stderr
     s = done.summary
     assert s["refused"] > 0
     assert s["errors"] == s["refused"] == s["errors_by_errno"]["ECONNREFUSED"]
     assert list(s["errors_by_errno"]) == ["ECONNREFUSED"]
-    # A refused send still takes its slot in the schedule: nothing is sent twice.
-    assert s["sent"] + s["refused"] <= 5_000
+    # A refused send still takes its slot in the schedule: nothing is sent twice, nothing skipped.
+    assert s["sent"] + s["refused"] + s["schedule_lag_ns"]["unsent"] == 5_000
     assert "no listener at the target" in done.stdout
 
 
@@ -283,22 +289,18 @@ def test_no_listener_at_the_target(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_run_writes_its_json(tmp_path, sig):
-    port = free_udp_port()
-    proc, json_path = start_net(tmp_path, "--pps", "10k", "--duration", "30s", "--port", str(port))
+    # The live progress line (stderr on a pseudo-terminal) says when datagrams are being sent;
+    # the embedded receiver binds a port of its own choosing.
+    json_path = tmp_path / "r.json"
+    c = Controller(tmp_path, "net", "--pps", "10k", "--duration", "30s", "--ramp", "0s", "--interval", "200ms",
+                   "--json", str(json_path), tty=True)
     try:
-        # The embedded receiver's port being taken says the job is past its imports and setup.
-        deadline = time.monotonic() + WAIT_S
-        while not port_is_bound(port):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "loadgen net never bound its receiver port"
-            time.sleep(0.05)
-        time.sleep(1.0)
-        proc.send_signal(sig)
-        done = finish(proc, json_path)
+        wait_until(c.measuring, WAIT_S, "the progress line to show datagrams sent")
+        c.proc.send_signal(sig)
+        done = c.finish(timeout_s=RUN_TIMEOUT_S)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=RUN_TIMEOUT_S)
+        c.kill()
+    done = NetRun(done.returncode, done.stdout, done.stderr, json_path)
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr
     doc, s = done.doc, done.summary

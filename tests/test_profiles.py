@@ -177,7 +177,7 @@ BAD_PROFILES = [
     ("duration-overflow", 'kind = "net"\n[options]\nduration = "10000000000h"\n', "invalid duration"),
     ("iops-over-u64", 'kind = "disk"\n[options]\niops = 18446744073709551615\n', "invalid rate: iops"),
     ("seed-over-u64", 'kind = "disk"\n[options]\nseed = "18446744073709551616"\n', "invalid seed"),
-    ("duration-inf", 'kind = "disk"\n[options]\nduration = inf\n', "invalid duration"),
+    ("duration-inf", 'kind = "disk"\n[options]\nduration = inf\n', "duration"),
     ("claim-not-table", 'kind = "disk"\nclaim = 3\n', "[claim] must be a table"),
     ("claim-no-source", 'kind = "disk"\n' + GOOD_CLAIM.replace('source = "a test"\n', ""),
      "the claim needs source"),
