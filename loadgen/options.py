@@ -107,8 +107,9 @@ class Option:
         return f"{self.fmt(self.lo)} to {self.fmt(self.hi)}" + (", or max" if self.parse is parse_rate else "")
 
     def value(self, raw):
-        """A raw value (None or "" for the default) -> the checked typed value."""
-        if raw is None or raw == "":
+        """A raw value -> the checked typed value. None is the default; so is "" where the
+        default is decided later (--seed "" as no seed), and elsewhere it is refused."""
+        if raw is None or (raw == "" and self.default is None):
             raw = self.default
             if raw is None:
                 return None
