@@ -45,6 +45,9 @@ def spec(**options) -> DiskSpec:
     ({"interval": "5ms"}, "invalid interval"),
     ({"workers": "1025"}, "invalid workers"),
     ({"seed": "x"}, "invalid seed"),
+    ({"qd": ""}, "invalid qd"),               # "" is a default only where the default is decided later
+    ({"duration": ""}, "invalid duration"),
+    ({"iops": ""}, "invalid rate"),
 ])
 def test_parse_disk_rejects(options, message):
     with pytest.raises(UsageError, match=message) as info:
