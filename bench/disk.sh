@@ -1,0 +1,180 @@
+# bench/disk.sh - the disk section: fio vs `loadgen disk` on zram, a file or BENCH_TARGET.
+# Sourced by bench.sh, which sets the settings and runs it under `set -euo pipefail`.
+
+# ------------------------------------------------------------ disk section --
+
+# name:rw:qd:workers:rate_iops (empty rate = unlimited)
+DISK_CASES=(
+    "randread-qd1:randread:1:1:"
+    "randread-qd32:randread:32:1:"
+    "randread-qd32-2w:randread:32:2:"
+    "randwrite-qd32:randwrite:32:1:"
+    "randread-50k:randread:32:1:50000"
+    "randread-2k:randread:4:1:2000"
+)
+
+ensure_fio() {
+    command -v fio >/dev/null 2>&1 && return 0
+    [[ $EUID -eq 0 ]] || die "fio is not installed and we are not root to install it"
+    log "fio not found, installing it"
+    apt-get update && apt-get install -y fio || die "could not install fio"
+    command -v fio >/dev/null 2>&1 || die "fio still not available"
+}
+
+# Sets TARGET, TARGET_SIZE, TARGET_KIND (zram|file|custom).
+TARGET="" TARGET_SIZE="" TARGET_KIND=""
+
+zram_reset() {  # zram_reset N: reset, retrying while a killed fio lets go
+    local n=$1 i
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        echo 1 > "/sys/block/zram$n/reset" 2>/dev/null && return 0
+        sleep 0.5
+    done
+    log "warning: could not reset /dev/zram$n"; return 1
+}
+
+setup_zram() {
+    local n="" created_node=""
+    [[ -e /sys/block/zram0 ]] || modprobe zram 2>/dev/null || true
+    if [[ -r /sys/block/zram0/disksize && $(cat /sys/block/zram0/disksize) == 0 ]]; then
+        n=0
+    elif [[ -w /sys/class/zram-control/hot_add ]]; then
+        n=$(cat /sys/class/zram-control/hot_add 2>/dev/null) || n=""
+        [[ -n $n ]] && at_exit "echo $n > /sys/class/zram-control/hot_remove"
+    fi
+    [[ -n $n ]] || return 1
+    # Containers often lack udev: create the node from sysfs if needed.
+    if [[ ! -b /dev/zram$n ]]; then
+        local majmin; majmin=$(cat "/sys/block/zram$n/dev") || return 1
+        mknod "/dev/zram$n" b "${majmin%%:*}" "${majmin##*:}" || return 1
+        created_node=/dev/zram$n
+    fi
+    if ! echo "$ZRAM_SIZE" > "/sys/block/zram$n/disksize"; then
+        [[ -n $created_node ]] && rm -f "$created_node"
+        return 1
+    fi
+    at_exit "zram_reset $n"
+    [[ -n $created_node ]] && at_exit "rm -f $created_node"
+    TARGET=/dev/zram$n
+    TARGET_SIZE=$(cat "/sys/block/zram$n/disksize")
+    TARGET_KIND=zram
+}
+
+setup_file() {
+    local dir
+    dir=$(mktemp -d "$PWD/.bench-tmp.XXXXXX")
+    at_exit "rm -rf '$dir'"
+    TARGET=$dir/target
+    TARGET_SIZE=$(numfmt --from=iec "$FILE_SIZE")
+    TARGET_KIND=file
+}
+
+setup_target() {
+    if [[ -n ${BENCH_TARGET:-} ]]; then
+        TARGET=$BENCH_TARGET; TARGET_KIND=custom
+        if [[ -b $TARGET ]]; then TARGET_SIZE=$(blockdev --getsize64 "$TARGET")
+        else TARGET_SIZE=$(stat -c %s "$TARGET"); fi
+    elif [[ $EUID -eq 0 ]] && setup_zram; then
+        :
+    else
+        [[ $EUID -eq 0 ]] && log "zram unavailable, falling back to a file"
+        setup_file
+    fi
+    # Fill once so random reads hit real data (zram serves never-written or
+    # same-filled pages without any work; a fresh file may be sparse).
+    log "filling $TARGET ($TARGET_SIZE bytes) once ..."
+    fio --name=fill --filename="$TARGET" --rw=write --bs=1M --direct=1 \
+        --ioengine=io_uring --iodepth=8 --size="$TARGET_SIZE" \
+        --output="$RESULTS_DIR/fill.fio.json" --output-format=json \
+        >/dev/null 2>"$RESULTS_DIR/fill.fio.err" \
+        || die "filling $TARGET failed: $(cat "$RESULTS_DIR/fill.fio.err")"
+}
+
+# run_tool OUT ERR CMD...: CMD in the foreground; under the pacing section (CPU_OUT set),
+# bounded like the net section's runs and with its process tree's CPU sampled.
+run_tool() {
+    local out=$1 err=$2; shift 2
+    if [[ -n $CPU_OUT ]]; then run_bounded "$LIMIT_CLIENT" "$out" "$err" "$@"
+    else "$@" >"$out" 2>"$err"; fi
+}
+
+# run_fio OUT rw qd jobs rate -> 0 on success
+run_fio() {
+    local out=$1 rw=$2 qd=$3 jobs=$4 rate=$5
+    local batch=$(( qd < 32 ? qd : 32 ))
+    local cmd=(fio --name=bench --filename="$TARGET" --size="$TARGET_SIZE"
+        --rw="$rw" --bs=4k --iodepth="$qd" --numjobs="$jobs" --thread --group_reporting
+        --ioengine=io_uring --fixedbufs --registerfiles --hipri=0 --direct=1
+        --iodepth_batch_submit="$batch" --iodepth_batch_complete_min=1
+        --iodepth_batch_complete_max="$batch"
+        --time_based --runtime="$DURATION" --ramp_time="$RAMP"
+        --norandommap --randrepeat=0 --lat_percentiles=1
+        --output-format=json --output="$out")
+    [[ -n $rate ]] && cmd+=(--rate_iops="$rate")   # per job; rate cases use 1 job
+    echo "${cmd[*]}" > "${out%.json}.cmd"
+    run_tool /dev/null "${out%.json}.err" "${cmd[@]}"
+}
+
+# run_loadgen OUT rw qd workers rate -> 0 on success
+run_loadgen() {
+    local out=$1 rw=$2 qd=$3 workers=$4 rate=$5
+    # --size: loadgen caps the span it touches (default 1g); use the whole
+    # target like fio does.
+    local cmd=("${LOADGEN[@]}" disk --target "$TARGET" --size "$TARGET_SIZE" --rw "$rw" --bs 4k
+        --qd "$qd" --workers "$workers" --duration "${DURATION}s" --ramp "${RAMP}s"
+        --iops "${rate:-max}" --json "$out" --quiet)
+    [[ $rw == *write* && -b $TARGET ]] && cmd+=(--allow-destroy)
+    echo "${cmd[*]}" > "${out%.json}.cmd"
+    run_tool "${out%.json}.out" "${out%.json}.err" "${cmd[@]}"
+}
+
+bench_disk() {
+    ensure_fio
+    start_results
+    find_loadgen
+    local lg_state=ok
+    if ! want_tool loadgen; then lg_state=skipped
+    elif [[ ${#LOADGEN[@]} -eq 0 ]]; then lg_state=unavailable; fi
+
+    print_machine
+    setup_target
+    printf '  %-12s %s\n' \
+        fio       "$(fio --version)" \
+        loadgen   "$(loadgen_version) [${LOADGEN[*]:-loadgen: not available}]" \
+        target    "$TARGET ($TARGET_KIND, $(numfmt --to=iec "$TARGET_SIZE"))" \
+        duration  "${DURATION}s + ${RAMP}s ramp per run"
+    echo
+
+    local manifest=$RESULTS_DIR/disk.manifest.tsv spec name rw qd workers rate
+    local fio_ok=0 fio_runs=0 lg_ok=0 lg_runs=0 st
+    : > "$manifest"
+    for spec in "${DISK_CASES[@]}"; do
+        IFS=: read -r name rw qd workers rate <<<"$spec"
+        want_case "$name" || continue
+        local fjson=$RESULTS_DIR/disk-$name.fio.json ljson=$RESULTS_DIR/disk-$name.loadgen.json
+        local fst=skipped lst=$lg_state
+        if want_tool fio; then
+            log "[$name] fio ..."
+            fio_runs=$((fio_runs + 1))
+            if run_fio "$fjson" "$rw" "$qd" "$workers" "$rate"; then fst=ok; fio_ok=$((fio_ok + 1))
+            else st=$?; fst="failed(rc=$st)"; log "  fio failed, see ${fjson%.json}.err"; fi
+        fi
+        if [[ $lg_state == ok ]]; then
+            log "[$name] loadgen ..."
+            lg_runs=$((lg_runs + 1))
+            if run_loadgen "$ljson" "$rw" "$qd" "$workers" "$rate"; then lst=ok; lg_ok=$((lg_ok + 1))
+            else st=$?; lst="failed(rc=$st)"; log "  loadgen failed, see ${ljson%.json}.err"; fi
+        fi
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+            "$name" "$rw" "$qd" "$workers" "$rate" "$fst" "$fjson" "$lst" "$ljson" >> "$manifest"
+    done
+
+    render disk "$manifest" | tee "$RESULTS_DIR/disk.summary.txt"
+    echo
+    echo "raw results: $RESULTS_DIR"
+
+    # Not an assertion on performance: only "the tool could not run at all".
+    (( fio_runs == 0 || fio_ok > 0 )) || { log "fio failed on every case"; return 2; }
+    (( lg_runs == 0 || lg_ok > 0 )) || { log "loadgen failed on every case"; return 3; }
+    return 0
+}
