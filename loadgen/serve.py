@@ -16,7 +16,7 @@ from loadgen.endpoints import close_all, receiver_sockets
 from loadgen.errors import UsageError
 from loadgen.stats import Snapshot
 from loadgen.units import format_si
-from loadgen.workload import PKT_MAX_BYTES, default_workers
+from loadgen.workload import default_workers
 
 DRAIN_NS = 100_000_000
 FOREVER_NS = 10 * 365 * 86400 * 10**9
@@ -54,7 +54,7 @@ def start_listener(spec: ServeSpec, port: int, echo: bool) -> Listener:
     socks = receiver_sockets(spec.host, port, spec.workers)
     try:
         cfg = native.NetConfig(
-            senders=0, receivers=len(socks), flows=spec.max_flows, size_bytes=PKT_MAX_BYTES, batch=32,
+            senders=0, receivers=len(socks), flows=spec.max_flows, size_bytes=options.PKT_MAX_BYTES, batch=32,
             echo=int(echo), run_tag=0, first_seq=0, rate_pps=0, start_ns=0, ramp_end_ns=0,
             end_ns=2**62, grace_ns=0,
             send_fds=None, recv_fds=native.int32_array(s.fileno() for s in socks),
