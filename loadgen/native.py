@@ -91,6 +91,7 @@ def _load() -> ctypes.CDLL:
     signatures = {
         "lg_abi_version": (c.c_int, []),
         "lg_struct_size": (c.c_int, [c.c_char_p]),
+        "lg_limit": (c.c_int64, [c.c_char_p]),
         "lg_counter_count": (c.c_int, []),
         "lg_counter_name": (c.c_char_p, [c.c_int]),
         "lg_hist_count": (c.c_int, []),
@@ -264,6 +265,14 @@ def pace_schedule(start_ns: int, rate: int, stride: int, phase: int, k0: int, n:
 def pace_count_by(start_ns: int, rate: int, stride: int, phase: int, t_ns: int) -> int:
     """How many ops of one stream are due at or before t_ns (tests pace.h)."""
     return _check(lib().lg_pace_count_by(start_ns, rate, stride, phase, t_ns), "counting a schedule")
+
+
+def limit(name: str) -> int:
+    """A bound of native/loadgen.h by name ("max_qd", "pkt_max_bytes"...); KeyError if it has none."""
+    value = lib().lg_limit(name.encode())
+    if value < 0:
+        raise KeyError(name)
+    return value
 
 
 def io_uring_probe() -> int:

@@ -44,10 +44,10 @@
 #include "run.h"
 #include "seq.h"
 
-#define MAX_BATCH 1024
+#define MAX_BATCH LG_MAX_BATCH
 /* A sender whose send queues are full waits this long at most before it looks again. */
 #define SEND_BLOCKED_MAX_NS 1000000L
-#define MAX_FLOWS 65536
+#define MAX_FLOWS LG_MAX_FLOWS
 
 struct pkt_header {
 	uint32_t magic;
