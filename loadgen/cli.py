@@ -276,6 +276,9 @@ def serve(
     tls_cert: Annotated[Optional[str], typer.Option(help="Agent: TLS certificate for the control channel.", metavar="PATH")] = None,
     tls_key: Annotated[Optional[str], typer.Option(help="Agent: TLS private key.", metavar="PATH")] = None,
     insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="Agent: no token, loopback only.")] = False,
+    metrics: Annotated[Optional[str], typer.Option(
+        "--metrics", metavar="[ADDR:]PORT",
+        help="Agent: serve its jobs' live metrics for Prometheus here (ADDR: 127.0.0.1 unless given).")] = None,
     **serve_options,
 ) -> None:
     """Receive (and echo) loadgen datagrams, printing received pps and loss each interval;
@@ -283,14 +286,17 @@ def serve(
     from loadgen.serve import parse_serve, serve as run_serve
 
     if listen:
-        _run_agent(listen, token_file, allow_path or [], tls_cert, tls_key, insecure_no_auth)
+        _run_agent(listen, token_file, allow_path or [], tls_cert, tls_key, insecure_no_auth, metrics)
         return
+    if metrics:
+        raise UsageError("--metrics on serve is for the agent (--listen)")
 
     interrupted = _run_job(run_serve(parse_serve(host, **serve_options)))
     raise SystemExit(EXIT_INTERRUPTED if interrupted else 0)
 
 
-def _run_agent(listen: str, token_file, allow_paths: list[str], tls_cert, tls_key, insecure_no_auth: bool) -> None:
+def _run_agent(listen: str, token_file, allow_paths: list[str], tls_cert, tls_key, insecure_no_auth: bool,
+               metrics: Optional[str] = None) -> None:
     from pathlib import Path
 
     from loadgen.agent import Agent, AgentConfig, check_startup, load_token, server_ssl_context
@@ -308,6 +314,7 @@ def _run_agent(listen: str, token_file, allow_paths: list[str], tls_cert, tls_ke
     cfg = AgentConfig(host=host, port=port, token=load_token(token_file), allow_paths=roots,
                       ssl_context=server_ssl_context(tls_cert, tls_key) if tls_cert else None)
     check_startup(cfg, insecure_no_auth)
+    cfg.metrics, _ = _metrics(metrics, None)
     try:
         _run_job(Agent(cfg).run())
     except OSError as e:

@@ -248,3 +248,74 @@ def test_a_port_in_use_is_an_environment_error(tmp_path):
         p = subprocess.run(loadgen_argv("net", "--duration", "1s", "--ramp", "0s", "--metrics", f"127.0.0.1:{port}"),
                            cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert "cannot serve metrics on 127.0.0.1:" in assert_one_line_error(p.returncode, p.stderr, 1)
+
+
+# ---- paired runs: per host at the controller, and each agent's own ---------------------------------
+
+def agent_metrics_url(agent) -> str:
+    from netns import wait_until
+
+    def url():
+        for line in agent.err_path.read_text().splitlines():
+            if "metrics at " in line:
+                return line.split("metrics at ", 1)[1].strip()
+        return None
+
+    return wait_until(url, WAIT_S, "the agent's metrics line")
+
+
+def scrape_until(url: str, done) -> dict:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        s = samples_of(scrape(url))
+        if done(s):
+            return s
+        time.sleep(0.05)
+    raise AssertionError(f"{url} never showed the finished job")
+
+
+def test_a_paired_run_serves_per_host_and_each_agent_its_own(tmp_path):
+    from netns import Agent, write_token
+
+    token = write_token(tmp_path / "token")
+    agents = []
+    try:
+        for name in ("receiver", "sender"):
+            agents.append(Agent(tmp_path, "127.0.0.1:0", "--token-file", str(token), "--metrics", "127.0.0.1:0",
+                                name=name))
+        receiver, sender = agents
+        urls = {a: agent_metrics_url(a) for a in agents}
+        run = Served(tmp_path, "net", "--peer", receiver.address, "--clients", sender.address, "--mode", "echo",
+                     "--pps", "5k", "--duration", "1s", "--ramp", "0s", "--token-file", str(token))
+        _, last = run.scrape_until_finished()
+        doc = run.finish()
+        finished = {a: scrape_until(urls[a], lambda s: s["loadgen_jobs_finished_total"][()] >= 1
+                                    and s["loadgen_jobs_running"][()] == 0) for a in agents}
+    finally:
+        for a in agents:
+            a.stop()
+    hosts = {h["host"]: h for h in doc["hosts"]}
+    sent, echoed = hosts[sender.address], hosts[receiver.address]
+    assert sent["role"] == "sender" and echoed["role"] == "receiver"
+    at_sender = (("host", sender.address), ("role", "sender"))
+    at_receiver = (("host", receiver.address), ("role", "receiver"))
+    # the controller: one series per host, as the document's host sections
+    assert last["loadgen_ops_total"][at_sender] == sent["sent"] == doc["summary"]["sent"] > 0
+    assert last["loadgen_received_total"][at_sender] == sent["received"]
+    assert last["loadgen_latency_seconds_count"][at_sender] == sent["latency_ns"]["count"] > 0
+    assert last["loadgen_received_total"][at_receiver] == echoed["received"] > 0
+    # each agent: its own job, under host "local"
+    local_sender, local_receiver = (("host", "local"), ("role", "sender")), (("host", "local"), ("role", "receiver"))
+    s = finished[sender]
+    assert s["loadgen_ops_total"][local_sender] == sent["sent"]
+    assert s["loadgen_received_total"][local_sender] == sent["received"]
+    assert s["loadgen_latency_seconds_count"][local_sender] == sent["latency_ns"]["count"]
+    assert s["loadgen_latency_seconds_sum"][local_sender] == pytest.approx(
+        sent["latency_ns"]["mean"] * sent["latency_ns"]["count"] / 1e9, rel=1e-9)
+    assert finished[receiver]["loadgen_received_total"][local_receiver] == echoed["received"]
+
+
+def test_metrics_on_serve_needs_the_agent(tmp_path):
+    p = subprocess.run(loadgen_argv("serve", "--port", "0", "--duration", "1s", "--metrics", "0"), cwd=tmp_path,
+                       capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert "--metrics on serve is for the agent" in assert_one_line_error(p.returncode, p.stderr, 2)
