@@ -88,3 +88,43 @@ def test_logs_with_every_line_tagged_still_read(tmp_path):
                    + histogram.hlog_line("latency", 0, 1, h) + histogram.hlog_line("service", 0, 1, h))
     assert {k: len(v) for k, v in hlogs.by_name(old).items()} == {"latency": 1, "service": 1}
     assert hlogs.untagged(old) == []
+
+
+def _hdrhistogram_jar() -> str | None:
+    """HdrHistogram's Java jar: $HDRHISTOGRAM_JAR, else one Maven has fetched; None if neither."""
+    import glob
+    import os
+
+    jar = os.environ.get("HDRHISTOGRAM_JAR")
+    if jar and os.path.exists(jar):
+        return jar
+    found = sorted(glob.glob(os.path.expanduser("~/.m2/repository/org/hdrhistogram/HdrHistogram/*/HdrHistogram-*.jar")))
+    return found[-1] if found else None
+
+
+def test_histogram_log_processor_reads_it_without_flags(disk):
+    """HdrHistogram's own HistogramLogProcessor, given no -tag, reports the JSON's latency."""
+    import shutil
+    import subprocess
+
+    jar = _hdrhistogram_jar()
+    if not shutil.which("java") or not jar:
+        pytest.skip("needs java and HdrHistogram's jar (set HDRHISTOGRAM_JAR, or mvn dependency:get "
+                    "-Dartifact=org.hdrhistogram:HdrHistogram:2.2.2)")
+    done = disk("--interval", "500ms", "--hlog", "r.hlog")
+    assert done.returncode == 0, done.stderr
+    p = subprocess.run(["java", "-cp", jar, "org.HdrHistogram.HistogramLogProcessor", "-i", "r.hlog", "-o", "out",
+                        "-outputValueUnitRatio", "1"], cwd=done.cwd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "Exception" not in p.stderr, p.stderr
+    text = (done.cwd / "out.hgrm").read_text()
+    block = done.summary["latency_ns"]
+    by_quantile = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and not line.startswith("#") and fields[0][0].isdigit():
+            by_quantile[fields[1]] = float(fields[0])
+    assert by_quantile["0.500000000000"] == block["p50"]
+    assert by_quantile["0.900000000000"] == block["p90"]
+    assert f"Total count    = {block['count']:>12}" in text
+    assert f"Max     = {block['max']:>12.3f}" in text
+    assert f"Mean    = {block['mean']:>12.3f}" in text
