@@ -8,14 +8,17 @@ import inspect
 import resource
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from loadgen import histogram, interrupts, metrics as live_metrics, output
+from loadgen import histogram, interrupts, output
 from loadgen.controller import Measurement, Policy, Timeline, run_workers
 from loadgen.errors import UsageError
 from loadgen.intervals import IntervalSink, IntervalView
 from loadgen.progress import Progress
 from loadgen.workload import CommonSpec
+
+if TYPE_CHECKING:
+    from loadgen import metrics as live_metrics
 
 
 @dataclass

@@ -9,7 +9,6 @@ such a scrape has happened), and compares that scrape with the document.
 """
 import json
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
