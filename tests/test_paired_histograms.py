@@ -57,7 +57,10 @@ def hlog_by_tag(path) -> dict[str, list[HdrHistogram]]:
 def merged(hists: list[HdrHistogram]) -> HdrHistogram:
     total = histogram.new()
     for h in hists:
-        total.add(h)
+        # The package's add() takes min from get_min_value(), which is 0 for an empty
+        # histogram: an interval with no echoes (a late one, on a busy host) zeroed the min.
+        if h.get_total_count():
+            total.add(h)
     return total
 
 
