@@ -318,3 +318,28 @@ def test_metrics_on_serve_needs_the_agent(tmp_path):
     p = subprocess.run(loadgen_argv("serve", "--port", "0", "--duration", "1s", "--metrics", "0"), cwd=tmp_path,
                        capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert "--metrics on serve is for the agent" in assert_one_line_error(p.returncode, p.stderr, 2)
+
+
+def test_a_disk_run_on_an_agent_is_labelled_with_the_agent(tmp_path, direct_io):
+    from netns import Agent, write_token
+
+    token = write_token(tmp_path / "token")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    agent = Agent(tmp_path, "127.0.0.1:0", "--token-file", str(token), "--allow-path", str(allowed),
+                  "--metrics", "127.0.0.1:0")
+    try:
+        url = agent_metrics_url(agent)
+        run = Served(tmp_path, "disk", "--on", agent.address, "--size", "8m", "--duration", "1s", "--ramp", "0s",
+                     *([] if direct_io else ["--buffered"]), "--token-file", str(token))
+        _, last = run.scrape_until_finished()
+        doc = run.finish()
+        own = scrape_until(url, lambda s: s["loadgen_jobs_finished_total"][()] >= 1
+                           and s["loadgen_jobs_running"][()] == 0)
+    finally:
+        agent.stop()
+    s = doc["summary"]
+    remote, local = (("host", agent.address), ("role", "disk")), (("host", "local"), ("role", "disk"))
+    assert last["loadgen_ops_total"][remote] == own["loadgen_ops_total"][local] == s["ops"] > 0
+    assert last["loadgen_latency_seconds_count"][remote] == own["loadgen_latency_seconds_count"][local] \
+        == s["latency_ns"]["count"]
