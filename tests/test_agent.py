@@ -480,7 +480,7 @@ BAD_REQUESTS = [
     ({"type": "start", "job": {"kind": "udp-receive", "options": {}, "run_tag": "x"}}, "bad-job"),
     ({"type": "start", "job": {"kind": "udp-receive", "options": {}, "flow_base": [3]}}, "bad-job"),
     # More I/O buffer memory (qd x bs x workers) than the host has (issue 8, item 16).
-    ({"type": "start", "job": {"kind": "disk", "options": {"qd": "4096", "bs": "64m", "workers": "1"}}}, "limit"),
+    ({"type": "start", "job": {"kind": "disk", "options": {"qd": 4096, "bs": 64 << 20, "workers": 1}}}, "limit"),
     ({"type": "go", "job": 999, "timeline": TIMELINE}, "no-job"),
     ({"type": "go"}, "no-job"),
     ({"type": "go", "job": [1], "timeline": TIMELINE}, "malformed"),
