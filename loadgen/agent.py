@@ -36,7 +36,8 @@ from pathlib import Path
 
 from loadgen import __version__, native, protocol
 from loadgen.errors import LoadgenError, UsageError
-from loadgen.target import check_buffer_memory, create_beneath, open_beneath_target, open_temp_beneath
+from loadgen.target import (check_buffer_memory, create_beneath, open_beneath_target, open_temp_beneath,
+                            remove_if_ours)
 from loadgen.workload import DiskSpec, NetSpec
 
 HEARTBEAT_TIMEOUT_S = 5.0
@@ -315,6 +316,10 @@ class Session:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "loadgen.agentjob", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, pass_fds=fds, start_new_session=True)
+        except BaseException:
+            if job.get("target_created"):  # the child that would fill it never ran: leave no empty file
+                remove_if_ours(job["target_dir_fd"], job["target_name"], os.fstat(job["target_fd"]))
+            raise
         finally:
             for fd in fds:
                 os.close(fd)  # the child holds its own copy

@@ -424,7 +424,7 @@ def create_at(dir_fd: int, name: str) -> int:
     return os.open(name, CREATE_FLAGS, CREATE_MODE, dir_fd=dir_fd)
 
 
-def _remove_if_ours(dir_fd: int, name: str, made: os.stat_result) -> None:
+def remove_if_ours(dir_fd: int, name: str, made: os.stat_result) -> None:
     """Unlink name in dir_fd only while it is still the file this run made."""
     try:
         now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -442,7 +442,7 @@ def fill_created(spec: DiskSpec, fd: int, path: str, dir_fd: int, name: str) -> 
     try:
         return target_from_fd(spec, fd, path, created=True)
     except BaseException:
-        _remove_if_ours(dir_fd, name, made)
+        remove_if_ours(dir_fd, name, made)
         raise
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from loadgen import native
 from loadgen.errors import SetupError, UsageError
-from loadgen.target import (create_at, create_beneath, fill_created, open_target, seek_holes, target_from_fd,
+from loadgen.target import (create_at, create_beneath, fill_created, open_target, seek_holes,
                             unwritten_extents)
 from loadgen.workload import DiskSpec, parse_disk
 from netns import Agent, run_loadgen, write_token
