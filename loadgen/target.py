@@ -22,7 +22,8 @@ Rules:
   name planted meanwhile (a symlink above all) is refused, never followed;
   filled with the native pattern and kept, since the user named it. If it
   cannot be filled it is removed, but only while its name still holds the
-  file this run made.
+  file this run made; it is sized before the fill, so one killed mid-fill
+  is left sparse, and refused as such.
 - "Unwritten" means a hole or an unwritten extent: a read there returns zeros
   without reaching the device. SEEK_HOLE/SEEK_DATA finds them; where the
   filesystem cannot answer, st_blocks says how much of the span has no blocks.
@@ -349,6 +350,10 @@ def target_from_fd(spec: DiskSpec, fd: int, path: str, temp: bool = False, creat
                        "temporary target" if temp else "new target file")
             target.span_bytes = spec.size_bytes
             fill = [(0, spec.size_bytes)]
+            if created:
+                # Full size first: a fill cut short by SIGKILL (an agent's child past its grace)
+                # leaves holes, which the next read run refuses, never a short file taken as whole.
+                os.ftruncate(fd, spec.size_bytes)
         else:
             span = min(st.st_size, spec.size_bytes) if spec.size_given else st.st_size
             if span < spec.bs_bytes:

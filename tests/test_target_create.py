@@ -137,6 +137,26 @@ def test_a_failed_fill_removes_only_the_file_it_made(tmp_path, monkeypatch):
     assert (tmp_path / "new.dat").read_bytes() == b"someone else's"
 
 
+def test_a_created_target_has_its_full_size_before_the_fill(tmp_path, monkeypatch, holes_reported):
+    """So a fill killed midway (SIGKILL cannot be caught) leaves a sparse file, refused for reads."""
+    seen = []
+
+    def killed(fd, size_bytes, offset_bytes=0):
+        seen.append(os.fstat(fd).st_size)
+        os.pwrite(fd, b"\1" * MiB, 0)           # the first part of the fill made it to the file
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(native, "file_fill", killed)
+    monkeypatch.setattr("loadgen.target.remove_if_ours", lambda *a: None)   # as if killed: nothing cleans up
+    path = tmp_path / "new.dat"
+    with pytest.raises(SetupError):
+        open_target(disk_spec(target=str(path), size="4m"))
+    assert seen == [4 * MiB]
+    monkeypatch.undo()
+    with pytest.raises(UsageError, match="is sparse: 3m of its 4m span is unwritten"):
+        open_target(disk_spec(target=str(path)))
+
+
 def test_create_beneath_makes_the_file_in_a_subdirectory_and_refuses_a_symlinked_directory(tmp_path):
     root = tmp_path / "root"
     (root / "sub").mkdir(parents=True)
