@@ -283,10 +283,12 @@ def io_uring_probe() -> int:
 FILL_CHUNK_BYTES = 64 << 20
 
 
-def file_fill(fd: int, size_bytes: int) -> None:
-    """Write the initial pattern in chunks, so a signal is handled between them."""
-    for offset in range(0, size_bytes, FILL_CHUNK_BYTES):
-        length = min(FILL_CHUNK_BYTES, size_bytes - offset)
+def file_fill(fd: int, size_bytes: int, offset_bytes: int = 0) -> None:
+    """Write the initial pattern over [offset_bytes, offset_bytes + size_bytes) in chunks, so a
+    signal is handled between them."""
+    end = offset_bytes + size_bytes
+    for offset in range(offset_bytes, end, FILL_CHUNK_BYTES):
+        length = min(FILL_CHUNK_BYTES, end - offset)
         _check(lib().lg_file_fill(fd, offset, length), "writing the target's initial pattern")
     os.fdatasync(fd)
 

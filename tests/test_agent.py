@@ -310,9 +310,8 @@ def disk_dirs(tmp_path):
     allowed, other = tmp_path / "allowed", tmp_path / "other"
     allowed.mkdir()
     other.mkdir()
-    for d in (allowed, other):
-        with open(d / "t.dat", "wb") as f:
-            f.truncate(16 << 20)
+    for d in (allowed, other):   # written, not truncated: a sparse target is refused for reads
+        (d / "t.dat").write_bytes(b"\1" * (16 << 20))
     return allowed, other
 
 
