@@ -408,6 +408,8 @@ def _uring_ok() -> bool:
 
 
 def _format_env(env: dict) -> str:
+    from loadgen.units import format_bits_per_s
+
     hv, cs = env["hypervisor"], env["clocksource"]
     lines = [f"loadgen {env['loadgen']}, engine {env['engine']}",
              f"kernel:      {env['kernel']}",
@@ -420,7 +422,7 @@ def _format_env(env: dict) -> str:
         lines.append("hypervisor:  none detected (bare metal?)")
     lines.append(f"clocksource: {cs.get('current', '?')} (available: {' '.join(cs.get('available', []))})")
     for n in env.get("nics", []):
-        speed = f"{n['speed_mbps']} Mb/s" if "speed_mbps" in n else "speed unknown"
+        speed = format_bits_per_s(n["speed_mbps"] * 1e6) if "speed_mbps" in n else "speed unknown"
         lines.append(f"nic {n['name']}: driver {n.get('driver', 'none (virtual)')}, {n.get('rx_queues', '?')} rx / "
                      f"{n.get('tx_queues', '?')} tx queues, mtu {n.get('mtu', '?')}, {speed}")
     for d in env.get("disks", []):

@@ -3,9 +3,14 @@
 Exit codes: 2 bad input, 1 the environment, 130 interrupted (interrupts are
 tested in test_disk.py).
 """
+import json
+import re
+from pathlib import Path
+
 import pytest
 
 from loadgen import __version__
+
 
 def assert_one_line_error(done, code: int = 2) -> str:
     assert done.returncode == code, done.stderr
@@ -101,3 +106,49 @@ def test_help_comes_from_the_option_table(cli, command, shows):
     text = " ".join(done.stdout.split())   # click wraps lines
     for s in shows:
         assert s in text, s
+
+
+# ---- human units in the summaries, from real outputs -------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "results"
+
+
+def summary_of(name: str) -> str:
+    from loadgen import results
+
+    doc = json.loads((FIXTURES / name).read_text())
+    return (results.format_disk if doc["kind"] == "disk" else results.format_net)(doc)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json")))
+def test_summaries_speak_human_units(name):
+    # oneway_omitted is text the run wrote into the document; the fixture's predates human units
+    text = "\n".join(line for line in summary_of(name).splitlines() if "one way: not reported" not in line)
+    assert "MB/s" not in text, "bytes only in binary prefixes (MiB/s), never beside MB/s"
+    assert "+-" not in text and not re.search(r"\d ?us\b", text), "± and µs, not +- and us"
+    assert not re.search(r"\d{5,} ns", text), "no raw nanoseconds: they take the unit they fill"
+
+
+def test_disk_summary_in_bytes():
+    assert "BW=235.9 MiB/s, 60396 ops in 1.0 s" in summary_of("disk-randread.json")
+
+
+def test_net_summary_in_bits():
+    assert "25.6 Mbit/s payload, 52.0 Mbit/s on an Ethernet wire" in summary_of("run-smoke.json")
+    assert "308.2 kbit/s payload" in summary_of("net-stream-external.json")
+
+
+def test_clock_offset_in_human_units():
+    # hosts[].clock holds offset_ns -5871, error_ns 170991
+    assert "clock offset -5.9 µs ± 171.0 µs" in summary_of("net-paired-clients-echo.json")
+
+
+def test_sysinfo_link_speed_in_bits():
+    from loadgen.cli import _format_env
+
+    env = {"loadgen": "x", "engine": "io_uring", "kernel": "6.1", "cpus": 2, "cpus_usable": 2,
+           "hypervisor": {}, "clocksource": {"current": "tsc"},
+           "nics": [{"name": "eth0", "driver": "ena", "speed_mbps": 25000}, {"name": "lo"}]}
+    text = _format_env(env)
+    assert "nic eth0: driver ena" in text and "25.0 Gbit/s" in text
+    assert "nic lo:" in text and "speed unknown" in text
