@@ -333,12 +333,13 @@ def check(
 
 @app.command()
 def compare(
-    base: Annotated[str, typer.Argument(help="The baseline result (e.g. bare metal).")],
-    other: Annotated[str, typer.Argument(help="The result to set against it.")],
+    base: Annotated[str, typer.Argument(help="The baseline result (e.g. bare metal).", metavar="BASE.json")],
+    other: Annotated[str, typer.Argument(help="The result to set against it.", metavar="OTHER.json")],
 ) -> None:
-    """Rates and latency side by side, the overhead in %, and the virtualization tier it falls in."""
+    """What the workload leaves free, side by side: the achieved rate of closed-loop runs
+    (rate max), the latency percentiles of open-loop runs (a fixed rate); the overhead
+    in %, and the virtualization tier it falls in, named from a measured metric."""
     from loadgen import claims
-    from loadgen.units import format_si
 
     a, b = _load_result(base), _load_result(other)
     try:
@@ -347,14 +348,42 @@ def compare(
         raise UsageError(f"refusing to compare: {e}") from None
     print(f"base:  {base}: {c['base_env']}")
     print(f"other: {other}: {c['other_env']}")
-    print(f"{'metric':<22}{'base':>14}{'other':>14}{'overhead':>11}")
+    if c["loop"] == "closed":
+        print("closed loop (rate max): the achieved rate measures the system")
+    else:
+        unit = "IOPS" if c["kind"] == "disk" else "pps"
+        print(f"open loop ({_human(c['rate_fixed'], 'ops/s')} {unit} set by the schedule): "
+              "latency measures the system, the schedule's own rate is left out")
+    for note in c["notes"]:
+        print(f"note: {note}")
+    print(f"{'metric':<16}{'base':>14}{'other':>14}{'overhead':>11}")
     for row in c["rows"]:
-        fmt = (lambda v: "-" if v is None else (format_si(v) if isinstance(v, (int, float)) and abs(v) >= 1000
-                                                else f"{v:g}"))
         over = "-" if row["overhead_pct"] is None else f"{row['overhead_pct']:+.2f}%"
-        print(f"{row['metric']:<22}{fmt(row['base']):>14}{fmt(row['other']):>14}{over:>11}")
+        print(f"{row['metric']:<16}{_human(row['base'], row['unit']):>14}{_human(row['other'], row['unit']):>14}"
+              f"{over:>11}")
     if c["tier"]:
-        print(f"tier: {c['tier']} (from {c['rows'][0]['metric']}, overhead {c['overhead_pct']:+.2f}%)")
+        loss = ("" if c["performance_loss_pct"] == c["overhead_pct"]
+                else f", performance {c['performance_loss_pct']:.2f}% lower")
+        print(f"tier: {c['tier']} (from {c['tier_metric']}: overhead {c['overhead_pct']:+.2f}%{loss})")
+    else:
+        measured = "the achieved rate" if c["loop"] == "closed" else f"latency {claims.OPEN_LOOP_TIER_KEY}"
+        print(f"tier: not named ({measured} is missing or zero in one of the runs)")
+
+
+def _human(value, unit: str) -> str:
+    """A compared value in the unit people read it in; '-' when a run has none."""
+    from loadgen.claims import measurement
+    from loadgen.units import format_bytes_per_s, format_ns, format_si
+
+    if measurement(value) is None:
+        return "-" if value is None else str(value)
+    if unit == "ns":
+        return format_ns(value)
+    if unit == "bytes/s":
+        return format_bytes_per_s(value)
+    if unit == "ratio":
+        return f"{value:.3%}"
+    return format_si(value)
 
 
 @app.command()
