@@ -220,7 +220,7 @@ NONE, HW, NITRO_T, BETWEEN, PV, SW, BEYOND = (
     "paravirtualized", "virtualized in software", "slower than software")
 
 
-# CLAIMS.md: hardware 0.1-0.5%, Nitro under 1%, paravirtualized 10-50% lower, software 2-10x slower
+# profiles/README.md: hardware 0.1-0.5%, Nitro under 1%, paravirtualized 10-50% lower, software 2-10x slower
 # (a rate at 1/2 to 1/10 of the baseline: 50-90% lower).
 @pytest.mark.parametrize("overhead, starts", [
     (-5.0, NONE), (0.0, NONE), (0.1, HW), (0.3, HW), (0.5, HW), (0.8, NITRO_T), (1.0, NITRO_T),
@@ -572,3 +572,29 @@ def test_cli_check_bad_baseline(cli, tmp_path):
     nitro_profile = str(PROFILES / "nitro-overhead.toml")
     assert "not a loadgen/1" in assert_one_line_error(cli("check", r, "--profile", nitro_profile,
                                                            "--baseline", bad))
+
+
+# ---- the claims live in the repository ----------------------------------------------------------
+
+REPO = PROFILES.parent
+CLAIMS_FILE = PROFILES / "README.md"
+
+
+def test_the_repository_cites_only_itself():
+    for path in [REPO / "README.md", CLAIMS_FILE, *PROFILES.glob("*.toml")]:
+        assert "shared/CLAIMS" not in path.read_text(), f"{path.name} points outside the repository"
+    assert "profiles/README.md" in (REPO / "README.md").read_text()
+
+
+@pytest.mark.parametrize("path", sorted(PROFILES.glob("*.toml")), ids=lambda p: p.name)
+def test_every_profile_cites_the_claims_file_and_is_listed_there(path):
+    assert "profiles/README.md" in path.read_text().splitlines()[0]
+    assert f"| `{path.name}` |" in CLAIMS_FILE.read_text()
+
+
+def test_the_tiers_are_those_of_the_claims_file():
+    text = CLAIMS_FILE.read_text()
+    assert "AWS EC2 Virtualization 2017: Introducing Nitro" in text
+    for cost in ("2-10x slower", "10-50% lower performance", "0.1-0.5% lower performance", "under 1%"):
+        assert cost in text, cost
+    assert "0.1-0.5% lower" in tier(0.3) and "10-50% lower" in tier(30.0) and "2-10x slower" in tier(70.0)

@@ -78,6 +78,85 @@ def test_version(cli):
     assert (done.returncode, done.stdout, done.stderr) == (0, f"loadgen {__version__}\n", "")
 
 
+def test_version_flag(cli):
+    done = cli("--version")
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"loadgen {__version__}\n", "")
+
+
+def test_bare_loadgen_prints_help_on_stdout_and_exits_2(cli):
+    # Asked nothing: help on stdout (so it pages), and the exit code of bad input.
+    done = cli()
+    assert done.returncode == 2 and done.stderr == ""
+    assert done.stdout.startswith("Usage: loadgen [OPTIONS] COMMAND [ARGS]...")
+    for command in COMMANDS:
+        assert f"\n  {command} " in done.stdout, command
+    assert "--version" in done.stdout and "--install-completion" in done.stdout
+
+
+COMMANDS = ["disk", "net", "serve", "run", "check", "compare", "report", "sysinfo", "version"]
+
+
+def option_entries(help_text: str) -> dict[str, str]:
+    """--help's options, each flag with its whole (unwrapped) text."""
+    entries, current = {}, None
+    section = help_text.split("\nOptions:\n", 1)[1].split("\n\n", 1)[0]
+    for line in section.splitlines():
+        if line.startswith("  -"):
+            current = line.split()[0]
+            entries[current] = line
+        elif current:
+            entries[current] += " " + line.strip()
+    return entries
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_explains_itself(cli, command):
+    done = cli(command, "--help")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    # Options and arguments say what they take: no bare "<str>" or "<path>".
+    assert not re.search(r"<(str|path|int|float|text)>", text), text
+    for flag, entry in option_entries(text).items():
+        assert entry.count("[default:") <= 1, entry
+    # Every command ends with examples of itself.
+    examples = text.rstrip().split("\n  Examples:\n")
+    assert len(examples) == 2, text
+    lines = [line.strip() for line in examples[1].splitlines()]
+    assert all(re.match(r"([A-Z_]+=\S+ )?loadgen ", line) for line in lines), lines
+    assert any(f"loadgen {command}" in line or f"loadgen --{command}" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("command, flag, metavar", [
+    ("disk", "--token-file", "FILE"), ("net", "--tls-ca", "FILE"), ("disk", "--json", "FILE"),
+    ("net", "--hlog", "FILE"), ("serve", "--token-file", "FILE"), ("serve", "--tls-cert", "FILE"),
+    ("report", "--out", "DIR"), ("check", "--baseline", "FILE"), ("run", "--set", "KEY=VALUE"),
+])
+def test_options_name_what_they_take(cli, command, flag, metavar):
+    entry = option_entries(cli(command, "--help").stdout)[flag]
+    assert entry.split()[:2] == [flag, metavar], entry
+
+
+@pytest.mark.parametrize("command", ["disk", "net", "serve"])
+def test_token_file_help_says_the_variable_holds_the_token(cli, command):
+    entry = option_entries(cli(command, "--help").stdout)["--token-file"]
+    assert "the token is the value of the environment variable LOADGEN_TOKEN" in entry
+    assert "[default: $LOADGEN_TOKEN]" not in entry
+
+
+def test_shell_completion_is_typers_own(tmp_path):
+    import os
+    import subprocess
+
+    from netfixtures import loadgen_argv
+
+    env = os.environ | {"_LOADGEN_COMPLETE": "complete_bash", "COMP_WORDS": "loadgen com", "COMP_CWORD": "1"}
+    done = subprocess.run(loadgen_argv(), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.split()) == (0, ["compare"]), done.stderr
+    script = subprocess.run(loadgen_argv("--show-completion", "bash"), cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert script.returncode == 0 and "_LOADGEN_COMPLETE=complete_bash" in script.stdout, script.stderr
+
+
 @pytest.mark.parametrize("args, says", [
     (["--duration", "10000000000h"], "invalid duration"),
     (["--pps", "18446744073709551617"], "invalid rate: pps"),
