@@ -371,6 +371,7 @@ def check(
     """Judge a result against a claim: measured, claimed, ratio, and pass, fail or not comparable.
     Exit code 0 pass, 1 fail, 3 not comparable, 2 bad input."""
     from loadgen import claims, profiles
+    from loadgen.units import format_ns
 
     doc = _load_result(result)
     if profile:
@@ -386,11 +387,17 @@ def check(
     if claim is None:
         raise UsageError(f"profile {name} makes no claim to check")
     v = claims.check(doc, claim, _load_result(baseline) if baseline else None, kind=kind)
-    print(f"claim ({name}): {claim.metric} {claim.op} {claim.value:,.10g}")
+    # A duration also in the unit it fills; an overhead's measure is a percentage, not the metric.
+    in_ns = any(part.endswith("_ns") for part in claim.metric.split("."))
+    human = (lambda value: f" ({format_ns(value)})") if in_ns else (lambda value: "")
+    print(f"claim ({name}): {claim.metric} {claim.op} {claim.value:,.10g}"
+          + ("%" if claim.op == "overhead<=" else human(claim.value)))
     print(f"  source: {claim.source}")
     if v.measured is not None:
         ratio = f", ratio {v.ratio:.4f}" if v.ratio is not None else ""
-        print(f"  measured: {v.measured:,.10g}{ratio}")
+        shown = f"{v.measured:,.10g}%" if claim.op == "overhead<=" and v.claimed is not None else \
+            f"{v.measured:,.10g}{human(v.measured)}"
+        print(f"  measured: {shown}{ratio}")
     print(f"  verdict: {v.verdict.upper()} ({v.why})")
     raise SystemExit({"pass": 0, "fail": 1}.get(v.verdict, 3))
 

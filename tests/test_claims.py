@@ -598,3 +598,18 @@ def test_the_tiers_are_those_of_the_claims_file():
     for cost in ("2-10x slower", "10-50% lower performance", "0.1-0.5% lower performance", "under 1%"):
         assert cost in text, cost
     assert "0.1-0.5% lower" in tier(0.3) and "10-50% lower" in tier(30.0) and "2-10x slower" in tier(70.0)
+
+
+def test_cli_check_shows_a_latency_claim_in_human_units(cli, tmp_path):
+    claim = Claim("summary.latency_ns.p99.9", "<=", 1_000_000.0, "a test")
+    done = cli("check", write(tmp_path, "r.json", recorded(disk_doc(), claim)))
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "claim (crafted): summary.latency_ns.p99.9 <= 1,000,000 (1.0 ms)" in done.stdout
+    assert "  measured: 200,000 (200.0 µs), ratio 0.2000" in done.stdout
+
+
+def test_cli_check_shows_an_overhead_in_percent(cli, tmp_path):
+    done = cli("check", write(tmp_path, "r.json", recorded(disk_doc(99_600.0), NITRO)),
+               "--baseline", write(tmp_path, "b.json", disk_doc(100_000.0)))
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "summary.rate overhead<= 1%" in done.stdout and "measured: 0.4%" in done.stdout
