@@ -228,6 +228,7 @@ LATENCY_KEYS = ("p50", "p99", "p99.9", "p99.99")
 # enough samples behind it in a run of seconds (p99.99 of 10k samples is one sample).
 OPEN_LOOP_TIER_KEY = "p99"
 RATE_OPTION = {"disk": "iops", "net": "pps"}
+RATE_UNITS = ("ops/s", "bytes/s", "pps")
 
 
 def closed_loop(doc: dict) -> bool:
@@ -261,8 +262,8 @@ def compare(base: dict, other: dict) -> dict:
         a, b = metric(base, lat), metric(other, lat)
         latency_rows = [_row(f"latency {key}", "ns", a.get(key), b.get(key), False) for key in LATENCY_KEYS]
     rows += latency_rows
-    if closed:
-        tier_row = rows[0] if rows else None
+    if closed:   # the first achieved rate both runs measured (an external target measures no arrivals)
+        tier_row = next((r for r in rows if r["unit"] in RATE_UNITS and r["overhead_pct"] is not None), None)
     else:
         tier_row = next((r for r in latency_rows if r["metric"] == f"latency {OPEN_LOOP_TIER_KEY}"), None)
     over = tier_row["overhead_pct"] if tier_row else None

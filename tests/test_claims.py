@@ -399,7 +399,11 @@ def test_compare_without_numbers():
     b["summary"]["rate"] = None
     c = compare(a, b)
     assert [r["metric"] for r in c["rows"]] == ["IOPS", "bandwidth"]
-    assert c["overhead_pct"] is None and c["tier"] is None
+    assert rows_by_label(c)["IOPS"]["overhead_pct"] is None
+    assert c["tier_metric"] == "bandwidth", "the first rate both runs measured"
+    b["summary"]["bytes_per_s"] = None
+    c = compare(a, b)
+    assert c["overhead_pct"] is None and c["tier"] is None and c["tier_metric"] is None
 
 
 @pytest.mark.parametrize("base, other, says", [
@@ -613,3 +617,10 @@ def test_cli_check_shows_an_overhead_in_percent(cli, tmp_path):
                "--baseline", write(tmp_path, "b.json", disk_doc(100_000.0)))
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert "summary.rate overhead<= 1%" in done.stdout and "measured: 0.4%" in done.stdout
+
+
+def test_compare_closed_loop_to_an_external_target_names_the_tier_from_what_was_sent():
+    base = real("net-stream-external.json", pps="max")      # received: not measured
+    c = compare(base, scaled(base, "summary.sent_pps", 0.5))
+    assert rows_by_label(c)["received pps"]["overhead_pct"] is None
+    assert c["tier_metric"] == "sent pps" and c["tier"].startswith(PV)
