@@ -16,6 +16,7 @@ from loadgen.intervals import IntervalView
 from loadgen.job import measure
 from loadgen.stats import Snapshot
 from loadgen.sysinfo import basic_env
+from loadgen.units import format_ns
 from loadgen.errors import UsageError
 from loadgen.workload import NetSpec, format_host_port
 
@@ -338,8 +339,8 @@ def _judge_one_way(summary: dict, meta: list[dict]) -> None:
         summary["oneway"]["clock_error_ns"] = error_ns
     else:
         del summary["oneway"]
-        summary["oneway_omitted"] = (f"the clocks are aligned only to +-{error_ns} ns, too coarse "
-                                     f"beside a median one-way delay of {median} ns")
+        summary["oneway_omitted"] = (f"the clocks are aligned only to ± {format_ns(error_ns)}, too coarse "
+                                     f"beside a median one-way delay of {format_ns(median)}")
 
 
 def _host_section(spec: NetSpec, m, meta: dict, rows: slice) -> dict:
