@@ -7,10 +7,12 @@
  *     start_ns + (k * F + f) * 1e9 / rate_pps,
  * so the flows interleave into one evenly spaced stream. Each pass sends,
  * with one sendmmsg per flow (batch at most), every datagram due within the
- * pacing tolerance of now, then sleeps until the next is due (pace.h); in echo
- * mode the sleep is a ppoll that also wakes for returns. busy_poll spins
- * instead. A sender that falls behind sends its backlog at full speed and
- * never skips a datagram.
+ * pacing window of now (one-way streams) or the tolerance (echo, whose round
+ * trips a burst would queue up), then sleeps until the next is due (pace.h);
+ * in echo mode the sleep is a ppoll that also wakes for returns. busy_poll
+ * spins instead. Each datagram carries its own scheduled time; how far ahead
+ * of it datagrams went is counted (early_max_ns, early_sum_ns). A sender that
+ * falls behind sends its backlog at full speed and never skips a datagram.
  *
  * Echo timing: senders' sockets carry SO_TIMESTAMPNS, so each return has the
  * kernel's receive time beside loadgen's own read time: kernel_rtt is the
@@ -18,8 +20,13 @@
  * the kernel's receive (loadgen's own delay, not the network's).
  *
  * Receivers: one socket each (SO_REUSEPORT spreads flows over them), drained
- * with recvmmsg that blocks for the first datagram; each tracks every flow's sequence numbers (seq.h). In echo
- * mode they send every datagram back unchanged and the sender times it.
+ * with recvmmsg that blocks for the first datagram; each tracks every flow's
+ * sequence numbers (seq.h). Their sockets carry SO_TIMESTAMPNS: a datagram
+ * arrives when the kernel stamped it, not when loadgen read it (counted in
+ * kernel_stamped), so a paced one-way receiver sleeps a pacing window between
+ * drains and wakes once per window, not once per datagram, without moving any
+ * arrival time. In echo mode they send every datagram back unchanged, at once,
+ * and the sender times it.
  *
  * Counting window: a datagram counts when its scheduled time is in
  * [ramp_end_ns, end): senders and receivers decide it from the same header
@@ -80,6 +87,7 @@ struct flow_state {
 	uint32_t id;		/* on the wire: flow_base + slot */
 	struct pace_cursor next; /* next datagram in this flow's schedule; next.k is its index */
 	struct seq_tracker echo_seq;	/* echo mode: the returns */
+	unsigned max_batch;	/* b->n, or 1 once sendmmsg lost an error of this socket (see send_flow) */
 };
 
 static int batch_alloc(struct batch *b, unsigned n, unsigned size_bytes, int with_addrs, int with_stamps)
@@ -170,11 +178,11 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 {
 	struct pace_cursor c = f->next;
 	uint32_t seq0 = cfg->first_seq + (uint32_t)c.k;
-	uint64_t in_window = 0, lag_sum = 0, lag_max = 0, late = 0;
+	uint64_t in_window = 0, lag_sum = 0, lag_max = 0, late = 0, early_sum = 0, early_max = 0;
 	unsigned n;
 	int ret;
 
-	for (n = 0; n < b->n; n++) {
+	for (n = 0; n < f->max_batch; n++) {
 		int64_t sched = now_ns;
 
 		if (cfg->rate_pps) {
@@ -185,12 +193,14 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 		header_write(b->iov[n].iov_base, f->id, seq0 + n, cfg->run_tag,
 			     sched - cfg->start_ns, now_ns - cfg->start_ns);
 		if (sched >= cfg->ramp_end_ns) {
-			uint64_t lag = pace_lag_ns(now_ns, sched);
+			uint64_t lag = pace_lag_ns(now_ns, sched), early = pace_early_ns(now_ns, sched);
 
 			in_window++;
 			lag_sum += lag;
 			lag_max = lag > lag_max ? lag : lag_max;
 			late += lag > (uint64_t)slot_ns;
+			early_sum += early;
+			early_max = early > early_max ? early : early_max;
 		}
 		pace_next(&c);
 	}
@@ -207,18 +217,29 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 		return 0;
 	}
 	if ((unsigned)ret < n) {
+		struct pollfd pfd = { .fd = f->fd, .events = POLLOUT };
+
+		/* sendmmsg drops the error that stopped it after the first datagram
+		 * (net/socket.c returns the count). With room in the queue it was not
+		 * EAGAIN but the socket's own error, say an ICMP unreachable: from now
+		 * on this flow sends one datagram per call, so each error is seen and
+		 * counted. */
+		if (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLOUT))
+			f->max_batch = 1;
 		/* The kernel took part of the batch (rare): tally that part again. */
 		c = f->next;
-		in_window = lag_sum = lag_max = late = 0;
+		in_window = lag_sum = lag_max = late = early_sum = early_max = 0;
 		for (int i = 0; i < ret; i++) {
 			int64_t sched = cfg->rate_pps ? pace_due_ns(&c) : now_ns;
-			uint64_t lag = pace_lag_ns(now_ns, sched);
+			uint64_t lag = pace_lag_ns(now_ns, sched), early = pace_early_ns(now_ns, sched);
 
 			if (sched >= cfg->ramp_end_ns) {
 				in_window++;
 				lag_sum += lag;
 				lag_max = lag > lag_max ? lag : lag_max;
 				late += lag > (uint64_t)slot_ns;
+				early_sum += early;
+				early_max = early > early_max ? early : early_max;
 			}
 			pace_next(&c);
 		}
@@ -228,15 +249,18 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 		counter_add(&st->counters[LG_CTR_LAG_SUM_NS], lag_sum);
 		counter_max(&st->counters[LG_CTR_LAG_MAX_NS], lag_max);
 		counter_add(&st->counters[LG_CTR_LATE_OPS], late);
+		counter_add(&st->counters[LG_CTR_EARLY_SUM_NS], early_sum);
+		counter_max(&st->counters[LG_CTR_EARLY_MAX_NS], early_max);
 	}
 	counter_add(&st->counters[LG_CTR_SENT], in_window);
 	counter_add(&st->counters[LG_CTR_SENT_BYTES], in_window * b->size_bytes);
 	return (unsigned)ret;
 }
 
-/* Account one arriving datagram at a receiver, or an echo at a sender. */
-/* kernel_rx_ns: the kernel's receive stamp in CLOCK_MONOTONIC, or 0 if none. */
-static void track_arrival(const struct lg_net_config *cfg, struct lg_worker_stats *st,
+/* Account one arriving datagram at a receiver, or an echo at a sender, that
+ * arrived at now_ns; kernel_rx_ns: an echo's kernel receive stamp in
+ * CLOCK_MONOTONIC, or 0 if none. Returns 1 if it was timed, else 0. */
+static int track_arrival(const struct lg_net_config *cfg, struct lg_worker_stats *st,
 			  struct seq_tracker *t, const struct pkt_header *h, size_t len,
 			  int64_t now_ns, int is_echo, int64_t kernel_rx_ns)
 {
@@ -246,17 +270,17 @@ static void track_arrival(const struct lg_net_config *cfg, struct lg_worker_stat
 	int64_t sched = cfg->start_ns + h->sched_ns, sent = cfg->start_ns + h->send_ns;
 
 	if (sched < cfg->ramp_end_ns)
-		return;
+		return 0;
 	if (is_echo && cfg->grace_ns && now_ns - sent > cfg->grace_ns) {
 		counter_add(&c[LG_CTR_LATE], 1);	/* past the timeout: lost, not timed */
-		return;
+		return 0;
 	}
 	counter_add(&c[LG_CTR_RECEIVED], 1);
 	counter_add(&c[LG_CTR_RECEIVED_BYTES], len);
 	switch (v) {
 	case SEQ_DUPLICATED:
 		counter_add(&c[LG_CTR_DUPLICATED], 1);
-		return;		/* a copy is not timed twice */
+		return 0;	/* a copy is not timed twice */
 	case SEQ_REORDERED:
 		counter_add(&c[LG_CTR_REORDERED], 1);
 		break;
@@ -276,6 +300,7 @@ static void track_arrival(const struct lg_net_config *cfg, struct lg_worker_stat
 		hdr_record(st->hist[LG_HIST_KERNEL_RTT_PACKET], kernel_rx_ns - sent);
 		hdr_record(st->hist[LG_HIST_USER_DELAY_PACKET], now_ns - kernel_rx_ns);
 	}
+	return 1;
 }
 
 /* The SCM_TIMESTAMPNS of a received datagram, moved from CLOCK_REALTIME (the
@@ -383,7 +408,7 @@ static void sender_worker(struct worker *w)
 	struct flow_state *flows;
 	struct pollfd *pfds;
 	struct batch tx, rx;
-	int64_t slot_ns = 0, deadline, tolerance_ns = 0;
+	int64_t slot_ns = 0, deadline, tolerance_ns = 0, window_ns = 0;
 
 	flows = calloc((cfg->flows + cfg->senders - 1) / cfg->senders, sizeof(*flows));
 	pfds = calloc((cfg->flows + cfg->senders - 1) / cfg->senders, sizeof(*pfds));
@@ -406,6 +431,7 @@ static void sender_worker(struct worker *w)
 		pfds[n_flows].revents = POLLIN;
 		fs->fd = cfg->send_fds[f];
 		fs->slot = f;
+		fs->max_batch = batch;
 		fs->id = cfg->flow_base + f;
 		pace_cursor_init(&fs->next, cfg->start_ns, cfg->rate_pps, cfg->flows, f, 0);
 		seq_init(&fs->echo_seq, cfg->first_seq);
@@ -421,10 +447,17 @@ static void sender_worker(struct worker *w)
 	n_poll = cfg->echo && !cfg->busy_poll ? n_flows : 0;
 	if (cfg->rate_pps) {
 		slot_ns = (int64_t)(1000000000ULL * cfg->flows / cfg->rate_pps);
-		if (!cfg->busy_poll)
-			tolerance_ns = pace_measure_tolerance_ns();
+		if (!cfg->busy_poll) {
+			struct pace_wake_cost cost = pace_measure_wake();
+
+			tolerance_ns = pace_tolerance_ns(cost);
+			/* Echo keeps to the tolerance: a burst would queue at the
+			 * reflector and lengthen the round trips it measures. */
+			window_ns = cfg->echo ? tolerance_ns : pace_window_ns(cost, tolerance_ns);
+		}
 	}
 	pace_record_mode(st, tolerance_ns, (int)cfg->busy_poll);
+	counter_set(&st->counters[LG_CTR_PACE_WINDOW_NS], (uint64_t)window_ns);
 	worker_set_state(w, LG_STATE_RUNNING, 0);
 	if (cfg->start_ns > clock_now_ns())
 		pace_sleep_until(cfg->start_ns);
@@ -437,7 +470,7 @@ static void sender_worker(struct worker *w)
 
 		if (final && !cfg->rate_pps)
 			break;
-		horizon = now + tolerance_ns < deadline ? now + tolerance_ns : deadline - 1;
+		horizon = now + window_ns < deadline ? now + window_ns : deadline - 1;
 		worker_publish(w);
 		stats_begin(w);
 		for (unsigned i = 0; i < n_flows; i++) {
@@ -554,29 +587,48 @@ static void receiver_worker(struct worker *w)
 	uint32_t cap = 2 * cfg->flows;
 	struct flow_slot *flows;
 	struct batch rx;
+	int on = 1, stamped;
+	int64_t window_ns = 0;
 
+	memset(&rx, 0, sizeof(rx));
 	flows = calloc(cap, sizeof(*flows));
 	if (!flows || batch_alloc(&rx, cfg->batch, cfg->size_bytes > LG_PKT_HEADER_BYTES ?
-							cfg->size_bytes : LG_PKT_HEADER_BYTES, cfg->echo, 0)) {
+							cfg->size_bytes : LG_PKT_HEADER_BYTES, cfg->echo, 1)) {
 		worker_set_state(w, LG_STATE_FAILED, ENOMEM);
+		batch_free(&rx);
 		free(flows);
 		return;
 	}
-	pace_record_mode(st, 0, 0);	/* receivers always block in recvmmsg */
+	/* Best effort: without stamps, arrivals are timed by loadgen's read and
+	 * the receiver wakes for every datagram, as it must then. */
+	stamped = setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) == 0;
+	/* A reflector answers at once (its delay is in the round trip); a paced
+	 * one-way receiver whose arrivals the kernel stamps may sleep a window. */
+	if (stamped && !cfg->echo && cfg->rate_pps && !cfg->busy_poll) {
+		struct pace_wake_cost cost = pace_measure_wake();
+
+		window_ns = pace_window_ns(cost, pace_tolerance_ns(cost));
+	}
+	pace_record_mode(st, 0, 0);	/* receivers block in recvmmsg */
+	counter_set(&st->counters[LG_CTR_PACE_WINDOW_NS], (uint64_t)window_ns);
 	worker_set_state(w, LG_STATE_RUNNING, 0);
 	for (;;) {
 		int n, i;
-		int64_t now;
+		int64_t now, offset;
+		uint64_t by_kernel = 0;
 
-		if (cfg->echo)
-			for (i = 0; i < (int)rx.n; i++) {
+		for (i = 0; i < (int)rx.n; i++) {
+			if (cfg->echo) {
 				rx.msgs[i].msg_hdr.msg_name = &rx.addrs[i];
 				rx.msgs[i].msg_hdr.msg_namelen = sizeof(rx.addrs[i]);
 			}
+			rx.msgs[i].msg_hdr.msg_controllen = STAMP_CTRL_BYTES;	/* the kernel shrinks it */
+		}
 		/* MSG_WAITFORONE: block for the first, take what else is queued; the
 		 * socket's receive timeout bounds the wait so the stop is seen. */
 		n = recvmmsg(fd, rx.msgs, rx.n, MSG_WAITFORONE, NULL);
 		now = clock_now_ns();
+		offset = real_to_mono_ns(now);
 		worker_publish(w);
 		stats_begin(w);
 		if (n < 0) {
@@ -593,12 +645,21 @@ static void receiver_worker(struct worker *w)
 					counter_add(&st->counters[LG_CTR_FOREIGN], 1);
 					continue;
 				}
-				track_arrival(cfg, st, t, &h, rx.msgs[i].msg_len, now, 0, 0);
+				/* a stamp after our read: the clocks were stepped between; use the read */
+				int64_t krx = kernel_rx_ns(&rx.msgs[i].msg_hdr, offset);
+				int by_stamp = krx && krx <= now;
+
+				if (track_arrival(cfg, st, t, &h, rx.msgs[i].msg_len, by_stamp ? krx : now, 0, 0))
+					by_kernel += (uint64_t)by_stamp;
 			}
+			counter_add(&st->counters[LG_CTR_KERNEL_STAMPED], by_kernel);
 			if (cfg->echo && n > 0) {
-				/* Send each datagram back unchanged, to where it came from. */
-				for (i = 0; i < n; i++)
+				/* Send each datagram back unchanged, to where it came from,
+				 * without its receive stamp (no control message to send). */
+				for (i = 0; i < n; i++) {
 					rx.iov[i].iov_len = rx.msgs[i].msg_len;
+					rx.msgs[i].msg_hdr.msg_controllen = 0;
+				}
 				for (int done = 0; done < n;) {
 					int ret = sendmmsg(fd, rx.msgs + done, (unsigned)(n - done), 0);
 
@@ -616,6 +677,9 @@ static void receiver_worker(struct worker *w)
 		stats_end(w);
 		if (receiver_may_stop(w, cfg, now, n))
 			break;
+		/* Drained (a full batch means more is waiting): let a window's worth gather. */
+		if (window_ns && n >= 0 && (unsigned)n < rx.n)
+			pace_sleep_until(now + window_ns);
 	}
 	batch_free(&rx);
 	free(flows);
