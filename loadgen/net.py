@@ -115,6 +115,8 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
             "max": snd.counter("early_max_ns"),
             "mean": round(snd.counter("early_sum_ns") / sent, 1) if sent else 0.0,
         },
+        # Datagrams that went in UDP GSO runs: cut apart by the kernel, each still its own datagram.
+        "gso_sent": snd.counter("gso_sent"),
         "pacing": {**results.pacing_block(m.final), "window_ns": snd.counter("pace_window_ns"),
                    "receiver_window_ns": rcv.counter("pace_window_ns") if len(rcv.words) else None},
     }

@@ -66,6 +66,7 @@ enum lg_counter {
 	LG_CTR_EARLY_MAX_NS,	/* largest scheduled-minus-start time of an op sent ahead of its time */
 	LG_CTR_EARLY_SUM_NS,
 	LG_CTR_KERNEL_STAMPED,	/* arrivals timed by the kernel's receive stamp, not loadgen's read */
+	LG_CTR_GSO_SENT,	/* of LG_CTR_SENT, those sent in UDP GSO runs */
 	LG_CTR_COUNT
 };
 

@@ -42,6 +42,8 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,6 +57,12 @@
 /* A sender whose send queues are full waits this long at most before it looks again. */
 #define SEND_BLOCKED_MAX_NS 1000000L
 #define MAX_FLOWS 65536
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103		/* linux/udp.h, Linux >= 4.18 */
+#endif
+/* UDP GSO takes at most this many segments per send (UDP_MAX_SEGMENTS, 64
+ * before Linux 6.9) and at most one IPv4 datagram's worth of payload. */
+#define GSO_MAX_SEGMENTS 64
 
 struct pkt_header {
 	uint32_t magic;
@@ -76,7 +84,15 @@ struct batch {
 	struct mmsghdr *msgs;
 	struct sockaddr_storage *addrs;	/* receivers: sources, for echo */
 	unsigned char *ctrl;		/* echo senders: room for each datagram's receive stamp */
+	/* one-way senders with UDP GSO: runs of up to gso_segments datagrams, each
+	 * run one message whose UDP_SEGMENT cuts it back into the datagrams */
+	unsigned gso_segments;		/* 0: no GSO */
+	struct iovec *gso_iov;
+	struct mmsghdr *gso_msgs;
+	unsigned char *gso_ctrl;
 };
+
+#define GSO_CTRL_BYTES CMSG_SPACE(sizeof(uint16_t))
 
 /* One SCM_TIMESTAMPNS per datagram. */
 #define STAMP_CTRL_BYTES CMSG_SPACE(sizeof(struct timespec))
@@ -88,6 +104,7 @@ struct flow_state {
 	struct pace_cursor next; /* next datagram in this flow's schedule; next.k is its index */
 	struct seq_tracker echo_seq;	/* echo mode: the returns */
 	unsigned max_batch;	/* b->n, or 1 once sendmmsg lost an error of this socket (see send_flow) */
+	int gso;		/* send runs by UDP GSO, until the path refuses it */
 };
 
 static int batch_alloc(struct batch *b, unsigned n, unsigned size_bytes, int with_addrs, int with_stamps)
@@ -118,6 +135,39 @@ static int batch_alloc(struct batch *b, unsigned n, unsigned size_bytes, int wit
 	return 0;
 }
 
+/* Let b send runs of datagrams by UDP GSO (one-way senders; see send_gso). */
+static int batch_enable_gso(struct batch *b)
+{
+	unsigned seg = LG_PKT_MAX_BYTES / b->size_bytes, runs;
+
+	seg = seg < GSO_MAX_SEGMENTS ? seg : GSO_MAX_SEGMENTS;
+	if (seg < 2)
+		return 0;	/* one datagram per run saves nothing */
+	runs = (b->n + seg - 1) / seg;
+	b->gso_iov = calloc(runs, sizeof(*b->gso_iov));
+	b->gso_msgs = calloc(runs, sizeof(*b->gso_msgs));
+	b->gso_ctrl = calloc(runs, GSO_CTRL_BYTES);
+	if (!b->gso_iov || !b->gso_msgs || !b->gso_ctrl)
+		return -ENOMEM;
+	for (unsigned i = 0; i < runs; i++) {
+		struct msghdr *mh = &b->gso_msgs[i].msg_hdr;
+		struct cmsghdr *cm;
+		uint16_t size = (uint16_t)b->size_bytes;
+
+		mh->msg_iov = &b->gso_iov[i];
+		mh->msg_iovlen = 1;
+		mh->msg_control = b->gso_ctrl + (size_t)i * GSO_CTRL_BYTES;
+		mh->msg_controllen = GSO_CTRL_BYTES;
+		cm = CMSG_FIRSTHDR(mh);
+		cm->cmsg_level = SOL_UDP;
+		cm->cmsg_type = UDP_SEGMENT;
+		cm->cmsg_len = CMSG_LEN(sizeof(size));
+		memcpy(CMSG_DATA(cm), &size, sizeof(size));
+	}
+	b->gso_segments = seg;
+	return 0;
+}
+
 static void batch_free(struct batch *b)
 {
 	free(b->bufs);
@@ -125,6 +175,32 @@ static void batch_free(struct batch *b)
 	free(b->msgs);
 	free(b->addrs);
 	free(b->ctrl);
+	free(b->gso_iov);
+	free(b->gso_msgs);
+	free(b->gso_ctrl);
+}
+
+/* Send the first n datagrams of b, whose buffers lie end to end, as runs of
+ * b->gso_segments: the stack and the loopback carry each run once, and the
+ * kernel cuts it into datagrams (on the receiving socket, or on a NIC that
+ * cannot). Returns how many datagrams went, or -1 with errno when none did. */
+static int send_gso(int fd, struct batch *b, unsigned n)
+{
+	unsigned runs = 0;
+	int ret;
+
+	for (unsigned i = 0; i < n; i += b->gso_segments) {
+		unsigned k = n - i < b->gso_segments ? n - i : b->gso_segments;
+
+		b->gso_iov[runs].iov_base = b->bufs + (size_t)i * b->size_bytes;
+		b->gso_iov[runs].iov_len = (size_t)k * b->size_bytes;
+		runs++;
+	}
+	ret = sendmmsg(fd, b->gso_msgs, runs, MSG_DONTWAIT);
+	if (ret <= 0)
+		return ret < 0 ? -1 : 0;
+	/* every run but the last is full */
+	return (unsigned)ret == runs ? (int)n : ret * (int)b->gso_segments;
 }
 
 /* Little-endian on the wire; loadgen runs on little-endian hosts (x86-64, arm64). */
@@ -180,7 +256,7 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 	uint32_t seq0 = cfg->first_seq + (uint32_t)c.k;
 	uint64_t in_window = 0, lag_sum = 0, lag_max = 0, late = 0, early_sum = 0, early_max = 0;
 	unsigned n;
-	int ret;
+	int ret, by_gso = 0;
 
 	for (n = 0; n < f->max_batch; n++) {
 		int64_t sched = now_ns;
@@ -206,7 +282,18 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 	}
 	if (n == 0)
 		return 0;
-	ret = sendmmsg(f->fd, b->msgs, n, MSG_DONTWAIT);
+	if (f->gso && n > 1) {
+		ret = send_gso(f->fd, b, n);
+		by_gso = ret > 0;
+		/* a path without UDP GSO (an old kernel, a NIC without checksum
+		 * offload, a payload over the MTU): send datagram by datagram */
+		if (ret < 0 && (errno == EINVAL || errno == EIO || errno == EOPNOTSUPP || errno == ENOPROTOOPT)) {
+			f->gso = 0;
+			ret = sendmmsg(f->fd, b->msgs, n, MSG_DONTWAIT);
+		}
+	} else {
+		ret = sendmmsg(f->fd, b->msgs, n, MSG_DONTWAIT);
+	}
 	if (ret < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == EINTR)
 			return 0;	/* the queue is full: the backlog waits, nothing is skipped */
@@ -253,6 +340,8 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 		counter_max(&st->counters[LG_CTR_EARLY_MAX_NS], early_max);
 	}
 	counter_add(&st->counters[LG_CTR_SENT], in_window);
+	if (by_gso)
+		counter_add(&st->counters[LG_CTR_GSO_SENT], in_window);
 	counter_add(&st->counters[LG_CTR_SENT_BYTES], in_window * b->size_bytes);
 	return (unsigned)ret;
 }
@@ -414,7 +503,10 @@ static void sender_worker(struct worker *w)
 	pfds = calloc((cfg->flows + cfg->senders - 1) / cfg->senders, sizeof(*pfds));
 	memset(&tx, 0, sizeof(tx));
 	memset(&rx, 0, sizeof(rx));
+	/* GSO for paced one-way streams: echo sends one at a time anyway, and
+	 * blast keeps the per-datagram path its peers are compared on. */
 	if (!flows || !pfds || batch_alloc(&tx, batch, cfg->size_bytes, 0, 0) ||
+	    (cfg->rate_pps && !cfg->echo && batch_enable_gso(&tx)) ||
 	    (cfg->echo && batch_alloc(&rx, batch, cfg->size_bytes, 0, 1))) {
 		worker_set_state(w, LG_STATE_FAILED, ENOMEM);
 		batch_free(&tx);
@@ -432,6 +524,7 @@ static void sender_worker(struct worker *w)
 		fs->fd = cfg->send_fds[f];
 		fs->slot = f;
 		fs->max_batch = batch;
+		fs->gso = tx.gso_segments > 0;
 		fs->id = cfg->flow_base + f;
 		pace_cursor_init(&fs->next, cfg->start_ns, cfg->rate_pps, cfg->flows, f, 0);
 		seq_init(&fs->echo_seq, cfg->first_seq);

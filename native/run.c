@@ -42,6 +42,7 @@ static const char *const counter_names[LG_CTR_COUNT] = {
 	[LG_CTR_EARLY_MAX_NS] = "early_max_ns",
 	[LG_CTR_EARLY_SUM_NS] = "early_sum_ns",
 	[LG_CTR_KERNEL_STAMPED] = "kernel_stamped",
+	[LG_CTR_GSO_SENT] = "gso_sent",
 };
 
 static const char *const hist_names[LG_HIST_COUNT] = {

@@ -150,6 +150,8 @@ def test_paced_stream_batches_a_window_and_receives_by_kernel_stamps(tmp_path):
     assert s["schedule_early_ns"]["mean"] <= s["schedule_early_ns"]["max"]
     assert s["sent"] + s["schedule_lag_ns"]["unsent"] == 2000   # 1 s at 2k pps
     assert s["received"] == s["sent"] and s["lost"] == 0
+    # runs sent by UDP GSO arrive as the datagrams they were cut into, every one counted
+    assert 0 <= s["gso_sent"] <= s["sent"]
     assert_arrivals_stamped(s)
     assert_latency_not_below_service(s["oneway"])
 
@@ -168,6 +170,7 @@ def test_blast_has_no_window_and_its_arrivals_are_stamped(tmp_path):
     assert r.returncode == 0, r.stderr
     s = r.summary
     assert (s["pacing"]["window_ns"], s["pacing"]["receiver_window_ns"]) == (0, 0)
+    assert s["gso_sent"] == 0   # blast keeps the per-datagram path
     assert_arrivals_stamped(s)
 
 
@@ -178,3 +181,4 @@ def test_echo_keeps_to_its_tolerance_and_answers_at_once(tmp_path):
     assert p["window_ns"] == p["tolerance_ns"] > 0
     assert p["receiver_window_ns"] == 0
     assert r.summary["schedule_early_ns"]["max"] <= p["tolerance_ns"]
+    assert r.summary["gso_sent"] == 0   # echo sends datagram by datagram
