@@ -138,10 +138,12 @@ def assert_arrivals_stamped(s: dict) -> None:
 
 
 def test_paced_stream_batches_a_window_and_receives_by_kernel_stamps(tmp_path):
-    r = run_net(tmp_path, "--pps", "2k", "--workers", "1", "--receivers", "1")
+    r = run_net(tmp_path, "--pps", "2k", "--workers", "1", "--receivers", "1", quiet=False)
     assert r.returncode == 0, r.stderr
     s = r.summary
     p = s["pacing"]
+    assert "workers slept, batching what was due within" in r.stdout
+    assert ("ahead of schedule" in r.stdout) == (s["schedule_early_ns"]["max"] > 0)
     assert_pacing(p, "sleep", 2, measured=True)
     assert p["tolerance_ns"] <= p["window_ns"] <= WINDOW_MAX_NS
     assert TOLERANCE_MIN_NS <= p["receiver_window_ns"] <= WINDOW_MAX_NS
