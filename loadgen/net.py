@@ -117,6 +117,9 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
         },
         # Datagrams that went in UDP GSO runs: cut apart by the kernel, each still its own datagram.
         "gso_sent": snd.counter("gso_sent"),
+        # Dropped by loadgen's own receiving sockets, their buffers full (the kernel's
+        # count, ramp included, as of each socket's last arrival): loss that is not the network's.
+        "receiver_socket_drops": rcv.counter("socket_drops") if len(rcv.words) else None,
         "pacing": {**results.pacing_block(m.final), "window_ns": snd.counter("pace_window_ns"),
                    "receiver_window_ns": rcv.counter("pace_window_ns") if len(rcv.words) else None},
     }

@@ -94,8 +94,8 @@ struct batch {
 
 #define GSO_CTRL_BYTES CMSG_SPACE(sizeof(uint16_t))
 
-/* One SCM_TIMESTAMPNS per datagram. */
-#define STAMP_CTRL_BYTES CMSG_SPACE(sizeof(struct timespec))
+/* One SCM_TIMESTAMPNS per datagram, and at a receiver the SO_RXQ_OVFL drop count. */
+#define STAMP_CTRL_BYTES (CMSG_SPACE(sizeof(struct timespec)) + CMSG_SPACE(sizeof(uint32_t)))
 
 struct flow_state {
 	int fd;
@@ -407,6 +407,21 @@ static int64_t kernel_rx_ns(const struct msghdr *mh, int64_t real_to_mono_ns)
 	return 0;
 }
 
+/* The SO_RXQ_OVFL of a received datagram: how many the socket had dropped,
+ * its buffer full, when this one was queued; 0 when absent. */
+static uint32_t socket_drops(const struct msghdr *mh)
+{
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR((struct msghdr *)mh, cm)) {
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SO_RXQ_OVFL) {
+			uint32_t v;
+
+			memcpy(&v, CMSG_DATA(cm), sizeof(v));
+			return v;
+		}
+	}
+	return 0;
+}
+
 /* CLOCK_MONOTONIC minus CLOCK_REALTIME now: two vDSO reads per batch. */
 static int64_t real_to_mono_ns(int64_t mono_ns)
 {
@@ -695,6 +710,8 @@ static void receiver_worker(struct worker *w)
 	/* Best effort: without stamps, arrivals are timed by loadgen's read and
 	 * the receiver wakes for every datagram, as it must then. */
 	stamped = setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) == 0;
+	/* Best effort too: loss at loadgen's own socket is then told from the network's. */
+	setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &on, sizeof(on));
 	/* A reflector answers at once (its delay is in the round trip); a paced
 	 * one-way receiver whose arrivals the kernel stamps may sleep a window. */
 	if (stamped && !cfg->echo && cfg->rate_pps && !cfg->busy_poll) {
@@ -708,7 +725,7 @@ static void receiver_worker(struct worker *w)
 	for (;;) {
 		int n, i;
 		int64_t now, offset;
-		uint64_t by_kernel = 0;
+		uint64_t by_kernel = 0, drops = 0;
 
 		for (i = 0; i < (int)rx.n; i++) {
 			if (cfg->echo) {
@@ -741,11 +758,15 @@ static void receiver_worker(struct worker *w)
 				/* a stamp after our read: the clocks were stepped between; use the read */
 				int64_t krx = kernel_rx_ns(&rx.msgs[i].msg_hdr, offset);
 				int by_stamp = krx && krx <= now;
+				uint32_t d = socket_drops(&rx.msgs[i].msg_hdr);
+
+				drops = d > drops ? d : drops;
 
 				if (track_arrival(cfg, st, t, &h, rx.msgs[i].msg_len, by_stamp ? krx : now, 0, 0))
 					by_kernel += (uint64_t)by_stamp;
 			}
 			counter_add(&st->counters[LG_CTR_KERNEL_STAMPED], by_kernel);
+			counter_max(&st->counters[LG_CTR_SOCKET_DROPS], drops);
 			if (cfg->echo && n > 0) {
 				/* Send each datagram back unchanged, to where it came from,
 				 * without its receive stamp (no control message to send). */
