@@ -25,7 +25,7 @@ from loadgen.controller import Timeline, worker_cpus
 from loadgen.endpoints import close_all, receiver_sockets, resolve, sender_sockets
 from loadgen.errors import LoadgenError, UsageError
 from loadgen.stats import encode_words
-from loadgen.workload import parse_disk, parse_net
+from loadgen.workload import DiskSpec, NetSpec
 
 SNAPSHOT_MS = 200
 
@@ -50,7 +50,7 @@ def prepare(job: dict) -> Prepared:
         from loadgen.disk import _native_config, choose_engine
         from loadgen.target import target_from_fd
 
-        spec = parse_disk(**options)
+        spec = DiskSpec.from_wire(options)
         engine, note = choose_engine(spec.engine)
         fd = job.get("target_fd")
         if not isinstance(fd, int) or isinstance(fd, bool):
@@ -70,7 +70,7 @@ def prepare(job: dict) -> Prepared:
         raise UsageError(f"unknown job kind {kind!r}")
     from loadgen.net import net_config
 
-    spec = parse_net(**options)
+    spec = NetSpec.from_wire(options)
     run_tag = int(job.get("run_tag", 0)) & 0xFFFFFFFF
     if kind == "udp-receive":
         socks = receiver_sockets(str(job.get("bind", "127.0.0.1")), spec.port, spec.receivers)

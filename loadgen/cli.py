@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from loadgen import __version__
+from loadgen import __version__, options
 from loadgen.errors import LoadgenError, SetupError, UsageError
 
 EXIT_INTERRUPTED = 130
@@ -35,17 +35,13 @@ def _output_path(ctx: typer.Context, param: typer.CallbackParam, path: Optional[
     return path
 
 
-# Options shared by every job, declared once.
-Duration = Annotated[str, typer.Option(help="Measured time, after the ramp: 10s, 2m.")]
-Ramp = Annotated[str, typer.Option(help="Warm-up left out of the results.")]
-Interval = Annotated[str, typer.Option(help="Snapshot and progress interval.")]
-Workers = Annotated[Optional[str], typer.Option(help="Worker threads, one per core [default: one per usable CPU].")]
+# Options every command shares that are not job options (those come from loadgen/options.py).
 JsonOut = Annotated[Optional[Path], typer.Option("--json", callback=_output_path,
                                                  help="Write the result document here (- for stdout).")]
 HlogOut = Annotated[Optional[Path], typer.Option("--hlog", callback=_output_path,
                                                  help="Write an HdrHistogram interval log here (- for stdout).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress line and no summary.")]
-BusyPoll = Annotated[bool, typer.Option("--busy-poll", help="Spin between operations instead of sleeping: less jitter, a core burnt per worker.")]
+Strict = Annotated[bool, typer.Option("--strict", help="Exit 1 when the run stalled or fell short of its rate.")]
 TokenFile = Annotated[Optional[str], typer.Option(help="Shared token for agents [default: $LOADGEN_TOKEN].")]
 TlsCa = Annotated[Optional[str], typer.Option(help="Use TLS to agents, checking their certificate against this CA file.")]
 Tls = Annotated[bool, typer.Option("--tls", help="Use TLS to agents without checking their certificate.")]
@@ -71,7 +67,8 @@ def _run_job(coro) -> dict:
     return uvloop.run(coro)
 
 
-def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: Optional[Path] = None) -> int:
+def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: Optional[Path] = None,
+            strict: bool = False) -> int:
     """Print the summary, then write the document: a result is never lost.
 
     The summary goes first, so a document that cannot be written still leaves
@@ -114,45 +111,57 @@ def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: 
     if interrupts.caught():
         sys.stderr.write(f"loadgen: interrupted by {interrupts.caught()} after the run; its result is complete\n")
         return EXIT_INTERRUPTED
+    if strict and results.falls_short(doc):
+        return 1
     return 0
 
 
+def _with_options(table: dict[str, options.Option]):
+    """Give a command one CLI option per entry of an option table, in table order and
+    before its own: flag, default, help and metavar come from the table alone. The
+    command receives them raw, as **job_options, for the job's parser to check."""
+    import inspect
+
+    def cli_param(opt: options.Option) -> inspect.Parameter:
+        if opt.type is bool:
+            info = typer.Option(*(opt.flag or f"--{opt.name.replace('_', '-')}").split(), help=opt.help)
+            annotation, default = Annotated[bool, info], opt.default
+        else:
+            info = typer.Option(f"--{opt.name.replace('_', '-')}", help=options.help_text(opt), metavar=opt.metavar)
+            annotation, default = Annotated[Optional[str], info], None if opt.default is None else str(opt.default)
+        return inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+    def decorate(command):
+        sig = inspect.signature(command)
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in sig.parameters.values()
+               if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        command.__signature__ = sig.replace(parameters=[cli_param(o) for o in table.values()] + own)
+        return command
+
+    return decorate
+
+
 @app.command()
+@_with_options(options.DISK)
 def disk(
-    target: Annotated[Optional[str], typer.Option(help="File or block device [default: a temporary file here].")] = None,
-    size: Annotated[Optional[str], typer.Option(help="Temporary file size, or a cap on the target's span [default: 1g].")] = None,
-    iops: Annotated[str, typer.Option(help="Target rate (50k, 1.5M) or max for closed loop at qd.")] = "max",
-    rw: Annotated[str, typer.Option(help="randread, randwrite, read, write, randrw or rw.")] = "randread",
-    mix: Annotated[Optional[str], typer.Option(help="Read share in percent for randrw/rw [default: 50].")] = None,
-    bs: Annotated[str, typer.Option(help="Block size.")] = "4k",
-    qd: Annotated[str, typer.Option(help="I/Os in flight per worker.")] = "32",
-    workers: Workers = None,
-    duration: Duration = "10s",
-    ramp: Ramp = "1s",
-    interval: Interval = "1s",
-    direct: Annotated[bool, typer.Option("--direct/--buffered", help="O_DIRECT, or through the page cache.")] = True,
-    engine: Annotated[str, typer.Option(help="auto, io_uring or psync.")] = "auto",
-    allow_destroy: Annotated[bool, typer.Option("--allow-destroy", help="Write even to a device that holds data.")] = False,
-    seed: Annotated[Optional[str], typer.Option(help="Seed for offsets and the read/write mix.")] = None,
-    busy_poll: BusyPoll = False,
-    on: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent to run the job on.")] = None,
+    on: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent to run the job on.", metavar="HOST:PORT")] = None,
     token_file: TokenFile = None,
     tls: Tls = False,
     tls_ca: TlsCa = None,
     json_path: JsonOut = None,
     hlog: HlogOut = None,
     quiet: Quiet = False,
+    strict: Strict = False,
+    **job_options,
 ) -> None:
     """Drive IOPS against a file or block device with io_uring workers, one per core."""
     from loadgen.results import format_disk
     from loadgen.workload import parse_disk
 
-    spec = parse_disk(target=target, size=size, rw=rw, mix=mix, bs=bs, qd=qd, iops=iops, direct=direct,
-                      engine=engine, allow_destroy=allow_destroy, seed=seed, duration=duration,
-                      ramp=ramp, interval=interval, workers=workers, busy_poll=busy_poll)
+    spec = parse_disk(**job_options)
     connect = _connector(token_file, tls, tls_ca) if on else None
     doc = _run_job(_disk_job(spec, on, connect, hlog, quiet))
-    raise SystemExit(_finish(doc, json_path, quiet, format_disk, hlog))
+    raise SystemExit(_finish(doc, json_path, quiet, format_disk, hlog, strict))
 
 
 def _disk_job(spec, on: Optional[str], connect, hlog: Optional[Path], quiet: bool):
@@ -179,82 +188,54 @@ def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: O
 
 
 @app.command()
+@_with_options(options.NET)
 def net(
-    pps: Annotated[str, typer.Option(help="Target rate over all flows (100k, 2M), or max.")] = "max",
-    target: Annotated[Optional[str], typer.Option(help="HOST:PORT of any UDP endpoint [default: an embedded receiver on 127.0.0.1].")] = None,
-    size: Annotated[str, typer.Option(help="UDP payload bytes, 32 to 65507.")] = "64",
-    flows: Annotated[Optional[str], typer.Option(help="Distinct 5-tuples (source ports) [default: one per worker].")] = None,
-    mode: Annotated[str, typer.Option(help="stream (one way) or echo (time every round trip).")] = "stream",
-    timeout: Annotated[str, typer.Option(help="Echoes later than this count as lost; the receiver drains this long.")] = "1s",
-    batch: Annotated[str, typer.Option(help="Datagrams per sendmmsg/recvmmsg.")] = "32",
-    receivers: Annotated[Optional[str], typer.Option(help="Embedded receiver threads [default: as many as senders].")] = None,
-    port: Annotated[str, typer.Option(help="Embedded receiver port [default: any free one].")] = "0",
-    busy_poll: BusyPoll = False,
-    peer: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent that receives (and echoes).")] = None,
-    clients: Annotated[Optional[str], typer.Option(help="Comma-separated HOST:PORT agents that send, instead of this host.")] = None,
+    peer: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent that receives (and echoes).", metavar="HOST:PORT")] = None,
+    clients: Annotated[Optional[str], typer.Option(help="Comma-separated HOST:PORT agents that send, instead of this host.", metavar="HOST:PORT,...")] = None,
     token_file: TokenFile = None,
     tls: Tls = False,
     tls_ca: TlsCa = None,
-    workers: Workers = None,
-    duration: Duration = "10s",
-    ramp: Ramp = "1s",
-    interval: Interval = "1s",
     json_path: JsonOut = None,
     hlog: HlogOut = None,
     quiet: Quiet = False,
+    strict: Strict = False,
+    **job_options,
 ) -> None:
     """Send UDP datagrams at an exact rate and count what arrives, with latency in echo mode."""
     from loadgen.results import format_net
     from loadgen.workload import parse_net
 
-    if (peer or clients) and target:
+    if (peer or clients) and job_options.get("target"):
         raise UsageError("--target is for a plain UDP endpoint; --peer and --clients use agents")
     if clients and not peer:
         raise UsageError("--clients needs --peer, the agent that receives")
-    spec = parse_net(target=target, pps=pps, size=size, flows=flows, mode=mode, timeout=timeout, batch=batch,
-                     receivers=receivers, port=port, duration=duration, ramp=ramp, interval=interval,
-                     workers=workers, busy_poll=busy_poll)
+    spec = parse_net(**job_options)
     connect = _connector(token_file, tls, tls_ca) if peer else None
     doc = _run_job(_net_job(spec, peer, clients, connect, hlog, quiet))
-    raise SystemExit(_finish(doc, json_path, quiet, format_net, hlog))
+    raise SystemExit(_finish(doc, json_path, quiet, format_net, hlog, strict))
 
 
 @app.command()
+@_with_options(options.SERVE)
 def serve(
-    port: Annotated[Optional[int], typer.Option(help="UDP port that counts arrivals.")] = None,
-    echo_port: Annotated[Optional[int], typer.Option(help="UDP port that counts and echoes every datagram back.")] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
-    workers: Workers = None,
-    max_flows: Annotated[str, typer.Option(help="Flow ids tracked per receiver.")] = "1024",
-    duration: Annotated[str, typer.Option(help="Stop after this long [default: 0, until Ctrl-C].")] = "0",
-    interval: Interval = "1s",
-    listen: Annotated[Optional[str], typer.Option(help="ADDR:PORT: run as an agent that controllers drive.")] = None,
-    token_file: Annotated[Optional[str], typer.Option(help="Agent: the shared token [default: $LOADGEN_TOKEN].")] = None,
-    allow_path: Annotated[Optional[list[str]], typer.Option(help="Agent: a directory disk jobs may use (repeatable).")] = None,
-    tls_cert: Annotated[Optional[str], typer.Option(help="Agent: TLS certificate for the control channel.")] = None,
-    tls_key: Annotated[Optional[str], typer.Option(help="Agent: TLS private key.")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).", metavar="ADDR")] = "127.0.0.1",
+    listen: Annotated[Optional[str], typer.Option(help="Run as an agent that controllers drive, listening here.", metavar="ADDR:PORT")] = None,
+    token_file: Annotated[Optional[str], typer.Option(help="Agent: the shared token [default: $LOADGEN_TOKEN].", metavar="PATH")] = None,
+    allow_path: Annotated[Optional[list[str]], typer.Option(help="Agent: a directory disk jobs may use (repeatable).", metavar="DIR")] = None,
+    tls_cert: Annotated[Optional[str], typer.Option(help="Agent: TLS certificate for the control channel.", metavar="PATH")] = None,
+    tls_key: Annotated[Optional[str], typer.Option(help="Agent: TLS private key.", metavar="PATH")] = None,
     insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="Agent: no token, loopback only.")] = False,
+    **serve_options,
 ) -> None:
     """Receive (and echo) loadgen datagrams, printing received pps and loss each interval;
     with --listen, run as an agent for paired runs."""
-    from loadgen.serve import ServeSpec, serve as run_serve
-    from loadgen.units import parse_count, parse_duration_ns
-    from loadgen.workload import MAX_FLOWS, parse_common
+    from loadgen.serve import parse_serve, serve as run_serve
 
     if listen:
         _run_agent(listen, token_file, allow_path or [], tls_cert, tls_key, insecure_no_auth)
         return
 
-    common = parse_common("1s", "0s", interval, workers)
-    flows = parse_count(max_flows)
-    if not 1 <= flows <= MAX_FLOWS:
-        raise UsageError(f"invalid max-flows: {max_flows!r} (1 to {MAX_FLOWS})")
-    for name, p in (("port", port), ("echo-port", echo_port)):
-        if p is not None and not 0 <= p < 65536:
-            raise UsageError(f"invalid {name}: {p}")
-    spec = ServeSpec(host=host, port=port, echo_port=echo_port, workers=common.workers, max_flows=flows,
-                     duration_ns=parse_duration_ns(duration), interval_ns=common.interval_ns)
-    interrupted = _run_job(run_serve(spec))
+    interrupted = _run_job(run_serve(parse_serve(host, **serve_options)))
     raise SystemExit(EXIT_INTERRUPTED if interrupted else 0)
 
 
@@ -292,6 +273,7 @@ def run(
     json_path: JsonOut = None,
     hlog: HlogOut = None,
     quiet: Quiet = False,
+    strict: Strict = False,
 ) -> None:
     """Run a profile: a saved net or disk workload, with its claim recorded in the result."""
     from loadgen import profiles
@@ -308,7 +290,7 @@ def run(
         job, formatter = _disk_job(spec, remote.get("on"), connect, hlog, quiet), format_disk
     doc = _run_job(job)
     doc["profile"] = prof.as_dict() | {"options": options}
-    raise SystemExit(_finish(doc, json_path, quiet, formatter, hlog))
+    raise SystemExit(_finish(doc, json_path, quiet, formatter, hlog, strict))
 
 
 def _load_result(path: str) -> dict:
@@ -390,22 +372,26 @@ def report(
 @app.command()
 def sysinfo(
     json_out: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False,
-    target: Annotated[Optional[str], typer.Option(help="Also describe the disk under this path.")] = None,
-    peer: Annotated[Optional[str], typer.Option(help="Also describe the NIC that routes to this host.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Also describe the disk under this path.", metavar="PATH")] = None,
+    peer: Annotated[Optional[str], typer.Option(help="Also describe the NIC that routes to this host (HOST, HOST:PORT or [v6]:PORT).", metavar="HOST")] = None,
 ) -> None:
     """The machine's facts as results record them: CPU, hypervisor, clocksource, NICs, disks."""
     import json
 
     from loadgen import sysinfo as facts
 
+    from loadgen.workload import host_of
+
     if peer is None:
         nics = sorted(os.listdir("/sys/class/net"))
     else:
-        host = peer.rpartition(":")[0].strip("[]") if ":" in peer else peer
+        host = host_of(peer)
         nic = facts.nic_for(host)
         if nic is None:
             raise UsageError(f"no route to {host} (or it does not resolve)")
         nics = [nic]
+    if target is not None and not os.path.exists(target):
+        raise UsageError(f"--target {target}: no such file or directory")
     disks = [facts.block_device_of(target)] if target else sorted(
         d for d in os.listdir("/sys/block") if not d.startswith(("loop", "ram", "zram")))
     env = facts.run_env("io_uring" if _uring_ok() else "psync", nics=nics, disks=[d for d in disks if d])

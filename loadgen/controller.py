@@ -6,14 +6,26 @@ completions themselves, so the snapshots' counts are zero until ramp_end_ns and
 an interval is the difference of two snapshots taken interval_ns apart.
 
 The controller only reads the workers' memory; it never pauses them. It stops
-them at end_ns, on SIGINT/SIGTERM, when every worker has exited on its own, or
-when the job's policy says so, and always returns what was measured.
+them at end_ns, on SIGINT/SIGTERM, when a worker or host fails, when every
+worker has exited on its own, or when the job's policy says so, and always
+returns what was measured.
+
+Rules that keep the result consistent however late the controller runs (a
+starved controller may wake seconds after a tick):
+- an interval ends only at a consistent snapshot (Snapshot.torn_rows) whose
+  copy finished before end_ns; any other snapshot is not a boundary, and the
+  next one covers its time;
+- the last interval runs from the last boundary to stop_ns and holds whatever
+  the final snapshot adds, so the intervals always add up to the total;
+- an interval's length is what the clock says, never its nominal one.
+
+Time comes from an injected Clock, so the stop logic is tested with a fake one.
 """
 import asyncio
 import os
 import signal
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Protocol
 
 import numpy as np
 
@@ -22,6 +34,67 @@ from loadgen.stats import Snapshot
 
 # How often the controller wakes during warm-up and between ticks to check for a stop.
 POLL_NS = 50_000_000
+# A wake-up this much later than asked means the controller itself was held off the CPU.
+HELD_NS = 250_000_000
+# A torn snapshot is taken again at once this many times before its tick is given up.
+SNAPSHOT_TRIES = 3
+
+
+class Clock(Protocol):
+    """Where the controller gets the time and waits; tests pass a fake."""
+
+    def now_ns(self) -> int: ...
+
+    async def wait(self, stop: asyncio.Event, until_ns: int) -> None:
+        """Return at until_ns, or as soon as stop is set."""
+
+
+class MonotonicClock:
+    """CLOCK_MONOTONIC, the workers' own clock."""
+
+    def now_ns(self) -> int:
+        return native.now_ns()
+
+    async def wait(self, stop: asyncio.Event, until_ns: int) -> None:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=max(0, until_ns - self.now_ns()) / 1e9)
+        except TimeoutError:
+            pass
+
+
+class DrivenRun(Protocol):
+    """What the controller drives: a native.Run, a remote agent's run, or several as one."""
+
+    layout: native.Layout
+    workers: int                    # rows of every stats matrix read() returns
+
+    def read(self) -> np.ndarray:
+        """The cumulative stats matrix (workers, layout.words) as of now."""
+
+    def stop(self, stop_ns: int) -> None:
+        """Ask every worker to stop; nothing completing at or after stop_ns counts."""
+
+    def done(self) -> bool:
+        """True once every worker has exited."""
+
+    def failure(self) -> str | None:
+        """Why the run failed (a host lost, say), or None."""
+
+    async def wait(self) -> int:
+        """Until every worker exited: 0, or the first setup -errno."""
+
+    def free(self) -> None: ...
+
+
+def controller_cpus() -> dict:
+    """Where the controller may run and where it last ran (/proc/self/stat, field 39)."""
+    out: dict = {"affinity": sorted(os.sched_getaffinity(0))}
+    try:
+        with open("/proc/self/stat") as f:
+            out["last_cpu"] = int(f.read().rsplit(")", 1)[1].split()[36])
+    except (OSError, IndexError, ValueError):
+        pass
+    return out
 
 
 def worker_cpus(n: int, offset: int = 0) -> list[int]:
@@ -61,6 +134,12 @@ class Measurement:
     stop_reason: str | None = None   # None: ran to the end
     failed: bool = False             # stopped by the job's policy or by the workers themselves
     setup_errno: int = 0
+    # (t_ns, operations completed so far) at ramp_end_ns, at every snapshot, consistent
+    # or not (counters only grow), and at stop_ns: what stalls are found from
+    progress: list[tuple[int, int]] = field(default_factory=list)
+    held: list[tuple[int, int]] = field(default_factory=list)  # (due, woke): the controller held
+    skipped_snapshots: int = 0       # torn, or finished past the end: not an interval boundary
+    controller: dict = field(default_factory=dict)
 
     @property
     def measured_ns(self) -> int:
@@ -70,7 +149,7 @@ class Measurement:
 class CompositeRun:
     """Several runs (local and remote) driven as one: their workers' rows are stacked in order."""
 
-    def __init__(self, parts: list) -> None:
+    def __init__(self, parts: list[DrivenRun]) -> None:
         self.parts = parts
         self.layout = parts[0].layout
         self.workers = sum(p.workers for p in parts)
@@ -95,7 +174,7 @@ class CompositeRun:
 
     def failure(self) -> str | None:
         for p in self.parts:
-            why = getattr(p, "failure", lambda: None)()
+            why = p.failure()
             if why:
                 return why
         return None
@@ -111,16 +190,31 @@ class CompositeRun:
 
 OnInterval = Callable[[Interval, Snapshot], Awaitable[None]]
 Policy = Callable[[Snapshot], str | None]
+Progress = Callable[[Snapshot], int]
 
 
-async def run_workers(run: "native.Run", timeline: Timeline, on_interval: OnInterval,
-                      policy: Policy | None = None, on_tick: Callable[[int], None] | None = None) -> Measurement:
+def _read_consistent(run: DrivenRun, layout: native.Layout, clock: Clock) -> tuple[Snapshot, bool]:
+    """A snapshot of the run, taken again if torn; (snapshot, consistent)."""
+    for _ in range(SNAPSHOT_TRIES):
+        words = run.read()
+        # The snapshot's time is after every worker's copy was made.
+        snap = Snapshot(layout, words, clock.now_ns())
+        if not snap.torn_rows():
+            return snap, True
+    return snap, False
+
+
+async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterval,
+                      policy: Policy | None = None, on_tick: Callable[[int], None] | None = None,
+                      progress: Progress | None = None, clock: Clock | None = None) -> Measurement:
     """Drive one run to its end and return everything it measured.
 
     on_interval(interval, cumulative) is awaited once per completed interval;
     on_tick(now_ns) is called during warm-up, for progress. policy(cumulative)
-    may return a reason to stop early.
+    may return a reason to stop early. progress(cumulative) counts completed
+    operations, sampled at every snapshot for stall detection.
     """
+    clock = clock or MonotonicClock()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reason: dict[str, str] = {}
@@ -136,53 +230,65 @@ async def run_workers(run: "native.Run", timeline: Timeline, on_interval: OnInte
     previous = Snapshot.zero(layout, run.workers, timeline.ramp_end_ns)
     next_tick = timeline.ramp_end_ns + timeline.interval_ns
     intervals: list[Interval] = []
+    samples: list[tuple[int, int]] = [(timeline.ramp_end_ns, 0)] if progress else []
+    held: list[tuple[int, int]] = []
+    skipped = 0
     stop_ns = timeline.end_ns
+    woke = None     # when the controller last woke: from then until it waits again it works
     try:
         while True:
-            now = native.now_ns()
+            now = clock.now_ns()
+            if woke is not None and now - woke >= HELD_NS:
+                held.append((woke, now))    # held while at work (a read, the .hlog)
             if now >= timeline.end_ns:
                 break
-            failure = getattr(run, "failure", lambda: None)()
+            failure = run.failure()
             if failure:
                 reason.setdefault("policy", failure)
-                stop_ns = min(now, timeline.end_ns)
+                stop_ns = now
                 break
             if run.done():
                 reason.setdefault("early", "every worker stopped before the end")
-                stop_ns = min(now, timeline.end_ns)
+                stop_ns = now
                 break
             if stop.is_set():
                 stop_ns = now
                 break
             wake = min(next_tick, timeline.end_ns, now + POLL_NS)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=max(0, wake - now) / 1e9)
-            except TimeoutError:
-                pass
-            now = native.now_ns()
+            await clock.wait(stop, wake)
+            asleep_from, now = now, clock.now_ns()
+            woke = now
+            # held while asleep: woken this late (a wake-up already due counts from the wait)
+            if now - max(wake, asleep_from) >= HELD_NS:
+                held.append((max(wake, asleep_from), now))
             if now < timeline.ramp_end_ns and on_tick:
                 on_tick(now)
-            if now >= next_tick and next_tick < timeline.end_ns and not stop.is_set():
-                words = run.read()
-                # The interval ends when the snapshot was taken, not when it was due:
-                # a late wake-up must not put two intervals' ops into one nominal length.
-                taken = min(native.now_ns(), timeline.end_ns)
-                snap = Snapshot(layout, words, taken)
-                interval = Interval(previous.t_ns, taken, snap.since(previous))
-                intervals.append(interval)
-                await on_interval(interval, snap)
-                previous = snap
-                while next_tick <= taken:
-                    next_tick += timeline.interval_ns
-                why = policy(snap) if policy else None
-                if why:
-                    reason.setdefault("policy", why)
-                    stop_ns = native.now_ns()
-                    break
+            if now < next_tick or next_tick >= timeline.end_ns or stop.is_set():
+                continue
+            snap, consistent = _read_consistent(run, layout, clock)
+            if snap.t_ns >= timeline.end_ns:
+                skipped += 1        # the final snapshot ends the last interval instead
+                continue
+            if progress:
+                samples.append((snap.t_ns, progress(snap)))
+            while next_tick <= snap.t_ns:
+                next_tick += timeline.interval_ns
+            if not consistent:
+                skipped += 1        # the next consistent snapshot covers this time too
+                continue
+            interval = Interval(previous.t_ns, snap.t_ns, snap.since(previous))
+            intervals.append(interval)
+            await on_interval(interval, snap)
+            previous = snap
+            why = policy(snap) if policy else None
+            if why:
+                reason.setdefault("policy", why)
+                stop_ns = min(clock.now_ns(), timeline.end_ns)
+                break
         run.stop(stop_ns)
         setup_err = await run.wait()
         # A part may fail while draining after the end (an agent dying before its final report).
-        late = getattr(run, "failure", lambda: None)()
+        late = run.failure()
         if late and "interrupt" not in reason:
             reason.setdefault("policy", late)
     finally:
@@ -194,13 +300,16 @@ async def run_workers(run: "native.Run", timeline: Timeline, on_interval: OnInte
             loop.remove_signal_handler(sig)
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    # Every worker has exited, so each row is final and consistent.
     final = Snapshot(layout, run.read(), stop_ns)
     if policy and not reason:
         why = policy(final)  # a run shorter than one interval is judged here
         if why:
             reason["policy"] = why
-    if stop_ns > previous.t_ns and stop_ns > timeline.ramp_end_ns:
-        last = Interval(previous.t_ns, stop_ns, final.since(previous))
+    if progress and stop_ns > timeline.ramp_end_ns:
+        samples.append((stop_ns, progress(final)))
+    last = Interval(previous.t_ns, max(stop_ns, previous.t_ns), final.since(previous))
+    if stop_ns > previous.t_ns or (stop_ns >= timeline.ramp_end_ns and not final.same_counts(previous)):
         intervals.append(last)
         await on_interval(last, final)
     return Measurement(
@@ -209,4 +318,5 @@ async def run_workers(run: "native.Run", timeline: Timeline, on_interval: OnInte
         stop_reason=reason.get("interrupt") or reason.get("policy") or reason.get("early"),
         failed="interrupt" not in reason and ("policy" in reason or "early" in reason),
         setup_errno=-setup_err if setup_err < 0 else 0,
+        progress=samples, held=held, skipped_snapshots=skipped, controller=controller_cpus(),
     )

@@ -117,18 +117,6 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, quiet: bool = F
 REMOTE_LEAD_NS = 2_000_000_000
 
 
-def _remote_options(spec: DiskSpec) -> dict:
-    """A DiskSpec as the raw options an agent's disk job takes (the CLI's names)."""
-    c = spec.common
-    return {"target": spec.target, "size": str(spec.size_bytes) if spec.size_given or spec.target is None else None,
-            "rw": spec.rw, "mix": str(spec.read_pct) if spec.rw in ("randrw", "rw") else None,
-            "bs": str(spec.bs_bytes), "qd": str(spec.qd),
-            "iops": str(spec.rate_ops_per_s) if spec.rate_ops_per_s else "max", "direct": spec.direct,
-            "engine": spec.engine, "allow_destroy": spec.allow_destroy, "seed": str(spec.seed),
-            "duration": f"{c.duration_ns}ns", "ramp": f"{c.ramp_ns}ns", "interval": f"{c.interval_ns}ns",
-            "workers": str(c.workers), **({"busy_poll": True} if c.busy_poll else {})}
-
-
 async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_path: str | None = None,
                           quiet: bool = False) -> dict:
     """Run the disk job on an agent's host; the document names that host."""
@@ -136,7 +124,7 @@ async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_pat
 
     agent = await connect(*on)
     try:
-        run = await agent.prepare({"kind": "disk", "options": _remote_options(spec)})
+        run = await agent.prepare({"kind": "disk", "options": spec.to_wire()})
 
         async def start(timeline: Timeline):
             await agent.go(run, timeline)

@@ -2,11 +2,21 @@
 
 Sockets are made here, at the I/O edge, so that errors such as an unknown host
 or a port in use become one-line messages; the native side only gets fds.
+
+Receivers share a port through SO_REUSEPORT, one socket per receiver thread, so
+the kernel spreads flows over them. Linux lets any socket of the same user join
+such a group, so another run (`serve --port P` beside `net --port P`) would get
+half the datagrams and neither would notice. So after binding, the group checks
+the kernel's table of UDP sockets (/proc/net/udp and udp6) for any other socket
+on its port and address: if there is one, the port is in use. Whichever of two
+runs binds second sees the first; both fail only if they bind at the same moment.
 """
 import errno
+import ipaddress
 import os
 import socket
 import struct
+import sys
 
 from loadgen.errors import SetupError, UsageError
 
@@ -54,7 +64,21 @@ def sender_sockets(family: int, sockaddr: tuple, flows: int) -> list[socket.sock
 
 
 def receiver_sockets(host: str, port: int, n: int) -> list[socket.socket]:
-    """n sockets sharing host:port through SO_REUSEPORT, with a bounded receive wait."""
+    """n sockets sharing host:port through SO_REUSEPORT, with a bounded receive wait.
+    SetupError when any other socket holds the port (port 0: another free one is tried)."""
+    for _ in range(PORT_ZERO_TRIES if port == 0 else 1):
+        socks = _bind_group(host, port, n)
+        if not _others_on(socks):
+            return socks
+        close_all(socks)
+    raise SetupError(f"port {port} is in use on {host}")
+
+
+# Port 0 with SO_REUSEPORT may be handed a port another same-user group holds; try again.
+PORT_ZERO_TRIES = 8
+
+
+def _bind_group(host: str, port: int, n: int) -> list[socket.socket]:
     family, sockaddr = resolve(host, port)
     socks = []
     try:
@@ -67,14 +91,64 @@ def receiver_sockets(host: str, port: int, n: int) -> list[socket.socket]:
             s.bind(sockaddr)
             sockaddr = s.getsockname()  # port 0 chose one: the others join it
     except OSError as e:
-        for s in socks:
-            s.close()
+        close_all(socks)
         if e.errno == errno.EADDRINUSE:
-            raise SetupError(f"port {port} on {host} is in use") from None
+            raise SetupError(f"port {port} is in use on {host}") from None
         if e.errno == errno.EACCES:
             raise SetupError(f"no permission to bind port {port}") from None
         raise SetupError(f"cannot listen on {host}:{port}: {e.strerror}") from None
     return socks
+
+
+def _others_on(group: list[socket.socket]) -> bool:
+    """Whether a UDP socket outside group is bound where group receives (the same port, on
+    the same address or a wildcard that covers it). False when the table cannot be read."""
+    addr, port = group[0].getsockname()[:2]
+    ours = {os.fstat(s.fileno()).st_ino for s in group}
+    return any(inode not in ours and addresses_overlap(addr, other)
+               for other, inode in bound_udp_sockets(port))
+
+
+def bound_udp_sockets(port: int, tables=("/proc/net/udp", "/proc/net/udp6")) -> list[tuple[str, int]]:
+    """(local address, socket inode) of every UDP socket bound to port in this network namespace."""
+    out = []
+    for path in tables:
+        try:
+            with open(path) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            try:
+                addr_hex, port_hex = fields[1].split(":")
+                if int(port_hex, 16) == port:
+                    out.append((_proc_address(addr_hex), int(fields[9])))
+            except (IndexError, ValueError):
+                continue
+    return out
+
+
+def _proc_address(addr_hex: str) -> str:
+    """/proc/net/udp's address: hex of each 32-bit word as the host stores it."""
+    raw = bytes.fromhex(addr_hex)
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(raw))
+
+
+def addresses_overlap(a: str, b: str) -> bool:
+    """Whether sockets bound to a and b on one port take the same datagrams: equal addresses,
+    or a wildcard of the family (an IPv6 wildcard also covers IPv4, unless IPV6_V6ONLY, which
+    /proc does not show: counted as covering)."""
+    x, y = (_unmapped(ipaddress.ip_address(v.split("%")[0])) for v in (a, b))
+    if x.version == y.version:
+        return x == y or x.is_unspecified or y.is_unspecified
+    return (x if x.version == 6 else y).is_unspecified
+
+
+def _unmapped(ip):
+    return ip.ipv4_mapped or ip if ip.version == 6 else ip
 
 
 def close_all(socks: list[socket.socket]) -> None:

@@ -48,7 +48,7 @@ async def measure(start: Callable, common: CommonSpec, view: IntervalView,
         # header then tells a reader (and the tests) that a result will follow.
         interrupts.measuring()
         await sink.log(histogram.hlog_header(time.time() + common.ramp_ns / 1e9, hlog_comment))
-        usage0 = resource.getrusage(resource.RUSAGE_SELF)
+        usage0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
         timeline = sink.timeline = Timeline.starting_now(common.ramp_ns, common.duration_ns,
                                                          common.interval_ns, lead_ns)
         run = start(timeline)
@@ -56,10 +56,11 @@ async def measure(start: Callable, common: CommonSpec, view: IntervalView,
             run = await run
         try:
             interrupts.pending()
-            m = await run_workers(run, timeline, sink, policy=policy, on_tick=sink.warming)
+            m = await run_workers(run, timeline, sink, policy=policy, on_tick=sink.warming,
+                                  progress=lambda s: view.ops_and_bytes(s)[0] + s.counter("errors"))
         finally:
             run.free()
-        usage1 = resource.getrusage(resource.RUSAGE_SELF)
+        usage1, wall1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
     finally:
         progress.close()
         if sink:
@@ -70,5 +71,5 @@ async def measure(start: Callable, common: CommonSpec, view: IntervalView,
             except OSError:
                 pass   # the run never started: the error that stopped it is the one to report
     cpu = {"user_s": round(usage1.ru_utime - usage0.ru_utime, 3),
-           "sys_s": round(usage1.ru_stime - usage0.ru_stime, 3)}
+           "sys_s": round(usage1.ru_stime - usage0.ru_stime, 3), "wall_s": round(wall1 - wall0, 3)}
     return Outcome(m, sink.rows, cpu, sink.warnings)

@@ -91,6 +91,7 @@ def _load() -> ctypes.CDLL:
     signatures = {
         "lg_abi_version": (c.c_int, []),
         "lg_struct_size": (c.c_int, [c.c_char_p]),
+        "lg_limit": (c.c_int64, [c.c_char_p]),
         "lg_counter_count": (c.c_int, []),
         "lg_counter_name": (c.c_char_p, [c.c_int]),
         "lg_hist_count": (c.c_int, []),
@@ -194,6 +195,10 @@ class Run:
     def done(self) -> bool:
         return bool(lib().lg_run_done(self._handle))
 
+    def failure(self) -> str | None:
+        """A local run has no host to lose: its workers' failures show in their stats."""
+        return None
+
     def join(self) -> int:
         """Blocks until every worker exits; 0 or the first setup -errno."""
         return lib().lg_run_join(self._handle)
@@ -268,6 +273,14 @@ def pace_wake_windows(late_p90_ns: int, cpu_ns: int) -> tuple[int, int]:
     out = (ctypes.c_int64 * 2)()
     _check(lib().lg_pace_wake_windows(late_p90_ns, cpu_ns, out), "deriving the pacing windows")
     return out[0], out[1]
+
+
+def limit(name: str) -> int:
+    """A bound of native/loadgen.h by name ("max_qd", "pkt_max_bytes"...); KeyError if it has none."""
+    value = lib().lg_limit(name.encode())
+    if value < 0:
+        raise KeyError(name)
+    return value
 
 
 def io_uring_probe() -> int:

@@ -17,7 +17,7 @@ from loadgen.job import measure
 from loadgen.stats import Snapshot
 from loadgen.sysinfo import basic_env
 from loadgen.errors import UsageError
-from loadgen.workload import NetSpec
+from loadgen.workload import NetSpec, format_host_port
 
 # Bytes a datagram adds on an Ethernet wire besides its payload: UDP 8, Ethernet
 # header 14 and FCS 4, preamble 8, inter-frame gap 12; frames are at least 64 bytes.
@@ -226,19 +226,6 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, quiet: bool = Fal
 PAIRED_LEAD_NS = 3_000_000_000  # remote jobs start in child processes: give them time
 
 
-def _remote_options(spec: NetSpec, **overrides) -> dict:
-    """A NetSpec as the raw options an agent job takes (the same names as the CLI)."""
-    c = spec.common
-    opts = {"pps": str(spec.rate_pps) if spec.rate_pps else "max", "size": str(spec.size_bytes),
-            "flows": str(spec.flows), "mode": spec.mode, "timeout": f"{spec.timeout_ns}ns",
-            "batch": str(spec.batch), "duration": f"{c.duration_ns}ns", "ramp": f"{c.ramp_ns}ns",
-            "interval": f"{c.interval_ns}ns", "workers": str(c.workers)}
-    if c.busy_poll:
-        opts["busy_poll"] = True   # only when set: agents without the option still take default jobs
-    opts.update({k: str(v) for k, v in overrides.items()})
-    return opts
-
-
 async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tuple[str, int]], connect,
                          hlog_path: str | None = None, quiet: bool = False) -> dict:
     """Receivers on the peer's agent; senders here, or on each client's agent.
@@ -312,15 +299,13 @@ async def _prepare_paired(spec: NetSpec, peer, clients, agents, local_socks: lis
     receiver = agents[peer]
     recv_run = await receiver.prepare({
         "kind": "udp-receive", "run_tag": run_tag,
-        "options": _remote_options(spec, flows=spec.flows * n_clients, port=0, workers=spec.receivers,
-                                   receivers=spec.receivers)})
+        "options": spec.to_wire(flows=spec.flows * n_clients, port=0, workers=spec.receivers, target=None)})
     data_port = int(recv_run.ready["port"])
     parts, meta, local_start = [], [], None
     for i, addr in enumerate(clients):
         parts.append(await agents[addr].prepare({
             "kind": "udp-send", "run_tag": run_tag, "flow_base": i * spec.flows,
-            "options": _remote_options(spec, target=f"{peer[0]}:{data_port}",
-                                       pps=str(rate_each) if rate_each else "max")}))
+            "options": spec.to_wire(target=format_host_port(peer[0], data_port), pps=rate_each)}))
         meta.append({"host": f"{addr[0]}:{addr[1]}", "addr": addr, "role": "sender",
                      "clock": agents[addr].clock.as_dict(), "agent": agents[addr].info,
                      "env": parts[-1].ready.get("env")})

@@ -7,7 +7,7 @@ disagree.
 import errno as errno_mod
 import json
 
-from loadgen import histogram
+from loadgen import histogram, stalls
 from loadgen.controller import Measurement
 from loadgen.stats import Snapshot
 from loadgen.units import format_ns, format_si
@@ -76,8 +76,55 @@ def total_histograms(final: Snapshot, tags: dict[str, tuple[str, ...]]) -> dict[
     return {tag: histogram.from_counts(final.hist(*names)).encode().decode("ascii") for tag, names in tags.items()}
 
 
+def _facts(kind: str, config: dict, engine: str, m: Measurement, summary: dict, env: dict) -> stalls.Facts:
+    """What the summary says about limits; loadgen's own CPU only when its workers ran here."""
+    cpu = summary.get("cpu") or {}
+    remote = config.get("on") or config.get("peer")
+    threads = int(m.final.words.shape[0])
+    cores = min(threads, len(m.controller.get("affinity") or [])) or threads
+    facts = stalls.Facts(cpu_s=None if remote else cpu.get("user_s", 0) + cpu.get("sys_s", 0),
+                         wall_s=cpu.get("wall_s", 0.0), cores=cores)
+    if kind == "disk":
+        facts.qd_total = (1 if engine == "psync" else int(config["qd"])) * int(config["workers"])
+        facts.service_mean_ns = summary["service_ns"]["mean"]
+        queues = [(d.get("queue") or {}).get("nr_requests") for d in env.get("disks") or []]
+        facts.device_queue = queues[0] if len(queues) == 1 else None
+    return facts
+
+
+def judge(kind: str, config: dict, engine: str, m: Measurement, summary: dict, env: dict) -> list[str]:
+    """Add summary.stalls and summary.shortfall; return the warnings they call for.
+
+    A run that failed or was interrupted has its reason as its headline and
+    falls short because of it: its sections are filled, but it gets no warnings."""
+    rate = config.get("iops" if kind == "disk" else "pps")
+    requested = rate if isinstance(rate, int) else None
+    summary["stalls"] = stalls.stalls_section(m.progress, m.held, requested, m.timeline.ramp_end_ns,
+                                              m.stop_ns, m.timeline.interval_ns)
+    lag = summary.get("schedule_lag_ns") or {}
+    facts = _facts(kind, config, engine, m, summary, env)
+    summary["shortfall"] = stalls.shortfall_section(requested, summary["rate"], lag.get("unsent", 0),
+                                                    lag.get("late_ops", 0), facts)
+    if m.failed or m.interrupted:
+        return []
+    warnings = stalls.stall_warnings(summary["stalls"])
+    if summary["shortfall"]:
+        warnings.append(stalls.shortfall_warning(summary["shortfall"], "IOPS" if kind == "disk" else "pps"))
+    return warnings
+
+
+def falls_short(doc: dict) -> bool:
+    """True when the run stalled, was held, or fell short of its rate (what --strict fails on)."""
+    s = doc.get("summary") or {}
+    stalled = s.get("stalls") or {}
+    return bool(s.get("shortfall") or stalled.get("count") or (stalled.get("controller_held") or {}).get("count"))
+
+
 def document(kind: str, config: dict, engine: str, m: Measurement, env: dict, summary: dict,
              intervals: list[dict], **extra) -> dict:
+    warnings = judge(kind, config, engine, m, summary, env)
+    # Where the threads ran: the workers' CPUs are in config already.
+    config = config | {"controller_cpus": m.controller}
     doc = {
         "schema": SCHEMA,
         "kind": kind,
@@ -91,6 +138,7 @@ def document(kind: str, config: dict, engine: str, m: Measurement, env: dict, su
         "intervals": intervals,
     }
     doc.update(extra)
+    doc["warnings"] = list(doc.get("warnings") or []) + warnings
     return doc
 
 
@@ -117,6 +165,22 @@ def _pacing_note(s: dict) -> str:
     if early:
         note += f", sent up to {format_ns(early)} ahead of schedule"
     return note
+
+
+def _judgement_lines(s: dict) -> list[str]:
+    """Stalls and shortfall, when a run had them (older documents have neither)."""
+    lines = []
+    st = s.get("stalls") or {}
+    if st.get("count"):
+        lines.append(f"  stalls: {st['count']}, {format_ns(st['total_ns'])} in all, "
+                     f"longest {format_ns(st['longest_ns'])} (seen at {format_ns(st['resolution_ns'])} resolution)")
+    if (st.get("controller_held") or {}).get("count"):
+        held = st["controller_held"]
+        lines.append(f"  loadgen held off the CPU: {held['count']} time(s), {format_ns(held['total_ns'])} in all")
+    if s.get("shortfall"):
+        sf = s["shortfall"]
+        lines.append(f"  shortfall: {sf['ratio']:.1%} of the requested rate; likely limit: {sf['likely_limit']}")
+    return lines
 
 
 def format_disk(doc: dict) -> str:
@@ -146,6 +210,7 @@ def format_disk(doc: dict) -> str:
         lines.append(f"  errors: {s['errors']} ({detail})")
     else:
         lines.append("  errors: 0")
+    lines += _judgement_lines(s)
     lines.append(f"  cpu: user={s['cpu']['user_s']:.2f}s sys={s['cpu']['sys_s']:.2f}s")
     if doc.get("engine_note"):
         lines.append(f"  engine: {doc['engine_note']}")
@@ -207,5 +272,6 @@ def format_net(doc: dict) -> str:
     if s["errors"]:
         detail = ", ".join(f"{k} x{v}" for k, v in s["errors_by_errno"].items())
         lines.append(f"  errors: {s['errors']} ({detail})")
+    lines += _judgement_lines(s)
     lines.append(f"  cpu: user={s['cpu']['user_s']:.2f}s sys={s['cpu']['sys_s']:.2f}s")
     return "\n".join(lines)

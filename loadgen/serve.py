@@ -11,12 +11,12 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from loadgen import native
+from loadgen import native, options
 from loadgen.endpoints import close_all, receiver_sockets
 from loadgen.errors import UsageError
 from loadgen.stats import Snapshot
 from loadgen.units import format_si
-from loadgen.workload import PKT_MAX_BYTES
+from loadgen.workload import default_workers
 
 DRAIN_NS = 100_000_000
 FOREVER_NS = 10 * 365 * 86400 * 10**9
@@ -33,6 +33,15 @@ class ServeSpec:
     interval_ns: int
 
 
+def parse_serve(host: str, **raw) -> ServeSpec:
+    """Raw options (names as in options.SERVE) into a ServeSpec, or UsageError."""
+    v = options.values(options.SERVE, raw, "serve")
+    if v["port"] is not None and v["port"] == v["echo_port"] and v["port"] != 0:
+        raise UsageError(f"--port and --echo-port are both {v['port']}; each listener needs its own port")
+    return ServeSpec(host=host, port=v["port"], echo_port=v["echo_port"], workers=v["workers"] or default_workers(),
+                     max_flows=v["max_flows"], duration_ns=v["duration"], interval_ns=v["interval"])
+
+
 @dataclass
 class Listener:
     name: str
@@ -45,7 +54,7 @@ def start_listener(spec: ServeSpec, port: int, echo: bool) -> Listener:
     socks = receiver_sockets(spec.host, port, spec.workers)
     try:
         cfg = native.NetConfig(
-            senders=0, receivers=len(socks), flows=spec.max_flows, size_bytes=PKT_MAX_BYTES, batch=32,
+            senders=0, receivers=len(socks), flows=spec.max_flows, size_bytes=options.PKT_MAX_BYTES, batch=32,
             echo=int(echo), run_tag=0, first_seq=0, rate_pps=0, start_ns=0, ramp_end_ns=0,
             end_ns=2**62, grace_ns=0,
             send_fds=None, recv_fds=native.int32_array(s.fileno() for s in socks),

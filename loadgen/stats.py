@@ -4,6 +4,15 @@ A snapshot is a copy of every worker's record (rows: workers, columns: uint64
 words laid out by native.Layout). Counters and HDR counts only grow, so an
 interval is the difference of two snapshots and the total is the last one;
 intervals therefore add up to the total exactly.
+
+A copy is consistent when every worker's row was taken between two of its
+batches. The native side says so for its own copies but may, when a worker
+holds its batch open too long, hand back a torn one; a remote agent's copies
+carry no such word at all. So consistency is checked here, from the rows
+themselves: a worker counts each operation and records its latency and
+service time in one batch, so in a consistent row each histogram's count
+equals the counters it goes with (_COUNTED_BY). Only a consistent snapshot
+may end an interval.
 """
 import base64
 import zlib
@@ -17,6 +26,18 @@ from loadgen.native import STATE_FAILED, Layout
 # pace_tolerance_ns, pace_window_ns, busy_poll and cpu are set once at start: a maximum keeps them.
 _MAX_COUNTERS = {"lag_max_ns", "early_max_ns", "state", "setup_errno", "pace_tolerance_ns", "pace_window_ns",
                  "busy_poll", "cpu"}
+
+# Per histogram: the counters whose sum, less the second group's, equals its
+# count in every consistent row (native/disk.c complete_op, net.c track_arrival:
+# a duplicate is counted received but not timed).
+_COUNTED_BY = {
+    "latency_read": (("ops_read",), ()),
+    "service_read": (("ops_read",), ()),
+    "latency_write": (("ops_write",), ()),
+    "service_write": (("ops_write",), ()),
+    "latency_packet": (("received",), ("duplicated",)),
+    "service_packet": (("received",), ("duplicated",)),
+}
 
 
 @dataclass
@@ -41,6 +62,22 @@ class Snapshot:
             total += self.words[:, self.layout.hist_slice(name)].sum(axis=0, dtype=np.uint64)
         return total
 
+    def torn_rows(self) -> list[int]:
+        """Rows copied in the middle of a worker's batch: counters and histograms disagree."""
+        counted = np.zeros(len(self.words), dtype=np.int64)
+        torn = np.zeros(len(self.words), dtype=bool)
+        for hist, (plus, minus) in _COUNTED_BY.items():
+            if hist not in self.layout.hists:
+                continue
+            counts = self.words[:, self.layout.hist_slice(hist)].sum(axis=1, dtype=np.uint64).astype(np.int64)
+            counted[:] = 0
+            for name in plus:
+                counted += self.words[:, self.layout.counter(name)].astype(np.int64)
+            for name in minus:
+                counted -= self.words[:, self.layout.counter(name)].astype(np.int64)
+            torn |= counts != counted
+        return [int(i) for i in np.flatnonzero(torn)]
+
     def errors_by_errno(self) -> dict[int, int]:
         lo = self.layout.errno_offset
         counts = self.words[:, lo : lo + self.layout.errno_slots].sum(axis=0)
@@ -55,6 +92,12 @@ class Snapshot:
     def rows(self, selector: slice) -> "Snapshot":
         """The same snapshot restricted to some workers (say, the senders)."""
         return Snapshot(self.layout, self.words[selector], self.t_ns)
+
+    def same_counts(self, other: "Snapshot") -> bool:
+        """True when nothing was counted between other and self (maxima aside)."""
+        keep = np.ones(self.layout.words, dtype=bool)
+        keep[[self.layout.counter(name) for name in _MAX_COUNTERS]] = False
+        return bool(np.array_equal(self.words[:, keep], other.words[:, keep]))
 
     def since(self, earlier: "Snapshot") -> "Snapshot":
         """The interval from earlier to self (maxima stay cumulative)."""

@@ -5,6 +5,7 @@ result never carries a guess. Vocabulary: a NIC is a /sys/class/net entry, a
 disk a /sys/block entry; counters are read before and after a run by
 counters.py, the static facts here.
 """
+import ipaddress
 import os
 import platform
 import socket
@@ -125,23 +126,49 @@ def nic(name: str) -> dict:
 
 
 def nic_for(address: str) -> str | None:
-    """The interface the kernel routes an IPv4 address through (the main table only)."""
+    """The interface the kernel routes an address (IPv4 or IPv6, or a name) through,
+    by the longest prefix in the main table; None when it does not resolve or no route fits."""
     try:
-        ip = struct.unpack("<I", socket.inet_aton(socket.gethostbyname(address)))[0]
-    except (OSError, UnicodeError):
+        ip = ipaddress.ip_address(socket.getaddrinfo(address, None, type=socket.SOCK_DGRAM)[0][4][0].split("%")[0])
+    except (OSError, UnicodeError, ValueError, IndexError):
         return None
-    if (ip & 0xFF) == 127:
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
         return "lo"
+    return _route_v4(int(ip)) if ip.version == 4 else _route_v6(int(ip))
+
+
+def _route_v4(ip: int) -> str | None:
     best, best_mask = None, -1
     try:
         with open("/proc/net/route") as f:
             next(f)
             for line in f:
                 fields = line.split()
-                dest, mask = int(fields[1], 16), int(fields[7], 16)
+                # /proc/net/route prints each address's bytes as one host-order word
+                dest, mask = (struct.unpack("!I", struct.pack("=I", int(fields[i], 16)))[0] for i in (1, 7))
                 if ip & mask == dest and mask.bit_count() > best_mask:
                     best, best_mask = fields[0], mask.bit_count()
     except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    return best
+
+
+RTF_REJECT = 0x0200  # an unreachable or prohibit route: no interface carries it
+
+
+def _route_v6(ip: int) -> str | None:
+    best, best_len = None, -1
+    try:
+        with open("/proc/net/ipv6_route") as f:
+            for line in f:
+                fields = line.split()
+                dest, length, flags = int(fields[0], 16), int(fields[1], 16), int(fields[8], 16)
+                mask = ((1 << length) - 1) << (128 - length)
+                if not flags & RTF_REJECT and ip & mask == dest and length > best_len:
+                    best, best_len = fields[9], length
+    except (OSError, IndexError, ValueError):
         return None
     return best
 

@@ -27,8 +27,15 @@ def _split(text: str, what: str, pattern: str) -> tuple[Decimal, str]:
         raise UsageError(f"invalid {what}: {text!r}") from None
 
 
+def _not_a_flag(value, option: str) -> None:
+    """A bool is an int to Python, never a number to a user: `duration = true` is an error."""
+    if isinstance(value, bool):
+        raise UsageError(f"invalid {option}: {value!r}")
+
+
 def parse_size_bytes(text: str | int, option: str = "size") -> int:
     """'4k' -> 4096. Whole bytes only; errors name the option."""
+    _not_a_flag(text, option)
     if isinstance(text, int):
         return text
     value, suffix = _split(text, option, r"([kmgt]?)(?:i?b)?")
@@ -53,35 +60,42 @@ def parse_bool(value: str | bool | int, option: str) -> bool:
     raise UsageError(f"invalid {option}: {value!r} (true or false)")
 
 
-def parse_count(text: str | int) -> int:
-    """'1.5M' -> 1_500_000. Whole numbers only."""
+def parse_count(text: str | int, option: str = "number") -> int:
+    """'1.5M' -> 1_500_000. Whole numbers only; errors name the option."""
+    _not_a_flag(text, option)
     if isinstance(text, int):
         return text
-    value, suffix = _split(text, "number", r"([kmg]?)")
+    value, suffix = _split(text, option, r"([kmg]?)")
     count = value * _COUNT_SUFFIX[suffix]
     if count != int(count):
-        raise UsageError(f"invalid number: {text!r} is not whole")
+        raise UsageError(f"invalid {option}: {text!r} is not whole")
     return int(count)
 
 
-def parse_rate(text: str | int) -> int | None:
+def parse_rate(text: str | int, option: str = "") -> int | None:
     """'max' -> None (closed loop), else operations per second, which must be positive."""
     if isinstance(text, str) and text.strip().lower() == "max":
         return None
+    named = f"{option} " if option else ""
     try:
         rate = parse_count(text)
     except UsageError:
-        raise UsageError(f"invalid rate: {text!r} (use a number such as 50k or 1.5M, or 'max')") from None
+        raise UsageError(f"invalid rate: {named}{text!r} (use a number such as 50k or 1.5M, or 'max')") from None
     if rate <= 0:
-        raise UsageError(f"invalid rate: {text!r} must be above zero (or 'max')")
+        raise UsageError(f"invalid rate: {named}{text!r} must be above zero (or 'max')")
     return rate
 
 
-def parse_duration_ns(text: str | int | float) -> int:
-    """'10s' -> 10_000_000_000."""
+def parse_duration_ns(text: str | int | float, option: str = "duration") -> int:
+    """'10s' -> 10_000_000_000. Errors name the option."""
+    what = option
+    _not_a_flag(text, what)
     if isinstance(text, (int, float)):
-        return int(Decimal(str(text)) * 10**9)
-    value, suffix = _split(text, "duration", r"(ns|us|ms|s|m|h|)")
+        value = Decimal(str(text))
+        if not value.is_finite():
+            raise UsageError(f"invalid {what}: {text!r}")
+        return int(value * 10**9)
+    value, suffix = _split(text, what, r"(ns|us|ms|s|m|h|)")
     return int(value * _DURATION_NS[suffix or "s"])
 
 

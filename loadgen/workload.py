@@ -1,21 +1,25 @@
-"""Workload specs: every option's name, default and validation, declared once.
+"""Workload specs: raw or typed option values in, a validated DiskSpec or NetSpec out.
 
-The CLI and profiles both hand raw values (strings such as "4k" or "10s", or
-numbers) to DiskSpec.from_options, which parses units and checks ranges, so a
-profile key and a CLI option can never disagree. Nothing here touches the
-target or the clock.
+Each option's name, default, parser and limits live in loadgen/options.py;
+this module adds the rules that join options (a block fits the size, flows
+cover the workers, the ramp and duration fit the run limit). parse_disk and
+parse_net take raw values from the CLI and profiles; DiskSpec.from_wire and
+NetSpec.from_wire take the typed values an agent receives, which to_wire()
+produced. Both paths meet in one builder per kind, so a spec valid on the
+controller is valid on the agent. Nothing here touches the target or the clock.
 """
 from dataclasses import asdict, dataclass, field
 
+from loadgen import options
 from loadgen.errors import UsageError
-from loadgen.units import format_size, parse_bool, parse_count, parse_duration_ns, parse_rate, parse_size_bytes
+from loadgen.options import MAX_FLOWS, MAX_RUN_NS, format_duration
+from loadgen.options import PKT_HEADER_BYTES, PKT_MAX_BYTES  # noqa: F401 (the datagram's bounds, as tests read them)
+from loadgen.units import format_size
 
 RW_MODES = {"randread": (100, False), "randwrite": (0, False), "read": (100, True),
             "write": (0, True), "randrw": (None, False), "rw": (None, True)}
-ENGINE_CHOICES = ("auto", "io_uring", "psync")
-MAX_QD = 4096
-MAX_BS_BYTES = 64 << 20
 DIRECT_ALIGN_BYTES = 512
+DEFAULT_TEMP_SIZE_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,20 @@ class DiskSpec:
     allow_destroy: bool
     seed: int
     common: CommonSpec = field(repr=False)
+    wire: dict = field(repr=False, compare=False, default_factory=dict)  # typed options, defaults resolved
 
     @property
     def writes(self) -> bool:
         return self.read_pct < 100
+
+    @classmethod
+    def from_wire(cls, wire) -> "DiskSpec":
+        """Typed options from to_wire(), checked as strictly as parse_disk checks raw ones."""
+        return _disk(options.from_wire(options.DISK, wire, "disk"))
+
+    def to_wire(self, **overrides) -> dict:
+        """The spec as the typed options an agent's disk job takes."""
+        return self.wire | overrides
 
     def to_config(self) -> dict:
         """The resolved workload, as the result document's "config" shows it."""
@@ -73,62 +87,46 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def parse_common(duration="10s", ramp="1s", interval="1s", workers=None, busy_poll=False) -> CommonSpec:
-    duration_ns = parse_duration_ns(duration)
-    ramp_ns = parse_duration_ns(ramp)
-    interval_ns = parse_duration_ns(interval)
-    if duration_ns <= 0:
-        raise UsageError(f"invalid duration: {duration!r} must be above zero")
-    if ramp_ns < 0:
-        raise UsageError(f"invalid ramp: {ramp!r}")
-    if interval_ns < 100_000_000:
-        # each interval costs the controller a snapshot and an .hlog entry per tag
-        raise UsageError(f"invalid interval: {interval!r} must be at least 100ms")
-    n = default_workers() if workers in (None, "", 0, "0") else parse_count(workers)
-    if n < 1 or n > 1024:
-        raise UsageError(f"invalid workers: {workers!r} (1 to 1024)")
-    return CommonSpec(duration_ns, ramp_ns, interval_ns, n, parse_bool(busy_poll, "busy_poll"))
+def parse_common(**raw) -> CommonSpec:
+    """duration, ramp, interval and workers, raw, into a CommonSpec."""
+    return _common(options.values(options.COMMON, raw, "common"))
 
 
-DEFAULT_TEMP_SIZE = "1g"
+def _common(v: dict, workers_default: int | None = None) -> CommonSpec:
+    if v["ramp"] + v["duration"] > MAX_RUN_NS:
+        raise UsageError(f"invalid duration: ramp and duration together are over {format_duration(MAX_RUN_NS)}")
+    workers = v["workers"] or workers_default or default_workers()
+    return CommonSpec(v["duration"], v["ramp"], v["interval"], workers, v["busy_poll"])
 
 
-def parse_disk(target=None, size=None, rw="randread", mix=None, bs="4k", qd=32, iops="max",
-               direct=True, engine="auto", allow_destroy=False, seed=None, duration="10s",
-               ramp="1s", interval="1s", workers=None, busy_poll=False) -> DiskSpec:
-    """Validate raw option values into a DiskSpec; raises UsageError with a one-line reason."""
-    if rw not in RW_MODES:
-        raise UsageError(f"invalid rw: {rw!r} (one of {', '.join(RW_MODES)})")
+def parse_disk(**raw) -> DiskSpec:
+    """Raw option values (CLI or profile; names as in options.DISK) into a DiskSpec,
+    or UsageError with a one-line reason."""
+    return _disk(options.values(options.DISK, raw, "disk"))
+
+
+def _disk(v: dict) -> DiskSpec:
+    rw, mix, bs_bytes = v["rw"], v["mix"], v["bs"]
     read_pct, sequential = RW_MODES[rw]
     if read_pct is None:
-        read_pct = 50 if mix in (None, "") else parse_count(mix)
-        if not 0 <= read_pct <= 100:
-            raise UsageError(f"invalid mix: {mix!r} (the read share, 0 to 100)")
-    elif mix not in (None, ""):
+        read_pct = 50 if mix is None else mix
+    elif mix is not None:
         raise UsageError(f"--mix applies to randrw and rw, not {rw}")
-    bs_bytes = parse_size_bytes(bs, "bs")
-    direct = parse_bool(direct, "direct")
-    if bs_bytes <= 0 or bs_bytes > MAX_BS_BYTES:
-        raise UsageError(f"invalid bs: {bs!r} (1 byte to 64m)")
-    if direct and bs_bytes % DIRECT_ALIGN_BYTES:
-        raise UsageError(f"bs {bs} is not a multiple of {DIRECT_ALIGN_BYTES} bytes, which direct I/O needs (or use --buffered)")
-    qd_n = parse_count(qd)
-    if not 1 <= qd_n <= MAX_QD:
-        raise UsageError(f"invalid qd: {qd!r} (1 to {MAX_QD})")
-    size_bytes = parse_size_bytes(DEFAULT_TEMP_SIZE if size in (None, "") else size)
+    if v["direct"] and bs_bytes % DIRECT_ALIGN_BYTES:
+        raise UsageError(f"bs {format_size(bs_bytes)} is not a multiple of {DIRECT_ALIGN_BYTES} bytes, "
+                         "which direct I/O needs (or use --buffered)")
+    size_given = v["size"] is not None
+    size_bytes = v["size"] if size_given else DEFAULT_TEMP_SIZE_BYTES
     if size_bytes < bs_bytes:
-        raise UsageError(f"size {size} is smaller than one block of {bs}")
-    if engine not in ENGINE_CHOICES:
-        raise UsageError(f"invalid engine: {engine!r} (one of {', '.join(ENGINE_CHOICES)})")
+        raise UsageError(f"size {format_size(size_bytes)} is smaller than one block of {format_size(bs_bytes)}")
+    common = _common(v)
+    seed = _random_seed() if v["seed"] is None else v["seed"]
     return DiskSpec(
-        target=str(target) if target not in (None, "") else None,
-        size_bytes=size_bytes - size_bytes % bs_bytes,
-        size_given=size not in (None, ""),
-        rw=rw, read_pct=read_pct, sequential=sequential, bs_bytes=bs_bytes, qd=qd_n,
-        rate_ops_per_s=parse_rate(iops), direct=direct, engine=engine,
-        allow_destroy=parse_bool(allow_destroy, "allow_destroy"),
-        seed=parse_count(seed) if seed not in (None, "") else _random_seed(),
-        common=parse_common(duration, ramp, interval, workers, busy_poll),
+        target=v["target"] or None,
+        size_bytes=size_bytes - size_bytes % bs_bytes, size_given=size_given,
+        rw=rw, read_pct=read_pct, sequential=sequential, bs_bytes=bs_bytes, qd=v["qd"],
+        rate_ops_per_s=v["iops"], direct=v["direct"], engine=v["engine"], allow_destroy=v["allow_destroy"],
+        seed=seed, common=common, wire=v | {"seed": seed, "workers": common.workers},
     )
 
 
@@ -139,10 +137,6 @@ def _random_seed() -> int:
 
 
 NET_MODES = ("stream", "echo")
-PKT_HEADER_BYTES = 32
-PKT_MAX_BYTES = 65507   # the largest UDP payload over IPv4
-MAX_FLOWS = 65536
-MAX_BATCH = 1024
 
 
 @dataclass(frozen=True)
@@ -157,10 +151,20 @@ class NetSpec:
     receivers: int
     port: int                        # embedded receiver's port, 0: any free one
     common: CommonSpec = field(repr=False)
+    wire: dict = field(repr=False, compare=False, default_factory=dict)  # typed options, defaults resolved
 
     @property
     def echo(self) -> bool:
         return self.mode == "echo"
+
+    @classmethod
+    def from_wire(cls, wire) -> "NetSpec":
+        """Typed options from to_wire(), checked as strictly as parse_net checks raw ones."""
+        return _net(options.from_wire(options.NET, wire, "net"))
+
+    def to_wire(self, **overrides) -> dict:
+        """The spec as the typed options an agent's UDP job takes; overrides are typed too."""
+        return self.wire | overrides
 
     def to_config(self) -> dict:
         return {
@@ -181,42 +185,53 @@ def parse_host_port(text: str) -> tuple[str, int]:
     host, sep, port = str(text).rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"invalid address: {text!r} (expected HOST:PORT)")
-    return host.strip("[]"), int(port)
+    bracketed = host.startswith("[") and host.endswith("]")
+    if (":" in host or "[" in host or "]" in host) and not bracketed:
+        raise UsageError(f"invalid address: {text!r} (an IPv6 address goes in brackets: [::1]:9000)")
+    return host[1:-1] if bracketed else host, int(port)
 
 
-def parse_net(target=None, pps="max", size="64", flows=None, mode="stream", timeout="1s", batch="32",
-              receivers=None, port="0", duration="10s", ramp="1s", interval="1s", workers=None,
-              busy_poll=False) -> NetSpec:
-    """Validate raw option values into a NetSpec; raises UsageError with a one-line reason."""
-    if workers in (None, "", 0, "0") and target in (None, "") and parse_rate(pps):
-        # Paced with the embedded receivers, which are pinned threads too: senders
-        # and receivers (as many as senders) take one CPU each (2 CPUs: 1 + 1).
-        # Blast keeps a sender per CPU: on loopback each sender runs the receive
-        # path itself, so senders on every CPU are what reaches the top rate.
-        workers = str(max(1, default_workers() // 2))
-    common = parse_common(duration, ramp, interval, workers, busy_poll)
-    size_bytes = parse_size_bytes(size, "size")
-    if not PKT_HEADER_BYTES <= size_bytes <= PKT_MAX_BYTES:
-        raise UsageError(f"invalid size: {size!r} (UDP payload of {PKT_HEADER_BYTES} to {PKT_MAX_BYTES} bytes)")
-    if mode not in NET_MODES:
-        raise UsageError(f"invalid mode: {mode!r} (stream or echo)")
-    n_flows = common.workers if flows in (None, "") else parse_count(flows)
-    if not common.workers <= n_flows <= MAX_FLOWS:
-        raise UsageError(f"invalid flows: {flows!r} ({common.workers} to {MAX_FLOWS}: at least one per worker)")
-    n_batch = parse_count(batch)
-    if not 1 <= n_batch <= MAX_BATCH:
-        raise UsageError(f"invalid batch: {batch!r} (1 to {MAX_BATCH})")
-    n_receivers = max(1, common.workers) if receivers in (None, "") else parse_count(receivers)
-    if not 1 <= n_receivers <= 1024:
-        raise UsageError(f"invalid receivers: {receivers!r} (1 to 1024)")
-    port_n = parse_count(port)
-    if not 0 <= port_n < 65536:
-        raise UsageError(f"invalid port: {port!r}")
-    timeout_ns = parse_duration_ns(timeout)
-    if timeout_ns <= 0:
-        raise UsageError(f"invalid timeout: {timeout!r} must be above zero")
+def host_of(text: str) -> str:
+    """The host in 'HOST', 'HOST:PORT', '[v6]', '[v6]:PORT' or a bare IPv6 address."""
+    text = str(text).strip()
+    if text.startswith("["):
+        inside, sep, rest = text[1:].partition("]")
+        if not sep or not inside or (rest and not (rest[0] == ":" and rest[1:].isdigit())):
+            raise UsageError(f"invalid address: {text!r} (expected HOST, HOST:PORT or [v6]:PORT)")
+        return inside
+    if text.count(":") == 1:
+        return parse_host_port(text)[0]
+    if not text:
+        raise UsageError("invalid address: '' (expected HOST, HOST:PORT or [v6]:PORT)")
+    return text  # a name, or an IPv6 address without a port
+
+
+def format_host_port(host: str, port: int) -> str:
+    """The inverse of parse_host_port: an IPv6 address goes in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_net(**raw) -> NetSpec:
+    """Raw option values (CLI or profile; names as in options.NET) into a NetSpec,
+    or UsageError with a one-line reason."""
+    return _net(options.values(options.NET, raw, "net"))
+
+
+def _net(v: dict) -> NetSpec:
+    # Paced with the embedded receivers, which are pinned threads too: senders
+    # and receivers (as many as senders) take one CPU each (2 CPUs: 1 + 1).
+    # Blast keeps a sender per CPU: on loopback each sender runs the receive
+    # path itself, so senders on every CPU are what reaches the top rate.
+    paced_embedded = v["target"] is None and v["pps"] is not None
+    common = _common(v, max(1, default_workers() // 2) if paced_embedded else None)
+    flows = common.workers if v["flows"] is None else v["flows"]
+    if flows < common.workers:
+        raise UsageError(f"invalid flows: {flows} (at least one per worker: {common.workers} to {MAX_FLOWS})")
+    receivers = common.workers if v["receivers"] is None else v["receivers"]
+    target = parse_host_port(v["target"]) if v["target"] else None
     return NetSpec(
-        target=parse_host_port(target) if target not in (None, "") else None,
-        rate_pps=parse_rate(pps), size_bytes=size_bytes, flows=n_flows, mode=mode,
-        timeout_ns=timeout_ns, batch=n_batch, receivers=n_receivers, port=port_n, common=common,
+        target=target, rate_pps=v["pps"], size_bytes=v["size"], flows=flows, mode=v["mode"],
+        timeout_ns=v["timeout"], batch=v["batch"], receivers=receivers, port=v["port"], common=common,
+        wire=v | {"flows": flows, "receivers": receivers, "workers": common.workers,
+                  "target": format_host_port(*target) if target else None},
     )

@@ -35,7 +35,7 @@
 #include "run.h"
 #include "uring.h"
 
-#define MAX_QD 4096
+#define MAX_QD LG_MAX_QD
 #define BUF_ALIGN 4096
 
 struct op_slot {

@@ -124,6 +124,11 @@ struct lg_disk_config {
 #define LG_PKT_HEADER_BYTES 32
 #define LG_PKT_MAX_BYTES 65507		/* largest UDP payload over IPv4 */
 
+/* Bounds the start functions enforce (-EINVAL beyond them); Python checks options against the same. */
+#define LG_MAX_QD 4096		/* I/Os in flight per disk worker */
+#define LG_MAX_FLOWS 65536	/* flows per net run */
+#define LG_MAX_BATCH 1024	/* datagrams per sendmmsg/recvmmsg */
+
 struct lg_net_config {
 	uint32_t senders;	/* sender workers; flow f belongs to sender f % senders */
 	uint32_t receivers;	/* receiver workers, one per recv_fds entry */
@@ -152,6 +157,9 @@ struct lg_run;
 LG_API int lg_abi_version(void);
 /* sizeof a config or stats struct by its name, so Python can check its mirror. */
 LG_API int lg_struct_size(const char *name);
+/* A constant of this header by its lower-case name without LG_ ("max_qd", "pkt_max_bytes"...),
+ * so Python can check its copies; -EINVAL for an unknown name. */
+LG_API int64_t lg_limit(const char *name);
 /* Sizes and names of the stats record, so Python maps it without a mirror. */
 LG_API int lg_counter_count(void);
 LG_API const char *lg_counter_name(int counter);

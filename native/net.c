@@ -53,10 +53,10 @@
 #include "run.h"
 #include "seq.h"
 
-#define MAX_BATCH 1024
+#define MAX_BATCH LG_MAX_BATCH
 /* A sender whose send queues are full waits this long at most before it looks again. */
 #define SEND_BLOCKED_MAX_NS 1000000L
-#define MAX_FLOWS 65536
+#define MAX_FLOWS LG_MAX_FLOWS
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103		/* linux/udp.h, Linux >= 4.18 */
 #endif

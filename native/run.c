@@ -69,6 +69,27 @@ int lg_struct_size(const char *name)
 		return (int)sizeof(struct lg_worker_stats);
 	return -EINVAL;
 }
+
+int64_t lg_limit(const char *name)
+{
+	static const struct {
+		const char *name;
+		int64_t value;
+	} limits[] = {
+		{ "max_qd", LG_MAX_QD },
+		{ "max_flows", LG_MAX_FLOWS },
+		{ "max_batch", LG_MAX_BATCH },
+		{ "pkt_header_bytes", LG_PKT_HEADER_BYTES },
+		{ "pkt_max_bytes", LG_PKT_MAX_BYTES },
+		{ "pkt_magic", LG_PKT_MAGIC },
+	};
+
+	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
+		if (!strcmp(name, limits[i].name))
+			return limits[i].value;
+	return -EINVAL;
+}
+
 int lg_counter_count(void) { return LG_CTR_COUNT; }
 int lg_hist_count(void) { return LG_HIST_COUNT; }
 int lg_errno_slots(void) { return LG_ERRNO_SLOTS; }

@@ -452,17 +452,21 @@ BAD_REQUESTS = [
     ({"type": "start", "job": {"kind": "udp-receive", "options": {"pps": [1]}}}, "bad-job"),
     ({"type": "start", "job": {"kind": "udp-receive", "options": {"pps": -5}}}, "bad-job"),
     ({"type": "start", "job": {"kind": "udp-receive", "options": {"pps": "lots"}}}, "bad-job"),
+    # Options travel typed (loadgen/options.py): a bool or a string where a number goes is refused.
+    ({"type": "start", "job": {"kind": "udp-receive", "options": {"duration": True}}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "udp-receive", "options": {"pps": "10k"}}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "disk", "options": {"direct": 1}}}, "bad-job"),
     ({"type": "start", "job": {"kind": "udp-receive", "options": {"workers": 10**30}}}, "bad-job"),
     ({"type": "start", "job": {"kind": "udp-receive", "options": {"size": 10**9}}}, "bad-job"),
     ({"type": "start", "job": {"kind": "udp-receive", "options": {"duration": -1}}}, "bad-job"),
     ({"type": "start", "job": {"kind": "udp-receive", "options": {"port": 70000}}}, "bad-job"),
-    ({"type": "start", "job": {"kind": "udp-receive", "options": {"pps": "200M"}}}, "limit"),
-    ({"type": "start", "job": {"kind": "udp-receive", "options": {"duration": "25h"}}}, "limit"),
-    ({"type": "start", "job": {"kind": "udp-receive", "options": {"duration": 10**30}}}, "limit"),
+    ({"type": "start", "job": {"kind": "udp-receive", "options": {"pps": 200_000_000}}}, "limit"),
+    ({"type": "start", "job": {"kind": "udp-receive", "options": {"duration": 25 * 3600 * 10**9}}}, "limit"),
+    ({"type": "start", "job": {"kind": "udp-receive", "options": {"duration": 10**30}}}, "bad-job"),
     # More workers than the agent allows on this host (4 per CPU), or than any host may have.
-    ({"type": "start", "job": {"kind": "udp-receive", "options": {"workers": str(4 * os.cpu_count() + 1)}}},
+    ({"type": "start", "job": {"kind": "udp-receive", "options": {"workers": 4 * os.cpu_count() + 1}}},
      "limit" if 4 * os.cpu_count() + 1 <= 1024 else "bad-job"),
-    ({"type": "start", "job": {"kind": "udp-send", "options": {"pps": "1k"}}}, "bad-job"),
+    ({"type": "start", "job": {"kind": "udp-send", "options": {"pps": 1000}}}, "bad-job"),
     ({"type": "start", "job": {"kind": "disk", "options": {"target": "/etc/passwd"}}}, "forbidden"),
     ({"type": "start", "job": {"kind": "disk", "options": {"rw": "shred"}}}, "bad-job"),
     ({"type": "start", "job": {"kind": "disk", "options": {"qd": -1}}}, "bad-job"),
@@ -511,7 +515,7 @@ def test_malformed_requests_get_errors_and_the_session_stays_usable(agents, toke
             assert c.ping()["type"] == "pong", msg
 
         # A real job: go with a timeline out of bounds is refused, and the job can still be stopped.
-        started = c.request({"type": "start", "job": {"kind": "udp-receive", "options": {"duration": "1s"}}})
+        started = c.request({"type": "start", "job": {"kind": "udp-receive", "options": {"duration": 10**9}}})
         assert started["type"] == "started", started
         jid = started["job"]
         assert started["ready"]["port"] > 0
@@ -565,7 +569,8 @@ def test_a_job_that_would_outlive_the_duration_limit_is_refused(agent, token):
     c = session(agent, token)
     try:
         reply = c.request({"type": "start", "job": {"kind": "udp-receive",
-                                                     "options": {"duration": "1s", "timeout": "1000h"}}})
+                                                     "options": {"duration": 24 * 3600 * 10**9,
+                                                                 "timeout": 3600 * 10**9}}})
         assert (reply["type"], reply.get("code")) == ("error", "limit"), reply
     finally:
         c.close()
@@ -584,7 +589,7 @@ POISON_OPTIONS = [
     {"duration": 10**30}, {"interval": 0}, {"qd": -1}, {"size": "big"}, {"batch": 0},
     {"bs": 10**30}, {"rw": "shred"}, {"flows": 10**30}, {"mode": "flood"}, {"port": -1},
 ]
-BASE_OPTIONS = [{}, {"pps": "1k", "duration": "1s"}, {"target": "127.0.0.1:9"}, {"size": "16m", "rw": "read"}]
+BASE_OPTIONS = [{}, {"pps": 1000, "duration": 10**9}, {"target": "127.0.0.1:9"}, {"size": 16 << 20, "rw": "read"}]
 KINDS = ["udp-receive", "udp-send", "disk"]
 
 
@@ -748,7 +753,7 @@ def test_a_controller_killed_mid_run_has_its_job_stopped(agent, token, tmp_path,
     c = session(agent, token)
     try:
         started = c.request({"type": "start", "job": {"kind": "udp-receive",
-                                                       "options": {"port": str(port), "duration": "1s"}}})
+                                                       "options": {"port": port, "duration": 10**9}}})
         assert started["type"] == "started" and started["ready"]["port"] == port, started
     finally:
         c.close()

@@ -172,6 +172,12 @@ BAD_PROFILES = [
     ("disk-option-on-net", 'kind = "net"\n[options]\nqd = "1"\n', "unknown net options: qd"),
     ("bad-unit-duration", 'kind = "net"\n[options]\nduration = "4q"\n', "invalid duration"),
     ("bad-unit-bs", 'kind = "disk"\n[options]\nbs = "4q"\n', "'4q'"),
+    ("duration-bool", 'kind = "disk"\n[options]\nduration = true\n', "invalid duration: True"),
+    ("qd-bool", 'kind = "disk"\n[options]\nqd = false\n', "invalid qd: False"),
+    ("duration-overflow", 'kind = "net"\n[options]\nduration = "10000000000h"\n', "invalid duration"),
+    ("iops-over-u64", 'kind = "disk"\n[options]\niops = 18446744073709551615\n', "invalid rate: iops"),
+    ("seed-over-u64", 'kind = "disk"\n[options]\nseed = "18446744073709551616"\n', "invalid seed"),
+    ("duration-inf", 'kind = "disk"\n[options]\nduration = inf\n', "duration"),
     ("claim-not-table", 'kind = "disk"\nclaim = 3\n', "[claim] must be a table"),
     ("claim-no-source", 'kind = "disk"\n' + GOOD_CLAIM.replace('source = "a test"\n', ""),
      "the claim needs source"),
@@ -187,6 +193,15 @@ BAD_PROFILES = [
     ("scope-unknown-key", 'kind = "disk"\n' + GOOD_CLAIM + 'scope = { region = "us-east-1" }\n',
      "scope may hold"),
 ]
+
+
+def test_a_profile_accepts_every_option_the_cli_has():
+    """The table is the one list: every name in it is a valid profile key (with its default)."""
+    from loadgen import options
+
+    for kind, table in (("disk", options.DISK), ("net", options.NET)):
+        raw = {name: opt.default for name, opt in table.items() if opt.default is not None}
+        assert profiles.validate(kind, raw, "test")
 
 
 @pytest.mark.parametrize("name, text, says", BAD_PROFILES, ids=[b[0] for b in BAD_PROFILES])

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from netfixtures import (LOOPBACK, RUN_TIMEOUT_S, WAIT_S, HeldUdpPort, Serve, assert_one_line_error, datagram,
-                         finish, free_udp_port, loadgen_argv, start_net)
+                         finish, loadgen_argv, run_net, start_net)
 
 RUN_TAG_A, RUN_TAG_B = 0x1111_1111, 0x2222_2223
 
@@ -56,11 +56,11 @@ def run_serve(tmp_path, *args: str) -> subprocess.CompletedProcess:
 # ---- with real runs -----------------------------------------------------------------------------------
 
 def test_serve_counts_a_stream_and_echoes_another_run(tmp_path, serve):
-    port = free_udp_port()
-    while (echo_port := free_udp_port()) == port:
-        pass
-    srv = serve("--port", str(port), "--echo-port", str(echo_port), "--duration", "4s", "--workers", "1")
-    assert srv.wait_listening(("stream", "echo")) == {"stream": port, "echo": echo_port}
+    # serve binds both ports itself (0: any free one) and says which: no free-port race.
+    srv = serve("--port", "0", "--echo-port", "0", "--duration", "4s", "--workers", "1")
+    ports = srv.wait_listening(("stream", "echo"))
+    port, echo_port = ports["stream"], ports["echo"]
+    assert port != echo_port
 
     # Both runs at once, so that they fit well inside serve's 4 s.
     stream = start_net(tmp_path, "--target", f"{LOOPBACK}:{port}", "--pps", "10k", json_name="stream.json")
@@ -159,7 +159,10 @@ def test_serve_counts_flows_beyond_its_table_as_foreign(serve, client):
     (["--port", "0", "--interval", "1ms"], "invalid interval"),
     (["--port", "0", "--duration", "bogus"], "invalid duration"),
     (["--port", "0", "--workers", "0x"], "invalid"),
-    (["--port", "abc"], "Invalid value for '--port'"),
+    (["--port", "abc"], "invalid port"),
+    (["--port", "7000", "--echo-port", "7000"], "--port and --echo-port are both 7000"),
+    (["--port", "0", "--duration", "10000000000h"], "invalid duration"),
+    (["--port", "0", "--workers", "18446744073709551617"], "invalid workers"),
 ])
 def test_usage_errors(tmp_path, args, says):
     done = run_serve(tmp_path, *args)
@@ -172,6 +175,39 @@ def test_port_in_use(tmp_path):
         done = run_serve(tmp_path, "--port", str(held.port), "--duration", "1s")
     line = assert_one_line_error(done.returncode, done.stderr, 1)
     assert "in use" in line and str(held.port) in line
+
+
+def reuseport_socket(host: str = LOOPBACK, port: int = 0) -> socket.socket:
+    """What a second run's receiver looks like to the kernel: a bound SO_REUSEPORT socket, same user."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((host, port))
+    return s
+
+
+def test_a_second_serve_on_the_same_port_is_refused(tmp_path, serve):
+    first = serve("--port", "0", "--workers", "2", "--interval", "100ms")
+    port = first.wait_listening(("stream",))["stream"]
+    done = run_serve(tmp_path, "--port", str(port), "--duration", "1s")
+    assert f"port {port} is in use" in assert_one_line_error(done.returncode, done.stderr, 1)
+    assert first.proc.poll() is None   # the first one serves on
+
+
+def test_net_on_a_port_serve_holds_is_refused(tmp_path, serve):
+    srv = serve("--port", "0", "--workers", "1", "--interval", "100ms")
+    port = srv.wait_listening(("stream",))["stream"]
+    done = run_net(tmp_path, "--port", str(port), "--pps", "1k")
+    assert f"port {port} is in use" in assert_one_line_error(done.returncode, done.stderr, 1)
+    assert not done.json_path.exists()
+
+
+@pytest.mark.parametrize("held_on", [LOOPBACK, "0.0.0.0"])
+def test_a_reuseport_socket_of_the_same_user_makes_the_port_in_use(tmp_path, held_on):
+    """SO_REUSEPORT would let serve join this socket's group silently and share its datagrams."""
+    with reuseport_socket(held_on) as held:
+        port = held.getsockname()[1]
+        done = run_serve(tmp_path, "--host", LOOPBACK, "--port", str(port), "--duration", "1s")
+    assert f"port {port} is in use" in assert_one_line_error(done.returncode, done.stderr, 1)
 
 
 def test_sigint_exits_130(serve):

@@ -134,6 +134,28 @@ def test_sysinfo_json_peer_on_loopback(cli):
     assert [n["name"] for n in json.loads(done.stdout)["nics"]] == ["lo"]
 
 
+@pytest.mark.parametrize("peer", ["[::1]:9000", "[::1]", "::1", "127.0.0.1:9000", "127.0.0.1", "localhost",
+                                  "localhost:9000", "[::ffff:127.0.0.1]:9000"])
+def test_sysinfo_peer_in_every_form_on_loopback(cli, peer):
+    done = cli("sysinfo", "--json", "--peer", peer)
+    assert done.returncode == 0, done.stderr
+    assert [n["name"] for n in json.loads(done.stdout)["nics"]] == ["lo"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--target", "/nonexistent"], "--target /nonexistent: no such file or directory"),
+    (["--peer", "[::1"], "invalid address"),
+    (["--peer", "[::1]x"], "invalid address"),
+    (["--peer", "host:port"], "invalid address"),
+])
+def test_sysinfo_bad_input_is_one_line_and_exit_2(cli, args, says):
+    done = cli("sysinfo", *args)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("loadgen: ") and says in lines[0], done.stderr
+    assert done.stdout == ""
+
+
 # ---- facts that cannot be read -------------------------------------------------------------------
 
 def test_hypervisor_missing_facts_say_why():
@@ -219,9 +241,28 @@ def test_block_device_of_tmpfs():
     assert sysinfo.block_device_of("/dev/shm") is None
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "127.1.2.3"])
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1", "localhost"])
 def test_nic_for_loopback(address):
     assert sysinfo.nic_for(address) == "lo"
+
+
+def test_nic_for_follows_the_longest_prefix_of_either_family():
+    """Off loopback: the same interface /proc's route tables give, read here independently."""
+    def default_v4():
+        for line in Path("/proc/net/route").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[1] == "00000000" and f[7] == "00000000":
+                return f[0]
+        return None
+
+    want = default_v4()
+    if want is None:
+        pytest.skip("no IPv4 default route here")
+    assert sysinfo.nic_for("192.0.2.1") == want     # TEST-NET-1: only a default route reaches it
+
+
+def test_nic_for_unknown_name():
+    assert sysinfo.nic_for("nosuchhost.invalid") is None
 
 
 # ---- what result documents carry -----------------------------------------------------------------

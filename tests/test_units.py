@@ -1,4 +1,6 @@
 """loadgen.units: sizes are binary, counts and rates decimal, durations integer ns."""
+import re
+
 import pytest
 
 from loadgen.errors import UsageError
@@ -132,3 +134,30 @@ def test_format_si(value, text):
 ])
 def test_format_ns(value_ns, text):
     assert format_ns(value_ns) == text
+
+
+# ---- a bool is never a number; errors name the option --------------------------------------------------
+
+@pytest.mark.parametrize("parse", [parse_count, parse_size_bytes, parse_duration_ns, parse_rate])
+@pytest.mark.parametrize("flag", [True, False])
+def test_a_bool_is_not_a_number(parse, flag):
+    with pytest.raises(UsageError):
+        parse(flag)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_a_non_finite_duration_is_refused(value):
+    with pytest.raises(UsageError, match="invalid duration"):
+        parse_duration_ns(value)
+
+
+@pytest.mark.parametrize("parse, text, says", [
+    (lambda t: parse_count(t, "qd"), "x", "invalid qd: 'x'"),
+    (lambda t: parse_count(t, "qd"), "1.5", "invalid qd: '1.5' is not whole"),
+    (lambda t: parse_duration_ns(t, "timeout"), "5q", "invalid timeout: '5q'"),
+    (lambda t: parse_rate(t, "pps"), "lots", "invalid rate: pps 'lots'"),
+    (lambda t: parse_rate(t, "iops"), "0", "invalid rate: iops '0' must be above zero"),
+])
+def test_errors_name_the_option(parse, text, says):
+    with pytest.raises(UsageError, match=re.escape(says)):
+        parse(text)
