@@ -13,7 +13,7 @@ import numpy as np
 
 from loadgen.errors import SetupError
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 ENGINE_IO_URING, ENGINE_PSYNC = 0, 1
 ENGINES = {"io_uring": ENGINE_IO_URING, "psync": ENGINE_PSYNC}
 STATE_STARTING, STATE_RUNNING, STATE_DONE, STATE_FAILED = range(4)
@@ -116,6 +116,7 @@ def _load() -> ctypes.CDLL:
         "lg_pace_schedule": (c.c_int, [c.c_int64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_void_p,
                                        c.c_uint32]),
         "lg_pace_count_by": (c.c_int64, [c.c_int64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_int64]),
+        "lg_pace_wake_windows": (c.c_int, [c.c_int64, c.c_int64, c.c_void_p]),
         "lg_hdr_record": (None, [c.c_void_p, c.c_int64]),
         "lg_hdr_index": (c.c_int, [c.c_int64]),
     }
@@ -265,6 +266,13 @@ def pace_schedule(start_ns: int, rate: int, stride: int, phase: int, k0: int, n:
 def pace_count_by(start_ns: int, rate: int, stride: int, phase: int, t_ns: int) -> int:
     """How many ops of one stream are due at or before t_ns (tests pace.h)."""
     return _check(lib().lg_pace_count_by(start_ns, rate, stride, phase, t_ns), "counting a schedule")
+
+
+def pace_wake_windows(late_p90_ns: int, cpu_ns: int) -> tuple[int, int]:
+    """The (tolerance_ns, window_ns) pace.h derives from one wake-up's lateness and CPU (tests pace.h)."""
+    out = (ctypes.c_int64 * 2)()
+    _check(lib().lg_pace_wake_windows(late_p90_ns, cpu_ns, out), "deriving the pacing windows")
+    return out[0], out[1]
 
 
 def limit(name: str) -> int:

@@ -159,7 +159,12 @@ def _pacing_note(s: dict) -> str:
         return ""
     if p["mode"] == "busy_poll":
         return "; workers spun (--busy-poll)"
-    return f"; workers slept, batching what was due within {format_ns(p['tolerance_ns'])}"
+    window = p.get("window_ns") or p["tolerance_ns"]
+    note = f"; workers slept, batching what was due within {format_ns(window)}"
+    early = s.get("schedule_early_ns", {}).get("max", 0)
+    if early:
+        note += f", sent up to {format_ns(early)} ahead of schedule"
+    return note
 
 
 def _judgement_lines(s: dict) -> list[str]:
