@@ -63,8 +63,8 @@ def test_serve_counts_a_stream_and_echoes_another_run(tmp_path, serve):
     assert port != echo_port
 
     # Both runs at once, so that they fit well inside serve's 4 s.
-    stream = start_net(tmp_path, "--target", f"{LOOPBACK}:{port}", "--pps", "10k", json_name="stream.json")
-    echo = start_net(tmp_path, "--target", f"{LOOPBACK}:{echo_port}", "--mode", "echo", "--pps", "10k",
+    stream = start_net(tmp_path, "--target", f"{LOOPBACK}:{port}", "--pps", "2k", json_name="stream.json")
+    echo = start_net(tmp_path, "--target", f"{LOOPBACK}:{echo_port}", "--mode", "echo", "--pps", "2k",
                      json_name="echo.json")
     stream_done, echo_done = finish(*stream), finish(*echo)
 
