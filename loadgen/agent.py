@@ -19,7 +19,9 @@ Rules:
   frame whose "kind" (protocol.ERROR_KINDS) tells the controller whether it
   was bad input (usage), the host (setup) or the protocol.
 - A controller silent for HEARTBEAT_TIMEOUT_S, or gone, has its jobs stopped
-  and their ports freed. A malformed frame gets an error; a frame that breaks
+  and their ports freed.
+- With --metrics, the agent serves its own jobs' counts (loadgen.metrics) from
+  the consistent snapshots it relays, host "local", one series per role. A malformed frame gets an error; a frame that breaks
   the framing closes that connection only.
 """
 import asyncio
@@ -34,7 +36,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadgen import __version__, native, protocol
+from loadgen import __version__, metrics as live_metrics, native, protocol
 from loadgen.errors import LoadgenError, UsageError
 from loadgen.target import (check_buffer_memory, create_beneath, open_beneath_target, open_temp_beneath,
                             remove_if_ours)
@@ -56,6 +58,7 @@ class AgentConfig:
     token: bytes | None
     allow_paths: list[Path] = field(default_factory=list)
     ssl_context: ssl.SSLContext | None = None
+    metrics: live_metrics.Exporter | None = None   # serving --metrics
 
 
 def is_loopback(host: str) -> bool:
@@ -197,8 +200,8 @@ def open_disk_target(spec: DiskSpec, allow_paths: list[Path]) -> tuple[dict, tup
 class Job:
     """A child process running one job; its frames are relayed to the session."""
 
-    def __init__(self, jid: int, proc: asyncio.subprocess.Process) -> None:
-        self.jid, self.proc = jid, proc
+    def __init__(self, jid: int, proc: asyncio.subprocess.Process, feed: live_metrics.Feed | None = None) -> None:
+        self.jid, self.proc, self.feed = jid, proc, feed
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
         self.finished = False
 
@@ -324,7 +327,7 @@ class Session:
             for fd in fds:
                 os.close(fd)  # the child holds its own copy
         jid = next(self._ids)
-        runner = Job(jid, proc)
+        runner = Job(jid, proc, live_metrics.feed(self.agent.cfg.metrics, lambda: [metric_part(job["kind"], spec)]))
         self.jobs[jid] = runner
         proc.stdin.write(protocol.encode(job))
         await proc.stdin.drain()
@@ -356,11 +359,15 @@ class Session:
                         job.ready.set_result(frame)
                         continue
                     saw_done = saw_done or frame.get("type") == "done"
+                    if job.feed:
+                        observe(job.feed, frame)
                     await self.send(dict(frame, job=job.jid))
         except (protocol.ProtocolError, ConnectionError):
             pass
         code = await job.proc.wait()
         job.finished = True
+        if job.feed:
+            job.feed.finish()     # a job that ended without "done" keeps what it last reported
         if not job.ready.done():
             job.ready.set_result({"type": "error", "code": "job-failed", "message": describe_exit(code)})
         elif not saw_done:
@@ -372,6 +379,31 @@ class Session:
     async def close(self) -> None:
         await asyncio.gather(*(j.kill() for j in self.jobs.values()), return_exceptions=True)
         self.writer.close()
+
+
+def metric_part(kind: str, spec: DiskSpec | NetSpec) -> live_metrics.Part:
+    """What a job's rows are, for --metrics."""
+    if kind == "disk":
+        return live_metrics.Part("local", "disk")
+    if kind == "udp-send":
+        return live_metrics.Part("local", "sender", echo=spec.echo)
+    return live_metrics.Part("local", "receiver")
+
+
+def observe(feed: live_metrics.Feed, frame: dict) -> None:
+    """Feed --metrics a job's snapshot frame: a consistent one while it runs, and its final one."""
+    from loadgen.stats import Snapshot, decode_words
+
+    if frame.get("type") not in ("snapshot", "done"):
+        return
+    try:
+        snap = Snapshot(native.Layout(), decode_words(frame["words"]), 0)
+    except (KeyError, ValueError):
+        return   # the controller hears of a bad frame; the metrics keep their last values
+    if frame["type"] == "done":
+        feed.finish(snap)
+    elif not snap.torn_rows():
+        feed.observe(snap)
 
 
 def error_reply(e: Exception, rid: int) -> dict:

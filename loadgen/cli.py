@@ -77,6 +77,13 @@ JsonOut = Annotated[Optional[Path], typer.Option("--json", callback=_output_path
                                                  help="Write the result document here (- for stdout).")]
 HlogOut = Annotated[Optional[Path], typer.Option("--hlog", callback=_output_path, metavar="FILE",
                                                  help="Write an HdrHistogram interval log here (- for stdout).")]
+Metrics = Annotated[Optional[str], typer.Option(
+    "--metrics", metavar="[ADDR:]PORT",
+    help="Serve live metrics for Prometheus here during the run (ADDR: 127.0.0.1 unless given; PORT 0: any free one).")]
+MetricsLinger = Annotated[Optional[str], typer.Option(
+    "--metrics-linger", metavar="DURATION",
+    help="After the run, keep serving --metrics until a scrape has seen the final counts, at most this long. "
+         "[default: 0s]")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress line and no summary.")]
 Strict = Annotated[bool, typer.Option("--strict", help="Exit 1 when the run stalled or fell short of its rate.")]
 # LOADGEN_TOKEN holds the token itself, not a path (loadgen.agent.load_token).
@@ -100,6 +107,39 @@ def _connector(token_file: Optional[str], tls: bool, tls_ca: Optional[str]):
         return await AgentClient.connect(host, port, token, ctx)
 
     return connect
+
+
+def _metrics(address: Optional[str], linger: Optional[str]):
+    """(exporter or None, linger ns): --metrics starts serving now, so a port in use fails before the run."""
+    from loadgen import metrics
+    from loadgen.units import parse_duration_ns
+
+    linger_ns = parse_duration_ns(linger, "metrics-linger") if linger else 0
+    if not 0 <= linger_ns <= metrics.MAX_LINGER_NS:
+        raise UsageError(f"invalid metrics-linger: {linger!r} (0s to 1h)")
+    if address is None:
+        if linger:
+            raise UsageError("--metrics-linger needs --metrics")
+        return None, 0
+    exporter = metrics.Exporter()
+    exporter.serve(*metrics.parse_address(address))
+    sys.stderr.write(f"loadgen: metrics at {exporter.url()}\n")
+    sys.stderr.flush()
+    return exporter, linger_ns
+
+
+def _linger(exporter, linger_ns: int) -> None:
+    """Serve the final metrics a while after the result is written (--metrics-linger); a signal ends it."""
+    from loadgen import interrupts
+
+    if exporter is None:
+        return
+    before = interrupts.caught()
+    try:
+        exporter.linger(linger_ns, lambda: interrupts.caught() != before)
+    except KeyboardInterrupt:
+        pass   # a signal again after one during the run: the result is written, stop serving
+    exporter.close()
 
 
 def _run_job(coro) -> dict:
@@ -195,6 +235,8 @@ def disk(
     tls_ca: TlsCa = None,
     json_path: JsonOut = None,
     hlog: HlogOut = None,
+    metrics: Metrics = None,
+    metrics_linger: MetricsLinger = None,
     quiet: Quiet = False,
     strict: Strict = False,
     **job_options,
@@ -205,22 +247,26 @@ def disk(
 
     spec = parse_disk(**job_options)
     connect = _connector(token_file, tls, tls_ca) if on else None
-    doc = _run_job(_disk_job(spec, on, connect, hlog, quiet))
-    raise SystemExit(_finish(doc, json_path, quiet, format_disk, hlog, strict))
+    exporter, linger_ns = _metrics(metrics, metrics_linger)
+    doc = _run_job(_disk_job(spec, on, connect, hlog, quiet, exporter))
+    code = _finish(doc, json_path, quiet, format_disk, hlog, strict)
+    _linger(exporter, linger_ns)
+    raise SystemExit(code)
 
 
-def _disk_job(spec, on: Optional[str], connect, hlog: Optional[Path], quiet: bool):
+def _disk_job(spec, on: Optional[str], connect, hlog: Optional[Path], quiet: bool, exporter=None):
     """The coroutine that runs a disk spec here, or on the agent at `on`."""
     from loadgen.disk import run_disk, run_disk_remote
     from loadgen.workload import parse_host_port
 
     hlog_path = str(hlog) if hlog else None
     if on:
-        return run_disk_remote(spec, parse_host_port(on), connect, hlog_path, quiet)
-    return run_disk(spec, hlog_path=hlog_path, quiet=quiet)
+        return run_disk_remote(spec, parse_host_port(on), connect, hlog_path, quiet, metrics=exporter)
+    return run_disk(spec, hlog_path=hlog_path, quiet=quiet, metrics=exporter)
 
 
-def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: Optional[Path], quiet: bool):
+def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: Optional[Path], quiet: bool,
+             exporter=None):
     """The coroutine that runs a net spec here, or across agents."""
     from loadgen.net import run_net, run_net_paired
     from loadgen.workload import parse_host_port
@@ -228,8 +274,8 @@ def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: O
     hlog_path = str(hlog) if hlog else None
     if peer:
         client_addrs = [parse_host_port(c) for c in str(clients or "").split(",") if c.strip()]
-        return run_net_paired(spec, parse_host_port(peer), client_addrs, connect, hlog_path, quiet)
-    return run_net(spec, hlog_path=hlog_path, quiet=quiet)
+        return run_net_paired(spec, parse_host_port(peer), client_addrs, connect, hlog_path, quiet, metrics=exporter)
+    return run_net(spec, hlog_path=hlog_path, quiet=quiet, metrics=exporter)
 
 
 @app.command(epilog=examples(
@@ -246,6 +292,8 @@ def net(
     tls_ca: TlsCa = None,
     json_path: JsonOut = None,
     hlog: HlogOut = None,
+    metrics: Metrics = None,
+    metrics_linger: MetricsLinger = None,
     quiet: Quiet = False,
     strict: Strict = False,
     **job_options,
@@ -260,8 +308,11 @@ def net(
         raise UsageError("--clients needs --peer, the agent that receives")
     spec = parse_net(**job_options)
     connect = _connector(token_file, tls, tls_ca) if peer else None
-    doc = _run_job(_net_job(spec, peer, clients, connect, hlog, quiet))
-    raise SystemExit(_finish(doc, json_path, quiet, format_net, hlog, strict))
+    exporter, linger_ns = _metrics(metrics, metrics_linger)
+    doc = _run_job(_net_job(spec, peer, clients, connect, hlog, quiet, exporter))
+    code = _finish(doc, json_path, quiet, format_net, hlog, strict)
+    _linger(exporter, linger_ns)
+    raise SystemExit(code)
 
 
 @app.command(epilog=examples(
@@ -279,6 +330,9 @@ def serve(
     tls_cert: Annotated[Optional[str], typer.Option(help="Agent: TLS certificate for the control channel (PEM).", metavar="FILE")] = None,
     tls_key: Annotated[Optional[str], typer.Option(help="Agent: TLS private key (PEM).", metavar="FILE")] = None,
     insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="Agent: no token, loopback only.")] = False,
+    metrics: Annotated[Optional[str], typer.Option(
+        "--metrics", metavar="[ADDR:]PORT",
+        help="Agent: serve its jobs' live metrics for Prometheus here (ADDR: 127.0.0.1 unless given).")] = None,
     **serve_options,
 ) -> None:
     """Receive (and echo) loadgen datagrams, printing received pps and loss each interval;
@@ -286,14 +340,17 @@ def serve(
     from loadgen.serve import parse_serve, serve as run_serve
 
     if listen:
-        _run_agent(listen, token_file, allow_path or [], tls_cert, tls_key, insecure_no_auth)
+        _run_agent(listen, token_file, allow_path or [], tls_cert, tls_key, insecure_no_auth, metrics)
         return
+    if metrics:
+        raise UsageError("--metrics on serve is for the agent (--listen)")
 
     interrupted = _run_job(run_serve(parse_serve(host, **serve_options)))
     raise SystemExit(EXIT_INTERRUPTED if interrupted else 0)
 
 
-def _run_agent(listen: str, token_file, allow_paths: list[str], tls_cert, tls_key, insecure_no_auth: bool) -> None:
+def _run_agent(listen: str, token_file, allow_paths: list[str], tls_cert, tls_key, insecure_no_auth: bool,
+               metrics: Optional[str] = None) -> None:
     from pathlib import Path
 
     from loadgen.agent import Agent, AgentConfig, check_startup, load_token, server_ssl_context
@@ -311,6 +368,7 @@ def _run_agent(listen: str, token_file, allow_paths: list[str], tls_cert, tls_ke
     cfg = AgentConfig(host=host, port=port, token=load_token(token_file), allow_paths=roots,
                       ssl_context=server_ssl_context(tls_cert, tls_key) if tls_cert else None)
     check_startup(cfg, insecure_no_auth)
+    cfg.metrics, _ = _metrics(metrics, None)
     try:
         _run_job(Agent(cfg).run())
     except OSError as e:
@@ -330,6 +388,8 @@ def run(
     tls_ca: TlsCa = None,
     json_path: JsonOut = None,
     hlog: HlogOut = None,
+    metrics: Metrics = None,
+    metrics_linger: MetricsLinger = None,
     quiet: Quiet = False,
     strict: Strict = False,
 ) -> None:
@@ -342,13 +402,17 @@ def run(
     spec = profiles.validate(prof.kind, options, prof.path)
     _, remote = profiles.split_remote(prof.kind, options)
     connect = _connector(token_file, tls, tls_ca) if remote else None
+    exporter, linger_ns = _metrics(metrics, metrics_linger)
     if prof.kind == "net":
-        job, formatter = _net_job(spec, remote.get("peer"), remote.get("clients"), connect, hlog, quiet), format_net
+        job, formatter = (_net_job(spec, remote.get("peer"), remote.get("clients"), connect, hlog, quiet, exporter),
+                          format_net)
     else:
-        job, formatter = _disk_job(spec, remote.get("on"), connect, hlog, quiet), format_disk
+        job, formatter = _disk_job(spec, remote.get("on"), connect, hlog, quiet, exporter), format_disk
     doc = _run_job(job)
     doc["profile"] = prof.as_dict() | {"options": options}
-    raise SystemExit(_finish(doc, json_path, quiet, formatter, hlog, strict))
+    code = _finish(doc, json_path, quiet, formatter, hlog, strict)
+    _linger(exporter, linger_ns)
+    raise SystemExit(code)
 
 
 def _load_result(path: str | Path) -> dict:

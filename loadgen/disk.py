@@ -7,7 +7,7 @@ document. Policy lives here: the run stops early only when every I/O fails.
 import errno
 import os
 
-from loadgen import counters, native, results, sysinfo
+from loadgen import counters, metrics as live_metrics, native, results, sysinfo
 from loadgen.controller import Timeline, worker_cpus
 from loadgen.errors import SetupError
 from loadgen.intervals import IntervalView
@@ -80,7 +80,8 @@ def _native_config(spec: DiskSpec, target, engine: str, timeline: Timeline, cpus
     )  # the native run copies the config and the CPU list
 
 
-async def run_disk(spec: DiskSpec, hlog_path: str | None = None, quiet: bool = False) -> dict:
+async def run_disk(spec: DiskSpec, hlog_path: str | None = None, quiet: bool = False,
+                   metrics: "live_metrics.Exporter | None" = None) -> dict:
     """Run one disk job and return its result document (interrupted or not)."""
     engine, engine_note = choose_engine(spec.engine)
     target = open_target(spec)
@@ -94,7 +95,8 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, quiet: bool = F
     try:
         out = await measure(start, spec.common, interval_view(spec), hlog_path,
                             f"loadgen disk {spec.rw} bs={spec.bs_bytes} qd={spec.qd}; values in ns",
-                            quiet, policy=all_failed)
+                            quiet, policy=all_failed,
+                            metrics=live_metrics.feed(metrics, lambda: [live_metrics.Part("local", "disk")]))
     finally:
         target.close()
     m = out.measurement
@@ -119,7 +121,7 @@ TARGET_FACTS = ("target_path", "target_kind", "span_bytes", "target_created", "p
 
 
 async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_path: str | None = None,
-                          quiet: bool = False) -> dict:
+                          quiet: bool = False, metrics: "live_metrics.Exporter | None" = None) -> dict:
     """Run the disk job on an agent's host; the document names that host."""
     from loadgen.controller import CompositeRun
 
@@ -133,7 +135,8 @@ async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_pat
 
         out = await measure(start, spec.common, interval_view(spec), hlog_path,
                             f"loadgen disk {spec.rw} bs={spec.bs_bytes} qd={spec.qd} on {on[0]}; values in ns",
-                            quiet, policy=all_failed, lead_ns=REMOTE_LEAD_NS)
+                            quiet, policy=all_failed, lead_ns=REMOTE_LEAD_NS,
+                            metrics=live_metrics.feed(metrics, lambda: [live_metrics.Part(f"{on[0]}:{on[1]}", "disk")]))
     finally:
         await agent.close()
     m = out.measurement

@@ -4,6 +4,13 @@ Every percentile loadgen prints or writes is computed by the `hdrhistogram`
 package from the exact counts the native recorder kept, so a reader that
 decodes the .hlog gets the same numbers. Layout: 1 ns .. 1 h, 3 significant
 digits (native/loadgen.h).
+
+The .hlog is HdrHistogram's interval log (format 1.3). Each interval writes its
+primary histogram (the one the interval rows' latency comes from) untagged and
+every other one tagged, because HdrHistogram's own tools (HistogramLogProcessor)
+read only untagged lines unless given -tag. A comment line says which histogram
+the untagged lines hold; older loadgen logs tagged every line, and readers
+accept both.
 """
 import ctypes
 import time
@@ -18,6 +25,7 @@ PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9, "p99.99": 9
 INTERVAL_PERCENTILES = {"p50": 50.0, "p99": 99.0}
 # Java's HdrHistogram convention for ns values: Interval_Max is written in ms.
 HLOG_MAX_UNIT_RATIO = 1e6
+HLOG_UNTAGGED = "Untagged: "
 HLOG_LEGEND = '"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"'
 
 
@@ -60,9 +68,7 @@ def summarize_counts(counts: np.ndarray, percentiles: dict[str, float] = PERCENT
     total = int(counts.sum())
     cumulative = np.cumsum(counts)
     out: dict = {"min": int(_LOWEST[nonzero[0]])}
-    # mean over each bucket's midpoint, in exact integers like the package
-    weighted = sum(int(counts[i]) * (int(_LOWEST[i]) + (int(_WIDTH[i]) >> 1)) for i in nonzero)
-    out["mean"] = float(weighted) / total
+    out["mean"] = float(midpoint_sum_ns(counts)) / total
     for name, p in percentiles.items():
         target = max(int(min(p, 100.0) * total / 100 + 0.5), 1)
         i = int(np.searchsorted(cumulative, target, side="left"))
@@ -71,6 +77,28 @@ def summarize_counts(counts: np.ndarray, percentiles: dict[str, float] = PERCENT
     out["max"] = int(_LOWEST[last] + _WIDTH[last] - 1)
     out["count"] = total
     return out
+
+
+def midpoint_sum_ns(counts: np.ndarray) -> int:
+    """The sum of every count at its bucket's midpoint, in exact integers like the
+    package's mean: the summaries' mean is this over the count."""
+    counts = np.asarray(counts, dtype=np.uint64)
+    return sum(int(counts[i]) * (int(_LOWEST[i]) + (int(_WIDTH[i]) >> 1)) for i in np.flatnonzero(counts))
+
+
+def bucket_top_ns(value_ns: int) -> int:
+    """The highest value counted together with value_ns (HdrHistogram's
+    highestEquivalentValue): how many values are at or below it is exact from
+    the counts, and the summaries' percentiles are such tops too."""
+    i = int(np.searchsorted(_LOWEST, value_ns, side="right")) - 1
+    return int(_LOWEST[i] + _WIDTH[i] - 1)
+
+
+def counts_at_or_below(counts: np.ndarray, tops_ns: list[int]) -> list[int]:
+    """How many values are at or below each bucket top (bucket_top_ns), exactly."""
+    cumulative = np.cumsum(np.asarray(counts, dtype=np.uint64), dtype=np.uint64)
+    at = np.searchsorted(_LOWEST, np.asarray(tops_ns, dtype=np.int64), side="right") - 1
+    return [int(cumulative[i]) for i in at]
 
 
 def interval_summary(counts: np.ndarray) -> dict:
@@ -89,8 +117,15 @@ def hlog_header(start_wall_s: float, comment: str) -> str:
     )
 
 
-def hlog_line(tag: str, start_s: float, length_s: float, hist: HdrHistogram) -> str:
-    """One interval: Tag=..., start and length relative to StartTime, max in ms, payload."""
+def hlog_untagged(name: str) -> str:
+    """The comment naming the histogram the untagged lines hold (written before the first)."""
+    return f"#[{HLOG_UNTAGGED}{name}]\n"
+
+
+def hlog_line(tag: str | None, start_s: float, length_s: float, hist: HdrHistogram) -> str:
+    """One interval: Tag=... (None: the primary histogram, untagged), start and
+    length relative to StartTime, max in ms, payload."""
     max_ms = hist.get_max_value() / HLOG_MAX_UNIT_RATIO
     payload = hist.encode().decode("ascii")
-    return f"Tag={tag},{start_s:.3f},{length_s:.3f},{max_ms:.3f},{payload}\n"
+    prefix = "" if tag is None else f"Tag={tag},"
+    return f"{prefix}{start_s:.3f},{length_s:.3f},{max_ms:.3f},{payload}\n"

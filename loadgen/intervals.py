@@ -2,6 +2,8 @@
 
 A job describes its intervals with an IntervalView: which histograms to log under
 which tags, what counts as an operation, and which extra fields a row carries.
+The first histogram is the primary one: the row's latency, and the .hlog's
+untagged lines (loadgen.histogram says why).
 """
 import asyncio
 import sys
@@ -40,6 +42,7 @@ class IntervalSink:
         self.rows: list[dict] = []
         self.warnings: list[str] = []
         self._logged_s = 0.0
+        self._untagged_named = False
 
     def _hlog_failed(self, e: OSError) -> None:
         where = f"after {self._logged_s:.3f} s of intervals" if self._logged_s else "before its first interval"
@@ -81,10 +84,15 @@ class IntervalSink:
         latency = None
         lines = []
         for tag, counts in self.view.tags(d):
-            if latency is None:
+            primary = latency is None
+            if primary:
                 latency = histogram.interval_summary(counts)
             if self.hlog is not None and self.hlog.ok:
-                lines.append(histogram.hlog_line(tag, start_s, length_s, histogram.from_counts(counts)))
+                if primary and not self._untagged_named:
+                    lines.append(histogram.hlog_untagged(tag))
+                    self._untagged_named = True
+                lines.append(histogram.hlog_line(None if primary else tag, start_s, length_s,
+                                                 histogram.from_counts(counts)))
         if lines and await self.log("".join(lines)):
             self._logged_s = end_s
         ops, nbytes = self.view.ops_and_bytes(d)

@@ -8,7 +8,7 @@ import inspect
 import resource
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from loadgen import histogram, interrupts, output
 from loadgen.controller import Measurement, Policy, Timeline, run_workers
@@ -16,6 +16,9 @@ from loadgen.errors import UsageError
 from loadgen.intervals import IntervalSink, IntervalView
 from loadgen.progress import Progress
 from loadgen.workload import CommonSpec
+
+if TYPE_CHECKING:
+    from loadgen import metrics as live_metrics
 
 
 @dataclass
@@ -28,12 +31,14 @@ class Outcome:
 
 async def measure(start: Callable, common: CommonSpec, view: IntervalView,
                   hlog_path: str | None, hlog_comment: str, quiet: bool,
-                  policy: Policy | None = None, lead_ns: int = 20_000_000) -> Outcome:
+                  policy: Policy | None = None, lead_ns: int = 20_000_000,
+                  metrics: "live_metrics.Feed | None" = None) -> Outcome:
     """Start a run on a fresh timeline and drive it to the end.
 
     start(timeline) returns the run, or a coroutine that does (remote jobs,
     which are prepared before and only told to go here); lead_ns is how far
-    ahead the schedule begins: time for every worker to receive it."""
+    ahead the schedule begins: time for every worker to receive it. metrics,
+    if given, is fed each interval's cumulative snapshot and then the final one."""
     progress = Progress(common.duration_ns / 1e9, enabled=False if quiet else None)
     hlog = None
     if hlog_path:
@@ -56,8 +61,10 @@ async def measure(start: Callable, common: CommonSpec, view: IntervalView,
             run = await run
         try:
             interrupts.pending()
-            m = await run_workers(run, timeline, sink, policy=policy, on_tick=sink.warming,
+            m = await run_workers(run, timeline, _with_metrics(sink, metrics), policy=policy, on_tick=sink.warming,
                                   progress=lambda s: view.ops_and_bytes(s)[0] + s.counter("errors"))
+            if metrics:
+                metrics.finish(m.final)
         finally:
             run.free()
         usage1, wall1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
@@ -73,3 +80,15 @@ async def measure(start: Callable, common: CommonSpec, view: IntervalView,
     cpu = {"user_s": round(usage1.ru_utime - usage0.ru_utime, 3),
            "sys_s": round(usage1.ru_stime - usage0.ru_stime, 3), "wall_s": round(wall1 - wall0, 3)}
     return Outcome(m, sink.rows, cpu, sink.warnings)
+
+
+def _with_metrics(sink: IntervalSink, metrics: "live_metrics.Feed | None"):
+    """The interval observer: the sink, then the live metrics (--metrics)."""
+    if metrics is None:
+        return sink
+
+    async def observe(interval, cumulative) -> None:
+        await sink(interval, cumulative)
+        metrics.observe(cumulative)
+
+    return observe

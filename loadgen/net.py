@@ -9,7 +9,7 @@ import socket
 from dataclasses import dataclass
 from typing import Callable
 
-from loadgen import counters, native, results, sysinfo
+from loadgen import counters, metrics as live_metrics, native, results, sysinfo
 from loadgen.controller import CompositeRun, Timeline, worker_cpus
 from loadgen.endpoints import LOOPBACK, close_all, receiver_sockets, resolve, sender_sockets
 from loadgen.intervals import IntervalView
@@ -176,7 +176,8 @@ def net_config(spec: NetSpec, timeline: Timeline, run_tag: int, senders: list, r
     )  # the native run copies the config and its arrays
 
 
-async def run_net(spec: NetSpec, hlog_path: str | None = None, quiet: bool = False) -> dict:
+async def run_net(spec: NetSpec, hlog_path: str | None = None, quiet: bool = False,
+                  metrics: "live_metrics.Exporter | None" = None) -> dict:
     """Run one net job and return its result document (interrupted or not)."""
     embedded = spec.target is None
     receivers = receiver_sockets(LOOPBACK, spec.port, spec.receivers) if embedded else []
@@ -200,11 +201,14 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, quiet: bool = Fal
 
     nic = sysinfo.nic_for(host)
     around = counters.Around([nic] if nic else [], [])
+    parts = [live_metrics.Part("local", "sender", sides.senders, spec.echo)]
+    if embedded:
+        parts.append(live_metrics.Part("local", "receiver", sides.receivers))
 
     try:
         out = await measure(start, spec.common, interval_view(spec, sides, embedded), hlog_path,
                             f"loadgen net {spec.mode} size={spec.size_bytes} flows={spec.flows}; values in ns",
-                            quiet)
+                            quiet, metrics=live_metrics.feed(metrics, lambda: parts))
     finally:
         close_all(senders)
         close_all(receivers)
@@ -228,7 +232,8 @@ PAIRED_LEAD_NS = 3_000_000_000  # remote jobs start in child processes: give the
 
 
 async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tuple[str, int]], connect,
-                         hlog_path: str | None = None, quiet: bool = False) -> dict:
+                         hlog_path: str | None = None, quiet: bool = False,
+                         metrics: "live_metrics.Exporter | None" = None) -> dict:
     """Receivers on the peer's agent; senders here, or on each client's agent.
 
     connect(host, port) returns an AgentClient. Every job is prepared first
@@ -257,7 +262,7 @@ async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tup
         view.extra = _with_hosts(view.extra, plan)
         out = await measure(start, spec.common, view, hlog_path,
                             f"loadgen net {spec.mode} size={spec.size_bytes} paired; values in ns",
-                            quiet, lead_ns=PAIRED_LEAD_NS)
+                            quiet, lead_ns=PAIRED_LEAD_NS, metrics=live_metrics.feed(metrics, lambda: _metric_parts(spec, plan)))
     finally:
         close_all(local_socks)
         for a in agents.values():
@@ -340,6 +345,13 @@ def _with_hosts(extra: Callable, plan: PairedPlan) -> Callable:
         return out
 
     return with_hosts
+
+
+def _metric_parts(spec: NetSpec, plan: PairedPlan) -> list:
+    """Each host's rows for --metrics: per host, as the document's host sections."""
+    rows = plan.run.rows() if plan.run is not None else []
+    return [live_metrics.Part(meta["host"], meta["role"], r, spec.echo and meta["role"] == "sender")
+            for meta, r in zip(plan.meta, rows)]
 
 
 def _judge_one_way(summary: dict, meta: list[dict]) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from hlogs import untagged_name
 from loadgen import histogram
 
 # .hlog times are written with 3 decimals (ms).
@@ -17,12 +18,17 @@ HLOG_TIME_STEP_S = 0.001
 
 
 def hlog_tagged(path: Path) -> dict[str, list[tuple[float, float, HdrHistogram]]]:
-    """tag -> [(start_s, length_s, histogram)], in file order."""
+    """tag -> [(start_s, length_s, histogram)], in file order; untagged lines under
+    the name the log's comment gives them (hlogs.untagged_name)."""
+    name = untagged_name(path)
     out: dict[str, list] = {}
     for line in path.read_text().splitlines():
-        if not line.startswith("Tag="):
+        if not line or line.startswith(("#", '"')):
             continue
-        tag, start, length, _max, payload = line[4:].split(",", 4)
+        tag = name
+        if line.startswith("Tag="):
+            tag, line = line[4:].split(",", 1)
+        start, length, _max, payload = line.split(",", 3)
         out.setdefault(tag, []).append((float(start), float(length), HdrHistogram.decode(payload)))
     return out
 

@@ -21,8 +21,8 @@ from hashlib import sha256
 from pathlib import Path
 
 import pytest
-from hdrh.log import HistogramLogReader
 
+import hlogs
 from loadgen import histogram
 from loadgen.disk import all_failed, choose_engine, worker_cpus
 from netns import Controller, wait_until
@@ -87,14 +87,12 @@ def file_size_limit(limit_bytes: int):
 
 
 def hlog_intervals(path: Path) -> list:
-    """Every interval histogram in an .hlog, in order, as the package's reader decodes them."""
-    reader = HistogramLogReader(str(path), histogram.new())
-    out = []
-    try:
-        while (h := reader.get_next_interval_histogram()) is not None:
-            out.append(h)
-    finally:
-        reader.close()
+    """Every interval histogram in an .hlog, in order, the untagged ones named as the log names them."""
+    name = hlogs.untagged_name(path)
+    out = hlogs.intervals(path)
+    for h in out:
+        if h.get_tag() is None:
+            h.set_tag(name)
     return out
 
 

@@ -9,8 +9,8 @@ import signal
 
 import pytest
 from hdrh.histogram import HdrHistogram
-from hdrh.log import HistogramLogReader
 
+import hlogs
 from loadgen import histogram
 from netfixtures import (LATENCY_KEYS, LOOPBACK, RUN_TIMEOUT_S, WAIT_S, HeldUdpPort, NetRun, NoListenerPort, UdpEcho,
                          assert_one_line_error, run_net)
@@ -35,14 +35,7 @@ def assert_latency_block(block: dict, count: int) -> None:
 
 
 def hlog_by_tag(path) -> dict[str, list[HdrHistogram]]:
-    reader = HistogramLogReader(str(path), histogram.new())
-    by_tag: dict[str, list[HdrHistogram]] = {}
-    try:
-        while (h := reader.get_next_interval_histogram()) is not None:
-            by_tag.setdefault(h.get_tag(), []).append(h)
-    finally:
-        reader.close()
-    return by_tag
+    return hlogs.by_name(path)
 
 
 def merged(hists: list[HdrHistogram]) -> HdrHistogram:
