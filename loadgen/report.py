@@ -38,9 +38,10 @@ TICKS_PER_HALF_DISTANCE = 5      # HdrHistogram's default for outputPercentileDi
 FIGSIZE_IN = (10.0, 6.0)
 DPI = 100
 FIGURE_PX = (1000, 600)          # FIGSIZE_IN * DPI: both PNGs, whatever the data
-WIDE_RANGE = 100                 # a y axis spanning more than two decades goes log
+WIDE_RANGE = 20                  # a y axis spanning more than this ratio goes log: a p50 of 1 ms
+                                 # under a p99 of 40 ms is a flat line at zero on a linear one
 NINES_MIN_X = 100_000            # the nines axis always reaches 99.999%
-HEADROOM = 1.15                  # the rate panel's top: 15% above its highest line
+HEADROOM = 1.15                  # a linear panel's top: 15% above its highest line
 SIDE_COLORS = {"read": "C0", "write": "C1"}
 PLOT_EXTRA = "plotting needs the optional extra: pip install 'loadgen[plot]'"
 
@@ -304,12 +305,14 @@ def _latency_axis(ax, ticker, values_us: list[float]) -> None:
     if _wide(values_us):
         positive = [v for v in values_us if v > 0 and math.isfinite(v)]
         ax.set_yscale("log")
-        # few decades: ticks at 1-2-5 so every line has a labelled value near it
-        subs = (1.0, 2.0, 5.0) if math.log10(max(positive) / min(positive)) <= 3 else (1.0,)
+        # ticks at 1-2-5 (few decades) or 1-3 so every line has a labelled value near it
+        decades = math.log10(max(positive) / min(positive))
+        subs = (1.0, 2.0, 5.0) if decades <= 3 else (1.0, 3.0) if decades <= 5 else (1.0,)
         ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
         ax.set_ylabel("latency (log scale)")
     else:
-        ax.set_ylim(bottom=0)
+        finite = [v for v in values_us if math.isfinite(v)]
+        ax.set_ylim(0, max(finite) * HEADROOM if finite and max(finite) > 0 else None)
         ax.set_ylabel("latency")
     ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: human_us(v)))
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())
@@ -393,8 +396,8 @@ def plot_nines(doc: dict, hists: dict[str, HdrHistogram], path: Path, mpl,
     ax.grid(True, which="minor", axis="y", alpha=0.15)
     ax.set_title("latency by percentile", fontsize=10)
     if all_y:
-        # a percentile curve only rises, so the lower right is where it never is
-        ax.legend(loc="lower right", fontsize=8)
+        # Below the panel: inside it, a legend covers a low curve beside a high one.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, ncols=1, frameon=False)
     _save(fig, path)
 
 
@@ -500,7 +503,9 @@ def _latency_panel(ax, ticker, doc: dict, rows: list[dict], edges: list[float], 
             colors, widths = host_colors(doc, timed), _host_widths(timed)
             for name in timed:
                 p99 = _latency_series([_row_part(r, "hosts", name, "latency_ns") or None for r in rows], "p99")
-                _step(ax, edges, p99, color=colors[name], linewidth=widths[name], label=f"{host_label(doc, name)} p99")
+                # dashed: where a host's p99 is the total's, the total still shows between the dashes
+                _step(ax, edges, p99, color=colors[name], linewidth=widths[name], linestyle="--",
+                      label=f"{host_label(doc, name)} p99")
                 drawn += p99
     _latency_axis(ax, ticker, drawn)
     ax.legend(**_OUTSIDE)

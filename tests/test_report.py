@@ -12,9 +12,10 @@ import sys
 
 import pytest
 
-from loadgen import histogram, report
+from loadgen import documents, histogram, report
 from loadgen.errors import SetupError, UsageError
 from netfixtures import run_net
+from netns import Agent, run_loadgen, write_token
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COLUMNS = ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]
@@ -103,8 +104,10 @@ def paired_echo_doc() -> dict:
                      "histograms": {"latency": payload(SLOW_NS), "service": payload(SLOW_NS)}},
                     {"host": "10.0.0.3:7070", "role": "receiver"}]
     for i, r in enumerate(doc["intervals"]):
-        r["hosts"] = {SENDERS[0]: {"role": "sender", "ops": 2000, "rate": 10_000.0 + 200 * i,
-                                   "latency_ns": r["latency_ns"]},
+        own = r["latency_ns"]
+        r.update(ops=4000, rate=19_800.0 + 200 * i,
+                 latency_ns={"p50": 200_000, "p99": 398_000 if i != 3 else 10_000_000, "max": 50_200_000})
+        r["hosts"] = {SENDERS[0]: {"role": "sender", "ops": 2000, "rate": 10_000.0 + 200 * i, "latency_ns": own},
                       SENDERS[1]: {"role": "sender", "ops": 2000, "rate": 9_800.0,
                                    "latency_ns": {"p50": 300_000, "p99": 398_000, "max": 400_000}},
                       "10.0.0.3:7070": {"role": "receiver", "ops": 4000, "rate": 19_800.0 + 200 * i}}
@@ -123,6 +126,7 @@ def mixed_doc() -> dict:
                                "read-latency": payload(READ_NS), "read-service": payload(READ_NS),
                                "write-latency": payload(WRITE_NS), "write-service": payload(WRITE_NS)})
     for r in doc["intervals"]:
+        r["latency_ns"] = {"p50": 110_000, "p99": 690_000, "max": 700_000}
         r["read"] = {"ops": 1400, "rate": 7000.0, "latency_ns": {"p50": 97_000, "p99": 114_000, "max": 115_000}}
         r["write"] = {"ops": 600, "rate": 3000.0, "latency_ns": {"p50": 550_000, "p99": 697_000, "max": 700_000}}
     return doc
@@ -265,7 +269,14 @@ def test_titles_name_kind_workload_and_hosts(doc, says):
     (disk_doc(histograms={}), "holds no histograms"),
     (disk_doc(histograms={"latency": "not base64 at all!"}), "histogram 'latency' cannot be decoded"),
     (disk_doc(histograms={"../latency": payload([1000])}), "cannot name a file"),
-], ids=["not-a-dict", "wrong-schema", "no-histograms-key", "no-histograms", "undecodable", "bad-tag"])
+    (dict(paired_echo_doc(), hosts=[{"host": "h:1", "role": "sender", "histograms": {"latency": "nope!"}}]),
+     "histogram 'latency' of host h:1 cannot be decoded"),
+    (dict(paired_echo_doc(), hosts=[{"host": "h:1", "role": "sender", "histograms": {"a/b": payload([1])}}]),
+     "histogram tag 'a/b' of host h:1 cannot name a file"),
+    (net_stream_doc(histograms={}, summary={"oneway_omitted": "the clocks are aligned only to +-9 ms"}),
+     "one-way delays were not kept: the clocks are aligned only to +-9 ms"),
+], ids=["not-a-dict", "wrong-schema", "no-histograms-key", "no-histograms", "undecodable", "bad-tag",
+        "host-undecodable", "host-bad-tag", "oneway-omitted"])
 def test_usage_errors(tmp_path, doc, says):
     out = tmp_path / "out"
     with pytest.raises(UsageError) as e:
@@ -497,15 +508,96 @@ def test_timeline_leaves_gaps_where_nothing_completed(figures, tmp_path):
 
 # ---- real documents -------------------------------------------------------------------------------
 
-def check_real(doc, out, tags, summary_block) -> None:
+def check_real(doc, out, tags, summary_block, all_tags=None) -> list:
+    """The report of a real run: a .hgrm per total histogram (all_tags, else tags), whose
+    counts are the summary's for tags, then both plots; returns the paths written."""
     paths = report.write_report(doc, out)
-    assert [p.name for p in paths] == [f"percentiles-{t}.hgrm" for t in tags] + ["nines.png", "timeline.png"]
+    all_tags = all_tags or tags
+    hosts = [p for p in paths if "-host-" in p.name]
+    assert [p.name for p in paths if p not in hosts] == [f"percentiles-{t}.hgrm" for t in all_tags] + ["nines.png",
+                                                                                                      "timeline.png"]
     hists = report.decode_histograms(doc)
-    for p, tag in zip(paths, tags):
+    for p, tag in zip(paths, all_tags):
         assert_text_report(p, hists[tag])
+    for p, tag in zip(paths, tags):
         block = summary_block[tag.removeprefix("oneway-") + "_ns"]
-        assert parse_percentiles(p)["footer"]["TotalCount"] == block["count"]
+        assert parse_percentiles(p)["footer"]["TotalCount"] == block["count"] > 0
     assert_plots(paths, out)
+    return paths
+
+
+def check_hosts(doc, out, paths, role: str, tags) -> None:
+    """Each host that timed operations has its own .hgrm per tag, whose counts add up to the total's."""
+    timed = [h for h in doc["hosts"] if "histograms" in h]
+    assert timed and all(h["role"] == role for h in timed)
+    totals = report.decode_histograms(doc)
+    for tag in tags:
+        files = [out / f"percentiles-{tag}-host-{report.host_file_part(h['host'])}.hgrm" for h in timed]
+        assert all(f in paths for f in files)
+        counts = [parse_percentiles(f)["footer"]["TotalCount"] for f in files]
+        assert all(c > 0 for c in counts) and sum(counts) == totals[tag].get_total_count()
+
+
+def test_real_mixed_disk_run(plotting, disk, figures, tmp_path):
+    done = disk("--rw", "randrw", "--mix", "70", "--interval", "200ms")
+    assert done.returncode == 0, done.stderr
+    tags = ["latency", "service", "read-latency", "read-service", "write-latency", "write-service"]
+    check_real(done.doc, tmp_path / "report", tags[:2], done.summary, all_tags=tags)
+    for side in ("read", "write"):
+        assert report.decode_histograms(done.doc)[f"{side}-latency"].get_total_count() == done.summary[side]["ops"]
+        assert sum(r[side]["ops"] for r in done.doc["intervals"]) == done.summary[side]["ops"]
+    rate, latency = figures["timeline.png"].axes
+    assert {"read", "write"} <= set(legend_labels(rate))
+    assert {"read p99", "write p99"} <= set(legend_labels(latency))
+
+
+@pytest.fixture
+def agents(tmp_path):
+    started: list[Agent] = []
+
+    def start(*args: str) -> Agent:
+        started.append(Agent(tmp_path, "127.0.0.1:0", *args, name=f"agent{len(started)}"))
+        return started[-1]
+
+    yield start
+    for a in started:
+        a.stop()
+
+
+def test_real_paired_echo_run(plotting, agents, figures, tmp_path):
+    """Two senders on two agents, the receiver on a third: one line per sender in both plots."""
+    token = write_token(tmp_path / "token")
+    receiver, *senders = [agents("--token-file", str(token)) for _ in range(3)]
+    done = run_loadgen(tmp_path, "net", "--peer", receiver.address, "--clients", ",".join(a.address for a in senders),
+                       "--mode", "echo", "--pps", "4k", "--duration", "1s", "--ramp", "0s", "--interval", "200ms",
+                       "--token-file", str(token), "--quiet", "--json", "r.json")
+    assert done.returncode == 0, done.stderr
+    doc = documents.load_result(tmp_path / "r.json")     # per-host histograms fit the schema too
+    out = tmp_path / "report"
+    paths = check_real(doc, out, ["latency", "service"], doc["summary"])
+    check_hosts(doc, out, paths, "sender", ["latency", "service"])
+    (ax,) = figures["nines.png"].axes
+    assert [label.split(" ")[0] for label in legend_labels(ax)[2:]] == [a.address for a in senders]
+    _, latency = figures["timeline.png"].axes
+    assert legend_labels(latency)[3:] == [f"{a.address} (sender) p99" for a in senders]
+
+
+def test_real_remote_disk_run(plotting, agents, tmp_path, direct_io):
+    token = write_token(tmp_path / "token")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    with open(allowed / "t.dat", "wb") as f:
+        f.truncate(16 << 20)
+    agent = agents("--token-file", str(token), "--allow-path", str(allowed))
+    done = run_loadgen(tmp_path, "disk", "--on", agent.address, "--target", str(allowed / "t.dat"), "--size", "16m",
+                       "--duration", "1s", "--ramp", "0s", "--interval", "200ms", *([] if direct_io else ["--buffered"]),
+                       "--token-file", str(token), "--quiet", "--json", "r.json")
+    assert done.returncode == 0, done.stderr
+    doc = documents.load_result(tmp_path / "r.json")
+    assert doc["histograms"] == doc["hosts"][0]["histograms"]    # one host did every I/O
+    out = tmp_path / "report"
+    paths = check_real(doc, out, ["latency", "service"], doc["summary"])
+    check_hosts(doc, out, paths, "disk", ["latency", "service"])
 
 
 def test_real_disk_run(plotting, disk, tmp_path):
