@@ -12,7 +12,8 @@ receiver on a third (all `loadgen serve --listen 127.0.0.1:0`) checks:
   quantiles of its parts; a merge that dropped or double-counted a host breaks it).
 - the document's total histograms against each sender's own, bucket by bucket: the
   total's counts are the hosts' counts added, and only the senders (who time the
-  echoes) carry any.
+  echoes) carry any;
+- in a stream run, the receiver alone carries histograms (it times the arrivals).
 """
 import json
 
@@ -157,3 +158,29 @@ def test_decode_counts_reads_what_histogram_encodes():
     counts = decode_counts(h.encode().decode("ascii"))
     assert int(counts.sum()) == 5
     assert counts[h.get_counts_array_index(1000)] == 2
+
+
+def test_a_stream_runs_histograms_are_the_receivers(tmp_path):
+    """In stream mode the receiver times arrivals: it alone carries histograms, and they are the total."""
+    token = write_token(tmp_path / "token")
+    agents = []
+    try:
+        for name in ("receiver", "sender"):
+            agents.append(Agent(tmp_path, f"{LOOPBACK}:0", "--token-file", str(token), name=name))
+        receiver, sender = agents
+        done = run_loadgen(tmp_path, "net", "--peer", receiver.address, "--clients", sender.address,
+                           "--pps", "5k", "--duration", "1s", "--ramp", "0s", "--token-file", str(token),
+                           "--quiet", "--json", "r.json")
+    finally:
+        for a in agents:
+            a.stop()
+    assert done.returncode == 0, done.stderr
+    doc = json.loads((tmp_path / "r.json").read_text())
+    s = doc["summary"]
+    if "oneway" not in s:    # the clocks were aligned too coarsely: the summary and histograms both drop it
+        assert doc["histograms"] == {} and s["oneway_omitted"]
+        return
+    (timed,) = [h for h in doc["hosts"] if "histograms" in h]
+    assert timed["role"] == "receiver" and timed["host"] == receiver.address
+    assert timed["histograms"] == doc["histograms"] and sorted(doc["histograms"]) == ["oneway-latency", "oneway-service"]
+    assert int(decode_counts(doc["histograms"]["oneway-latency"]).sum()) == s["oneway"]["latency_ns"]["count"] > 0
