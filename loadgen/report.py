@@ -379,7 +379,8 @@ def plot_nines(doc: dict, hists: dict[str, HdrHistogram], path: Path, mpl,
         if hist.get_total_count() == 0:
             continue
         xs, ys = nines_points(hist)
-        ax.plot(xs, ys, label=label, **style)
+        # every value in one bucket leaves one point (0%), and a line through one point is invisible
+        ax.plot(xs, ys, label=label, **style, **({"marker": "o"} if len(xs) == 1 else {}))
         x_max, all_y = max(x_max, xs[-1]), all_y + ys
     if not all_y:
         ax.text(0.5, 0.5, "no latency values recorded", transform=ax.transAxes, ha="center", va="center")

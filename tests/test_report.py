@@ -497,6 +497,13 @@ def test_rate_panel_leaves_headroom_above_every_line(figures, tmp_path, doc):
     assert rate.get_ylim()[1] >= 1.1 * highest > 0
 
 
+def test_a_single_valued_histogram_is_still_seen(figures, tmp_path):
+    report.write_report(disk_doc(histograms={"latency": payload([5000] * 10)}), tmp_path)
+    (ax,) = figures["nines.png"].axes
+    (line,) = ax.get_lines()
+    assert len(line.get_xdata()) == 1 and line.get_marker() == "o"
+
+
 def test_timeline_leaves_gaps_where_nothing_completed(figures, tmp_path):
     doc = disk_doc(intervals=rows(2) + [{"t_s": 0.6, "ops": 0, "rate": 0.0, "latency_ns": None}])
     report.write_report(doc, tmp_path)
