@@ -119,8 +119,7 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, quiet: bool = F
     m = out.measurement
     if m.setup_errno and not (m.final.counter("ops_read") + m.final.counter("ops_write")):
         raise SetupError(f"{engine} workers could not start: {os.strerror(m.setup_errno)}")
-    config = spec.to_config() | {"target_path": target.path, "target_kind": target.kind,
-                                 "span_bytes": target.span_bytes, "cpus": cpus}
+    config = spec.to_config() | target.facts() | {"cpus": cpus}
     summary = results.disk_summary(m, out.cpu)
     measured = around.finish()
     if device:
@@ -134,6 +133,8 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, quiet: bool = F
 
 
 REMOTE_LEAD_NS = 2_000_000_000
+# What an agent's "ready" says about its target (DiskTarget.facts), copied into the config.
+TARGET_FACTS = ("target_path", "target_kind", "span_bytes", "target_created", "prefilled_bytes", "unwritten_bytes")
 
 
 async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_path: str | None = None,
@@ -156,9 +157,8 @@ async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_pat
         await agent.close()
     m = out.measurement
     ready = run.ready
-    config = spec.to_config() | {"target_path": ready.get("target_path"), "target_kind": ready.get("target_kind"),
-                                 "span_bytes": ready.get("span_bytes"), "cpus": ready.get("cpus"),
-                                 "on": f"{on[0]}:{on[1]}"}
+    config = spec.to_config() | {key: ready.get(key) for key in TARGET_FACTS} | {"cpus": ready.get("cpus"),
+                                                                                "on": f"{on[0]}:{on[1]}"}
     # One host did every I/O: its histograms are the total's, and sit in its section as a paired host's do.
     total, (own,) = results.host_histograms(m.final, [slice(0, run.workers)], histogram_tags(spec))
     host = {"host": f"{on[0]}:{on[1]}", "role": "disk", "clock": agent.clock.as_dict(), "agent": agent.info,
