@@ -593,8 +593,7 @@ def test_real_remote_disk_run(plotting, agents, tmp_path, direct_io):
     token = write_token(tmp_path / "token")
     allowed = tmp_path / "allowed"
     allowed.mkdir()
-    with open(allowed / "t.dat", "wb") as f:
-        f.truncate(16 << 20)
+    (allowed / "t.dat").write_bytes(b"\1" * (16 << 20))    # written, not truncated: sparse targets are refused
     agent = agents("--token-file", str(token), "--allow-path", str(allowed))
     done = run_loadgen(tmp_path, "disk", "--on", agent.address, "--target", str(allowed / "t.dat"), "--size", "16m",
                        "--duration", "1s", "--ramp", "0s", "--interval", "200ms", *([] if direct_io else ["--buffered"]),
