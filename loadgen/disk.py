@@ -7,7 +7,7 @@ document. Policy lives here: the run stops early only when every I/O fails.
 import errno
 import os
 
-from loadgen import counters, metrics as live_metrics, native, results, sysinfo
+from loadgen import counters, histogram, metrics as live_metrics, native, results, sysinfo
 from loadgen.controller import Timeline, worker_cpus
 from loadgen.errors import SetupError
 from loadgen.intervals import IntervalView
@@ -20,6 +20,16 @@ from loadgen.workload import DiskSpec
 
 # The totals a document embeds as encoded HdrHistograms, by tag.
 DISK_HISTOGRAMS = {"latency": ("latency_read", "latency_write"), "service": ("service_read", "service_write")}
+SIDES = ("read", "write")
+
+
+def histogram_tags(spec: DiskSpec) -> dict[str, tuple[str, ...]]:
+    """DISK_HISTOGRAMS, and in a mixed run each side's own (read-latency...), as the .hlog tags them."""
+    tags = dict(DISK_HISTOGRAMS)
+    if 0 < spec.read_pct < 100:
+        for side in SIDES:
+            tags |= {f"{side}-latency": (f"latency_{side}",), f"{side}-service": (f"service_{side}",)}
+    return tags
 
 # io_uring_setup errors that mean "not allowed here" (seccomp, io_uring_disabled, old kernel).
 _URING_FORBIDDEN = {errno.EPERM, errno.ENOSYS, errno.EACCES}
@@ -60,12 +70,21 @@ def interval_view(spec: DiskSpec) -> IntervalView:
                         (f"{side}-service", d.hist(f"service_{side}"))]
         return out
 
+    def extra(d: Snapshot, length_s: float) -> dict:
+        out = {"errors": d.counter("errors")}
+        if mixed:    # each side's rate and latency, so a report can draw them apart
+            for side in SIDES:
+                ops = d.counter(f"ops_{side}")
+                out[side] = {"ops": ops, "rate": round(ops / length_s, 3) if length_s else 0.0,
+                             "latency_ns": histogram.interval_summary(d.hist(f"latency_{side}"))}
+        return out
+
     return IntervalView(
         tags=tags,
         ops_and_bytes=lambda d: (d.counter("ops_read") + d.counter("ops_write"),
                                  d.counter("bytes_read") + d.counter("bytes_write")),
         rate_unit="IOPS",
-        extra=lambda d, length_s: {"errors": d.counter("errors")},
+        extra=extra,
     )
 
 
@@ -112,7 +131,7 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, quiet: bool = F
     env = sysinfo.run_env(engine, disks=[device] if device else [])
     return results.document("disk", config, engine, m, env, summary, out.rows, engine_note=engine_note,
                             warnings=out.warnings + target.notes,
-                            counters=measured, histograms=results.total_histograms(m.final, DISK_HISTOGRAMS))
+                            counters=measured, histograms=results.total_histograms(m.final, histogram_tags(spec)))
 
 
 REMOTE_LEAD_NS = 2_000_000_000
@@ -143,10 +162,13 @@ async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_pat
     ready = run.ready
     config = spec.to_config() | {key: ready.get(key) for key in TARGET_FACTS} | {"cpus": ready.get("cpus"),
                                                                                 "on": f"{on[0]}:{on[1]}"}
-    host = {"host": f"{on[0]}:{on[1]}", "role": "disk", "clock": agent.clock.as_dict(), "agent": agent.info}
+    # One host did every I/O: its histograms are the total's, and sit in its section as a paired host's do.
+    total, (own,) = results.host_histograms(m.final, [slice(0, run.workers)], histogram_tags(spec))
+    host = {"host": f"{on[0]}:{on[1]}", "role": "disk", "clock": agent.clock.as_dict(), "agent": agent.info,
+            "histograms": own}
     # The machine that did the I/O is the agent's; CPU time is the controller's.
     env = ready.get("env") or {}
     return results.document("disk", config, ready.get("engine", "?"), m, env | {"controller": basic_env()},
                             results.disk_summary(m, out.cpu), out.rows, engine_note=ready.get("engine_note"),
                             warnings=out.warnings + list(ready.get("target_notes") or []),
-                            hosts=[host])
+                            hosts=[host], histograms=total)

@@ -9,7 +9,7 @@ import socket
 from dataclasses import dataclass
 from typing import Callable
 
-from loadgen import counters, metrics as live_metrics, native, results, sysinfo
+from loadgen import counters, histogram, metrics as live_metrics, native, results, sysinfo
 from loadgen.controller import CompositeRun, Timeline, worker_cpus
 from loadgen.endpoints import LOOPBACK, close_all, receiver_sockets, resolve, sender_sockets
 from loadgen.intervals import IntervalView
@@ -33,6 +33,12 @@ def wire_bytes(size_bytes: int, family: int) -> int:
 
 
 NET_HISTOGRAMS = {"latency": ("latency_packet",), "service": ("service_packet",)}
+
+
+def histogram_tags(spec: NetSpec) -> dict[str, tuple[str, ...]]:
+    """The histograms a document embeds, by tag: round trips in echo mode, one way otherwise."""
+    prefix = "" if spec.echo else "oneway-"
+    return {prefix + tag: names for tag, names in NET_HISTOGRAMS.items()}
 
 
 class Sides:
@@ -221,9 +227,7 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, quiet: bool = Fal
     if any(exceeded.values()):
         summary["allowance_exceeded"] = exceeded
     measuring = measured_by(spec, sides, embedded, m.final)
-    prefix = "" if spec.echo else "oneway-"
-    hists = ({prefix + tag: b64 for tag, b64 in results.total_histograms(measuring, NET_HISTOGRAMS).items()}
-             if measuring is not None else {})
+    hists = results.total_histograms(measuring, histogram_tags(spec)) if measuring is not None else {}
     return results.document("net", config, "udp", m, sysinfo.run_env("udp", nics=[nic] if nic else []),
                             summary, out.rows, counters=measured, histograms=hists, warnings=out.warnings)
 
@@ -259,7 +263,7 @@ async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tup
             return plan.run
 
         view = interval_view(spec, sides, True)
-        view.extra = _with_hosts(view.extra, plan)
+        view.extra = _with_hosts(spec, view.extra, plan)
         out = await measure(start, spec.common, view, hlog_path,
                             f"loadgen net {spec.mode} size={spec.size_bytes} paired; values in ns",
                             quiet, lead_ns=PAIRED_LEAD_NS, metrics=live_metrics.feed(metrics, lambda: _metric_parts(spec, plan)))
@@ -274,10 +278,32 @@ async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tup
         summary["note"] = ("a host failed mid-run: each host's counts end at its last report, so "
                            "received and lost are approximate near the end")
     hosts = [_host_section(spec, m, meta, sel) for meta, sel in zip(plan.meta, plan.run.rows())]
+    hists = _paired_histograms(spec, summary, m.final, plan, hosts)
     config = spec.to_config() | {"peer": f"{peer[0]}:{peer[1]}", "clients": [f"{h}:{p}" for h, p in clients],
                                  "embedded_receiver": False, "senders": sides.senders.stop,
                                  "target_address": f"{peer[0]}:{plan.data_port}"}
-    return results.document("net", config, "udp", m, basic_env(), summary, out.rows, hosts=hosts, warnings=out.warnings)
+    return results.document("net", config, "udp", m, basic_env(), summary, out.rows, hosts=hosts,
+                            histograms=hists, warnings=out.warnings)
+
+
+def _measuring_role(spec: NetSpec) -> str:
+    """Who times datagrams in a paired run: the senders their echoes, else the receiver arrivals."""
+    return "sender" if spec.echo else "receiver"
+
+
+def _paired_histograms(spec: NetSpec, summary: dict, final: Snapshot, plan: "PairedPlan", hosts: list[dict]) -> dict:
+    """The document's total histograms; each measuring host's own go into its section.
+
+    One-way delays the summary dropped (clocks aligned too coarsely) are dropped here too:
+    a histogram the summary disowns would be drawn as if it meant something."""
+    if not spec.echo and "oneway" not in summary:
+        return {}
+    role = _measuring_role(spec)
+    measuring = [i for i, meta in enumerate(plan.meta) if meta["role"] == role]
+    total, per_host = results.host_histograms(final, [plan.run.rows()[i] for i in measuring], histogram_tags(spec))
+    for i, hists in zip(measuring, per_host):
+        hosts[i]["histograms"] = hists
+    return total
 
 
 @dataclass
@@ -331,7 +357,7 @@ async def _prepare_paired(spec: NetSpec, peer, clients, agents, local_socks: lis
     return PairedPlan(parts, meta, data_port, local_start)
 
 
-def _with_hosts(extra: Callable, plan: PairedPlan) -> Callable:
+def _with_hosts(spec: NetSpec, extra: Callable, plan: PairedPlan) -> Callable:
     """Interval rows of a paired run also count per host: sent by senders, received by the receiver."""
     def with_hosts(d: Snapshot, length_s: float) -> dict:
         out = extra(d, length_s)
@@ -341,6 +367,8 @@ def _with_hosts(extra: Callable, plan: PairedPlan) -> Callable:
                 part = d.rows(rows)
                 n = part.counter("sent") if meta["role"] == "sender" else _unique(part)
                 hosts[meta["host"]] = {"role": meta["role"], "ops": n, "rate": round(n / length_s, 3) if length_s else 0.0}
+                if meta["role"] == _measuring_role(spec):
+                    hosts[meta["host"]]["latency_ns"] = histogram.interval_summary(part.hist("latency_packet"))
             out["hosts"] = hosts
         return out
 

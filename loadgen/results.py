@@ -71,9 +71,27 @@ def disk_summary(m: Measurement, cpu: dict) -> dict:
     return summary
 
 
+def _encode(counts) -> str:
+    return histogram.from_counts(counts).encode().decode("ascii")
+
+
 def total_histograms(final: Snapshot, tags: dict[str, tuple[str, ...]]) -> dict[str, str]:
     """The run's total histograms, encoded as HdrHistogram's compressed base64 (V2)."""
-    return {tag: histogram.from_counts(final.hist(*names)).encode().decode("ascii") for tag, names in tags.items()}
+    return {tag: _encode(final.hist(*names)) for tag, names in tags.items()}
+
+
+def host_histograms(final: Snapshot, hosts: list[slice],
+                    tags: dict[str, tuple[str, ...]]) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """(total, per host) encoded histograms of the hosts whose workers sit at these rows.
+
+    The total is the hosts' counts added, bucket by bucket, so it is exact: decode
+    them all and the total's counts equal the sum of the hosts' (no re-recording,
+    no rounding)."""
+    per_host = [{tag: final.rows(rows).hist(*names) for tag, names in tags.items()} for rows in hosts]
+    total = {tag: sum((h[tag] for h in per_host[1:]), per_host[0][tag].copy()) if per_host
+             else final.rows(slice(0, 0)).hist(*names) for tag, names in tags.items()}
+    return ({tag: _encode(c) for tag, c in total.items()},
+            [{tag: _encode(c) for tag, c in h.items()} for h in per_host])
 
 
 def _facts(kind: str, config: dict, engine: str, m: Measurement, summary: dict, env: dict) -> stalls.Facts:

@@ -10,9 +10,10 @@ receiver on a third (all `loadgen serve --listen 127.0.0.1:0`) checks:
   the extremes, the mean is the count-weighted mean, and every percentile of the
   total lies between the hosts' (a quantile of a mixture lies between the
   quantiles of its parts; a merge that dropped or double-counted a host breaks it).
-Bucket-by-bucket agreement needs the per-host histograms themselves, which paired
-documents do not carry yet (issue #10): that test is marked xfail, strict, so it
-fails the day they arrive and must be made a real check.
+- the document's total histograms against each sender's own, bucket by bucket: the
+  total's counts are the hosts' counts added, and only the senders (who time the
+  echoes) carry any;
+- in a stream run, the receiver alone carries histograms (it times the arrivals).
 """
 import json
 
@@ -57,8 +58,8 @@ def hlog_by_tag(path) -> dict[str, list[HdrHistogram]]:
 def merged(hists: list[HdrHistogram]) -> HdrHistogram:
     total = histogram.new()
     for h in hists:
-        # The package's add() takes min from get_min_value(), which is 0 for an empty
-        # histogram: an interval with no echoes (a late one, on a busy host) zeroed the min.
+        # hdrh 0.10's add() takes an empty histogram's min as 0 and lowers the total's min
+        # to it; an interval in which no echo came back is empty, and adds nothing anyway.
         if h.get_total_count():
             total.add(h)
     return total
@@ -114,15 +115,32 @@ def decode_counts(b64: str) -> np.ndarray:
     return np.array([h.get_count_at_index(i) for i in range(h.counts_len)], dtype=np.uint64)
 
 
-@pytest.mark.xfail(strict=True, reason="paired documents carry no histograms, in total or per host (issue #10)")
 def test_the_total_histogram_is_the_per_host_histograms_added_bucket_by_bucket(paired_echo):
     doc, _, _ = paired_echo
     senders = [h for h in doc["hosts"] if h["role"] == "sender"]
+    assert sorted(doc["histograms"]) == ["latency", "service"]
+    assert [h for h in doc["hosts"] if "histograms" in h] == senders     # the receiver times nothing here
     for tag in ("latency", "service"):
         total = decode_counts(doc["histograms"][tag])
         parts = [decode_counts(h["histograms"][tag]) for h in senders]
+        assert all(int(p.sum()) > 0 for p in parts)
         assert np.array_equal(total, sum(parts))
         assert int(total.sum()) == doc["summary"][f"{tag}_ns"]["count"]
+    for h, part in zip(senders, (decode_counts(h["histograms"]["latency"]) for h in senders)):
+        assert int(part.sum()) == h["latency_ns"]["count"] == h["received"]
+        # the host's own histogram gives the host's own summary, value for value
+        assert package_block(HdrHistogram.decode(h["histograms"]["latency"].encode("ascii"))) == \
+            pytest.approx(h["latency_ns"], rel=1e-12)
+
+
+def test_interval_rows_carry_each_senders_latency(paired_echo):
+    doc, _, sender_addresses = paired_echo
+    for row in doc["intervals"]:
+        for address in sender_addresses:
+            own = row["hosts"][address]
+            assert set(own["latency_ns"]) == {"p50", "p99", "max"}
+            assert own["latency_ns"]["max"] <= row["latency_ns"]["max"]
+        assert max(row["hosts"][a]["latency_ns"]["max"] for a in sender_addresses) == row["latency_ns"]["max"]
 
 
 def test_decode_counts_reads_what_histogram_encodes():
@@ -133,3 +151,29 @@ def test_decode_counts_reads_what_histogram_encodes():
     counts = decode_counts(h.encode().decode("ascii"))
     assert int(counts.sum()) == 5
     assert counts[h.get_counts_array_index(1000)] == 2
+
+
+def test_a_stream_runs_histograms_are_the_receivers(tmp_path):
+    """In stream mode the receiver times arrivals: it alone carries histograms, and they are the total."""
+    token = write_token(tmp_path / "token")
+    agents = []
+    try:
+        for name in ("receiver", "sender"):
+            agents.append(Agent(tmp_path, f"{LOOPBACK}:0", "--token-file", str(token), name=name))
+        receiver, sender = agents
+        done = run_loadgen(tmp_path, "net", "--peer", receiver.address, "--clients", sender.address,
+                           "--pps", "5k", "--duration", "1s", "--ramp", "0s", "--token-file", str(token),
+                           "--quiet", "--json", "r.json")
+    finally:
+        for a in agents:
+            a.stop()
+    assert done.returncode == 0, done.stderr
+    doc = json.loads((tmp_path / "r.json").read_text())
+    s = doc["summary"]
+    if "oneway" not in s:    # the clocks were aligned too coarsely: the summary and histograms both drop it
+        assert doc["histograms"] == {} and s["oneway_omitted"]
+        return
+    (timed,) = [h for h in doc["hosts"] if "histograms" in h]
+    assert timed["role"] == "receiver" and timed["host"] == receiver.address
+    assert timed["histograms"] == doc["histograms"] and sorted(doc["histograms"]) == ["oneway-latency", "oneway-service"]
+    assert int(decode_counts(doc["histograms"]["oneway-latency"]).sum()) == s["oneway"]["latency_ns"]["count"] > 0

@@ -6,14 +6,16 @@ IHDR size, IEND), so the tests need nothing beyond matplotlib, and plot tests sk
 without it. Without matplotlib the text must still be written.
 """
 import builtins
+import re
 import struct
 import sys
 
 import pytest
 
-from loadgen import histogram, report
+from loadgen import documents, histogram, report
 from loadgen.errors import SetupError, UsageError
 from netfixtures import run_net
+from netns import Agent, run_loadgen, write_token
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COLUMNS = ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]
@@ -80,6 +82,56 @@ def paired_doc() -> dict:
     return doc
 
 
+SENDERS = ["10.0.0.1:7070", "10.0.0.2:7070"]
+SLOW_NS = [2 * v for v in SERVICE_NS]      # the second sender's path is twice as slow
+
+
+def merged_payload(*value_lists) -> str:
+    return payload([v for values in value_lists for v in values])
+
+
+def paired_echo_doc() -> dict:
+    """An echo run from two senders to a receiver: each sender times its echoes and carries
+    its own histograms; the document's are theirs added."""
+    doc = net_stream_doc(config={"mode": "echo", "size_bytes": 64, "flows": 1, "pps": 20_000,
+                                 "interval_ns": 200_000_000, "peer": "10.0.0.3:7070"},
+                         histograms={"latency": merged_payload(LATENCY_NS, SLOW_NS),
+                                     "service": merged_payload(SERVICE_NS, SLOW_NS)},
+                         intervals=rows(received=3980, received_pps=19_900.0))
+    doc["hosts"] = [{"host": SENDERS[0], "role": "sender",
+                     "histograms": {"latency": payload(LATENCY_NS), "service": payload(SERVICE_NS)}},
+                    {"host": SENDERS[1], "role": "sender",
+                     "histograms": {"latency": payload(SLOW_NS), "service": payload(SLOW_NS)}},
+                    {"host": "10.0.0.3:7070", "role": "receiver"}]
+    for i, r in enumerate(doc["intervals"]):
+        own = r["latency_ns"]
+        r.update(ops=4000, rate=19_800.0 + 200 * i,
+                 latency_ns={"p50": 200_000, "p99": 398_000 if i != 3 else 10_000_000, "max": 50_200_000})
+        r["hosts"] = {SENDERS[0]: {"role": "sender", "ops": 2000, "rate": 10_000.0 + 200 * i, "latency_ns": own},
+                      SENDERS[1]: {"role": "sender", "ops": 2000, "rate": 9_800.0,
+                                   "latency_ns": {"p50": 300_000, "p99": 398_000, "max": 400_000}},
+                      "10.0.0.3:7070": {"role": "receiver", "ops": 4000, "rate": 19_800.0 + 200 * i}}
+    return doc
+
+
+READ_NS = [80_000 + 5 * i for i in range(7_000)]          # 80 .. 115 us
+WRITE_NS = [400_000 + 100 * i for i in range(3_000)]      # 400 .. 700 us
+
+
+def mixed_doc() -> dict:
+    """A randrw 70% read run: each side's histograms and interval rates and latency."""
+    doc = disk_doc(config={"rw": "randrw", "read_pct": 70, "bs": "4k", "qd": 16, "workers": 2, "iops": 10_000,
+                           "direct": True, "interval_ns": 200_000_000},
+                   histograms={"latency": merged_payload(READ_NS, WRITE_NS), "service": merged_payload(READ_NS, WRITE_NS),
+                               "read-latency": payload(READ_NS), "read-service": payload(READ_NS),
+                               "write-latency": payload(WRITE_NS), "write-service": payload(WRITE_NS)})
+    for r in doc["intervals"]:
+        r["latency_ns"] = {"p50": 110_000, "p99": 690_000, "max": 700_000}
+        r["read"] = {"ops": 1400, "rate": 7000.0, "latency_ns": {"p50": 97_000, "p99": 114_000, "max": 115_000}}
+        r["write"] = {"ops": 600, "rate": 3000.0, "latency_ns": {"p50": 550_000, "p99": 697_000, "max": 700_000}}
+    return doc
+
+
 # ---- reading the outputs -----------------------------------------------------------------------
 
 def png_size(path) -> tuple[int, int]:
@@ -93,7 +145,7 @@ def png_size(path) -> tuple[int, int]:
 
 
 def parse_percentiles(path) -> dict:
-    """The table rows, the column names and the footer numbers of a percentiles-<tag>.txt."""
+    """The table rows, the column names and the footer numbers of a percentiles-<tag>.hgrm."""
     lines = path.read_text().splitlines()
     header = next(line for line in lines if not line.startswith("#") and line.strip())
     table = [line.split() for line in lines if line.strip() and not line.startswith("#")][1:]
@@ -141,7 +193,7 @@ def assert_plots(paths, out) -> None:
 def test_text_is_hdrhistogram_percentile_output_in_us(tmp_path):
     doc = disk_doc()
     paths = report.write_percentiles(doc, tmp_path / "out")
-    assert [p.name for p in paths] == ["percentiles-latency.txt", "percentiles-service.txt"]
+    assert [p.name for p in paths] == ["percentiles-latency.hgrm", "percentiles-service.hgrm"]
     hists = report.decode_histograms(doc)
     for p, tag in zip(paths, ["latency", "service"]):
         assert_text_report(p, hists[tag])
@@ -158,6 +210,12 @@ def test_text_of_an_empty_histogram_is_still_the_format(tmp_path):
 
 
 # ---- pure pieces -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("us, label", [(0, "0"), (0.5, "500 ns"), (1, "1 µs"), (250, "250 µs"), (1000, "1 ms"),
+                                       (1500, "1.5 ms"), (20_000, "20 ms"), (1e6, "1 s"), (3.6e9, "3,600 s")])
+def test_latency_ticks_are_in_human_units(us, label):
+    assert report.human_us(us) == label
+
 
 @pytest.mark.parametrize("x, label", [(1, "0%"), (10, "90%"), (100, "99%"), (1000, "99.9%"),
                                       (10_000, "99.99%"), (100_000, "99.999%"), (1_000_000, "99.9999%")])
@@ -211,7 +269,14 @@ def test_titles_name_kind_workload_and_hosts(doc, says):
     (disk_doc(histograms={}), "holds no histograms"),
     (disk_doc(histograms={"latency": "not base64 at all!"}), "histogram 'latency' cannot be decoded"),
     (disk_doc(histograms={"../latency": payload([1000])}), "cannot name a file"),
-], ids=["not-a-dict", "wrong-schema", "no-histograms-key", "no-histograms", "undecodable", "bad-tag"])
+    (dict(paired_echo_doc(), hosts=[{"host": "h:1", "role": "sender", "histograms": {"latency": "nope!"}}]),
+     "histogram 'latency' of host h:1 cannot be decoded"),
+    (dict(paired_echo_doc(), hosts=[{"host": "h:1", "role": "sender", "histograms": {"a/b": payload([1])}}]),
+     "histogram tag 'a/b' of host h:1 cannot name a file"),
+    (net_stream_doc(histograms={}, summary={"oneway_omitted": "the clocks are aligned only to +-9 ms"}),
+     "one-way delays were not kept: the clocks are aligned only to +-9 ms"),
+], ids=["not-a-dict", "wrong-schema", "no-histograms-key", "no-histograms", "undecodable", "bad-tag",
+        "host-undecodable", "host-bad-tag", "oneway-omitted"])
 def test_usage_errors(tmp_path, doc, says):
     out = tmp_path / "out"
     with pytest.raises(UsageError) as e:
@@ -254,7 +319,7 @@ def test_without_matplotlib_the_text_is_written_then_setup_error(tmp_path, monke
     message = str(e.value)
     assert message.startswith("plotting needs the optional extra: pip install 'loadgen[plot]'")
     assert "\n" not in message
-    assert sorted(p.name for p in out.iterdir()) == ["percentiles-latency.txt", "percentiles-service.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["percentiles-latency.hgrm", "percentiles-service.hgrm"]
     for p in out.iterdir():
         assert str(p) in message
         assert parse_percentiles(p)["footer"]["TotalCount"] == len(SERVICE_NS)
@@ -268,13 +333,16 @@ def test_without_matplotlib_the_text_is_written_then_setup_error(tmp_path, monke
              histograms={"latency": payload(SERVICE_NS), "service": payload(SERVICE_NS)}),
     net_stream_doc(),
     paired_doc(),
+    paired_echo_doc(),
+    mixed_doc(),
     disk_doc(histograms={"latency": payload(LATENCY_NS), "service": payload([])}),
     disk_doc(intervals=rows(2) + [{"t_s": 0.6, "ops": 0, "rate": 0.0, "latency_ns": None}]
              + [{"t_s": 0.8, "ops": 0, "rate": 0.0, "latency_ns": {"p50": 0, "p99": 0, "max": 0}}]),
     disk_doc(intervals=[{"t_s": 1.0, "ops": 0, "rate": 0.0, "latency_ns": None}]),
     disk_doc(intervals=[]),
     {"schema": "loadgen/1", "histograms": {"latency": payload([5000] * 10)}},
-], ids=["disk", "disk-identical-twins", "net-stream", "net-paired", "one-empty-histogram",
+], ids=["disk", "disk-identical-twins", "net-stream", "net-paired", "net-paired-echo", "disk-mixed",
+        "one-empty-histogram",
         "intervals-without-latency", "no-latency-at-all", "no-intervals", "bare-minimum"])
 def test_plots_of_crafted_documents(plotting, tmp_path, doc):
     out = tmp_path / "out"
@@ -285,9 +353,9 @@ def test_plots_of_crafted_documents(plotting, tmp_path, doc):
 def test_an_existing_directory_is_reused(plotting, tmp_path):
     report.write_report(disk_doc(), tmp_path)
     paths = report.write_report(net_stream_doc(), tmp_path)
-    assert [p.name for p in paths] == ["percentiles-oneway-latency.txt", "percentiles-oneway-service.txt",
+    assert [p.name for p in paths] == ["percentiles-oneway-latency.hgrm", "percentiles-oneway-service.hgrm",
                                        "nines.png", "timeline.png"]
-    assert "oneway-latency" in (tmp_path / "percentiles-oneway-latency.txt").read_text().splitlines()[0]
+    assert "oneway-latency" in (tmp_path / "percentiles-oneway-latency.hgrm").read_text().splitlines()[0]
     for p in paths[-2:]:
         assert png_size(p) == report.FIGURE_PX
 
@@ -312,6 +380,16 @@ def legend_labels(ax) -> list[str]:
     return [t.get_text() for t in ax.get_legend().get_texts()]
 
 
+def shown_ticks(ax) -> list[str]:
+    """The y tick labels a reader sees (inside the panel, as drawn when the PNG was saved);
+    each must be a number and a unit."""
+    low, high = sorted(ax.get_ylim())
+    labels = [t.get_text() for t in ax.get_yticklabels() if low <= t.get_position()[1] <= high and t.get_text()]
+    for label in labels:
+        assert label == "0" or re.fullmatch(r"[0-9]+(\.[0-9]+)? (ns|µs|ms|s)", label), labels
+    return labels
+
+
 def test_nines_plot_has_a_line_per_tag_on_the_nines_axis(figures, tmp_path):
     report.write_report(disk_doc(), tmp_path)
     fig = figures["nines.png"]
@@ -322,8 +400,10 @@ def test_nines_plot_has_a_line_per_tag_on_the_nines_axis(figures, tmp_path):
     assert labels[1].startswith("service (from actual submit): p50 ") and "n=10,000" in labels[1]
     assert ax.get_xscale() == "log" and ax.get_xlim() == (1, 100_000)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]
-    assert "µs" in ax.get_ylabel() and "percentile" in ax.get_xlabel()
+    assert ax.get_ylabel() == "latency (log scale)" and "percentile" in ax.get_xlabel()
     assert ax.get_yscale() == "log"         # 100 us .. 50 ms: more than two decades
+    ticks = shown_ticks(ax)
+    assert {"100 µs", "1 ms", "10 ms"} <= set(ticks), ticks     # not "1,000" or "10,000" (µs)
     assert "randread bs=4k qd=32" in fig.get_suptitle() and HOSTNAME in fig.get_suptitle()
 
 
@@ -344,7 +424,8 @@ def test_timeline_panels(figures, tmp_path):
     assert legend_labels(rate) == ["sent", "received", "requested 10.0k"]
     assert rate.get_ylabel() == "rate (pps)"
     assert legend_labels(latency) == ["max", "p99", "p50"]
-    assert "µs" in latency.get_ylabel() and latency.get_xlabel() == "time since measurement start (s)"
+    assert latency.get_xlabel() == "time since measurement start (s)"
+    assert "1 ms" in shown_ticks(latency) and "µs" in " ".join(shown_ticks(latency))
     assert latency.get_xlim() == pytest.approx((0.0, 1.0))     # five 200 ms intervals, edge to edge
 
 
@@ -353,6 +434,74 @@ def test_timeline_has_a_rate_line_per_host(figures, tmp_path):
     rate, _ = figures["timeline.png"].axes
     assert legend_labels(rate) == ["sent, all senders", "10.0.0.1:7070 (sender)", "10.0.0.2:7070 (sender)",
                                    "10.0.0.3:7070 (receiver)", "requested 10.0k"]
+
+
+def test_paired_report_has_each_senders_percentiles(tmp_path):
+    paths = report.write_percentiles(paired_echo_doc(), tmp_path)
+    assert [p.name for p in paths] == [
+        "percentiles-latency.hgrm", "percentiles-service.hgrm",
+        "percentiles-latency-host-10.0.0.1_7070.hgrm", "percentiles-service-host-10.0.0.1_7070.hgrm",
+        "percentiles-latency-host-10.0.0.2_7070.hgrm", "percentiles-service-host-10.0.0.2_7070.hgrm"]
+    counts = [parse_percentiles(p)["footer"]["TotalCount"] for p in paths]
+    assert counts == [len(LATENCY_NS) + len(SLOW_NS)] * 2 + [len(LATENCY_NS)] * 2 + [len(SLOW_NS)] * 2
+    assert "on host 10.0.0.2:7070 (sender) alone" in paths[4].read_text().splitlines()[0]
+
+
+def line_colors(ax) -> dict[str, str]:
+    return {line.get_label(): line.get_color() for line in ax.get_lines()}
+
+
+def test_paired_plots_draw_a_line_per_host(figures, tmp_path):
+    report.write_report(paired_echo_doc(), tmp_path)
+    (ax,) = figures["nines.png"].axes
+    labels = legend_labels(ax)
+    assert [label.split(":")[0] for label in labels] == [
+        "latency (round trip from scheduled send)", "service (round trip from actual send)",
+        "10.0.0.1", "10.0.0.2"]
+    assert labels[2].startswith(f"{SENDERS[0]} (sender) latency: p50 150 µs") and "n=10,000" in labels[2]
+    assert labels[3].startswith(f"{SENDERS[1]} (sender) latency: p50 300 µs")
+    nines = line_colors(ax)
+    assert len(set(nines.values())) == 4        # totals and hosts each their own colour
+
+    rate, latency = figures["timeline.png"].axes
+    assert legend_labels(latency) == ["max", "p99", "p50", f"{SENDERS[0]} (sender) p99", f"{SENDERS[1]} (sender) p99"]
+    rates, latencies = line_colors(rate), line_colors(latency)
+    for host in SENDERS:     # a host has one colour in every panel
+        assert rates[f"{host} (sender)"] == latencies[f"{host} (sender) p99"] == nines[labels[2 + SENDERS.index(host)]]
+    # the slow sender's p99 (398 us) is drawn where it is, not folded into the total
+    assert 398.0 in list(next(l for l in latency.get_lines() if l.get_label() == f"{SENDERS[1]} (sender) p99").get_ydata())
+
+
+def test_mixed_plots_draw_read_and_write_apart(figures, tmp_path):
+    report.write_report(mixed_doc(), tmp_path)
+    (ax,) = figures["nines.png"].axes
+    assert [label.split(" (")[0] for label in legend_labels(ax)] == [
+        "read-latency", "read-service", "write-latency", "write-service"]
+    colors = line_colors(ax)
+    read, write = {c for k, c in colors.items() if k.startswith("read")}, {c for k, c in colors.items() if k.startswith("write")}
+    assert len(read) == len(write) == 1 and read != write
+    assert {"100 µs", "500 µs"} <= set(shown_ticks(ax))
+
+    rate, latency = figures["timeline.png"].axes
+    assert legend_labels(rate) == ["completed, read and write", "read", "write", "requested 10.0k"]
+    assert legend_labels(latency) == ["max", "read p99", "read p50", "write p99", "write p50"]
+    assert line_colors(rate)["read"] == line_colors(latency)["read p99"] == colors[legend_labels(ax)[0]]
+
+
+@pytest.mark.parametrize("doc", [disk_doc(), net_stream_doc(), paired_doc(), paired_echo_doc(), mixed_doc()],
+                         ids=["disk", "net-stream", "net-paired", "net-paired-echo", "disk-mixed"])
+def test_rate_panel_leaves_headroom_above_every_line(figures, tmp_path, doc):
+    report.write_report(doc, tmp_path)
+    rate, _ = figures["timeline.png"].axes
+    highest = max(max(line.get_ydata()) for line in rate.get_lines())
+    assert rate.get_ylim()[1] >= 1.1 * highest > 0
+
+
+def test_a_single_valued_histogram_is_still_seen(figures, tmp_path):
+    report.write_report(disk_doc(histograms={"latency": payload([5000] * 10)}), tmp_path)
+    (ax,) = figures["nines.png"].axes
+    (line,) = ax.get_lines()
+    assert len(line.get_xdata()) == 1 and line.get_marker() == "o"
 
 
 def test_timeline_leaves_gaps_where_nothing_completed(figures, tmp_path):
@@ -366,15 +515,95 @@ def test_timeline_leaves_gaps_where_nothing_completed(figures, tmp_path):
 
 # ---- real documents -------------------------------------------------------------------------------
 
-def check_real(doc, out, tags, summary_block) -> None:
+def check_real(doc, out, tags, summary_block, all_tags=None) -> list:
+    """The report of a real run: a .hgrm per total histogram (all_tags, else tags), whose
+    counts are the summary's for tags, then both plots; returns the paths written."""
     paths = report.write_report(doc, out)
-    assert [p.name for p in paths] == [f"percentiles-{t}.txt" for t in tags] + ["nines.png", "timeline.png"]
+    all_tags = all_tags or tags
+    hosts = [p for p in paths if "-host-" in p.name]
+    assert [p.name for p in paths if p not in hosts] == [f"percentiles-{t}.hgrm" for t in all_tags] + ["nines.png",
+                                                                                                      "timeline.png"]
     hists = report.decode_histograms(doc)
-    for p, tag in zip(paths, tags):
+    for p, tag in zip(paths, all_tags):
         assert_text_report(p, hists[tag])
+    for p, tag in zip(paths, tags):
         block = summary_block[tag.removeprefix("oneway-") + "_ns"]
-        assert parse_percentiles(p)["footer"]["TotalCount"] == block["count"]
+        assert parse_percentiles(p)["footer"]["TotalCount"] == block["count"] > 0
     assert_plots(paths, out)
+    return paths
+
+
+def check_hosts(doc, out, paths, role: str, tags) -> None:
+    """Each host that timed operations has its own .hgrm per tag, whose counts add up to the total's."""
+    timed = [h for h in doc["hosts"] if "histograms" in h]
+    assert timed and all(h["role"] == role for h in timed)
+    totals = report.decode_histograms(doc)
+    for tag in tags:
+        files = [out / f"percentiles-{tag}-host-{report.host_file_part(h['host'])}.hgrm" for h in timed]
+        assert all(f in paths for f in files)
+        counts = [parse_percentiles(f)["footer"]["TotalCount"] for f in files]
+        assert all(c > 0 for c in counts) and sum(counts) == totals[tag].get_total_count()
+
+
+def test_real_mixed_disk_run(plotting, disk, figures, tmp_path):
+    done = disk("--rw", "randrw", "--mix", "70", "--interval", "200ms")
+    assert done.returncode == 0, done.stderr
+    tags = ["latency", "service", "read-latency", "read-service", "write-latency", "write-service"]
+    check_real(done.doc, tmp_path / "report", tags[:2], done.summary, all_tags=tags)
+    for side in ("read", "write"):
+        assert report.decode_histograms(done.doc)[f"{side}-latency"].get_total_count() == done.summary[side]["ops"]
+        assert sum(r[side]["ops"] for r in done.doc["intervals"]) == done.summary[side]["ops"]
+    rate, latency = figures["timeline.png"].axes
+    assert {"read", "write"} <= set(legend_labels(rate))
+    assert {"read p99", "write p99"} <= set(legend_labels(latency))
+
+
+@pytest.fixture
+def agents(tmp_path):
+    started: list[Agent] = []
+
+    def start(*args: str) -> Agent:
+        started.append(Agent(tmp_path, "127.0.0.1:0", *args, name=f"agent{len(started)}"))
+        return started[-1]
+
+    yield start
+    for a in started:
+        a.stop()
+
+
+def test_real_paired_echo_run(plotting, agents, figures, tmp_path):
+    """Two senders on two agents, the receiver on a third: one line per sender in both plots."""
+    token = write_token(tmp_path / "token")
+    receiver, *senders = [agents("--token-file", str(token)) for _ in range(3)]
+    done = run_loadgen(tmp_path, "net", "--peer", receiver.address, "--clients", ",".join(a.address for a in senders),
+                       "--mode", "echo", "--pps", "4k", "--duration", "1s", "--ramp", "0s", "--interval", "200ms",
+                       "--token-file", str(token), "--quiet", "--json", "r.json")
+    assert done.returncode == 0, done.stderr
+    doc = documents.load_result(tmp_path / "r.json")     # per-host histograms fit the schema too
+    out = tmp_path / "report"
+    paths = check_real(doc, out, ["latency", "service"], doc["summary"])
+    check_hosts(doc, out, paths, "sender", ["latency", "service"])
+    (ax,) = figures["nines.png"].axes
+    assert [label.split(" ")[0] for label in legend_labels(ax)[2:]] == [a.address for a in senders]
+    _, latency = figures["timeline.png"].axes
+    assert legend_labels(latency)[3:] == [f"{a.address} (sender) p99" for a in senders]
+
+
+def test_real_remote_disk_run(plotting, agents, tmp_path, direct_io):
+    token = write_token(tmp_path / "token")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "t.dat").write_bytes(b"\1" * (16 << 20))    # written, not truncated: sparse targets are refused
+    agent = agents("--token-file", str(token), "--allow-path", str(allowed))
+    done = run_loadgen(tmp_path, "disk", "--on", agent.address, "--target", str(allowed / "t.dat"), "--size", "16m",
+                       "--duration", "1s", "--ramp", "0s", "--interval", "200ms", *([] if direct_io else ["--buffered"]),
+                       "--token-file", str(token), "--quiet", "--json", "r.json")
+    assert done.returncode == 0, done.stderr
+    doc = documents.load_result(tmp_path / "r.json")
+    assert doc["histograms"] == doc["hosts"][0]["histograms"]    # one host did every I/O
+    out = tmp_path / "report"
+    paths = check_real(doc, out, ["latency", "service"], doc["summary"])
+    check_hosts(doc, out, paths, "disk", ["latency", "service"])
 
 
 def test_real_disk_run(plotting, disk, tmp_path):
