@@ -18,9 +18,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   rich_markup_mode=None, help="Open-loop load generator: UDP packets per second and disk IOPS.")
 
 
+# The outputs a run can send to stdout; at most one of them may.
+_OUTPUTS = {"json_path": "--json", "hlog": "--hlog", "json_stream": "--json-stream"}
+
+
 def _output_path(ctx: typer.Context, param: typer.CallbackParam, path: Optional[Path]) -> Optional[Path]:
-    """--json and --hlog: refuse at once a path no write could succeed at (before a long run),
-    and the two of them on stdout together."""
+    """--json, --hlog and --json-stream: refuse at once a path no write could succeed at
+    (before a long run), and two of them on stdout together."""
     from loadgen import output
 
     if path is None:
@@ -29,9 +33,11 @@ def _output_path(ctx: typer.Context, param: typer.CallbackParam, path: Optional[
         output.check(str(path))
     except OSError as e:
         raise UsageError(f"cannot write {path}: {output.describe(e)}") from None
-    other = ctx.params.get({"json_path": "hlog", "hlog": "json_path"}.get(param.name, ""))
-    if other is not None and output.is_stdout(str(path)) and output.is_stdout(str(other)):
-        raise UsageError("--json and --hlog cannot both go to stdout")
+    for name in _OUTPUTS:
+        other = ctx.params.get(name) if name != param.name else None
+        if other is not None and output.is_stdout(str(path)) and output.is_stdout(str(other)):
+            first, second = sorted((name, param.name), key=list(_OUTPUTS).index)
+            raise UsageError(f"{_OUTPUTS[first]} and {_OUTPUTS[second]} cannot both go to stdout")
     return path
 
 
@@ -40,7 +46,10 @@ JsonOut = Annotated[Optional[Path], typer.Option("--json", callback=_output_path
                                                  help="Write the result document here (- for stdout).")]
 HlogOut = Annotated[Optional[Path], typer.Option("--hlog", callback=_output_path,
                                                  help="Write an HdrHistogram interval log here (- for stdout).")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress line and no summary.")]
+JsonStream = Annotated[Optional[Path], typer.Option("--json-stream", callback=_output_path, metavar="FILE|-",
+                                                    help="Write NDJSON here (- for stdout): a line per interval "
+                                                         "as it ends, then the result document.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No header, no interval lines and no summary.")]
 Strict = Annotated[bool, typer.Option("--strict", help="Exit 1 when the run stalled or fell short of its rate.")]
 TokenFile = Annotated[Optional[str], typer.Option(help="Shared token for agents [default: $LOADGEN_TOKEN].")]
 TlsCa = Annotated[Optional[str], typer.Option(help="Use TLS to agents, checking their certificate against this CA file.")]
@@ -67,23 +76,61 @@ def _run_job(coro) -> dict:
     return uvloop.run(coro)
 
 
+def _human_stream(*paths: Optional[Path]):
+    """Where people's output goes: stderr when stdout carries an output, else stdout."""
+    from loadgen import output
+
+    return sys.stderr if any(p is not None and output.is_stdout(str(p)) for p in paths) else sys.stdout
+
+
+def _watched(job, quiet: bool, json_stream: Optional[Path], human) -> tuple[dict, object]:
+    """Run job(watch) with the display (unless quiet) and the NDJSON stream; the document and
+    the stream, still open for its last line (_finish closes it)."""
+    from loadgen import output, progress
+    from loadgen.job import Watch
+    from loadgen.jsonstream import JsonStream
+
+    stream = None
+    if json_stream is not None:
+        try:
+            stream = JsonStream.open(str(json_stream))
+        except OSError as e:
+            raise UsageError(f"cannot write {json_stream}: {output.describe(e)}") from None
+    try:
+        doc = _run_job(job(Watch(None if quiet else progress.for_stream(human), [stream] if stream else [])))
+    except BaseException:
+        if stream:
+            try:
+                stream.close()
+            except OSError:
+                pass   # the error that stopped the run is the one to report
+        raise
+    return doc, stream
+
+
 def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: Optional[Path] = None,
-            strict: bool = False) -> int:
+            strict: bool = False, stream=None, json_stream: Optional[Path] = None) -> int:
     """Print the summary, then write the document: a result is never lost.
 
     The summary goes first, so a document that cannot be written still leaves
-    the numbers on the screen; it goes to stderr when stdout carries --json or
-    --hlog. A document that cannot be written goes to a fallback file whose name
+    the numbers on the screen; it goes to stderr when stdout carries --json,
+    --hlog or --json-stream. The NDJSON stream (if any) then gets the document
+    as its last line and is closed. A document that cannot be written goes to a fallback file whose name
     is printed, or to stderr, and the exit code is 1 (130 if a signal stopped the
     write), as it is when the .hlog failed during the run. Otherwise: 130
     interrupted, 1 failed, 0 success."""
     from loadgen import interrupts, output, results
 
     if not quiet:
-        to_stderr = any(p is not None and output.is_stdout(str(p)) for p in (json_path, hlog))
-        print(formatter(doc), file=sys.stderr if to_stderr else sys.stdout, flush=True)
+        print(formatter(doc), file=_human_stream(json_path, hlog, json_stream), flush=True)
     for warning in doc.get("warnings", []):
         sys.stderr.write(f"loadgen: warning: {warning}\n")
+    if stream is not None:
+        try:
+            stream.result(doc)
+            stream.close()
+        except OSError as e:   # counted in output.failures(): the exit code is 1
+            sys.stderr.write(f"loadgen: cannot write {json_stream}: {output.describe(e)}\n")
     why = None
     if json_path:
         text = results.json_text(doc)
@@ -150,6 +197,7 @@ def disk(
     tls_ca: TlsCa = None,
     json_path: JsonOut = None,
     hlog: HlogOut = None,
+    json_stream: JsonStream = None,
     quiet: Quiet = False,
     strict: Strict = False,
     **job_options,
@@ -160,22 +208,23 @@ def disk(
 
     spec = parse_disk(**job_options)
     connect = _connector(token_file, tls, tls_ca) if on else None
-    doc = _run_job(_disk_job(spec, on, connect, hlog, quiet))
-    raise SystemExit(_finish(doc, json_path, quiet, format_disk, hlog, strict))
+    human = _human_stream(json_path, hlog, json_stream)
+    doc, stream = _watched(lambda watch: _disk_job(spec, on, connect, hlog, watch), quiet, json_stream, human)
+    raise SystemExit(_finish(doc, json_path, quiet, format_disk, hlog, strict, stream, json_stream))
 
 
-def _disk_job(spec, on: Optional[str], connect, hlog: Optional[Path], quiet: bool):
+def _disk_job(spec, on: Optional[str], connect, hlog: Optional[Path], watch):
     """The coroutine that runs a disk spec here, or on the agent at `on`."""
     from loadgen.disk import run_disk, run_disk_remote
     from loadgen.workload import parse_host_port
 
     hlog_path = str(hlog) if hlog else None
     if on:
-        return run_disk_remote(spec, parse_host_port(on), connect, hlog_path, quiet)
-    return run_disk(spec, hlog_path=hlog_path, quiet=quiet)
+        return run_disk_remote(spec, parse_host_port(on), connect, hlog_path, watch)
+    return run_disk(spec, hlog_path=hlog_path, watch=watch)
 
 
-def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: Optional[Path], quiet: bool):
+def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: Optional[Path], watch):
     """The coroutine that runs a net spec here, or across agents."""
     from loadgen.net import run_net, run_net_paired
     from loadgen.workload import parse_host_port
@@ -183,8 +232,8 @@ def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: O
     hlog_path = str(hlog) if hlog else None
     if peer:
         client_addrs = [parse_host_port(c) for c in str(clients or "").split(",") if c.strip()]
-        return run_net_paired(spec, parse_host_port(peer), client_addrs, connect, hlog_path, quiet)
-    return run_net(spec, hlog_path=hlog_path, quiet=quiet)
+        return run_net_paired(spec, parse_host_port(peer), client_addrs, connect, hlog_path, watch)
+    return run_net(spec, hlog_path=hlog_path, watch=watch)
 
 
 @app.command()
@@ -197,6 +246,7 @@ def net(
     tls_ca: TlsCa = None,
     json_path: JsonOut = None,
     hlog: HlogOut = None,
+    json_stream: JsonStream = None,
     quiet: Quiet = False,
     strict: Strict = False,
     **job_options,
@@ -211,8 +261,10 @@ def net(
         raise UsageError("--clients needs --peer, the agent that receives")
     spec = parse_net(**job_options)
     connect = _connector(token_file, tls, tls_ca) if peer else None
-    doc = _run_job(_net_job(spec, peer, clients, connect, hlog, quiet))
-    raise SystemExit(_finish(doc, json_path, quiet, format_net, hlog, strict))
+    human = _human_stream(json_path, hlog, json_stream)
+    doc, stream = _watched(lambda watch: _net_job(spec, peer, clients, connect, hlog, watch), quiet, json_stream,
+                           human)
+    raise SystemExit(_finish(doc, json_path, quiet, format_net, hlog, strict, stream, json_stream))
 
 
 @app.command()
@@ -272,6 +324,7 @@ def run(
     tls_ca: TlsCa = None,
     json_path: JsonOut = None,
     hlog: HlogOut = None,
+    json_stream: JsonStream = None,
     quiet: Quiet = False,
     strict: Strict = False,
 ) -> None:
@@ -285,12 +338,13 @@ def run(
     _, remote = profiles.split_remote(prof.kind, options)
     connect = _connector(token_file, tls, tls_ca) if remote else None
     if prof.kind == "net":
-        job, formatter = _net_job(spec, remote.get("peer"), remote.get("clients"), connect, hlog, quiet), format_net
+        job, formatter = (lambda w: _net_job(spec, remote.get("peer"), remote.get("clients"), connect, hlog, w),
+                          format_net)
     else:
-        job, formatter = _disk_job(spec, remote.get("on"), connect, hlog, quiet), format_disk
-    doc = _run_job(job)
+        job, formatter = (lambda w: _disk_job(spec, remote.get("on"), connect, hlog, w)), format_disk
+    doc, stream = _watched(job, quiet, json_stream, _human_stream(json_path, hlog, json_stream))
     doc["profile"] = prof.as_dict() | {"options": options}
-    raise SystemExit(_finish(doc, json_path, quiet, formatter, hlog, strict))
+    raise SystemExit(_finish(doc, json_path, quiet, formatter, hlog, strict, stream, json_stream))
 
 
 def _load_result(path: str) -> dict:

@@ -11,7 +11,7 @@ from loadgen import counters, native, results, sysinfo
 from loadgen.controller import Timeline, worker_cpus
 from loadgen.errors import SetupError
 from loadgen.intervals import IntervalView
-from loadgen.job import measure
+from loadgen.job import Watch, measure
 from loadgen.results import errno_name
 from loadgen.stats import Snapshot
 from loadgen.sysinfo import basic_env
@@ -80,7 +80,7 @@ def _native_config(spec: DiskSpec, target, engine: str, timeline: Timeline, cpus
     )  # the native run copies the config and the CPU list
 
 
-async def run_disk(spec: DiskSpec, hlog_path: str | None = None, quiet: bool = False) -> dict:
+async def run_disk(spec: DiskSpec, hlog_path: str | None = None, watch: Watch | None = None) -> dict:
     """Run one disk job and return its result document (interrupted or not)."""
     engine, engine_note = choose_engine(spec.engine)
     target = open_target(spec)
@@ -94,7 +94,7 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, quiet: bool = F
     try:
         out = await measure(start, spec.common, interval_view(spec), hlog_path,
                             f"loadgen disk {spec.rw} bs={spec.bs_bytes} qd={spec.qd}; values in ns",
-                            quiet, policy=all_failed)
+                            watch, policy=all_failed)
     finally:
         target.close()
     m = out.measurement
@@ -118,7 +118,7 @@ REMOTE_LEAD_NS = 2_000_000_000
 
 
 async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_path: str | None = None,
-                          quiet: bool = False) -> dict:
+                          watch: Watch | None = None) -> dict:
     """Run the disk job on an agent's host; the document names that host."""
     from loadgen.controller import CompositeRun
 
@@ -132,7 +132,7 @@ async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_pat
 
         out = await measure(start, spec.common, interval_view(spec), hlog_path,
                             f"loadgen disk {spec.rw} bs={spec.bs_bytes} qd={spec.qd} on {on[0]}; values in ns",
-                            quiet, policy=all_failed, lead_ns=REMOTE_LEAD_NS)
+                            watch, policy=all_failed, lead_ns=REMOTE_LEAD_NS)
     finally:
         await agent.close()
     m = out.measurement

@@ -13,7 +13,7 @@ from loadgen import counters, native, results, sysinfo
 from loadgen.controller import CompositeRun, Timeline, worker_cpus
 from loadgen.endpoints import LOOPBACK, close_all, receiver_sockets, resolve, sender_sockets
 from loadgen.intervals import IntervalView
-from loadgen.job import measure
+from loadgen.job import Watch, measure
 from loadgen.stats import Snapshot
 from loadgen.sysinfo import basic_env
 from loadgen.errors import UsageError
@@ -159,7 +159,7 @@ def net_config(spec: NetSpec, timeline: Timeline, run_tag: int, senders: list, r
     )  # the native run copies the config and its arrays
 
 
-async def run_net(spec: NetSpec, hlog_path: str | None = None, quiet: bool = False) -> dict:
+async def run_net(spec: NetSpec, hlog_path: str | None = None, watch: Watch | None = None) -> dict:
     """Run one net job and return its result document (interrupted or not)."""
     embedded = spec.target is None
     receivers = receiver_sockets(LOOPBACK, spec.port, spec.receivers) if embedded else []
@@ -187,7 +187,7 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, quiet: bool = Fal
     try:
         out = await measure(start, spec.common, interval_view(spec, sides, embedded), hlog_path,
                             f"loadgen net {spec.mode} size={spec.size_bytes} flows={spec.flows}; values in ns",
-                            quiet)
+                            watch)
     finally:
         close_all(senders)
         close_all(receivers)
@@ -211,7 +211,7 @@ PAIRED_LEAD_NS = 3_000_000_000  # remote jobs start in child processes: give the
 
 
 async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tuple[str, int]], connect,
-                         hlog_path: str | None = None, quiet: bool = False) -> dict:
+                         hlog_path: str | None = None, watch: Watch | None = None) -> dict:
     """Receivers on the peer's agent; senders here, or on each client's agent.
 
     connect(host, port) returns an AgentClient. Every job is prepared first
@@ -240,7 +240,7 @@ async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tup
         view.extra = _with_hosts(view.extra, plan)
         out = await measure(start, spec.common, view, hlog_path,
                             f"loadgen net {spec.mode} size={spec.size_bytes} paired; values in ns",
-                            quiet, lead_ns=PAIRED_LEAD_NS)
+                            watch, lead_ns=PAIRED_LEAD_NS)
     finally:
         close_all(local_socks)
         for a in agents.values():
