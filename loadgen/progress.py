@@ -6,8 +6,9 @@ Two displays, one contract (Display), chosen by for_stream():
   so `| tee` and `| grep --line-buffered` see it live. Nothing is rewritten, so
   a log holds exactly what was printed.
 - LiveDisplay, on a terminal: a rich table redrawn in place each interval: the
-  rate, throughput, p50/p99/max of the interval's latency, and one row per host
-  in paired runs. It redraws only when told (no refresh thread), so a stalled
+  rate, throughput, p50/p99/max of the interval's latency, the rate received,
+  and in paired runs a row per host ("send HOST", "recv HOST") for the latest
+  interval. It redraws only when told (no refresh thread), so a stalled
   controller shows a stalled table rather than a moving one that lies.
 
 Both take the row the document keeps (loadgen.intervals), so what is shown is
@@ -134,28 +135,38 @@ class LiveDisplay:
 
     def table(self):
         """The table as it stands: the last LIVE_ROWS intervals, then the latest one per host."""
+        from rich import box
         from rich.table import Table
 
-        table = Table(title=self.header, title_justify="left", expand=False)
-        for name in ("time", self.rate_unit, "throughput", "p50", "p99", "max", "received"):
-            table.add_column(name, justify="right")
+        net = self.rate_unit == "pps"
+        table = Table(box=box.SIMPLE_HEAD, expand=False)
+        table.add_column("time", justify="right", no_wrap=True)   # or a host, whose name must stay whole
+        for name in (self.rate_unit, "bit/s" if net else "MiB/s", "p50", "p99", "max", "recv pps"):
+            table.add_column(name, justify="right", no_wrap=True)
         for row, bytes_per_s in self.rows[-LIVE_ROWS:]:
             lat = row.get("latency_ns") or {}
             cells = [format_ns(lat[k]) if lat.get("max") else "-" for k in ("p50", "p99", "max")]
-            received = f"{format_si(row['received_pps'])} pps" if "received_pps" in row else "-"
             table.add_row(f"{row['t_s']:.2f}s/{self.total_s:.0f}s", format_si(row["rate"]),
-                          throughput(bytes_per_s, self.rate_unit), *cells, received)
+                          format_si(bytes_per_s * 8) if net else f"{bytes_per_s / (1 << 20):.1f}", *cells,
+                          format_si(row["received_pps"]) if "received_pps" in row else "-")
         if self.rows and self.rows[-1][0].get("hosts"):
             table.add_section()
             for host, h in self.rows[-1][0]["hosts"].items():
                 sent = h["role"] == "sender"
-                table.add_row(f"{host} ({h['role']})", format_si(h["rate"]) if sent else "-", "", "", "", "",
-                              "-" if sent else f"{format_si(h['rate'])} pps")
+                table.add_row(f"{'send' if sent else 'recv'} {host}", format_si(h["rate"]) if sent else "",
+                              "", "", "", "", "" if sent else format_si(h["rate"]))
         return table
+
+    def screen(self):
+        """The header (as wide as the terminal allows), then the table."""
+        from rich.console import Group
+        from rich.text import Text
+
+        return Group(Text(self.header), self.table())
 
     def interval(self, row: dict, bytes_per_s: float) -> None:
         self.rows.append((row, bytes_per_s))
-        self._show(self.table())
+        self._show(self.screen())
 
     def pause(self) -> None:
         self.close()   # the table is drawn again, below the warning, at the next interval
