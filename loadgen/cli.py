@@ -108,29 +108,50 @@ def _watched(job, quiet: bool, json_stream: Optional[Path], human) -> tuple[dict
     return doc, stream
 
 
+def _end_stream(stream, path: Path, doc: dict, keep: bool) -> Optional[str]:
+    """End the NDJSON stream with the document and close it; why not, if that failed.
+
+    keep: the document has no other destination (no --json), so if the stream
+    did not take it (now, or it failed during the run), it goes to a fallback file."""
+    from loadgen import interrupts, output, results
+
+    why = None
+    try:
+        stream.result(doc)   # nothing, if the stream failed during the run (that was reported then)
+        stream.close()
+    except OSError as e:   # kept in output.failures(): the exit code is 1
+        why = output.describe(e)
+    except KeyboardInterrupt:   # a second signal: a reader that does not read
+        why = f"interrupted by {interrupts.caught()}"
+    if why:
+        sys.stderr.write(f"loadgen: cannot write {'stdout' if output.is_stdout(str(path)) else path}: {why}\n")
+    if (why or stream.error) and keep:
+        text = results.json_text(doc)
+        kept = output.fallback(text, ".json")
+        sys.stderr.write(f"loadgen: the result is in {kept}\n" if kept else "loadgen: the result follows\n")
+        if not kept:
+            sys.stderr.write(text)
+    return why
+
+
 def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: Optional[Path] = None,
             strict: bool = False, stream=None, json_stream: Optional[Path] = None) -> int:
     """Print the summary, then write the document: a result is never lost.
 
     The summary goes first, so a document that cannot be written still leaves
     the numbers on the screen; it goes to stderr when stdout carries --json,
-    --hlog or --json-stream. The NDJSON stream (if any) then gets the document
-    as its last line and is closed. A document that cannot be written goes to a fallback file whose name
-    is printed, or to stderr, and the exit code is 1 (130 if a signal stopped the
-    write), as it is when the .hlog failed during the run. Otherwise: 130
-    interrupted, 1 failed, 0 success."""
+    --hlog or --json-stream. A document that cannot be written goes to a
+    fallback file whose name is printed, or to stderr, and the exit code is 1
+    (130 if a signal stopped the write), as it is when the .hlog or the NDJSON
+    stream failed during the run. The stream gets the document as its last line
+    after --json has it, so a stream whose reader stalls holds up nothing else.
+    Otherwise: 130 interrupted, 1 failed, 0 success."""
     from loadgen import interrupts, output, results
 
     if not quiet:
         print(formatter(doc), file=_human_stream(json_path, hlog, json_stream), flush=True)
     for warning in doc.get("warnings", []):
         sys.stderr.write(f"loadgen: warning: {warning}\n")
-    if stream is not None:
-        try:
-            stream.result(doc)
-            stream.close()
-        except OSError as e:   # counted in output.failures(): the exit code is 1
-            sys.stderr.write(f"loadgen: cannot write {json_stream}: {output.describe(e)}\n")
     why = None
     if json_path:
         text = results.json_text(doc)
@@ -146,6 +167,8 @@ def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: 
                              + (f"the result is in {kept}\n" if kept else "the result follows\n"))
             if not kept:
                 sys.stderr.write(text)
+    if stream is not None:
+        why = _end_stream(stream, json_stream, doc, keep=json_path is None) or why
     if why and why.startswith("interrupted"):
         return EXIT_INTERRUPTED
     if why or output.failures():

@@ -108,7 +108,8 @@ class IntervalSink:
                 await observer.interval(row, interval, cumulative)
             except OSError as e:
                 self.observers.remove(observer)
-                where = f"after {self.rows[-2]['t_s']:.3f} s of intervals" if len(self.rows) > 1 else "before its first interval"
+                where = (f"after {self.rows[-2]['t_s']:.3f} s of intervals" if len(self.rows) > 1
+                         else "before its first interval")
                 name = "stdout" if output.is_stdout(str(e.filename)) else e.filename
                 self.warn(f"cannot write {name}: {output.describe(e)}; it stops {where}")
 

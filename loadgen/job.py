@@ -73,7 +73,8 @@ async def measure(start: Callable, common: CommonSpec, view: IntervalView,
         timeline = sink.timeline = Timeline.starting_now(common.ramp_ns, common.duration_ns,
                                                          common.interval_ns, lead_ns)
         if watch.display:
-            watch.display.start(hlog_comment.split("; values in ns")[0], common.duration_ns,
+            # The .hlog's comment ends by naming its unit; the display gives units with each figure.
+            watch.display.start(hlog_comment.removesuffix("; values in ns"), common.duration_ns,
                                 common.ramp_ns, common.interval_ns, view.rate_unit)
         run = start(timeline)
         if inspect.isawaitable(run):

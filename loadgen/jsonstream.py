@@ -12,8 +12,10 @@ reader (tail -f, a FIFO, a pipe) sees each interval when it ends. The
 destination follows loadgen.output's rules for streams ("-" is stdout, a FIFO
 or device is written in place, a file is created at its name). A write that
 fails stops the stream; the run goes on, and the failure is printed, kept in
-the document's warnings and makes the exit code 1. A run that fails or is
-interrupted still ends its stream with the result line, when the stream lasts.
+the document's warnings and makes the exit code 1; with no --json, the
+document then goes to a fallback file (loadgen.output.fallback) and its name
+is printed. A run that fails or is interrupted still ends its stream with the
+result line.
 """
 import asyncio
 import json
@@ -40,8 +42,9 @@ class JsonStream:
         return cls(output.Stream.open(path))
 
     @property
-    def ok(self) -> bool:
-        return self.stream.ok
+    def error(self) -> str | None:
+        """Why a write failed, once one has; the stream stopped there."""
+        return self.stream.error
 
     async def interval(self, row: dict, interval: Interval, cumulative: Snapshot) -> None:
         # Off the event loop: a pipe's reader may be slow, and the controller must not wait on it.

@@ -190,6 +190,17 @@ def test_a_json_stream_that_cannot_be_written_loses_nothing_else(tmp_path):
     assert any("/dev/full" in w for w in doc["warnings"])
 
 
+def test_a_json_stream_that_cannot_be_written_keeps_the_result_elsewhere(tmp_path):
+    p = subprocess.run(loadgen_argv(*NET, "--json-stream", "/dev/full", "-q"), cwd=tmp_path, capture_output=True,
+                       text=True, timeout=RUN_TIMEOUT_S, env=os.environ | {"TMPDIR": str(tmp_path)})
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr
+    kept = re.search(r"^loadgen: the result is in (\S+)$", p.stderr, re.M)
+    assert kept, p.stderr
+    doc = json.loads(open(kept.group(1)).read())
+    assert doc["summary"]["sent"] > 0 and any("/dev/full" in w for w in doc["warnings"])
+
+
 @pytest.mark.parametrize("pair", [("--json", "--json-stream"), ("--hlog", "--json-stream")])
 def test_two_outputs_on_stdout_are_refused(tmp_path, pair):
     p = run(tmp_path, *NET, pair[0], "-", pair[1], "-")
