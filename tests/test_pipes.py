@@ -237,7 +237,7 @@ def test_a_paired_run_streams_and_prints_per_host_rates(tmp_path):
     assert all(set(o["hosts"]) == {"local", agent.address} for o in objs[:-1])
     lines = [line for line in p.stdout.splitlines() if INTERVAL_LINE.match(line)]
     assert len(lines) == len(doc["intervals"])
-    assert all(f"  local sent " in line and f"  {agent.address} received " in line for line in lines), lines
+    assert all("  local sent " in line and f"  {agent.address} received " in line for line in lines), lines
 
 
 # ---- the live display on a terminal ------------------------------------------------------------------
