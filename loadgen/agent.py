@@ -12,7 +12,9 @@ Rules:
   is taken beneath the first). The agent opens it there in one step without
   following symlinks (beneath.py) and hands the child the open descriptor; the
   child never opens a path by name. A temp target is made the same way and
-  unlinked at once.
+  unlinked at once. A missing target file is made there with O_EXCL when the
+  job gives a size (target.create_beneath); the child fills it, keeps it, and
+  removes it only if it cannot.
 - Every request gets an answer: an exception in a handler becomes an error
   frame whose "kind" (protocol.ERROR_KINDS) tells the controller whether it
   was bad input (usage), the host (setup) or the protocol.
@@ -34,7 +36,8 @@ from pathlib import Path
 
 from loadgen import __version__, native, protocol
 from loadgen.errors import LoadgenError, UsageError
-from loadgen.target import check_buffer_memory, open_beneath_target, open_temp_beneath
+from loadgen.target import (check_buffer_memory, create_beneath, open_beneath_target, open_temp_beneath,
+                            remove_if_ours)
 from loadgen.workload import DiskSpec, NetSpec
 
 HEARTBEAT_TIMEOUT_S = 5.0
@@ -149,8 +152,9 @@ def validate_job(job: dict, allow_paths: list[Path]) -> tuple[dict, DiskSpec | N
     return out, spec
 
 
-def open_disk_target(spec: DiskSpec, allow_paths: list[Path]) -> tuple[int, str, bool]:
-    """(descriptor, path, is temp) of a disk job's target, opened beneath its allowed root."""
+def open_disk_target(spec: DiskSpec, allow_paths: list[Path]) -> tuple[dict, tuple[int, ...]]:
+    """(the job's target fields, the descriptors to pass) for a disk job's target, opened
+    beneath its allowed root, or made there when it is missing and the job gives a size."""
     root, rel = locate(spec.target, allow_paths)
     shown = str(root / rel) if rel else str(root)
     try:
@@ -159,8 +163,21 @@ def open_disk_target(spec: DiskSpec, allow_paths: list[Path]) -> tuple[int, str,
         raise protocol.ProtocolError("job-failed", f"cannot open the allowed directory {root}: {e.strerror}") from None
     try:
         if spec.target is None:
-            return open_temp_beneath(spec, root_fd, str(root)), f"{root}/(unlinked temporary file)", True
-        return open_beneath_target(spec, root_fd, rel), shown, False
+            fd = open_temp_beneath(spec, root_fd, str(root))
+            return {"target_fd": fd, "target_path": f"{root}/(unlinked temporary file)", "target_temp": True}, (fd,)
+        try:
+            fd = open_beneath_target(spec, root_fd, rel)
+            return {"target_fd": fd, "target_path": shown, "target_temp": False}, (fd,)
+        except FileNotFoundError:
+            if not spec.size_given:
+                raise
+        try:
+            fd, dir_fd, name = create_beneath(spec, root_fd, rel)
+        except FileExistsError:
+            raise protocol.ProtocolError(
+                "forbidden", f"refusing to create {shown}: something is at that name already") from None
+        return {"target_fd": fd, "target_path": shown, "target_temp": False, "target_created": True,
+                "target_dir_fd": dir_fd, "target_name": name}, (fd, dir_fd)
     except UsageError as e:
         raise protocol.ProtocolError("bad-job", str(e)) from None
     except OSError as e:
@@ -168,7 +185,8 @@ def open_disk_target(spec: DiskSpec, allow_paths: list[Path]) -> tuple[int, str,
             raise protocol.ProtocolError(
                 "forbidden", f"{spec.target} is outside the allowed paths or reached through a symlink") from None
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
-            raise protocol.ProtocolError("bad-job", f"target not found: {spec.target}") from None
+            hint = "" if spec.size_given else " (give --size to create it)"
+            raise protocol.ProtocolError("bad-job", f"target not found: {spec.target}{hint}") from None
         if e.errno in (errno.EACCES, errno.EPERM):
             raise protocol.ProtocolError("forbidden", f"no permission to open {shown}") from None
         raise protocol.ProtocolError("job-failed", f"cannot open {shown}: {e.strerror}") from None
@@ -292,12 +310,16 @@ class Session:
         job["bind"] = self.agent.data_host
         fds: tuple[int, ...] = ()
         if job["kind"] == "disk":
-            fd, job["target_path"], job["target_temp"] = open_disk_target(spec, self.agent.cfg.allow_paths)
-            job["target_fd"], fds = fd, (fd,)
+            fields, fds = open_disk_target(spec, self.agent.cfg.allow_paths)
+            job.update(fields)
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "loadgen.agentjob", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, pass_fds=fds, start_new_session=True)
+        except BaseException:
+            if job.get("target_created"):  # the child that would fill it never ran: leave no empty file
+                remove_if_ours(job["target_dir_fd"], job["target_name"], os.fstat(job["target_fd"]))
+            raise
         finally:
             for fd in fds:
                 os.close(fd)  # the child holds its own copy

@@ -15,9 +15,12 @@ Job kinds (times in this host's CLOCK_MONOTONIC ns):
   udp-send     options (with target), run_tag, flow_base
   disk         options (disk option names), target_fd: the target the agent
                opened (passed to this process), target_path naming it in
-               messages, target_temp: a fresh temp file to fill
+               messages, target_temp: a fresh temp file to fill;
+               target_created: a new file to fill and keep, with target_dir_fd
+               and target_name to remove it by if it cannot be filled
 """
 import asyncio
+import os
 import sys
 
 from loadgen import native, protocol
@@ -48,7 +51,7 @@ def prepare(job: dict) -> Prepared:
         raise UsageError("job options must be an object")
     if kind == "disk":
         from loadgen.disk import _native_config, choose_engine
-        from loadgen.target import target_from_fd
+        from loadgen.target import fill_created, target_from_fd
 
         spec = DiskSpec.from_wire(options)
         engine, note = choose_engine(spec.engine)
@@ -57,15 +60,24 @@ def prepare(job: dict) -> Prepared:
             raise UsageError("a disk job needs the descriptor of its target from the agent")
         # The agent opened the target beneath its allowed directory; a name looked up
         # here could have been swapped for a symlink since.
-        target = target_from_fd(spec, fd, str(job.get("target_path")), temp=bool(job.get("target_temp")))
+        path = str(job.get("target_path"))
+        if job.get("target_created"):
+            dir_fd = job.get("target_dir_fd")
+            if not isinstance(dir_fd, int) or isinstance(dir_fd, bool):
+                raise UsageError("a created target needs its directory's descriptor from the agent")
+            try:
+                target = fill_created(spec, fd, path, dir_fd, str(job.get("target_name")))
+            finally:
+                os.close(dir_fd)
+        else:
+            target = target_from_fd(spec, fd, path, temp=bool(job.get("target_temp")))
         cpus = worker_cpus(spec.common.workers)
 
         def start_disk(timeline: Timeline) -> native.Run:
             return native.start_disk(_native_config(spec, target, engine, timeline, cpus))
 
-        return Prepared(start_disk, [target], {"engine": engine, "engine_note": note, "span_bytes": target.span_bytes,
-                                               "target_path": target.path, "target_kind": target.kind,
-                                               "target_notes": target.notes, "cpus": cpus}, spec.common.interval_ns, spec.common.workers)
+        facts = {"engine": engine, "engine_note": note, **target.facts(), "target_notes": target.notes, "cpus": cpus}
+        return Prepared(start_disk, [target], facts, spec.common.interval_ns, spec.common.workers)
     if kind not in ("udp-receive", "udp-send"):
         raise UsageError(f"unknown job kind {kind!r}")
     from loadgen.net import net_config

@@ -5,8 +5,14 @@ Pure functions of result documents (dicts) and claims; no I/O. Vocabulary:
   the claim: another instance type, a missing metric, no baseline), with why.
 - overhead: how much worse a result is than its baseline, in percent: for a
   rate (base - other) / base, for a latency (other - base) / base.
-- tier: the band of ../shared/CLAIMS.md's virtualization table that an
-  overhead falls into.
+- performance loss: how much lower the performance is, in percent, the measure
+  the tiers are given in; for a rate, its overhead; for a latency, whose inverse
+  is the performance, (other - base) / other.
+- tier: the band of the virtualization table in profiles/README.md (the
+  published figures and their sources) that an overhead falls into.
+- closed and open loop: a run at rate "max" is closed loop and its achieved rate
+  measures the system; a run at a fixed rate is open loop, the schedule set its
+  rate, and only its latency (and what a receiver saw) measures the system.
 
 Documents reach here checked against the result schema (loadgen.documents), so
 the numbers they hold are finite and the summary's known ones are not negative.
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 
 from loadgen.profiles import Claim
 
-# (upper bound of overhead in percent, tier): CLAIMS.md, "Virtualization tiers".
+# (upper bound of overhead in percent, tier): profiles/README.md, "Virtualization tiers".
 TIERS = [
     (0.0, "no overhead: at least as fast as the baseline"),
     (0.5, "virtualized in hardware (VT-x, SR-IOV, Nitro): 0.1-0.5% lower"),
@@ -33,7 +39,11 @@ TIERS = [
 
 # Config keys that name where or how a run happened rather than what it did.
 INCIDENTAL_CONFIG = {"target", "target_path", "target_kind", "span_bytes", "cpus", "seed", "interval_ns",
-                     "target_address", "send_cpus", "recv_cpus", "peer", "clients", "on", "port", "engine"}
+                     "target_address", "send_cpus", "recv_cpus", "peer", "clients", "on", "port", "engine",
+                     "controller_cpus", "embedded_receiver"}
+# How long a run lasted: compare sets per-second rates and percentiles side by side, which
+# a longer run does not change; a claim's metric may be a count, so check() keeps them.
+DURATION_CONFIG = frozenset({"duration_ns", "ramp_ns"})
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,19 @@ def overhead_pct(base: float, other: float, higher_is_better: bool) -> float | N
     return None if r is None else 100.0 * r
 
 
+def performance_loss_pct(base: float, other: float, higher_is_better: bool) -> float | None:
+    """How much lower the other run's performance is, in percent, as the tiers are given
+    ("10-50% lower", "2-10x slower" = 50-90% lower). For a rate that is its overhead; a
+    latency is the inverse of a performance, so a latency twice as long is 50% lower,
+    not 100%. None where overhead_pct is None, or the other latency is zero."""
+    if higher_is_better:
+        return overhead_pct(base, other, True)
+    if measurement(base) is None or measurement(other) is None or not base:
+        return None
+    r = _ratio(other - base, other)
+    return None if r is None else 100.0 * r
+
+
 def in_scope(doc: dict, claim: Claim) -> tuple[bool, str]:
     """Whether the result's machine is one the claim speaks of, and why not."""
     types = claim.scope.get("instance_types")
@@ -153,8 +176,10 @@ def check(doc: dict, claim: Claim, baseline: dict | None = None, kind: str | Non
             return Verdict("not comparable", f"no finite overhead of {measured:g} against the baseline's {base:g}",
                            measured=measured)
         passed = over <= claim.value
+        loss = performance_loss_pct(base, measured, higher_is_better=not lower_is_better(claim.metric))
         return Verdict("pass" if passed else "fail",
-                       f"overhead {over:.2f}% against the baseline's {base:g} ({tier(over)})",
+                       f"overhead {over:.2f}% against the baseline's {base:g}"
+                       + (f" ({tier(loss)})" if loss is not None else ""),
                        measured=round(over, 4), claimed=claim.value,
                        ratio=_rounded(_ratio(measured, base)))
     passed = measured >= claim.value if claim.op == ">=" else measured <= claim.value
@@ -168,29 +193,51 @@ def _rounded(r: float | None) -> float | None:
     return None if r is None else round(r, 6)
 
 
-def same_workload(base: dict, other: dict) -> str | None:
-    """None when two results ran the same workload, else what differs."""
+def same_workload(base: dict, other: dict, ignore: frozenset = frozenset()) -> str | None:
+    """None when two results ran the same workload, else what differs; config keys in
+    `ignore` may differ too."""
     if base.get("kind") != other.get("kind"):
         return f"different kinds of run: {base.get('kind')} and {other.get('kind')}"
     a, b = base.get("config", {}), other.get("config", {})
     differ = sorted(k for k in set(a) | set(b)
-                    if k not in INCIDENTAL_CONFIG and a.get(k) != b.get(k))
+                    if k not in INCIDENTAL_CONFIG and k not in ignore and a.get(k) != b.get(k))
     if differ:
         shown = ", ".join(f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in differ[:4])
         return f"different workloads: {shown}"
     return None
 
 
-# What compare sets side by side: (label, path, higher is better).
-RATE_ROWS = {
-    "disk": [("IOPS", "summary.rate", True), ("bytes/s", "summary.bytes_per_s", True)],
-    "net": [("sent pps", "summary.sent_pps", True), ("received pps", "summary.received_pps", True),
-            ("loss ratio", "summary.loss_ratio", False)],
+# What compare sets side by side. A run leaves one thing free and fixes the rest:
+# in closed loop (rate "max") the rate is what the system achieved, so rates are
+# compared; in open loop the schedule set the rate, so a rate the schedule set
+# (sent pps, IOPS) says nothing of the system and is left out, and latency is
+# compared instead. Every rate in a summary is per second, so runs of different
+# durations compare. Rows: (label, path, unit, higher is better).
+CLOSED_LOOP_ROWS = {
+    "disk": [("IOPS", "summary.rate", "ops/s", True), ("bandwidth", "summary.bytes_per_s", "bytes/s", True)],
+    "net": [("received pps", "summary.received_pps", "pps", True), ("sent pps", "summary.sent_pps", "pps", True),
+            ("loss", "summary.loss_ratio", "ratio", False)],
 }
-LATENCY_KEYS = ("p50", "p90", "p99", "p99.9", "p99.99", "max")
+# What the receiver saw is measured even when the sender kept a schedule.
+OPEN_LOOP_ROWS = {
+    "disk": [],
+    "net": [("received pps", "summary.received_pps", "pps", True), ("loss", "summary.loss_ratio", "ratio", False)],
+}
+LATENCY_KEYS = ("p50", "p99", "p99.9", "p99.99")
+# The latency an open-loop tier is named from: the tail every request risks, with
+# enough samples behind it in a run of seconds (p99.99 of 10k samples is one sample).
+OPEN_LOOP_TIER_KEY = "p99"
+RATE_OPTION = {"disk": "iops", "net": "pps"}
+RATE_UNITS = ("ops/s", "bytes/s", "pps")
+
+
+def closed_loop(doc: dict) -> bool:
+    """True when the run went as fast as it could (rate "max"), so its rate is a measurement."""
+    return metric(doc, f"config.{RATE_OPTION.get(doc.get('kind'), '')}") == "max"
 
 
 def latency_path(doc: dict) -> str | None:
+    """Where the run's latency from the scheduled time is: round trip, disk, or one way."""
     for path in ("summary.latency_ns", "summary.oneway.latency_ns"):
         if isinstance(metric(doc, path), dict):
             return path
@@ -198,29 +245,53 @@ def latency_path(doc: dict) -> str | None:
 
 
 def compare(base: dict, other: dict) -> dict:
-    """Rates and latency percentiles side by side, overheads, and the tier of the main rate."""
-    problem = same_workload(base, other)
+    """Side by side what the workload leaves free, with overheads, and the tier named
+    from the first row that measured the system in both runs.
+
+    Raises ValueError when the runs ran different workloads (durations may differ)."""
+    problem = same_workload(base, other, ignore=DURATION_CONFIG)
     if problem:
         raise ValueError(problem)
-    rows = []
-    for label, path, higher in RATE_ROWS.get(base["kind"], []):
-        rows.append(_row(label, metric(base, path), metric(other, path), higher))
+    kind, closed = base["kind"], closed_loop(base)
+    rows = [_row(label, unit, metric(base, path), metric(other, path), higher)
+            for label, path, unit, higher in (CLOSED_LOOP_ROWS if closed else OPEN_LOOP_ROWS).get(kind, [])]
+    latency_rows = []
     lat = latency_path(base)
     if lat and latency_path(other) == lat:
         # Percentile names hold dots ("p99.9"): take the block, then the key.
         a, b = metric(base, lat), metric(other, lat)
-        for key in LATENCY_KEYS:
-            rows.append(_row(f"latency {key} (ns)", a.get(key), b.get(key), False))
-    main = rows[0] if rows else None
-    over = main["overhead_pct"] if main else None
-    return {"kind": base["kind"], "rows": rows,
-            "overhead_pct": over, "tier": tier(over) if over is not None else None,
+        latency_rows = [_row(f"latency {key}", "ns", a.get(key), b.get(key), False) for key in LATENCY_KEYS]
+    rows += latency_rows
+    if closed:   # the first achieved rate both runs measured (an external target measures no arrivals)
+        tier_row = next((r for r in rows if r["unit"] in RATE_UNITS and r["overhead_pct"] is not None), None)
+    else:
+        tier_row = next((r for r in latency_rows if r["metric"] == f"latency {OPEN_LOOP_TIER_KEY}"), None)
+    over = tier_row["overhead_pct"] if tier_row else None
+    loss = None if tier_row is None else performance_loss_pct(tier_row["base"], tier_row["other"],
+                                                              tier_row["unit"] != "ns")
+    return {"kind": kind, "notes": _notes(base, other), "loop": "closed" if closed else "open", "rows": rows,
+            "overhead_pct": over, "performance_loss_pct": None if loss is None else round(loss, 4),
+            "tier": tier(loss) if loss is not None else None,
+            "tier_metric": tier_row["metric"] if loss is not None else None,
+            "rate_fixed": None if closed else metric(base, f"config.{RATE_OPTION.get(kind, '')}"),
             "base_env": _env_line(base), "other_env": _env_line(other)}
 
 
-def _row(label: str, base, other, higher_is_better: bool) -> dict:
+def _notes(base: dict, other: dict) -> list[str]:
+    """What a reader of the comparison should know that the rows do not say."""
+    notes = []
+    durations = [metric(d, "config.duration_ns") for d in (base, other)]
+    if durations[0] != durations[1]:
+        notes.append("the runs lasted differently long; every rate compared is per second")
+    for which, d in (("base", base), ("other", other)):
+        if d.get("interrupted") or d.get("failed"):
+            notes.append(f"the {which} run did not complete: {d.get('stop_reason')}")
+    return notes
+
+
+def _row(label: str, unit: str, base, other, higher_is_better: bool) -> dict:
     over = overhead_pct(base, other, higher_is_better)
-    return {"metric": label, "base": base, "other": other,
+    return {"metric": label, "unit": unit, "base": base, "other": other,
             "overhead_pct": round(over, 4) if over is not None else None}
 
 

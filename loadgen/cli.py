@@ -1,6 +1,12 @@
 """The command line. Commands are thin: they build one validated spec and hand it
 to the job's entry point. Only main() turns errors into messages and exit codes:
 2 for bad input, 1 for the environment, 130 when interrupted.
+
+The help explains itself: every option names its type or unit (its metavar:
+RATE, DURATION, FILE), shows its default once, and every command ends with
+examples. A bare `loadgen` prints the help on stdout and exits 2, as a command
+given nothing to do is a usage error (git prints its help and exits 1; click's
+missing argument is 2, and loadgen keeps one code for bad input).
 """
 import os
 import sys
@@ -14,8 +20,34 @@ from loadgen.errors import LoadgenError, SetupError, UsageError
 
 EXIT_INTERRUPTED = 130
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode=None, help="Open-loop load generator: UDP packets per second and disk IOPS.")
+PROG = "loadgen"
+
+
+def examples(*lines: str) -> str:
+    """A command's epilog: its examples, one a line (click keeps a paragraph that starts with \\b unwrapped)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, help="Open-loop load generator: UDP packets per second and disk IOPS.",
+                  epilog=examples("loadgen disk --duration 5s",
+                                  "loadgen net --pps 100k --duration 5s",
+                                  "loadgen run profiles/smoke.toml --json r.json && loadgen check r.json",
+                                  "loadgen COMMAND --help"))
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"{PROG} {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print loadgen's version and exit.")] = False,
+) -> None:
+    """Open-loop load generator: UDP packets per second and disk IOPS."""
 
 
 # The outputs a run can send to stdout; at most one of them may.
@@ -41,18 +73,27 @@ def _output_path(ctx: typer.Context, param: typer.CallbackParam, path: Optional[
     return path
 
 
+def _file_argument(help: str, metavar: str):
+    """A positional file: shown as `METAVAR <file>`; the command reads it itself."""
+    return typer.Argument(help=help, metavar=metavar, dir_okay=False)
+
+
 # Options every command shares that are not job options (those come from loadgen/options.py).
-JsonOut = Annotated[Optional[Path], typer.Option("--json", callback=_output_path,
+JsonOut = Annotated[Optional[Path], typer.Option("--json", callback=_output_path, metavar="FILE",
                                                  help="Write the result document here (- for stdout).")]
-HlogOut = Annotated[Optional[Path], typer.Option("--hlog", callback=_output_path,
+HlogOut = Annotated[Optional[Path], typer.Option("--hlog", callback=_output_path, metavar="FILE",
                                                  help="Write an HdrHistogram interval log here (- for stdout).")]
 JsonStream = Annotated[Optional[Path], typer.Option("--json-stream", callback=_output_path, metavar="FILE|-",
                                                     help="Write NDJSON here (- for stdout): a line per interval "
                                                          "as it ends, then the result document.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No header, no interval lines and no summary.")]
 Strict = Annotated[bool, typer.Option("--strict", help="Exit 1 when the run stalled or fell short of its rate.")]
-TokenFile = Annotated[Optional[str], typer.Option(help="Shared token for agents [default: $LOADGEN_TOKEN].")]
-TlsCa = Annotated[Optional[str], typer.Option(help="Use TLS to agents, checking their certificate against this CA file.")]
+# LOADGEN_TOKEN holds the token itself, not a path (loadgen.agent.load_token).
+TokenFile = Annotated[Optional[str], typer.Option(
+    metavar="FILE", help="Read the agents' shared token from this file; without it, the token is the "
+                         "value of the environment variable LOADGEN_TOKEN.")]
+TlsCa = Annotated[Optional[str], typer.Option(
+    metavar="FILE", help="Use TLS to agents, checking their certificate against this CA file (PEM).")]
 Tls = Annotated[bool, typer.Option("--tls", help="Use TLS to agents without checking their certificate.")]
 
 
@@ -211,7 +252,11 @@ def _with_options(table: dict[str, options.Option]):
     return decorate
 
 
-@app.command()
+@app.command(epilog=examples(
+    "loadgen disk --duration 5s                          # 4k random reads of a temporary 1g file",
+    "loadgen disk --target /dev/nvme1n1 --qd 32 --iops max --json r.json --hlog r.hlog",
+    "loadgen disk --iops 50k --rw randrw --mix 70        # open loop: 50k IOPS on a schedule",
+    "loadgen disk --on hostB:7070 --target /mnt/nvme/test.dat --token-file loadgen.token"))
 @_with_options(options.DISK)
 def disk(
     on: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent to run the job on.", metavar="HOST:PORT")] = None,
@@ -259,7 +304,11 @@ def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: O
     return run_net(spec, hlog_path=hlog_path, watch=watch)
 
 
-@app.command()
+@app.command(epilog=examples(
+    "loadgen net --pps 100k --duration 5s                # embedded receiver on loopback",
+    "loadgen net --pps 100k --mode echo                  # time every round trip",
+    "loadgen net --target far-host:9001 --mode echo --pps 200k --json r.json",
+    "loadgen net --peer hostB:7070 --pps 2M --token-file loadgen.token"))
 @_with_options(options.NET)
 def net(
     peer: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent that receives (and echoes).", metavar="HOST:PORT")] = None,
@@ -290,15 +339,20 @@ def net(
     raise SystemExit(_finish(doc, json_path, quiet, format_net, hlog, strict, stream, json_stream))
 
 
-@app.command()
+@app.command(epilog=examples(
+    "loadgen serve --port 9000 --echo-port 9001 --host 0.0.0.0",
+    "LOADGEN_TOKEN=s3cret loadgen serve --listen 0.0.0.0:7070 --allow-path /mnt/nvme",
+    "loadgen serve --listen 0.0.0.0:7070 --token-file /etc/loadgen.token --tls-cert c.pem --tls-key k.pem"))
 @_with_options(options.SERVE)
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).", metavar="ADDR")] = "127.0.0.1",
     listen: Annotated[Optional[str], typer.Option(help="Run as an agent that controllers drive, listening here.", metavar="ADDR:PORT")] = None,
-    token_file: Annotated[Optional[str], typer.Option(help="Agent: the shared token [default: $LOADGEN_TOKEN].", metavar="PATH")] = None,
+    token_file: Annotated[Optional[str], typer.Option(
+        help="Agent: read the shared token from this file; without it, the token is the value of the "
+             "environment variable LOADGEN_TOKEN.", metavar="FILE")] = None,
     allow_path: Annotated[Optional[list[str]], typer.Option(help="Agent: a directory disk jobs may use (repeatable).", metavar="DIR")] = None,
-    tls_cert: Annotated[Optional[str], typer.Option(help="Agent: TLS certificate for the control channel.", metavar="PATH")] = None,
-    tls_key: Annotated[Optional[str], typer.Option(help="Agent: TLS private key.", metavar="PATH")] = None,
+    tls_cert: Annotated[Optional[str], typer.Option(help="Agent: TLS certificate for the control channel (PEM).", metavar="FILE")] = None,
+    tls_key: Annotated[Optional[str], typer.Option(help="Agent: TLS private key (PEM).", metavar="FILE")] = None,
     insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="Agent: no token, loopback only.")] = False,
     **serve_options,
 ) -> None:
@@ -338,10 +392,14 @@ def _run_agent(listen: str, token_file, allow_paths: list[str], tls_cert, tls_ke
         raise SetupError(f"cannot listen on {listen}: {e.strerror}") from None
 
 
-@app.command()
+@app.command(epilog=examples(
+    "loadgen run profiles/smoke.toml --json r.json && loadgen check r.json",
+    "loadgen run profiles/i3-large-randread.toml --set target=/dev/nvme0n1 --json i3.json",
+    "loadgen run profiles/enhanced-networking-2mpps.toml --set peer=hostB:7070 --token-file loadgen.token"))
 def run(
-    profile: Annotated[str, typer.Argument(help="A profile file, such as profiles/smoke.toml.")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override an option: key=value (repeatable).")] = None,
+    profile: Annotated[Path, _file_argument("A profile, such as profiles/smoke.toml.", "PROFILE")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override an option (repeatable).",
+                                                      metavar="KEY=VALUE")] = None,
     token_file: TokenFile = None,
     tls: Tls = False,
     tls_ca: TlsCa = None,
@@ -355,7 +413,7 @@ def run(
     from loadgen import profiles
     from loadgen.results import format_disk, format_net
 
-    prof = profiles.load(profile)
+    prof = profiles.load(str(profile))
     options = profiles.apply_sets(prof.options, set_ or [])
     spec = profiles.validate(prof.kind, options, prof.path)
     _, remote = profiles.split_remote(prof.kind, options)
@@ -370,20 +428,27 @@ def run(
     raise SystemExit(_finish(doc, json_path, quiet, formatter, hlog, strict, stream, json_stream))
 
 
-def _load_result(path: str) -> dict:
+def _load_result(path: str | Path) -> dict:
     from loadgen import documents
 
-    return documents.load_result(path)
+    return documents.load_result(str(path))
 
 
-@app.command()
+@app.command(epilog=examples(
+    "loadgen check r.json                                # the claim of the profile the run came from",
+    "loadgen check i3.json --profile profiles/i3-large-randread.toml",
+    "loadgen check nitro.json --profile profiles/nitro-overhead.toml --baseline metal.json"))
 def check(
-    result: Annotated[str, typer.Argument(help="A result document (--json output).")],
-    profile: Annotated[Optional[str], typer.Option(help="The profile whose claim to check [default: the one the run recorded].")] = None,
-    baseline: Annotated[Optional[str], typer.Option(help="A baseline result, for overhead claims.")] = None,
+    result: Annotated[Path, _file_argument("A result document (--json output).", "RESULT")],
+    profile: Annotated[Optional[str], typer.Option(help="The profile whose claim to check [default: the one the run recorded].",
+                                                   metavar="FILE")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="A baseline result, for overhead claims.",
+                                                    metavar="FILE")] = None,
 ) -> None:
-    """Judge a result against a claim: measured, claimed, ratio, and pass, fail or not comparable."""
+    """Judge a result against a claim: measured, claimed, ratio, and pass, fail or not comparable.
+    Exit code 0 pass, 1 fail, 3 not comparable, 2 bad input."""
     from loadgen import claims, profiles
+    from loadgen.units import format_ns
 
     doc = _load_result(result)
     if profile:
@@ -392,30 +457,40 @@ def check(
     else:
         recorded = doc.get("profile") or {}
         raw = recorded.get("claim")
-        claim = profiles.parse_claim(raw, result) if raw else None
+        claim = profiles.parse_claim(raw, str(result)) if raw else None
         name, kind = recorded.get("name"), None
         if not recorded:
             raise UsageError(f"{result} was not run from a profile; name one with --profile")
     if claim is None:
         raise UsageError(f"profile {name} makes no claim to check")
     v = claims.check(doc, claim, _load_result(baseline) if baseline else None, kind=kind)
-    print(f"claim ({name}): {claim.metric} {claim.op} {claim.value:,.10g}")
+    # A duration also in the unit it fills; an overhead's measure is a percentage, not the metric.
+    in_ns = any(part.endswith("_ns") for part in claim.metric.split("."))
+    human = (lambda value: f" ({format_ns(value)})") if in_ns else (lambda value: "")
+    print(f"claim ({name}): {claim.metric} {claim.op} {claim.value:,.10g}"
+          + ("%" if claim.op == "overhead<=" else human(claim.value)))
     print(f"  source: {claim.source}")
     if v.measured is not None:
         ratio = f", ratio {v.ratio:.4f}" if v.ratio is not None else ""
-        print(f"  measured: {v.measured:,.10g}{ratio}")
+        shown = f"{v.measured:,.10g}%" if claim.op == "overhead<=" and v.claimed is not None else \
+            f"{v.measured:,.10g}{human(v.measured)}"
+        print(f"  measured: {shown}{ratio}")
     print(f"  verdict: {v.verdict.upper()} ({v.why})")
     raise SystemExit({"pass": 0, "fail": 1}.get(v.verdict, 3))
 
 
-@app.command()
+@app.command(epilog=examples(
+    "loadgen disk --iops max --json metal.json           # on bare metal; the same on the VM: nitro.json",
+    "loadgen compare metal.json nitro.json               # closed loop: IOPS side by side",
+    "loadgen net --pps 100k --mode echo --json a.json    # a fixed rate: compare shows latency"))
 def compare(
-    base: Annotated[str, typer.Argument(help="The baseline result (e.g. bare metal).")],
-    other: Annotated[str, typer.Argument(help="The result to set against it.")],
+    base: Annotated[Path, _file_argument("The baseline result (e.g. bare metal).", "BASE")],
+    other: Annotated[Path, _file_argument("The result to set against it.", "OTHER")],
 ) -> None:
-    """Rates and latency side by side, the overhead in %, and the virtualization tier it falls in."""
+    """What the workload leaves free, side by side: the achieved rate of closed-loop runs
+    (rate max), the latency percentiles of open-loop runs (a fixed rate); the overhead
+    in %, and the virtualization tier it falls in, named from a measured metric."""
     from loadgen import claims
-    from loadgen.units import format_si
 
     a, b = _load_result(base), _load_result(other)
     try:
@@ -424,20 +499,48 @@ def compare(
         raise UsageError(f"refusing to compare: {e}") from None
     print(f"base:  {base}: {c['base_env']}")
     print(f"other: {other}: {c['other_env']}")
-    print(f"{'metric':<22}{'base':>14}{'other':>14}{'overhead':>11}")
+    if c["loop"] == "closed":
+        print("closed loop (rate max): the achieved rate measures the system")
+    else:
+        unit = "IOPS" if c["kind"] == "disk" else "pps"
+        print(f"open loop ({_human(c['rate_fixed'], 'ops/s')} {unit} set by the schedule): "
+              "latency measures the system, the schedule's own rate is left out")
+    for note in c["notes"]:
+        print(f"note: {note}")
+    print(f"{'metric':<16}{'base':>14}{'other':>14}{'overhead':>11}")
     for row in c["rows"]:
-        fmt = (lambda v: "-" if v is None else (format_si(v) if isinstance(v, (int, float)) and abs(v) >= 1000
-                                                else f"{v:g}"))
         over = "-" if row["overhead_pct"] is None else f"{row['overhead_pct']:+.2f}%"
-        print(f"{row['metric']:<22}{fmt(row['base']):>14}{fmt(row['other']):>14}{over:>11}")
+        print(f"{row['metric']:<16}{_human(row['base'], row['unit']):>14}{_human(row['other'], row['unit']):>14}"
+              f"{over:>11}")
     if c["tier"]:
-        print(f"tier: {c['tier']} (from {c['rows'][0]['metric']}, overhead {c['overhead_pct']:+.2f}%)")
+        loss = ("" if c["performance_loss_pct"] == c["overhead_pct"]
+                else f", performance {c['performance_loss_pct']:.2f}% lower")
+        print(f"tier: {c['tier']} (from {c['tier_metric']}: overhead {c['overhead_pct']:+.2f}%{loss})")
+    else:
+        measured = "the achieved rate" if c["loop"] == "closed" else f"latency {claims.OPEN_LOOP_TIER_KEY}"
+        print(f"tier: not named ({measured} is missing or zero in one of the runs)")
 
 
-@app.command()
+def _human(value, unit: str) -> str:
+    """A compared value in the unit people read it in; '-' when a run has none."""
+    from loadgen.claims import measurement
+    from loadgen.units import format_bytes_per_s, format_ns, format_si
+
+    if measurement(value) is None:
+        return "-" if value is None else str(value)
+    if unit == "ns":
+        return format_ns(value)
+    if unit == "bytes/s":
+        return format_bytes_per_s(value)
+    if unit == "ratio":
+        return f"{value:.3%}"
+    return format_si(value)
+
+
+@app.command(epilog=examples("loadgen report r.json", "loadgen report r.json --out plots/"))
 def report(
-    result: Annotated[str, typer.Argument(help="A result document (--json output).")],
-    out: Annotated[Path, typer.Option(help="Directory for the plots and text files.")] = Path("report"),
+    result: Annotated[Path, _file_argument("A result document (--json output).", "RESULT")],
+    out: Annotated[Path, typer.Option(help="Directory for the plots and text files.", metavar="DIR")] = Path("report"),
 ) -> None:
     """Plots (latency nines, rate and p99 over time) and HdrHistogram percentile tables."""
     from loadgen.report import write_report
@@ -446,7 +549,8 @@ def report(
         print(path)
 
 
-@app.command()
+@app.command(epilog=examples("loadgen sysinfo", "loadgen sysinfo --target /mnt/nvme --peer hostB",
+                             "loadgen sysinfo --json"))
 def sysinfo(
     json_out: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False,
     target: Annotated[Optional[str], typer.Option(help="Also describe the disk under this path.", metavar="PATH")] = None,
@@ -485,6 +589,8 @@ def _uring_ok() -> bool:
 
 
 def _format_env(env: dict) -> str:
+    from loadgen.units import format_bits_per_s
+
     hv, cs = env["hypervisor"], env["clocksource"]
     lines = [f"loadgen {env['loadgen']}, engine {env['engine']}",
              f"kernel:      {env['kernel']}",
@@ -497,7 +603,7 @@ def _format_env(env: dict) -> str:
         lines.append("hypervisor:  none detected (bare metal?)")
     lines.append(f"clocksource: {cs.get('current', '?')} (available: {' '.join(cs.get('available', []))})")
     for n in env.get("nics", []):
-        speed = f"{n['speed_mbps']} Mb/s" if "speed_mbps" in n else "speed unknown"
+        speed = format_bits_per_s(n["speed_mbps"] * 1e6) if "speed_mbps" in n else "speed unknown"
         lines.append(f"nic {n['name']}: driver {n.get('driver', 'none (virtual)')}, {n.get('rx_queues', '?')} rx / "
                      f"{n.get('tx_queues', '?')} tx queues, mtu {n.get('mtu', '?')}, {speed}")
     for d in env.get("disks", []):
@@ -511,7 +617,7 @@ def _format_env(env: dict) -> str:
     return "\n".join(lines)
 
 
-@app.command()
+@app.command(epilog=examples("loadgen version", "loadgen --version"))
 def version() -> None:
     """Print loadgen's version."""
     print(f"loadgen {__version__}")
@@ -542,13 +648,15 @@ def main(argv: list[str] | None = None) -> None:
     interrupts.install()   # before any work: SIGTERM unwinds like Ctrl-C, and never loses a result
     usage_errors, aborts = _parser_exceptions()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name=PROG, standalone_mode=False)
     except aborts:
         sys.stderr.write("loadgen: interrupted\n")
         raise SystemExit(EXIT_INTERRUPTED) from None
     except usage_errors as e:
         if type(e).__name__ == "NoArgsIsHelpError":
-            raise SystemExit(2) from None  # the help is already printed
+            # Asked nothing: the help, on stdout so it pages, and the exit code of bad input.
+            print(e.format_message())
+            raise SystemExit(2) from None
         sys.stderr.write(f"loadgen: {e.format_message()}\n")
         raise SystemExit(2) from None
     except LoadgenError as e:

@@ -100,8 +100,7 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, watch: Watch | 
     m = out.measurement
     if m.setup_errno and not (m.final.counter("ops_read") + m.final.counter("ops_write")):
         raise SetupError(f"{engine} workers could not start: {os.strerror(m.setup_errno)}")
-    config = spec.to_config() | {"target_path": target.path, "target_kind": target.kind,
-                                 "span_bytes": target.span_bytes, "cpus": cpus}
+    config = spec.to_config() | target.facts() | {"cpus": cpus}
     summary = results.disk_summary(m, out.cpu)
     measured = around.finish()
     if device:
@@ -115,6 +114,8 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, watch: Watch | 
 
 
 REMOTE_LEAD_NS = 2_000_000_000
+# What an agent's "ready" says about its target (DiskTarget.facts), copied into the config.
+TARGET_FACTS = ("target_path", "target_kind", "span_bytes", "target_created", "prefilled_bytes", "unwritten_bytes")
 
 
 async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_path: str | None = None,
@@ -137,9 +138,8 @@ async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_pat
         await agent.close()
     m = out.measurement
     ready = run.ready
-    config = spec.to_config() | {"target_path": ready.get("target_path"), "target_kind": ready.get("target_kind"),
-                                 "span_bytes": ready.get("span_bytes"), "cpus": ready.get("cpus"),
-                                 "on": f"{on[0]}:{on[1]}"}
+    config = spec.to_config() | {key: ready.get(key) for key in TARGET_FACTS} | {"cpus": ready.get("cpus"),
+                                                                                "on": f"{on[0]}:{on[1]}"}
     host = {"host": f"{on[0]}:{on[1]}", "role": "disk", "clock": agent.clock.as_dict(), "agent": agent.info}
     # The machine that did the I/O is the agent's; CPU time is the controller's.
     env = ready.get("env") or {}

@@ -37,7 +37,7 @@ def resolve(host: str, port: int) -> tuple[int, tuple]:
 
 def _grow_buffers(sock: socket.socket) -> None:
     """Large buffers absorb bursts; as root the FORCE options pass net.core.*mem_max."""
-    for force, plain in ((33, socket.SO_SNDBUF), (32, socket.SO_RCVBUF)):  # SO_SNDBUFFORCE, SO_RCVBUFFORCE
+    for force, plain in ((32, socket.SO_SNDBUF), (33, socket.SO_RCVBUF)):  # SO_SNDBUFFORCE, SO_RCVBUFFORCE
         try:
             sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER_BYTES)
         except OSError:

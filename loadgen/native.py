@@ -13,7 +13,7 @@ import numpy as np
 
 from loadgen.errors import SetupError
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 ENGINE_IO_URING, ENGINE_PSYNC = 0, 1
 ENGINES = {"io_uring": ENGINE_IO_URING, "psync": ENGINE_PSYNC}
 STATE_STARTING, STATE_RUNNING, STATE_DONE, STATE_FAILED = range(4)
@@ -116,6 +116,7 @@ def _load() -> ctypes.CDLL:
         "lg_pace_schedule": (c.c_int, [c.c_int64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_void_p,
                                        c.c_uint32]),
         "lg_pace_count_by": (c.c_int64, [c.c_int64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_int64]),
+        "lg_pace_wake_windows": (c.c_int, [c.c_int64, c.c_int64, c.c_void_p]),
         "lg_hdr_record": (None, [c.c_void_p, c.c_int64]),
         "lg_hdr_index": (c.c_int, [c.c_int64]),
     }
@@ -267,6 +268,13 @@ def pace_count_by(start_ns: int, rate: int, stride: int, phase: int, t_ns: int) 
     return _check(lib().lg_pace_count_by(start_ns, rate, stride, phase, t_ns), "counting a schedule")
 
 
+def pace_wake_windows(late_p90_ns: int, cpu_ns: int) -> tuple[int, int]:
+    """The (tolerance_ns, window_ns) pace.h derives from one wake-up's lateness and CPU (tests pace.h)."""
+    out = (ctypes.c_int64 * 2)()
+    _check(lib().lg_pace_wake_windows(late_p90_ns, cpu_ns, out), "deriving the pacing windows")
+    return out[0], out[1]
+
+
 def limit(name: str) -> int:
     """A bound of native/loadgen.h by name ("max_qd", "pkt_max_bytes"...); KeyError if it has none."""
     value = lib().lg_limit(name.encode())
@@ -283,10 +291,12 @@ def io_uring_probe() -> int:
 FILL_CHUNK_BYTES = 64 << 20
 
 
-def file_fill(fd: int, size_bytes: int) -> None:
-    """Write the initial pattern in chunks, so a signal is handled between them."""
-    for offset in range(0, size_bytes, FILL_CHUNK_BYTES):
-        length = min(FILL_CHUNK_BYTES, size_bytes - offset)
+def file_fill(fd: int, size_bytes: int, offset_bytes: int = 0) -> None:
+    """Write the initial pattern over [offset_bytes, offset_bytes + size_bytes) in chunks, so a
+    signal is handled between them."""
+    end = offset_bytes + size_bytes
+    for offset in range(offset_bytes, end, FILL_CHUNK_BYTES):
+        length = min(FILL_CHUNK_BYTES, end - offset)
         _check(lib().lg_file_fill(fd, offset, length), "writing the target's initial pattern")
     os.fdatasync(fd)
 

@@ -16,6 +16,7 @@ from loadgen.intervals import IntervalView
 from loadgen.job import Watch, measure
 from loadgen.stats import Snapshot
 from loadgen.sysinfo import basic_env
+from loadgen.units import format_ns
 from loadgen.errors import UsageError
 from loadgen.workload import NetSpec, format_host_port
 
@@ -91,6 +92,7 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
     per_s = (lambda n: round(n * 1e9 / ns, 3)) if ns > 0 else (lambda n: 0.0)
     snd = sides.send(m.final)
     sent = snd.counter("sent")
+    rcv = sides.recv(m.final)
     summary = {
         "duration_s": round(ns / 1e9, 6),
         "sent": sent,
@@ -109,7 +111,18 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
             "late_ops": snd.counter("late_ops"),
             "unsent": snd.counter("unsent"),
         },
-        "pacing": results.pacing_block(m.final),
+        # Sent ahead of their scheduled time, within the pacing window: each keeps its own time.
+        "schedule_early_ns": {
+            "max": snd.counter("early_max_ns"),
+            "mean": round(snd.counter("early_sum_ns") / sent, 1) if sent else 0.0,
+        },
+        # Datagrams that went in UDP GSO runs: cut apart by the kernel, each still its own datagram.
+        "gso_sent": snd.counter("gso_sent"),
+        # Dropped by loadgen's own receiving sockets, their buffers full (the kernel's
+        # count, ramp included, as of each socket's last arrival): loss that is not the network's.
+        "receiver_socket_drops": rcv.counter("socket_drops") if len(rcv.words) else None,
+        "pacing": {**results.pacing_block(m.final), "window_ns": snd.counter("pace_window_ns"),
+                   "receiver_window_ns": rcv.counter("pace_window_ns") if len(rcv.words) else None},
     }
     measured = measured_by(spec, sides, embedded, m.final)
     summary["measured_at"] = "echo" if spec.echo else ("receiver" if measured is not None else None)
@@ -141,6 +154,10 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
         summary["user_delay_ns"] = results.latency_block(measured.hist("user_delay_packet"))
     else:
         summary["oneway"] = {"latency_ns": lat, "service_ns": svc}
+        # Where arrival times came from: the kernel's receive stamp, or loadgen's read.
+        stamped = measured.counter("kernel_stamped")
+        summary["arrival_clock"] = {"kernel_stamped": stamped,
+                                    "user_read": measured.counter("received") - measured.counter("duplicated") - stamped}
     return summary
 
 
@@ -338,8 +355,8 @@ def _judge_one_way(summary: dict, meta: list[dict]) -> None:
         summary["oneway"]["clock_error_ns"] = error_ns
     else:
         del summary["oneway"]
-        summary["oneway_omitted"] = (f"the clocks are aligned only to +-{error_ns} ns, too coarse "
-                                     f"beside a median one-way delay of {median} ns")
+        summary["oneway_omitted"] = (f"the clocks are aligned only to ± {format_ns(error_ns)}, too coarse "
+                                     f"beside a median one-way delay of {format_ns(median)}")
 
 
 def _host_section(spec: NetSpec, m, meta: dict, rows: slice) -> dict:

@@ -156,7 +156,8 @@ COMMON = _options(
 DISK = _options(
     Option("target", None, _text, str, "File or block device.", "PATH",
            default_help="a temporary file here"),
-    Option("size", None, parse_size_bytes, int, "Temporary file size, or a cap on the target's span.", "SIZE", 0,
+    Option("size", None, parse_size_bytes, int,
+           "Size of the temporary file or of a target file to create; a cap on an existing target's span.", "SIZE", 0,
            MAX_SIZE_BYTES, format_size, default_help="1g"),
     Option("iops", "max", parse_rate, int, "Target rate (50k, 1.5M), or max for closed loop at qd.", "RATE",
            1, MAX_RATE, format_count),
@@ -174,6 +175,12 @@ DISK = _options(
            flag="--allow-destroy"),
     Option("seed", None, parse_count, int, "Seed for offsets and the read/write mix.", "N", 0, MAX_SEED,
            default_help="random"),
+    Option("prefill", False, parse_bool, bool,
+           "Before the run, write the target's unwritten extents, so every read reaches a real block.",
+           flag="--prefill"),
+    Option("allow_sparse", False, parse_bool, bool,
+           "Read a target with unwritten extents as it is (those reads never reach the device).",
+           flag="--allow-sparse"),
 )
 
 NET = _options(

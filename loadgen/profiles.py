@@ -7,7 +7,7 @@
     metric = "summary.rate"       # a dotted path into the result document
     op = ">=" | "<=" | "overhead<="   # overhead<=: percent below a baseline run
     value = 100125
-    source = "..."                # where the figure comes from (CLAIMS.md)
+    source = "..."                # where the figure comes from (profiles/README.md)
     scope = { instance_types = ["i3.large"] }   # optional: where it applies
 
 The document's shape (keys, types, the claim) is checked against

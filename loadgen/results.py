@@ -10,7 +10,7 @@ import json
 from loadgen import histogram, stalls
 from loadgen.controller import Measurement
 from loadgen.stats import Snapshot
-from loadgen.units import format_ns, format_si
+from loadgen.units import format_bits_per_s, format_bytes_per_s, format_ns, format_si
 
 SCHEMA = "loadgen/1"
 
@@ -159,7 +159,12 @@ def _pacing_note(s: dict) -> str:
         return ""
     if p["mode"] == "busy_poll":
         return "; workers spun (--busy-poll)"
-    return f"; workers slept, batching what was due within {format_ns(p['tolerance_ns'])}"
+    window = p.get("window_ns") or p["tolerance_ns"]
+    note = f"; workers slept, batching what was due within {format_ns(window)}"
+    early = s.get("schedule_early_ns", {}).get("max", 0)
+    if early:
+        note += f", sent up to {format_ns(early)} ahead of schedule"
+    return note
 
 
 def _judgement_lines(s: dict) -> list[str]:
@@ -178,6 +183,17 @@ def _judgement_lines(s: dict) -> list[str]:
     return lines
 
 
+def _cpu_line(cpu: dict) -> str:
+    return f"  cpu: user={format_ns(cpu['user_s'] * 1e9)} sys={format_ns(cpu['sys_s'] * 1e9)}"
+
+
+def _clock_note(clock: dict | None) -> str:
+    """A host's clock against the controller's: the offset and the bound on its error."""
+    if not clock:
+        return ""
+    return f", clock offset {format_ns(clock['offset_ns'])} ± {format_ns(clock['error_ns'])}"
+
+
 def format_disk(doc: dict) -> str:
     c, s = doc["config"], doc["summary"]
     rate = c["iops"]
@@ -190,9 +206,8 @@ def format_disk(doc: dict) -> str:
     sides = {100: ["read"], 0: ["write"]}.get(c["read_pct"], ["read", "write"])
     for side in sides:
         part = s[side]
-        mib = part["bytes_per_s"] / (1 << 20)
-        lines.append(f"  {side}: IOPS={format_si(part['rate'])}, BW={mib:.1f}MiB/s "
-                     f"({part['bytes_per_s'] / 1e6:.1f}MB/s), {part['ops']} ops in {s['duration_s']:.2f}s")
+        lines.append(f"  {side}: IOPS={format_si(part['rate'])}, BW={format_bytes_per_s(part['bytes_per_s'])}, "
+                     f"{part['ops']} ops in {format_ns(s['duration_s'] * 1e9)}")
         lines.append(_latency_line("latency", part["latency_ns"]))
         lines.append(_latency_line("service", part["service_ns"]))
     if c["iops"] != "max":
@@ -206,7 +221,7 @@ def format_disk(doc: dict) -> str:
     else:
         lines.append("  errors: 0")
     lines += _judgement_lines(s)
-    lines.append(f"  cpu: user={s['cpu']['user_s']:.2f}s sys={s['cpu']['sys_s']:.2f}s")
+    lines.append(_cpu_line(s["cpu"]))
     if doc.get("engine_note"):
         lines.append(f"  engine: {doc['engine_note']}")
     return "\n".join(lines)
@@ -224,7 +239,7 @@ def format_net(doc: dict) -> str:
     if doc["interrupted"] or doc.get("stop_reason"):
         lines.append(f"  stopped early: {doc['stop_reason']}")
     lines.append(f"  sent:     {s['sent']} datagrams, {format_si(s['sent_pps'])} pps, "
-                 f"{s['bits_per_s'] / 1e6:.1f} Mbit/s payload, {s['wire_bits_per_s'] / 1e6:.1f} Mbit/s on an Ethernet wire")
+                 f"{format_bits_per_s(s['bits_per_s'])} payload, {format_bits_per_s(s['wire_bits_per_s'])} on an Ethernet wire")
     if s["received"] is None:
         lines.append(f"  received: not measured ({s['note']})")
     else:
@@ -242,13 +257,13 @@ def format_net(doc: dict) -> str:
             lines.append(_latency_line("user", s["user_delay_ns"]))
     elif "oneway" in s:
         bound = s["oneway"].get("clock_error_ns")
-        lines.append("  one way" + (f" (clocks aligned to +-{format_ns(bound)}):" if bound else " (same host clock):"))
+        lines.append("  one way" + (f" (clocks aligned to ± {format_ns(bound)}):" if bound else " (same host clock):"))
         lines.append(_latency_line("latency", s["oneway"]["latency_ns"]))
         lines.append(_latency_line("service", s["oneway"]["service_ns"]))
     if s.get("oneway_omitted"):
         lines.append(f"  one way: not reported, {s['oneway_omitted']}")
     for h in doc.get("hosts") or []:
-        clock = f", clock offset {h['clock']['offset_ns']} ns +-{h['clock']['error_ns']} ns" if h.get("clock") else ""
+        clock = _clock_note(h.get("clock"))
         if h["role"] == "sender":
             lines.append(f"  host {h['host']} (sender): sent {h['sent']}, {format_si(h['sent_pps'])} pps{clock}")
         else:
@@ -268,5 +283,5 @@ def format_net(doc: dict) -> str:
         detail = ", ".join(f"{k} x{v}" for k, v in s["errors_by_errno"].items())
         lines.append(f"  errors: {s['errors']} ({detail})")
     lines += _judgement_lines(s)
-    lines.append(f"  cpu: user={s['cpu']['user_s']:.2f}s sys={s['cpu']['sys_s']:.2f}s")
+    lines.append(_cpu_line(s["cpu"]))
     return "\n".join(lines)

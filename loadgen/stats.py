@@ -23,8 +23,9 @@ import numpy as np
 from loadgen.native import STATE_FAILED, Layout
 
 # Counters that hold a maximum rather than a sum.
-# pace_tolerance_ns, busy_poll and cpu are set once at start: a maximum keeps them.
-_MAX_COUNTERS = {"lag_max_ns", "state", "setup_errno", "pace_tolerance_ns", "busy_poll", "cpu"}
+# pace_tolerance_ns, pace_window_ns, busy_poll and cpu are set once at start: a maximum keeps them.
+_MAX_COUNTERS = {"lag_max_ns", "early_max_ns", "state", "setup_errno", "pace_tolerance_ns", "pace_window_ns",
+                 "busy_poll", "cpu"}
 
 # Per histogram: the counters whose sum, less the second group's, equals its
 # count in every consistent row (native/disk.c complete_op, net.c track_arrival:

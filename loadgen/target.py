@@ -1,4 +1,4 @@
-"""Disk targets: the temporary default, existing files and block devices.
+"""Disk targets: the temporary default, existing files, files made at --size, and block devices.
 
 This module decides whether a target may be used and opens it; the native
 engine does every measured I/O. Its one read of a device (the first 68 KiB, to
@@ -14,8 +14,23 @@ Rules:
   partitioned, held by another device, a signature loadgen or blkid knows)
   needs --allow-destroy. Without blkid only the built-in signatures are
   checked, and the target says so in its notes.
-- A temporary target must fit in its directory's free space, and a job's I/O
-  buffers (qd x bs x workers) in half of MemAvailable, before anything is written.
+- A temporary target, or a target file made because it did not exist, must fit
+  in its directory's free space, and a job's I/O buffers (qd x bs x workers) in
+  half of MemAvailable, before anything is written.
+- A missing target file is made only when --size says how big (as fio's
+  filename= with size=): created with O_EXCL|O_NOFOLLOW in its directory, so a
+  name planted meanwhile (a symlink above all) is refused, never followed;
+  filled with the native pattern and kept, since the user named it. If it
+  cannot be filled it is removed, but only while its name still holds the
+  file this run made; it is sized before the fill, so one killed mid-fill
+  is left sparse, and refused as such.
+- "Unwritten" means a hole or an unwritten extent: a read there returns zeros
+  without reaching the device. SEEK_HOLE/SEEK_DATA finds them; where the
+  filesystem cannot answer, st_blocks says how much of the span has no blocks.
+  A regular file with unwritten bytes in its span is refused for reads unless
+  --prefill writes them first (only those extents: the data around them is
+  kept) or --allow-sparse accepts them (the result says how much). Block
+  devices have no holes.
 """
 import errno
 import fcntl
@@ -70,6 +85,15 @@ class DiskTarget:
     kind: str  # "temp", "file" or "block"
     remove_on_close: bool = False   # a temp file this process made by name
     notes: list[str] = field(default_factory=list)   # what the result's warnings should say
+    created: bool = False           # a file this run made at the user's name, and kept
+    prefilled_bytes: int = 0        # unwritten bytes of an existing file written before the run (--prefill)
+    unwritten_bytes: int = 0        # unwritten bytes left in the span (--allow-sparse, or a write-only job)
+
+    def facts(self) -> dict:
+        """What the result's config says about the target, wherever it was opened."""
+        return {"target_path": self.path, "target_kind": self.kind, "span_bytes": self.span_bytes,
+                "target_created": self.created, "prefilled_bytes": self.prefilled_bytes,
+                "unwritten_bytes": self.unwritten_bytes}
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -200,12 +224,79 @@ def check_buffer_memory(spec: DiskSpec, available_bytes: int | None = None) -> N
                          "of memory available here")
 
 
-def check_fits(size_bytes: int, vfs: os.statvfs_result, where: str) -> None:
-    """Refuse a temporary target larger than the free space where it would be made."""
+def check_fits(size_bytes: int, vfs: os.statvfs_result, where: str, what: str = "temporary target") -> None:
+    """Refuse a target to be made larger than the free space where it would be made."""
     free = vfs.f_bavail * vfs.f_frsize
     if size_bytes > free:
-        raise UsageError(f"a {format_size(size_bytes)} temporary target does not fit in {where}: "
+        raise UsageError(f"a {format_size(size_bytes)} {what} does not fit in {where}: "
                          f"{_gib(free)} free")
+
+
+SECTOR_BYTES = 512   # st_blocks counts these, whatever the filesystem's block (stat(2))
+
+
+def seek_holes(fd: int, span_bytes: int) -> list[tuple[int, int]] | None:
+    """(offset, length) of each hole or unwritten extent in [0, span_bytes), or None where the
+    filesystem cannot say (lseek SEEK_HOLE gives EINVAL). Moves the file offset; the engines use
+    explicit offsets."""
+    holes: list[tuple[int, int]] = []
+    offset = 0
+    while offset < span_bytes:
+        try:
+            hole = os.lseek(fd, offset, os.SEEK_HOLE)
+        except OSError as e:
+            if e.errno == errno.ENXIO:   # offset at or past the end: nothing more
+                break
+            if e.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+                return None
+            raise
+        if hole >= span_bytes:
+            break
+        try:
+            data = os.lseek(fd, hole, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno != errno.ENXIO:   # ENXIO: no data after the hole, it runs to the end
+                raise
+            data = span_bytes
+        end = min(data, span_bytes)
+        holes.append((hole, end - hole))
+        offset = end
+    return holes
+
+
+def unwritten_extents(fd: int, st: os.stat_result, span_bytes: int) -> tuple[list[tuple[int, int]], int]:
+    """(the extents to write so every read of the span reaches a block, the unwritten bytes).
+
+    Where SEEK_HOLE cannot tell, st_blocks says how much is missing but not where: the
+    whole span is then the extent to write. A file with no blocks at all is wholly
+    unwritten even where SEEK_HOLE (the generic one) sees data everywhere."""
+    allocated = st.st_blocks * SECTOR_BYTES
+    holes = seek_holes(fd, span_bytes)
+    if holes is None:
+        missing = span_bytes - min(span_bytes, allocated)
+        return ([(0, span_bytes)] if missing else []), missing
+    if not holes and allocated == 0 and span_bytes:
+        return [(0, span_bytes)], span_bytes
+    return holes, sum(length for _, length in holes)
+
+
+def _plan_prefill(spec: DiskSpec, target: DiskTarget, st: os.stat_result) -> list[tuple[int, int]]:
+    """The extents of an existing file to write before the run; refuses a sparse target for reads."""
+    extents, unwritten = unwritten_extents(target.fd, st, target.span_bytes)
+    if not unwritten:
+        return []
+    if spec.prefill:
+        return extents
+    if spec.read_pct and not spec.allow_sparse:
+        raise UsageError(f"target {target.path} is sparse: {format_size(unwritten)} of its "
+                         f"{format_size(target.span_bytes)} span is unwritten, and reads there never reach "
+                         "the device (--prefill writes it first, --allow-sparse reads it as it is)")
+    target.unwritten_bytes = unwritten
+    if spec.read_pct:
+        target.notes.append(f"{format_size(unwritten)} of the {format_size(target.span_bytes)} span of "
+                            f"{target.path} is unwritten: reads there return zeros without reaching the device "
+                            "(--allow-sparse)")
+    return []
 
 
 def _open(path: str, flags: int) -> int:
@@ -223,8 +314,9 @@ def _open(path: str, flags: int) -> int:
 
 def access_flags(spec: DiskSpec) -> int:
     """How a target is opened: O_DIRECT comes later, once the descriptor is checked (target_from_fd).
-    O_NONBLOCK keeps a FIFO's open from waiting; target_from_fd refuses it and clears the flag."""
-    return (os.O_RDWR if spec.writes else os.O_RDONLY) | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    O_NONBLOCK keeps a FIFO's open from waiting; target_from_fd refuses it and clears the flag.
+    --prefill may write, so it opens for writing too."""
+    return (os.O_RDWR if spec.writes or spec.prefill else os.O_RDONLY) | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 def _set_io_flags(spec: DiskSpec, fd: int, path: str) -> None:
@@ -237,33 +329,47 @@ def _set_io_flags(spec: DiskSpec, fd: int, path: str) -> None:
         raise SetupError(f"cannot set the I/O flags of {path}: {e.strerror}") from None
 
 
-def target_from_fd(spec: DiskSpec, fd: int, path: str, temp: bool = False) -> DiskTarget:
+def target_from_fd(spec: DiskSpec, fd: int, path: str, temp: bool = False, created: bool = False) -> DiskTarget:
     """Check the open target at fd and make it a DiskTarget, which owns fd from here (closed on error).
 
-    temp: a fresh temporary file, filled here to spec.size_bytes. path only names it in messages."""
-    target = DiskTarget(path, fd, 0, "temp" if temp else "file")
+    temp: a fresh temporary file; created: a new, empty file at the user's name; either is
+    filled here to spec.size_bytes. An existing file's unwritten extents are written here
+    under --prefill. path only names the target in messages."""
+    target = DiskTarget(path, fd, 0, "temp" if temp else "file", created=created)
+    fresh = temp or created
     try:
         st = os.fstat(fd)
-        if stat.S_ISBLK(st.st_mode) and not temp:
+        if stat.S_ISBLK(st.st_mode) and not fresh:
             target.kind = "block"
             target.span_bytes = _check_block(spec, target, st)
+            fill = []
         elif not stat.S_ISREG(st.st_mode):
             raise UsageError(f"target must be a regular file or a block device: {path}")
-        elif temp:
-            check_fits(spec.size_bytes, os.fstatvfs(fd), f"the directory of {path}")
+        elif fresh:
+            check_fits(spec.size_bytes, os.fstatvfs(fd), f"the directory of {path}",
+                       "temporary target" if temp else "new target file")
             target.span_bytes = spec.size_bytes
+            fill = [(0, spec.size_bytes)]
+            if created:
+                # Full size first: a fill cut short by SIGKILL (an agent's child past its grace)
+                # leaves holes, which the next read run refuses, never a short file taken as whole.
+                os.ftruncate(fd, spec.size_bytes)
         else:
             span = min(st.st_size, spec.size_bytes) if spec.size_given else st.st_size
             if span < spec.bs_bytes:
                 raise UsageError(f"target {path} holds {st.st_size} bytes, less than one block of {spec.bs_bytes}")
             target.span_bytes = span - span % spec.bs_bytes
+            fill = _plan_prefill(spec, target, st)
         _set_io_flags(spec, fd, path)
-        if temp:
+        for offset, length in fill:
             try:
-                native.file_fill(fd, spec.size_bytes)
+                native.file_fill(fd, length, offset)
             except OSError as e:
-                raise SetupError(f"cannot write the {spec.size_bytes}-byte temporary target {path}: "
+                what = "temporary target" if temp else "target"
+                raise SetupError(f"cannot write {format_size(length)} at {offset} of the {what} {path}: "
                                  f"{e.strerror}") from None
+        if not fresh:
+            target.prefilled_bytes = sum(length for _, length in fill)
     except BaseException:
         target.close()
         raise
@@ -311,8 +417,68 @@ def _open_temp(spec: DiskSpec) -> DiskTarget:
     return target
 
 
+CREATE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+CREATE_MODE = 0o644   # as fio makes its files; the umask applies
+
+
+def create_at(dir_fd: int, name: str) -> int:
+    """A new, empty file name in the directory dir_fd; OSError (EEXIST) if anything, a symlink
+    included, is there already. O_EXCL never follows a symlink at the name (open(2))."""
+    if "/" in name or name in ("", ".", ".."):
+        raise OSError(errno.EINVAL, "not a plain file name", name)
+    return os.open(name, CREATE_FLAGS, CREATE_MODE, dir_fd=dir_fd)
+
+
+def remove_if_ours(dir_fd: int, name: str, made: os.stat_result) -> None:
+    """Unlink name in dir_fd only while it is still the file this run made."""
+    try:
+        now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if (now.st_dev, now.st_ino) == (made.st_dev, made.st_ino):
+            os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
+def fill_created(spec: DiskSpec, fd: int, path: str, dir_fd: int, name: str) -> DiskTarget:
+    """The DiskTarget of a file create_at just made, filled to spec.size_bytes and kept.
+
+    If it is refused or cannot be filled (no space, a signal), it is removed again."""
+    made = os.fstat(fd)
+    try:
+        return target_from_fd(spec, fd, path, created=True)
+    except BaseException:
+        remove_if_ours(dir_fd, name, made)
+        raise
+
+
+def _create_target(spec: DiskSpec, path: str) -> DiskTarget:
+    parent, name = os.path.split(path)
+    try:
+        dir_fd = os.open(parent or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise UsageError(f"target not found: {path} (its directory does not exist)") from None
+    except OSError as e:
+        raise SetupError(f"cannot open the directory of {path}: {e.strerror}") from None
+    try:
+        check_fits(spec.size_bytes, os.fstatvfs(dir_fd), f"the directory of {path}", "new target file")
+        try:
+            fd = create_at(dir_fd, name)
+        except FileExistsError:
+            raise UsageError(f"refusing to create {path}: something is at that name already "
+                             "(a symlink is never followed to make a target)") from None
+        except PermissionError:
+            raise SetupError(f"no permission to create {path}") from None
+        except OSError as e:
+            raise SetupError(f"cannot create {path}: {e.strerror}") from None
+        return fill_created(spec, fd, path, dir_fd, name)
+    finally:
+        os.close(dir_fd)
+
+
 def open_target(spec: DiskSpec) -> DiskTarget:
-    """Check and open the target a spec names; the caller closes it (removing a temp file)."""
+    """Check and open the target a spec names; the caller closes it (removing a temp file).
+
+    A missing target file is made at spec.size_bytes when --size was given."""
     check_buffer_memory(spec)
     if spec.target is None:
         return _open_temp(spec)
@@ -320,7 +486,9 @@ def open_target(spec: DiskSpec) -> DiskTarget:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise UsageError(f"target not found: {path}") from None
+        if spec.size_given and not path.endswith("/"):
+            return _create_target(spec, path)
+        raise UsageError(f"target not found: {path} (give --size to create it)") from None
     except OSError as e:
         raise SetupError(f"cannot stat {path}: {e.strerror}") from None
     # Opening some device nodes acts (a watchdog, a tape): refuse them before any open.
@@ -343,6 +511,21 @@ def open_beneath_target(spec: DiskSpec, root_fd: int, rel: str) -> int:
         return reopen(pinned, access_flags(spec))
     finally:
         os.close(pinned)
+
+
+def create_beneath(spec: DiskSpec, root_fd: int, rel: str) -> tuple[int, int, str]:
+    """(descriptor, its directory's O_PATH descriptor, its name) of a new, empty file rel beneath
+    root_fd, made without following any symlink; fill it with fill_created, which removes it
+    on failure. Raises OSError (EEXIST: something is at the name; ELOOP, EXDEV) or
+    UsageError (it would not fit)."""
+    parent, name = os.path.split(rel)
+    dir_fd = open_beneath(root_fd, parent, os.O_PATH | os.O_DIRECTORY) if parent else os.dup(root_fd)
+    try:
+        check_fits(spec.size_bytes, os.fstatvfs(dir_fd), f"the directory of {rel}", "new target file")
+        return create_at(dir_fd, name), dir_fd, name
+    except BaseException:
+        os.close(dir_fd)
+        raise
 
 
 def open_temp_beneath(spec: DiskSpec, root_fd: int, where: str) -> int:

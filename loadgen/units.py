@@ -4,6 +4,11 @@
 - counts and rates are decimal: "50k" = 50_000, "1.5M" = 1_500_000.
 - durations become integer nanoseconds: "10s", "500ms", "2m", "1h", "250us";
   a bare number is seconds.
+
+Formatting, for the human summaries (the documents keep raw integers): durations in
+ns, µs, ms or s, whichever the value fills; network rates in bits (bit/s with k, M,
+G); disk rates in bytes with binary prefixes (MiB/s), as sizes are given; counts and
+operation rates with a decimal k, M or G.
 """
 import re
 from decimal import Decimal, InvalidOperation
@@ -109,16 +114,36 @@ def format_size(size_bytes: int) -> str:
 
 
 def format_si(value: float) -> str:
-    """481234.0 -> '481.2k'."""
+    """A count or a rate with a decimal prefix: 481234.0 -> '481.2k'."""
     for suffix, unit in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(value) >= unit:
             return f"{value / unit:.1f}{suffix}"
     return f"{value:.0f}"
 
 
+# The prefix is chosen by magnitude, so a negative value (a clock offset) reads like a positive one.
+_NS_UNITS = (("s", 1e9), ("ms", 1e6), ("µs", 1e3))
+
+
 def format_ns(value_ns: float) -> str:
-    """Latency for people: 51234 -> '51.2us'."""
-    for suffix, unit in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
-        if value_ns >= unit:
-            return f"{value_ns / unit:.1f}{suffix}"
-    return f"{value_ns:.0f}ns"
+    """A duration for people, in the largest unit it fills: 51234 -> '51.2 µs', -2529 -> '-2.5 µs'."""
+    for suffix, unit in _NS_UNITS:
+        if abs(value_ns) >= unit:
+            return f"{value_ns / unit:.1f} {suffix}"
+    return f"{value_ns:.0f} ns"
+
+
+def format_bits_per_s(value_bits_per_s: float) -> str:
+    """Network throughput in bits, with decimal prefixes as links are rated: 25e9 -> '25.0 Gbit/s'."""
+    for prefix, unit in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value_bits_per_s) >= unit:
+            return f"{value_bits_per_s / unit:.1f} {prefix}bit/s"
+    return f"{value_bits_per_s:.0f} bit/s"
+
+
+def format_bytes_per_s(value_bytes_per_s: float) -> str:
+    """Disk throughput in bytes, with binary prefixes as sizes are given: 4096 * 1000 -> '3.9 MiB/s'."""
+    for prefix, unit in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if abs(value_bytes_per_s) >= unit:
+            return f"{value_bytes_per_s / unit:.1f} {prefix}B/s"
+    return f"{value_bytes_per_s:.0f} B/s"

@@ -47,6 +47,8 @@ class DiskSpec:
     allow_destroy: bool
     seed: int
     common: CommonSpec = field(repr=False)
+    prefill: bool = False       # write the target's unwritten extents before the run
+    allow_sparse: bool = False  # read a target with unwritten extents as it is
     wire: dict = field(repr=False, compare=False, default_factory=dict)  # typed options, defaults resolved
 
     @property
@@ -76,6 +78,8 @@ class DiskSpec:
             "direct": self.direct,
             "engine": self.engine,
             "seed": self.seed,
+            "prefill": self.prefill,
+            "allow_sparse": self.allow_sparse,
             **{k: v for k, v in asdict(self.common).items()},
         }
 
@@ -126,7 +130,7 @@ def _disk(v: dict) -> DiskSpec:
         size_bytes=size_bytes - size_bytes % bs_bytes, size_given=size_given,
         rw=rw, read_pct=read_pct, sequential=sequential, bs_bytes=bs_bytes, qd=v["qd"],
         rate_ops_per_s=v["iops"], direct=v["direct"], engine=v["engine"], allow_destroy=v["allow_destroy"],
-        seed=seed, common=common, wire=v | {"seed": seed, "workers": common.workers},
+        seed=seed, common=common, prefill=v["prefill"], allow_sparse=v["allow_sparse"], wire=v | {"seed": seed, "workers": common.workers},
     )
 
 

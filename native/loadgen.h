@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define LG_ABI_VERSION 2
+#define LG_ABI_VERSION 3
 
 /* Only lg_* names leave the library; everything else is hidden (-fvisibility=hidden). */
 #define LG_API __attribute__((visibility("default")))
@@ -62,6 +62,12 @@ enum lg_counter {
 	LG_CTR_PACE_TOLERANCE_NS, /* ops due within this of now share a batch: the measured wake-up cost */
 	LG_CTR_BUSY_POLL,	/* 1: spun on the clock (busy_poll); 0: slept in the kernel */
 	LG_CTR_CPU,		/* the CPU the worker ran on once pinned */
+	LG_CTR_PACE_WINDOW_NS,	/* sender: ops due within this went ahead in one batch; receiver: its sleep between drains */
+	LG_CTR_EARLY_MAX_NS,	/* largest scheduled-minus-start time of an op sent ahead of its time */
+	LG_CTR_EARLY_SUM_NS,
+	LG_CTR_KERNEL_STAMPED,	/* arrivals timed by the kernel's receive stamp, not loadgen's read */
+	LG_CTR_GSO_SENT,	/* of LG_CTR_SENT, those sent in UDP GSO runs */
+	LG_CTR_SOCKET_DROPS,	/* a receiver's socket dropped this many, its buffer full (SO_RXQ_OVFL, as of the last arrival) */
 	LG_CTR_COUNT
 };
 
@@ -210,6 +216,9 @@ LG_API int lg_pace_schedule(int64_t start_ns, uint64_t rate, uint64_t stride, ui
 /* How many ops of that stream are due at or before t_ns (test hook). */
 LG_API int64_t lg_pace_count_by(int64_t start_ns, uint64_t rate, uint64_t stride, uint64_t phase,
 				int64_t t_ns);
+/* The tolerance (out[0]) and the window (out[1]) pace.h derives from a wake-up's
+ * lateness and CPU time: a test hook. */
+LG_API int lg_pace_wake_windows(int64_t late_p90_ns, int64_t cpu_ns, int64_t out[2]);
 
 /* Record value_ns into one HDR counts array (test hook for the recorder). */
 LG_API void lg_hdr_record(uint64_t *counts, int64_t value_ns);

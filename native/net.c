@@ -7,10 +7,12 @@
  *     start_ns + (k * F + f) * 1e9 / rate_pps,
  * so the flows interleave into one evenly spaced stream. Each pass sends,
  * with one sendmmsg per flow (batch at most), every datagram due within the
- * pacing tolerance of now, then sleeps until the next is due (pace.h); in echo
- * mode the sleep is a ppoll that also wakes for returns. busy_poll spins
- * instead. A sender that falls behind sends its backlog at full speed and
- * never skips a datagram.
+ * pacing window of now (one-way streams) or the tolerance (echo, whose round
+ * trips a burst would queue up), then sleeps until the next is due (pace.h);
+ * in echo mode the sleep is a ppoll that also wakes for returns. busy_poll
+ * spins instead. Each datagram carries its own scheduled time; how far ahead
+ * of it datagrams went is counted (early_max_ns, early_sum_ns). A sender that
+ * falls behind sends its backlog at full speed and never skips a datagram.
  *
  * Echo timing: senders' sockets carry SO_TIMESTAMPNS, so each return has the
  * kernel's receive time beside loadgen's own read time: kernel_rtt is the
@@ -18,8 +20,13 @@
  * the kernel's receive (loadgen's own delay, not the network's).
  *
  * Receivers: one socket each (SO_REUSEPORT spreads flows over them), drained
- * with recvmmsg that blocks for the first datagram; each tracks every flow's sequence numbers (seq.h). In echo
- * mode they send every datagram back unchanged and the sender times it.
+ * with recvmmsg that blocks for the first datagram; each tracks every flow's
+ * sequence numbers (seq.h). Their sockets carry SO_TIMESTAMPNS: a datagram
+ * arrives when the kernel stamped it, not when loadgen read it (counted in
+ * kernel_stamped), so a paced one-way receiver sleeps a pacing window between
+ * drains and wakes once per window, not once per datagram, without moving any
+ * arrival time. In echo mode they send every datagram back unchanged, at once,
+ * and the sender times it.
  *
  * Counting window: a datagram counts when its scheduled time is in
  * [ramp_end_ns, end): senders and receivers decide it from the same header
@@ -35,6 +42,8 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +57,12 @@
 /* A sender whose send queues are full waits this long at most before it looks again. */
 #define SEND_BLOCKED_MAX_NS 1000000L
 #define MAX_FLOWS LG_MAX_FLOWS
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103		/* linux/udp.h, Linux >= 4.18 */
+#endif
+/* UDP GSO takes at most this many segments per send (UDP_MAX_SEGMENTS, 64
+ * before Linux 6.9) and at most one IPv4 datagram's worth of payload. */
+#define GSO_MAX_SEGMENTS 64
 
 struct pkt_header {
 	uint32_t magic;
@@ -69,10 +84,18 @@ struct batch {
 	struct mmsghdr *msgs;
 	struct sockaddr_storage *addrs;	/* receivers: sources, for echo */
 	unsigned char *ctrl;		/* echo senders: room for each datagram's receive stamp */
+	/* one-way senders with UDP GSO: runs of up to gso_segments datagrams, each
+	 * run one message whose UDP_SEGMENT cuts it back into the datagrams */
+	unsigned gso_segments;		/* 0: no GSO */
+	struct iovec *gso_iov;
+	struct mmsghdr *gso_msgs;
+	unsigned char *gso_ctrl;
 };
 
-/* One SCM_TIMESTAMPNS per datagram. */
-#define STAMP_CTRL_BYTES CMSG_SPACE(sizeof(struct timespec))
+#define GSO_CTRL_BYTES CMSG_SPACE(sizeof(uint16_t))
+
+/* One SCM_TIMESTAMPNS per datagram, and at a receiver the SO_RXQ_OVFL drop count. */
+#define STAMP_CTRL_BYTES (CMSG_SPACE(sizeof(struct timespec)) + CMSG_SPACE(sizeof(uint32_t)))
 
 struct flow_state {
 	int fd;
@@ -80,6 +103,8 @@ struct flow_state {
 	uint32_t id;		/* on the wire: flow_base + slot */
 	struct pace_cursor next; /* next datagram in this flow's schedule; next.k is its index */
 	struct seq_tracker echo_seq;	/* echo mode: the returns */
+	unsigned max_batch;	/* b->n, or 1 once sendmmsg lost an error of this socket (see send_flow) */
+	int gso;		/* send runs by UDP GSO, until the path refuses it */
 };
 
 static int batch_alloc(struct batch *b, unsigned n, unsigned size_bytes, int with_addrs, int with_stamps)
@@ -110,6 +135,39 @@ static int batch_alloc(struct batch *b, unsigned n, unsigned size_bytes, int wit
 	return 0;
 }
 
+/* Let b send runs of datagrams by UDP GSO (one-way senders; see send_gso). */
+static int batch_enable_gso(struct batch *b)
+{
+	unsigned seg = LG_PKT_MAX_BYTES / b->size_bytes, runs;
+
+	seg = seg < GSO_MAX_SEGMENTS ? seg : GSO_MAX_SEGMENTS;
+	if (seg < 2)
+		return 0;	/* one datagram per run saves nothing */
+	runs = (b->n + seg - 1) / seg;
+	b->gso_iov = calloc(runs, sizeof(*b->gso_iov));
+	b->gso_msgs = calloc(runs, sizeof(*b->gso_msgs));
+	b->gso_ctrl = calloc(runs, GSO_CTRL_BYTES);
+	if (!b->gso_iov || !b->gso_msgs || !b->gso_ctrl)
+		return -ENOMEM;
+	for (unsigned i = 0; i < runs; i++) {
+		struct msghdr *mh = &b->gso_msgs[i].msg_hdr;
+		struct cmsghdr *cm;
+		uint16_t size = (uint16_t)b->size_bytes;
+
+		mh->msg_iov = &b->gso_iov[i];
+		mh->msg_iovlen = 1;
+		mh->msg_control = b->gso_ctrl + (size_t)i * GSO_CTRL_BYTES;
+		mh->msg_controllen = GSO_CTRL_BYTES;
+		cm = CMSG_FIRSTHDR(mh);
+		cm->cmsg_level = SOL_UDP;
+		cm->cmsg_type = UDP_SEGMENT;
+		cm->cmsg_len = CMSG_LEN(sizeof(size));
+		memcpy(CMSG_DATA(cm), &size, sizeof(size));
+	}
+	b->gso_segments = seg;
+	return 0;
+}
+
 static void batch_free(struct batch *b)
 {
 	free(b->bufs);
@@ -117,6 +175,32 @@ static void batch_free(struct batch *b)
 	free(b->msgs);
 	free(b->addrs);
 	free(b->ctrl);
+	free(b->gso_iov);
+	free(b->gso_msgs);
+	free(b->gso_ctrl);
+}
+
+/* Send the first n datagrams of b, whose buffers lie end to end, as runs of
+ * b->gso_segments: the stack and the loopback carry each run once, and the
+ * kernel cuts it into datagrams (on the receiving socket, or on a NIC that
+ * cannot). Returns how many datagrams went, or -1 with errno when none did. */
+static int send_gso(int fd, struct batch *b, unsigned n)
+{
+	unsigned runs = 0;
+	int ret;
+
+	for (unsigned i = 0; i < n; i += b->gso_segments) {
+		unsigned k = n - i < b->gso_segments ? n - i : b->gso_segments;
+
+		b->gso_iov[runs].iov_base = b->bufs + (size_t)i * b->size_bytes;
+		b->gso_iov[runs].iov_len = (size_t)k * b->size_bytes;
+		runs++;
+	}
+	ret = sendmmsg(fd, b->gso_msgs, runs, MSG_DONTWAIT);
+	if (ret <= 0)
+		return ret < 0 ? -1 : 0;
+	/* every run but the last is full */
+	return (unsigned)ret == runs ? (int)n : ret * (int)b->gso_segments;
 }
 
 /* Little-endian on the wire; loadgen runs on little-endian hosts (x86-64, arm64). */
@@ -170,11 +254,11 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 {
 	struct pace_cursor c = f->next;
 	uint32_t seq0 = cfg->first_seq + (uint32_t)c.k;
-	uint64_t in_window = 0, lag_sum = 0, lag_max = 0, late = 0;
+	uint64_t in_window = 0, lag_sum = 0, lag_max = 0, late = 0, early_sum = 0, early_max = 0;
 	unsigned n;
-	int ret;
+	int ret, by_gso = 0;
 
-	for (n = 0; n < b->n; n++) {
+	for (n = 0; n < f->max_batch; n++) {
 		int64_t sched = now_ns;
 
 		if (cfg->rate_pps) {
@@ -185,18 +269,31 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 		header_write(b->iov[n].iov_base, f->id, seq0 + n, cfg->run_tag,
 			     sched - cfg->start_ns, now_ns - cfg->start_ns);
 		if (sched >= cfg->ramp_end_ns) {
-			uint64_t lag = pace_lag_ns(now_ns, sched);
+			uint64_t lag = pace_lag_ns(now_ns, sched), early = pace_early_ns(now_ns, sched);
 
 			in_window++;
 			lag_sum += lag;
 			lag_max = lag > lag_max ? lag : lag_max;
 			late += lag > (uint64_t)slot_ns;
+			early_sum += early;
+			early_max = early > early_max ? early : early_max;
 		}
 		pace_next(&c);
 	}
 	if (n == 0)
 		return 0;
-	ret = sendmmsg(f->fd, b->msgs, n, MSG_DONTWAIT);
+	if (f->gso && n > 1) {
+		ret = send_gso(f->fd, b, n);
+		by_gso = ret > 0;
+		/* a path without UDP GSO (an old kernel, a NIC without checksum
+		 * offload, a payload over the MTU): send datagram by datagram */
+		if (ret < 0 && (errno == EINVAL || errno == EIO || errno == EOPNOTSUPP || errno == ENOPROTOOPT)) {
+			f->gso = 0;
+			ret = sendmmsg(f->fd, b->msgs, n, MSG_DONTWAIT);
+		}
+	} else {
+		ret = sendmmsg(f->fd, b->msgs, n, MSG_DONTWAIT);
+	}
 	if (ret < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == EINTR)
 			return 0;	/* the queue is full: the backlog waits, nothing is skipped */
@@ -207,18 +304,29 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 		return 0;
 	}
 	if ((unsigned)ret < n) {
+		struct pollfd pfd = { .fd = f->fd, .events = POLLOUT };
+
+		/* sendmmsg drops the error that stopped it after the first datagram
+		 * (net/socket.c returns the count). With room in the queue it was not
+		 * EAGAIN but the socket's own error, say an ICMP unreachable: from now
+		 * on this flow sends one datagram per call, so each error is seen and
+		 * counted. */
+		if (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLOUT))
+			f->max_batch = 1;
 		/* The kernel took part of the batch (rare): tally that part again. */
 		c = f->next;
-		in_window = lag_sum = lag_max = late = 0;
+		in_window = lag_sum = lag_max = late = early_sum = early_max = 0;
 		for (int i = 0; i < ret; i++) {
 			int64_t sched = cfg->rate_pps ? pace_due_ns(&c) : now_ns;
-			uint64_t lag = pace_lag_ns(now_ns, sched);
+			uint64_t lag = pace_lag_ns(now_ns, sched), early = pace_early_ns(now_ns, sched);
 
 			if (sched >= cfg->ramp_end_ns) {
 				in_window++;
 				lag_sum += lag;
 				lag_max = lag > lag_max ? lag : lag_max;
 				late += lag > (uint64_t)slot_ns;
+				early_sum += early;
+				early_max = early > early_max ? early : early_max;
 			}
 			pace_next(&c);
 		}
@@ -228,15 +336,20 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 		counter_add(&st->counters[LG_CTR_LAG_SUM_NS], lag_sum);
 		counter_max(&st->counters[LG_CTR_LAG_MAX_NS], lag_max);
 		counter_add(&st->counters[LG_CTR_LATE_OPS], late);
+		counter_add(&st->counters[LG_CTR_EARLY_SUM_NS], early_sum);
+		counter_max(&st->counters[LG_CTR_EARLY_MAX_NS], early_max);
 	}
 	counter_add(&st->counters[LG_CTR_SENT], in_window);
+	if (by_gso)
+		counter_add(&st->counters[LG_CTR_GSO_SENT], in_window);
 	counter_add(&st->counters[LG_CTR_SENT_BYTES], in_window * b->size_bytes);
 	return (unsigned)ret;
 }
 
-/* Account one arriving datagram at a receiver, or an echo at a sender. */
-/* kernel_rx_ns: the kernel's receive stamp in CLOCK_MONOTONIC, or 0 if none. */
-static void track_arrival(const struct lg_net_config *cfg, struct lg_worker_stats *st,
+/* Account one arriving datagram at a receiver, or an echo at a sender, that
+ * arrived at now_ns; kernel_rx_ns: an echo's kernel receive stamp in
+ * CLOCK_MONOTONIC, or 0 if none. Returns 1 if it was timed, else 0. */
+static int track_arrival(const struct lg_net_config *cfg, struct lg_worker_stats *st,
 			  struct seq_tracker *t, const struct pkt_header *h, size_t len,
 			  int64_t now_ns, int is_echo, int64_t kernel_rx_ns)
 {
@@ -246,17 +359,17 @@ static void track_arrival(const struct lg_net_config *cfg, struct lg_worker_stat
 	int64_t sched = cfg->start_ns + h->sched_ns, sent = cfg->start_ns + h->send_ns;
 
 	if (sched < cfg->ramp_end_ns)
-		return;
+		return 0;
 	if (is_echo && cfg->grace_ns && now_ns - sent > cfg->grace_ns) {
 		counter_add(&c[LG_CTR_LATE], 1);	/* past the timeout: lost, not timed */
-		return;
+		return 0;
 	}
 	counter_add(&c[LG_CTR_RECEIVED], 1);
 	counter_add(&c[LG_CTR_RECEIVED_BYTES], len);
 	switch (v) {
 	case SEQ_DUPLICATED:
 		counter_add(&c[LG_CTR_DUPLICATED], 1);
-		return;		/* a copy is not timed twice */
+		return 0;	/* a copy is not timed twice */
 	case SEQ_REORDERED:
 		counter_add(&c[LG_CTR_REORDERED], 1);
 		break;
@@ -276,6 +389,7 @@ static void track_arrival(const struct lg_net_config *cfg, struct lg_worker_stat
 		hdr_record(st->hist[LG_HIST_KERNEL_RTT_PACKET], kernel_rx_ns - sent);
 		hdr_record(st->hist[LG_HIST_USER_DELAY_PACKET], now_ns - kernel_rx_ns);
 	}
+	return 1;
 }
 
 /* The SCM_TIMESTAMPNS of a received datagram, moved from CLOCK_REALTIME (the
@@ -288,6 +402,21 @@ static int64_t kernel_rx_ns(const struct msghdr *mh, int64_t real_to_mono_ns)
 
 			memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
 			return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec + real_to_mono_ns;
+		}
+	}
+	return 0;
+}
+
+/* The SO_RXQ_OVFL of a received datagram: how many the socket had dropped,
+ * its buffer full, when this one was queued; 0 when absent. */
+static uint32_t socket_drops(const struct msghdr *mh)
+{
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR((struct msghdr *)mh, cm)) {
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SO_RXQ_OVFL) {
+			uint32_t v;
+
+			memcpy(&v, CMSG_DATA(cm), sizeof(v));
+			return v;
 		}
 	}
 	return 0;
@@ -383,13 +512,16 @@ static void sender_worker(struct worker *w)
 	struct flow_state *flows;
 	struct pollfd *pfds;
 	struct batch tx, rx;
-	int64_t slot_ns = 0, deadline, tolerance_ns = 0;
+	int64_t slot_ns = 0, deadline, tolerance_ns = 0, window_ns = 0;
 
 	flows = calloc((cfg->flows + cfg->senders - 1) / cfg->senders, sizeof(*flows));
 	pfds = calloc((cfg->flows + cfg->senders - 1) / cfg->senders, sizeof(*pfds));
 	memset(&tx, 0, sizeof(tx));
 	memset(&rx, 0, sizeof(rx));
+	/* GSO for paced one-way streams: echo sends one at a time anyway, and
+	 * blast keeps the per-datagram path its peers are compared on. */
 	if (!flows || !pfds || batch_alloc(&tx, batch, cfg->size_bytes, 0, 0) ||
+	    (cfg->rate_pps && !cfg->echo && batch_enable_gso(&tx)) ||
 	    (cfg->echo && batch_alloc(&rx, batch, cfg->size_bytes, 0, 1))) {
 		worker_set_state(w, LG_STATE_FAILED, ENOMEM);
 		batch_free(&tx);
@@ -406,6 +538,8 @@ static void sender_worker(struct worker *w)
 		pfds[n_flows].revents = POLLIN;
 		fs->fd = cfg->send_fds[f];
 		fs->slot = f;
+		fs->max_batch = batch;
+		fs->gso = tx.gso_segments > 0;
 		fs->id = cfg->flow_base + f;
 		pace_cursor_init(&fs->next, cfg->start_ns, cfg->rate_pps, cfg->flows, f, 0);
 		seq_init(&fs->echo_seq, cfg->first_seq);
@@ -421,10 +555,17 @@ static void sender_worker(struct worker *w)
 	n_poll = cfg->echo && !cfg->busy_poll ? n_flows : 0;
 	if (cfg->rate_pps) {
 		slot_ns = (int64_t)(1000000000ULL * cfg->flows / cfg->rate_pps);
-		if (!cfg->busy_poll)
-			tolerance_ns = pace_measure_tolerance_ns();
+		if (!cfg->busy_poll) {
+			struct pace_wake_cost cost = pace_measure_wake();
+
+			tolerance_ns = pace_tolerance_ns(cost);
+			/* Echo keeps to the tolerance: a burst would queue at the
+			 * reflector and lengthen the round trips it measures. */
+			window_ns = cfg->echo ? tolerance_ns : pace_window_ns(cost, tolerance_ns);
+		}
 	}
 	pace_record_mode(st, tolerance_ns, (int)cfg->busy_poll);
+	counter_set(&st->counters[LG_CTR_PACE_WINDOW_NS], (uint64_t)window_ns);
 	worker_set_state(w, LG_STATE_RUNNING, 0);
 	if (cfg->start_ns > clock_now_ns())
 		pace_sleep_until(cfg->start_ns);
@@ -437,7 +578,7 @@ static void sender_worker(struct worker *w)
 
 		if (final && !cfg->rate_pps)
 			break;
-		horizon = now + tolerance_ns < deadline ? now + tolerance_ns : deadline - 1;
+		horizon = now + window_ns < deadline ? now + window_ns : deadline - 1;
 		worker_publish(w);
 		stats_begin(w);
 		for (unsigned i = 0; i < n_flows; i++) {
@@ -554,29 +695,50 @@ static void receiver_worker(struct worker *w)
 	uint32_t cap = 2 * cfg->flows;
 	struct flow_slot *flows;
 	struct batch rx;
+	int on = 1, stamped;
+	int64_t window_ns = 0;
 
+	memset(&rx, 0, sizeof(rx));
 	flows = calloc(cap, sizeof(*flows));
 	if (!flows || batch_alloc(&rx, cfg->batch, cfg->size_bytes > LG_PKT_HEADER_BYTES ?
-							cfg->size_bytes : LG_PKT_HEADER_BYTES, cfg->echo, 0)) {
+							cfg->size_bytes : LG_PKT_HEADER_BYTES, cfg->echo, 1)) {
 		worker_set_state(w, LG_STATE_FAILED, ENOMEM);
+		batch_free(&rx);
 		free(flows);
 		return;
 	}
-	pace_record_mode(st, 0, 0);	/* receivers always block in recvmmsg */
+	/* Best effort: without stamps, arrivals are timed by loadgen's read and
+	 * the receiver wakes for every datagram, as it must then. */
+	stamped = setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) == 0;
+	/* Best effort too: loss at loadgen's own socket is then told from the network's. */
+	setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &on, sizeof(on));
+	/* A reflector answers at once (its delay is in the round trip); a paced
+	 * one-way receiver whose arrivals the kernel stamps may sleep a window. */
+	if (stamped && !cfg->echo && cfg->rate_pps && !cfg->busy_poll) {
+		struct pace_wake_cost cost = pace_measure_wake();
+
+		window_ns = pace_window_ns(cost, pace_tolerance_ns(cost));
+	}
+	pace_record_mode(st, 0, 0);	/* receivers block in recvmmsg */
+	counter_set(&st->counters[LG_CTR_PACE_WINDOW_NS], (uint64_t)window_ns);
 	worker_set_state(w, LG_STATE_RUNNING, 0);
 	for (;;) {
 		int n, i;
-		int64_t now;
+		int64_t now, offset;
+		uint64_t by_kernel = 0, drops = 0;
 
-		if (cfg->echo)
-			for (i = 0; i < (int)rx.n; i++) {
+		for (i = 0; i < (int)rx.n; i++) {
+			if (cfg->echo) {
 				rx.msgs[i].msg_hdr.msg_name = &rx.addrs[i];
 				rx.msgs[i].msg_hdr.msg_namelen = sizeof(rx.addrs[i]);
 			}
+			rx.msgs[i].msg_hdr.msg_controllen = STAMP_CTRL_BYTES;	/* the kernel shrinks it */
+		}
 		/* MSG_WAITFORONE: block for the first, take what else is queued; the
 		 * socket's receive timeout bounds the wait so the stop is seen. */
 		n = recvmmsg(fd, rx.msgs, rx.n, MSG_WAITFORONE, NULL);
 		now = clock_now_ns();
+		offset = real_to_mono_ns(now);
 		worker_publish(w);
 		stats_begin(w);
 		if (n < 0) {
@@ -593,12 +755,25 @@ static void receiver_worker(struct worker *w)
 					counter_add(&st->counters[LG_CTR_FOREIGN], 1);
 					continue;
 				}
-				track_arrival(cfg, st, t, &h, rx.msgs[i].msg_len, now, 0, 0);
+				/* a stamp after our read: the clocks were stepped between; use the read */
+				int64_t krx = kernel_rx_ns(&rx.msgs[i].msg_hdr, offset);
+				int by_stamp = krx && krx <= now;
+				uint32_t d = socket_drops(&rx.msgs[i].msg_hdr);
+
+				drops = d > drops ? d : drops;
+
+				if (track_arrival(cfg, st, t, &h, rx.msgs[i].msg_len, by_stamp ? krx : now, 0, 0))
+					by_kernel += (uint64_t)by_stamp;
 			}
+			counter_add(&st->counters[LG_CTR_KERNEL_STAMPED], by_kernel);
+			counter_max(&st->counters[LG_CTR_SOCKET_DROPS], drops);
 			if (cfg->echo && n > 0) {
-				/* Send each datagram back unchanged, to where it came from. */
-				for (i = 0; i < n; i++)
+				/* Send each datagram back unchanged, to where it came from,
+				 * without its receive stamp (no control message to send). */
+				for (i = 0; i < n; i++) {
 					rx.iov[i].iov_len = rx.msgs[i].msg_len;
+					rx.msgs[i].msg_hdr.msg_controllen = 0;
+				}
 				for (int done = 0; done < n;) {
 					int ret = sendmmsg(fd, rx.msgs + done, (unsigned)(n - done), 0);
 
@@ -616,6 +791,9 @@ static void receiver_worker(struct worker *w)
 		stats_end(w);
 		if (receiver_may_stop(w, cfg, now, n))
 			break;
+		/* Drained (a full batch means more is waiting): let a window's worth gather. */
+		if (window_ns && n >= 0 && (unsigned)n < rx.n)
+			pace_sleep_until(now + window_ns);
 	}
 	batch_free(&rx);
 	free(flows);

@@ -24,3 +24,14 @@ int64_t lg_pace_count_by(int64_t start_ns, uint64_t rate, uint64_t stride, uint6
 		return -EINVAL;
 	return (int64_t)pace_count_by(start_ns, rate, stride, phase, t_ns);
 }
+
+int lg_pace_wake_windows(int64_t late_p90_ns, int64_t cpu_ns, int64_t out[2])
+{
+	struct pace_wake_cost cost = { late_p90_ns, cpu_ns };
+
+	if (late_p90_ns < 0 || cpu_ns < 0)
+		return -EINVAL;
+	out[0] = pace_tolerance_ns(cost);
+	out[1] = pace_window_ns(cost, out[0]);
+	return 0;
+}

@@ -22,6 +22,13 @@
  *              scheduled time, so latency stays corrected for coordinated
  *              omission; an op sent early has lag 0 and its latency counts
  *              from its actual start, so latency is never less than service.
+ *   window     a sender of a one-way stream sends every op due within the
+ *              window of now in one batch, ahead of its time; a receiver that
+ *              times arrivals by the kernel's receive stamp sleeps a window
+ *              between drains. The window is at least the tolerance, and wide
+ *              enough that its wake-ups cost at most 1/PACE_WINDOW_CPU_FACTOR
+ *              of a core, up to PACE_WINDOW_MAX_NS. Ops sent early are counted
+ *              (early_max_ns, early_sum_ns), never hidden.
  *   busy poll  the opt-in alternative: never sleep, spin on the clock.
  *
  * Rules: no I/O besides the clock and sleeping; times are CLOCK_MONOTONIC ns.
@@ -48,6 +55,12 @@
 #define PACE_WAKE_SLEEP_NS 20000LL
 #define PACE_WAKE_BUDGET_NS 5000000LL
 #define PACE_WAKE_CPU_FACTOR 10
+/* The window: a worker that may send ahead wakes at most once per window, and
+ * a window costs at most 1/PACE_WINDOW_CPU_FACTOR of a core in wake-ups. Its
+ * ceiling is iperf3's default pacing timer (--pacing-timer 1000 us): loadgen
+ * never bursts more than its peer does. */
+#define PACE_WINDOW_CPU_FACTOR 100
+#define PACE_WINDOW_MAX_NS 1000000LL
 
 struct pace_cursor {
 	int64_t start_ns;
@@ -144,19 +157,24 @@ static inline void pace_spin_until(int64_t t_ns)
 		PACE_CPU_RELAX();
 }
 
+/* What one wake-up costs this thread where it now runs. */
+struct pace_wake_cost {
+	int64_t late_p90_ns;	/* how late an absolute clock_nanosleep returns */
+	int64_t cpu_ns;		/* the thread's CPU time per sleep and wake */
+};
+
 /*
- * The tolerance from the wake-up cost of this thread where it now runs: how
- * late an absolute clock_nanosleep returns (the 90th percentile of up to
- * PACE_WAKE_SAMPLES short sleeps), or PACE_WAKE_CPU_FACTOR times the thread's
- * CPU time per sleep and wake, whichever is more, clamped to the bounds. A loaded machine ends the
- * sampling after PACE_WAKE_BUDGET_NS (at least 8 samples), so the workers
- * still start near the run's start. Call after pinning, with the 1 ns timer
- * slack set (worker_main does).
+ * Measure the wake-up cost: the 90th percentile lateness of up to
+ * PACE_WAKE_SAMPLES short sleeps, and the CPU time per sleep and wake. A
+ * loaded machine ends the sampling after PACE_WAKE_BUDGET_NS (at least 8
+ * samples), so the workers still start near the run's start. Call after
+ * pinning, with the 1 ns timer slack set (worker_main does).
  */
-static inline int64_t pace_measure_tolerance_ns(void)
+static inline struct pace_wake_cost pace_measure_wake(void)
 {
-	int64_t late[PACE_WAKE_SAMPLES], v, begin = clock_now_ns(), cpu_ns;
+	int64_t late[PACE_WAKE_SAMPLES], v, begin = clock_now_ns();
 	struct timespec cpu0, cpu1;
+	struct pace_wake_cost cost;
 	int n = 0;
 
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0);
@@ -167,7 +185,7 @@ static inline int64_t pace_measure_tolerance_ns(void)
 		late[n++] = clock_now_ns() - t;
 	}
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1);
-	cpu_ns = ((int64_t)(cpu1.tv_sec - cpu0.tv_sec) * 1000000000LL + cpu1.tv_nsec - cpu0.tv_nsec) / n;
+	cost.cpu_ns = ((int64_t)(cpu1.tv_sec - cpu0.tv_sec) * 1000000000LL + cpu1.tv_nsec - cpu0.tv_nsec) / n;
 	/* insertion sort: a few dozen values, once per worker */
 	for (int i = 1; i < n; i++)
 		for (int j = i; j > 0 && late[j - 1] > late[j]; j--) {
@@ -175,14 +193,40 @@ static inline int64_t pace_measure_tolerance_ns(void)
 			late[j] = late[j - 1];
 			late[j - 1] = v;
 		}
-	v = late[n * 9 / 10];
-	if (v < PACE_WAKE_CPU_FACTOR * cpu_ns)
-		v = PACE_WAKE_CPU_FACTOR * cpu_ns;
+	cost.late_p90_ns = late[n * 9 / 10];
+	return cost;
+}
+
+/* The tolerance for a wake-up cost: its lateness, or PACE_WAKE_CPU_FACTOR
+ * times its CPU, whichever is more, clamped to the bounds. */
+static inline int64_t pace_tolerance_ns(struct pace_wake_cost cost)
+{
+	int64_t v = cost.late_p90_ns;
+
+	if (v < PACE_WAKE_CPU_FACTOR * cost.cpu_ns)
+		v = PACE_WAKE_CPU_FACTOR * cost.cpu_ns;
 	if (v < PACE_TOLERANCE_MIN_NS)
 		v = PACE_TOLERANCE_MIN_NS;
 	if (v > PACE_TOLERANCE_MAX_NS)
 		v = PACE_TOLERANCE_MAX_NS;
 	return v;
+}
+
+/* The window for a wake-up cost: PACE_WINDOW_CPU_FACTOR times its CPU, at
+ * least the tolerance, at most PACE_WINDOW_MAX_NS. */
+static inline int64_t pace_window_ns(struct pace_wake_cost cost, int64_t tolerance_ns)
+{
+	int64_t v = PACE_WINDOW_CPU_FACTOR * cost.cpu_ns;
+
+	if (v > PACE_WINDOW_MAX_NS)
+		v = PACE_WINDOW_MAX_NS;
+	return v > tolerance_ns ? v : tolerance_ns;
+}
+
+/* The tolerance measured for this thread where it now runs (see above). */
+static inline int64_t pace_measure_tolerance_ns(void)
+{
+	return pace_tolerance_ns(pace_measure_wake());
 }
 
 /* Record how this worker paces, for the result: its tolerance, its mode, and
@@ -207,6 +251,12 @@ static inline void pace_count_errno(struct lg_worker_stats *st, int err)
 static inline uint64_t pace_lag_ns(int64_t now_ns, int64_t sched_ns)
 {
 	return now_ns > sched_ns ? (uint64_t)(now_ns - sched_ns) : 0;
+}
+
+/* How far ahead of its scheduled time an op started at now_ns went (0: not early). */
+static inline uint64_t pace_early_ns(int64_t now_ns, int64_t sched_ns)
+{
+	return sched_ns > now_ns ? (uint64_t)(sched_ns - now_ns) : 0;
 }
 
 #endif

@@ -38,6 +38,12 @@ static const char *const counter_names[LG_CTR_COUNT] = {
 	[LG_CTR_PACE_TOLERANCE_NS] = "pace_tolerance_ns",
 	[LG_CTR_BUSY_POLL] = "busy_poll",
 	[LG_CTR_CPU] = "cpu",
+	[LG_CTR_PACE_WINDOW_NS] = "pace_window_ns",
+	[LG_CTR_EARLY_MAX_NS] = "early_max_ns",
+	[LG_CTR_EARLY_SUM_NS] = "early_sum_ns",
+	[LG_CTR_KERNEL_STAMPED] = "kernel_stamped",
+	[LG_CTR_GSO_SENT] = "gso_sent",
+	[LG_CTR_SOCKET_DROPS] = "socket_drops",
 };
 
 static const char *const hist_names[LG_HIST_COUNT] = {

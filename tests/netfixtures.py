@@ -82,14 +82,6 @@ def assert_one_line_error(returncode: int, stderr: str, code: int) -> str:
     return lines[0]
 
 
-def free_udp_port() -> int:
-    """A UDP port on loopback that was free a moment ago (racy: anyone may take it before it is
-    used; prefer a port the process under test binds itself, or NoListenerPort)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
-
-
 def port_is_bound(port: int) -> bool:
     """Whether some socket holds this UDP port (a bind without SO_REUSEPORT is refused)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -310,9 +310,8 @@ def disk_dirs(tmp_path):
     allowed, other = tmp_path / "allowed", tmp_path / "other"
     allowed.mkdir()
     other.mkdir()
-    for d in (allowed, other):
-        with open(d / "t.dat", "wb") as f:
-            f.truncate(16 << 20)
+    for d in (allowed, other):   # written, not truncated: a sparse target is refused for reads
+        (d / "t.dat").write_bytes(b"\1" * (16 << 20))
     return allowed, other
 
 
@@ -480,7 +479,7 @@ BAD_REQUESTS = [
     ({"type": "start", "job": {"kind": "udp-receive", "options": {}, "run_tag": "x"}}, "bad-job"),
     ({"type": "start", "job": {"kind": "udp-receive", "options": {}, "flow_base": [3]}}, "bad-job"),
     # More I/O buffer memory (qd x bs x workers) than the host has (issue 8, item 16).
-    ({"type": "start", "job": {"kind": "disk", "options": {"qd": "4096", "bs": "64m", "workers": "1"}}}, "limit"),
+    ({"type": "start", "job": {"kind": "disk", "options": {"qd": 4096, "bs": 64 << 20, "workers": 1}}}, "limit"),
     ({"type": "go", "job": 999, "timeline": TIMELINE}, "no-job"),
     ({"type": "go"}, "no-job"),
     ({"type": "go", "job": [1], "timeline": TIMELINE}, "malformed"),

@@ -149,7 +149,7 @@ def test_jobs_started_while_the_path_flips_never_hold_the_outside_file(agent_and
     agent, token, allowed, inside, outside = agent_and_dirs
     outside_path = os.path.realpath(outside)
     job = {"kind": "disk", "options": {"target": str(allowed / "t.dat"), "rw": "randwrite", "direct": False,
-                                       "workers": "1", "qd": "1", "duration": "1s"}}
+                                       "workers": 1, "qd": 1, "duration": 10**9}}
     flipper = Flipper(allowed / "t.dat", inside, outside)
     flipper.start()
     escaped, replies = [], []

@@ -220,7 +220,7 @@ NONE, HW, NITRO_T, BETWEEN, PV, SW, BEYOND = (
     "paravirtualized", "virtualized in software", "slower than software")
 
 
-# CLAIMS.md: hardware 0.1-0.5%, Nitro under 1%, paravirtualized 10-50% lower, software 2-10x slower
+# profiles/README.md: hardware 0.1-0.5%, Nitro under 1%, paravirtualized 10-50% lower, software 2-10x slower
 # (a rate at 1/2 to 1/10 of the baseline: 50-90% lower).
 @pytest.mark.parametrize("overhead, starts", [
     (-5.0, NONE), (0.0, NONE), (0.1, HW), (0.3, HW), (0.5, HW), (0.8, NITRO_T), (1.0, NITRO_T),
@@ -281,56 +281,154 @@ def test_same_workload_catches_different_kinds():
 
 # ---- compare -------------------------------------------------------------------------------------
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "results"
+
+
+def real(name: str, **config) -> dict:
+    """A real result (tests/fixtures/results), with config keys overridden."""
+    doc = json.loads((FIXTURES / name).read_text())
+    doc["config"].update(config)
+    return doc
+
+
+def scaled(doc: dict, path: str, factor: float) -> dict:
+    """A copy of doc with the number (or every number of the block) at path times factor."""
+    doc = copy.deepcopy(doc)
+    *parents, last = path.split(".")
+    node = doc
+    for key in parents:
+        node = node[key]
+    if isinstance(node[last], dict):
+        node[last] = {k: (v * factor if k != "count" else v) for k, v in node[last].items()}
+    else:
+        node[last] *= factor
+    return doc
+
+
 def rows_by_label(c: dict) -> dict:
     return {r["metric"]: r for r in c["rows"]}
 
 
-def test_compare_disk():
-    slower = {k: (v * 1.1 if k != "count" else v) for k, v in LATENCY.items()}
-    c = compare(disk_doc(100_000.0), disk_doc(99_600.0, latency=slower))
+def test_compare_closed_loop_disk_compares_the_rate():
+    base = real("disk-randread.json")          # iops max
+    other = scaled(scaled(base, "summary.rate", 0.996), "summary.bytes_per_s", 0.996)
+    c = compare(base, other)
     rows = rows_by_label(c)
-    assert list(rows)[:2] == ["IOPS", "bytes/s"]
-    assert rows["IOPS"] == {"metric": "IOPS", "base": 100_000.0, "other": 99_600.0, "overhead_pct": 0.4}
-    assert rows["bytes/s"]["overhead_pct"] == 0.4
-    for key in claims.LATENCY_KEYS:
-        row = rows[f"latency {key} (ns)"]
-        assert (row["base"], row["other"]) == (LATENCY[key], slower[key]), key
-        assert row["overhead_pct"] == pytest.approx(10.0), "latency: longer is worse"
-    assert rows["latency p99.9 (ns)"]["base"] == 200_000
-    assert c["kind"] == "disk"
-    assert c["overhead_pct"] == 0.4 and c["tier"].startswith(HW)
-    assert c["base_env"] == "h (KVM, kernel 6.1)"
+    assert c["loop"] == "closed"
+    assert list(rows) == ["IOPS", "bandwidth", "latency p50", "latency p99", "latency p99.9", "latency p99.99"]
+    assert rows["IOPS"] == {"metric": "IOPS", "unit": "ops/s", "base": base["summary"]["rate"],
+                            "other": other["summary"]["rate"], "overhead_pct": pytest.approx(0.4)}
+    assert rows["bandwidth"]["unit"] == "bytes/s" and rows["bandwidth"]["overhead_pct"] == pytest.approx(0.4)
+    assert rows["latency p99.9"]["base"] == base["summary"]["latency_ns"]["p99.9"]
+    assert c["tier_metric"] == "IOPS" and c["tier"].startswith(HW)
+    assert c["overhead_pct"] == pytest.approx(0.4) == c["performance_loss_pct"]
 
 
-def test_compare_net():
-    lat = dict(LATENCY, **{"p99.9": 300_000})
-    c = compare(net_doc(50_000.0), net_doc(45_000.0, loss_ratio=0.1, latency=lat))
+def test_compare_closed_loop_net_names_the_tier_from_what_arrived():
+    base = real("net-stream.json", pps="max")
+    other = scaled(base, "summary.received_pps", 0.7)
+    c = compare(base, other)
     rows = rows_by_label(c)
-    assert [r["metric"] for r in c["rows"][:3]] == ["sent pps", "received pps", "loss ratio"]
-    assert rows["received pps"]["overhead_pct"] == 10.0
-    assert rows["loss ratio"]["overhead_pct"] is None, "no overhead relative to a zero baseline"
-    assert (rows["latency p99.9 (ns)"]["base"], rows["latency p99.9 (ns)"]["other"]) == (200_000, 300_000)
-    assert rows["latency p99.9 (ns)"]["overhead_pct"] == 50.0
-    assert c["overhead_pct"] == 0.0 and c["tier"].startswith(NONE), "the main row is sent pps"
+    assert [r["metric"] for r in c["rows"][:3]] == ["received pps", "sent pps", "loss"]
+    assert rows["received pps"]["overhead_pct"] == pytest.approx(30.0)
+    assert rows["sent pps"]["overhead_pct"] == 0.0
+    assert c["tier_metric"] == "received pps" and c["tier"].startswith(PV)
 
 
-def test_compare_without_latency_or_numbers():
+@pytest.mark.parametrize("name", ["net-echo.json", "net-stream.json", "disk-randrw-paced.json"])
+def test_compare_open_loop_leaves_out_the_rate_the_schedule_set(name):
+    base = real(name)
+    latency = claims.latency_path(base)
+    other = scaled(base, latency, 2.0)     # the same schedule, every latency twice as long
+    c = compare(base, other)
+    labels = [r["metric"] for r in c["rows"]]
+    assert c["loop"] == "open" and c["rate_fixed"] == base["config"]["pps" if base["kind"] == "net" else "iops"]
+    assert not {"sent pps", "IOPS", "bandwidth"} & set(labels), "the schedule set these"
+    assert labels[-4:] == ["latency p50", "latency p99", "latency p99.9", "latency p99.99"]
+    assert all(r["overhead_pct"] == pytest.approx(100.0) for r in c["rows"] if r["unit"] == "ns")
+    # twice the latency is half the performance: the top of the paravirtualized band
+    assert c["tier_metric"] == "latency p99" and c["performance_loss_pct"] == pytest.approx(50.0)
+    assert c["tier"].startswith(PV)
+
+
+def test_compare_open_loop_sees_a_tail_the_sent_rate_hides():
+    # The reported case: the same schedule, sent pps equal, p99.99 +104%; once "no overhead".
+    base = real("net-echo.json")
+    other = copy.deepcopy(base)
+    lat = other["summary"]["latency_ns"]
+    lat.update({"p99": lat["p99"] * 1.2, "p99.99": lat["p99.99"] * 2.04})
+    c = compare(base, other)
+    assert rows_by_label(c)["latency p99.99"]["overhead_pct"] == pytest.approx(104.0)
+    assert c["tier_metric"] == "latency p99" and not c["tier"].startswith(NONE)
+
+
+def test_compare_open_loop_net_keeps_what_the_receiver_measured():
+    base = real("net-stream.json")
+    other = scaled(scaled(base, "summary.received_pps", 0.9), "summary.loss_ratio", 1.0)
+    other["summary"]["loss_ratio"] = 0.1
+    rows = rows_by_label(compare(base, other))
+    assert rows["received pps"]["overhead_pct"] == pytest.approx(10.0)
+    assert rows["loss"]["overhead_pct"] is None, "no overhead relative to a zero baseline"
+
+
+def test_compare_open_loop_without_latency_names_no_tier():
+    base = real("net-paired.json")          # stream across hosts: one-way latency was omitted
+    c = compare(base, base)
+    assert c["loop"] == "open" and c["tier"] is None and c["tier_metric"] is None
+    assert [r["metric"] for r in c["rows"]] == ["received pps", "loss"]
+
+
+def test_compare_runs_of_different_durations():
+    base = real("disk-randread.json")
+    longer = real("disk-randread.json", duration_ns=30 * 10**9, ramp_ns=5 * 10**9)
+    longer["summary"]["ops"] *= 30          # counts grow with the run; per-second rates do not
+    c = compare(base, longer)
+    assert c["overhead_pct"] == 0.0 and c["tier"].startswith(NONE)
+    assert any("per second" in n for n in c["notes"])
+    assert compare(base, base)["notes"] == []
+
+
+def test_compare_says_when_a_run_did_not_complete():
+    other = real("disk-randread.json") | {"interrupted": True, "stop_reason": "interrupted by SIGINT"}
+    assert "the other run did not complete: interrupted by SIGINT" in compare(real("disk-randread.json"), other)["notes"]
+
+
+def test_compare_without_numbers():
     a, b = disk_doc(), disk_doc()
     del a["summary"]["latency_ns"]
     b["summary"]["rate"] = None
     c = compare(a, b)
-    assert [r["metric"] for r in c["rows"]] == ["IOPS", "bytes/s"]
-    assert c["overhead_pct"] is None and c["tier"] is None
+    assert [r["metric"] for r in c["rows"]] == ["IOPS", "bandwidth"]
+    assert rows_by_label(c)["IOPS"]["overhead_pct"] is None
+    assert c["tier_metric"] == "bandwidth", "the first rate both runs measured"
+    b["summary"]["bytes_per_s"] = None
+    c = compare(a, b)
+    assert c["overhead_pct"] is None and c["tier"] is None and c["tier_metric"] is None
 
 
 @pytest.mark.parametrize("base, other, says", [
-    (disk_doc(), net_doc(), "different kinds"),
-    (disk_doc(), disk_doc(qd=1), "different workloads"),
-    (net_doc(), net_doc(mode="echo"), "mode"),
+    (real("disk-randread.json"), real("net-echo.json"), "kinds of run"),
+    (real("disk-randread.json"), real("disk-randread.json", qd=1), "qd"),
+    (real("disk-randread.json"), real("disk-randread.json", bs="8k", bs_bytes=8192), "bs"),
+    (real("disk-randread.json"), real("disk-randread.json", rw="randwrite", read_pct=0), "rw"),
+    (real("disk-randread.json"), real("disk-randread.json", iops=50_000), "iops"),
+    (real("net-echo.json"), real("net-echo.json", mode="stream"), "mode"),
+    (real("net-echo.json"), real("net-echo.json", size_bytes=1400), "size_bytes"),
+    (real("net-echo.json"), real("net-echo.json", pps=20_000), "pps"),
 ])
-def test_compare_refuses(base, other, says):
-    with pytest.raises(ValueError, match=says):
+def test_compare_refuses_another_workload_shape(base, other, says):
+    with pytest.raises(ValueError, match=f"different .*{says}"):
         compare(base, other)
+
+
+@pytest.mark.parametrize("overhead, loss", [
+    (0.4, 0.4), (100.0, 50.0), (900.0, 90.0), (-50.0, -100.0),
+])
+def test_performance_loss_of_a_latency(overhead, loss):
+    base = 1000.0
+    other = base * (1 + overhead / 100)
+    assert claims.performance_loss_pct(base, other, higher_is_better=False) == pytest.approx(loss, abs=0.01)
+    assert claims.performance_loss_pct(base, base * (1 - loss / 100), higher_is_better=True) == pytest.approx(loss)
 
 
 def test_pure_functions_leave_documents_alone():
@@ -371,12 +469,41 @@ def verdict_line(stdout: str) -> str:
 
 def test_cli_compare(cli, tmp_path):
     a = write(tmp_path, "metal.json", disk_doc(100_000.0))
-    b = write(tmp_path, "nitro.json", disk_doc(99_600.0, seed=9, target_path="/elsewhere"))
+    b = write(tmp_path, "nitro.json", disk_doc(99_600.0, seed=9, target_path="/elsewhere", duration_ns=3 * 10**10))
     done = cli("compare", a, b)
     assert done.returncode == 0, done.stderr
-    tiers = [line for line in done.stdout.splitlines() if line.startswith("tier:")]
-    assert len(tiers) == 1 and HW in tiers[0] and "IOPS" in tiers[0] and "+0.40%" in tiers[0]
-    assert any(line.startswith("latency p99.9 (ns)") for line in done.stdout.splitlines())
+    lines = done.stdout.splitlines()
+    assert "closed loop (rate max): the achieved rate measures the system" in lines
+    assert "note: the runs lasted differently long; every rate compared is per second" in lines
+    tiers = [line for line in lines if line.startswith("tier:")]
+    assert len(tiers) == 1 and HW in tiers[0] and "(from IOPS: overhead +0.40%)" in tiers[0]
+    assert [line.split() for line in lines if line.startswith("latency p99.9 ")] == [
+        ["latency", "p99.9", "200.0", "µs", "200.0", "µs", "+0.00%"]]
+    assert [line.split() for line in lines if line.startswith("bandwidth")] == [
+        ["bandwidth", "390.6", "MiB/s", "389.1", "MiB/s", "+0.40%"]]
+
+
+def test_cli_compare_open_loop(cli, tmp_path):
+    base = real("net-echo.json")
+    a = write(tmp_path, "a.json", base)
+    b = write(tmp_path, "b.json", scaled(base, "summary.latency_ns", 2.0))
+    done = cli("compare", a, b)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[2].startswith("open loop (10.0k pps set by the schedule)")
+    assert not any(line.startswith("sent pps") for line in lines)
+    p50 = base["summary"]["latency_ns"]["p50"]       # 35.7 µs in the fixture
+    assert [line.split()[2:] for line in lines if line.startswith("latency p50 ")] == [
+        [f"{p50 / 1000:.1f}", "µs", f"{2 * p50 / 1000:.1f}", "µs", "+100.00%"]]
+    assert lines[-1] == ("tier: paravirtualized (Xen PV, PV drivers): 10-50% lower "
+                         "(from latency p99: overhead +100.00%, performance 50.00% lower)")
+
+
+def test_cli_compare_names_no_tier_without_a_measure(cli, tmp_path):
+    a = write(tmp_path, "a.json", real("net-paired.json"))
+    done = cli("compare", a, a)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "tier: not named (latency p99 is missing or zero in one of the runs)"
 
 
 def test_cli_compare_refuses_different_workloads(cli, tmp_path):
@@ -449,3 +576,51 @@ def test_cli_check_bad_baseline(cli, tmp_path):
     nitro_profile = str(PROFILES / "nitro-overhead.toml")
     assert "not a loadgen/1" in assert_one_line_error(cli("check", r, "--profile", nitro_profile,
                                                            "--baseline", bad))
+
+
+# ---- the claims live in the repository ----------------------------------------------------------
+
+REPO = PROFILES.parent
+CLAIMS_FILE = PROFILES / "README.md"
+
+
+def test_the_repository_cites_only_itself():
+    for path in [REPO / "README.md", CLAIMS_FILE, *PROFILES.glob("*.toml")]:
+        assert "shared/CLAIMS" not in path.read_text(), f"{path.name} points outside the repository"
+    assert "profiles/README.md" in (REPO / "README.md").read_text()
+
+
+@pytest.mark.parametrize("path", sorted(PROFILES.glob("*.toml")), ids=lambda p: p.name)
+def test_every_profile_cites_the_claims_file_and_is_listed_there(path):
+    assert "profiles/README.md" in path.read_text().splitlines()[0]
+    assert f"| `{path.name}` |" in CLAIMS_FILE.read_text()
+
+
+def test_the_tiers_are_those_of_the_claims_file():
+    text = CLAIMS_FILE.read_text()
+    assert "AWS EC2 Virtualization 2017: Introducing Nitro" in text
+    for cost in ("2-10x slower", "10-50% lower performance", "0.1-0.5% lower performance", "under 1%"):
+        assert cost in text, cost
+    assert "0.1-0.5% lower" in tier(0.3) and "10-50% lower" in tier(30.0) and "2-10x slower" in tier(70.0)
+
+
+def test_cli_check_shows_a_latency_claim_in_human_units(cli, tmp_path):
+    claim = Claim("summary.latency_ns.p99.9", "<=", 1_000_000.0, "a test")
+    done = cli("check", write(tmp_path, "r.json", recorded(disk_doc(), claim)))
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "claim (crafted): summary.latency_ns.p99.9 <= 1,000,000 (1.0 ms)" in done.stdout
+    assert "  measured: 200,000 (200.0 µs), ratio 0.2000" in done.stdout
+
+
+def test_cli_check_shows_an_overhead_in_percent(cli, tmp_path):
+    done = cli("check", write(tmp_path, "r.json", recorded(disk_doc(99_600.0), NITRO)),
+               "--baseline", write(tmp_path, "b.json", disk_doc(100_000.0)))
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "summary.rate overhead<= 1%" in done.stdout and "measured: 0.4%" in done.stdout
+
+
+def test_compare_closed_loop_to_an_external_target_names_the_tier_from_what_was_sent():
+    base = real("net-stream-external.json", pps="max")      # received: not measured
+    c = compare(base, scaled(base, "summary.sent_pps", 0.5))
+    assert rows_by_label(c)["received pps"]["overhead_pct"] is None
+    assert c["tier_metric"] == "sent pps" and c["tier"].startswith(PV)

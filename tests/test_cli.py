@@ -3,9 +3,14 @@
 Exit codes: 2 bad input, 1 the environment, 130 interrupted (interrupts are
 tested in test_disk.py).
 """
+import json
+import re
+from pathlib import Path
+
 import pytest
 
 from loadgen import __version__
+
 
 def assert_one_line_error(done, code: int = 2) -> str:
     assert done.returncode == code, done.stderr
@@ -73,6 +78,85 @@ def test_version(cli):
     assert (done.returncode, done.stdout, done.stderr) == (0, f"loadgen {__version__}\n", "")
 
 
+def test_version_flag(cli):
+    done = cli("--version")
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"loadgen {__version__}\n", "")
+
+
+def test_bare_loadgen_prints_help_on_stdout_and_exits_2(cli):
+    # Asked nothing: help on stdout (so it pages), and the exit code of bad input.
+    done = cli()
+    assert done.returncode == 2 and done.stderr == ""
+    assert done.stdout.startswith("Usage: loadgen [OPTIONS] COMMAND [ARGS]...")
+    for command in COMMANDS:
+        assert f"\n  {command} " in done.stdout, command
+    assert "--version" in done.stdout and "--install-completion" in done.stdout
+
+
+COMMANDS = ["disk", "net", "serve", "run", "check", "compare", "report", "sysinfo", "version"]
+
+
+def option_entries(help_text: str) -> dict[str, str]:
+    """--help's options, each flag with its whole (unwrapped) text."""
+    entries, current = {}, None
+    section = help_text.split("\nOptions:\n", 1)[1].split("\n\n", 1)[0]
+    for line in section.splitlines():
+        if line.startswith("  -"):
+            current = line.split()[0]
+            entries[current] = line
+        elif current:
+            entries[current] += " " + line.strip()
+    return entries
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_explains_itself(cli, command):
+    done = cli(command, "--help")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    # Options and arguments say what they take: no bare "<str>" or "<path>".
+    assert not re.search(r"<(str|path|int|float|text)>", text), text
+    for flag, entry in option_entries(text).items():
+        assert entry.count("[default:") <= 1, entry
+    # Every command ends with examples of itself.
+    examples = text.rstrip().split("\n  Examples:\n")
+    assert len(examples) == 2, text
+    lines = [line.strip() for line in examples[1].splitlines()]
+    assert all(re.match(r"([A-Z_]+=\S+ )?loadgen ", line) for line in lines), lines
+    assert any(f"loadgen {command}" in line or f"loadgen --{command}" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("command, flag, metavar", [
+    ("disk", "--token-file", "FILE"), ("net", "--tls-ca", "FILE"), ("disk", "--json", "FILE"),
+    ("net", "--hlog", "FILE"), ("serve", "--token-file", "FILE"), ("serve", "--tls-cert", "FILE"),
+    ("report", "--out", "DIR"), ("check", "--baseline", "FILE"), ("run", "--set", "KEY=VALUE"),
+])
+def test_options_name_what_they_take(cli, command, flag, metavar):
+    entry = option_entries(cli(command, "--help").stdout)[flag]
+    assert entry.split()[:2] == [flag, metavar], entry
+
+
+@pytest.mark.parametrize("command", ["disk", "net", "serve"])
+def test_token_file_help_says_the_variable_holds_the_token(cli, command):
+    entry = option_entries(cli(command, "--help").stdout)["--token-file"]
+    assert "the token is the value of the environment variable LOADGEN_TOKEN" in entry
+    assert "[default: $LOADGEN_TOKEN]" not in entry
+
+
+def test_shell_completion_is_typers_own(tmp_path):
+    import os
+    import subprocess
+
+    from netfixtures import loadgen_argv
+
+    env = os.environ | {"_LOADGEN_COMPLETE": "complete_bash", "COMP_WORDS": "loadgen com", "COMP_CWORD": "1"}
+    done = subprocess.run(loadgen_argv(), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.split()) == (0, ["compare"]), done.stderr
+    script = subprocess.run(loadgen_argv("--show-completion", "bash"), cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert script.returncode == 0 and "_LOADGEN_COMPLETE=complete_bash" in script.stdout, script.stderr
+
+
 @pytest.mark.parametrize("args, says", [
     (["--duration", "10000000000h"], "invalid duration"),
     (["--pps", "18446744073709551617"], "invalid rate: pps"),
@@ -101,3 +185,49 @@ def test_help_comes_from_the_option_table(cli, command, shows):
     text = " ".join(done.stdout.split())   # click wraps lines
     for s in shows:
         assert s in text, s
+
+
+# ---- human units in the summaries, from real outputs -------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "results"
+
+
+def summary_of(name: str) -> str:
+    from loadgen import results
+
+    doc = json.loads((FIXTURES / name).read_text())
+    return (results.format_disk if doc["kind"] == "disk" else results.format_net)(doc)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json")))
+def test_summaries_speak_human_units(name):
+    # oneway_omitted is text the run wrote into the document; the fixture's predates human units
+    text = "\n".join(line for line in summary_of(name).splitlines() if "one way: not reported" not in line)
+    assert "MB/s" not in text, "bytes only in binary prefixes (MiB/s), never beside MB/s"
+    assert "+-" not in text and not re.search(r"\d ?us\b", text), "± and µs, not +- and us"
+    assert not re.search(r"\d{5,} ns", text), "no raw nanoseconds: they take the unit they fill"
+
+
+def test_disk_summary_in_bytes():
+    assert "BW=235.9 MiB/s, 60396 ops in 1.0 s" in summary_of("disk-randread.json")
+
+
+def test_net_summary_in_bits():
+    assert "25.6 Mbit/s payload, 52.0 Mbit/s on an Ethernet wire" in summary_of("run-smoke.json")
+    assert "308.2 kbit/s payload" in summary_of("net-stream-external.json")
+
+
+def test_clock_offset_in_human_units():
+    # hosts[].clock holds offset_ns -5871, error_ns 170991
+    assert "clock offset -5.9 µs ± 171.0 µs" in summary_of("net-paired-clients-echo.json")
+
+
+def test_sysinfo_link_speed_in_bits():
+    from loadgen.cli import _format_env
+
+    env = {"loadgen": "x", "engine": "io_uring", "kernel": "6.1", "cpus": 2, "cpus_usable": 2,
+           "hypervisor": {}, "clocksource": {"current": "tsc"},
+           "nics": [{"name": "eth0", "driver": "ena", "speed_mbps": 25000}, {"name": "lo"}]}
+    text = _format_env(env)
+    assert "nic eth0: driver ena" in text and "25.0 Gbit/s" in text
+    assert "nic lo:" in text and "speed unknown" in text

@@ -6,7 +6,11 @@ batch what is due within a tolerance measured from the machine's wake-up cost;
 ran on. An op sent early within the tolerance is timed from its actual start,
 so latency is never below service. Echo returns carry the kernel's receive
 stamp: kernel_rtt (kernel receive - send) and user_delay (loadgen's read -
-kernel receive) each time every return. Assertions are about what was
+kernel receive) each time every return. A paced one-way sender sends what
+is due within its window (at least the tolerance, at most 1 ms) in one batch
+and says how early it went; its receiver times every arrival by the kernel's
+receive stamp and sleeps a window between drains. Echo keeps to the
+tolerance and its reflector answers at once. Assertions are about what was
 recorded, never about how fast anything ran.
 """
 import os
@@ -17,6 +21,7 @@ from loadgen import native
 from netfixtures import run_net
 
 TOLERANCE_MIN_NS, TOLERANCE_MAX_NS = 1_000, 200_000   # native/pace.h bounds
+WINDOW_MAX_NS = 1_000_000   # iperf3's default pacing timer
 PERCENTILE_KEYS = ("min", "p50", "p90", "p99", "p99.9", "max", "mean")
 
 
@@ -105,3 +110,77 @@ def test_net_thread_defaults_fit_the_cpus(options, senders, receivers):
     assert spec.common.workers == senders
     if receivers is not None:
         assert spec.receivers == receivers
+
+
+@pytest.mark.parametrize("late_ns, cpu_ns, tolerance_ns, window_ns", [
+    (0, 0, 1_000, 1_000),                  # a free wake-up: the floors
+    (15_000, 1_000, 15_000, 100_000),      # lateness sets the tolerance, 100 x CPU the window
+    (15_000, 3_000, 30_000, 300_000),      # 10 x CPU beats the lateness
+    (5_000, 10_000, 100_000, 1_000_000),   # a costly wake-up (a VM): the window's ceiling
+    (500_000, 50_000, 200_000, 1_000_000), # later than the bound: reported as lag, not hidden
+    (150_000, 100, 150_000, 150_000),      # the window is never narrower than the tolerance
+])
+def test_tolerance_and_window_from_the_wake_cost(late_ns, cpu_ns, tolerance_ns, window_ns):
+    assert native.pace_wake_windows(late_ns, cpu_ns) == (tolerance_ns, window_ns)
+
+
+def test_wake_cost_must_be_a_cost():
+    with pytest.raises(OSError):
+        native.pace_wake_windows(-1, 0)
+
+
+def assert_arrivals_stamped(s: dict) -> None:
+    """Every timed arrival was timed by the kernel's receive stamp."""
+    timed = s["received"] - s["duplicated"]
+    assert timed > 0
+    assert s["arrival_clock"] == {"kernel_stamped": timed, "user_read": 0}
+    assert s["oneway"]["latency_ns"]["count"] == timed
+
+
+def test_paced_stream_batches_a_window_and_receives_by_kernel_stamps(tmp_path):
+    r = run_net(tmp_path, "--pps", "2k", "--workers", "1", "--receivers", "1", quiet=False)
+    assert r.returncode == 0, r.stderr
+    s = r.summary
+    p = s["pacing"]
+    assert "workers slept, batching what was due within" in r.stdout
+    assert ("ahead of schedule" in r.stdout) == (s["schedule_early_ns"]["max"] > 0)
+    assert_pacing(p, "sleep", 2, measured=True)
+    assert p["tolerance_ns"] <= p["window_ns"] <= WINDOW_MAX_NS
+    assert TOLERANCE_MIN_NS <= p["receiver_window_ns"] <= WINDOW_MAX_NS
+    # nothing goes out further ahead than the window, and every datagram is accounted
+    assert 0 <= s["schedule_early_ns"]["max"] <= p["window_ns"]
+    assert s["schedule_early_ns"]["mean"] <= s["schedule_early_ns"]["max"]
+    assert s["sent"] + s["schedule_lag_ns"]["unsent"] == 2000   # 1 s at 2k pps
+    assert s["received"] == s["sent"] and s["lost"] == 0
+    # runs sent by UDP GSO arrive as the datagrams they were cut into, every one counted
+    assert 0 <= s["gso_sent"] <= s["sent"]
+    assert_arrivals_stamped(s)
+    assert_latency_not_below_service(s["oneway"])
+
+
+def test_busy_poll_stream_sends_on_time_and_its_receiver_never_sleeps(tmp_path):
+    r = run_net(tmp_path, "--pps", "2k", "--workers", "1", "--receivers", "1", "--busy-poll")
+    assert r.returncode == 0, r.stderr
+    s = r.summary
+    assert (s["pacing"]["window_ns"], s["pacing"]["receiver_window_ns"]) == (0, 0)
+    assert s["schedule_early_ns"] == {"max": 0, "mean": 0.0}
+    assert_arrivals_stamped(s)
+
+
+def test_blast_has_no_window_and_its_arrivals_are_stamped(tmp_path):
+    r = run_net(tmp_path, "--pps", "max", "--workers", "1", "--receivers", "1")
+    assert r.returncode == 0, r.stderr
+    s = r.summary
+    assert (s["pacing"]["window_ns"], s["pacing"]["receiver_window_ns"]) == (0, 0)
+    assert s["gso_sent"] == 0   # blast keeps the per-datagram path
+    assert_arrivals_stamped(s)
+
+
+def test_echo_keeps_to_its_tolerance_and_answers_at_once(tmp_path):
+    r = run_net(tmp_path, "--pps", "2k", "--mode", "echo", "--workers", "1", "--receivers", "1")
+    assert r.returncode == 0, r.stderr
+    p = r.summary["pacing"]
+    assert p["window_ns"] == p["tolerance_ns"] > 0
+    assert p["receiver_window_ns"] == 0
+    assert r.summary["schedule_early_ns"]["max"] <= p["tolerance_ns"]
+    assert r.summary["gso_sent"] == 0   # echo sends datagram by datagram

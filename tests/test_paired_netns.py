@@ -116,9 +116,7 @@ def test_echo_across_namespaces(hub, agents, tmp_path, token):
 
 def test_disk_on_an_agent_in_another_namespace(hub, agents, tmp_path, token, direct_io):
     allowed = tmp_path / "allowed"
-    allowed.mkdir()
-    with open(allowed / "t.dat", "wb") as f:
-        f.truncate(16 << 20)
+    allowed.mkdir()   # t.dat does not exist: --size makes it there, as in the README
     recv = agents(hub, "recv", "--allow-path", str(allowed))
     done, doc = controller(hub, tmp_path, token, "disk", "--on", recv.address, "--target", str(allowed / "t.dat"),
                            "--size", "16m", "--duration", "1s", "--ramp", "0s",

@@ -1,4 +1,4 @@
-"""loadgen.profiles: every shipped profile loads, its claim matches CLAIMS.md, bad files are
+"""loadgen.profiles: every shipped profile loads, its claim matches profiles/README.md, bad files are
 refused with the file's name, --set overrides, and `loadgen run` end to end (loopback, 1 s).
 
 The shipped set is found by content (kind, options, claim), not only by file name, so a
@@ -15,9 +15,9 @@ from loadgen.errors import UsageError
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILE_PATHS = sorted((REPO / "profiles").glob("*.toml"))
-CLAIMS_MD = REPO.parent / "shared" / "CLAIMS.md"
+CLAIMS_MD = REPO / "profiles" / "README.md"   # the repository's record of the published figures
 
-# The figures of ../shared/CLAIMS.md a shipped profile checks, and who published them.
+# The figures of profiles/README.md a shipped profile checks, and who published them.
 PPS_2M = 2_000_000
 I3_RANDREAD_IOPS = {"i3.large": 100_125, "i3.2xlarge": 412_500, "i3.16xlarge": 3_300_000}
 AWS_GUIDE = "AWS EC2 user guide"
@@ -64,7 +64,7 @@ def test_claim_cites_a_source(path):
 
 
 def test_the_claims_figures_are_those_of_claims_md():
-    """Guards this file's own table: each figure it expects is written in CLAIMS.md."""
+    """Guards this file's own table: each figure it expects is written in profiles/README.md."""
     if not CLAIMS_MD.exists():
         pytest.skip(f"{CLAIMS_MD} is not here")
     text = CLAIMS_MD.read_text()
@@ -123,12 +123,12 @@ def test_shipped_i3_claims(shipped, instance, iops):
         assert p.kind == "disk"
         assert (p.options.get("rw"), p.options.get("bs")) == ("randread", "4k")
         assert (p.claim.metric, p.claim.op) == ("summary.rate", ">=")
-        assert p.claim.value == iops, f"{p.path}: {p.claim.value:g} but CLAIMS.md says {iops}"
+        assert p.claim.value == iops, f"{p.path}: {p.claim.value:g} but profiles/README.md says {iops}"
         assert AWS_GUIDE in p.claim.source
 
 
 def test_every_claimed_i3_figure_is_claims_md(shipped):
-    """No profile scoped to an i3 type claims a number CLAIMS.md does not give for it."""
+    """No profile scoped to an i3 type claims a number profiles/README.md does not give for it."""
     for p in shipped:
         for instance in p.claim.scope.get("instance_types", []) if p.claim else []:
             if instance in I3_RANDREAD_IOPS and p.claim.metric == "summary.rate":

@@ -318,7 +318,7 @@ def test_nines_plot_has_a_line_per_tag_on_the_nines_axis(figures, tmp_path):
     (ax,) = fig.axes
     labels = legend_labels(ax)
     assert len(labels) == 2
-    assert labels[0].startswith("latency (from scheduled submit): p50 ") and "max 50.2ms" in labels[0]
+    assert labels[0].startswith("latency (from scheduled submit): p50 ") and "max 50.2 ms" in labels[0]
     assert labels[1].startswith("service (from actual submit): p50 ") and "n=10,000" in labels[1]
     assert ax.get_xscale() == "log" and ax.get_xlim() == (1, 100_000)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from netfixtures import (LOOPBACK, RUN_TIMEOUT_S, WAIT_S, HeldUdpPort, Serve, assert_one_line_error, datagram,
-                         finish, free_udp_port, loadgen_argv, run_net, start_net)
+                         finish, loadgen_argv, run_net, start_net)
 
 RUN_TAG_A, RUN_TAG_B = 0x1111_1111, 0x2222_2223
 
@@ -56,15 +56,15 @@ def run_serve(tmp_path, *args: str) -> subprocess.CompletedProcess:
 # ---- with real runs -----------------------------------------------------------------------------------
 
 def test_serve_counts_a_stream_and_echoes_another_run(tmp_path, serve):
-    port = free_udp_port()
-    while (echo_port := free_udp_port()) == port:
-        pass
-    srv = serve("--port", str(port), "--echo-port", str(echo_port), "--duration", "4s", "--workers", "1")
-    assert srv.wait_listening(("stream", "echo")) == {"stream": port, "echo": echo_port}
+    # serve binds both ports itself (0: any free one) and says which: no free-port race.
+    srv = serve("--port", "0", "--echo-port", "0", "--duration", "4s", "--workers", "1")
+    ports = srv.wait_listening(("stream", "echo"))
+    port, echo_port = ports["stream"], ports["echo"]
+    assert port != echo_port
 
     # Both runs at once, so that they fit well inside serve's 4 s.
-    stream = start_net(tmp_path, "--target", f"{LOOPBACK}:{port}", "--pps", "10k", json_name="stream.json")
-    echo = start_net(tmp_path, "--target", f"{LOOPBACK}:{echo_port}", "--mode", "echo", "--pps", "10k",
+    stream = start_net(tmp_path, "--target", f"{LOOPBACK}:{port}", "--pps", "2k", json_name="stream.json")
+    echo = start_net(tmp_path, "--target", f"{LOOPBACK}:{echo_port}", "--mode", "echo", "--pps", "2k",
                      json_name="echo.json")
     stream_done, echo_done = finish(*stream), finish(*echo)
 

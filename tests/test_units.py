@@ -4,8 +4,8 @@ import re
 import pytest
 
 from loadgen.errors import UsageError
-from loadgen.units import (format_ns, format_si, format_size, parse_count, parse_duration_ns, parse_rate,
-                           parse_size_bytes)
+from loadgen.units import (format_bits_per_s, format_bytes_per_s, format_ns, format_si, format_size, parse_count,
+                           parse_duration_ns, parse_rate, parse_size_bytes)
 
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 SECOND_NS = 10**9
@@ -130,10 +130,29 @@ def test_format_si(value, text):
 
 
 @pytest.mark.parametrize("value_ns, text", [
-    (51_234, "51.2us"), (999, "999ns"), (1_500_000, "1.5ms"), (2_000_000_000, "2.0s"), (0, "0ns"),
+    (51_234, "51.2 µs"), (999, "999 ns"), (1_000, "1.0 µs"), (1_500_000, "1.5 ms"), (2_000_000_000, "2.0 s"),
+    (0, "0 ns"), (60_000.4, "60.0 µs"),
+    # negative durations (clock offsets) take the unit their size calls for
+    (-2_529, "-2.5 µs"), (-76_569, "-76.6 µs"), (-999, "-999 ns"), (-3_000_000, "-3.0 ms"),
 ])
 def test_format_ns(value_ns, text):
     assert format_ns(value_ns) == text
+
+
+@pytest.mark.parametrize("bits_per_s, text", [
+    (0, "0 bit/s"), (999, "999 bit/s"), (1_000, "1.0 kbit/s"), (51_200_000.0, "51.2 Mbit/s"),
+    (25e9, "25.0 Gbit/s"), (1e12, "1000.0 Gbit/s"),
+])
+def test_format_bits_per_s(bits_per_s, text):
+    assert format_bits_per_s(bits_per_s) == text
+
+
+@pytest.mark.parametrize("bytes_per_s, text", [
+    (0, "0 B/s"), (1023, "1023 B/s"), (1024, "1.0 KiB/s"), (4096 * 100_000, "390.6 MiB/s"),
+    (1 << 20, "1.0 MiB/s"), (15e9, "14.0 GiB/s"), (1 << 40, "1.0 TiB/s"),
+])
+def test_format_bytes_per_s(bytes_per_s, text):
+    assert format_bytes_per_s(bytes_per_s) == text
 
 
 # ---- a bool is never a number; errors name the option --------------------------------------------------
