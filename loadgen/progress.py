@@ -16,7 +16,7 @@ what is recorded. Network throughput is in bits, disk throughput in bytes (MiB/s
 """
 from typing import Protocol, TextIO
 
-from loadgen.units import format_ns, format_si
+from loadgen.units import format_bits_per_s, format_bytes_per_s, format_ns, format_si
 
 LIVE_ROWS = 8   # intervals the live table keeps on screen
 
@@ -49,9 +49,7 @@ def for_stream(stream: TextIO) -> Display:
 
 def throughput(bytes_per_s: float, rate_unit: str) -> str:
     """Bits for the network, binary bytes for disks."""
-    if rate_unit == "pps":
-        return f"{format_si(bytes_per_s * 8)}bit/s"
-    return f"{bytes_per_s / (1 << 20):.1f} MiB/s"
+    return format_bits_per_s(bytes_per_s * 8) if rate_unit == "pps" else format_bytes_per_s(bytes_per_s)
 
 
 def plan_text(duration_ns: int, ramp_ns: int, interval_ns: int) -> str:
@@ -135,19 +133,18 @@ class LiveDisplay:
 
     def table(self):
         """The table as it stands: the last LIVE_ROWS intervals, then the latest one per host."""
-        from rich import box
         from rich.table import Table
 
-        net = self.rate_unit == "pps"
-        table = Table(box=box.SIMPLE_HEAD, expand=False)
+        # No borders: eight columns of "480.0 µs" and a host name fit 80 columns only bare.
+        table = Table(box=None, pad_edge=False, expand=False, header_style="bold underline")
         table.add_column("time", justify="right", no_wrap=True)   # or a host, whose name must stay whole
-        for name in (self.rate_unit, "bit/s" if net else "MiB/s", "p50", "p99", "max", "recv pps"):
+        for name in (self.rate_unit, "throughput", "p50", "p99", "max", "recv pps"):
             table.add_column(name, justify="right", no_wrap=True)
         for row, bytes_per_s in self.rows[-LIVE_ROWS:]:
             lat = row.get("latency_ns") or {}
             cells = [format_ns(lat[k]) if lat.get("max") else "-" for k in ("p50", "p99", "max")]
             table.add_row(f"{row['t_s']:.2f}s/{self.total_s:.0f}s", format_si(row["rate"]),
-                          format_si(bytes_per_s * 8) if net else f"{bytes_per_s / (1 << 20):.1f}", *cells,
+                          throughput(bytes_per_s, self.rate_unit), *cells,
                           format_si(row["received_pps"]) if "received_pps" in row else "-")
         if self.rows and self.rows[-1][0].get("hosts"):
             table.add_section()

@@ -20,7 +20,7 @@ import pytest
 
 from loadgen import progress
 from loadgen.jsonstream import line as ndjson_line
-from loadgen.units import format_si
+from loadgen.units import format_bits_per_s, format_ns, format_si
 from netfixtures import RUN_TIMEOUT_S, WAIT_S, loadgen_argv
 from netns import Agent, write_token
 
@@ -50,7 +50,7 @@ def test_a_pipe_gets_the_header_first_then_a_line_per_interval_then_the_summary(
     assert p.returncode == 0, p.stderr
     doc = json.loads((tmp_path / "r.json").read_text())
     lines = p.stdout.splitlines()
-    assert lines[0].startswith("loadgen net stream size=64") and "reported every 250.0ms" in lines[0]
+    assert lines[0].startswith("loadgen net stream size=64") and f"reported every {format_ns(250_000_000)}" in lines[0]
     intervals = lines[1:1 + len(doc["intervals"])]
     assert len(doc["intervals"]) >= 4
     assert all(INTERVAL_LINE.match(line) for line in intervals), intervals
@@ -68,7 +68,7 @@ def test_a_disk_run_in_a_pipe_prints_iops_lines(disk):
     assert lines[0].startswith("loadgen disk ")
     n = len(done.doc["intervals"])
     assert [bool(INTERVAL_LINE.match(line)) for line in lines[1:2 + n]] == [True] * n + [False]
-    assert all("MiB/s" in line for line in lines[1:1 + n])
+    assert all("iB/s" in line for line in lines[1:1 + n])   # disks in binary bytes
 
 
 def test_quiet_prints_nothing_in_a_pipe(tmp_path):
@@ -279,7 +279,7 @@ def test_a_terminal_gets_the_live_table_and_the_run_finishes(tmp_path):
     assert proc.returncode == 0, stderr
     doc = json.loads((tmp_path / "r.json").read_text())
     assert "\x1b[" in screen                         # drawn in place with terminal codes
-    for heading in ("time", "pps", "bit/s", "p50", "p99", "max", "recv pps"):
+    for heading in ("time", "pps", "throughput", "p50", "p99", "max", "recv pps"):
         assert heading in screen
     last = doc["intervals"][-1]
     assert f"{last['t_s']:.2f}s/1s" in screen       # the last interval's row was drawn
@@ -297,8 +297,8 @@ def test_the_live_table_shows_latency_and_a_row_per_host():
                              "10.0.0.2:7000": {"role": "receiver", "ops": 4990, "rate": 4990.0}}}, 320_000.0)
     live.close()
     text = out.getvalue()
-    for cell in ("bit/s", "recv pps", "1.00s/2s", "5.0k", "2.6M", "21.0us", "480.0us", "1.2ms",
-                 "send 10.0.0.1:7000", "recv 10.0.0.2:7000"):
+    for cell in ("throughput", "recv pps", "1.00s/2s", "5.0k", format_bits_per_s(320_000 * 8), format_ns(21_000),
+                 format_ns(480_000), format_ns(1_200_000), "send 10.0.0.1:7000", "recv 10.0.0.2:7000"):
         assert cell in text, cell
     assert max(len(line) for line in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).splitlines()) <= 80
 
