@@ -50,9 +50,13 @@ def _root(
     """Open-loop load generator: UDP packets per second and disk IOPS."""
 
 
+# The outputs a run can send to stdout; at most one of them may.
+_OUTPUTS = {"json_path": "--json", "hlog": "--hlog", "json_stream": "--json-stream"}
+
+
 def _output_path(ctx: typer.Context, param: typer.CallbackParam, path: Optional[Path]) -> Optional[Path]:
-    """--json and --hlog: refuse at once a path no write could succeed at (before a long run),
-    and the two of them on stdout together."""
+    """--json, --hlog and --json-stream: refuse at once a path no write could succeed at
+    (before a long run), and two of them on stdout together."""
     from loadgen import output
 
     if path is None:
@@ -61,9 +65,11 @@ def _output_path(ctx: typer.Context, param: typer.CallbackParam, path: Optional[
         output.check(str(path))
     except OSError as e:
         raise UsageError(f"cannot write {path}: {output.describe(e)}") from None
-    other = ctx.params.get({"json_path": "hlog", "hlog": "json_path"}.get(param.name, ""))
-    if other is not None and output.is_stdout(str(path)) and output.is_stdout(str(other)):
-        raise UsageError("--json and --hlog cannot both go to stdout")
+    for name in _OUTPUTS:
+        other = ctx.params.get(name) if name != param.name else None
+        if other is not None and output.is_stdout(str(path)) and output.is_stdout(str(other)):
+            first, second = sorted((name, param.name), key=list(_OUTPUTS).index)
+            raise UsageError(f"{_OUTPUTS[first]} and {_OUTPUTS[second]} cannot both go to stdout")
     return path
 
 
@@ -84,7 +90,10 @@ MetricsLinger = Annotated[Optional[str], typer.Option(
     "--metrics-linger", metavar="DURATION",
     help="After the run, keep serving --metrics until a scrape has seen the final counts, at most this long. "
          "[default: 0s]")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress line and no summary.")]
+JsonStream = Annotated[Optional[Path], typer.Option("--json-stream", callback=_output_path, metavar="FILE|-",
+                                                    help="Write NDJSON here (- for stdout): a line per interval "
+                                                         "as it ends, then the result document.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No header, no interval lines and no summary.")]
 Strict = Annotated[bool, typer.Option("--strict", help="Exit 1 when the run stalled or fell short of its rate.")]
 # LOADGEN_TOKEN holds the token itself, not a path (loadgen.agent.load_token).
 TokenFile = Annotated[Optional[str], typer.Option(
@@ -148,21 +157,80 @@ def _run_job(coro) -> dict:
     return uvloop.run(coro)
 
 
+def _human_stream(*paths: Optional[Path]):
+    """Where people's output goes: stderr when stdout carries an output, else stdout."""
+    from loadgen import output
+
+    return sys.stderr if any(p is not None and output.is_stdout(str(p)) for p in paths) else sys.stdout
+
+
+def _watched(job, quiet: bool, json_stream: Optional[Path], human) -> tuple[dict, object]:
+    """Run job(watch) with the display (unless quiet) and the NDJSON stream; the document and
+    the stream, still open for its last line (_finish closes it)."""
+    from loadgen import output, progress
+    from loadgen.job import Watch
+    from loadgen.jsonstream import JsonStream
+
+    stream = None
+    if json_stream is not None:
+        try:
+            stream = JsonStream.open(str(json_stream))
+        except OSError as e:
+            raise UsageError(f"cannot write {json_stream}: {output.describe(e)}") from None
+    try:
+        doc = _run_job(job(Watch(None if quiet else progress.for_stream(human), [stream] if stream else [])))
+    except BaseException:
+        if stream:
+            try:
+                stream.close()
+            except OSError:
+                pass   # the error that stopped the run is the one to report
+        raise
+    return doc, stream
+
+
+def _end_stream(stream, path: Path, doc: dict, keep: bool) -> Optional[str]:
+    """End the NDJSON stream with the document and close it; why not, if that failed.
+
+    keep: the document has no other destination (no --json), so if the stream
+    did not take it (now, or it failed during the run), it goes to a fallback file."""
+    from loadgen import interrupts, output, results
+
+    why = None
+    try:
+        stream.result(doc)   # nothing, if the stream failed during the run (that was reported then)
+        stream.close()
+    except OSError as e:   # kept in output.failures(): the exit code is 1
+        why = output.describe(e)
+    except KeyboardInterrupt:   # a second signal: a reader that does not read
+        why = f"interrupted by {interrupts.caught()}"
+    if why:
+        sys.stderr.write(f"loadgen: cannot write {'stdout' if output.is_stdout(str(path)) else path}: {why}\n")
+    if (why or stream.error) and keep:
+        text = results.json_text(doc)
+        kept = output.fallback(text, ".json")
+        sys.stderr.write(f"loadgen: the result is in {kept}\n" if kept else "loadgen: the result follows\n")
+        if not kept:
+            sys.stderr.write(text)
+    return why
+
+
 def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: Optional[Path] = None,
-            strict: bool = False) -> int:
+            strict: bool = False, stream=None, json_stream: Optional[Path] = None) -> int:
     """Print the summary, then write the document: a result is never lost.
 
     The summary goes first, so a document that cannot be written still leaves
-    the numbers on the screen; it goes to stderr when stdout carries --json or
-    --hlog. A document that cannot be written goes to a fallback file whose name
-    is printed, or to stderr, and the exit code is 1 (130 if a signal stopped the
-    write), as it is when the .hlog failed during the run. Otherwise: 130
-    interrupted, 1 failed, 0 success."""
+    the numbers on the screen; it goes to stderr when stdout carries --json,
+    --hlog or --json-stream. A document that cannot be written goes to a
+    fallback file whose name is printed, or to stderr, and the exit code is 1
+    (130 if a signal stopped the write), as it is when the .hlog or the NDJSON
+    stream failed during the run. The stream gets the document as its last line
+    after --json has it, so a stream whose reader stalls holds up nothing else.
+    Otherwise: 130 interrupted, 1 failed, 0 success."""
     from loadgen import interrupts, output, results
 
     if not quiet:
-        to_stderr = any(p is not None and output.is_stdout(str(p)) for p in (json_path, hlog))
-        print(formatter(doc), file=sys.stderr if to_stderr else sys.stdout, flush=True)
+        print(formatter(doc), file=_human_stream(json_path, hlog, json_stream), flush=True)
     for warning in doc.get("warnings", []):
         sys.stderr.write(f"loadgen: warning: {warning}\n")
     why = None
@@ -180,6 +248,8 @@ def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: 
                              + (f"the result is in {kept}\n" if kept else "the result follows\n"))
             if not kept:
                 sys.stderr.write(text)
+    if stream is not None:
+        why = _end_stream(stream, json_stream, doc, keep=json_path is None) or why
     if why and why.startswith("interrupted"):
         return EXIT_INTERRUPTED
     if why or output.failures():
@@ -237,6 +307,7 @@ def disk(
     hlog: HlogOut = None,
     metrics: Metrics = None,
     metrics_linger: MetricsLinger = None,
+    json_stream: JsonStream = None,
     quiet: Quiet = False,
     strict: Strict = False,
     **job_options,
@@ -248,24 +319,26 @@ def disk(
     spec = parse_disk(**job_options)
     connect = _connector(token_file, tls, tls_ca) if on else None
     exporter, linger_ns = _metrics(metrics, metrics_linger)
-    doc = _run_job(_disk_job(spec, on, connect, hlog, quiet, exporter))
-    code = _finish(doc, json_path, quiet, format_disk, hlog, strict)
+    human = _human_stream(json_path, hlog, json_stream)
+    doc, stream = _watched(lambda watch: _disk_job(spec, on, connect, hlog, watch, exporter), quiet,
+                           json_stream, human)
+    code = _finish(doc, json_path, quiet, format_disk, hlog, strict, stream, json_stream)
     _linger(exporter, linger_ns)
     raise SystemExit(code)
 
 
-def _disk_job(spec, on: Optional[str], connect, hlog: Optional[Path], quiet: bool, exporter=None):
+def _disk_job(spec, on: Optional[str], connect, hlog: Optional[Path], watch, exporter=None):
     """The coroutine that runs a disk spec here, or on the agent at `on`."""
     from loadgen.disk import run_disk, run_disk_remote
     from loadgen.workload import parse_host_port
 
     hlog_path = str(hlog) if hlog else None
     if on:
-        return run_disk_remote(spec, parse_host_port(on), connect, hlog_path, quiet, metrics=exporter)
-    return run_disk(spec, hlog_path=hlog_path, quiet=quiet, metrics=exporter)
+        return run_disk_remote(spec, parse_host_port(on), connect, hlog_path, watch, metrics=exporter)
+    return run_disk(spec, hlog_path=hlog_path, watch=watch, metrics=exporter)
 
 
-def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: Optional[Path], quiet: bool,
+def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: Optional[Path], watch,
              exporter=None):
     """The coroutine that runs a net spec here, or across agents."""
     from loadgen.net import run_net, run_net_paired
@@ -274,8 +347,9 @@ def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: O
     hlog_path = str(hlog) if hlog else None
     if peer:
         client_addrs = [parse_host_port(c) for c in str(clients or "").split(",") if c.strip()]
-        return run_net_paired(spec, parse_host_port(peer), client_addrs, connect, hlog_path, quiet, metrics=exporter)
-    return run_net(spec, hlog_path=hlog_path, quiet=quiet, metrics=exporter)
+        return run_net_paired(spec, parse_host_port(peer), client_addrs, connect, hlog_path, watch,
+                              metrics=exporter)
+    return run_net(spec, hlog_path=hlog_path, watch=watch, metrics=exporter)
 
 
 @app.command(epilog=examples(
@@ -294,6 +368,7 @@ def net(
     hlog: HlogOut = None,
     metrics: Metrics = None,
     metrics_linger: MetricsLinger = None,
+    json_stream: JsonStream = None,
     quiet: Quiet = False,
     strict: Strict = False,
     **job_options,
@@ -309,8 +384,10 @@ def net(
     spec = parse_net(**job_options)
     connect = _connector(token_file, tls, tls_ca) if peer else None
     exporter, linger_ns = _metrics(metrics, metrics_linger)
-    doc = _run_job(_net_job(spec, peer, clients, connect, hlog, quiet, exporter))
-    code = _finish(doc, json_path, quiet, format_net, hlog, strict)
+    human = _human_stream(json_path, hlog, json_stream)
+    doc, stream = _watched(lambda watch: _net_job(spec, peer, clients, connect, hlog, watch, exporter),
+                           quiet, json_stream, human)
+    code = _finish(doc, json_path, quiet, format_net, hlog, strict, stream, json_stream)
     _linger(exporter, linger_ns)
     raise SystemExit(code)
 
@@ -390,6 +467,7 @@ def run(
     hlog: HlogOut = None,
     metrics: Metrics = None,
     metrics_linger: MetricsLinger = None,
+    json_stream: JsonStream = None,
     quiet: Quiet = False,
     strict: Strict = False,
 ) -> None:
@@ -404,13 +482,13 @@ def run(
     connect = _connector(token_file, tls, tls_ca) if remote else None
     exporter, linger_ns = _metrics(metrics, metrics_linger)
     if prof.kind == "net":
-        job, formatter = (_net_job(spec, remote.get("peer"), remote.get("clients"), connect, hlog, quiet, exporter),
-                          format_net)
+        job, formatter = (lambda w: _net_job(spec, remote.get("peer"), remote.get("clients"), connect, hlog, w,
+                                             exporter), format_net)
     else:
-        job, formatter = _disk_job(spec, remote.get("on"), connect, hlog, quiet, exporter), format_disk
-    doc = _run_job(job)
+        job, formatter = (lambda w: _disk_job(spec, remote.get("on"), connect, hlog, w, exporter)), format_disk
+    doc, stream = _watched(job, quiet, json_stream, _human_stream(json_path, hlog, json_stream))
     doc["profile"] = prof.as_dict() | {"options": options}
-    code = _finish(doc, json_path, quiet, formatter, hlog, strict)
+    code = _finish(doc, json_path, quiet, formatter, hlog, strict, stream, json_stream)
     _linger(exporter, linger_ns)
     raise SystemExit(code)
 

@@ -11,7 +11,7 @@ from loadgen import counters, histogram, metrics as live_metrics, native, result
 from loadgen.controller import Timeline, worker_cpus
 from loadgen.errors import SetupError
 from loadgen.intervals import IntervalView
-from loadgen.job import measure
+from loadgen.job import Watch, measure
 from loadgen.results import errno_name
 from loadgen.stats import Snapshot
 from loadgen.sysinfo import basic_env
@@ -99,7 +99,7 @@ def _native_config(spec: DiskSpec, target, engine: str, timeline: Timeline, cpus
     )  # the native run copies the config and the CPU list
 
 
-async def run_disk(spec: DiskSpec, hlog_path: str | None = None, quiet: bool = False,
+async def run_disk(spec: DiskSpec, hlog_path: str | None = None, watch: Watch | None = None,
                    metrics: "live_metrics.Exporter | None" = None) -> dict:
     """Run one disk job and return its result document (interrupted or not)."""
     engine, engine_note = choose_engine(spec.engine)
@@ -114,7 +114,7 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, quiet: bool = F
     try:
         out = await measure(start, spec.common, interval_view(spec), hlog_path,
                             f"loadgen disk {spec.rw} bs={spec.bs_bytes} qd={spec.qd}; values in ns",
-                            quiet, policy=all_failed,
+                            watch, policy=all_failed,
                             metrics=live_metrics.feed(metrics, lambda: [live_metrics.Part("local", "disk")]))
     finally:
         target.close()
@@ -140,7 +140,7 @@ TARGET_FACTS = ("target_path", "target_kind", "span_bytes", "target_created", "p
 
 
 async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_path: str | None = None,
-                          quiet: bool = False, metrics: "live_metrics.Exporter | None" = None) -> dict:
+                          watch: Watch | None = None, metrics: "live_metrics.Exporter | None" = None) -> dict:
     """Run the disk job on an agent's host; the document names that host."""
     from loadgen.controller import CompositeRun
 
@@ -154,7 +154,7 @@ async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_pat
 
         out = await measure(start, spec.common, interval_view(spec), hlog_path,
                             f"loadgen disk {spec.rw} bs={spec.bs_bytes} qd={spec.qd} on {on[0]}; values in ns",
-                            quiet, policy=all_failed, lead_ns=REMOTE_LEAD_NS,
+                            watch, policy=all_failed, lead_ns=REMOTE_LEAD_NS,
                             metrics=live_metrics.feed(metrics, lambda: [live_metrics.Part(f"{on[0]}:{on[1]}", "disk")]))
     finally:
         await agent.close()

@@ -1,22 +1,26 @@
-"""Interval sinks: each controller interval becomes .hlog entries, a JSON row and a progress update.
+"""Interval sinks: each controller interval becomes .hlog entries, a JSON row, a line
+or table on the display, and a call to each observer.
 
 A job describes its intervals with an IntervalView: which histograms to log under
 which tags, what counts as an operation, and which extra fields a row carries.
 The first histogram is the primary one: the row's latency, and the .hlog's
 untagged lines (loadgen.histogram says why).
+The row is made once: the document, the display and every observer get the same one.
 """
 import asyncio
 import sys
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from loadgen import histogram, output
 from loadgen.controller import Interval, Timeline
-from loadgen.progress import Progress
+from loadgen.progress import Display
 from loadgen.stats import Snapshot
-from loadgen.units import format_si
+
+if TYPE_CHECKING:
+    from loadgen.job import IntervalObserver
 
 
 @dataclass
@@ -28,16 +32,19 @@ class IntervalView:
 
 
 class IntervalSink:
-    """Turns each interval into .hlog lines, a JSON row and a progress update.
+    """Turns each interval into .hlog lines, a JSON row, a display update and observer calls.
 
     The .hlog gets one write per interval, so it is on its way to the disk (or
     the reader) as soon as the interval ends. An .hlog that cannot be written
     (ENOSPC on the disk under test, a reader that went away) stops being
     written; the run and its JSON go on, the error is printed at once and kept
-    in `warnings`, and the CLI exits 1 for it (loadgen.output.failures)."""
+    in `warnings`, and the CLI exits 1 for it (loadgen.output.failures). An
+    observer that raises OSError is dropped the same way."""
 
-    def __init__(self, view: IntervalView, hlog: "output.Stream | None", progress: Progress) -> None:
-        self.view, self.hlog, self.progress = view, hlog, progress
+    def __init__(self, view: IntervalView, hlog: "output.Stream | None", display: Display | None,
+                 observers: "Sequence[IntervalObserver]" = ()) -> None:
+        self.view, self.hlog, self.display = view, hlog, display
+        self.observers = list(observers)
         self.timeline: Timeline | None = None   # set once the .hlog's header is out (it may be slow)
         self.rows: list[dict] = []
         self.warnings: list[str] = []
@@ -51,7 +58,8 @@ class IntervalSink:
     def warn(self, text: str) -> None:
         """Print a warning now (it is also kept for the document)."""
         self.warnings.append(text)
-        self.progress.close()
+        if self.display:
+            self.display.pause()
         sys.stderr.write(f"loadgen: warning: {text}\n")
         sys.stderr.flush()
 
@@ -101,10 +109,18 @@ class IntervalSink:
         row.update(self.view.extra(d, length_s))
         row["latency_ns"] = latency
         self.rows.append(row)
-        bytes_per_s = nbytes / length_s if length_s > 0 else 0.0
-        received = f"  received {format_si(row['received_pps'])} pps" if "received_pps" in row else ""
-        self.progress.interval(end_s, rate, self.view.rate_unit, bytes_per_s,
-                               latency["p50"] if latency else None, latency["p99"] if latency else None, received)
+        if self.display:
+            self.display.interval(row, nbytes / length_s if length_s > 0 else 0.0)
+        for observer in list(self.observers):
+            try:
+                await observer.interval(row, interval, cumulative)
+            except OSError as e:
+                self.observers.remove(observer)
+                where = (f"after {self.rows[-2]['t_s']:.3f} s of intervals" if len(self.rows) > 1
+                         else "before its first interval")
+                name = "stdout" if output.is_stdout(str(e.filename)) else e.filename
+                self.warn(f"cannot write {name}: {output.describe(e)}; it stops {where}")
 
     def warming(self, now_ns: int) -> None:
-        self.progress.warming((self.timeline.ramp_end_ns - now_ns) / 1e9)
+        if self.display:
+            self.display.warming((self.timeline.ramp_end_ns - now_ns) / 1e9)

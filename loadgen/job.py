@@ -1,24 +1,44 @@
-"""What every job shares: the timeline, the .hlog, progress, CPU time, and a run's lifetime.
+"""What every job shares: the timeline, the .hlog, the watchers, CPU time, and a run's lifetime.
 
 A job (disk, net) opens its own resources, then calls measure() with a function
 that starts its native run on the given timeline. From the moment the run
 starts, SIGINT and SIGTERM stop it and never lose it (loadgen.interrupts).
+
+Whoever starts a job says who watches it in a Watch: the display for people
+(none with -q) and observers, each told of every interval as it ends with the
+very row the document will hold (the NDJSON stream, live metrics). Observers
+belong to the caller, who opens them before the run and closes them after
+(the NDJSON stream ends with the document, written after measure() returns).
 """
 import inspect
 import resource
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 from loadgen import histogram, interrupts, output
-from loadgen.controller import Measurement, Policy, Timeline, run_workers
+from loadgen.controller import Interval, Measurement, Policy, Timeline, run_workers
 from loadgen.errors import UsageError
 from loadgen.intervals import IntervalSink, IntervalView
-from loadgen.progress import Progress
+from loadgen.progress import Display
+from loadgen.stats import Snapshot
 from loadgen.workload import CommonSpec
 
 if TYPE_CHECKING:
     from loadgen import metrics as live_metrics
+
+
+class IntervalObserver(Protocol):
+    async def interval(self, row: dict, interval: Interval, cumulative: Snapshot) -> None:
+        """Take one finished interval: its document row (not to be changed), its delta and
+        the run's totals so far. An OSError stops this observer only: the run goes on and
+        the error is printed and kept in the document's warnings."""
+
+
+@dataclass
+class Watch:
+    display: Display | None = None              # None: nothing for people while it runs (-q)
+    observers: Sequence[IntervalObserver] = field(default_factory=tuple)
 
 
 @dataclass
@@ -30,16 +50,17 @@ class Outcome:
 
 
 async def measure(start: Callable, common: CommonSpec, view: IntervalView,
-                  hlog_path: str | None, hlog_comment: str, quiet: bool,
+                  hlog_path: str | None, hlog_comment: str, watch: Watch | None,
                   policy: Policy | None = None, lead_ns: int = 20_000_000,
                   metrics: "live_metrics.Feed | None" = None) -> Outcome:
     """Start a run on a fresh timeline and drive it to the end.
 
     start(timeline) returns the run, or a coroutine that does (remote jobs,
     which are prepared before and only told to go here); lead_ns is how far
-    ahead the schedule begins: time for every worker to receive it. metrics,
-    if given, is fed each interval's cumulative snapshot and then the final one."""
-    progress = Progress(common.duration_ns / 1e9, enabled=False if quiet else None)
+    ahead the schedule begins: time for every worker to receive it. hlog_comment
+    describes the job; the display shows it first, as its header. metrics, if
+    given, is fed each interval's cumulative snapshot and then the final one."""
+    watch = watch or Watch()
     hlog = None
     if hlog_path:
         try:
@@ -48,7 +69,7 @@ async def measure(start: Callable, common: CommonSpec, view: IntervalView,
             raise UsageError(f"cannot write {hlog_path}: {output.describe(e)}") from None
     sink = None
     try:
-        sink = IntervalSink(view, hlog, progress)
+        sink = IntervalSink(view, hlog, watch.display, watch.observers)
         # From here a signal stops the run and keeps what it measured; the .hlog's
         # header then tells a reader (and the tests) that a result will follow.
         interrupts.measuring()
@@ -56,6 +77,10 @@ async def measure(start: Callable, common: CommonSpec, view: IntervalView,
         usage0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
         timeline = sink.timeline = Timeline.starting_now(common.ramp_ns, common.duration_ns,
                                                          common.interval_ns, lead_ns)
+        if watch.display:
+            # The .hlog's comment ends by naming its unit; the display gives units with each figure.
+            watch.display.start(hlog_comment.removesuffix("; values in ns"), common.duration_ns,
+                                common.ramp_ns, common.interval_ns, view.rate_unit)
         run = start(timeline)
         if inspect.isawaitable(run):
             run = await run
@@ -69,7 +94,8 @@ async def measure(start: Callable, common: CommonSpec, view: IntervalView,
             run.free()
         usage1, wall1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
     finally:
-        progress.close()
+        if watch.display:
+            watch.display.close()
         if sink:
             sink.close_log()
         elif hlog:

@@ -13,7 +13,7 @@ from loadgen import counters, histogram, metrics as live_metrics, native, result
 from loadgen.controller import CompositeRun, Timeline, worker_cpus
 from loadgen.endpoints import LOOPBACK, close_all, receiver_sockets, resolve, sender_sockets
 from loadgen.intervals import IntervalView
-from loadgen.job import measure
+from loadgen.job import Watch, measure
 from loadgen.stats import Snapshot
 from loadgen.sysinfo import basic_env
 from loadgen.units import format_ns
@@ -182,7 +182,7 @@ def net_config(spec: NetSpec, timeline: Timeline, run_tag: int, senders: list, r
     )  # the native run copies the config and its arrays
 
 
-async def run_net(spec: NetSpec, hlog_path: str | None = None, quiet: bool = False,
+async def run_net(spec: NetSpec, hlog_path: str | None = None, watch: Watch | None = None,
                   metrics: "live_metrics.Exporter | None" = None) -> dict:
     """Run one net job and return its result document (interrupted or not)."""
     embedded = spec.target is None
@@ -214,7 +214,7 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, quiet: bool = Fal
     try:
         out = await measure(start, spec.common, interval_view(spec, sides, embedded), hlog_path,
                             f"loadgen net {spec.mode} size={spec.size_bytes} flows={spec.flows}; values in ns",
-                            quiet, metrics=live_metrics.feed(metrics, lambda: parts))
+                            watch, metrics=live_metrics.feed(metrics, lambda: parts))
     finally:
         close_all(senders)
         close_all(receivers)
@@ -236,7 +236,7 @@ PAIRED_LEAD_NS = 3_000_000_000  # remote jobs start in child processes: give the
 
 
 async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tuple[str, int]], connect,
-                         hlog_path: str | None = None, quiet: bool = False,
+                         hlog_path: str | None = None, watch: Watch | None = None,
                          metrics: "live_metrics.Exporter | None" = None) -> dict:
     """Receivers on the peer's agent; senders here, or on each client's agent.
 
@@ -266,7 +266,7 @@ async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tup
         view.extra = _with_hosts(spec, view.extra, plan)
         out = await measure(start, spec.common, view, hlog_path,
                             f"loadgen net {spec.mode} size={spec.size_bytes} paired; values in ns",
-                            quiet, lead_ns=PAIRED_LEAD_NS, metrics=live_metrics.feed(metrics, lambda: _metric_parts(spec, plan)))
+                            watch, lead_ns=PAIRED_LEAD_NS, metrics=live_metrics.feed(metrics, lambda: _metric_parts(spec, plan)))
     finally:
         close_all(local_socks)
         for a in agents.values():

@@ -137,8 +137,11 @@ class Controller:
         return [line.strip() for line in text.replace("\r", "\n").split("\n") if line.strip()]
 
     def measuring(self) -> bool:
-        """Whether the progress line has shown an interval with datagrams sent or I/Os done."""
-        return any(m and m.group(1) != "0" for m in map(PROGRESS.match, self._tty_lines()))
+        """Whether an interval line has shown datagrams sent or I/Os done. With stdout in a
+        file, the lines go there (a line per interval, as for any pipe); stderr then holds
+        the live display only when stdout carries --json - or --hlog -."""
+        lines = self._tty_lines() + self.out_path.read_text(errors="replace").splitlines()
+        return any(m and m.group(1) != "0" for m in map(PROGRESS.match, lines))
 
     def finish(self, timeout_s: float = RUN_TIMEOUT_S) -> Finished:
         self.proc.wait(timeout=timeout_s)
