@@ -13,7 +13,7 @@ import numpy as np
 
 from loadgen.errors import SetupError
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 ENGINE_IO_URING, ENGINE_PSYNC = 0, 1
 ENGINES = {"io_uring": ENGINE_IO_URING, "psync": ENGINE_PSYNC}
 STATE_STARTING, STATE_RUNNING, STATE_DONE, STATE_FAILED = range(4)
@@ -51,6 +51,8 @@ class NetConfig(ctypes.Structure):
         ("first_seq", ctypes.c_uint32),
         ("flow_base", ctypes.c_uint32),
         ("busy_poll", ctypes.c_uint32),
+        ("gso", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
         ("rate_pps", ctypes.c_uint64),
         ("start_ns", ctypes.c_int64),
         ("ramp_end_ns", ctypes.c_int64),

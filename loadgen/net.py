@@ -173,7 +173,7 @@ def net_config(spec: NetSpec, timeline: Timeline, run_tag: int, senders: list, r
     return native.NetConfig(
         senders=len(send_cpus) if senders else 0, receivers=len(receivers), flows=spec.flows,
         size_bytes=spec.size_bytes, batch=spec.batch, echo=int(spec.echo), run_tag=run_tag, first_seq=0,
-        flow_base=flow_base, busy_poll=int(spec.common.busy_poll),
+        flow_base=flow_base, busy_poll=int(spec.common.busy_poll), gso=int(spec.gso),
         rate_pps=spec.rate_pps or 0, start_ns=timeline.start_ns, ramp_end_ns=timeline.ramp_end_ns,
         end_ns=timeline.end_ns, grace_ns=spec.timeout_ns,
         send_fds=native.int32_array(s.fileno() for s in senders),

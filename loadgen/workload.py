@@ -154,6 +154,7 @@ class NetSpec:
     batch: int
     receivers: int
     port: int                        # embedded receiver's port, 0: any free one
+    gso: bool                        # paced one-way senders send runs of datagrams by UDP GSO
     common: CommonSpec = field(repr=False)
     wire: dict = field(repr=False, compare=False, default_factory=dict)  # typed options, defaults resolved
 
@@ -180,6 +181,7 @@ class NetSpec:
             "timeout_ns": self.timeout_ns,
             "batch": self.batch,
             "receivers": self.receivers if self.target is None else 0,
+            "gso": self.gso,
             **{k: v for k, v in asdict(self.common).items()},
         }
 
@@ -235,7 +237,8 @@ def _net(v: dict) -> NetSpec:
     target = parse_host_port(v["target"]) if v["target"] else None
     return NetSpec(
         target=target, rate_pps=v["pps"], size_bytes=v["size"], flows=flows, mode=v["mode"],
-        timeout_ns=v["timeout"], batch=v["batch"], receivers=receivers, port=v["port"], common=common,
+        timeout_ns=v["timeout"], batch=v["batch"], receivers=receivers, port=v["port"], gso=v["gso"],
+        common=common,
         wire=v | {"flows": flows, "receivers": receivers, "workers": common.workers,
                   "target": format_host_port(*target) if target else None},
     )

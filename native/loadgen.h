@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define LG_ABI_VERSION 3
+#define LG_ABI_VERSION 4
 
 /* Only lg_* names leave the library; everything else is hidden (-fvisibility=hidden). */
 #define LG_API __attribute__((visibility("default")))
@@ -140,6 +140,8 @@ struct lg_net_config {
 	uint32_t first_seq;	/* first sequence number of every flow */
 	uint32_t flow_base;	/* senders' flow ids start here, so several hosts share a receiver */
 	uint32_t busy_poll;	/* 1: senders spin to the next due time instead of sleeping */
+	uint32_t gso;		/* 1: paced one-way senders send runs by UDP GSO (the stack sees one packet per run) */
+	uint32_t _pad;
 	uint64_t rate_pps;	/* total over all flows; 0: as fast as possible */
 	int64_t start_ns;	/* the run's origin in this host's clock; wire times count from it */
 	int64_t ramp_end_ns;	/* datagrams scheduled before this are warm-up */

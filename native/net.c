@@ -518,10 +518,12 @@ static void sender_worker(struct worker *w)
 	pfds = calloc((cfg->flows + cfg->senders - 1) / cfg->senders, sizeof(*pfds));
 	memset(&tx, 0, sizeof(tx));
 	memset(&rx, 0, sizeof(rx));
-	/* GSO for paced one-way streams: echo sends one at a time anyway, and
-	 * blast keeps the per-datagram path its peers are compared on. */
+	/* GSO only when asked (--gso), and only for paced one-way streams: echo
+	 * sends one at a time anyway, and blast keeps the per-datagram path its
+	 * peers are compared on. Off by default: the stack, and a NIC's packet
+	 * counters, then see one packet per run, not per datagram. */
 	if (!flows || !pfds || batch_alloc(&tx, batch, cfg->size_bytes, 0, 0) ||
-	    (cfg->rate_pps && !cfg->echo && batch_enable_gso(&tx)) ||
+	    (cfg->gso && cfg->rate_pps && !cfg->echo && batch_enable_gso(&tx)) ||
 	    (cfg->echo && batch_alloc(&rx, batch, cfg->size_bytes, 0, 1))) {
 		worker_set_state(w, LG_STATE_FAILED, ENOMEM);
 		batch_free(&tx);

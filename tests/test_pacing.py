@@ -152,10 +152,20 @@ def test_paced_stream_batches_a_window_and_receives_by_kernel_stamps(tmp_path):
     assert s["schedule_early_ns"]["mean"] <= s["schedule_early_ns"]["max"]
     assert s["sent"] + s["schedule_lag_ns"]["unsent"] == 2000   # 1 s at 2k pps
     assert s["received"] == s["sent"] and s["lost"] == 0
-    # runs sent by UDP GSO arrive as the datagrams they were cut into, every one counted
-    assert 0 <= s["gso_sent"] <= s["sent"]
+    assert s["gso_sent"] == 0   # GSO only with --gso
     assert_arrivals_stamped(s)
     assert_latency_not_below_service(s["oneway"])
+
+
+def test_gso_is_asked_for_and_its_runs_arrive_as_datagrams(tmp_path):
+    r = run_net(tmp_path, "--pps", "2k", "--workers", "1", "--receivers", "1", "--gso")
+    assert r.returncode == 0, r.stderr
+    s = r.summary
+    assert r.doc["config"]["gso"] is True
+    assert s["sent"] + s["schedule_lag_ns"]["unsent"] == 2000
+    # runs sent by UDP GSO arrive as the datagrams they were cut into, every one counted
+    assert 0 <= s["gso_sent"] <= s["sent"]
+    assert s["received"] == s["sent"] and s["lost"] == 0
 
 
 def test_busy_poll_stream_sends_on_time_and_its_receiver_never_sleeps(tmp_path):
