@@ -195,6 +195,11 @@ class Exporter:
             self._server, _ = start_http_server(port, host, registry=registry)
         except OSError as e:
             raise SetupError(f"cannot serve metrics on {host}:{port}: {e.strerror or e}") from None
+        # The scrape that sees the final counts ends --metrics-linger from inside collect(),
+        # before its response is written: request threads must be joined by close(), not
+        # dropped with the process (prometheus-client makes them daemons).
+        self._server.daemon_threads = False
+        self._server.block_on_close = True
         bound = self._server.server_address
         self.address = (bound[0], bound[1])
         return self.address
