@@ -245,6 +245,29 @@ static void count_error(struct lg_worker_stats *st, int err)
 		counter_add(&st->counters[LG_CTR_REFUSED], 1);
 }
 
+/* A batch's schedule figures, tallied as it is built and published once. */
+struct send_tally {
+	uint64_t in_window, lag_sum, lag_max, late, early_sum, early_max;
+};
+
+/* Count one datagram scheduled at sched_ns and sent at now_ns, if it falls in the window. */
+static inline void tally_add(struct send_tally *t, const struct lg_net_config *cfg, int64_t now_ns,
+			     int64_t sched_ns, int64_t slot_ns)
+{
+	uint64_t lag, early;
+
+	if (sched_ns < cfg->ramp_end_ns)
+		return;
+	lag = pace_lag_ns(now_ns, sched_ns);
+	early = pace_early_ns(now_ns, sched_ns);
+	t->in_window++;
+	t->lag_sum += lag;
+	t->lag_max = lag > t->lag_max ? lag : t->lag_max;
+	t->late += lag > (uint64_t)slot_ns;
+	t->early_sum += early;
+	t->early_max = early > t->early_max ? early : t->early_max;
+}
+
 /* Send what of flow f is due by horizon_ns (unpaced: a full batch), in one
  * sendmmsg; returns how many the kernel took. The batch is tallied in the
  * loop that builds it, and published once: these are the hot path's stores. */
@@ -254,7 +277,7 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 {
 	struct pace_cursor c = f->next;
 	uint32_t seq0 = cfg->first_seq + (uint32_t)c.k;
-	uint64_t in_window = 0, lag_sum = 0, lag_max = 0, late = 0, early_sum = 0, early_max = 0;
+	struct send_tally tally = { 0 };
 	unsigned n;
 	int ret, by_gso = 0;
 
@@ -268,16 +291,7 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 		}
 		header_write(b->iov[n].iov_base, f->id, seq0 + n, cfg->run_tag,
 			     sched - cfg->start_ns, now_ns - cfg->start_ns);
-		if (sched >= cfg->ramp_end_ns) {
-			uint64_t lag = pace_lag_ns(now_ns, sched), early = pace_early_ns(now_ns, sched);
-
-			in_window++;
-			lag_sum += lag;
-			lag_max = lag > lag_max ? lag : lag_max;
-			late += lag > (uint64_t)slot_ns;
-			early_sum += early;
-			early_max = early > early_max ? early : early_max;
-		}
+		tally_add(&tally, cfg, now_ns, sched, slot_ns);
 		pace_next(&c);
 	}
 	if (n == 0)
@@ -315,34 +329,24 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 			f->max_batch = 1;
 		/* The kernel took part of the batch (rare): tally that part again. */
 		c = f->next;
-		in_window = lag_sum = lag_max = late = early_sum = early_max = 0;
+		memset(&tally, 0, sizeof(tally));
 		for (int i = 0; i < ret; i++) {
-			int64_t sched = cfg->rate_pps ? pace_due_ns(&c) : now_ns;
-			uint64_t lag = pace_lag_ns(now_ns, sched), early = pace_early_ns(now_ns, sched);
-
-			if (sched >= cfg->ramp_end_ns) {
-				in_window++;
-				lag_sum += lag;
-				lag_max = lag > lag_max ? lag : lag_max;
-				late += lag > (uint64_t)slot_ns;
-				early_sum += early;
-				early_max = early > early_max ? early : early_max;
-			}
+			tally_add(&tally, cfg, now_ns, cfg->rate_pps ? pace_due_ns(&c) : now_ns, slot_ns);
 			pace_next(&c);
 		}
 	}
 	f->next = c;
 	if (cfg->rate_pps) {
-		counter_add(&st->counters[LG_CTR_LAG_SUM_NS], lag_sum);
-		counter_max(&st->counters[LG_CTR_LAG_MAX_NS], lag_max);
-		counter_add(&st->counters[LG_CTR_LATE_OPS], late);
-		counter_add(&st->counters[LG_CTR_EARLY_SUM_NS], early_sum);
-		counter_max(&st->counters[LG_CTR_EARLY_MAX_NS], early_max);
+		counter_add(&st->counters[LG_CTR_LAG_SUM_NS], tally.lag_sum);
+		counter_max(&st->counters[LG_CTR_LAG_MAX_NS], tally.lag_max);
+		counter_add(&st->counters[LG_CTR_LATE_OPS], tally.late);
+		counter_add(&st->counters[LG_CTR_EARLY_SUM_NS], tally.early_sum);
+		counter_max(&st->counters[LG_CTR_EARLY_MAX_NS], tally.early_max);
 	}
-	counter_add(&st->counters[LG_CTR_SENT], in_window);
+	counter_add(&st->counters[LG_CTR_SENT], tally.in_window);
 	if (by_gso)
-		counter_add(&st->counters[LG_CTR_GSO_SENT], in_window);
-	counter_add(&st->counters[LG_CTR_SENT_BYTES], in_window * b->size_bytes);
+		counter_add(&st->counters[LG_CTR_GSO_SENT], tally.in_window);
+	counter_add(&st->counters[LG_CTR_SENT_BYTES], tally.in_window * b->size_bytes);
 	return (unsigned)ret;
 }
 
