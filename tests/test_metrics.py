@@ -175,8 +175,8 @@ def assert_histogram_is(s: dict, family: str, key: tuple, b64: str, block: dict)
 def test_a_disk_run_serves_the_documents_counts(tmp_path, direct_io):
     run = Served(tmp_path, "disk", "--size", "16m", "--duration", "2s", "--ramp", "0s", "--interval", "500ms",
                  *([] if direct_io else ["--buffered"]))
+    om = scrape(run.url, openmetrics=True)      # before the end: the scrape after it closes the server
     seen, last = run.scrape_until_finished()
-    om = scrape(run.url, openmetrics=True)
     doc = run.finish()
     s, key = doc["summary"], (("host", "local"), ("role", "disk"))
     assert last["loadgen_ops_total"][key] == s["ops"] > 0
