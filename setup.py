@@ -1,7 +1,7 @@
 """Builds native/ into loadgen/_native*.so: a plain shared library loaded with ctypes.
 
 It exports only the lg_* functions of native/loadgen.h; it is not a CPython
-extension module, so it is never imported, only found by loadgen/native.py.
+extension module, so it is never imported, only found by loadgen/run/native.py.
 """
 from pathlib import Path
 

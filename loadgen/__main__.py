@@ -1,6 +1,6 @@
 # Signals are handled from the first line: importing the CLI takes a while, and a
 # SIGTERM meanwhile would otherwise kill the process with no word (exit 143).
-from loadgen import interrupts
+from loadgen.run import interrupts
 
 interrupts.install()
 

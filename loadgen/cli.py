@@ -95,7 +95,7 @@ JsonStream = Annotated[Optional[Path], typer.Option("--json-stream", callback=_o
                                                          "as it ends, then the result document.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No header, no interval lines and no summary.")]
 Strict = Annotated[bool, typer.Option("--strict", help="Exit 1 when the run stalled or fell short of its rate.")]
-# LOADGEN_TOKEN holds the token itself, not a path (loadgen.agent.load_token).
+# LOADGEN_TOKEN holds the token itself, not a path (loadgen.fleet.agent.load_token).
 TokenFile = Annotated[Optional[str], typer.Option(
     metavar="FILE", help="Read the agents' shared token from this file; without it, the token is the "
                          "value of the environment variable LOADGEN_TOKEN.")]
@@ -106,8 +106,8 @@ Tls = Annotated[bool, typer.Option("--tls", help="Use TLS to agents without chec
 
 def _connector(token_file: Optional[str], tls: bool, tls_ca: Optional[str]):
     """connect(host, port) -> AgentClient, with the token and TLS settings given."""
-    from loadgen.agent import load_token
-    from loadgen.remote import AgentClient, client_ssl_context
+    from loadgen.fleet.agent import load_token
+    from loadgen.fleet.remote import AgentClient, client_ssl_context
 
     token = load_token(token_file)
     ctx = client_ssl_context(tls_ca) if (tls or tls_ca) else None
@@ -120,7 +120,7 @@ def _connector(token_file: Optional[str], tls: bool, tls_ca: Optional[str]):
 
 def _metrics(address: Optional[str], linger: Optional[str]):
     """(exporter or None, linger ns): --metrics starts serving now, so a port in use fails before the run."""
-    from loadgen import metrics
+    from loadgen.run import metrics
     from loadgen.units import parse_duration_ns
 
     linger_ns = parse_duration_ns(linger, "metrics-linger") if linger else 0
@@ -139,7 +139,7 @@ def _metrics(address: Optional[str], linger: Optional[str]):
 
 def _linger(exporter, linger_ns: int) -> None:
     """Serve the final metrics a while after the result is written (--metrics-linger); a signal ends it."""
-    from loadgen import interrupts
+    from loadgen.run import interrupts
 
     if exporter is None:
         return
@@ -167,9 +167,10 @@ def _human_stream(*paths: Optional[Path]):
 def _watched(job, quiet: bool, json_stream: Optional[Path], human) -> tuple[dict, object]:
     """Run job(watch) with the display (unless quiet) and the NDJSON stream; the document and
     the stream, still open for its last line (_finish closes it)."""
-    from loadgen import output, progress
-    from loadgen.job import Watch
-    from loadgen.jsonstream import JsonStream
+    from loadgen import output
+    from loadgen.run import progress
+    from loadgen.run.job import Watch
+    from loadgen.run.jsonstream import JsonStream
 
     stream = None
     if json_stream is not None:
@@ -194,7 +195,9 @@ def _end_stream(stream, path: Path, doc: dict, keep: bool) -> Optional[str]:
 
     keep: the document has no other destination (no --json), so if the stream
     did not take it (now, or it failed during the run), it goes to a fallback file."""
-    from loadgen import interrupts, output, results
+    from loadgen.run import interrupts
+    from loadgen import output
+    from loadgen.results import result
 
     why = None
     try:
@@ -207,7 +210,7 @@ def _end_stream(stream, path: Path, doc: dict, keep: bool) -> Optional[str]:
     if why:
         sys.stderr.write(f"loadgen: cannot write {'stdout' if output.is_stdout(str(path)) else path}: {why}\n")
     if (why or stream.error) and keep:
-        text = results.json_text(doc)
+        text = result.json_text(doc)
         kept = output.fallback(text, ".json")
         sys.stderr.write(f"loadgen: the result is in {kept}\n" if kept else "loadgen: the result follows\n")
         if not kept:
@@ -227,7 +230,9 @@ def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: 
     stream failed during the run. The stream gets the document as its last line
     after --json has it, so a stream whose reader stalls holds up nothing else.
     Otherwise: 130 interrupted, 1 failed, 0 success."""
-    from loadgen import interrupts, output, results
+    from loadgen.run import interrupts
+    from loadgen import output
+    from loadgen.results import result
 
     if not quiet:
         print(formatter(doc), file=_human_stream(json_path, hlog, json_stream), flush=True)
@@ -235,7 +240,7 @@ def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: 
         sys.stderr.write(f"loadgen: warning: {warning}\n")
     why = None
     if json_path:
-        text = results.json_text(doc)
+        text = result.json_text(doc)
         try:
             output.write_document(str(json_path), text)
         except OSError as e:
@@ -262,7 +267,7 @@ def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: 
     if interrupts.caught():
         sys.stderr.write(f"loadgen: interrupted by {interrupts.caught()} after the run; its result is complete\n")
         return EXIT_INTERRUPTED
-    if strict and results.falls_short(doc):
+    if strict and result.falls_short(doc):
         return 1
     return 0
 
@@ -313,7 +318,7 @@ def disk(
     **job_options,
 ) -> None:
     """Drive IOPS against a file or block device with io_uring workers, one per core."""
-    from loadgen.results import format_disk
+    from loadgen.results.result import format_disk
     from loadgen.workload import parse_disk
 
     spec = parse_disk(**job_options)
@@ -329,7 +334,7 @@ def disk(
 
 def _disk_job(spec, on: Optional[str], connect, hlog: Optional[Path], watch, exporter=None):
     """The coroutine that runs a disk spec here, or on the agent at `on`."""
-    from loadgen.disk import run_disk, run_disk_remote
+    from loadgen.disk.job import run_disk, run_disk_remote
     from loadgen.workload import parse_host_port
 
     hlog_path = str(hlog) if hlog else None
@@ -341,7 +346,7 @@ def _disk_job(spec, on: Optional[str], connect, hlog: Optional[Path], watch, exp
 def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: Optional[Path], watch,
              exporter=None):
     """The coroutine that runs a net spec here, or across agents."""
-    from loadgen.net import run_net, run_net_paired
+    from loadgen.net.job import run_net, run_net_paired
     from loadgen.workload import parse_host_port
 
     hlog_path = str(hlog) if hlog else None
@@ -374,7 +379,7 @@ def net(
     **job_options,
 ) -> None:
     """Send UDP datagrams at an exact rate and count what arrives, with latency in echo mode."""
-    from loadgen.results import format_net
+    from loadgen.results.result import format_net
     from loadgen.workload import parse_net
 
     if (peer or clients) and job_options.get("target"):
@@ -414,7 +419,7 @@ def serve(
 ) -> None:
     """Receive (and echo) loadgen datagrams, printing received pps and loss each interval;
     with --listen, run as an agent for paired runs."""
-    from loadgen.serve import parse_serve, serve as run_serve
+    from loadgen.net.serve import parse_serve, serve as run_serve
 
     if listen:
         _run_agent(listen, token_file, allow_path or [], tls_cert, tls_key, insecure_no_auth, metrics)
@@ -430,7 +435,7 @@ def _run_agent(listen: str, token_file, allow_paths: list[str], tls_cert, tls_ke
                metrics: Optional[str] = None) -> None:
     from pathlib import Path
 
-    from loadgen.agent import Agent, AgentConfig, check_startup, load_token, server_ssl_context
+    from loadgen.fleet.agent import Agent, AgentConfig, check_startup, load_token, server_ssl_context
     from loadgen.workload import parse_host_port
 
     host, port = parse_host_port(listen) if not listen.endswith(":0") else (listen[:-2].strip("[]"), 0)
@@ -473,7 +478,7 @@ def run(
 ) -> None:
     """Run a profile: a saved net or disk workload, with its claim recorded in the result."""
     from loadgen import profiles
-    from loadgen.results import format_disk, format_net
+    from loadgen.results.result import format_disk, format_net
 
     prof = profiles.load(str(profile))
     options = profiles.apply_sets(prof.options, set_ or [])
@@ -494,7 +499,7 @@ def run(
 
 
 def _load_result(path: str | Path) -> dict:
-    from loadgen import documents
+    from loadgen.results import documents
 
     return documents.load_result(str(path))
 
@@ -512,7 +517,8 @@ def check(
 ) -> None:
     """Judge a result against a claim: measured, claimed, ratio, and pass, fail or not comparable.
     Exit code 0 pass, 1 fail, 3 not comparable, 2 bad input."""
-    from loadgen import claims, profiles
+    from loadgen.results import claims
+    from loadgen import profiles
     from loadgen.units import format_ns
 
     doc = _load_result(result)
@@ -555,7 +561,7 @@ def compare(
     """What the workload leaves free, side by side: the achieved rate of closed-loop runs
     (rate max), the latency percentiles of open-loop runs (a fixed rate); the overhead
     in %, and the virtualization tier it falls in, named from a measured metric."""
-    from loadgen import claims
+    from loadgen.results import claims
 
     a, b = _load_result(base), _load_result(other)
     try:
@@ -588,7 +594,7 @@ def compare(
 
 def _human(value, unit: str) -> str:
     """A compared value in the unit people read it in; '-' when a run has none."""
-    from loadgen.claims import measurement
+    from loadgen.results.claims import measurement
     from loadgen.units import format_bytes_per_s, format_ns, format_si
 
     if measurement(value) is None:
@@ -608,7 +614,7 @@ def report(
     out: Annotated[Path, typer.Option(help="Directory for the plots and text files.", metavar="DIR")] = Path("report"),
 ) -> None:
     """Plots (latency nines, rate and p99 over time) and HdrHistogram percentile tables."""
-    from loadgen.report import write_report
+    from loadgen.results.report import write_report
 
     for path in write_report(_load_result(result), out):
         print(path)
@@ -624,7 +630,7 @@ def sysinfo(
     """The machine's facts as results record them: CPU, hypervisor, clocksource, NICs, disks."""
     import json
 
-    from loadgen import sysinfo as facts
+    from loadgen.facts import sysinfo as facts
 
     from loadgen.workload import host_of
 
@@ -648,7 +654,7 @@ def sysinfo(
 
 
 def _uring_ok() -> bool:
-    from loadgen import native
+    from loadgen.run import native
 
     return native.io_uring_probe() == 0
 
@@ -708,7 +714,7 @@ def _parser_exceptions() -> tuple[tuple, tuple]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from loadgen import interrupts
+    from loadgen.run import interrupts
 
     interrupts.install()   # before any work: SIGTERM unwinds like Ctrl-C, and never loses a result
     usage_errors, aborts = _parser_exceptions()
@@ -728,7 +734,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"loadgen: {e}\n")
         raise SystemExit(e.exit_code) from None
     except KeyboardInterrupt:
-        # Setup unwinds this way; once a run starts, only a second signal does (loadgen.interrupts).
+        # Setup unwinds this way; once a run starts, only a second signal does (loadgen.run.interrupts).
         lost = "its result was not written" if interrupts.run_started() else "nothing was measured"
         sys.stderr.write(f"loadgen: interrupted; {lost}\n")
         raise SystemExit(EXIT_INTERRUPTED) from None

@@ -11,14 +11,14 @@
     scope = { instance_types = ["i3.large"] }   # optional: where it applies
 
 The document's shape (keys, types, the claim) is checked against
-loadgen/schemas/profile.schema.json by loadgen.documents. Options go through the
+loadgen/results/schemas/profile.schema.json by loadgen.results.documents. Options go through the
 same parse functions as the command line, so a profile is valid exactly when the
 equivalent command line is.
 """
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadgen import documents
+from loadgen.results import documents
 from loadgen.errors import UsageError
 
 OPS = (">=", "<=", "overhead<=")

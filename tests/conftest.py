@@ -19,7 +19,7 @@ import pytest
 
 from netfixtures import RUN_TIMEOUT_S, loadgen_argv  # one definition for every test module
 
-from loadgen import native
+from loadgen.run import native
 
 SHORT_LOAD = ["--size", "16m", "--duration", "1s", "--ramp", "0s"]
 TEMP_GLOB = ".loadgen-*"

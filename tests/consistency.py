@@ -11,7 +11,7 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from hlogs import untagged_name
-from loadgen import histogram
+from loadgen.results import histogram
 
 # .hlog times are written with 3 decimals (ms).
 HLOG_TIME_STEP_S = 0.001

@@ -11,7 +11,7 @@ from pathlib import Path
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
-from loadgen import histogram
+from loadgen.results import histogram
 
 
 def untagged_name(path: Path) -> str | None:

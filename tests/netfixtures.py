@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadgen import native
+from loadgen.run import native
 
 LOOPBACK = "127.0.0.1"
 SHORT_NET = ["--duration", "1s", "--ramp", "0s"]
@@ -209,7 +209,7 @@ class LineReader:
         return self.lines
 
 
-# `loadgen serve` output (loadgen/serve.py).
+# `loadgen serve` output (loadgen/net/serve.py).
 LISTENING = re.compile(r"^loadgen serve: listening on 127\.0\.0\.1:(\d+) (stream|echo), (\d+) receiver\(s\)$")
 INTERVAL = re.compile(
     r"^\[\s*[\d.]+s\] 127\.0\.0\.1:(?P<port>\d+) (?P<kind>stream|echo): received (?P<rate>\S+) pps "

@@ -2,7 +2,7 @@
 
 Vocabulary:
 - an Agent is a `loadgen serve --listen` child, on 127.0.0.1 or inside a namespace;
-  its job processes (loadgen.agentjob) are its children, found through /proc.
+  its job processes (loadgen.fleet.agentjob) are its children, found through /proc.
 - a Controller is a `loadgen net/disk` child left running; with tty=True its stderr is
   a pseudo-terminal, so its live progress line says when datagrams are being sent or
   I/Os done (on the shared loopback, nothing else can tell that this run's datagrams flow).
@@ -39,7 +39,7 @@ RUN_TIMEOUT_S = 60       # a whole controller run, setup and teardown included
 READY_TIMEOUT_S = 20     # an agent printing its listening line
 POLL_S = 0.05
 LISTENING = re.compile(r"^loadgen agent \S+: listening on (\S+):(\d+)")
-PROGRESS = re.compile(r"^\[\s*[\d.]+s/[\d.]+s\] (\S+) (?:pps|IOPS)")   # loadgen/progress.py
+PROGRESS = re.compile(r"^\[\s*[\d.]+s/[\d.]+s\] (\S+) (?:pps|IOPS)")   # loadgen/run/progress.py
 
 
 def loadgen_argv(*args: str, ns: str | None = None) -> list[str]:
@@ -191,7 +191,7 @@ def children(pid: int) -> list[int]:
 
 
 def is_agent_job(pid: int) -> bool:
-    return "loadgen.agentjob" in _cmdline(pid) and alive(pid)
+    return "loadgen.fleet.agentjob" in _cmdline(pid) and alive(pid)
 
 
 def udp_ports(pid: int) -> set[int]:

@@ -2,7 +2,7 @@
 
 Every agent listens on 127.0.0.1:0 and every datagram goes to 127.0.0.1; loads
 last at most 3 s at 10k pps (the long runs are cut short by the test). The raw
-client speaks loadgen.protocol over a plain socket, to hold a session, to send
+client speaks loadgen.fleet.protocol over a plain socket, to hold a session, to send
 what no controller would, and to check the replies. Waits are bounded so a hung
 child fails the test; nothing asserts a time.
 """
@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from loadgen import protocol
+from loadgen.fleet import protocol
 from netns import Agent, Controller, clean_env, is_agent_job, run_loadgen, wait_for_pause, wait_until, write_token
 
 LOOPBACK = "127.0.0.1"
@@ -98,7 +98,7 @@ class Closed(Exception):
 
 
 class RawClient:
-    """A controller written by hand: one TCP connection, loadgen.protocol frames, blocking reads."""
+    """A controller written by hand: one TCP connection, loadgen.fleet.protocol frames, blocking reads."""
 
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection((LOOPBACK, port), timeout=IO_TIMEOUT_S)
@@ -400,7 +400,7 @@ def test_an_input_error_found_by_the_agent_exits_2_like_locally(agents, token, t
 def test_locate_a_target_beneath_the_allowed_directories(target, where):
     from pathlib import Path
 
-    from loadgen.agent import locate
+    from loadgen.fleet.agent import locate
 
     found = locate(target, [Path("/srv/a"), Path("/srv/b")])
     assert (None if found is None else (str(found[0]), found[1])) == where

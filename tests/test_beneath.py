@@ -1,4 +1,4 @@
-"""loadgen.beneath: opening beneath a directory without following symlinks, with openat2 and without.
+"""loadgen.disk.beneath: opening beneath a directory without following symlinks, with openat2 and without.
 
 Every case runs twice: through openat2, and through the per-component fallback
 that kernels without openat2 get (forced by making openat2 say ENOSYS).
@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from loadgen import beneath
+from loadgen.disk import beneath
 
 
 @pytest.fixture(params=["openat2", "fallback"])

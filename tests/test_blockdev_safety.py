@@ -16,8 +16,8 @@ import pytest
 
 from netfixtures import RUN_TIMEOUT_S, loadgen_argv
 
-from loadgen import target
-from loadgen.target import HEADER_BYTES, blkid_probe, destroy_reasons
+from loadgen.disk import target
+from loadgen.disk.target import HEADER_BYTES, blkid_probe, destroy_reasons
 
 MiB = 1 << 20
 RDEV = os.makedev(7, 3)

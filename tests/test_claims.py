@@ -1,4 +1,4 @@
-"""loadgen.claims: verdicts, overheads, tiers and side-by-side comparison, on small crafted
+"""loadgen.results.claims: verdicts, overheads, tiers and side-by-side comparison, on small crafted
 result documents (pure: no runs), then `loadgen check` and `loadgen compare` on crafted files.
 
 Exit codes of check: 0 pass, 1 fail, 3 not comparable, 2 bad input.
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from loadgen import claims
-from loadgen.claims import Claim, check, compare, metric, overhead_pct, same_workload, tier
+from loadgen.results import claims
+from loadgen.results.claims import Claim, check, compare, metric, overhead_pct, same_workload, tier
 
 PROFILES = Path(__file__).resolve().parent.parent / "profiles"
 NO_DMI = "no DMI table (/sys/class/dmi/id)"

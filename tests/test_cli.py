@@ -193,10 +193,10 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "results"
 
 
 def summary_of(name: str) -> str:
-    from loadgen import results
+    from loadgen.results import result
 
     doc = json.loads((FIXTURES / name).read_text())
-    return (results.format_disk if doc["kind"] == "disk" else results.format_net)(doc)
+    return (result.format_disk if doc["kind"] == "disk" else result.format_net)(doc)
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json")))

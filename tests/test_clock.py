@@ -1,11 +1,11 @@
-"""Clock offsets between the controller and an agent (loadgen/clock.py): pure arithmetic on crafted samples.
+"""Clock offsets between the controller and an agent (loadgen/fleet/clock.py): pure arithmetic on crafted samples.
 
 A sample is (t0, a, t1): the controller's clock when it sent a ping, the
 agent's clock when it answered, the controller's clock when the answer came.
 """
 import pytest
 
-from loadgen.clock import ClockEstimate, estimate, one_way_meaningful
+from loadgen.fleet.clock import ClockEstimate, estimate, one_way_meaningful
 
 MS = 1_000_000
 

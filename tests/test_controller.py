@@ -11,9 +11,9 @@ import signal
 import numpy as np
 import pytest
 
-from loadgen import native
-from loadgen.controller import POLL_NS, SNAPSHOT_TRIES, Timeline, run_workers
-from loadgen.stats import Snapshot
+from loadgen.run import native
+from loadgen.run.controller import POLL_NS, SNAPSHOT_TRIES, Timeline, run_workers
+from loadgen.run.stats import Snapshot
 
 S = 1_000_000_000
 LAYOUT = native.Layout()

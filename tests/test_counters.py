@@ -1,4 +1,4 @@
-"""loadgen.counters: NIC and disk counters read before and after a run, their differences,
+"""loadgen.facts.counters: NIC and disk counters read before and after a run, their differences,
 the device's I/O count beside loadgen's, and ENA's allowance counters.
 
 Real counters come from loopback (a 1 s, 5k pps run to the embedded receiver on 127.0.0.1)
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import RUN_TIMEOUT_S, loadgen_argv
-from loadgen import counters, sysinfo
-from loadgen.counters import Around, allowance_exceeded, disk_crosscheck
+from loadgen.facts import counters, sysinfo
+from loadgen.facts.counters import Around, allowance_exceeded, disk_crosscheck
 
 NET_PPS = 5_000   # --pps 5k for --duration 1s: at least this many datagrams cross lo
 

@@ -1,4 +1,4 @@
-"""loadgen.documents and the published schemas: real documents fit them, and each way a
+"""loadgen.results.documents and the published schemas: real documents fit them, and each way a
 document can be malformed is refused with one UsageError line naming the file and the JSON
 path of the problem. Also the claims' guards against dividing by zero.
 
@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from loadgen import claims, documents, profiles
-from loadgen.claims import Claim
+from loadgen.results import claims, documents
+from loadgen import profiles
+from loadgen.results.claims import Claim
 from loadgen.errors import UsageError
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = sorted((Path(__file__).resolve().parent / "fixtures" / "results").glob("*.json"))
 PROFILE_PATHS = sorted((REPO / "profiles").glob("*.toml"))
-SCHEMAS = sorted((REPO / "loadgen" / "schemas").glob("*.json"))
+SCHEMAS = sorted((REPO / "loadgen" / "results" / "schemas").glob("*.json"))
 
 
 def fixture(name: str) -> dict:
@@ -56,7 +57,7 @@ def test_schemas_are_valid_json_schema(path):
 def test_the_package_ships_the_schemas():
     """A non-editable install gets them: pyproject's package data names every schema file."""
     config = tomllib.loads((REPO / "pyproject.toml").read_text())
-    patterns = config["tool"]["setuptools"]["package-data"]["loadgen"]
+    patterns = config["tool"]["setuptools"]["package-data"]["loadgen.results"]
     for path in SCHEMAS:
         assert any(fnmatch.fnmatch(f"schemas/{path.name}", p) for p in patterns), path.name
         assert json.loads(documents.schema_text(path.name.removesuffix(".schema.json"))) == json.loads(path.read_text())

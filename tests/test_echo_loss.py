@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from loadgen import native
+from loadgen.run import native
 from netfixtures import LOOPBACK, run_net
 
 HEADER = struct.Struct("<IIII")          # magic, flow, seq, run_tag: native/net.c struct pkt_header

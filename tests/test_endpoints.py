@@ -1,4 +1,4 @@
-"""loadgen.endpoints: receiver groups share a port through SO_REUSEPORT only among themselves.
+"""loadgen.net.endpoints: receiver groups share a port through SO_REUSEPORT only among themselves.
 
 Every socket here is bound by the test itself on loopback, so no port is picked, released and
 hoped to stay free.
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from loadgen.endpoints import _proc_address, addresses_overlap, bound_udp_sockets, close_all, receiver_sockets
+from loadgen.net.endpoints import _proc_address, addresses_overlap, bound_udp_sockets, close_all, receiver_sockets
 from loadgen.errors import SetupError
 
 LOOPBACK = "127.0.0.1"

@@ -3,7 +3,7 @@
 "io_uring is used where the kernel allows it; otherwise (seccomp, io_uring_disabled)
 the disk job falls back to a psync engine and says so." Seccomp and the sysctl
 cannot be set up by a test without root and a kernel that has them, so the probe
-(loadgen.native.io_uring_probe, which returns 0 or -errno) is replaced in-process
+(loadgen.run.native.io_uring_probe, which returns 0 or -errno) is replaced in-process
 and `loadgen disk` runs in this process through cli.main: the fallback, the note
 in the document and the summary, and the one-line error when io_uring is demanded.
 """
@@ -14,8 +14,9 @@ import signal
 
 import pytest
 
-from loadgen import cli, native
-from loadgen.disk import choose_engine
+from loadgen import cli
+from loadgen.run import native
+from loadgen.disk.job import choose_engine
 from loadgen.errors import SetupError
 
 SHORT_LOAD = ["--size", "16m", "--duration", "300ms", "--ramp", "0s", "--interval", "100ms"]

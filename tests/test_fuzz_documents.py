@@ -26,7 +26,8 @@ import pytest
 
 from netfixtures import RUN_TIMEOUT_S, loadgen_argv
 
-from loadgen import cli, documents, units
+from loadgen import cli, units
+from loadgen.results import documents
 from loadgen.errors import UsageError
 
 TESTS = Path(__file__).resolve().parent

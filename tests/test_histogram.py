@@ -1,4 +1,4 @@
-"""loadgen.histogram: counts arrays -> summaries (numpy) and hdrhistogram objects -> .hlog lines.
+"""loadgen.results.histogram: counts arrays -> summaries (numpy) and hdrhistogram objects -> .hlog lines.
 
 These build counts arrays with the package itself (no native recorder, no
 clock). summarize_counts must give exactly what the package's getters give on
@@ -10,7 +10,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
-from loadgen import histogram
+from loadgen.results import histogram
 
 SUMMARY_KEYS = ["min", "mean", "p50", "p90", "p99", "p99.9", "p99.99", "max", "count"]
 

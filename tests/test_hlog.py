@@ -10,7 +10,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 import hlogs
-from loadgen import histogram
+from loadgen.results import histogram
 from netfixtures import run_net
 
 

@@ -1,4 +1,4 @@
-"""native/ through loadgen.native: the HDR recorder and the offset generator.
+"""native/ through loadgen.run.native: the HDR recorder and the offset generator.
 
 The recorder must put every value where the `hdrhistogram` package would, so
 that percentiles computed from native counts equal the package's own. The
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from loadgen import histogram, native
+from loadgen.results import histogram
+from loadgen.run import native
 
 HIGHEST_NS = 3_600_000_000_000
 PERCENTILES = [0.0, 0.1, 1.0, 10.0, 25.0, 33.3, 50.0, 66.6, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99,

@@ -11,7 +11,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 import hlogs
-from loadgen import histogram
+from loadgen.results import histogram
 from netfixtures import (LATENCY_KEYS, LOOPBACK, RUN_TIMEOUT_S, WAIT_S, HeldUdpPort, NetRun, NoListenerPort, UdpEcho,
                          assert_one_line_error, run_net)
 from netns import Controller, wait_until

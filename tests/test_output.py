@@ -378,7 +378,7 @@ def logged_counts(path: Path) -> int:
     """The total count over every interval histogram in an .hlog, as the package's reader decodes it."""
     from hdrh.log import HistogramLogReader
 
-    from loadgen import histogram
+    from loadgen.results import histogram
 
     reader = HistogramLogReader(str(path), histogram.new())
     total = 0
@@ -391,7 +391,7 @@ def logged_counts(path: Path) -> int:
 
 
 def document_counts(doc: dict) -> int:
-    from loadgen import histogram
+    from loadgen.results import histogram
 
     total = 0
     for b64 in doc["histograms"].values():

@@ -1,4 +1,4 @@
-"""native/pace.h through loadgen.native: the schedule every engine paces by.
+"""native/pace.h through loadgen.run.native: the schedule every engine paces by.
 
 Op k of stream phase of stride streams at rate R per second is due at
 start + floor((k * stride + phase) * 1e9 / R). The engines step it with a
@@ -10,7 +10,7 @@ what should have been sent.
 """
 import pytest
 
-from loadgen import native
+from loadgen.run import native
 
 NS = 10**9
 

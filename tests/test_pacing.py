@@ -17,7 +17,7 @@ import os
 
 import pytest
 
-from loadgen import native
+from loadgen.run import native
 from netfixtures import run_net
 
 TOLERANCE_MIN_NS, TOLERANCE_MAX_NS = 1_000, 200_000   # native/pace.h bounds

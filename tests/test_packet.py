@@ -1,4 +1,4 @@
-"""The datagram header on the wire (native/loadgen.h), through loadgen.native.pkt_encode.
+"""The datagram header on the wire (native/loadgen.h), through loadgen.run.native.pkt_encode.
 
 32 bytes, little-endian: magic u32 | flow u32 | seq u32 | run_tag u32 | sched_ns i64 | send_ns i64.
 """
@@ -6,7 +6,8 @@ import struct
 
 import pytest
 
-from loadgen import native, workload
+from loadgen.run import native
+from loadgen import workload
 
 HEADER = struct.Struct("<IIIIqq")
 MAGIC = 0x4C47504B

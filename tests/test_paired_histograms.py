@@ -22,7 +22,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 import hlogs
-from loadgen import histogram
+from loadgen.results import histogram
 from netns import Agent, run_loadgen, write_token
 
 LOOPBACK = "127.0.0.1"

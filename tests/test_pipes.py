@@ -18,8 +18,8 @@ import sys
 
 import pytest
 
-from loadgen import progress
-from loadgen.jsonstream import line as ndjson_line
+from loadgen.run import progress
+from loadgen.run.jsonstream import line as ndjson_line
 from loadgen.units import format_bits_per_s, format_ns, format_si
 from netfixtures import RUN_TIMEOUT_S, WAIT_S, loadgen_argv
 from netns import Agent, write_token

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from loadgen import protocol
-from loadgen.protocol import FrameDecoder, ProtocolError
+from loadgen.fleet import protocol
+from loadgen.fleet.protocol import FrameDecoder, ProtocolError
 
 TOKEN = b"0123456789abcdef0123456789abcdef"
 AGENT_NONCE = "a" * 32

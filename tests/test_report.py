@@ -1,4 +1,4 @@
-"""loadgen.report: percentile text files and plots from result documents.
+"""loadgen.results.report: percentile text files and plots from result documents.
 
 Crafted documents hold histograms built here with hdrh; real ones come from short
 `loadgen disk` and `loadgen net` runs. PNGs are checked by their bytes alone (signature,
@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from loadgen import documents, histogram, report
+from loadgen.results import documents, histogram, report
 from loadgen.errors import SetupError, UsageError
 from netfixtures import run_net
 from netns import Agent, run_loadgen, write_token

@@ -1,4 +1,4 @@
-"""native/seq.h through loadgen.native.seq_replay: the per-flow sequence tracker.
+"""native/seq.h through loadgen.run.native.seq_replay: the per-flow sequence tracker.
 
 A fresh tracker expects first_seq; each arrival is in order (possibly jumping
 ahead and leaving holes), a late hole-filler ("reordered"), a copy of a number
@@ -9,7 +9,7 @@ below first_seq was never sent, so it fills no hole: it is too old.
 """
 import pytest
 
-from loadgen import native
+from loadgen.run import native
 
 WINDOW = 4096
 U32 = 2**32

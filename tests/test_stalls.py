@@ -20,7 +20,7 @@ import pytest
 from consistency import assert_consistent
 from netfixtures import RUN_TIMEOUT_S, loadgen_argv
 
-from loadgen import results, stalls
+from loadgen.results import result, stalls
 
 S = 1_000_000_000
 
@@ -112,7 +112,7 @@ def test_shortfall(name):
     ({"stalls": {"count": 0, "controller_held": {"count": 0}}, "shortfall": {"ratio": 0.5}}, True),
 ])
 def test_what_strict_fails_on(summary, strict_fails):
-    assert results.falls_short({"summary": summary}) is strict_fails
+    assert result.falls_short({"summary": summary}) is strict_fails
 
 
 # ---- end to end ----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""loadgen.sysinfo: the machine's facts as results record them, checked against this host's own
+"""loadgen.facts.sysinfo: the machine's facts as results record them, checked against this host's own
 /sys and /proc (read here independently), and `loadgen sysinfo` end to end.
 
 A fact that cannot be read is absent and `missing` says why; assertions that depend on what
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import RUN_TIMEOUT_S, loadgen_argv
-from loadgen import __version__, sysinfo
+from loadgen import __version__
+from loadgen.facts import sysinfo
 
 CLOCKSOURCE = Path("/sys/devices/system/clocksource/clocksource0")
 DMI = Path("/sys/class/dmi/id")

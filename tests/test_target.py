@@ -1,4 +1,4 @@
-"""loadgen.target: recognising data on a device, and opening the temp, file and block targets.
+"""loadgen.disk.target: recognising data on a device, and opening the temp, file and block targets.
 
 Block devices with real data are tested end to end (root, loop device) in
 test_disk.py; here the signature table is tested on crafted headers.
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from loadgen.errors import UsageError
-from loadgen.target import (HEADER_BYTES, buffer_bytes, check_buffer_memory, check_fits, filesystem_signature,
+from loadgen.disk.target import (HEADER_BYTES, buffer_bytes, check_buffer_memory, check_fits, filesystem_signature,
                             mem_available_bytes, open_beneath_target, open_target, open_temp_beneath, target_from_fd)
 from loadgen.workload import parse_disk
 

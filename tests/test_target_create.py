@@ -1,6 +1,6 @@
 """Targets like fio's: --size makes a missing target file; sparse targets need --prefill or --allow-sparse.
 
-Locally through loadgen.target and the CLI, and through a real agent on
+Locally through loadgen.disk.target and the CLI, and through a real agent on
 127.0.0.1 (`loadgen serve --allow-path`). Sparse files are made with truncate;
 a filesystem under tmp_path that does not report holes skips those tests.
 """
@@ -13,9 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadgen import native
+from loadgen.run import native
 from loadgen.errors import SetupError, UsageError
-from loadgen.target import (create_at, create_beneath, fill_created, open_target, seek_holes,
+from loadgen.disk.target import (create_at, create_beneath, fill_created, open_target, seek_holes,
                             unwritten_extents)
 from loadgen.workload import DiskSpec, parse_disk
 from netns import Agent, run_loadgen, write_token
@@ -147,7 +147,7 @@ def test_a_created_target_has_its_full_size_before_the_fill(tmp_path, monkeypatc
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     monkeypatch.setattr(native, "file_fill", killed)
-    monkeypatch.setattr("loadgen.target.remove_if_ours", lambda *a: None)   # as if killed: nothing cleans up
+    monkeypatch.setattr("loadgen.disk.target.remove_if_ours", lambda *a: None)   # as if killed: nothing cleans up
     path = tmp_path / "new.dat"
     with pytest.raises(SetupError):
         open_target(disk_spec(target=str(path), size="4m"))
@@ -200,7 +200,7 @@ def test_seek_holes_finds_each_hole_within_the_span(tmp_path, holes_reported):
     (None, 16, 8192, ([], 0)),
 ])
 def test_unwritten_extents_table(monkeypatch, holes, blocks, span, expect):
-    monkeypatch.setattr("loadgen.target.seek_holes", lambda fd, span_bytes: holes)
+    monkeypatch.setattr("loadgen.disk.target.seek_holes", lambda fd, span_bytes: holes)
     assert unwritten_extents(-1, SimpleNamespace(st_blocks=blocks), span) == expect
 
 

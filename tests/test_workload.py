@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from loadgen import native, options
+from loadgen.run import native
+from loadgen import options
 from loadgen.errors import UsageError
 from loadgen.workload import DiskSpec, NetSpec, parse_common, parse_disk, parse_net
 

@@ -15,7 +15,7 @@ host, else the agent's HOST:PORT) and a `role` label (disk, sender, receiver):
 
 Rules:
 - The values are the document's: they come from the controller's cumulative
-  snapshots at the end of each interval (consistent ones only, loadgen.stats),
+  snapshots at the end of each interval (consistent ones only, loadgen.run.stats),
   so after the last interval they equal the final document's totals exactly.
 - Histogram buckets are fixed, as a Prometheus histogram's must be: a 1-2-5
   series from 1 us to 10 s, each bound raised to the top of the HDR bucket
@@ -33,9 +33,9 @@ from typing import Callable
 
 import numpy as np
 
-from loadgen import histogram
+from loadgen.results import histogram
 from loadgen.errors import SetupError, UsageError
-from loadgen.stats import Snapshot
+from loadgen.run.stats import Snapshot
 
 DEFAULT_HOST = "127.0.0.1"
 BOUNDS_NS = [histogram.bucket_top_ns(m * 10**e) for e in range(3, 10) for m in (1, 2, 5)] + [

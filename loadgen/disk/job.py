@@ -7,15 +7,17 @@ document. Policy lives here: the run stops early only when every I/O fails.
 import errno
 import os
 
-from loadgen import counters, histogram, metrics as live_metrics, native, results, sysinfo
-from loadgen.controller import Timeline, worker_cpus
+from loadgen.facts import counters, sysinfo
+from loadgen.results import histogram, result
+from loadgen.run import metrics as live_metrics, native
+from loadgen.run.controller import Timeline, worker_cpus
 from loadgen.errors import SetupError
-from loadgen.intervals import IntervalView
-from loadgen.job import Watch, measure
-from loadgen.results import errno_name
-from loadgen.stats import Snapshot
-from loadgen.sysinfo import basic_env
-from loadgen.target import open_target
+from loadgen.run.intervals import IntervalView
+from loadgen.run.job import Watch, measure
+from loadgen.results.result import errno_name
+from loadgen.run.stats import Snapshot
+from loadgen.facts.sysinfo import basic_env
+from loadgen.disk.target import open_target
 from loadgen.workload import DiskSpec
 
 # The totals a document embeds as encoded HdrHistograms, by tag.
@@ -122,16 +124,16 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, watch: Watch | 
     if m.setup_errno and not (m.final.counter("ops_read") + m.final.counter("ops_write")):
         raise SetupError(f"{engine} workers could not start: {os.strerror(m.setup_errno)}")
     config = spec.to_config() | target.facts() | {"cpus": cpus}
-    summary = results.disk_summary(m, out.cpu)
+    summary = result.disk_summary(m, out.cpu)
     measured = around.finish()
     if device:
         # Warm-up I/Os reached the device too: count them on our side as well.
         summary["device_crosscheck"] = counters.disk_crosscheck(
             measured["disks"][device], summary["read"]["ops"] + m.final.counter("warmup_ops"), summary["write"]["ops"])
     env = sysinfo.run_env(engine, disks=[device] if device else [])
-    return results.document("disk", config, engine, m, env, summary, out.rows, engine_note=engine_note,
+    return result.document("disk", config, engine, m, env, summary, out.rows, engine_note=engine_note,
                             warnings=out.warnings + target.notes,
-                            counters=measured, histograms=results.total_histograms(m.final, histogram_tags(spec)))
+                            counters=measured, histograms=result.total_histograms(m.final, histogram_tags(spec)))
 
 
 REMOTE_LEAD_NS = 2_000_000_000
@@ -142,7 +144,7 @@ TARGET_FACTS = ("target_path", "target_kind", "span_bytes", "target_created", "p
 async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_path: str | None = None,
                           watch: Watch | None = None, metrics: "live_metrics.Exporter | None" = None) -> dict:
     """Run the disk job on an agent's host; the document names that host."""
-    from loadgen.controller import CompositeRun
+    from loadgen.run.controller import CompositeRun
 
     agent = await connect(*on)
     try:
@@ -163,12 +165,12 @@ async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_pat
     config = spec.to_config() | {key: ready.get(key) for key in TARGET_FACTS} | {"cpus": ready.get("cpus"),
                                                                                 "on": f"{on[0]}:{on[1]}"}
     # One host did every I/O: its histograms are the total's, and sit in its section as a paired host's do.
-    total, (own,) = results.host_histograms(m.final, [slice(0, run.workers)], histogram_tags(spec))
+    total, (own,) = result.host_histograms(m.final, [slice(0, run.workers)], histogram_tags(spec))
     host = {"host": f"{on[0]}:{on[1]}", "role": "disk", "clock": agent.clock.as_dict(), "agent": agent.info,
             "histograms": own}
     # The machine that did the I/O is the agent's; CPU time is the controller's.
     env = ready.get("env") or {}
-    return results.document("disk", config, ready.get("engine", "?"), m, env | {"controller": basic_env()},
-                            results.disk_summary(m, out.cpu), out.rows, engine_note=ready.get("engine_note"),
+    return result.document("disk", config, ready.get("engine", "?"), m, env | {"controller": basic_env()},
+                            result.disk_summary(m, out.cpu), out.rows, engine_note=ready.get("engine_note"),
                             warnings=out.warnings + list(ready.get("target_notes") or []),
                             hosts=[host], histograms=total)

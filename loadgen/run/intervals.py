@@ -4,7 +4,7 @@ or table on the display, and a call to each observer.
 A job describes its intervals with an IntervalView: which histograms to log under
 which tags, what counts as an operation, and which extra fields a row carries.
 The first histogram is the primary one: the row's latency, and the .hlog's
-untagged lines (loadgen.histogram says why).
+untagged lines (loadgen.results.histogram says why).
 The row is made once: the document, the display and every observer get the same one.
 """
 import asyncio
@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from loadgen import histogram, output
-from loadgen.controller import Interval, Timeline
-from loadgen.progress import Display
-from loadgen.stats import Snapshot
+from loadgen.results import histogram
+from loadgen import output
+from loadgen.run.controller import Interval, Timeline
+from loadgen.run.progress import Display
+from loadgen.run.stats import Snapshot
 
 if TYPE_CHECKING:
-    from loadgen.job import IntervalObserver
+    from loadgen.run.job import IntervalObserver
 
 
 @dataclass

@@ -30,7 +30,7 @@ from pathlib import Path
 from hdrh.histogram import HdrHistogram
 
 from loadgen.errors import SetupError, UsageError
-from loadgen.results import SCHEMA
+from loadgen.results.result import SCHEMA
 from loadgen.units import format_si
 
 NS_PER_US = 1000                 # output_value_unit_scaling_ratio: the text and plots are in µs

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from loadgen.native import STATE_FAILED, Layout
+from loadgen.run.native import STATE_FAILED, Layout
 
 # Counters that hold a maximum rather than a sum.
 # pace_tolerance_ns, pace_window_ns, busy_poll and cpu are set once at start: a maximum keeps them.

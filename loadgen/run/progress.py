@@ -11,7 +11,7 @@ Two displays, one contract (Display), chosen by for_stream():
   interval. It redraws only when told (no refresh thread), so a stalled
   controller shows a stalled table rather than a moving one that lies.
 
-Both take the row the document keeps (loadgen.intervals), so what is shown is
+Both take the row the document keeps (loadgen.run.intervals), so what is shown is
 what is recorded. Network throughput is in bits, disk throughput in bytes (MiB/s).
 """
 from typing import Protocol, TextIO

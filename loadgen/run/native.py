@@ -1,6 +1,6 @@
 """The seam to native/: ctypes bindings of native/loadgen.h, and nothing else.
 
-The library is a plain shared object built by setup.py next to this module.
+The library is a plain shared object built by setup.py as loadgen/_native*.so.
 Stats records are read through numpy views of the workers' own memory: a
 read never blocks a worker, and the copy it makes is the controller's snapshot.
 """
@@ -76,7 +76,7 @@ def int32_array(values) -> ctypes.Array:
 
 
 def _library_path() -> Path:
-    here = Path(__file__).parent
+    here = Path(__file__).parent.parent   # setup.py builds it as loadgen._native
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         candidate = here / f"_native{suffix}"
         if candidate.exists():

@@ -10,10 +10,11 @@ import ssl
 
 import numpy as np
 
-from loadgen import native, protocol
-from loadgen.clock import ClockEstimate, estimate
+from loadgen.run import native
+from loadgen.fleet import protocol
+from loadgen.fleet.clock import ClockEstimate, estimate
 from loadgen.errors import LoadgenError, SetupError, UsageError
-from loadgen.stats import decode_words
+from loadgen.run.stats import decode_words
 
 PING_INTERVAL_S = 1.0
 SILENCE_S = 3.0

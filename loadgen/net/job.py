@@ -9,13 +9,15 @@ import socket
 from dataclasses import dataclass
 from typing import Callable
 
-from loadgen import counters, histogram, metrics as live_metrics, native, results, sysinfo
-from loadgen.controller import CompositeRun, Timeline, worker_cpus
-from loadgen.endpoints import LOOPBACK, close_all, receiver_sockets, resolve, sender_sockets
-from loadgen.intervals import IntervalView
-from loadgen.job import Watch, measure
-from loadgen.stats import Snapshot
-from loadgen.sysinfo import basic_env
+from loadgen.facts import counters, sysinfo
+from loadgen.results import histogram, result
+from loadgen.run import metrics as live_metrics, native
+from loadgen.run.controller import CompositeRun, Timeline, worker_cpus
+from loadgen.net.endpoints import LOOPBACK, close_all, receiver_sockets, resolve, sender_sockets
+from loadgen.run.intervals import IntervalView
+from loadgen.run.job import Watch, measure
+from loadgen.run.stats import Snapshot
+from loadgen.facts.sysinfo import basic_env
 from loadgen.units import format_ns
 from loadgen.errors import UsageError
 from loadgen.workload import NetSpec, format_host_port
@@ -108,7 +110,7 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
         "bits_per_s": per_s(snd.counter("sent_bytes") * 8),
         "wire_bits_per_s": per_s(sent * wire_bytes(spec.size_bytes, family) * 8),
         "errors": snd.counter("errors"),
-        "errors_by_errno": {results.errno_name(e): n for e, n in sorted(snd.errors_by_errno().items())},
+        "errors_by_errno": {result.errno_name(e): n for e, n in sorted(snd.errors_by_errno().items())},
         "refused": snd.counter("refused"),
         "cpu": cpu,
         "schedule_lag_ns": {
@@ -127,7 +129,7 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
         # Dropped by loadgen's own receiving sockets, their buffers full (the kernel's
         # count, ramp included, as of each socket's last arrival): loss that is not the network's.
         "receiver_socket_drops": rcv.counter("socket_drops") if len(rcv.words) else None,
-        "pacing": {**results.pacing_block(m.final), "window_ns": snd.counter("pace_window_ns"),
+        "pacing": {**result.pacing_block(m.final), "window_ns": snd.counter("pace_window_ns"),
                    "receiver_window_ns": rcv.counter("pace_window_ns") if len(rcv.words) else None},
     }
     measured = measured_by(spec, sides, embedded, m.final)
@@ -151,13 +153,13 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
         "late": measured.counter("late"),
         "foreign": measured.counter("foreign"),
     })
-    lat = results.latency_block(measured.hist("latency_packet"))
-    svc = results.latency_block(measured.hist("service_packet"))
+    lat = result.latency_block(measured.hist("latency_packet"))
+    svc = result.latency_block(measured.hist("service_packet"))
     if spec.echo:
         summary["latency_ns"], summary["service_ns"] = lat, svc
         # Timed by the kernel: its receive stamp splits the round trip from loadgen's own delay.
-        summary["kernel_rtt_ns"] = results.latency_block(measured.hist("kernel_rtt_packet"))
-        summary["user_delay_ns"] = results.latency_block(measured.hist("user_delay_packet"))
+        summary["kernel_rtt_ns"] = result.latency_block(measured.hist("kernel_rtt_packet"))
+        summary["user_delay_ns"] = result.latency_block(measured.hist("user_delay_packet"))
     else:
         summary["oneway"] = {"latency_ns": lat, "service_ns": svc}
         # Where arrival times came from: the kernel's receive stamp, or loadgen's read.
@@ -227,8 +229,8 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, watch: Watch | No
     if any(exceeded.values()):
         summary["allowance_exceeded"] = exceeded
     measuring = measured_by(spec, sides, embedded, m.final)
-    hists = results.total_histograms(measuring, histogram_tags(spec)) if measuring is not None else {}
-    return results.document("net", config, "udp", m, sysinfo.run_env("udp", nics=[nic] if nic else []),
+    hists = result.total_histograms(measuring, histogram_tags(spec)) if measuring is not None else {}
+    return result.document("net", config, "udp", m, sysinfo.run_env("udp", nics=[nic] if nic else []),
                             summary, out.rows, counters=measured, histograms=hists, warnings=out.warnings)
 
 
@@ -282,7 +284,7 @@ async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tup
     config = spec.to_config() | {"peer": f"{peer[0]}:{peer[1]}", "clients": [f"{h}:{p}" for h, p in clients],
                                  "embedded_receiver": False, "senders": sides.senders.stop,
                                  "target_address": f"{peer[0]}:{plan.data_port}"}
-    return results.document("net", config, "udp", m, basic_env(), summary, out.rows, hosts=hosts,
+    return result.document("net", config, "udp", m, basic_env(), summary, out.rows, hosts=hosts,
                             histograms=hists, warnings=out.warnings)
 
 
@@ -300,7 +302,7 @@ def _paired_histograms(spec: NetSpec, summary: dict, final: Snapshot, plan: "Pai
         return {}
     role = _measuring_role(spec)
     measuring = [i for i, meta in enumerate(plan.meta) if meta["role"] == role]
-    total, per_host = results.host_histograms(final, [plan.run.rows()[i] for i in measuring], histogram_tags(spec))
+    total, per_host = result.host_histograms(final, [plan.run.rows()[i] for i in measuring], histogram_tags(spec))
     for i, hists in zip(measuring, per_host):
         hosts[i]["histograms"] = hists
     return total
@@ -384,7 +386,7 @@ def _metric_parts(spec: NetSpec, plan: PairedPlan) -> list:
 
 def _judge_one_way(summary: dict, meta: list[dict]) -> None:
     """Keep the receiver's one-way delay only if the clocks are known well enough."""
-    from loadgen.clock import one_way_meaningful
+    from loadgen.fleet.clock import one_way_meaningful
 
     if "oneway" not in summary:
         return
@@ -409,7 +411,7 @@ def _host_section(spec: NetSpec, m, meta: dict, rows: slice) -> dict:
                        errors=part.counter("errors"))
         if spec.echo:
             section["received"] = _unique(part)
-            section["latency_ns"] = results.latency_block(part.hist("latency_packet"))
+            section["latency_ns"] = result.latency_block(part.hist("latency_packet"))
     else:
         section.update(received=_unique(part), received_pps=per_s(_unique(part)),
                        reordered=part.counter("reordered"), duplicated=part.counter("duplicated"))

@@ -29,8 +29,8 @@ from typing import Awaitable, Callable, Protocol
 
 import numpy as np
 
-from loadgen import native
-from loadgen.stats import Snapshot
+from loadgen.run import native
+from loadgen.run.stats import Snapshot
 
 # How often the controller wakes during warm-up and between ticks to check for a stop.
 POLL_NS = 50_000_000

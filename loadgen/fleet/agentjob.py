@@ -23,11 +23,12 @@ import asyncio
 import os
 import sys
 
-from loadgen import native, protocol
-from loadgen.controller import Timeline, worker_cpus
-from loadgen.endpoints import close_all, receiver_sockets, resolve, sender_sockets
+from loadgen.run import native
+from loadgen.fleet import protocol
+from loadgen.run.controller import Timeline, worker_cpus
+from loadgen.net.endpoints import close_all, receiver_sockets, resolve, sender_sockets
 from loadgen.errors import LoadgenError, UsageError
-from loadgen.stats import encode_words
+from loadgen.run.stats import encode_words
 from loadgen.workload import DiskSpec, NetSpec
 
 SNAPSHOT_MS = 200
@@ -50,8 +51,8 @@ def prepare(job: dict) -> Prepared:
     if not isinstance(options, dict):
         raise UsageError("job options must be an object")
     if kind == "disk":
-        from loadgen.disk import _native_config, choose_engine
-        from loadgen.target import fill_created, target_from_fd
+        from loadgen.disk.job import _native_config, choose_engine
+        from loadgen.disk.target import fill_created, target_from_fd
 
         spec = DiskSpec.from_wire(options)
         engine, note = choose_engine(spec.engine)
@@ -80,7 +81,7 @@ def prepare(job: dict) -> Prepared:
         return Prepared(start_disk, [target], facts, spec.common.interval_ns, spec.common.workers)
     if kind not in ("udp-receive", "udp-send"):
         raise UsageError(f"unknown job kind {kind!r}")
-    from loadgen.net import net_config
+    from loadgen.net.job import net_config
 
     spec = NetSpec.from_wire(options)
     run_tag = int(job.get("run_tag", 0)) & 0xFFFFFFFF
@@ -180,7 +181,7 @@ async def run_job() -> int:
     run = None
     try:
         layout = native.Layout()
-        from loadgen.sysinfo import basic_env
+        from loadgen.facts.sysinfo import basic_env
 
         _write({"type": "ready", "workers": prepared.workers, "layout": {"counters": layout.counters,
                                                                       "hists": layout.hists},

@@ -14,7 +14,7 @@ Pure functions of result documents (dicts) and claims; no I/O. Vocabulary:
   measures the system; a run at a fixed rate is open loop, the schedule set its
   rate, and only its latency (and what a receiver saw) measures the system.
 
-Documents reach here checked against the result schema (loadgen.documents), so
+Documents reach here checked against the result schema (loadgen.results.documents), so
 the numbers they hold are finite and the summary's known ones are not negative.
 These functions still refuse to make a verdict out of anything else: a value that
 is not a finite number of at least zero, or a ratio against zero, is "not

@@ -2,7 +2,7 @@
 
 A job (disk, net) opens its own resources, then calls measure() with a function
 that starts its native run on the given timeline. From the moment the run
-starts, SIGINT and SIGTERM stop it and never lose it (loadgen.interrupts).
+starts, SIGINT and SIGTERM stop it and never lose it (loadgen.run.interrupts).
 
 Whoever starts a job says who watches it in a Watch: the display for people
 (none with -q) and observers, each told of every interval as it ends with the
@@ -16,16 +16,18 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
-from loadgen import histogram, interrupts, output
-from loadgen.controller import Interval, Measurement, Policy, Timeline, run_workers
+from loadgen.results import histogram
+from loadgen.run import interrupts
+from loadgen import output
+from loadgen.run.controller import Interval, Measurement, Policy, Timeline, run_workers
 from loadgen.errors import UsageError
-from loadgen.intervals import IntervalSink, IntervalView
-from loadgen.progress import Display
-from loadgen.stats import Snapshot
+from loadgen.run.intervals import IntervalSink, IntervalView
+from loadgen.run.progress import Display
+from loadgen.run.stats import Snapshot
 from loadgen.workload import CommonSpec
 
 if TYPE_CHECKING:
-    from loadgen import metrics as live_metrics
+    from loadgen.run import metrics as live_metrics
 
 
 class IntervalObserver(Protocol):

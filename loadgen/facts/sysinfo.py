@@ -71,7 +71,7 @@ def _cpu_flag(flag: str) -> bool:
 
 def hypervisor() -> dict:
     """What runs beneath us: the cpuinfo flag, CPUID vendor, /sys/hypervisor and DMI."""
-    from loadgen import native
+    from loadgen.run import native
 
     f = Facts()
     f.put("cpu_flag", _cpu_flag("hypervisor"), "no 'hypervisor' flag in /proc/cpuinfo")

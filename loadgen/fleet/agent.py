@@ -20,7 +20,7 @@ Rules:
   was bad input (usage), the host (setup) or the protocol.
 - A controller silent for HEARTBEAT_TIMEOUT_S, or gone, has its jobs stopped
   and their ports freed.
-- With --metrics, the agent serves its own jobs' counts (loadgen.metrics) from
+- With --metrics, the agent serves its own jobs' counts (loadgen.run.metrics) from
   the consistent snapshots it relays, host "local", one series per role. A malformed frame gets an error; a frame that breaks
   the framing closes that connection only.
 """
@@ -36,9 +36,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadgen import __version__, metrics as live_metrics, native, protocol
+from loadgen import __version__
+from loadgen.run import metrics as live_metrics, native
+from loadgen.fleet import protocol
 from loadgen.errors import LoadgenError, UsageError
-from loadgen.target import (check_buffer_memory, create_beneath, open_beneath_target, open_temp_beneath,
+from loadgen.disk.target import (check_buffer_memory, create_beneath, open_beneath_target, open_temp_beneath,
                             remove_if_ours)
 from loadgen.workload import DiskSpec, NetSpec
 
@@ -317,7 +319,7 @@ class Session:
             job.update(fields)
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "loadgen.agentjob", stdin=asyncio.subprocess.PIPE,
+                sys.executable, "-m", "loadgen.fleet.agentjob", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, pass_fds=fds, start_new_session=True)
         except BaseException:
             if job.get("target_created"):  # the child that would fill it never ran: leave no empty file
@@ -392,7 +394,7 @@ def metric_part(kind: str, spec: DiskSpec | NetSpec) -> live_metrics.Part:
 
 def observe(feed: live_metrics.Feed, frame: dict) -> None:
     """Feed --metrics a job's snapshot frame: a consistent one while it runs, and its final one."""
-    from loadgen.stats import Snapshot, decode_words
+    from loadgen.run.stats import Snapshot, decode_words
 
     if frame.get("type") not in ("snapshot", "done"):
         return

@@ -11,10 +11,11 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from loadgen import native, options
-from loadgen.endpoints import close_all, receiver_sockets
+from loadgen.run import native
+from loadgen import options
+from loadgen.net.endpoints import close_all, receiver_sockets
 from loadgen.errors import UsageError
-from loadgen.stats import Snapshot
+from loadgen.run.stats import Snapshot
 from loadgen.units import format_si
 from loadgen.workload import default_workers
 

@@ -1,7 +1,7 @@
 """Documents: result documents ("loadgen/1") and profiles, read and checked in one place.
 
 `load_result` and `load_profile` are the only ways check, compare, report and run
-read a document. Each returns plain data that its schema (loadgen/schemas/*.json,
+read a document. Each returns plain data that its schema (loadgen/results/schemas/*.json,
 published with the package) vouches for, or raises UsageError: one line naming the
 file, the JSON path of the first problem ("$.summary.rate") and what is wrong.
 
@@ -77,7 +77,7 @@ def _json_int(text: str):
 
 def schema_text(name: str) -> str:
     """The published schema, "result" or "profile", as shipped in the package."""
-    return resources.files("loadgen").joinpath("schemas", f"{name}.schema.json").read_text()
+    return resources.files("loadgen.results").joinpath("schemas", f"{name}.schema.json").read_text()
 
 
 # jsonschema is imported here, not at the top: it takes a good part of a second, and

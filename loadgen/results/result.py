@@ -4,13 +4,18 @@ The document is built from a controller Measurement; the summary is printed
 from the document alone, so what a user reads and what --json holds cannot
 disagree.
 """
+from __future__ import annotations
+
 import errno as errno_mod
 import json
+from typing import TYPE_CHECKING
 
-from loadgen import histogram, stalls
-from loadgen.controller import Measurement
-from loadgen.stats import Snapshot
+from loadgen.results import histogram, stalls
 from loadgen.units import format_bits_per_s, format_bytes_per_s, format_ns, format_si
+
+if TYPE_CHECKING:   # a run hands these in; results never imports the run side (loadgen.results says why)
+    from loadgen.run.controller import Measurement
+    from loadgen.run.stats import Snapshot
 
 SCHEMA = "loadgen/1"
 

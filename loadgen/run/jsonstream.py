@@ -21,8 +21,8 @@ import asyncio
 import json
 
 from loadgen import output
-from loadgen.controller import Interval
-from loadgen.stats import Snapshot
+from loadgen.run.controller import Interval
+from loadgen.run.stats import Snapshot
 
 
 def line(kind: str, fields: dict) -> str:
@@ -31,7 +31,7 @@ def line(kind: str, fields: dict) -> str:
 
 
 class JsonStream:
-    """An interval observer (loadgen.job.IntervalObserver) that also ends the stream with the result."""
+    """An interval observer (loadgen.run.job.IntervalObserver) that also ends the stream with the result."""
 
     def __init__(self, stream: output.Stream) -> None:
         self.stream = stream

@@ -1,0 +1,1 @@
+"""The disk job (job), its target file or device (target) and opening beneath a directory (beneath)."""
