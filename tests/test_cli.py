@@ -1,7 +1,7 @@
 """loadgen.cli: errors become one line on stderr and an exit code, never a traceback.
 
 Exit codes: 2 bad input, 1 the environment, 130 interrupted (interrupts are
-tested in test_disk.py).
+tested in disk/test_disk.py).
 """
 import json
 import re

@@ -1,7 +1,7 @@
 """loadgen.disk.target: recognising data on a device, and opening the temp, file and block targets.
 
 Block devices with real data are tested end to end (root, loop device) in
-test_disk.py; here the signature table is tested on crafted headers.
+disk/test_disk.py; here the signature table is tested on crafted headers.
 """
 import fcntl
 import os

@@ -12,7 +12,7 @@ import pytest
 from loadgen.results import claims
 from loadgen.results.claims import Claim, check, compare, metric, overhead_pct, same_workload, tier
 
-PROFILES = Path(__file__).resolve().parent.parent / "profiles"
+PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 NO_DMI = "no DMI table (/sys/class/dmi/id)"
 LATENCY = {"min": 10_000, "mean": 60_000.0, "p50": 50_000, "p90": 80_000, "p99": 100_000, "p99.9": 200_000,
            "p99.99": 400_000, "max": 1_000_000, "count": 1000}
@@ -281,7 +281,7 @@ def test_same_workload_catches_different_kinds():
 
 # ---- compare -------------------------------------------------------------------------------------
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "results"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "results"
 
 
 def real(name: str, **config) -> dict:

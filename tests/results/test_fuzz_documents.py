@@ -30,7 +30,7 @@ from loadgen import cli, units
 from loadgen.results import documents
 from loadgen.errors import UsageError
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
 FIXTURES = sorted((TESTS / "fixtures" / "results").glob("*.json"))
 PROFILE_PATHS = sorted((REPO / "profiles").glob("*.toml"))

@@ -3,7 +3,7 @@
 These build counts arrays with the package itself (no native recorder, no
 clock). summarize_counts must give exactly what the package's getters give on
 the same counts, since the JSON summary comes from one and the .hlog from the
-other; the recorder's agreement with the package is tested in test_native.py.
+other; the recorder's agreement with the package is tested in run/test_native.py.
 """
 import numpy as np
 import pytest

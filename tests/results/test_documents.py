@@ -20,14 +20,14 @@ from loadgen import profiles
 from loadgen.results.claims import Claim
 from loadgen.errors import UsageError
 
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = sorted((Path(__file__).resolve().parent / "fixtures" / "results").glob("*.json"))
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "results").glob("*.json"))
 PROFILE_PATHS = sorted((REPO / "profiles").glob("*.toml"))
 SCHEMAS = sorted((REPO / "loadgen" / "results" / "schemas").glob("*.json"))
 
 
 def fixture(name: str) -> dict:
-    return json.loads((Path(__file__).resolve().parent / "fixtures" / "results" / name).read_text())
+    return json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "results" / name).read_text())
 
 
 def refused(path, says: str, at: str | None = None, load=documents.load_result) -> str:
