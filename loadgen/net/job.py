@@ -97,18 +97,17 @@ def interval_view(spec: NetSpec, sides: Sides, embedded: bool) -> IntervalView:
 
 def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu: dict) -> dict:
     ns = m.measured_ns
-    per_s = (lambda n: round(n * 1e9 / ns, 3)) if ns > 0 else (lambda n: 0.0)
     snd = sides.send(m.final)
     sent = snd.counter("sent")
     rcv = sides.recv(m.final)
     summary = {
         "duration_s": round(ns / 1e9, 6),
         "sent": sent,
-        "sent_pps": per_s(sent),
-        "rate": per_s(sent),
+        "sent_pps": result.per_s(sent, ns),
+        "rate": result.per_s(sent, ns),
         "ops": sent,
-        "bits_per_s": per_s(snd.counter("sent_bytes") * 8),
-        "wire_bits_per_s": per_s(sent * wire_bytes(spec.size_bytes, family) * 8),
+        "bits_per_s": result.per_s(snd.counter("sent_bytes") * 8, ns),
+        "wire_bits_per_s": result.per_s(sent * wire_bytes(spec.size_bytes, family) * 8, ns),
         "errors": snd.counter("errors"),
         "errors_by_errno": {result.errno_name(e): n for e, n in sorted(snd.errors_by_errno().items())},
         "refused": snd.counter("refused"),
@@ -143,8 +142,8 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
     lost = max(0, sent - received)
     summary.update({
         "received": received,
-        "received_pps": per_s(received),
-        "received_bits_per_s": per_s(measured.counter("received_bytes") * 8),
+        "received_pps": result.per_s(received, ns),
+        "received_bits_per_s": result.per_s(measured.counter("received_bytes") * 8, ns),
         "lost": lost,
         "loss_ratio": round(lost / sent, 9) if sent else 0.0,
         "reordered": measured.counter("reordered"),
@@ -274,7 +273,7 @@ async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tup
         for a in agents.values():
             await a.close()
     m = out.measurement
-    summary = net_summary(spec, m, sides, True, socket.AF_INET, out.cpu)
+    summary = net_summary(spec, m, sides, True, plan.family, out.cpu)
     _judge_one_way(summary, plan.meta)
     if m.failed:
         summary["note"] = ("a host failed mid-run: each host's counts end at its last report, so "
@@ -313,6 +312,7 @@ class PairedPlan:
     parts: list            # sender parts first, the receiver last
     meta: list[dict]       # per part: host, role, clock...
     data_port: int
+    family: int            # of the receiver's data address: it sizes the headers on the wire
     local_start: Callable | None = None   # local senders start on the timeline
     run: CompositeRun | None = None       # once started
 
@@ -324,27 +324,33 @@ class _PendingLocal:
         self.workers = workers
 
 
+def split_rate(rate_pps: int, parts: int) -> list[int]:
+    """rate_pps shared by parts senders, adding up exactly: the first rate_pps % parts send one more."""
+    each, extra = divmod(rate_pps, parts)
+    return [each + (i < extra) for i in range(parts)]
+
+
 async def _prepare_paired(spec: NetSpec, peer, clients, agents, local_socks: list) -> PairedPlan:
     run_tag = int.from_bytes(os.urandom(4), "little") | 1
     n_clients = max(1, len(clients))
-    rate_each = spec.rate_pps // n_clients if spec.rate_pps else None
-    if spec.rate_pps and not rate_each:
+    rates = split_rate(spec.rate_pps, n_clients) if spec.rate_pps else [None] * n_clients
+    if spec.rate_pps and not all(rates):
         raise UsageError("the rate is below one datagram per second per client")
     receiver = agents[peer]
     recv_run = await receiver.prepare({
         "kind": "udp-receive", "run_tag": run_tag,
         "options": spec.to_wire(flows=spec.flows * n_clients, port=0, workers=spec.receivers, target=None)})
     data_port = int(recv_run.ready["port"])
+    family, sockaddr = resolve(peer[0], data_port)
     parts, meta, local_start = [], [], None
     for i, addr in enumerate(clients):
         parts.append(await agents[addr].prepare({
             "kind": "udp-send", "run_tag": run_tag, "flow_base": i * spec.flows,
-            "options": spec.to_wire(target=format_host_port(peer[0], data_port), pps=rate_each)}))
+            "options": spec.to_wire(target=format_host_port(peer[0], data_port), pps=rates[i])}))
         meta.append({"host": f"{addr[0]}:{addr[1]}", "addr": addr, "role": "sender",
                      "clock": agents[addr].clock.as_dict(), "agent": agents[addr].info,
                      "env": parts[-1].ready.get("env")})
     if not clients:
-        family, sockaddr = resolve(peer[0], data_port)
         local_socks.extend(sender_sockets(family, sockaddr, spec.flows))
         cpus = worker_cpus(spec.common.workers)
         parts.append(_PendingLocal(spec.common.workers))
@@ -356,7 +362,7 @@ async def _prepare_paired(spec: NetSpec, peer, clients, agents, local_socks: lis
     meta.append({"host": f"{peer[0]}:{peer[1]}", "addr": peer, "role": "receiver",
                  "clock": receiver.clock.as_dict(), "agent": receiver.info, "data_port": data_port,
                  "env": recv_run.ready.get("env")})
-    return PairedPlan(parts, meta, data_port, local_start)
+    return PairedPlan(parts, meta, data_port, family, local_start)
 
 
 def _with_hosts(spec: NetSpec, extra: Callable, plan: PairedPlan) -> Callable:
@@ -405,15 +411,14 @@ def _host_section(spec: NetSpec, m, meta: dict, rows: slice) -> dict:
     part = m.final.rows(rows)
     ns = m.measured_ns
     section = {k: v for k, v in meta.items() if k != "addr"} | {"workers": rows.stop - rows.start}
-    per_s = (lambda n: round(n * 1e9 / ns, 3)) if ns else (lambda n: 0.0)
     if meta["role"] == "sender":
-        section.update(sent=part.counter("sent"), sent_pps=per_s(part.counter("sent")),
+        section.update(sent=part.counter("sent"), sent_pps=result.per_s(part.counter("sent"), ns),
                        errors=part.counter("errors"))
         if spec.echo:
             section["received"] = _unique(part)
             section["latency_ns"] = result.latency_block(part.hist("latency_packet"))
     else:
-        section.update(received=_unique(part), received_pps=per_s(_unique(part)),
+        section.update(received=_unique(part), received_pps=result.per_s(_unique(part), ns),
                        reordered=part.counter("reordered"), duplicated=part.counter("duplicated"))
     return section
 

@@ -37,7 +37,8 @@ def pacing_block(s: Snapshot) -> dict:
             "tolerance_ns": s.counter("pace_tolerance_ns"), "worker_cpus": cpus}
 
 
-def _rate(n: int, measured_ns: int) -> float:
+def per_s(n: int, measured_ns: int) -> float:
+    """A count over the measured span as a rate per second, to the thousandth: every rate in a document."""
     return round(n * 1e9 / measured_ns, 3) if measured_ns > 0 else 0.0
 
 
@@ -51,9 +52,9 @@ def disk_summary(m: Measurement, cpu: dict) -> dict:
     summary = {
         "duration_s": round(ns / 1e9, 6),
         "ops": ops,
-        "rate": _rate(ops, ns),
+        "rate": per_s(ops, ns),
         "bytes": s.counter("bytes_read") + s.counter("bytes_write"),
-        "bytes_per_s": _rate(s.counter("bytes_read") + s.counter("bytes_write"), ns),
+        "bytes_per_s": per_s(s.counter("bytes_read") + s.counter("bytes_write"), ns),
         "errors": s.counter("errors"),
         "errors_by_errno": errors_by_errno,
         "cpu": cpu,
@@ -66,10 +67,10 @@ def disk_summary(m: Measurement, cpu: dict) -> dict:
         },
         "warmup_ops": s.counter("warmup_ops"),
         "pacing": pacing_block(s),
-        "read": {"ops": ops_r, "rate": _rate(ops_r, ns), "bytes_per_s": _rate(s.counter("bytes_read"), ns),
+        "read": {"ops": ops_r, "rate": per_s(ops_r, ns), "bytes_per_s": per_s(s.counter("bytes_read"), ns),
                  "latency_ns": latency_block(s.hist("latency_read")),
                  "service_ns": latency_block(s.hist("service_read"))},
-        "write": {"ops": ops_w, "rate": _rate(ops_w, ns), "bytes_per_s": _rate(s.counter("bytes_write"), ns),
+        "write": {"ops": ops_w, "rate": per_s(ops_w, ns), "bytes_per_s": per_s(s.counter("bytes_write"), ns),
                   "latency_ns": latency_block(s.hist("latency_write")),
                   "service_ns": latency_block(s.hist("service_write"))},
     }

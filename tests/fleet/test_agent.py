@@ -17,6 +17,7 @@ import subprocess
 import pytest
 
 from loadgen.fleet import protocol
+from loadgen.net.job import wire_bytes
 from netns import Agent, Controller, clean_env, is_agent_job, run_loadgen, wait_for_pause, wait_until, write_token
 
 LOOPBACK = "127.0.0.1"
@@ -301,6 +302,20 @@ def test_echo_across_the_agent(agent, token, tmp_path):
     assert sender["latency_ns"]["count"] == s["received"]
     assert receiver["received"] == s["sent"]    # every datagram arrived there and was echoed
     assert_agent_clocks(doc)
+
+
+def test_a_paired_run_over_ipv6_counts_ipv6_headers_on_the_wire(agents, token, tmp_path):
+    """The receiving agent on ::1: the wire rate counts 40-byte IPv6 headers, not IPv4's 20."""
+    agent = agents("--token-file", str(token), listen="[::1]:0")
+    json_path = tmp_path / "r.json"
+    done = run_loadgen(tmp_path, "net", "--peer", f"[::1]:{agent.port}", "--pps", "10k", *SHORT,
+                       "--token-file", str(token), "--quiet", "--json", str(json_path))
+    s = assert_paired_ok(done, json.loads(json_path.read_text()) if json_path.exists() else None)
+    assert s["sent"] > 0 and s["received"] == s["sent"]
+    size_bytes = json.loads(json_path.read_text())["config"]["size_bytes"]
+    v6, v4 = (wire_bytes(size_bytes, family) * 8 for family in (socket.AF_INET6, socket.AF_INET))
+    assert v6 - v4 == 20 * 8
+    assert s["wire_bits_per_s"] == pytest.approx(s["sent_pps"] * v6, rel=1e-6)
 
 
 # ---- disk jobs ---------------------------------------------------------------------------------------
