@@ -121,11 +121,8 @@ def _connector(token_file: Optional[str], tls: bool, tls_ca: Optional[str]):
 def _metrics(address: Optional[str], linger: Optional[str]):
     """(exporter or None, linger ns): --metrics starts serving now, so a port in use fails before the run."""
     from loadgen.run import metrics
-    from loadgen.units import parse_duration_ns
 
-    linger_ns = parse_duration_ns(linger, "metrics-linger") if linger else 0
-    if not 0 <= linger_ns <= metrics.MAX_LINGER_NS:
-        raise UsageError(f"invalid metrics-linger: {linger!r} (0s to 1h)")
+    linger_ns = metrics.parse_linger_ns(linger) if linger else 0
     if address is None:
         if linger:
             raise UsageError("--metrics-linger needs --metrics")
@@ -433,18 +430,11 @@ def serve(
 
 def _run_agent(listen: str, token_file, allow_paths: list[str], tls_cert, tls_key, insecure_no_auth: bool,
                metrics: Optional[str] = None) -> None:
-    from pathlib import Path
-
-    from loadgen.fleet.agent import Agent, AgentConfig, check_startup, load_token, server_ssl_context
+    from loadgen.fleet.agent import Agent, AgentConfig, allowed_roots, check_startup, load_token, server_ssl_context
     from loadgen.workload import parse_host_port
 
     host, port = parse_host_port(listen) if not listen.endswith(":0") else (listen[:-2].strip("[]"), 0)
-    roots = []
-    for p in allow_paths:
-        root = Path(p).resolve()
-        if not root.is_dir():
-            raise UsageError(f"--allow-path {p} is not a directory")
-        roots.append(root)
+    roots = allowed_roots(allow_paths)
     if bool(tls_cert) != bool(tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
     cfg = AgentConfig(host=host, port=port, token=load_token(token_file), allow_paths=roots,
@@ -519,7 +509,6 @@ def check(
     Exit code 0 pass, 1 fail, 3 not comparable, 2 bad input."""
     from loadgen.results import claims
     from loadgen import profiles
-    from loadgen.units import format_ns
 
     doc = _load_result(result)
     if profile:
@@ -535,18 +524,7 @@ def check(
     if claim is None:
         raise UsageError(f"profile {name} makes no claim to check")
     v = claims.check(doc, claim, _load_result(baseline) if baseline else None, kind=kind)
-    # A duration also in the unit it fills; an overhead's measure is a percentage, not the metric.
-    in_ns = any(part.endswith("_ns") for part in claim.metric.split("."))
-    human = (lambda value: f" ({format_ns(value)})") if in_ns else (lambda value: "")
-    print(f"claim ({name}): {claim.metric} {claim.op} {claim.value:,.10g}"
-          + ("%" if claim.op == "overhead<=" else human(claim.value)))
-    print(f"  source: {claim.source}")
-    if v.measured is not None:
-        ratio = f", ratio {v.ratio:.4f}" if v.ratio is not None else ""
-        shown = f"{v.measured:,.10g}%" if claim.op == "overhead<=" and v.claimed is not None else \
-            f"{v.measured:,.10g}{human(v.measured)}"
-        print(f"  measured: {shown}{ratio}")
-    print(f"  verdict: {v.verdict.upper()} ({v.why})")
+    print(claims.format_verdict(claim, name, v))
     raise SystemExit({"pass": 0, "fail": 1}.get(v.verdict, 3))
 
 
@@ -568,44 +546,7 @@ def compare(
         c = claims.compare(a, b)
     except ValueError as e:
         raise UsageError(f"refusing to compare: {e}") from None
-    print(f"base:  {base}: {c['base_env']}")
-    print(f"other: {other}: {c['other_env']}")
-    if c["loop"] == "closed":
-        print("closed loop (rate max): the achieved rate measures the system")
-    else:
-        unit = "IOPS" if c["kind"] == "disk" else "pps"
-        print(f"open loop ({_human(c['rate_fixed'], 'ops/s')} {unit} set by the schedule): "
-              "latency measures the system, the schedule's own rate is left out")
-    for note in c["notes"]:
-        print(f"note: {note}")
-    print(f"{'metric':<16}{'base':>14}{'other':>14}{'overhead':>11}")
-    for row in c["rows"]:
-        over = "-" if row["overhead_pct"] is None else f"{row['overhead_pct']:+.2f}%"
-        print(f"{row['metric']:<16}{_human(row['base'], row['unit']):>14}{_human(row['other'], row['unit']):>14}"
-              f"{over:>11}")
-    if c["tier"]:
-        loss = ("" if c["performance_loss_pct"] == c["overhead_pct"]
-                else f", performance {c['performance_loss_pct']:.2f}% lower")
-        print(f"tier: {c['tier']} (from {c['tier_metric']}: overhead {c['overhead_pct']:+.2f}%{loss})")
-    else:
-        measured = "the achieved rate" if c["loop"] == "closed" else f"latency {claims.OPEN_LOOP_TIER_KEY}"
-        print(f"tier: not named ({measured} is missing or zero in one of the runs)")
-
-
-def _human(value, unit: str) -> str:
-    """A compared value in the unit people read it in; '-' when a run has none."""
-    from loadgen.results.claims import measurement
-    from loadgen.units import format_bytes_per_s, format_ns, format_si
-
-    if measurement(value) is None:
-        return "-" if value is None else str(value)
-    if unit == "ns":
-        return format_ns(value)
-    if unit == "bytes/s":
-        return format_bytes_per_s(value)
-    if unit == "ratio":
-        return f"{value:.3%}"
-    return format_si(value)
+    print(claims.format_comparison(c, str(base), str(other)))
 
 
 @app.command(epilog=examples("loadgen report r.json", "loadgen report r.json --out plots/"))
@@ -650,42 +591,13 @@ def sysinfo(
     if json_out:
         print(json.dumps(env, indent=2))
         return
-    print(_format_env(env))
+    print(facts.format_env(env))
 
 
 def _uring_ok() -> bool:
     from loadgen.run import native
 
     return native.io_uring_probe() == 0
-
-
-def _format_env(env: dict) -> str:
-    from loadgen.units import format_bits_per_s
-
-    hv, cs = env["hypervisor"], env["clocksource"]
-    lines = [f"loadgen {env['loadgen']}, engine {env['engine']}",
-             f"kernel:      {env['kernel']}",
-             f"cpu:         {env.get('cpu_model', '?')} x {env['cpus']} ({env['cpus_usable']} usable)"]
-    if hv.get("name") or hv.get("cpu_flag"):
-        where = ", ".join(f"{k}={hv[k]}" for k in ("dmi_vendor", "dmi_product") if k in hv)
-        lines.append(f"hypervisor:  {hv.get('name', 'yes (unnamed)')}" + (f" ({where})" if where else "")
-                     + f"; cpuinfo flag {'set' if hv.get('cpu_flag') else 'absent'}")
-    else:
-        lines.append("hypervisor:  none detected (bare metal?)")
-    lines.append(f"clocksource: {cs.get('current', '?')} (available: {' '.join(cs.get('available', []))})")
-    for n in env.get("nics", []):
-        speed = format_bits_per_s(n["speed_mbps"] * 1e6) if "speed_mbps" in n else "speed unknown"
-        lines.append(f"nic {n['name']}: driver {n.get('driver', 'none (virtual)')}, {n.get('rx_queues', '?')} rx / "
-                     f"{n.get('tx_queues', '?')} tx queues, mtu {n.get('mtu', '?')}, {speed}")
-    for d in env.get("disks", []):
-        q = d.get("queue", {})
-        lines.append(f"disk {d['name']}: {d.get('model') or d.get('driver', '?')}, scheduler {d.get('scheduler', '?')}, "
-                     f"{'rotational' if d.get('rotational') else 'non-rotational'}, nr_requests "
-                     f"{q.get('nr_requests', '?')}, max_sectors_kb {q.get('max_sectors_kb', '?')}")
-    missing = {f"hypervisor.{k}": v for k, v in hv.get("missing", {}).items()}
-    if missing:
-        lines.append("not available: " + "; ".join(f"{k} ({v})" for k, v in missing.items()))
-    return "\n".join(lines)
 
 
 @app.command(epilog=examples("loadgen version", "loadgen --version"))

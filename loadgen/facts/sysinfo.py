@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 
 from loadgen import __version__
+from loadgen.units import format_bits_per_s
 
 # CPUID vendor signatures (leaf 0x40000000) and the names people use.
 HYPERVISOR_NAMES = {"KVMKVMKVM": "KVM", "XenVMMXenVMM": "Xen", "Microsoft Hv": "Hyper-V",
@@ -250,3 +251,31 @@ def run_env(engine: str, nics: list[str] = (), disks: list[str] = ()) -> dict:
     if disks:
         env["disks"] = [disk(d) for d in disks]
     return env
+
+
+def format_env(env: dict) -> str:
+    """The facts of run_env as lines for people (`loadgen sysinfo`)."""
+    hv, cs = env["hypervisor"], env["clocksource"]
+    lines = [f"loadgen {env['loadgen']}, engine {env['engine']}",
+             f"kernel:      {env['kernel']}",
+             f"cpu:         {env.get('cpu_model', '?')} x {env['cpus']} ({env['cpus_usable']} usable)"]
+    if hv.get("name") or hv.get("cpu_flag"):
+        where = ", ".join(f"{k}={hv[k]}" for k in ("dmi_vendor", "dmi_product") if k in hv)
+        lines.append(f"hypervisor:  {hv.get('name', 'yes (unnamed)')}" + (f" ({where})" if where else "")
+                     + f"; cpuinfo flag {'set' if hv.get('cpu_flag') else 'absent'}")
+    else:
+        lines.append("hypervisor:  none detected (bare metal?)")
+    lines.append(f"clocksource: {cs.get('current', '?')} (available: {' '.join(cs.get('available', []))})")
+    for n in env.get("nics", []):
+        speed = format_bits_per_s(n["speed_mbps"] * 1e6) if "speed_mbps" in n else "speed unknown"
+        lines.append(f"nic {n['name']}: driver {n.get('driver', 'none (virtual)')}, {n.get('rx_queues', '?')} rx / "
+                     f"{n.get('tx_queues', '?')} tx queues, mtu {n.get('mtu', '?')}, {speed}")
+    for d in env.get("disks", []):
+        q = d.get("queue", {})
+        lines.append(f"disk {d['name']}: {d.get('model') or d.get('driver', '?')}, scheduler {d.get('scheduler', '?')}, "
+                     f"{'rotational' if d.get('rotational') else 'non-rotational'}, nr_requests "
+                     f"{q.get('nr_requests', '?')}, max_sectors_kb {q.get('max_sectors_kb', '?')}")
+    missing = {f"hypervisor.{k}": v for k, v in hv.get("missing", {}).items()}
+    if missing:
+        lines.append("not available: " + "; ".join(f"{k} ({v})" for k, v in missing.items()))
+    return "\n".join(lines)

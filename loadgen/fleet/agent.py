@@ -71,6 +71,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_roots(paths: list[str]) -> list[Path]:
+    """--allow-path values as the resolved directories disk targets must lie beneath."""
+    roots = []
+    for p in paths:
+        root = Path(p).resolve()
+        if not root.is_dir():
+            raise UsageError(f"--allow-path {p} is not a directory")
+        roots.append(root)
+    return roots
+
+
 def check_startup(cfg: AgentConfig, insecure_no_auth: bool) -> None:
     if cfg.token is None and not insecure_no_auth:
         raise UsageError("the agent needs a token (--token-file or LOADGEN_TOKEN)")

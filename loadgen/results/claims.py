@@ -1,6 +1,7 @@
 """Verdicts: a result against a claim, and one result against a baseline.
 
-Pure functions of result documents (dicts) and claims; no I/O. Vocabulary:
+Pure functions of result documents (dicts) and claims; no I/O. The format_*
+functions give the text `loadgen check` and `compare` print. Vocabulary:
 - verdict: "pass", "fail" or "not comparable" (the result cannot speak to
   the claim: another instance type, a missing metric, no baseline), with why.
 - overhead: how much worse a result is than its baseline, in percent: for a
@@ -25,6 +26,7 @@ import math
 from dataclasses import dataclass
 
 from loadgen.profiles import Claim
+from loadgen.units import format_bytes_per_s, format_ns, format_si
 
 # (upper bound of overhead in percent, tier): profiles/README.md, "Virtualization tiers".
 TIERS = [
@@ -300,3 +302,60 @@ def _env_line(doc: dict) -> str:
     hv = env.get("hypervisor", {})
     where = hv.get("dmi_product") or hv.get("name") or "bare metal or unknown"
     return f"{env.get('hostname', '?')} ({where}, kernel {env.get('kernel', '?')})"
+
+
+# ---- for people: what `loadgen check` and `loadgen compare` print ----------------------------------
+
+def format_measure(value, unit: str) -> str:
+    """A compared value in the unit people read it in; '-' when a run has none."""
+    if measurement(value) is None:
+        return "-" if value is None else str(value)
+    if unit == "ns":
+        return format_ns(value)
+    if unit == "bytes/s":
+        return format_bytes_per_s(value)
+    if unit == "ratio":
+        return f"{value:.3%}"
+    return format_si(value)
+
+
+def format_verdict(claim: Claim, name: str | None, v: Verdict) -> str:
+    """The claim, its source, what was measured and the verdict, as `loadgen check` prints them."""
+    # A duration also in the unit it fills; an overhead's measure is a percentage, not the metric.
+    in_ns = any(part.endswith("_ns") for part in claim.metric.split("."))
+    human = (lambda value: f" ({format_ns(value)})") if in_ns else (lambda value: "")
+    lines = [f"claim ({name}): {claim.metric} {claim.op} {claim.value:,.10g}"
+             + ("%" if claim.op == "overhead<=" else human(claim.value)),
+             f"  source: {claim.source}"]
+    if v.measured is not None:
+        ratio = f", ratio {v.ratio:.4f}" if v.ratio is not None else ""
+        shown = f"{v.measured:,.10g}%" if claim.op == "overhead<=" and v.claimed is not None else \
+            f"{v.measured:,.10g}{human(v.measured)}"
+        lines.append(f"  measured: {shown}{ratio}")
+    lines.append(f"  verdict: {v.verdict.upper()} ({v.why})")
+    return "\n".join(lines)
+
+
+def format_comparison(c: dict, base: str, other: str) -> str:
+    """compare()'s answer as the table `loadgen compare` prints; base and other name the two results."""
+    lines = [f"base:  {base}: {c['base_env']}", f"other: {other}: {c['other_env']}"]
+    if c["loop"] == "closed":
+        lines.append("closed loop (rate max): the achieved rate measures the system")
+    else:
+        unit = "IOPS" if c["kind"] == "disk" else "pps"
+        lines.append(f"open loop ({format_measure(c['rate_fixed'], 'ops/s')} {unit} set by the schedule): "
+                     "latency measures the system, the schedule's own rate is left out")
+    lines.extend(f"note: {note}" for note in c["notes"])
+    lines.append(f"{'metric':<16}{'base':>14}{'other':>14}{'overhead':>11}")
+    for row in c["rows"]:
+        over = "-" if row["overhead_pct"] is None else f"{row['overhead_pct']:+.2f}%"
+        lines.append(f"{row['metric']:<16}{format_measure(row['base'], row['unit']):>14}"
+                     f"{format_measure(row['other'], row['unit']):>14}{over:>11}")
+    if c["tier"]:
+        loss = ("" if c["performance_loss_pct"] == c["overhead_pct"]
+                else f", performance {c['performance_loss_pct']:.2f}% lower")
+        lines.append(f"tier: {c['tier']} (from {c['tier_metric']}: overhead {c['overhead_pct']:+.2f}%{loss})")
+    else:
+        measured = "the achieved rate" if c["loop"] == "closed" else f"latency {OPEN_LOOP_TIER_KEY}"
+        lines.append(f"tier: not named ({measured} is missing or zero in one of the runs)")
+    return "\n".join(lines)

@@ -36,6 +36,7 @@ import numpy as np
 from loadgen.results import histogram
 from loadgen.errors import SetupError, UsageError
 from loadgen.run.stats import Snapshot
+from loadgen.units import parse_duration_ns
 
 DEFAULT_HOST = "127.0.0.1"
 BOUNDS_NS = [histogram.bucket_top_ns(m * 10**e) for e in range(3, 10) for m in (1, 2, 5)] + [
@@ -66,6 +67,14 @@ def parse_address(text: str) -> tuple[str, int]:
     if bad or (":" in host and not text.startswith("[")):
         raise UsageError(f"invalid --metrics: {text!r} (expected [ADDR:]PORT, such as 9100 or 0.0.0.0:9100)")
     return host, int(port)
+
+
+def parse_linger_ns(text: str) -> int:
+    """--metrics-linger: a duration from 0s to MAX_LINGER_NS."""
+    linger_ns = parse_duration_ns(text, "metrics-linger")
+    if not 0 <= linger_ns <= MAX_LINGER_NS:
+        raise UsageError(f"invalid metrics-linger: {text!r} (0s to 1h)")
+    return linger_ns
 
 
 @dataclass(frozen=True)

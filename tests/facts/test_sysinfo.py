@@ -295,3 +295,12 @@ def test_net_result_env_has_loopback(cli, tmp_path):
     assert env["nics"][0]["driver"] == "loopback"
     for key in ENV_KEYS:
         assert key in env, key
+
+
+def test_format_env_gives_link_speed_in_bits():
+    env = {"loadgen": "x", "engine": "io_uring", "kernel": "6.1", "cpus": 2, "cpus_usable": 2,
+           "hypervisor": {}, "clocksource": {"current": "tsc"},
+           "nics": [{"name": "eth0", "driver": "ena", "speed_mbps": 25000}, {"name": "lo"}]}
+    text = sysinfo.format_env(env)
+    assert "nic eth0: driver ena" in text and "25.0 Gbit/s" in text
+    assert "nic lo:" in text and "speed unknown" in text

@@ -624,3 +624,22 @@ def test_compare_closed_loop_to_an_external_target_names_the_tier_from_what_was_
     c = compare(base, scaled(base, "summary.sent_pps", 0.5))
     assert rows_by_label(c)["received pps"]["overhead_pct"] is None
     assert c["tier_metric"] == "sent pps" and c["tier"].startswith(PV)
+
+
+@pytest.mark.parametrize("value, unit, text", [
+    (None, "ns", "-"),
+    ("n/a", "ns", "n/a"),                  # not a measurement: shown as it is
+    (1_500_000, "ns", "1.5 ms"),
+    (2 * 1024 ** 3, "bytes/s", "2.0 GiB/s"),
+    (0.25, "ratio", "25.000%"),
+    (2_000_000, "ops/s", "2.0M"),
+])
+def test_format_measure(value, unit, text):
+    assert claims.format_measure(value, unit) == text
+
+
+def test_format_verdict_shows_a_duration_in_its_unit_too():
+    claim = Claim("summary.latency_ns.p99", "<=", 200_000, "s", {})
+    text = claims.format_verdict(claim, "p", claims.Verdict("pass", "within", 150_000.0, 200_000.0, 0.75))
+    assert text.splitlines() == ["claim (p): summary.latency_ns.p99 <= 200,000 (200.0 µs)", "  source: s",
+                                 "  measured: 150,000 (150.0 µs), ratio 0.7500", "  verdict: PASS (within)"]

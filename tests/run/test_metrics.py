@@ -344,3 +344,14 @@ def test_a_disk_run_on_an_agent_is_labelled_with_the_agent(tmp_path, direct_io):
     assert last["loadgen_ops_total"][remote] == own["loadgen_ops_total"][local] == s["ops"] > 0
     assert last["loadgen_latency_seconds_count"][remote] == own["loadgen_latency_seconds_count"][local] \
         == s["latency_ns"]["count"]
+
+
+@pytest.mark.parametrize("text, linger_ns", [("0s", 0), ("5s", 5 * 10**9), ("1h", metrics.MAX_LINGER_NS)])
+def test_parse_linger_ns(text, linger_ns):
+    assert metrics.parse_linger_ns(text) == linger_ns
+
+
+@pytest.mark.parametrize("text", ["2h", "-1s", "soon"])
+def test_parse_linger_ns_refuses(text):
+    with pytest.raises(UsageError, match="metrics-linger"):
+        metrics.parse_linger_ns(text)
