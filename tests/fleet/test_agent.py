@@ -421,6 +421,19 @@ def test_locate_a_target_beneath_the_allowed_directories(target, where):
     assert (None if found is None else (str(found[0]), found[1])) == where
 
 
+def test_allow_paths_resolve_to_directories(tmp_path):
+    from loadgen.errors import UsageError
+    from loadgen.fleet.agent import allowed_roots
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_text("")
+    assert allowed_roots([str(tmp_path / "d" / ".." / "d")]) == [(tmp_path / "d").resolve()]
+    assert allowed_roots([]) == []
+    for bad in ("f", "missing"):
+        with pytest.raises(UsageError, match=f"^--allow-path {tmp_path / bad} is not a directory$"):
+            allowed_roots([str(tmp_path / bad)])
+
+
 def test_an_agent_without_allow_path_refuses_disk_jobs(agent, token, tmp_path, disk_dirs, direct_io):
     allowed, _ = disk_dirs
     done, _ = remote_disk(tmp_path, agent, token, allowed / "t.dat", direct_io=direct_io)
