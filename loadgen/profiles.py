@@ -18,8 +18,8 @@ equivalent command line is.
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadgen.results import documents
 from loadgen.errors import UsageError
+from loadgen.results import documents
 
 OPS = (">=", "<=", "overhead<=")
 # Options a profile may set beyond the job's own: where the far end is.

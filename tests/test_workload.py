@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from loadgen.run import native
 from loadgen import options
 from loadgen.errors import UsageError
+from loadgen.run import native
 from loadgen.workload import DiskSpec, NetSpec, parse_common, parse_disk, parse_net
 
 MiB = 1 << 20

@@ -7,17 +7,17 @@ document. Policy lives here: the run stops early only when every I/O fails.
 import errno
 import os
 
+from loadgen.disk.target import open_target
+from loadgen.errors import SetupError
 from loadgen.facts import counters, sysinfo
+from loadgen.facts.sysinfo import basic_env
 from loadgen.results import histogram, result
+from loadgen.results.result import errno_name
 from loadgen.run import metrics as live_metrics, native
 from loadgen.run.controller import Timeline, worker_cpus
-from loadgen.errors import SetupError
 from loadgen.run.intervals import IntervalView
 from loadgen.run.job import Watch, measure
-from loadgen.results.result import errno_name
 from loadgen.run.stats import Snapshot
-from loadgen.facts.sysinfo import basic_env
-from loadgen.disk.target import open_target
 from loadgen.workload import DiskSpec
 
 # The totals a document embeds as encoded HdrHistograms, by tag.

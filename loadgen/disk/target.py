@@ -44,9 +44,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadgen.run import native
 from loadgen.disk.beneath import open_beneath, reopen
 from loadgen.errors import SetupError, UsageError
+from loadgen.run import native
 from loadgen.units import format_size
 from loadgen.workload import DiskSpec
 

@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadgen import __version__
-from loadgen.run import metrics as live_metrics, native
-from loadgen.fleet import protocol
-from loadgen.errors import LoadgenError, UsageError
 from loadgen.disk.target import (check_buffer_memory, create_beneath, open_beneath_target, open_temp_beneath,
                             remove_if_ours)
+from loadgen.errors import LoadgenError, UsageError
+from loadgen.fleet import protocol
+from loadgen.run import metrics as live_metrics, native
 from loadgen.workload import DiskSpec, NetSpec
 
 HEARTBEAT_TIMEOUT_S = 5.0

@@ -23,11 +23,11 @@ import asyncio
 import os
 import sys
 
-from loadgen.run import native
-from loadgen.fleet import protocol
-from loadgen.run.controller import Timeline, worker_cpus
-from loadgen.net.endpoints import close_all, receiver_sockets, resolve, sender_sockets
 from loadgen.errors import LoadgenError, UsageError
+from loadgen.fleet import protocol
+from loadgen.net.endpoints import close_all, receiver_sockets, resolve, sender_sockets
+from loadgen.run import native
+from loadgen.run.controller import Timeline, worker_cpus
 from loadgen.run.stats import encode_words
 from loadgen.workload import DiskSpec, NetSpec
 

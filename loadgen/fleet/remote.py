@@ -10,10 +10,10 @@ import ssl
 
 import numpy as np
 
-from loadgen.run import native
+from loadgen.errors import LoadgenError, SetupError, UsageError
 from loadgen.fleet import protocol
 from loadgen.fleet.clock import ClockEstimate, estimate
-from loadgen.errors import LoadgenError, SetupError, UsageError
+from loadgen.run import native
 from loadgen.run.stats import decode_words
 
 PING_INTERVAL_S = 1.0

@@ -9,17 +9,17 @@ import socket
 from dataclasses import dataclass
 from typing import Callable
 
+from loadgen.errors import UsageError
 from loadgen.facts import counters, sysinfo
+from loadgen.facts.sysinfo import basic_env
+from loadgen.net.endpoints import LOOPBACK, close_all, receiver_sockets, resolve, sender_sockets
 from loadgen.results import histogram, result
 from loadgen.run import metrics as live_metrics, native
 from loadgen.run.controller import CompositeRun, Timeline, worker_cpus
-from loadgen.net.endpoints import LOOPBACK, close_all, receiver_sockets, resolve, sender_sockets
 from loadgen.run.intervals import IntervalView
 from loadgen.run.job import Watch, measure
 from loadgen.run.stats import Snapshot
-from loadgen.facts.sysinfo import basic_env
 from loadgen.units import format_ns
-from loadgen.errors import UsageError
 from loadgen.workload import NetSpec, format_host_port
 
 # Bytes a datagram adds on an Ethernet wire besides its payload: UDP 8, Ethernet

@@ -11,10 +11,10 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from loadgen.run import native
 from loadgen import options
-from loadgen.net.endpoints import close_all, receiver_sockets
 from loadgen.errors import UsageError
+from loadgen.net.endpoints import close_all, receiver_sockets
+from loadgen.run import native
 from loadgen.run.stats import Snapshot
 from loadgen.units import format_si
 from loadgen.workload import default_workers

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from loadgen.results import histogram
 from loadgen import output
+from loadgen.results import histogram
 from loadgen.run.controller import Interval, Timeline
 from loadgen.run.progress import Display
 from loadgen.run.stats import Snapshot

@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
+from loadgen import output
+from loadgen.errors import UsageError
 from loadgen.results import histogram
 from loadgen.run import interrupts
-from loadgen import output
 from loadgen.run.controller import Interval, Measurement, Policy, Timeline, run_workers
-from loadgen.errors import UsageError
 from loadgen.run.intervals import IntervalSink, IntervalView
 from loadgen.run.progress import Display
 from loadgen.run.stats import Snapshot

@@ -33,8 +33,8 @@ from typing import Callable
 
 import numpy as np
 
-from loadgen.results import histogram
 from loadgen.errors import SetupError, UsageError
+from loadgen.results import histogram
 from loadgen.run.stats import Snapshot
 from loadgen.units import parse_duration_ns
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 import hlogs
-from loadgen.results import histogram
 from loadgen.disk.job import all_failed, choose_engine, worker_cpus
+from loadgen.results import histogram
 from netns import Controller, wait_until
 
 MiB = 1 << 20

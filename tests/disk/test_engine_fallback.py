@@ -15,9 +15,9 @@ import signal
 import pytest
 
 from loadgen import cli
-from loadgen.run import native
 from loadgen.disk.job import choose_engine
 from loadgen.errors import SetupError
+from loadgen.run import native
 
 SHORT_LOAD = ["--size", "16m", "--duration", "300ms", "--ramp", "0s", "--interval", "100ms"]
 

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadgen.errors import UsageError
 from loadgen.disk.target import (HEADER_BYTES, buffer_bytes, check_buffer_memory, check_fits, filesystem_signature,
                             mem_available_bytes, open_beneath_target, open_target, open_temp_beneath, target_from_fd)
+from loadgen.errors import UsageError
 from loadgen.workload import parse_disk
 
 MiB = 1 << 20

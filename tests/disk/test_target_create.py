@@ -13,10 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadgen.run import native
-from loadgen.errors import SetupError, UsageError
 from loadgen.disk.target import (create_at, create_beneath, fill_created, open_target, seek_holes,
                             unwritten_extents)
+from loadgen.errors import SetupError, UsageError
+from loadgen.run import native
 from loadgen.workload import DiskSpec, parse_disk
 from netns import Agent, run_loadgen, write_token
 

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from loadgen.net.endpoints import _proc_address, addresses_overlap, bound_udp_sockets, close_all, receiver_sockets
 from loadgen.errors import SetupError
+from loadgen.net.endpoints import _proc_address, addresses_overlap, bound_udp_sockets, close_all, receiver_sockets
 
 LOOPBACK = "127.0.0.1"
 

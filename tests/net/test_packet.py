@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from loadgen.run import native
 from loadgen import workload
+from loadgen.run import native
 
 HEADER = struct.Struct("<IIIIqq")
 MAGIC = 0x4C47504B

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from loadgen.results import claims, documents
 from loadgen import profiles
-from loadgen.results.claims import Claim
 from loadgen.errors import UsageError
+from loadgen.results import claims, documents
+from loadgen.results.claims import Claim
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "results").glob("*.json"))

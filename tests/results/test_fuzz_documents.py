@@ -27,8 +27,8 @@ import pytest
 from netfixtures import RUN_TIMEOUT_S, loadgen_argv
 
 from loadgen import cli, units
-from loadgen.results import documents
 from loadgen.errors import UsageError
+from loadgen.results import documents
 
 TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from loadgen.results import documents, histogram, report
 from loadgen.errors import SetupError, UsageError
+from loadgen.results import documents, histogram, report
 from netfixtures import run_net
 from netns import Agent, run_loadgen, write_token
 

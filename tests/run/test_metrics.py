@@ -19,9 +19,9 @@ from hdrh.histogram import HdrHistogram
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadgen.errors import UsageError
 from loadgen.results import histogram
 from loadgen.run import metrics
-from loadgen.errors import UsageError
 from loadgen.run.native import Layout
 from loadgen.run.stats import Snapshot
 from netfixtures import RUN_TIMEOUT_S, assert_one_line_error, loadgen_argv
