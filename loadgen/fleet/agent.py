@@ -10,7 +10,7 @@ Rules:
   buffer memory; every field is type-checked.
 - A disk job's target must lie under an --allow-path directory (a relative one
   is taken beneath the first). The agent opens it there in one step without
-  following symlinks (beneath.py) and hands the child the open descriptor; the
+  following symlinks (disk/beneath.py) and hands the child the open descriptor; the
   child never opens a path by name. A temp target is made the same way and
   unlinked at once. A missing target file is made there with O_EXCL when the
   job gives a size (target.create_beneath); the child fills it, keeps it, and

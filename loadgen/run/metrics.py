@@ -105,7 +105,7 @@ class Sample:
 
 
 def sample(part: Part, cumulative: Snapshot) -> Sample:
-    """What a part's rows counted, named as the document names it (net.py, results.py)."""
+    """What a part's rows counted, named as the document names it (net/job.py, results/result.py)."""
     s = cumulative if part.rows is None else cumulative.rows(part.rows)
     unique = s.counter("received") - s.counter("duplicated")   # as net._unique
     if part.role == "disk":
