@@ -13,7 +13,7 @@ import numpy as np
 
 from loadgen.errors import SetupError
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 ENGINE_IO_URING, ENGINE_PSYNC = 0, 1
 ENGINES = {"io_uring": ENGINE_IO_URING, "psync": ENGINE_PSYNC}
 STATE_STARTING, STATE_RUNNING, STATE_DONE, STATE_FAILED = range(4)
@@ -39,6 +39,24 @@ class DiskConfig(ctypes.Structure):
     ]
 
 
+NET_ENGINE_SOCKET, NET_ENGINE_PACKET = 0, 1
+NET_ENGINES = {"socket": NET_ENGINE_SOCKET, "packet": NET_ENGINE_PACKET}
+
+
+class PacketConfig(ctypes.Structure):
+    """struct lg_packet_config: the packet engine's frame template and per-flow patches."""
+    _fields_ = [
+        ("fds", ctypes.POINTER(ctypes.c_int32)),
+        ("frame", ctypes.POINTER(ctypes.c_uint8)),
+        ("frame_bytes", ctypes.c_uint32),
+        ("udp_offset", ctypes.c_uint32),
+        ("src_ports", ctypes.POINTER(ctypes.c_uint16)),
+        ("csum_base", ctypes.POINTER(ctypes.c_uint16)),
+        ("ring_frames", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
 class NetConfig(ctypes.Structure):
     _fields_ = [
         ("senders", ctypes.c_uint32),
@@ -52,7 +70,7 @@ class NetConfig(ctypes.Structure):
         ("flow_base", ctypes.c_uint32),
         ("busy_poll", ctypes.c_uint32),
         ("gso", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
+        ("engine", ctypes.c_uint32),
         ("rate_pps", ctypes.c_uint64),
         ("start_ns", ctypes.c_int64),
         ("ramp_end_ns", ctypes.c_int64),
@@ -62,12 +80,29 @@ class NetConfig(ctypes.Structure):
         ("recv_fds", ctypes.POINTER(ctypes.c_int32)),
         ("send_cpus", ctypes.POINTER(ctypes.c_int32)),
         ("recv_cpus", ctypes.POINTER(ctypes.c_int32)),
+        ("packet", ctypes.POINTER(PacketConfig)),
     ]
 
 
 PKT_HEADER_BYTES = 32
 PKT_MAX_BYTES = 65507
 PKT_MAGIC = 0x4C47504B
+
+
+def uint16_array(values) -> ctypes.Array:
+    values = list(values)
+    return (ctypes.c_uint16 * max(1, len(values)))(*values)
+
+
+def packet_config(fds: list[int], frame: bytes, udp_offset: int, src_ports: list[int],
+                  csum_base: list[int], ring_frames: int = 0) -> PacketConfig:
+    """The packet engine's part of a NetConfig; it keeps its arrays alive as attributes."""
+    frame_buf = (ctypes.c_uint8 * len(frame)).from_buffer_copy(frame)
+    cfg = PacketConfig(fds=int32_array(fds), frame=frame_buf, frame_bytes=len(frame), udp_offset=udp_offset,
+                       src_ports=uint16_array(src_ports), csum_base=uint16_array(csum_base),
+                       ring_frames=ring_frames)
+    cfg._keep = (frame_buf,)
+    return cfg
 
 
 def int32_array(values) -> ctypes.Array:
@@ -113,6 +148,8 @@ def _load() -> ctypes.CDLL:
         "lg_run_free": (None, [c.c_void_p]),
         "lg_net_start": (c.c_int, [c.POINTER(NetConfig), c.POINTER(c.c_void_p)]),
         "lg_pkt_encode": (None, [c.c_void_p, c.c_uint32, c.c_uint32, c.c_uint32, c.c_int64, c.c_int64]),
+        "lg_packet_frame": (c.c_int, [c.POINTER(NetConfig), c.c_uint32, c.c_uint32, c.c_int64, c.c_int64,
+                                      c.c_void_p]),
         "lg_seq_replay": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint32, c.c_void_p]),
         "lg_disk_offsets": (c.c_int, [c.POINTER(DiskConfig), c.c_int, c.c_void_p, c.c_uint32]),
         "lg_pace_schedule": (c.c_int, [c.c_int64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_void_p,
@@ -128,7 +165,8 @@ def _load() -> ctypes.CDLL:
     if lib.lg_abi_version() != ABI_VERSION:
         raise SetupError("loadgen's native library is from another version; reinstall loadgen")
     # The ctypes mirrors must match the C structs byte for byte, or configs arrive garbled.
-    for name, mirror in (("lg_disk_config", DiskConfig), ("lg_net_config", NetConfig)):
+    for name, mirror in (("lg_disk_config", DiskConfig), ("lg_net_config", NetConfig),
+                         ("lg_packet_config", PacketConfig)):
         if lib.lg_struct_size(name.encode()) != ctypes.sizeof(mirror):
             raise SetupError(f"loadgen's native library disagrees on {name}; reinstall loadgen")
     return lib
@@ -238,6 +276,13 @@ def pkt_encode(flow: int, seq: int, run_tag: int, sched_ns: int, send_ns: int) -
     buf = ctypes.create_string_buffer(PKT_HEADER_BYTES)
     lib().lg_pkt_encode(buf, flow, seq, run_tag, sched_ns, send_ns)
     return buf.raw
+
+
+def packet_frame(config: NetConfig, flow: int, seq: int, sched_ns: int, send_ns: int) -> bytes:
+    """The frame the packet engine sends for datagram seq of flow (an index) under config (tests it)."""
+    out = ctypes.create_string_buffer(config.packet.contents.frame_bytes)
+    n = _check(lib().lg_packet_frame(ctypes.byref(config), flow, seq, sched_ns, send_ns, out), "building a frame")
+    return out.raw[:n]
 
 
 SEQ_VERDICTS = ("in_order", "reordered", "duplicated", "too_old", "holes")
