@@ -1,6 +1,10 @@
 /*
  * net.c: UDP senders and receivers.
  *
+ * Senders of engine LG_NET_ENGINE_PACKET are packet.c's: an AF_PACKET TX ring
+ * each, on the same schedule and accounting (pace.h, tally.h). The rest of
+ * this comment is about the socket senders and the receivers.
+ *
  * Senders: flow f belongs to sender f % senders and has its own connected,
  * non-blocking socket (its own source port, so its own 5-tuple for RSS).
  * Open loop: datagram k of flow f of F is scheduled at
