@@ -168,6 +168,8 @@ def packet_sockets(n: int) -> tuple[list[socket.socket], bool]:
         for _ in range(n):
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             socks.append(s)
+            # Its send buffer bounds the frames in flight (taken from the ring, not yet freed).
+            _grow_buffers(s)
             try:
                 s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
             except OSError:

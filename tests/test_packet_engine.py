@@ -195,6 +195,26 @@ def test_paired_run_counts_every_frame(hub, tmp_path):
     assert p["driver"] == "veth" and p["tx_queues"] >= 1 and isinstance(p["qdisc_bypass"], bool)
 
 
+def test_a_sending_agent_runs_the_packet_engine(hub, tmp_path):
+    """--clients: the agent in the sending namespace prepares the packet senders for its job."""
+    token = write_token(tmp_path / "token")
+    agents = [Agent(tmp_path, f"{hub.addresses[m]}:{AGENT_PORT}", "--token-file", str(token), ns=hub.ns(m),
+                    name=f"agent-{m}-") for m in ("recv", "send")]
+    try:
+        done = run_loadgen(tmp_path, "net", "--peer", agents[0].address, "--clients", agents[1].address,
+                           "--engine", "packet", *SHORT, "--batch", "1024", "--token-file", str(token), "--quiet",
+                           "--json", "r.json", ns=hub.ns("send"))
+    finally:
+        for a in agents:
+            a.stop()
+    assert done.returncode == 0, done.stderr
+    doc = documents.load_result(tmp_path / "r.json")
+    s = doc["summary"]
+    assert doc["engine"] == "packet"
+    assert_exact(s, 20_000)
+    assert s["received"] == s["sent"] and s["lost"] == 0 and (s["duplicated"], s["reordered"]) == (0, 0)
+
+
 def test_external_receiver_counts_every_frame_after_a_neighbour_probe(hub, tmp_path):
     """To a plain `serve`: the sender resolves the receiver's MAC itself (its entry deleted first),
     and the receiving namespace's UDP stack takes every frame: checksums and addresses are right."""
