@@ -239,6 +239,34 @@ def test_external_receiver_counts_every_frame_after_a_neighbour_probe(hub, tmp_p
         serve.kill()
 
 
+def udp6_in_datagrams(pid: int) -> int:
+    """Datagrams delivered to UDP sockets over IPv6 so far in pid's network namespace (/proc/net/snmp6)."""
+    with open(f"/proc/{pid}/net/snmp6") as f:
+        return int(next(line.split()[1] for line in f if line.startswith("Udp6InDatagrams")))
+
+
+def test_ipv6_frames_arrive_with_their_checksums(hub, tmp_path):
+    """IPv6 makes the UDP checksum mandatory: the receiving stack drops a frame whose sum is wrong."""
+    addresses = {"recv": "fd77::1", "send": "fd77::2"}
+    for member, address in addresses.items():
+        subprocess.run(["ip", "-n", hub.ns(member), "addr", "replace", f"{address}/64", "dev", "eth0", "nodad"],
+                       check=True)
+    serve = Controller(tmp_path, "serve", "--port", str(SERVE_PORT), "--host", addresses["recv"], "--workers", "1",
+                       "--duration", "30s", ns=hub.ns("recv"), name="serve6")
+    try:
+        wait_until(lambda: "listening" in serve.out_path.read_text(), 20, "serve to listen")
+        before = udp6_in_datagrams(serve.proc.pid)
+        done = run_loadgen(tmp_path, "net", "--target", f"[{addresses['recv']}]:{SERVE_PORT}", "--engine", "packet",
+                           *SHORT, "--batch", "1024", "--quiet", "--json", "r.json", ns=hub.ns("send"))
+        assert done.returncode == 0, done.stderr
+        s = json.loads((tmp_path / "r.json").read_text())["summary"]
+        assert_exact(s, 20_000)
+        wait_until(lambda: udp6_in_datagrams(serve.proc.pid) - before >= s["sent"], 10, "every frame to arrive")
+        assert udp6_in_datagrams(serve.proc.pid) - before == s["sent"]
+    finally:
+        serve.kill()
+
+
 def test_unresolvable_next_hop_is_one_line(hub, tmp_path):
     done = run_loadgen(tmp_path, "net", "--target", "10.77.0.99:9000", "--engine", "packet", *SHORT, "--quiet",
                        ns=hub.ns("send"))
