@@ -275,6 +275,9 @@ def basic_env() -> dict:
         env["instance_type"] = env["hypervisor"]["dmi_product"]
         env["instance_type_source"] = "DMI product name (Nitro)"
     env["clocksource"] = clocksource()
+    from loadgen import virtualization
+
+    env["virtualization"] = virtualization.placed()
     return env
 
 
