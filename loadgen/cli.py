@@ -572,6 +572,8 @@ def compare(
         raise UsageError(f"refusing to compare: {e}") from None
     print(f"base:  {base}: {c['base_env']}")
     print(f"other: {other}: {c['other_env']}")
+    for d in c["tiers_differ"]:
+        print(f"{d['component']}: {d['base']} vs {d['other']} ({d['base_reason']}; {d['other_reason']})")
     if c["loop"] == "closed":
         print("closed loop (rate max): the achieved rate measures the system")
     else:

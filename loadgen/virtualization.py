@@ -149,11 +149,11 @@ def _disk(dev: dict, guest: str | None) -> tuple[str, str]:
         if driver in DISK_PARAVIRTUAL:
             return "paravirtual", f"{driver}: {DISK_PARAVIRTUAL[driver]}, a paravirtual disk"
         if driver == "nvme":
+            if guest is None:
+                return "bare-metal", f"nvme on bare metal, model {model!r}"
             if model in NVME_MODELS:
                 tier, what = NVME_MODELS[model]
                 return tier, f"nvme, model {model!r}: {what}"
-            if guest is None:
-                return "bare-metal", "nvme on bare metal"
             return "hardware", (f"nvme in a guest, model {model!r}: assumed passed through or offloaded "
                                 "(no table entry says the hypervisor emulates it)")
         if driver in DISK_EMULATED and guest is not None:
