@@ -722,7 +722,7 @@ def _format_probe(doc: dict) -> str:
         if f is None:
             lines.append(f"{label:<26}{'-':>10}{'-':>10}{'-':>9}  ({doc['missing'].get(key, 'not measured')})")
             continue
-        spread = "-" if f["spread"] is None else f"{f['spread']:.0%}"
+        spread = "-" if f["spread"] is None else f"{f['spread']:.0%}" if f["spread"] < 10 else f"{f['spread']:.0f}x"
         lines.append(f"{label:<26}{format_ns(f['median']):>10}{format_ns(f['p90']):>10}{spread:>9}")
     lines.append(f"({doc['figures']['syscall_ns']['samples']} samples each; spread = (p90 - p10) / median)")
     cs = doc["clocksources"]

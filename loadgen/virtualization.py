@@ -123,8 +123,8 @@ def _cpu(hv: dict, guest: str | None, figures: dict) -> dict:
     cpuid = (figures.get("cpuid_ns") or {}).get("median")
     if cpuid is not None:
         exits = cpuid >= CPUID_EXIT_NS
-        why.append(f"cpuid takes {cpuid:.0f} ns: " + ("as long as a VM exit (~0.1 us on bare metal)" if exits
-                                                       else "no VM exit (a guest's exits take ~1 us)"))
+        why.append(f"cpuid takes {cpuid:.0f} ns: " + ("a VM exit's cost (bare metal: ~100 ns)" if exits
+                                                       else "no VM exit (an exit costs ~1 us)"))
     return {"tier": tier, "reasons": why, "evidence": facts}
 
 

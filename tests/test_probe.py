@@ -216,7 +216,7 @@ def test_measured_figures_add_reasons_but_never_change_a_tier(tree):
     slow = tree.classify("KVMKVMKVM", {"cpuid_ns": {"median": 1200.0}, "clock_ns": {"median": 31.0}})
     fast = tree.classify("KVMKVMKVM", {"cpuid_ns": {"median": 90.0}})
     assert tiers(plain) == tiers(slow) == tiers(fast)
-    assert slow["cpu"]["reasons"][-1] == "cpuid takes 1200 ns: as long as a VM exit (~0.1 us on bare metal)"
+    assert slow["cpu"]["reasons"][-1] == "cpuid takes 1200 ns: a VM exit's cost (bare metal: ~100 ns)"
     assert "no VM exit" in fast["cpu"]["reasons"][-1]
     assert slow["timers"]["reasons"][-1] == "a clock read takes 31 ns"
 
