@@ -5,6 +5,7 @@ Stats records are read through numpy views of the workers' own memory: a
 read never blocks a worker, and the copy it makes is the controller's snapshot.
 """
 import ctypes
+import errno
 import importlib.machinery
 import os
 from pathlib import Path
@@ -158,12 +159,20 @@ def _load() -> ctypes.CDLL:
         "lg_pace_wake_windows": (c.c_int, [c.c_int64, c.c_int64, c.c_void_p]),
         "lg_hdr_record": (None, [c.c_void_p, c.c_int64]),
         "lg_hdr_index": (c.c_int, [c.c_int64]),
+        "lg_probe_syscall": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint32]),
+        "lg_probe_clock": (c.c_int, [c.c_int32, c.c_void_p, c.c_uint32, c.c_uint32]),
+        "lg_probe_sleep": (c.c_int, [c.c_int64, c.c_void_p, c.c_uint32]),
+        "lg_probe_cpuid": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint32]),
+        "lg_probe_context_switch": (c.c_int, [c.c_int32, c.c_int32, c.c_void_p, c.c_uint32, c.c_uint32]),
+        "lg_probe_page_fault": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint32]),
     }
+    # The version first: a library from another version may lack the functions bound below.
+    lib.lg_abi_version.restype, lib.lg_abi_version.argtypes = c.c_int, []
+    if lib.lg_abi_version() != ABI_VERSION:
+        raise SetupError("loadgen's native library is from another version; reinstall loadgen")
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, argtypes
-    if lib.lg_abi_version() != ABI_VERSION:
-        raise SetupError("loadgen's native library is from another version; reinstall loadgen")
     # The ctypes mirrors must match the C structs byte for byte, or configs arrive garbled.
     for name, mirror in (("lg_disk_config", DiskConfig), ("lg_net_config", NetConfig),
                          ("lg_packet_config", PacketConfig)):
@@ -355,6 +364,51 @@ def hypervisor_vendor() -> str | None:
     if ret < 0:
         return None
     return buf.value.decode("ascii", "replace").strip("\0 ") if ret else ""
+
+
+def probe_syscall(samples: int, batch: int) -> np.ndarray:
+    """ns of each sample of batch syscall(SYS_getppid) calls."""
+    out = np.zeros(max(1, samples), dtype=np.int64)
+    _check(lib().lg_probe_syscall(out.ctypes.data, samples, batch), "timing getppid")
+    return out[:samples]
+
+
+def probe_clock(clock_id: int, samples: int, batch: int) -> np.ndarray:
+    """ns of each sample of batch clock_gettime(clock_id) reads."""
+    out = np.zeros(max(1, samples), dtype=np.int64)
+    _check(lib().lg_probe_clock(clock_id, out.ctypes.data, samples, batch), "timing clock reads")
+    return out[:samples]
+
+
+def probe_sleep(request_ns: int, samples: int) -> np.ndarray:
+    """Each wake-up's overshoot in ns, of samples relative sleeps of request_ns with 1 ns of slack."""
+    out = np.zeros(max(1, samples), dtype=np.int64)
+    _check(lib().lg_probe_sleep(request_ns, out.ctypes.data, samples), "timing sleeps")
+    return out[:samples]
+
+
+def probe_cpuid(samples: int, batch: int) -> np.ndarray | None:
+    """ns of each sample of batch cpuid instructions; None off x86."""
+    out = np.zeros(max(1, samples), dtype=np.int64)
+    ret = lib().lg_probe_cpuid(out.ctypes.data, samples, batch)
+    if ret == -errno.EOPNOTSUPP:
+        return None
+    _check(ret, "timing cpuid")
+    return out[:samples]
+
+
+def probe_context_switch(cpu_a: int, cpu_b: int, samples: int, batch: int) -> np.ndarray:
+    """ns of each sample of batch pipe round trips between threads on cpu_a and cpu_b (-1: unpinned)."""
+    out = np.zeros(max(1, samples), dtype=np.int64)
+    _check(lib().lg_probe_context_switch(cpu_a, cpu_b, out.ctypes.data, samples, batch), "timing pipe round trips")
+    return out[:samples]
+
+
+def probe_page_fault(samples: int, pages: int) -> np.ndarray:
+    """ns of each sample of touching pages fresh anonymous pages, one fault each."""
+    out = np.zeros(max(1, samples), dtype=np.int64)
+    _check(lib().lg_probe_page_fault(out.ctypes.data, samples, pages), "timing page faults")
+    return out[:samples]
 
 
 def now_ns() -> int:

@@ -204,6 +204,25 @@ LG_API int lg_errno_slots(void);
  * hypervisor, 0 on bare metal, -EOPNOTSUPP off x86. */
 LG_API int lg_hypervisor_vendor(char out[13]);
 
+/* Probes of what virtualization costs (probe.c). Each fills out_ns[samples]
+ * with the time of one sample of batch operations back to back; -EINVAL past
+ * 100000 samples or operations per batch. */
+/* syscall(SYS_getppid): the cheapest round trip into the kernel. */
+LG_API int lg_probe_syscall(int64_t *out_ns, uint32_t samples, uint32_t batch);
+/* clock_gettime(clock_id): the current clocksource's read, through the vDSO where it allows. */
+LG_API int lg_probe_clock(int32_t clock_id, int64_t *out_ns, uint32_t samples, uint32_t batch);
+/* A relative clock_nanosleep of request_ns (at most 100 ms) with 1 ns of timer slack;
+ * out_ns holds each wake-up's overshoot (slept - requested). -EINTR on a signal. */
+LG_API int lg_probe_sleep(int64_t request_ns, int64_t *out_ns, uint32_t samples);
+/* The cpuid instruction (leaf 0); -EOPNOTSUPP off x86. */
+LG_API int lg_probe_cpuid(int64_t *out_ns, uint32_t samples, uint32_t batch);
+/* Pipe round trips between two new threads pinned to cpu_a and cpu_b (-1: not
+ * pinned; equal: one CPU); a round trip is two context switches. */
+LG_API int lg_probe_context_switch(int32_t cpu_a, int32_t cpu_b, int64_t *out_ns, uint32_t samples,
+				   uint32_t batch);
+/* Touching each of `pages` fresh anonymous pages (at most 65536, no huge pages): one fault each. */
+LG_API int lg_probe_page_fault(int64_t *out_ns, uint32_t samples, uint32_t pages);
+
 /* CLOCK_MONOTONIC now, in ns. */
 LG_API int64_t lg_now_ns(void);
 
