@@ -14,7 +14,7 @@ import numpy as np
 
 from loadgen.errors import SetupError
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 ENGINE_IO_URING, ENGINE_PSYNC = 0, 1
 ENGINES = {"io_uring": ENGINE_IO_URING, "psync": ENGINE_PSYNC}
 STATE_STARTING, STATE_RUNNING, STATE_DONE, STATE_FAILED = range(4)
