@@ -114,6 +114,10 @@ bench_pacing() {
     done
 
     render pacing "$manifest" | tee "$RESULTS_DIR/pacing.summary.txt"
+    # The machine's own wake-up lateness over as long as one run: the floor under any lag.
+    log "timing this machine's wake-ups for ${DURATION}s ..."
+    python3 -m bench.floor --seconds "$DURATION" > "$RESULTS_DIR/floor.json" 2>/dev/null || true
+    python3 -m bench.floor --show "$RESULTS_DIR/floor.json" | tee -a "$RESULTS_DIR/pacing.summary.txt"
     echo
     echo "raw results: $RESULTS_DIR"
 

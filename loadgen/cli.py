@@ -215,6 +215,30 @@ def _end_stream(stream, path: Path, doc: dict, keep: bool) -> Optional[str]:
     return why
 
 
+def _write_json(doc: dict, json_path: Path) -> Optional[str]:
+    """Write the document to --json; why not, if that failed, after keeping it in a
+    fallback file (or on stderr) whose name is printed."""
+    from loadgen import output
+    from loadgen.results import result
+    from loadgen.run import interrupts
+
+    why = None
+    text = result.json_text(doc)
+    try:
+        output.write_document(str(json_path), text)
+    except OSError as e:
+        why = output.describe(e)
+    except KeyboardInterrupt:   # a second signal: the destination would not take it (a FIFO with no reader)
+        why = f"interrupted by {interrupts.caught()}"
+    if why:
+        kept = output.fallback(text, ".json")
+        sys.stderr.write(f"loadgen: cannot write {json_path}: {why}; "
+                         + (f"the result is in {kept}\n" if kept else "the result follows\n"))
+        if not kept:
+            sys.stderr.write(text)
+    return why
+
+
 def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: Optional[Path] = None,
             strict: bool = False, stream=None, json_stream: Optional[Path] = None) -> int:
     """Print the summary, then write the document: a result is never lost.
@@ -235,21 +259,7 @@ def _finish(doc: dict, json_path: Optional[Path], quiet: bool, formatter, hlog: 
         print(formatter(doc), file=_human_stream(json_path, hlog, json_stream), flush=True)
     for warning in doc.get("warnings", []):
         sys.stderr.write(f"loadgen: warning: {warning}\n")
-    why = None
-    if json_path:
-        text = result.json_text(doc)
-        try:
-            output.write_document(str(json_path), text)
-        except OSError as e:
-            why = output.describe(e)
-        except KeyboardInterrupt:   # a second signal: the destination would not take it (a FIFO with no reader)
-            why = f"interrupted by {interrupts.caught()}"
-        if why:
-            kept = output.fallback(text, ".json")
-            sys.stderr.write(f"loadgen: cannot write {json_path}: {why}; "
-                             + (f"the result is in {kept}\n" if kept else "the result follows\n"))
-            if not kept:
-                sys.stderr.write(text)
+    why = _write_json(doc, json_path) if json_path else None
     if stream is not None:
         why = _end_stream(stream, json_stream, doc, keep=json_path is None) or why
     if why and why.startswith("interrupted"):
@@ -598,6 +608,53 @@ def _uring_ok() -> bool:
     from loadgen.run import native
 
     return native.io_uring_probe() == 0
+
+
+@app.command(epilog=examples("loadgen probe", "loadgen probe --repetitions 5 --json probe.json",
+                             "loadgen probe --json - | jq .components"))
+def probe(
+    json_path: JsonOut = None,
+    repetitions: Annotated[int, typer.Option(min=1, max=100, metavar="N",
+                                             help="Multiply each figure's 200 samples by N.")] = 1,
+) -> None:
+    """What this machine's virtualization costs: a syscall, a clock read, a sleep's
+    overshoot, cpuid, a context switch and a page fault, timed natively with their
+    spread; then each component's tier (emulated, paravirtual, hardware, bare-metal)
+    with the evidence for it."""
+    from loadgen.facts.probe import probe as run_probe
+
+    doc = run_probe(repetitions)
+    print(_format_probe(doc), file=_human_stream(json_path), flush=True)
+    why = _write_json(doc, json_path) if json_path else None
+    if why:
+        raise SystemExit(EXIT_INTERRUPTED if why.startswith("interrupted") else 1)
+
+
+def _format_probe(doc: dict) -> str:
+    from loadgen.facts.probe import FIGURES
+    from loadgen.units import format_ns
+
+    lines = [f"{'figure':<26}{'median':>10}{'p90':>10}{'spread':>9}"]
+    for key, label, _ in FIGURES:
+        f = doc["figures"].get(key)
+        if f is None:
+            lines.append(f"{label:<26}{'-':>10}{'-':>10}{'-':>9}  ({doc['missing'].get(key, 'not measured')})")
+            continue
+        spread = "-" if f["spread"] is None else f"{f['spread']:.0%}" if f["spread"] < 10 else f"{f['spread']:.0f}x"
+        lines.append(f"{label:<26}{format_ns(f['median']):>10}{format_ns(f['p90']):>10}{spread:>9}")
+    lines.append(f"({doc['figures']['syscall_ns']['samples']} samples each; spread = (p90 - p10) / median)")
+    cs = doc["clocksources"]
+    others = [c for c in cs["available"] if c != cs["current"]]
+    lines.append(f"clocksource: {cs['current'] or '?'} timed above"
+                 + (f"; also available, not timed: {' '.join(others)}" if others else "")
+                 + " (switching it needs root and changes the machine; loadgen does not)")
+    lines.append("")
+    lines.append(f"{'component':<11}{'tier':<13}why")
+    for name, part in doc["components"].items():
+        reasons = part["reasons"] or ["-"]
+        lines.append(f"{name:<11}{part['tier']:<13}{reasons[0]}")
+        lines.extend(f"{'':<24}{r}" for r in reasons[1:])
+    return "\n".join(lines)
 
 
 @app.command(epilog=examples("loadgen version", "loadgen --version"))

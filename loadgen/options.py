@@ -203,6 +203,9 @@ NET = _options(
     Option("gso", False, parse_bool, bool,
            "Paced one-way streams send runs of datagrams by UDP GSO: far less CPU per datagram, but the "
            "stack and a NIC's packet counters see one packet per run.", flag="--gso"),
+    Option("engine", "socket", _choice("socket", "packet"), str,
+           "How senders send: socket (a UDP socket per flow, sendmmsg) or packet (an AF_PACKET TX ring per "
+           "sender with frames loadgen builds; one way only, needs CAP_NET_RAW).", "ENGINE"),
     *COMMON.values(),
 )
 

@@ -156,6 +156,7 @@ class NetSpec:
     port: int                        # embedded receiver's port, 0: any free one
     gso: bool                        # paced one-way senders send runs of datagrams by UDP GSO
     common: CommonSpec = field(repr=False)
+    engine: str = "socket"           # socket: UDP sockets; packet: AF_PACKET TX rings (loadgen/net/packet.py)
     wire: dict = field(repr=False, compare=False, default_factory=dict)  # typed options, defaults resolved
 
     @property
@@ -182,6 +183,7 @@ class NetSpec:
             "batch": self.batch,
             "receivers": self.receivers if self.target is None else 0,
             "gso": self.gso,
+            "engine": self.engine,
             **{k: v for k, v in asdict(self.common).items()},
         }
 
@@ -235,10 +237,14 @@ def _net(v: dict) -> NetSpec:
         raise UsageError(f"invalid flows: {flows} (at least one per worker: {common.workers} to {MAX_FLOWS})")
     receivers = common.workers if v["receivers"] is None else v["receivers"]
     target = parse_host_port(v["target"]) if v["target"] else None
+    if v["engine"] == "packet" and v["mode"] == "echo":
+        raise UsageError("--engine packet sends one way; --mode echo needs --engine socket")
+    if v["engine"] == "packet" and v["gso"]:
+        raise UsageError("--gso is for --engine socket: the packet engine builds every frame itself")
     return NetSpec(
         target=target, rate_pps=v["pps"], size_bytes=v["size"], flows=flows, mode=v["mode"],
         timeout_ns=v["timeout"], batch=v["batch"], receivers=receivers, port=v["port"], gso=v["gso"],
-        common=common,
+        common=common, engine=v["engine"],
         wire=v | {"flows": flows, "receivers": receivers, "workers": common.workers,
                   "target": format_host_port(*target) if target else None},
     )

@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define LG_ABI_VERSION 4
+#define LG_ABI_VERSION 6
 
 /* Only lg_* names leave the library; everything else is hidden (-fvisibility=hidden). */
 #define LG_API __attribute__((visibility("default")))
@@ -129,6 +129,35 @@ struct lg_disk_config {
 #define LG_MAX_FLOWS 65536	/* flows per net run */
 #define LG_MAX_BATCH 1024	/* datagrams per sendmmsg/recvmmsg */
 
+enum lg_net_engine {
+	LG_NET_ENGINE_SOCKET,	/* one connected UDP socket per flow, sendmmsg */
+	LG_NET_ENGINE_PACKET,	/* AF_PACKET TX ring per sender (packet.c); flows' UDP sockets only hold their ports */
+};
+
+/*
+ * The packet engine's frames. The caller builds one frame: Ethernet, IPv4 or
+ * IPv6, UDP and the payload's padding, with the IP header checksum filled in,
+ * and the UDP source port, UDP checksum and the payload's datagram header
+ * zeroed. Senders copy it into every ring slot once; per datagram they patch
+ * the flow's source port, the datagram header and the UDP checksum, computed
+ * from the flow's csum_base (the ones' complement sum, folded to 16 bits, of
+ * the pseudo-header and the frame's UDP header and payload as given plus the
+ * flow's source port) and the header's words.
+ */
+struct lg_packet_config {
+	const int32_t *fds;	/* senders entries: AF_PACKET SOCK_RAW sockets bound to the egress interface */
+	const uint8_t *frame;	/* frame_bytes, from the destination MAC on */
+	uint32_t frame_bytes;	/* at most LG_PACKET_MAX_FRAME_BYTES */
+	uint32_t udp_offset;	/* where the UDP header starts in the frame */
+	const uint16_t *src_ports;	/* flows entries: each flow's UDP source port */
+	const uint16_t *csum_base;	/* flows entries: see above */
+	uint32_t ring_frames;	/* TX ring slots per sender, a power of two, 0: the default */
+	uint32_t _pad;
+};
+
+#define LG_PACKET_MAX_FRAME_BYTES 65535	/* the virtio_net_hdr's hdr_len is 16 bits (see packet.c) */
+#define LG_PACKET_RING_FRAMES 4096	/* the default ring: slots per sender */
+
 struct lg_net_config {
 	uint32_t senders;	/* sender workers; flow f belongs to sender f % senders */
 	uint32_t receivers;	/* receiver workers, one per recv_fds entry */
@@ -141,7 +170,7 @@ struct lg_net_config {
 	uint32_t flow_base;	/* senders' flow ids start here, so several hosts share a receiver */
 	uint32_t busy_poll;	/* 1: senders spin to the next due time instead of sleeping */
 	uint32_t gso;		/* 1: paced one-way senders send runs by UDP GSO (the stack sees one packet per run) */
-	uint32_t _pad;
+	uint32_t engine;	/* enum lg_net_engine: how senders send */
 	uint64_t rate_pps;	/* total over all flows; 0: as fast as possible */
 	int64_t start_ns;	/* the run's origin in this host's clock; wire times count from it */
 	int64_t ramp_end_ns;	/* datagrams scheduled before this are warm-up */
@@ -151,6 +180,7 @@ struct lg_net_config {
 	const int32_t *recv_fds;	/* receivers entries, bound, with a receive timeout */
 	const int32_t *send_cpus;	/* senders entries: CPU or -1 */
 	const int32_t *recv_cpus;	/* receivers entries */
+	const struct lg_packet_config *packet;	/* LG_NET_ENGINE_PACKET: the frames; else NULL */
 };
 
 struct lg_run;
@@ -173,6 +203,25 @@ LG_API int lg_errno_slots(void);
 /* The hypervisor's CPUID signature into out (NUL-terminated): 1 under a
  * hypervisor, 0 on bare metal, -EOPNOTSUPP off x86. */
 LG_API int lg_hypervisor_vendor(char out[13]);
+
+/* Probes of what virtualization costs (probe.c). Each fills out_ns[samples]
+ * with the time of one sample of batch operations back to back; -EINVAL past
+ * 100000 samples or operations per batch. */
+/* syscall(SYS_getppid): the cheapest round trip into the kernel. */
+LG_API int lg_probe_syscall(int64_t *out_ns, uint32_t samples, uint32_t batch);
+/* clock_gettime(clock_id): the current clocksource's read, through the vDSO where it allows. */
+LG_API int lg_probe_clock(int32_t clock_id, int64_t *out_ns, uint32_t samples, uint32_t batch);
+/* A relative clock_nanosleep of request_ns (at most 100 ms) with 1 ns of timer slack;
+ * out_ns holds each wake-up's overshoot (slept - requested). -EINTR on a signal. */
+LG_API int lg_probe_sleep(int64_t request_ns, int64_t *out_ns, uint32_t samples);
+/* The cpuid instruction (leaf 0); -EOPNOTSUPP off x86. */
+LG_API int lg_probe_cpuid(int64_t *out_ns, uint32_t samples, uint32_t batch);
+/* Pipe round trips between two new threads pinned to cpu_a and cpu_b (-1: not
+ * pinned; equal: one CPU); a round trip is two context switches. */
+LG_API int lg_probe_context_switch(int32_t cpu_a, int32_t cpu_b, int64_t *out_ns, uint32_t samples,
+				   uint32_t batch);
+/* Touching each of `pages` fresh anonymous pages (at most 65536, no huge pages): one fault each. */
+LG_API int lg_probe_page_fault(int64_t *out_ns, uint32_t samples, uint32_t pages);
 
 /* CLOCK_MONOTONIC now, in ns. */
 LG_API int64_t lg_now_ns(void);
@@ -207,6 +256,11 @@ LG_API int lg_disk_offsets(const struct lg_disk_config *cfg, int worker, uint64_
 /* Encode a datagram header into buf (LG_PKT_HEADER_BYTES); test hook for the wire format. */
 LG_API void lg_pkt_encode(void *buf, uint32_t flow, uint32_t seq, uint32_t run_tag,
 			  int64_t sched_ns, int64_t send_ns);
+/* The frame packet senders would send for datagram seq of flow index flow
+ * (0 .. flows-1) of cfg (engine LG_NET_ENGINE_PACKET), into out (cfg->packet->frame_bytes);
+ * returns its length. Test hook for the frame patching and checksum. */
+LG_API int lg_packet_frame(const struct lg_net_config *cfg, uint32_t flow, uint32_t seq,
+			   int64_t sched_ns, int64_t send_ns, void *out);
 /* Feed seqs to a fresh flow tracker expecting first_seq; out: in_order, reordered,
  * duplicated, too_old, holes (gaps still open at the end). Test hook. */
 LG_API int lg_seq_replay(const uint32_t *seqs, uint32_t n, uint32_t first_seq, uint64_t out[5]);

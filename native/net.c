@@ -1,6 +1,10 @@
 /*
  * net.c: UDP senders and receivers.
  *
+ * Senders of engine LG_NET_ENGINE_PACKET are packet.c's: an AF_PACKET TX ring
+ * each, on the same schedule and accounting (pace.h, tally.h). The rest of
+ * this comment is about the socket senders and the receivers.
+ *
  * Senders: flow f belongs to sender f % senders and has its own connected,
  * non-blocking socket (its own source port, so its own 5-tuple for RSS).
  * Open loop: datagram k of flow f of F is scheduled at
@@ -50,8 +54,11 @@
 #include "clock.h"
 #include "hdr.h"
 #include "pace.h"
+#include "packet.h"
+#include "pkt.h"
 #include "run.h"
 #include "seq.h"
+#include "tally.h"
 
 #define MAX_BATCH LG_MAX_BATCH
 /* A sender whose send queues are full waits this long at most before it looks again. */
@@ -63,17 +70,6 @@
 /* UDP GSO takes at most this many segments per send (UDP_MAX_SEGMENTS, 64
  * before Linux 6.9) and at most one IPv4 datagram's worth of payload. */
 #define GSO_MAX_SEGMENTS 64
-
-struct pkt_header {
-	uint32_t magic;
-	uint32_t flow;
-	uint32_t seq;
-	uint32_t run_tag;
-	int64_t sched_ns;
-	int64_t send_ns;
-};
-
-_Static_assert(sizeof(struct pkt_header) == LG_PKT_HEADER_BYTES, "wire header is 32 bytes");
 
 /* One batch of datagram buffers with their iovecs and headers, for sendmmsg/recvmmsg. */
 struct batch {
@@ -203,39 +199,10 @@ static int send_gso(int fd, struct batch *b, unsigned n)
 	return (unsigned)ret == runs ? (int)n : ret * (int)b->gso_segments;
 }
 
-/* Little-endian on the wire; loadgen runs on little-endian hosts (x86-64, arm64). */
-static inline void header_write(void *buf, uint32_t flow, uint32_t seq, uint32_t run_tag,
-				int64_t sched_ns, int64_t send_ns)
-{
-	struct pkt_header h = { LG_PKT_MAGIC, flow, seq, run_tag, sched_ns, send_ns };
-
-	memcpy(buf, &h, sizeof(h));
-}
-
-static inline int header_read(const void *buf, size_t len, uint32_t run_tag, struct pkt_header *h)
-{
-	if (len < sizeof(*h))
-		return 0;
-	memcpy(h, buf, sizeof(*h));
-	/* run_tag 0: a standalone server takes every run's datagrams */
-	return h->magic == LG_PKT_MAGIC && (run_tag == 0 || h->run_tag == run_tag);
-}
-
 void lg_pkt_encode(void *buf, uint32_t flow, uint32_t seq, uint32_t run_tag, int64_t sched_ns,
 		   int64_t send_ns)
 {
 	header_write(buf, flow, seq, run_tag, sched_ns, send_ns);
-}
-
-/* Datagrams of the window that a sender never got out: the schedule fell too far behind. */
-static uint64_t flow_unsent(const struct lg_net_config *cfg, const struct flow_state *f, int64_t deadline_ns)
-{
-	uint64_t end = pace_count_by(cfg->start_ns, cfg->rate_pps, cfg->flows, f->slot, deadline_ns - 1);
-	/* the index of the first datagram in the window */
-	uint64_t first = pace_count_by(cfg->start_ns, cfg->rate_pps, cfg->flows, f->slot, cfg->ramp_end_ns - 1);
-	uint64_t from = f->next.k > first ? f->next.k : first;
-
-	return end > from ? end - from : 0;
 }
 
 static void count_error(struct lg_worker_stats *st, int err)
@@ -243,29 +210,6 @@ static void count_error(struct lg_worker_stats *st, int err)
 	pace_count_errno(st, err);
 	if (err == ECONNREFUSED)
 		counter_add(&st->counters[LG_CTR_REFUSED], 1);
-}
-
-/* A batch's schedule figures, tallied as it is built and published once. */
-struct send_tally {
-	uint64_t in_window, lag_sum, lag_max, late, early_sum, early_max;
-};
-
-/* Count one datagram scheduled at sched_ns and sent at now_ns, if it falls in the window. */
-static inline void tally_add(struct send_tally *t, const struct lg_net_config *cfg, int64_t now_ns,
-			     int64_t sched_ns, int64_t slot_ns)
-{
-	uint64_t lag, early;
-
-	if (sched_ns < cfg->ramp_end_ns)
-		return;
-	lag = pace_lag_ns(now_ns, sched_ns);
-	early = pace_early_ns(now_ns, sched_ns);
-	t->in_window++;
-	t->lag_sum += lag;
-	t->lag_max = lag > t->lag_max ? lag : t->lag_max;
-	t->late += lag > (uint64_t)slot_ns;
-	t->early_sum += early;
-	t->early_max = early > t->early_max ? early : t->early_max;
 }
 
 /* Send what of flow f is due by horizon_ns (unpaced: a full batch), in one
@@ -336,17 +280,9 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 		}
 	}
 	f->next = c;
-	if (cfg->rate_pps) {
-		counter_add(&st->counters[LG_CTR_LAG_SUM_NS], tally.lag_sum);
-		counter_max(&st->counters[LG_CTR_LAG_MAX_NS], tally.lag_max);
-		counter_add(&st->counters[LG_CTR_LATE_OPS], tally.late);
-		counter_add(&st->counters[LG_CTR_EARLY_SUM_NS], tally.early_sum);
-		counter_max(&st->counters[LG_CTR_EARLY_MAX_NS], tally.early_max);
-	}
-	counter_add(&st->counters[LG_CTR_SENT], tally.in_window);
+	tally_publish(st, cfg, &tally);
 	if (by_gso)
 		counter_add(&st->counters[LG_CTR_GSO_SENT], tally.in_window);
-	counter_add(&st->counters[LG_CTR_SENT_BYTES], tally.in_window * b->size_bytes);
 	return (unsigned)ret;
 }
 
@@ -619,7 +555,8 @@ static void sender_worker(struct worker *w)
 	if (cfg->rate_pps) {
 		stats_begin(w);
 		for (unsigned i = 0; i < n_flows; i++)
-			counter_add(&st->counters[LG_CTR_UNSENT], flow_unsent(cfg, &flows[i], deadline));
+			counter_add(&st->counters[LG_CTR_UNSENT],
+				    tally_unsent(cfg, flows[i].slot, flows[i].next.k, deadline));
 		stats_end(w);
 	}
 	/* Echo mode: wait up to the timeout for returns still on their way. */
@@ -810,7 +747,9 @@ static void net_worker(struct worker *w)
 	const struct lg_net_config *cfg = w->config;
 
 	worker_pin(w);
-	if ((uint32_t)w->index < cfg->senders)
+	if ((uint32_t)w->index < cfg->senders && cfg->engine == LG_NET_ENGINE_PACKET)
+		packet_sender_worker(w);
+	else if ((uint32_t)w->index < cfg->senders)
 		sender_worker(w);
 	else
 		receiver_worker(w);
@@ -820,22 +759,28 @@ int lg_net_start(const struct lg_net_config *cfg, struct lg_run **out)
 {
 	struct lg_net_config *copy;
 	struct lg_run *run;
-	size_t n_fds, n_workers;
+	size_t n_fds, n_workers, arrays_bytes;
 	int32_t *arrays, *cpus;
-	int err;
+	int err, with_packet;
 
 	if (!cfg || cfg->flows == 0 || cfg->flows > MAX_FLOWS || cfg->senders + cfg->receivers == 0 ||
 	    cfg->size_bytes < LG_PKT_HEADER_BYTES || cfg->size_bytes > LG_PKT_MAX_BYTES ||
 	    cfg->batch == 0 || cfg->batch > MAX_BATCH || (cfg->senders && !cfg->send_fds) ||
-	    (cfg->receivers && !cfg->recv_fds) || (cfg->senders && cfg->flows < cfg->senders))
+	    (cfg->receivers && !cfg->recv_fds) || (cfg->senders && cfg->flows < cfg->senders) ||
+	    cfg->engine > LG_NET_ENGINE_PACKET ||
+	    (cfg->engine == LG_NET_ENGINE_PACKET && cfg->senders && packet_check(cfg)))
 		return -EINVAL;
+	with_packet = cfg->engine == LG_NET_ENGINE_PACKET && cfg->senders;
 	n_workers = cfg->senders + cfg->receivers;
 	err = run_alloc((int)n_workers, &run);
 	if (err)
 		return err;
 	/* A private copy of the config and its arrays: the caller may free its own. */
 	n_fds = (cfg->senders ? cfg->flows : 0) + cfg->receivers;
-	copy = malloc(sizeof(*copy) + (n_fds + n_workers) * sizeof(int32_t));
+	arrays_bytes = (n_fds + n_workers) * sizeof(int32_t);
+	/* the packet engine's frames after the arrays, 8-aligned for their struct */
+	arrays_bytes = (arrays_bytes + 7) & ~(size_t)7;
+	copy = malloc(sizeof(*copy) + arrays_bytes + (with_packet ? packet_copy_bytes(cfg) : 0));
 	if (!copy) {
 		lg_run_free(run);
 		return -ENOMEM;
@@ -859,6 +804,7 @@ int lg_net_start(const struct lg_net_config *cfg, struct lg_run **out)
 	}
 	copy->send_cpus = cpus;
 	copy->recv_cpus = cpus + cfg->senders;
+	copy->packet = with_packet ? packet_copy(cfg, (char *)arrays + arrays_bytes) : NULL;
 	run->config_copy = copy;
 	err = run_start(run, net_worker, copy, cpus);
 	if (err) {

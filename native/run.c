@@ -65,6 +65,8 @@ int lg_struct_size(const char *name)
 		return (int)sizeof(struct lg_disk_config);
 	if (!strcmp(name, "lg_net_config"))
 		return (int)sizeof(struct lg_net_config);
+	if (!strcmp(name, "lg_packet_config"))
+		return (int)sizeof(struct lg_packet_config);
 	if (!strcmp(name, "lg_worker_stats"))
 		return (int)sizeof(struct lg_worker_stats);
 	return -EINVAL;
@@ -82,6 +84,8 @@ int64_t lg_limit(const char *name)
 		{ "pkt_header_bytes", LG_PKT_HEADER_BYTES },
 		{ "pkt_max_bytes", LG_PKT_MAX_BYTES },
 		{ "pkt_magic", LG_PKT_MAGIC },
+		{ "packet_max_frame_bytes", LG_PACKET_MAX_FRAME_BYTES },
+		{ "packet_ring_frames", LG_PACKET_RING_FRAMES },
 	};
 
 	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)

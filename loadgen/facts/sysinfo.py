@@ -3,7 +3,8 @@
 Every fact that cannot be read is left out, and `missing` says why, so a
 result never carries a guess. Vocabulary: a NIC is a /sys/class/net entry, a
 disk a /sys/block entry; counters are read before and after a run by
-counters.py, the static facts here.
+counters.py, the static facts here. The readers of /sys and /proc take a
+root (ROOT, "/", unless given), so tests read a fake tree the same way.
 """
 import ipaddress
 import os
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from loadgen import __version__
 from loadgen.units import format_bits_per_s
+
+ROOT = Path("/")
 
 # CPUID vendor signatures (leaf 0x40000000) and the names people use.
 HYPERVISOR_NAMES = {"KVMKVMKVM": "KVM", "XenVMMXenVMM": "Xen", "Microsoft Hv": "Hyper-V",
@@ -59,31 +62,39 @@ def cpu_model() -> str | None:
     return None
 
 
-def _cpu_flag(flag: str) -> bool:
+def cpu_flags(root: Path = ROOT) -> set[str]:
+    """The first CPU's flags in /proc/cpuinfo (x86); empty where there are none."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(root / "proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return flag in line.split(":", 1)[1].split()
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return set()
 
 
-def hypervisor() -> dict:
-    """What runs beneath us: the cpuinfo flag, CPUID vendor, /sys/hypervisor and DMI."""
+def read_cpuid_vendor() -> str | None:
     from loadgen.run import native
 
-    f = Facts()
-    f.put("cpu_flag", _cpu_flag("hypervisor"), "no 'hypervisor' flag in /proc/cpuinfo")
     try:
-        vendor = native.hypervisor_vendor()
+        return native.hypervisor_vendor()
     except Exception:  # noqa: BLE001 - a fact, never a failure
-        vendor = None
+        return None
+
+
+def hypervisor(root: Path = ROOT, cpuid_vendor=read_cpuid_vendor) -> dict:
+    """What runs beneath us: the cpuinfo flag, CPUID vendor, /sys/hypervisor and DMI.
+    cpuid_vendor() gives the CPUID signature ("" on bare metal, None off x86)."""
+    f = Facts()
+    f.put("cpu_flag", "hypervisor" in cpu_flags(root), "no 'hypervisor' flag in /proc/cpuinfo")
+    vendor = cpuid_vendor()
     f.put("cpuid_vendor", vendor, "CPUID reports no hypervisor" if vendor == "" else "no CPUID here")
     f.put("name", HYPERVISOR_NAMES.get(vendor or "", vendor), "no hypervisor signature")
-    f.put("sys_hypervisor", _read("/sys/hypervisor/type"), "no /sys/hypervisor/type")
-    dmi = Path("/sys/class/dmi/id")
+    f.put("sys_hypervisor", _read(root / "sys/hypervisor/type"), "no /sys/hypervisor/type")
+    if "sys_hypervisor" in f.values:   # Xen says PV, HVM or PVH here (Linux >= 4.14)
+        f.put("guest_type", _read(root / "sys/hypervisor/guest_type"), "no /sys/hypervisor/guest_type")
+    dmi = root / "sys/class/dmi/id"
     for key, name in (("sys_vendor", "dmi_vendor"), ("product_name", "dmi_product"),
                       ("product_version", "dmi_product_version"), ("board_asset_tag", "dmi_asset_tag")):
         f.put(name, _read(dmi / key), "no DMI table (/sys/class/dmi/id)" if not dmi.exists() else f"{key} unreadable")
@@ -94,23 +105,48 @@ def hypervisor() -> dict:
     return f.as_dict()
 
 
-def clocksource() -> dict:
-    base = "/sys/devices/system/clocksource/clocksource0"
+# What the kernel needs before it trusts the TSC as a clocksource (arch/x86/kernel/tsc.c).
+TSC_FLAGS = ("constant_tsc", "nonstop_tsc", "tsc_known_freq", "tsc_reliable")
+
+
+def clocksource(root: Path = ROOT) -> dict:
+    base = root / "sys/devices/system/clocksource/clocksource0"
     f = Facts()
-    f.put("current", _read(f"{base}/current_clocksource"), "clocksource not readable")
-    avail = _read(f"{base}/available_clocksource")
+    f.put("current", _read(base / "current_clocksource"), "clocksource not readable")
+    avail = _read(base / "available_clocksource")
     f.put("available", avail.split() if avail else None, "clocksource list not readable")
+    flags = cpu_flags(root)
+    f.put("tsc_flags", [flag for flag in TSC_FLAGS if flag in flags] if "tsc" in flags else None,
+          "no TSC in /proc/cpuinfo")
     return f.as_dict()
 
 
-def nic(name: str) -> dict:
+def device_drivers(path: Path, root: Path = ROOT) -> list[str]:
+    """The drivers bound along a device's path, nearest first: vda's ["virtio_blk", "virtio-pci"],
+    nvme0n1's ["nvme"] (its controller's PCI function), sda's ["sd", "ahci"]."""
+    try:
+        device = path.resolve(strict=True)
+    except OSError:
+        return []
+    top = (root / "sys/devices").resolve()
+    drivers = []
+    while device != top and top in device.parents:
+        link = device / "driver"
+        if link.is_symlink():
+            drivers.append(os.path.basename(os.readlink(link)))
+        device = device.parent
+    return drivers
+
+
+def nic(name: str, root: Path = ROOT) -> dict:
     """Driver, queues, MTU and speed of one interface."""
-    base = Path("/sys/class/net") / name
+    base = root / "sys/class/net" / name
     f = Facts()
     f.values["name"] = name
     driver = base / "device" / "driver"
     f.put("driver", os.path.basename(os.readlink(driver)) if driver.is_symlink() else
           ("loopback" if name == "lo" else None), "no device driver link (virtual interface)")
+    f.put("drivers", device_drivers(base / "device", root) or None, "no device (virtual interface)")
     queues = base / "queues"
     if queues.is_dir():
         entries = os.listdir(queues)
@@ -192,14 +228,15 @@ def block_device_of(path: str) -> str | None:
     return real.parent.name if (real / "partition").exists() else real.name
 
 
-def disk(name: str) -> dict:
-    base = Path("/sys/block") / name
+def disk(name: str, root: Path = ROOT) -> dict:
+    base = root / "sys/block" / name
     f = Facts()
     f.values["name"] = name
     model = _read(base / "device" / "model")
     driver = base / "device" / "driver"
     f.put("model", model, "the device reports no model")
     f.put("driver", os.path.basename(os.readlink(driver)) if driver.is_symlink() else None, "no driver link")
+    f.put("drivers", device_drivers(base / "device", root) or None, "no device (a virtual disk)")
     sched = _read(base / "queue" / "scheduler")
     chosen = next((s.strip("[]") for s in sched.split() if s.startswith("[")), sched) if sched else None
     f.put("scheduler", chosen, "no scheduler file")
@@ -239,6 +276,9 @@ def basic_env() -> dict:
         env["instance_type"] = env["hypervisor"]["dmi_product"]
         env["instance_type_source"] = "DMI product name (Nitro)"
     env["clocksource"] = clocksource()
+    from loadgen.facts import virtualization
+
+    env["virtualization"] = virtualization.placed()
     return env
 
 

@@ -25,7 +25,7 @@ import sys
 
 from loadgen.errors import LoadgenError, UsageError
 from loadgen.fleet import protocol
-from loadgen.net.endpoints import close_all, receiver_sockets, resolve, sender_sockets
+from loadgen.net.endpoints import close_all, receiver_sockets, resolve
 from loadgen.run import native
 from loadgen.run.controller import Timeline, worker_cpus
 from loadgen.run.stats import encode_words
@@ -81,7 +81,7 @@ def prepare(job: dict) -> Prepared:
         return Prepared(start_disk, [target], facts, spec.common.interval_ns, spec.common.workers)
     if kind not in ("udp-receive", "udp-send"):
         raise UsageError(f"unknown job kind {kind!r}")
-    from loadgen.net.job import net_config
+    from loadgen.net.job import net_config, open_senders
 
     spec = NetSpec.from_wire(options)
     run_tag = int(job.get("run_tag", 0)) & 0xFFFFFFFF
@@ -91,23 +91,28 @@ def prepare(job: dict) -> Prepared:
         facts = {"port": socks[0].getsockname()[1], "cpus": cpus}
 
         def start_net(timeline: Timeline) -> native.Run:
-            return native.start_net(net_config(spec, timeline, run_tag, [], socks, [], cpus))
+            return native.start_net(net_config(spec, timeline, run_tag, None, socks, [], cpus))
+
+        def close() -> None:
+            close_all(socks)
     else:
         if spec.target is None:
             raise UsageError("udp-send needs options.target")
         family, sockaddr = resolve(*spec.target)
-        socks = sender_sockets(family, sockaddr, spec.flows)
+        senders = open_senders(spec, family, sockaddr)
         cpus = worker_cpus(spec.common.workers)
         flow_base = int(job.get("flow_base", 0))
-        facts = {"cpus": cpus, "family": int(family)}
+        facts = {"cpus": cpus, "family": int(family), **senders.facts()}
 
         def start_net(timeline: Timeline) -> native.Run:
-            return native.start_net(net_config(spec, timeline, run_tag, socks, [], cpus, [], flow_base=flow_base))
+            return native.start_net(net_config(spec, timeline, run_tag, senders, [], cpus, [], flow_base=flow_base))
+
+        close = senders.close
 
     class Sockets:
         @staticmethod
         def close() -> None:
-            close_all(socks)
+            close()
 
     return Prepared(start_net, [Sockets], facts, spec.common.interval_ns, len(cpus))
 

@@ -154,3 +154,39 @@ def _unmapped(ip):
 def close_all(socks: list[socket.socket]) -> None:
     for s in socks:
         s.close()
+
+
+SOL_PACKET = 263           # linux/socket.h
+PACKET_QDISC_BYPASS = 20   # linux/if_packet.h, Linux >= 3.14
+
+
+def packet_sockets(n: int) -> tuple[list[socket.socket], bool]:
+    """n AF_PACKET raw sockets, with qdisc bypass where the kernel allows it (and whether it
+    did for every one); packet_bind binds them. Without CAP_NET_RAW: SetupError naming it."""
+    socks, bypass = [], True
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            socks.append(s)
+            # Its send buffer bounds the frames in flight (taken from the ring, not yet freed).
+            _grow_buffers(s)
+            try:
+                s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+            except OSError:
+                bypass = False
+    except PermissionError:
+        close_all(socks)
+        raise SetupError("--engine packet needs CAP_NET_RAW to open AF_PACKET sockets") from None
+    except OSError as e:
+        close_all(socks)
+        raise SetupError(f"cannot open AF_PACKET sockets: {e.strerror}") from None
+    return socks, bypass
+
+
+def packet_bind(socks: list[socket.socket], interface: str) -> None:
+    """Bind raw sockets to the egress interface for sending only: protocol 0 receives nothing."""
+    try:
+        for s in socks:
+            s.bind((interface, 0))
+    except OSError as e:
+        raise SetupError(f"cannot bind AF_PACKET sockets to {interface}: {e.strerror}") from None

@@ -4,12 +4,13 @@ Workers 0 .. senders-1 send; the rest, when the receiver is embedded, receive
 on loopback. A sender's "received" counts echoes, a receiver's counts arrivals;
 the document names which side measured what.
 """
+import ctypes
 import os
 import socket
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from loadgen.errors import UsageError
+from loadgen.errors import SetupError, UsageError
 from loadgen.facts import counters, sysinfo
 from loadgen.facts.sysinfo import basic_env
 from loadgen.net.endpoints import LOOPBACK, close_all, receiver_sockets, resolve, sender_sockets
@@ -21,6 +22,9 @@ from loadgen.run.job import Watch, measure
 from loadgen.run.stats import Snapshot
 from loadgen.units import format_ns
 from loadgen.workload import NetSpec, format_host_port
+
+if TYPE_CHECKING:
+    from loadgen.net.packet import PacketSenders
 
 # Bytes a datagram adds on an Ethernet wire besides its payload: UDP 8, Ethernet
 # header 14 and FCS 4, preamble 8, inter-frame gap 12; frames are at least 64 bytes.
@@ -168,19 +172,66 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
     return summary
 
 
-def net_config(spec: NetSpec, timeline: Timeline, run_tag: int, senders: list, receivers: list,
+@dataclass
+class Senders:
+    """A sending job's open sockets: a connected UDP socket per flow, and for the packet
+    engine its AF_PACKET sockets and frames (loadgen/packet.py)."""
+    socks: list
+    packet: "PacketSenders | None" = None
+
+    def facts(self) -> dict:
+        """What the result's config says about how they send."""
+        return {"packet": self.packet.facts} if self.packet else {}
+
+    def close(self) -> None:
+        close_all(self.socks)
+        if self.packet:
+            self.packet.close()
+
+
+def open_senders(spec: NetSpec, family: int, sockaddr: tuple) -> Senders:
+    """The sockets for spec's senders to sockaddr, whichever engine sends: the one place
+    a local run, a paired run's local side and an agent's udp-send job prepare them."""
+    socks = sender_sockets(family, sockaddr, spec.flows)
+    if spec.engine != "packet":
+        return Senders(socks)
+    from loadgen.net import packet
+
+    try:
+        return Senders(socks, packet.prepare(socks, spec.common.workers, spec.size_bytes))
+    except BaseException:
+        close_all(socks)
+        raise
+
+
+def net_config(spec: NetSpec, timeline: Timeline, run_tag: int, senders: Senders | None, receivers: list,
                send_cpus: list[int], recv_cpus: list[int], flow_base: int = 0) -> native.NetConfig:
     """The native config for senders (one socket per flow) and receivers (one socket each)."""
+    socks = senders.socks if senders else []
+    packet = senders.packet if senders else None
     return native.NetConfig(
-        senders=len(send_cpus) if senders else 0, receivers=len(receivers), flows=spec.flows,
+        senders=len(send_cpus) if socks else 0, receivers=len(receivers), flows=spec.flows,
         size_bytes=spec.size_bytes, batch=spec.batch, echo=int(spec.echo), run_tag=run_tag, first_seq=0,
         flow_base=flow_base, busy_poll=int(spec.common.busy_poll), gso=int(spec.gso),
+        engine=native.NET_ENGINES[spec.engine] if packet else native.NET_ENGINE_SOCKET,
         rate_pps=spec.rate_pps or 0, start_ns=timeline.start_ns, ramp_end_ns=timeline.ramp_end_ns,
         end_ns=timeline.end_ns, grace_ns=spec.timeout_ns,
-        send_fds=native.int32_array(s.fileno() for s in senders),
+        send_fds=native.int32_array(s.fileno() for s in socks),
         recv_fds=native.int32_array(s.fileno() for s in receivers),
         send_cpus=native.int32_array(send_cpus), recv_cpus=native.int32_array(recv_cpus),
+        packet=ctypes.pointer(packet.config()) if packet else None,
     )  # the native run copies the config and its arrays
+
+
+def engine_name(spec: NetSpec) -> str:
+    """The document's engine: udp for UDP sockets, packet for AF_PACKET rings."""
+    return "packet" if spec.engine == "packet" else "udp"
+
+
+def check_started(spec: NetSpec, m, sides: "Sides") -> None:
+    """A run whose senders all failed at setup (a TX ring the kernel refused) measured nothing."""
+    if m.setup_errno and not sides.send(m.final).counter("sent"):
+        raise SetupError(f"the {spec.engine} senders could not start: {os.strerror(m.setup_errno)}")
 
 
 async def run_net(spec: NetSpec, hlog_path: str | None = None, watch: Watch | None = None,
@@ -194,7 +245,7 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, watch: Watch | No
         else:
             host, port = spec.target
         family, sockaddr = resolve(host, port)
-        senders = sender_sockets(family, sockaddr, spec.flows)
+        senders = open_senders(spec, family, sockaddr)
     except BaseException:
         close_all(receivers)
         raise
@@ -217,11 +268,12 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, watch: Watch | No
                             f"loadgen net {spec.mode} size={spec.size_bytes} flows={spec.flows}; values in ns",
                             watch, metrics=live_metrics.feed(metrics, lambda: parts))
     finally:
-        close_all(senders)
+        senders.close()
         close_all(receivers)
     m = out.measurement
+    check_started(spec, m, sides)
     config = spec.to_config() | {"target_address": f"{host}:{port}", "embedded_receiver": embedded,
-                                 "senders": n_send, "send_cpus": send_cpus, "recv_cpus": recv_cpus}
+                                 "senders": n_send, "send_cpus": send_cpus, "recv_cpus": recv_cpus} | senders.facts()
     summary = net_summary(spec, m, sides, embedded, family, out.cpu)
     measured = around.finish()
     exceeded = {n: counters.allowance_exceeded(d) for n, d in measured["nics"].items()}
@@ -229,7 +281,8 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, watch: Watch | No
         summary["allowance_exceeded"] = exceeded
     measuring = measured_by(spec, sides, embedded, m.final)
     hists = result.total_histograms(measuring, histogram_tags(spec)) if measuring is not None else {}
-    return result.document("net", config, "udp", m, sysinfo.run_env("udp", nics=[nic] if nic else []),
+    return result.document("net", config, engine_name(spec), m,
+                            sysinfo.run_env(engine_name(spec), nics=[nic] if nic else []),
                             summary, out.rows, counters=measured, histograms=hists, warnings=out.warnings)
 
 
@@ -269,10 +322,12 @@ async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tup
                             f"loadgen net {spec.mode} size={spec.size_bytes} paired; values in ns",
                             watch, lead_ns=PAIRED_LEAD_NS, metrics=live_metrics.feed(metrics, lambda: _metric_parts(spec, plan)))
     finally:
-        close_all(local_socks)
+        for senders in local_socks:
+            senders.close()
         for a in agents.values():
             await a.close()
     m = out.measurement
+    check_started(spec, m, sides)
     summary = net_summary(spec, m, sides, True, plan.family, out.cpu)
     _judge_one_way(summary, plan.meta)
     if m.failed:
@@ -283,7 +338,9 @@ async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tup
     config = spec.to_config() | {"peer": f"{peer[0]}:{peer[1]}", "clients": [f"{h}:{p}" for h, p in clients],
                                  "embedded_receiver": False, "senders": sides.senders.stop,
                                  "target_address": f"{peer[0]}:{plan.data_port}"}
-    return result.document("net", config, "udp", m, basic_env(), summary, out.rows, hosts=hosts,
+    for senders in local_socks:
+        config |= senders.facts()
+    return result.document("net", config, engine_name(spec), m, basic_env(), summary, out.rows, hosts=hosts,
                             histograms=hists, warnings=out.warnings)
 
 
@@ -351,13 +408,14 @@ async def _prepare_paired(spec: NetSpec, peer, clients, agents, local_socks: lis
                      "clock": agents[addr].clock.as_dict(), "agent": agents[addr].info,
                      "env": parts[-1].ready.get("env")})
     if not clients:
-        local_socks.extend(sender_sockets(family, sockaddr, spec.flows))
+        senders = open_senders(spec, family, sockaddr)
+        local_socks.append(senders)
         cpus = worker_cpus(spec.common.workers)
         parts.append(_PendingLocal(spec.common.workers))
         meta.append({"host": "local", "role": "sender", "clock": None})
 
         def local_start(timeline: Timeline) -> native.Run:
-            return native.start_net(net_config(spec, timeline, run_tag, local_socks, [], cpus, []))
+            return native.start_net(net_config(spec, timeline, run_tag, senders, [], cpus, []))
     parts.append(recv_run)
     meta.append({"host": f"{peer[0]}:{peer[1]}", "addr": peer, "role": "receiver",
                  "clock": receiver.clock.as_dict(), "agent": receiver.info, "data_port": data_port,

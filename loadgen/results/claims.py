@@ -276,7 +276,24 @@ def compare(base: dict, other: dict) -> dict:
             "tier": tier(loss) if loss is not None else None,
             "tier_metric": tier_row["metric"] if loss is not None else None,
             "rate_fixed": None if closed else metric(base, f"config.{RATE_OPTION.get(kind, '')}"),
-            "base_env": _env_line(base), "other_env": _env_line(other)}
+            "base_env": _env_line(base), "other_env": _env_line(other),
+            "tiers_differ": tier_differences(base, other)}
+
+
+def tier_differences(base: dict, other: dict) -> list[dict]:
+    """The components whose virtualization tier (env.virtualization) differs between two runs,
+    each with both tiers and the reason each run gave first; none when either run lacks tiers."""
+    a, b = metric(base, "env.virtualization"), metric(other, "env.virtualization")
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return []
+    out = []
+    for name in sorted(set(a) & set(b)):
+        ta, tb = (part if isinstance(part, dict) else {} for part in (a[name], b[name]))
+        if ta.get("tier") != tb.get("tier"):
+            out.append({"component": name, "base": ta.get("tier"), "other": tb.get("tier"),
+                        "base_reason": (ta.get("reasons") or [None])[0],
+                        "other_reason": (tb.get("reasons") or [None])[0]})
+    return out
 
 
 def _notes(base: dict, other: dict) -> list[str]:
@@ -339,6 +356,8 @@ def format_verdict(claim: Claim, name: str | None, v: Verdict) -> str:
 def format_comparison(c: dict, base: str, other: str) -> str:
     """compare()'s answer as the table `loadgen compare` prints; base and other name the two results."""
     lines = [f"base:  {base}: {c['base_env']}", f"other: {other}: {c['other_env']}"]
+    lines.extend(f"{d['component']}: {d['base']} vs {d['other']} ({d['base_reason']}; {d['other_reason']})"
+                 for d in c["tiers_differ"])
     if c["loop"] == "closed":
         lines.append("closed loop (rate max): the achieved rate measures the system")
     else:

@@ -5,6 +5,7 @@ Stats records are read through numpy views of the workers' own memory: a
 read never blocks a worker, and the copy it makes is the controller's snapshot.
 """
 import ctypes
+import errno
 import importlib.machinery
 import os
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 
 from loadgen.errors import SetupError
 
-ABI_VERSION = 4
+ABI_VERSION = 6
 ENGINE_IO_URING, ENGINE_PSYNC = 0, 1
 ENGINES = {"io_uring": ENGINE_IO_URING, "psync": ENGINE_PSYNC}
 STATE_STARTING, STATE_RUNNING, STATE_DONE, STATE_FAILED = range(4)
@@ -39,6 +40,24 @@ class DiskConfig(ctypes.Structure):
     ]
 
 
+NET_ENGINE_SOCKET, NET_ENGINE_PACKET = 0, 1
+NET_ENGINES = {"socket": NET_ENGINE_SOCKET, "packet": NET_ENGINE_PACKET}
+
+
+class PacketConfig(ctypes.Structure):
+    """struct lg_packet_config: the packet engine's frame template and per-flow patches."""
+    _fields_ = [
+        ("fds", ctypes.POINTER(ctypes.c_int32)),
+        ("frame", ctypes.POINTER(ctypes.c_uint8)),
+        ("frame_bytes", ctypes.c_uint32),
+        ("udp_offset", ctypes.c_uint32),
+        ("src_ports", ctypes.POINTER(ctypes.c_uint16)),
+        ("csum_base", ctypes.POINTER(ctypes.c_uint16)),
+        ("ring_frames", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
 class NetConfig(ctypes.Structure):
     _fields_ = [
         ("senders", ctypes.c_uint32),
@@ -52,7 +71,7 @@ class NetConfig(ctypes.Structure):
         ("flow_base", ctypes.c_uint32),
         ("busy_poll", ctypes.c_uint32),
         ("gso", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
+        ("engine", ctypes.c_uint32),
         ("rate_pps", ctypes.c_uint64),
         ("start_ns", ctypes.c_int64),
         ("ramp_end_ns", ctypes.c_int64),
@@ -62,12 +81,29 @@ class NetConfig(ctypes.Structure):
         ("recv_fds", ctypes.POINTER(ctypes.c_int32)),
         ("send_cpus", ctypes.POINTER(ctypes.c_int32)),
         ("recv_cpus", ctypes.POINTER(ctypes.c_int32)),
+        ("packet", ctypes.POINTER(PacketConfig)),
     ]
 
 
 PKT_HEADER_BYTES = 32
 PKT_MAX_BYTES = 65507
 PKT_MAGIC = 0x4C47504B
+
+
+def uint16_array(values) -> ctypes.Array:
+    values = list(values)
+    return (ctypes.c_uint16 * max(1, len(values)))(*values)
+
+
+def packet_config(fds: list[int], frame: bytes, udp_offset: int, src_ports: list[int],
+                  csum_base: list[int], ring_frames: int = 0) -> PacketConfig:
+    """The packet engine's part of a NetConfig; it keeps its arrays alive as attributes."""
+    frame_buf = (ctypes.c_uint8 * len(frame)).from_buffer_copy(frame)
+    cfg = PacketConfig(fds=int32_array(fds), frame=frame_buf, frame_bytes=len(frame), udp_offset=udp_offset,
+                       src_ports=uint16_array(src_ports), csum_base=uint16_array(csum_base),
+                       ring_frames=ring_frames)
+    cfg._keep = (frame_buf,)
+    return cfg
 
 
 def int32_array(values) -> ctypes.Array:
@@ -113,6 +149,8 @@ def _load() -> ctypes.CDLL:
         "lg_run_free": (None, [c.c_void_p]),
         "lg_net_start": (c.c_int, [c.POINTER(NetConfig), c.POINTER(c.c_void_p)]),
         "lg_pkt_encode": (None, [c.c_void_p, c.c_uint32, c.c_uint32, c.c_uint32, c.c_int64, c.c_int64]),
+        "lg_packet_frame": (c.c_int, [c.POINTER(NetConfig), c.c_uint32, c.c_uint32, c.c_int64, c.c_int64,
+                                      c.c_void_p]),
         "lg_seq_replay": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint32, c.c_void_p]),
         "lg_disk_offsets": (c.c_int, [c.POINTER(DiskConfig), c.c_int, c.c_void_p, c.c_uint32]),
         "lg_pace_schedule": (c.c_int, [c.c_int64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_void_p,
@@ -121,14 +159,23 @@ def _load() -> ctypes.CDLL:
         "lg_pace_wake_windows": (c.c_int, [c.c_int64, c.c_int64, c.c_void_p]),
         "lg_hdr_record": (None, [c.c_void_p, c.c_int64]),
         "lg_hdr_index": (c.c_int, [c.c_int64]),
+        "lg_probe_syscall": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint32]),
+        "lg_probe_clock": (c.c_int, [c.c_int32, c.c_void_p, c.c_uint32, c.c_uint32]),
+        "lg_probe_sleep": (c.c_int, [c.c_int64, c.c_void_p, c.c_uint32]),
+        "lg_probe_cpuid": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint32]),
+        "lg_probe_context_switch": (c.c_int, [c.c_int32, c.c_int32, c.c_void_p, c.c_uint32, c.c_uint32]),
+        "lg_probe_page_fault": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint32]),
     }
+    # The version first: a library from another version may lack the functions bound below.
+    lib.lg_abi_version.restype, lib.lg_abi_version.argtypes = c.c_int, []
+    if lib.lg_abi_version() != ABI_VERSION:
+        raise SetupError("loadgen's native library is from another version; reinstall loadgen")
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, argtypes
-    if lib.lg_abi_version() != ABI_VERSION:
-        raise SetupError("loadgen's native library is from another version; reinstall loadgen")
     # The ctypes mirrors must match the C structs byte for byte, or configs arrive garbled.
-    for name, mirror in (("lg_disk_config", DiskConfig), ("lg_net_config", NetConfig)):
+    for name, mirror in (("lg_disk_config", DiskConfig), ("lg_net_config", NetConfig),
+                         ("lg_packet_config", PacketConfig)):
         if lib.lg_struct_size(name.encode()) != ctypes.sizeof(mirror):
             raise SetupError(f"loadgen's native library disagrees on {name}; reinstall loadgen")
     return lib
@@ -240,6 +287,13 @@ def pkt_encode(flow: int, seq: int, run_tag: int, sched_ns: int, send_ns: int) -
     return buf.raw
 
 
+def packet_frame(config: NetConfig, flow: int, seq: int, sched_ns: int, send_ns: int) -> bytes:
+    """The frame the packet engine sends for datagram seq of flow (an index) under config (tests it)."""
+    out = ctypes.create_string_buffer(config.packet.contents.frame_bytes)
+    n = _check(lib().lg_packet_frame(ctypes.byref(config), flow, seq, sched_ns, send_ns, out), "building a frame")
+    return out.raw[:n]
+
+
 SEQ_VERDICTS = ("in_order", "reordered", "duplicated", "too_old", "holes")
 
 
@@ -310,6 +364,51 @@ def hypervisor_vendor() -> str | None:
     if ret < 0:
         return None
     return buf.value.decode("ascii", "replace").strip("\0 ") if ret else ""
+
+
+def probe_syscall(samples: int, batch: int) -> np.ndarray:
+    """ns of each sample of batch syscall(SYS_getppid) calls."""
+    out = np.zeros(max(1, samples), dtype=np.int64)
+    _check(lib().lg_probe_syscall(out.ctypes.data, samples, batch), "timing getppid")
+    return out[:samples]
+
+
+def probe_clock(clock_id: int, samples: int, batch: int) -> np.ndarray:
+    """ns of each sample of batch clock_gettime(clock_id) reads."""
+    out = np.zeros(max(1, samples), dtype=np.int64)
+    _check(lib().lg_probe_clock(clock_id, out.ctypes.data, samples, batch), "timing clock reads")
+    return out[:samples]
+
+
+def probe_sleep(request_ns: int, samples: int) -> np.ndarray:
+    """Each wake-up's overshoot in ns, of samples relative sleeps of request_ns with 1 ns of slack."""
+    out = np.zeros(max(1, samples), dtype=np.int64)
+    _check(lib().lg_probe_sleep(request_ns, out.ctypes.data, samples), "timing sleeps")
+    return out[:samples]
+
+
+def probe_cpuid(samples: int, batch: int) -> np.ndarray | None:
+    """ns of each sample of batch cpuid instructions; None off x86."""
+    out = np.zeros(max(1, samples), dtype=np.int64)
+    ret = lib().lg_probe_cpuid(out.ctypes.data, samples, batch)
+    if ret == -errno.EOPNOTSUPP:
+        return None
+    _check(ret, "timing cpuid")
+    return out[:samples]
+
+
+def probe_context_switch(cpu_a: int, cpu_b: int, samples: int, batch: int) -> np.ndarray:
+    """ns of each sample of batch pipe round trips between threads on cpu_a and cpu_b (-1: unpinned)."""
+    out = np.zeros(max(1, samples), dtype=np.int64)
+    _check(lib().lg_probe_context_switch(cpu_a, cpu_b, out.ctypes.data, samples, batch), "timing pipe round trips")
+    return out[:samples]
+
+
+def probe_page_fault(samples: int, pages: int) -> np.ndarray:
+    """ns of each sample of touching pages fresh anonymous pages, one fault each."""
+    out = np.zeros(max(1, samples), dtype=np.int64)
+    _check(lib().lg_probe_page_fault(out.ctypes.data, samples, pages), "timing page faults")
+    return out[:samples]
 
 
 def now_ns() -> int:

@@ -1,0 +1,78 @@
+"""The packet engine's senders, prepared: path, frames and AF_PACKET sockets.
+
+A packet-engine sending job holds what a socket-engine one holds, a connected
+UDP socket per flow, though it never sends on them: they reserve the flows'
+source ports (each flow its own, so RSS spreads them) and tell the source
+address the stack would use. Beside them it holds one AF_PACKET socket per
+sender worker, bound to the egress interface the kernel routes the target
+through (loadgen/net/route.py); native/packet.c puts a TX ring on each. Frames are
+built here once (loadgen/net/frames.py), addressed to the next hop's MAC.
+
+Its facts go into the result's config under "packet": the interface, its
+driver and TX queues, the next hop, whether qdisc bypass was granted.
+"""
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+from loadgen.errors import SetupError, UsageError
+from loadgen.facts import sysinfo
+from loadgen.net import frames, route
+from loadgen.net.endpoints import close_all, packet_bind, packet_sockets
+from loadgen.options import PKT_HEADER_BYTES
+from loadgen.run import native
+
+MAX_FRAME_BYTES = 65535   # native/loadgen.h LG_PACKET_MAX_FRAME_BYTES
+
+
+@dataclass
+class PacketSenders:
+    socks: list[socket.socket]   # AF_PACKET, one per sender worker
+    template: frames.Template
+    src_ports: list[int]         # per flow
+    csum_base: list[int]         # per flow
+    facts: dict
+
+    def config(self) -> native.PacketConfig:
+        return native.packet_config([s.fileno() for s in self.socks], self.template.frame,
+                                    self.template.udp_offset, self.src_ports, self.csum_base)
+
+    def close(self) -> None:
+        close_all(self.socks)
+
+
+def prepare(udp_socks: list[socket.socket], senders: int, size_bytes: int) -> PacketSenders:
+    """The packet senders for flows whose connected UDP sockets are udp_socks."""
+    raw, bypass = packet_sockets(senders)   # first: without CAP_NET_RAW nothing else is worth doing
+    try:
+        src_ip, dst = udp_socks[0].getsockname()[0], udp_socks[0].getpeername()
+        dst_ip, dst_port = dst[0].split("%")[0], dst[1]
+        path = route.resolve_path(dst_ip)
+        if path.local:
+            why = route.local_delivery_refusal(dst_ip)
+            if why:
+                raise SetupError(why)
+        version = ipaddress.ip_address(dst_ip).version
+        most = min(frames.max_payload_bytes(path.mtu, version),
+                   frames.max_payload_bytes(MAX_FRAME_BYTES - frames.ETH_HEADER_BYTES, version))
+        if size_bytes > most:
+            raise UsageError(f"invalid size: {size_bytes} (--engine packet sends unfragmented frames: "
+                             f"{PKT_HEADER_BYTES} to {most} on {path.interface}, MTU {path.mtu})")
+        template = frames.build(path.src_mac, path.next_hop_mac, src_ip, dst_ip, dst_port, size_bytes)
+        ports = [s.getsockname()[1] for s in udp_socks]
+        packet_bind(raw, path.interface)
+    except BaseException:
+        close_all(raw)
+        raise
+    nic = sysinfo.nic(path.interface)
+    facts = {
+        "interface": path.interface,
+        "driver": nic.get("driver") or path.kind,
+        "tx_queues": nic.get("tx_queues"),
+        "mtu": path.mtu,
+        "next_hop": path.next_hop,
+        "next_hop_mac": path.next_hop_mac,
+        "local_delivery": path.local,
+        "qdisc_bypass": bypass,
+    }
+    return PacketSenders(raw, template, ports, [frames.csum_base(template, p) for p in ports], facts)
