@@ -25,7 +25,10 @@ RAW_AGENT_PORT=7070
 run_loadgen_raw() {
     local out=$1 base=${1%.json} srv rc=0; shift
     local token=$RESULTS_DIR/raw.token
-    [[ -s $token ]] || { umask 077; python3 -c 'import secrets; print(secrets.token_hex(16))' > "$token"; }
+    if [[ ! -s $token ]]; then
+        ( umask 077; python3 -c 'import secrets; print(secrets.token_hex(16))' > "$token" )
+        at_exit "rm -f '$token'"   # a secret: not left in the results directory
+    fi
     local scmd=(ip netns exec "$VETH_RX" "${LOADGEN[@]}" serve --listen "$VETH_RX_IP:$RAW_AGENT_PORT"
         --token-file "$token")
     local cmd=(ip netns exec "$VETH_TX" "${LOADGEN[@]}" net --peer "$VETH_RX_IP:$RAW_AGENT_PORT"
@@ -121,7 +124,10 @@ bench_raw() {
             for n in 1 2; do
                 raw_run "$name" "$kind" loadgen "loadgen --engine packet --workers $n" "" "$n" \
                     "$p.loadgen-$n.json" run_loadgen_raw "$p.loadgen-$n.json" --pps max --ramp 0s --workers "$n"
-            done ;;
+            done
+            # Without --workers: a sender per TX queue, as many as the CPUs allow (loadgen/net/queues.py).
+            raw_run "$name" "$kind" loadgen "loadgen --engine packet (a sender per queue)" "" auto \
+                "$p.loadgen-auto.json" run_loadgen_raw "$p.loadgen-auto.json" --pps max --ramp 0s ;;
         paced)
             raw_run "$name" "$kind" loadgen "loadgen --engine packet --pps $rate" "$rate" 1 "$p.loadgen.json" \
                 run_loadgen_raw "$p.loadgen.json" --pps "$rate" --ramp "${RAMP}s" ;;

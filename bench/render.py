@@ -628,7 +628,8 @@ def raw_loadgen(path):
     c = load(path.rsplit(".", 1)[0] + ".counters.json")
     secs = num(c.get("seconds")) if isinstance(c, dict) else None
     lg.update(veth_pps=div(num(c.get("rx_packets")), secs) if isinstance(c, dict) else None,
-              lost=num(key(s, "lost")), packet=key(doc, "config").get("packet"))
+              lost=num(key(s, "lost")), packet=key(doc, "config").get("packet"),
+              senders=key(doc, "config", "senders"))
     return lg
 
 
@@ -654,10 +655,12 @@ def packet_note(r):
         parts.append("senders: " + ", ".join(
             f"cpu {x.get('cpu')} -> tx-{x.get('queue')}" if x.get("queue") is not None else f"cpu {x.get('cpu')}"
             for x in senders))
-    if p.get("queue_choice"):
-        parts.append(f"queue chosen by {p['queue_choice']}")
-    if p.get("irqs") is False or p.get("irq_note"):
-        parts.append(p.get("irq_note") or "no queue IRQs")
+    if p.get("queue_decided_by"):
+        parts.append(f"queue decided by {p['queue_decided_by']}")
+    if p.get("irq_note"):
+        parts.append(p["irq_note"])
+    if "zero_copy" in p:
+        parts.append("zero-copy" if p["zero_copy"] else "copied (no zero-copy)")
     return "; ".join(parts)
 
 
@@ -693,7 +696,8 @@ def render_raw(manifest, duration, out=sys.stdout):
             r = e["r"]
             one = next((x["r"] for x in scale if x["tool"] == e["tool"] and x["senders"] == "1" and x["r"]), None)
             is_lg = e["tool"] == "loadgen"
-            rows.append([e["label"], e["senders"], cell(e, "sent_pps"), cell(e, "veth_pps"),
+            senders = str(r["senders"]) if is_lg and r and r.get("senders") is not None else e["senders"]
+            rows.append([e["label"], senders, cell(e, "sent_pps"), cell(e, "veth_pps"),
                          cell(e, "recv_pps") if is_lg else "-",
                          ratio(r and r.get("veth_pps"), one and one.get("veth_pps"))])
             if is_lg:
