@@ -223,6 +223,9 @@ def test_raw_scaling_is_each_tool_over_its_own_single_sender():
     assert rows["loadgen --engine packet --workers 2"][0] == "2"
     assert rows["loadgen --engine packet --workers 2"][-1] == f"{rx('loadgen-2') / rx('loadgen-1'):.2f}"
     assert "packet engine, scale (2): " in text and "cpu 0 -> tx-0, cpu 1 -> tx-1" in text
+    # a sender per queue: the manifest says "auto", the document how many there were
+    auto = json.loads((RAW / "raw-scale.loadgen-auto.json").read_text())["config"]
+    assert rows["loadgen --engine packet (a sender per queue)"][0] == str(auto["senders"]) == "2"
 
 
 def test_raw_paced_row_reads_the_schedule():
