@@ -19,9 +19,11 @@ Rules:
   error is one line (RAY_MISSING), exit 1.
 - Every call to an actor is bounded (CALL_TIMEOUT_S). While a job runs, the
   controller polls each actor every POLL_S for its latest snapshot; the poll is
-  the heartbeat. A poll that fails (Ray saw the actor or its node die) or is not
-  answered within SILENCE_S fails that node's run, naming the node; the run then
-  ends with what every node last reported (run/job.py), exit 1.
+  the heartbeat. A poll that fails (Ray saw the actor or its node die) fails that
+  node's run, naming the node. So does a poll unanswered for SILENCE_S while
+  another node answered meanwhile (a busy controller delays every answer, and
+  must not blame whichever node it polled first), or for LONGEST_SILENCE_S in any
+  case. The run then ends with what every node last reported (run/job.py), exit 1.
 - A placement group with STRICT_SPREAD holds one bundle per chosen node, each
   pinned by the node's own `node:IP` resource, so no two actors share a node.
 """
@@ -38,7 +40,9 @@ RAY_MISSING = "--ray needs the ray extra: pip install 'loadgen[ray]'"
 CALL_TIMEOUT_S = 30.0     # an actor's prepare opens sockets or fills a target: generous
 CONNECT_TIMEOUT_S = 60.0  # placing the actors: Ray starts a worker process on each node
 POLL_S = 0.2
-SILENCE_S = 3.0
+SILENCE_S = 3.0           # a node unheard this long while another answered is lost
+LONGEST_SILENCE_S = 10.0  # ... and this long even when none answered (the controller itself stalled)
+CLOSE_TIMEOUT_S = 2.0
 CLOCK_SAMPLES = 8
 BUNDLE_CPU = 0.01         # a token share: the actor mostly waits; its job's threads are not Ray tasks
 
@@ -241,10 +245,21 @@ async def _call(ref, what: str, timeout_s: float = CALL_TIMEOUT_S):
         raise SetupError(f"{what}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
+class Pulse:
+    """When each node of a run was last heard (the event loop's clock, seconds)."""
+
+    def __init__(self) -> None:
+        self.heard: dict[str, float] = {}
+
+    def others_heard_since(self, name: str, since_s: float) -> bool:
+        return any(t > since_s for n, t in self.heard.items() if n != name)
+
+
 class RayClient:
     """One node's actor, with the surface of fleet.remote.AgentClient that the runs use."""
 
-    def __init__(self, actor, node: dict) -> None:
+    def __init__(self, actor, node: dict, pulse: Pulse | None = None) -> None:
+        self.pulse = pulse or Pulse()
         self.actor, self.node = actor, node
         self.name = f"{node['ip']} (ray node {node['node_id'][:8]})"
         self.info = {"hostname": node.get("hostname"), "ray_node_id": node["node_id"], "ip": node["ip"]}
@@ -255,9 +270,9 @@ class RayClient:
         self.last_heard = 0.0
 
     @classmethod
-    async def start(cls, actor) -> "RayClient":
+    async def start(cls, actor, pulse: Pulse) -> "RayClient":
         node = await _call(actor.node.remote(), "a Ray actor did not start", CONNECT_TIMEOUT_S)
-        client = cls(actor, node)
+        client = cls(actor, node, pulse)
         client.clock = await client.measure_clock()
         return client
 
@@ -300,17 +315,32 @@ class RayClient:
         t = {k: self.clock.to_agent(getattr(timeline, k)) for k in ("start_ns", "ramp_end_ns", "end_ns")}
         await _call(self.actor.go.remote(t), f"the node {self.name}")
 
-    async def _heartbeat(self, run) -> None:
+    async def _poll(self) -> dict | str:
+        """The actor's poll reply, or why this node counts as lost."""
         ray = import_ray()
-        while not run.done():
+        loop = asyncio.get_running_loop()
+        sent_s = loop.time()
+        reply = asyncio.ensure_future(self.actor.poll.remote())
+        while True:
             try:
-                reply = await asyncio.wait_for(self.actor.poll.remote(), SILENCE_S)
+                out = await asyncio.wait_for(asyncio.shield(reply), SILENCE_S)
             except TimeoutError:
-                run.fail(f"lost the Ray node {self.name}: no heartbeat for {SILENCE_S:.0f}s")
-                return
+                silent_s = loop.time() - sent_s
+                if self.pulse.others_heard_since(self.name, sent_s) or silent_s >= LONGEST_SILENCE_S:
+                    reply.cancel()
+                    return f"lost the Ray node {self.name}: no heartbeat for {silent_s:.0f}s"
+                continue
             except (ray.exceptions.RayError, ConnectionError) as e:
                 first = str(e).splitlines()[0] if str(e) else type(e).__name__
-                run.fail(f"lost the Ray node {self.name}: {first}")
+                return f"lost the Ray node {self.name}: {first}"
+            self.pulse.heard[self.name] = loop.time()
+            return out
+
+    async def _heartbeat(self, run) -> None:
+        while not run.done():
+            reply = await self._poll()
+            if isinstance(reply, str):
+                run.fail(reply)
                 return
             if reply.get("frame"):
                 run.update(reply["frame"])
@@ -324,7 +354,7 @@ class RayClient:
         for task in list(self._tasks):
             task.cancel()
         try:
-            await _call(self.actor.close.remote(), f"the node {self.name}", 5.0)
+            await _call(self.actor.close.remote(), f"the node {self.name}", CLOSE_TIMEOUT_S)
         except LoadgenError:
             pass
 
@@ -354,7 +384,8 @@ class Fleet:
                 num_cpus=BUNDLE_CPU, max_restarts=0, max_concurrency=16,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)).remote()
                 for i in range(len(nodes))]
-            fleet.clients = list(await asyncio.gather(*(RayClient.start(a) for a in actors)))
+            pulse = Pulse()
+            fleet.clients = list(await asyncio.gather(*(RayClient.start(a, pulse) for a in actors)))
         except BaseException:
             fleet.close()
             raise

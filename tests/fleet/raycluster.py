@@ -24,6 +24,7 @@ HEAD_PORT = 6379
 START_TIMEOUT_S = 90      # ray start on a busy 2-CPU machine
 NODES_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
+START_ATTEMPTS = 2
 OBJECT_STORE_BYTES = 100_000_000
 # Keep each node small: no memory monitor killing workers on a shared machine, no prestarted workers.
 RAY_ENV = {"RAY_memory_monitor_refresh_ms": "0", "RAY_num_prestart_python_workers": "0",
@@ -99,6 +100,8 @@ class Cluster:
         try:
             self._start("head", 2, ["--head", "--port", str(HEAD_PORT), "--include-dashboard", "false"])
             for i, (name, extra) in enumerate(workers.items()):
+                # One at a time: ray start gives a raylet 30 s to register (ray/_private/node.py, not
+                # configurable), which a busy 2-CPU machine starting several at once can miss.
                 self._start(name, 3 + i, ["--address", f"{self.nodes['head'].ip}:{HEAD_PORT}", *extra])
             self.wait_nodes(1 + len(workers))
         except BaseException:
@@ -109,10 +112,21 @@ class Cluster:
     def address(self) -> str:
         return f"{self.nodes['head'].ip}:{HEAD_PORT}"
 
-    def _start(self, name: str, host: int, args: list[str]) -> None:
+    def _start(self, name: str, host: int, args: list[str], attempts: int = START_ATTEMPTS) -> None:
         ip = self.hub.add(name, host)
+        for attempt in range(attempts):
+            try:
+                self._launch(name, ip, args, attempt)
+                return
+            except RuntimeError:
+                self.nodes[name].stop()
+                self.nodes[name].kill()
+                if attempt == attempts - 1:
+                    raise
+
+    def _launch(self, name: str, ip: str, args: list[str], attempt: int) -> None:
         ns = self.hub.ns(name)
-        log = self.tmp / f"ray-{name}.log"
+        log = self.tmp / f"ray-{name}-{attempt}.log"
         argv = ["ip", "netns", "exec", ns, "unshare", "--pid", "--fork", "--mount-proc",
                 "ray", "start", "--block", "--node-ip-address", ip, "--num-cpus", "1",
                 "--object-store-memory", str(OBJECT_STORE_BYTES), "--disable-usage-stats", *args]
@@ -120,8 +134,7 @@ class Cluster:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=node_env())
         self.nodes[name] = Node(name, ns, ip, proc, log)
-        if name == "head":
-            self._wait_log(self.nodes[name], "Ray runtime started")
+        self._wait_log(self.nodes[name], "Ray runtime started")
 
     def _wait_log(self, node: Node, text: str) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
