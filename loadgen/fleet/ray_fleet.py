@@ -44,7 +44,8 @@ SILENCE_S = 3.0           # a node unheard this long while another answered is l
 LONGEST_SILENCE_S = 10.0  # ... and this long even when none answered (the controller itself stalled)
 CLOSE_TIMEOUT_S = 2.0
 CLOCK_SAMPLES = 8
-BUNDLE_CPU = 0.01         # a token share: the actor mostly waits; its job's threads are not Ray tasks
+NODE_SHARE = 0.001        # of a bundle's node:IP resource: pins the bundle there and takes no CPU, so a node
+                          # started with --num-cpus 0 (a head kept for the controller) still takes an actor
 
 
 def import_ray():
@@ -370,7 +371,7 @@ class Fleet:
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        bundles = [{"CPU": BUNDLE_CPU, f"node:{n['NodeManagerAddress']}": 0.001} for n in nodes]
+        bundles = [{f"node:{n['NodeManagerAddress']}": NODE_SHARE} for n in nodes]
         group = placement_group(bundles, strategy="STRICT_SPREAD")
         fleet = cls(ray, group, [])
         try:
@@ -381,7 +382,7 @@ class Fleet:
                                  f"within {CONNECT_TIMEOUT_S:.0f}s") from None
             actor_class = ray.remote(NodeActor)
             actors = [actor_class.options(
-                num_cpus=BUNDLE_CPU, max_restarts=0, max_concurrency=16,
+                num_cpus=0, max_restarts=0, max_concurrency=16,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)).remote()
                 for i in range(len(nodes))]
             pulse = Pulse()

@@ -8,6 +8,7 @@ Pure logic (selectors, roles) is table-tested without a cluster.
 """
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -185,3 +186,12 @@ def test_a_node_lost_mid_run_gives_a_partial_result_naming_it(cluster, tmp_path)
     doc = json.loads(out.read_text())
     assert doc["failed"] and lost.ip in doc["stop_reason"]
     assert doc["summary"]["sent"] > 0   # what was measured before the loss is kept
+
+
+def test_without_ray_the_ray_option_says_how_to_get_it(tmp_path):
+    # ray made unimportable in this one process, as on a host without the extra.
+    code = "import sys; sys.modules['ray'] = None; from loadgen.cli import main; main()"
+    argv = [sys.executable, "-c", code, "net", "--ray", "auto", "--duration", "1s"]
+    p = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60, env=clean_env())
+    assert p.returncode == 1
+    assert p.stderr.strip() == "loadgen: --ray needs the ray extra: pip install 'loadgen[ray]'"
