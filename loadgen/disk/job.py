@@ -6,6 +6,7 @@ document. Policy lives here: the run stops early only when every I/O fails.
 """
 import errno
 import os
+from typing import TYPE_CHECKING
 
 from loadgen.disk.target import open_target
 from loadgen.errors import SetupError
@@ -19,6 +20,9 @@ from loadgen.run.intervals import IntervalView
 from loadgen.run.job import Watch, measure
 from loadgen.run.stats import Snapshot
 from loadgen.workload import DiskSpec
+
+if TYPE_CHECKING:
+    from loadgen.fleet.remote import HostClient
 
 # The totals a document embeds as encoded HdrHistograms, by tag.
 DISK_HISTOGRAMS = {"latency": ("latency_read", "latency_write"), "service": ("service_read", "service_write")}
@@ -176,10 +180,10 @@ async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_pat
                             hosts=[host], histograms=total)
 
 
-async def run_disk_hosts(spec: DiskSpec, clients: list, hlog_path: str | None = None, watch: Watch | None = None,
+async def run_disk_hosts(spec: DiskSpec, clients: "list[HostClient]", hlog_path: str | None = None, watch: Watch | None = None,
                          metrics: "live_metrics.Exporter | None" = None) -> dict:
     """The same disk job on several hosts at once (Ray nodes: fleet/ray_fleet.py), started on one
-    timeline. clients have AgentClient's surface; each host gets a section with its own IOPS and
+    timeline. Each host gets a section with its own IOPS and
     histograms, and the total's histograms are theirs added."""
     from loadgen.run.controller import CompositeRun
 

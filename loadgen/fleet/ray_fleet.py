@@ -257,7 +257,7 @@ class Pulse:
 
 
 class RayClient:
-    """One node's actor, with the surface of fleet.remote.AgentClient that the runs use."""
+    """One node's actor, as a fleet.remote.HostClient: the surface of AgentClient that the runs use."""
 
     def __init__(self, actor, node: dict, pulse: Pulse | None = None) -> None:
         self.pulse = pulse or Pulse()

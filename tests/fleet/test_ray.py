@@ -56,6 +56,14 @@ def test_roles_refuse_a_selection_that_leaves_no_sender_or_two_receivers():
         ray_fleet.net_roles(nodes, "role=client", None)
 
 
+def test_a_silent_node_is_blamed_only_when_another_was_heard_since():
+    pulse = ray_fleet.Pulse()
+    pulse.heard = {"a": 10.0, "b": 12.0}
+    assert pulse.others_heard_since("a", 11.0)        # b answered after a's poll went out
+    assert not pulse.others_heard_since("b", 11.0)    # only b itself was heard since
+    assert not pulse.others_heard_since("a", 12.0)    # nobody answered: the controller may have stalled
+
+
 def test_instance_type_comes_from_dmi_on_ec2_only(tmp_path):
     (tmp_path / "sys_vendor").write_text("Amazon EC2\n")
     (tmp_path / "product_name").write_text("c6in.8xlarge\n")
