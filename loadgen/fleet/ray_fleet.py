@@ -341,6 +341,7 @@ class RayClient:
         while not run.done():
             reply = await self._poll()
             if isinstance(reply, str):
+                self.error = reply
                 run.fail(reply)
                 return
             if reply.get("frame"):
@@ -354,6 +355,8 @@ class RayClient:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        if self.error:   # a lost node has nothing to close; removing the placement group ends its actor
+            return
         try:
             await _call(self.actor.close.remote(), f"the node {self.name}", CLOSE_TIMEOUT_S)
         except LoadgenError:
