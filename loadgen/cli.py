@@ -309,7 +309,7 @@ def _with_options(table: dict[str, options.Option]):
     "loadgen disk --target /dev/nvme1n1 --qd 32 --iops max --json r.json --hlog r.hlog",
     "loadgen disk --iops 50k --rw randrw --mix 70        # open loop: 50k IOPS on a schedule",
     "loadgen disk --on hostB:7070 --target /mnt/nvme/test.dat --token-file loadgen.token"))
-@_with_options(options.DISK)
+@_with_options(options.DISK | options.RAY_DISK)
 def disk(
     on: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent to run the job on.", metavar="HOST:PORT")] = None,
     token_file: TokenFile = None,
@@ -328,35 +328,63 @@ def disk(
     from loadgen.results.result import format_disk
     from loadgen.workload import parse_disk
 
+    ray = _ray_options(options.RAY_DISK, job_options, "--on" if on else None)
     spec = parse_disk(**job_options)
     connect = _connector(token_file, tls, tls_ca) if on else None
     exporter, linger_ns = _metrics(metrics, metrics_linger)
     human = _human_stream(json_path, hlog, json_stream)
-    doc, stream = _watched(lambda watch: _disk_job(spec, on, connect, hlog, watch, exporter), quiet,
+    doc, stream = _watched(lambda watch: _disk_job(spec, on, connect, hlog, watch, exporter, ray), quiet,
                            json_stream, human)
     code = _finish(doc, json_path, quiet, format_disk, hlog, strict, stream, json_stream)
     _linger(exporter, linger_ns)
     raise SystemExit(code)
 
 
-def _disk_job(spec, on: Optional[str], connect, hlog: Optional[Path], watch, exporter=None):
-    """The coroutine that runs a disk spec here, or on the agent at `on`."""
+def _ray_options(table: dict, job_options: dict, conflict: Optional[str]) -> dict:
+    """Take the Ray options out of a command's options; with --ray, check ray is installed."""
+    ray = options.values(table, {name: job_options.pop(name) for name in table}, "ray")
+    if ray["ray"] is None:
+        if any(ray.values()):
+            raise UsageError(f"{', '.join('--' + k.replace('_', '-') for k, v in ray.items() if v)} needs --ray")
+        return ray
+    if conflict:
+        raise UsageError(f"--ray places the job on Ray nodes: drop {conflict}")
+    from loadgen.fleet import ray_fleet
+
+    for name, value in ray.items():
+        if name != "ray":
+            ray_fleet.check_selector(value, "--" + name.replace("_", "-"))
+    ray_fleet.import_ray()
+    return ray
+
+
+def _disk_job(spec, on: Optional[str], connect, hlog: Optional[Path], watch, exporter=None, ray=None):
+    """The coroutine that runs a disk spec here, on the agent at `on`, or on Ray nodes."""
     from loadgen.disk.job import run_disk, run_disk_remote
     from loadgen.workload import parse_host_port
 
     hlog_path = str(hlog) if hlog else None
+    if ray and ray["ray"]:
+        from loadgen.fleet import ray_fleet
+
+        return ray_fleet.run_disk(spec, ray["ray"], ray["ray_nodes"], hlog_path, watch, metrics=exporter)
     if on:
         return run_disk_remote(spec, parse_host_port(on), connect, hlog_path, watch, metrics=exporter)
     return run_disk(spec, hlog_path=hlog_path, watch=watch, metrics=exporter)
 
 
 def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: Optional[Path], watch,
-             exporter=None):
-    """The coroutine that runs a net spec here, or across agents."""
+             exporter=None, ray=None):
+    """The coroutine that runs a net spec here, across agents, or across Ray nodes."""
     from loadgen.net.job import run_net, run_net_paired
     from loadgen.workload import parse_host_port
 
     hlog_path = str(hlog) if hlog else None
+    if ray and ray["ray"]:
+        from loadgen.fleet import ray_fleet
+
+        return ray_fleet.run_net(spec, ray["ray"], ray["ray_senders"], ray["ray_receivers"], hlog_path, watch,
+                                 metrics=exporter)
     if peer:
         client_addrs = [parse_host_port(c) for c in str(clients or "").split(",") if c.strip()]
         return run_net_paired(spec, parse_host_port(peer), client_addrs, connect, hlog_path, watch,
@@ -369,7 +397,7 @@ def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: O
     "loadgen net --pps 100k --mode echo                  # time every round trip",
     "loadgen net --target far-host:9001 --mode echo --pps 200k --json r.json",
     "loadgen net --peer hostB:7070 --pps 2M --token-file loadgen.token"))
-@_with_options(options.NET)
+@_with_options(options.NET | options.RAY_NET)
 def net(
     peer: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent that receives (and echoes).", metavar="HOST:PORT")] = None,
     clients: Annotated[Optional[str], typer.Option(help="Comma-separated HOST:PORT agents that send, instead of this host.", metavar="HOST:PORT,...")] = None,
@@ -393,11 +421,13 @@ def net(
         raise UsageError("--target is for a plain UDP endpoint; --peer and --clients use agents")
     if clients and not peer:
         raise UsageError("--clients needs --peer, the agent that receives")
+    ray = _ray_options(options.RAY_NET, job_options, "--peer" if peer else "--target" if job_options.get("target")
+                       else None)
     spec = parse_net(**job_options)
     connect = _connector(token_file, tls, tls_ca) if peer else None
     exporter, linger_ns = _metrics(metrics, metrics_linger)
     human = _human_stream(json_path, hlog, json_stream)
-    doc, stream = _watched(lambda watch: _net_job(spec, peer, clients, connect, hlog, watch, exporter),
+    doc, stream = _watched(lambda watch: _net_job(spec, peer, clients, connect, hlog, watch, exporter, ray),
                            quiet, json_stream, human)
     code = _finish(doc, json_path, quiet, format_net, hlog, strict, stream, json_stream)
     _linger(exporter, linger_ns)
@@ -557,6 +587,26 @@ def compare(
     except ValueError as e:
         raise UsageError(f"refusing to compare: {e}") from None
     print(claims.format_comparison(c, str(base), str(other)))
+
+
+fleet_app = typer.Typer(no_args_is_help=True, help="The nodes of a Ray cluster that loadgen runs across.")
+app.add_typer(fleet_app, name="fleet")
+
+
+@fleet_app.command("status", epilog=examples("loadgen fleet status", "loadgen fleet status --ray 10.0.0.5:6379 --json"))
+def fleet_status(
+    ray: Annotated[str, typer.Option(help=options.RAY.help, metavar=options.RAY.metavar)] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the nodes as JSON.")] = False,
+) -> None:
+    """Each live Ray node with what sysinfo records: NICs and drivers, disks, instance type (on EC2)."""
+    import asyncio
+    import json
+
+    from loadgen.fleet import ray_fleet
+
+    ray_fleet.import_ray()
+    nodes = asyncio.run(ray_fleet.status(ray))
+    print(json.dumps(nodes, indent=2) if as_json else ray_fleet.format_status(nodes))
 
 
 @app.command(epilog=examples("loadgen report r.json", "loadgen report r.json --out plots/"))

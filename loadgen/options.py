@@ -223,6 +223,26 @@ SERVE = _options(
 )
 
 
+# Running across a Ray cluster (fleet/ray_fleet.py). These choose where a job runs, not what it
+# does: they never travel to a node.
+_SELECTOR_HELP = ("LABEL=VALUE (a node label, or the custom resource LABEL_VALUE) or RESOURCE "
+                  "(a custom resource's name)")
+RAY = Option("ray", None, _text, str, "Run across the Ray cluster at this address (HOST:PORT), or auto: one loadgen "
+             "actor per chosen node.", "ADDRESS|auto", default_help="no Ray")
+RAY_NET = _options(
+    RAY,
+    Option("ray_senders", None, _text, str, f"Ray nodes that send: {_SELECTOR_HELP}.", "SELECTOR",
+           default_help="every node but the receiver"),
+    Option("ray_receivers", None, _text, str, f"The Ray node that receives: {_SELECTOR_HELP}.", "SELECTOR",
+           default_help="the first node by IP"),
+)
+RAY_DISK = _options(
+    RAY,
+    Option("ray_nodes", None, _text, str, f"Ray nodes that run the disk job: {_SELECTOR_HELP}.", "SELECTOR",
+           default_help="every node"),
+)
+
+
 def values(table: dict[str, Option], raw: dict, kind: str) -> dict:
     """Raw options (CLI or profile) -> typed values; unknown names are an error."""
     unknown = set(raw) - set(table)

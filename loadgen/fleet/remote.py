@@ -7,6 +7,7 @@ for longer than SILENCE_S, fails every run on it; failure() then says why.
 """
 import asyncio
 import ssl
+from typing import Protocol
 
 import numpy as np
 
@@ -308,3 +309,17 @@ def client_ssl_context(ca_file: str | None) -> ssl.SSLContext:
     if not ca_file:
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+class HostClient(Protocol):
+    """What the runs (net/job.py's paired run, disk/job.py's) and RemoteRun need of a host's
+    client: an AgentClient, or a Ray node's (fleet/ray_fleet.py RayClient)."""
+    name: str
+    clock: ClockEstimate
+    info: dict
+
+    async def prepare(self, job: dict) -> RemoteRun: ...
+    async def go(self, run: RemoteRun, timeline) -> None: ...
+    async def close(self) -> None: ...
+    def spawn(self, coro) -> None: ...
+    async def quiet_request(self, msg: dict) -> None: ...

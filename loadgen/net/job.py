@@ -407,7 +407,7 @@ async def _prepare_paired(spec: NetSpec, peer, clients, agents, local_socks: lis
         parts.append(await agents[addr].prepare({
             "kind": "udp-send", "run_tag": run_tag, "flow_base": i * spec.flows,
             "options": spec.to_wire(target=format_host_port(peer[0], data_port), pps=rates[i])}))
-        meta.append({"host": f"{addr[0]}:{addr[1]}", "addr": addr, "role": "sender",
+        meta.append({"host": agents[addr].name, "addr": addr, "role": "sender",
                      "clock": agents[addr].clock.as_dict(), "agent": agents[addr].info,
                      "env": parts[-1].ready.get("env")})
     if not clients:
@@ -420,7 +420,7 @@ async def _prepare_paired(spec: NetSpec, peer, clients, agents, local_socks: lis
         def local_start(timeline: Timeline) -> native.Run:
             return native.start_net(net_config(spec, timeline, run_tag, senders, [], cpus, []))
     parts.append(recv_run)
-    meta.append({"host": f"{peer[0]}:{peer[1]}", "addr": peer, "role": "receiver",
+    meta.append({"host": receiver.name, "addr": peer, "role": "receiver",
                  "clock": receiver.clock.as_dict(), "agent": receiver.info, "data_port": data_port,
                  "env": recv_run.ready.get("env")})
     return PairedPlan(parts, meta, data_port, family, local_start)

@@ -255,6 +255,9 @@ def format_disk(doc: dict) -> str:
                      f"{part['ops']} ops in {format_ns(s['duration_s'] * 1e9)}")
         lines.append(_latency_line("latency", part["latency_ns"]))
         lines.append(_latency_line("service", part["service_ns"]))
+    for h in doc.get("hosts") or []:   # a run on several hosts at once (disk/job.py run_disk_hosts)
+        if "rate" in h:
+            lines.append(f"  host {h['host']}: IOPS={format_si(h['rate'])}, {h['ops']} ops, errors {h['errors']}")
     if c["iops"] != "max":
         lag = s["schedule_lag_ns"]
         lines.append(f"  schedule: requested {format_si(c['iops'])} IOPS, achieved {format_si(s['rate'])}; "

@@ -1,0 +1,205 @@
+"""loadgen across a real Ray cluster (issue 15): a head and two workers, each in its own network
+namespace with its own IP on a shared bridge, and its own PID namespace (tests/fleet/raycluster.py).
+
+The controller runs in the head's namespace, as a driver of the cluster. One cluster serves the
+whole module; the node-lost test stops a worker, so it runs last. Nothing here asserts timing.
+
+Pure logic (selectors, roles) is table-tested without a cluster.
+"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hdrh.histogram import HdrHistogram
+from netns import clean_env, loadgen_argv, netns_unavailable
+from raycluster import Cluster, ray_unavailable
+
+from loadgen.errors import UsageError
+from loadgen.fleet import ray_fleet
+
+RUN_TIMEOUT_S = 240   # a run on a busy 2-CPU machine: placing actors, clock probes, the job, teardown
+
+
+def node(ip: str, labels=None, resources=None, alive=True) -> dict:
+    return {"NodeID": ip.replace(".", ""), "NodeManagerAddress": ip, "Alive": alive,
+            "Labels": labels or {}, "Resources": {"CPU": 1.0, **(resources or {})}}
+
+
+@pytest.mark.parametrize("selector, labels, resources, picked", [
+    ("role=server", {"role": "server"}, {}, True),
+    ("role=server", {"role": "client"}, {}, False),
+    ("role=server", {}, {"role_server": 1.0}, True),
+    ("role_server", {}, {"role_server": 1.0}, True),
+    ("role_server", {"role_server": "x"}, {}, False),
+    ("big", {}, {"big": 0.0}, False),
+])
+def test_a_selector_picks_by_label_or_custom_resource(selector, labels, resources, picked):
+    assert ray_fleet.matches(node("10.0.0.1", labels, resources), selector) is picked
+
+
+def test_roles_default_to_the_first_node_receiving_and_the_rest_sending():
+    nodes = [node("10.0.0.10"), node("10.0.0.9"), node("10.0.0.2", alive=False)]
+    receiver, senders = ray_fleet.net_roles(nodes, None, None)
+    assert receiver["NodeManagerAddress"] == "10.0.0.9"
+    assert [n["NodeManagerAddress"] for n in senders] == ["10.0.0.10"]
+
+
+def test_roles_refuse_a_selection_that_leaves_no_sender_or_two_receivers():
+    nodes = [node("10.0.0.1", {"role": "server"}), node("10.0.0.2", {"role": "server"})]
+    with pytest.raises(UsageError, match="one receiving node"):
+        ray_fleet.net_roles(nodes, None, "role=server")
+    with pytest.raises(UsageError, match="no Ray node is left to send"):
+        ray_fleet.net_roles(nodes[:1], None, "role=server")
+    with pytest.raises(UsageError, match="matches no live Ray node"):
+        ray_fleet.net_roles(nodes, "role=client", None)
+
+
+def test_a_silent_node_is_blamed_only_when_another_was_heard_since():
+    pulse = ray_fleet.Pulse()
+    pulse.heard = {"a": 10.0, "b": 12.0}
+    assert pulse.others_heard_since("a", 11.0)        # b answered after a's poll went out
+    assert not pulse.others_heard_since("b", 11.0)    # only b itself was heard since
+    assert not pulse.others_heard_since("a", 12.0)    # nobody answered: the controller may have stalled
+
+
+def test_instance_type_comes_from_dmi_on_ec2_only(tmp_path):
+    (tmp_path / "sys_vendor").write_text("Amazon EC2\n")
+    (tmp_path / "product_name").write_text("c6in.8xlarge\n")
+    assert ray_fleet.instance_type(tmp_path) == "c6in.8xlarge"
+    (tmp_path / "sys_vendor").write_text("QEMU\n")
+    assert ray_fleet.instance_type(tmp_path) is None
+    assert ray_fleet.instance_type(tmp_path / "missing") is None
+
+
+def test_ray_options_need_ray(tmp_path):
+    p = subprocess.run(loadgen_argv("net", "--ray-senders", "role=client"), cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60, env=clean_env())
+    assert p.returncode == 2 and p.stderr.strip() == "loadgen: --ray-senders needs --ray"
+
+
+# ---- a real cluster -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    why = netns_unavailable() or ray_unavailable()
+    if why:
+        pytest.skip(why)
+    c = Cluster(tmp_path_factory.mktemp("ray"), {
+        "w1": ["--resources", '{"role_client": 1}'],
+        "w2": ["--labels", "role=server"],
+    })
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def run_on(cluster: Cluster, tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, dict | None]:
+    out = tmp_path / "r.json"
+    p = subprocess.run(loadgen_argv(*args, "--ray", cluster.address, "--json", str(out),
+                                    ns=cluster.nodes["head"].ns),
+                       cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=clean_env())
+    return p, json.loads(out.read_text()) if out.exists() else None
+
+
+def decode_counts(b64: str) -> np.ndarray:
+    h = HdrHistogram.decode(b64.encode("ascii"))
+    return np.array([h.get_count_at_index(i) for i in range(h.counts_len)], dtype=np.uint64)
+
+
+def test_fleet_status_lists_every_node_with_its_nics_and_selectors(cluster, tmp_path):
+    p = subprocess.run(loadgen_argv("fleet", "status", "--ray", cluster.address, "--json",
+                                    ns=cluster.nodes["head"].ns),
+                       cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=clean_env())
+    assert p.returncode == 0, p.stderr
+    nodes = {n["ip"]: n for n in json.loads(p.stdout)}
+    assert set(nodes) == {n.ip for n in cluster.nodes.values()}
+    for n in nodes.values():
+        assert "eth0" in n["nics"]      # each actor saw its own node's namespace
+        assert n["instance_type"] is None  # not EC2
+    assert nodes[cluster.nodes["w1"].ip]["resources"] == {"role_client": 1.0}
+    assert nodes[cluster.nodes["w2"].ip]["labels"] == {"role": "server"}
+
+
+def test_net_senders_on_two_nodes_and_the_receiver_on_the_third(cluster, tmp_path):
+    p, doc = run_on(cluster, tmp_path, "net", "--ray-receivers", "role=server", "--mode", "echo",
+                    "--pps", "20k", "--duration", "2s", "--ramp", "0s")
+    assert p.returncode == 0, p.stderr
+    s, hosts = doc["summary"], doc["hosts"]
+    receiver_ip, sender_ips = cluster.nodes["w2"].ip, {cluster.nodes["head"].ip, cluster.nodes["w1"].ip}
+    by_role = {"sender": [h for h in hosts if h["role"] == "sender"],
+               "receiver": [h for h in hosts if h["role"] == "receiver"]}
+    # Each host is named by its node's IP; the receiver bound its own node's IP and the senders aimed there.
+    assert {h["agent"]["ip"] for h in by_role["sender"]} == sender_ips
+    assert [h["agent"]["ip"] for h in by_role["receiver"]] == [receiver_ip]
+    assert doc["config"]["target_address"].startswith(f"{receiver_ip}:")
+    assert {n["ip"]: n["role"] for n in doc["config"]["ray"]["nodes"]} == {
+        receiver_ip: "receiver", **{ip: "sender" for ip in sender_ips}}
+    # Received within 1% of sent; the hosts' sections add up to the totals.
+    assert s["sent"] > 0 and s["received"] >= 0.99 * s["sent"]
+    assert sum(h["sent"] for h in by_role["sender"]) == s["sent"]
+    assert sum(h["received"] for h in by_role["sender"]) == s["received"]
+    # Every sender's clock offset was estimated, with its bound.
+    assert all(h["clock"]["error_ns"] >= 0 for h in hosts)
+    # The total histograms are the senders' added, bucket by bucket.
+    for tag in ("latency", "service"):
+        total = decode_counts(doc["histograms"][tag])
+        parts = [decode_counts(h["histograms"][tag]) for h in by_role["sender"]]
+        assert all(len(part) == len(total) for part in parts)
+        assert np.array_equal(total, sum(parts[1:], parts[0]))
+        assert int(total.sum()) == s["received"]
+
+
+def test_disk_on_every_node_gives_each_its_iops_and_the_total(cluster, tmp_path):
+    p, doc = run_on(cluster, tmp_path, "disk", "--size", "16m", "--workers", "1", "--qd", "4",
+                    "--duration", "2s", "--ramp", "0s")
+    assert p.returncode == 0, p.stderr
+    hosts = doc["hosts"]
+    assert {h["agent"]["ip"] for h in hosts} == {n.ip for n in cluster.nodes.values()}
+    assert all(h["ops"] > 0 and h["rate"] > 0 for h in hosts)
+    assert sum(h["ops"] for h in hosts) == doc["summary"]["ops"]
+    total = decode_counts(doc["histograms"]["latency"])
+    parts = [decode_counts(h["histograms"]["latency"]) for h in hosts]
+    assert np.array_equal(total, sum(parts[1:], parts[0]))
+    for h in hosts:   # the human summary names each node with its IOPS
+        assert f"host {h['host']}: IOPS=" in p.stdout
+
+
+def test_a_node_lost_mid_run_gives_a_partial_result_naming_it(cluster, tmp_path):
+    """Runs last: the worker it stops stays stopped."""
+    lost = cluster.nodes["w1"]
+    out = tmp_path / "r.json"
+    argv = loadgen_argv("net", "--ray", cluster.address, "--ray-receivers", "role=server", "--pps", "5k",
+                        "--duration", "60s", "--ramp", "0s", "--interval", "500ms", "--json", str(out),
+                        ns=cluster.nodes["head"].ns)
+    controller = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=clean_env())
+    try:
+        # With --json to a file the human lines go to stdout; an interval line means every node is
+        # measuring. Reading ends at the first one, or at end of file if the run ends first.
+        for line in controller.stdout:
+            if line.startswith("["):
+                break
+        assert controller.poll() is None, "the run ended before the node could be lost"
+        lost.stop()
+        stdout, stderr = controller.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+            controller.wait()
+    assert controller.returncode == 1, stderr
+    assert lost.ip in stderr.strip().splitlines()[-1]
+    doc = json.loads(out.read_text())
+    assert doc["failed"] and lost.ip in doc["stop_reason"]
+    assert doc["summary"]["sent"] > 0   # what was measured before the loss is kept
+
+
+def test_without_ray_the_ray_option_says_how_to_get_it(tmp_path):
+    # ray made unimportable in this one process, as on a host without the extra.
+    code = "import sys; sys.modules['ray'] = None; from loadgen.cli import main; main()"
+    argv = [sys.executable, "-c", code, "net", "--ray", "auto", "--duration", "1s"]
+    p = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60, env=clean_env())
+    assert p.returncode == 1
+    assert p.stderr.strip() == "loadgen: --ray needs the ray extra: pip install 'loadgen[ray]'"
