@@ -404,6 +404,97 @@ def net(
     raise SystemExit(code)
 
 
+search_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                         help="RFC 2544's search for the knee: the highest rate that passes, then latency below it.")
+app.add_typer(search_app, name="search")
+# A trial's rate and length are the search's to set: --pps/--iops and --duration are left out.
+_SEARCHED = {"net": ("pps", "duration"), "disk": ("iops", "duration")}
+
+
+def _search_table(job_table: dict, kind: str) -> dict:
+    return {name: opt for name, opt in job_table.items() if name not in _SEARCHED[kind]} | options.SEARCH
+
+
+def _search(kind: str, job_options: dict, search_options: dict, run_job, json_path: Optional[Path],
+            quiet: bool) -> None:
+    """Run the search: each trial an ordinary job at a rate through run_job(spec, watch), a line
+    per trial as it ends, then the knee; the document as --json asks."""
+    from loadgen.run.job import Watch
+    from loadgen.run.trials import run_search
+    from loadgen.search import RATE_KEY, format_knee, format_trial, parse_search
+    from loadgen.workload import parse_disk, parse_net
+
+    spec = parse_search(kind, **search_options)
+    parse = parse_net if kind == "net" else parse_disk
+    duration = options.format_duration(spec.trial_ns)
+
+    def job_spec(rate: Optional[int]):
+        return parse(**job_options, **{RATE_KEY[kind]: "max" if rate is None else str(rate), "duration": duration})
+
+    job_spec(spec.floor)   # bad workload options stop here, before any trial
+    human = _human_stream(json_path)
+
+    def on_trial(entry: dict) -> None:
+        if not quiet:
+            print(format_trial(kind, entry), file=human, flush=True)
+
+    if not quiet:
+        print(f"loadgen search {kind}: loss <= {spec.max_loss:.4%}"
+              + (f", p99 <= {options.format_duration(spec.max_p99_ns)}" if spec.max_p99_ns else "")
+              + f", trials of {duration}, resolution {spec.resolution:.2%}", file=human, flush=True)
+    doc = _run_job(run_search(spec, lambda rate: run_job(job_spec(rate), Watch()), on_trial))
+    raise SystemExit(_finish(doc, json_path, quiet, lambda d: format_knee(d["search"])))
+
+
+
+@search_app.command("net", epilog=examples(
+    "loadgen search net --max-loss 0.001 --trial 10s                # to the embedded receiver",
+    "loadgen search net --peer hostB:7070 --max-loss 0.1% --trial 60s --json knee.json",
+    "loadgen search net --peer hostB:7070 --mode echo --max-p99 200us --ceiling 1M"))
+@_with_options(_search_table(options.NET, "net"))
+def search_net(
+    peer: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent that receives (and echoes).", metavar="HOST:PORT")] = None,
+    clients: Annotated[Optional[str], typer.Option(help="Comma-separated HOST:PORT agents that send, instead of this host.", metavar="HOST:PORT,...")] = None,
+    token_file: TokenFile = None,
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    json_path: JsonOut = None,
+    quiet: Quiet = False,
+    **all_options,
+) -> None:
+    """The highest --pps whose trials pass, by binary search; then latency at percentages of it."""
+    search_options = {k: all_options.pop(k) for k in options.SEARCH}
+    if (peer or clients) and all_options.get("target"):
+        raise UsageError("--target is for a plain UDP endpoint; --peer and --clients use agents")
+    if clients and not peer:
+        raise UsageError("--clients needs --peer, the agent that receives")
+    if all_options.get("target") and all_options.get("mode", "stream") == "stream":
+        raise UsageError("a stream to --target counts no arrivals, so no loss to search by: use --mode echo or --peer")
+    connect = _connector(token_file, tls, tls_ca) if peer else None
+    _search("net", all_options, search_options,
+            lambda spec, watch: _net_job(spec, peer, clients, connect, None, watch), json_path, quiet)
+
+
+@search_app.command("disk", epilog=examples(
+    "loadgen search disk --target /mnt/nvme/f --max-p99 1ms --trial 10s",
+    "loadgen search disk --on hostB:7070 --target /mnt/nvme/f --max-p99 500us --json knee.json"))
+@_with_options(_search_table(options.DISK, "disk"))
+def search_disk(
+    on: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent to run the job on.", metavar="HOST:PORT")] = None,
+    token_file: TokenFile = None,
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    json_path: JsonOut = None,
+    quiet: Quiet = False,
+    **all_options,
+) -> None:
+    """The highest --iops whose trials pass, by binary search; then latency at percentages of it."""
+    search_options = {k: all_options.pop(k) for k in options.SEARCH}
+    connect = _connector(token_file, tls, tls_ca) if on else None
+    _search("disk", all_options, search_options,
+            lambda spec, watch: _disk_job(spec, on, connect, None, watch), json_path, quiet)
+
+
 @app.command(epilog=examples(
     "loadgen serve --port 9000 --echo-port 9001 --host 0.0.0.0",
     "LOADGEN_TOKEN=s3cret loadgen serve --listen 0.0.0.0:7070 --allow-path /mnt/nvme",

@@ -1,0 +1,95 @@
+"""Driving a search (loadgen/search.py): its trials, one ordinary job each, and its document.
+
+A trial is whatever `loadgen net` or `loadgen disk` would run at that rate: the
+caller hands in run_trial(rate) returning the job's own result document, so a
+search reaches agents (--peer, --clients, --on) exactly as a single run does.
+The search asks for the next step after each trial; a trial that was
+interrupted or failed ends the search, and what was measured stays in the
+document.
+
+The search document is the knee trial's document (config, summary, histograms,
+intervals, hosts: what a single run at the knee holds, so report, check and
+compare read it as they read any run) with kind "search" and a `search` section:
+the parameters, the knee, every trial's summary and histograms, and the load curve.
+"""
+from typing import Awaitable, Callable
+
+from loadgen.search import (RATE_KEY, Done, Outcome, SearchSpec, Step, curve_rates, judge, latency_of, loss_ratio,
+                            next_step)
+
+RunTrial = Callable[[int | None], Awaitable[dict]]
+
+
+def trial_entry(spec: SearchSpec, step: Step, doc: dict, pct: int | None = None) -> dict:
+    """A trial as the search document keeps it: its verdict and the job's summary and histograms."""
+    s = doc["summary"]
+    lat = latency_of(s)
+    passed, why = judge(spec, s, closed_loop=step.rate is None)
+    if step.phase == "curve":
+        passed = None   # the curve records latency; the knee was judged already
+    return {"phase": step.phase, "pct": pct, "rate": step.rate, "achieved": s.get("rate", 0.0),
+            "loss_ratio": loss_ratio(spec.kind, s), "p50_ns": lat["p50"] if lat else None,
+            "p99_ns": lat["p99"] if lat else None, "lag_max_ns": (s.get("schedule_lag_ns") or {}).get("max"),
+            "passed": passed, "why": why, "summary": s, "histograms": doc.get("histograms") or {},
+            "warnings": doc.get("warnings") or []}
+
+
+def _outcome(entry: dict) -> Outcome:
+    return Outcome(entry["phase"], entry["rate"], entry["achieved"], bool(entry["passed"]))
+
+
+def _stopped(doc: dict) -> bool:
+    return bool(doc.get("interrupted") or doc.get("failed"))
+
+
+async def run_search(spec: SearchSpec, run_trial: RunTrial, on_trial: Callable[[dict], None]) -> dict:
+    """Run the search, then the load curve at its knee; on_trial(entry) hears of each trial as it ends."""
+    entries: list[dict] = []
+    docs: list[dict] = []
+
+    async def trial(step: Step, pct: int | None = None) -> bool:
+        doc = await run_trial(step.rate)
+        docs.append(doc)
+        entries.append(trial_entry(spec, step, doc, pct))
+        on_trial(entries[-1])
+        return not _stopped(doc)
+
+    while True:
+        step = next_step(spec, [_outcome(e) for e in entries])
+        if isinstance(step, Done):
+            break
+        if not await trial(step):
+            step = Done(None, f"a trial stopped early: {docs[-1].get('stop_reason')}", None)
+            break
+    done: Done = step
+    curve: list[dict] = []
+    if done.knee is not None:
+        for pct, rate in zip(spec.load_curve_pct, curve_rates(done.knee, spec.load_curve_pct)):
+            going = await trial(Step("curve", rate), pct)
+            curve.append(entries[-1])
+            if not going:
+                break
+    return search_document(spec, done, entries, docs, curve)
+
+
+def search_document(spec: SearchSpec, done: Done, entries: list[dict], docs: list[dict],
+                    curve: list[dict]) -> dict:
+    """The knee trial's document (else the last trial's), as kind "search" with the search section."""
+    at_knee = [i for i, e in enumerate(entries) if e["rate"] == done.knee and e["passed"] and e["phase"] != "curve"]
+    base = docs[at_knee[-1]] if at_knee else docs[-1]
+    stopped = next((d for d in docs if _stopped(d)), None)
+    ceiling = done.ceiling if done.ceiling is not None else next(
+        (int(e["achieved"]) for e in entries if e["phase"] == "ceiling"), spec.ceiling)
+    search = spec.as_dict() | {
+        f"knee_{RATE_KEY[spec.kind]}": done.knee, "why": done.why, "ceiling_found": ceiling,
+        "trials": [e for e in entries if e["phase"] != "curve"],
+        "load_curve": curve,
+    }
+    warnings = list(base.get("warnings") or [])
+    if done.knee is None:
+        warnings.append(f"no knee: {done.why}")
+    doc = dict(base) | {"kind": "search", "search": search, "warnings": warnings}
+    if stopped is not None:
+        doc |= {"interrupted": stopped["interrupted"], "failed": stopped["failed"],
+                "stop_reason": stopped["stop_reason"]}
+    return doc
