@@ -407,21 +407,21 @@ def net(
 search_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                          help="RFC 2544's search for the knee: the highest rate that passes, then latency below it.")
 app.add_typer(search_app, name="search")
-# A trial's rate and length are the search's to set: --pps/--iops and --duration are left out.
-_SEARCHED = {"net": ("pps", "duration"), "disk": ("iops", "duration")}
 
 
 def _search_table(job_table: dict, kind: str) -> dict:
-    return {name: opt for name, opt in job_table.items() if name not in _SEARCHED[kind]} | options.SEARCH
+    """A job's options without those a search sets itself (a trial's rate and length), and the search's."""
+    from loadgen.profiles import SEARCHED_OPTIONS
+
+    return {name: opt for name, opt in job_table.items() if name not in SEARCHED_OPTIONS[kind]} | options.SEARCH
 
 
-def _search(kind: str, job_options: dict, search_options: dict, run_job, json_path: Optional[Path],
-            quiet: bool) -> None:
-    """Run the search: each trial an ordinary job at a rate through run_job(spec, watch), a line
-    per trial as it ends, then the knee; the document as --json asks."""
+def _search(kind: str, job_options: dict, search_options: dict, run_job, human, quiet: bool) -> dict:
+    """Run the search and return its document: each trial an ordinary job at a rate through
+    run_job(spec, watch), a line per trial on human as it ends."""
     from loadgen.run.job import Watch
     from loadgen.run.trials import run_search
-    from loadgen.search import RATE_KEY, format_knee, format_trial, parse_search
+    from loadgen.search import RATE_KEY, format_trial, parse_search
     from loadgen.workload import parse_disk, parse_net
 
     spec = parse_search(kind, **search_options)
@@ -432,7 +432,6 @@ def _search(kind: str, job_options: dict, search_options: dict, run_job, json_pa
         return parse(**job_options, **{RATE_KEY[kind]: "max" if rate is None else str(rate), "duration": duration})
 
     job_spec(spec.floor)   # bad workload options stop here, before any trial
-    human = _human_stream(json_path)
 
     def on_trial(entry: dict) -> None:
         if not quiet:
@@ -442,8 +441,13 @@ def _search(kind: str, job_options: dict, search_options: dict, run_job, json_pa
         print(f"loadgen search {kind}: loss <= {spec.max_loss:.4%}"
               + (f", p99 <= {options.format_duration(spec.max_p99_ns)}" if spec.max_p99_ns else "")
               + f", trials of {duration}, resolution {spec.resolution:.2%}", file=human, flush=True)
-    doc = _run_job(run_search(spec, lambda rate: run_job(job_spec(rate), Watch()), on_trial))
-    raise SystemExit(_finish(doc, json_path, quiet, lambda d: format_knee(d["search"])))
+    return _run_job(run_search(spec, lambda rate: run_job(job_spec(rate), Watch()), on_trial))
+
+
+def _knee_text(doc: dict) -> str:
+    from loadgen.search import format_knee
+
+    return format_knee(doc["search"])
 
 
 
@@ -471,8 +475,9 @@ def search_net(
     if all_options.get("target") and all_options.get("mode", "stream") == "stream":
         raise UsageError("a stream to --target counts no arrivals, so no loss to search by: use --mode echo or --peer")
     connect = _connector(token_file, tls, tls_ca) if peer else None
-    _search("net", all_options, search_options,
-            lambda spec, watch: _net_job(spec, peer, clients, connect, None, watch), json_path, quiet)
+    doc = _search("net", all_options, search_options,
+                  lambda spec, watch: _net_job(spec, peer, clients, connect, None, watch), _human_stream(json_path), quiet)
+    raise SystemExit(_finish(doc, json_path, quiet, _knee_text))
 
 
 @search_app.command("disk", epilog=examples(
@@ -491,8 +496,9 @@ def search_disk(
     """The highest --iops whose trials pass, by binary search; then latency at percentages of it."""
     search_options = {k: all_options.pop(k) for k in options.SEARCH}
     connect = _connector(token_file, tls, tls_ca) if on else None
-    _search("disk", all_options, search_options,
-            lambda spec, watch: _disk_job(spec, on, connect, None, watch), json_path, quiet)
+    doc = _search("disk", all_options, search_options,
+                  lambda spec, watch: _disk_job(spec, on, connect, None, watch), _human_stream(json_path), quiet)
+    raise SystemExit(_finish(doc, json_path, quiet, _knee_text))
 
 
 @app.command(epilog=examples(
@@ -567,12 +573,20 @@ def run(
     quiet: Quiet = False,
     strict: Strict = False,
 ) -> None:
-    """Run a profile: a saved net or disk workload, with its claim recorded in the result."""
+    """Run a profile: a saved net or disk workload, with its claim recorded in the result;
+    a profile with a [search] table runs as loadgen search."""
     from loadgen import profiles
+    from loadgen.options import SEARCH
     from loadgen.results.result import format_disk, format_net
 
     prof = profiles.load(str(profile))
     options = profiles.apply_sets(prof.options, set_ or [])
+    if prof.search is not None:
+        search = prof.search | {k: options.pop(k) for k in list(options) if k in SEARCH}
+        remote = profiles.split_remote(prof.kind, options)[1]
+        _run_search_profile(prof, options, search, _connector(token_file, tls, tls_ca) if remote else None,
+                            json_path, quiet,
+                            hlog=hlog, metrics=metrics, json_stream=json_stream)
     spec = profiles.validate(prof.kind, options, prof.path)
     _, remote = profiles.split_remote(prof.kind, options)
     connect = _connector(token_file, tls, tls_ca) if remote else None
@@ -587,6 +601,27 @@ def run(
     code = _finish(doc, json_path, quiet, formatter, hlog, strict, stream, json_stream)
     _linger(exporter, linger_ns)
     raise SystemExit(code)
+
+
+def _run_search_profile(prof, options: dict, search: dict, connect, json_path: Optional[Path], quiet: bool,
+                        **single_run_only) -> None:
+    """`loadgen run` of a profile with [search]: loadgen search with its options, the profile recorded."""
+    from loadgen import profiles
+
+    for name, given in single_run_only.items():
+        if given:
+            raise UsageError(f"--{name.replace('_', '-')} is for single runs; {prof.name} runs a search")
+    profiles.validate(prof.kind, options, prof.path, search)
+    job, remote = profiles.split_remote(prof.kind, options)
+    if prof.kind == "net":
+        peer, clients = remote.get("peer"), remote.get("clients")
+        run_job = lambda spec, watch: _net_job(spec, peer, clients, connect, None, watch)
+    else:
+        on = remote.get("on")
+        run_job = lambda spec, watch: _disk_job(spec, on, connect, None, watch)
+    doc = _search(prof.kind, job, search, run_job, _human_stream(json_path), quiet)
+    doc["profile"] = prof.as_dict() | {"options": options, "search": search}
+    raise SystemExit(_finish(doc, json_path, quiet, _knee_text))
 
 
 def _load_result(path: str | Path) -> dict:
