@@ -444,6 +444,13 @@ def _search(kind: str, job_options: dict, search_options: dict, run_job, human, 
     return _run_job(run_search(spec, lambda rate: run_job(job_spec(rate), Watch()), on_trial))
 
 
+def _patient_connector(token_file: Optional[str], tls: bool, tls_ca: Optional[str]):
+    """_connector for a search: trial after trial, an agent may still be ending the last one's session."""
+    from loadgen.run.trials import patient
+
+    return patient(_connector(token_file, tls, tls_ca))
+
+
 def _knee_text(doc: dict) -> str:
     from loadgen.search import format_knee
 
@@ -474,7 +481,7 @@ def search_net(
         raise UsageError("--clients needs --peer, the agent that receives")
     if all_options.get("target") and all_options.get("mode", "stream") == "stream":
         raise UsageError("a stream to --target counts no arrivals, so no loss to search by: use --mode echo or --peer")
-    connect = _connector(token_file, tls, tls_ca) if peer else None
+    connect = _patient_connector(token_file, tls, tls_ca) if peer else None
     doc = _search("net", all_options, search_options,
                   lambda spec, watch: _net_job(spec, peer, clients, connect, None, watch), _human_stream(json_path), quiet)
     raise SystemExit(_finish(doc, json_path, quiet, _knee_text))
@@ -495,7 +502,7 @@ def search_disk(
 ) -> None:
     """The highest --iops whose trials pass, by binary search; then latency at percentages of it."""
     search_options = {k: all_options.pop(k) for k in options.SEARCH}
-    connect = _connector(token_file, tls, tls_ca) if on else None
+    connect = _patient_connector(token_file, tls, tls_ca) if on else None
     doc = _search("disk", all_options, search_options,
                   lambda spec, watch: _disk_job(spec, on, connect, None, watch), _human_stream(json_path), quiet)
     raise SystemExit(_finish(doc, json_path, quiet, _knee_text))
@@ -584,7 +591,7 @@ def run(
     if prof.search is not None:
         search = prof.search | {k: options.pop(k) for k in list(options) if k in SEARCH}
         remote = profiles.split_remote(prof.kind, options)[1]
-        _run_search_profile(prof, options, search, _connector(token_file, tls, tls_ca) if remote else None,
+        _run_search_profile(prof, options, search, _patient_connector(token_file, tls, tls_ca) if remote else None,
                             json_path, quiet,
                             hlog=hlog, metrics=metrics, json_stream=json_stream)
     spec = profiles.validate(prof.kind, options, prof.path)

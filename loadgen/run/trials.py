@@ -12,12 +12,35 @@ intervals, hosts: what a single run at the knee holds, so report, check and
 compare read it as they read any run) with kind "search" and a `search` section:
 the parameters, the knee, every trial's summary and histograms, and the load curve.
 """
+import asyncio
 from typing import Awaitable, Callable
 
 from loadgen.search import (RATE_KEY, Done, Outcome, SearchSpec, Step, curve_rates, judge, latency_of, loss_ratio,
                             next_step)
 
 RunTrial = Callable[[int | None], Awaitable[dict]]
+# An agent ends a session after its controller leaves (its job processes exit), so the
+# next trial's controller may find it still busy: it asks again, this long at most.
+AGENT_BUSY_WAIT_S = 30.0
+AGENT_BUSY_POLL_S = 0.2
+
+
+def patient(connect: Callable, wait_s: float = AGENT_BUSY_WAIT_S) -> Callable:
+    """connect(host, port) that asks a busy agent again until wait_s has passed: between trials
+    the busy one is most likely this search's own last session, still ending."""
+    async def connect_when_free(host: str, port: int):
+        from loadgen.fleet.remote import AgentBusy
+
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            try:
+                return await connect(host, port)
+            except AgentBusy:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                await asyncio.sleep(AGENT_BUSY_POLL_S)
+
+    return connect_when_free
 
 
 def trial_entry(spec: SearchSpec, step: Step, doc: dict, pct: int | None = None) -> dict:
