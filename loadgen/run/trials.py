@@ -5,7 +5,8 @@ caller hands in run_trial(rate) returning the job's own result document, so a
 search reaches agents (--peer, --clients, --on) exactly as a single run does.
 The search asks for the next step after each trial; a trial that was
 interrupted or failed ends the search, and what was measured stays in the
-document.
+document. So does a signal caught between trials (the next trial's run would
+start afresh and forget it): the search ends before another trial starts.
 
 The search document is the knee trial's document (config, summary, histograms,
 intervals, hosts: what a single run at the knee holds, so report, check and
@@ -15,6 +16,7 @@ the parameters, the knee, every trial's summary and histograms, and the load cur
 import asyncio
 from typing import Awaitable, Callable
 
+from loadgen.run import interrupts
 from loadgen.search import (RATE_KEY, Done, Outcome, SearchSpec, Step, curve_rates, judge, latency_of, loss_ratio,
                             next_step)
 
@@ -65,42 +67,49 @@ def _stopped(doc: dict) -> bool:
     return bool(doc.get("interrupted") or doc.get("failed"))
 
 
-async def run_search(spec: SearchSpec, run_trial: RunTrial, on_trial: Callable[[dict], None]) -> dict:
-    """Run the search, then the load curve at its knee; on_trial(entry) hears of each trial as it ends."""
+async def run_search(spec: SearchSpec, run_trial: RunTrial, on_trial: Callable[[dict], None],
+                     signalled: Callable[[], str | None] = interrupts.caught) -> dict:
+    """Run the search, then the load curve at its knee; on_trial(entry) hears of each trial as it ends.
+    signalled() names a signal caught so far (SIGINT...), or None."""
     entries: list[dict] = []
     docs: list[dict] = []
+    stop: dict = {}   # why the search ended early: interrupted, failed, stop_reason
 
-    async def trial(step: Step, pct: int | None = None) -> bool:
+    async def trial(step: Step, pct: int | None = None) -> dict | None:
+        """The trial's entry; None when a signal came before it, and it never ran."""
+        if docs and signalled():
+            stop.update(interrupted=True, failed=False, stop_reason=f"interrupted by {signalled()} between trials")
+            return None
         doc = await run_trial(step.rate)
         docs.append(doc)
         entries.append(trial_entry(spec, step, doc, pct))
         on_trial(entries[-1])
-        return not _stopped(doc)
+        if _stopped(doc):
+            stop.update(interrupted=doc["interrupted"], failed=doc["failed"], stop_reason=doc["stop_reason"])
+        return entries[-1]
 
-    while True:
+    while not stop:
         step = next_step(spec, [_outcome(e) for e in entries])
         if isinstance(step, Done):
             break
-        if not await trial(step):
-            step = Done(None, f"a trial stopped early: {docs[-1].get('stop_reason')}", None)
-            break
-    done: Done = step
+        await trial(step)
+    done: Done = Done(None, f"stopped early: {stop['stop_reason']}", None) if stop else step
     curve: list[dict] = []
     if done.knee is not None:
         for pct, rate in zip(spec.load_curve_pct, curve_rates(done.knee, spec.load_curve_pct)):
-            going = await trial(Step("curve", rate), pct)
-            curve.append(entries[-1])
-            if not going:
+            entry = await trial(Step("curve", rate), pct)
+            if entry is not None:
+                curve.append(entry)
+            if stop:
                 break
-    return search_document(spec, done, entries, docs, curve)
+    return search_document(spec, done, entries, docs, curve, stop)
 
 
 def search_document(spec: SearchSpec, done: Done, entries: list[dict], docs: list[dict],
-                    curve: list[dict]) -> dict:
+                    curve: list[dict], stop: dict) -> dict:
     """The knee trial's document (else the last trial's), as kind "search" with the search section."""
     at_knee = [i for i, e in enumerate(entries) if e["rate"] == done.knee and e["passed"] and e["phase"] != "curve"]
     base = docs[at_knee[-1]] if at_knee else docs[-1]
-    stopped = next((d for d in docs if _stopped(d)), None)
     ceiling = done.ceiling if done.ceiling is not None else next(
         (int(e["achieved"]) for e in entries if e["phase"] == "ceiling"), spec.ceiling)
     search = spec.as_dict() | {
@@ -112,7 +121,4 @@ def search_document(spec: SearchSpec, done: Done, entries: list[dict], docs: lis
     if done.knee is None:
         warnings.append(f"no knee: {done.why}")
     doc = dict(base) | {"kind": "search", "search": search, "warnings": warnings}
-    if stopped is not None:
-        doc |= {"interrupted": stopped["interrupted"], "failed": stopped["failed"],
-                "stop_reason": stopped["stop_reason"]}
-    return doc
+    return doc | stop

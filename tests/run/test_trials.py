@@ -87,3 +87,65 @@ def test_an_interrupted_trial_ends_the_search_and_keeps_what_was_measured(stop_a
     assert len(asked) == stop_at and len(doc["search"]["trials"]) == stop_at
     assert doc["interrupted"] and doc["stop_reason"] == "interrupted by SIGINT"
     assert doc["search"]["knee_pps"] is None and doc["search"]["load_curve"] == []
+
+
+def test_a_busy_agent_is_asked_again_until_it_is_free():
+    from loadgen.fleet.remote import AgentBusy
+    from loadgen.run.trials import patient
+
+    answers = [AgentBusy("busy"), AgentBusy("busy"), "client"]
+    asked = []
+
+    async def connect(host, port):
+        asked.append((host, port))
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert asyncio.run(patient(connect)("10.0.0.1", 7070)) == "client"
+    assert asked == [("10.0.0.1", 7070)] * 3
+
+
+def test_a_busy_agent_is_given_up_on_and_other_refusals_are_not_retried():
+    from loadgen.errors import SetupError
+    from loadgen.fleet.remote import AgentBusy
+    from loadgen.run.trials import patient
+
+    calls = []
+
+    async def busy(host, port):
+        calls.append(1)
+        raise AgentBusy("the agent at h:1 refused: another controller is using this agent")
+
+    with pytest.raises(AgentBusy):
+        asyncio.run(patient(busy, wait_s=0.0)("h", 1))
+    assert len(calls) == 1
+
+    async def refused(host, port):
+        calls.append(2)
+        raise SetupError("the agent at h:1 refused: bad token")
+
+    with pytest.raises(SetupError, match="bad token"):
+        asyncio.run(patient(refused)("h", 1))
+    assert calls.count(2) == 1
+
+
+@pytest.mark.parametrize("after, knee", [(2, False), (15, True)])   # during the search (13 trials); the curve
+def test_a_signal_between_trials_ends_the_search_before_the_next(after, knee):
+    run_trial, asked = fake_path(30_000)
+    signals: list = []
+
+    async def counted(rate):
+        doc = await run_trial(rate)
+        if len(asked) == after:
+            signals.append("SIGTERM")   # as interrupts records one that lands after the run
+        return doc
+
+    doc = asyncio.run(run_search(spec(), counted, lambda entry: None, lambda: signals[-1] if signals else None))
+    documents.check(doc, "urn:loadgen:schema:result", "search")
+    assert len(asked) == after
+    assert doc["interrupted"] and doc["stop_reason"] == "interrupted by SIGTERM between trials"
+    assert len(doc["search"]["trials"]) + len(doc["search"]["load_curve"]) == after
+    # a knee found before the signal stands; the curve holds the points measured
+    assert (doc["search"]["knee_pps"] is not None) == knee and len(doc["search"]["load_curve"]) == (after - 13 if knee else 0)
