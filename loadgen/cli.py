@@ -102,6 +102,12 @@ TokenFile = Annotated[Optional[str], typer.Option(
 TlsCa = Annotated[Optional[str], typer.Option(
     metavar="FILE", help="Use TLS to agents, checking their certificate against this CA file (PEM).")]
 Tls = Annotated[bool, typer.Option("--tls", help="Use TLS to agents without checking their certificate.")]
+# Where a job runs, when not all here (net and disk, and their searches).
+Peer = Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent that receives (and echoes).",
+                                             metavar="HOST:PORT")]
+Clients = Annotated[Optional[str], typer.Option(
+    help="Comma-separated HOST:PORT agents that send, instead of this host.", metavar="HOST:PORT,...")]
+On = Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent to run the job on.", metavar="HOST:PORT")]
 
 
 def _connector(token_file: Optional[str], tls: bool, tls_ca: Optional[str]):
@@ -311,7 +317,7 @@ def _with_options(table: dict[str, options.Option]):
     "loadgen disk --on hostB:7070 --target /mnt/nvme/test.dat --token-file loadgen.token"))
 @_with_options(options.DISK)
 def disk(
-    on: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent to run the job on.", metavar="HOST:PORT")] = None,
+    on: On = None,
     token_file: TokenFile = None,
     tls: Tls = False,
     tls_ca: TlsCa = None,
@@ -350,6 +356,14 @@ def _disk_job(spec, on: Optional[str], connect, hlog: Optional[Path], watch, exp
     return run_disk(spec, hlog_path=hlog_path, watch=watch, metrics=exporter)
 
 
+def _check_net_ends(peer: Optional[str], clients: Optional[str], target: Optional[str]) -> None:
+    """Where a net job's two ends are: a --target, or agents (--peer, and --clients sending)."""
+    if (peer or clients) and target:
+        raise UsageError("--target is for a plain UDP endpoint; --peer and --clients use agents")
+    if clients and not peer:
+        raise UsageError("--clients needs --peer, the agent that receives")
+
+
 def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: Optional[Path], watch,
              exporter=None):
     """The coroutine that runs a net spec here, or across agents."""
@@ -371,8 +385,8 @@ def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: O
     "loadgen net --peer hostB:7070 --pps 2M --token-file loadgen.token"))
 @_with_options(options.NET)
 def net(
-    peer: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent that receives (and echoes).", metavar="HOST:PORT")] = None,
-    clients: Annotated[Optional[str], typer.Option(help="Comma-separated HOST:PORT agents that send, instead of this host.", metavar="HOST:PORT,...")] = None,
+    peer: Peer = None,
+    clients: Clients = None,
     token_file: TokenFile = None,
     tls: Tls = False,
     tls_ca: TlsCa = None,
@@ -389,10 +403,7 @@ def net(
     from loadgen.results.result import format_net
     from loadgen.workload import parse_net
 
-    if (peer or clients) and job_options.get("target"):
-        raise UsageError("--target is for a plain UDP endpoint; --peer and --clients use agents")
-    if clients and not peer:
-        raise UsageError("--clients needs --peer, the agent that receives")
+    _check_net_ends(peer, clients, job_options.get("target"))
     spec = parse_net(**job_options)
     connect = _connector(token_file, tls, tls_ca) if peer else None
     exporter, linger_ns = _metrics(metrics, metrics_linger)
@@ -457,15 +468,14 @@ def _knee_text(doc: dict) -> str:
     return format_knee(doc["search"])
 
 
-
 @search_app.command("net", epilog=examples(
     "loadgen search net --max-loss 0.001 --trial 10s                # to the embedded receiver",
     "loadgen search net --peer hostB:7070 --max-loss 0.1% --trial 60s --json knee.json",
     "loadgen search net --peer hostB:7070 --mode echo --max-p99 200us --ceiling 1M"))
 @_with_options(_search_table(options.NET, "net"))
 def search_net(
-    peer: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent that receives (and echoes).", metavar="HOST:PORT")] = None,
-    clients: Annotated[Optional[str], typer.Option(help="Comma-separated HOST:PORT agents that send, instead of this host.", metavar="HOST:PORT,...")] = None,
+    peer: Peer = None,
+    clients: Clients = None,
     token_file: TokenFile = None,
     tls: Tls = False,
     tls_ca: TlsCa = None,
@@ -475,15 +485,14 @@ def search_net(
 ) -> None:
     """The highest --pps whose trials pass, by binary search; then latency at percentages of it."""
     search_options = {k: all_options.pop(k) for k in options.SEARCH}
-    if (peer or clients) and all_options.get("target"):
-        raise UsageError("--target is for a plain UDP endpoint; --peer and --clients use agents")
-    if clients and not peer:
-        raise UsageError("--clients needs --peer, the agent that receives")
+    _check_net_ends(peer, clients, all_options.get("target"))
     if all_options.get("target") and all_options.get("mode", "stream") == "stream":
-        raise UsageError("a stream to --target counts no arrivals, so no loss to search by: use --mode echo or --peer")
+        raise UsageError("a stream to --target counts no arrivals, so no loss to search by: "
+                         "use --mode echo or --peer")
     connect = _patient_connector(token_file, tls, tls_ca) if peer else None
     doc = _search("net", all_options, search_options,
-                  lambda spec, watch: _net_job(spec, peer, clients, connect, None, watch), _human_stream(json_path), quiet)
+                  lambda spec, watch: _net_job(spec, peer, clients, connect, None, watch),
+                  _human_stream(json_path), quiet)
     raise SystemExit(_finish(doc, json_path, quiet, _knee_text))
 
 
@@ -492,7 +501,7 @@ def search_net(
     "loadgen search disk --on hostB:7070 --target /mnt/nvme/f --max-p99 500us --json knee.json"))
 @_with_options(_search_table(options.DISK, "disk"))
 def search_disk(
-    on: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent to run the job on.", metavar="HOST:PORT")] = None,
+    on: On = None,
     token_file: TokenFile = None,
     tls: Tls = False,
     tls_ca: TlsCa = None,
