@@ -28,7 +28,6 @@ from loadgen import options
 from loadgen.errors import UsageError
 from loadgen.units import format_ns, format_si
 
-PHASES = ("ceiling", "search", "confirm", "curve")
 DEFAULT_LOAD_CURVE_PCT = (10, 50, 80, 90, 100)
 DEFAULT_MAX_TRIALS = 40
 RATE_KEY = {"net": "pps", "disk": "iops"}
@@ -97,7 +96,7 @@ def ceiling_of(spec: SearchSpec, trials: list[Outcome]) -> int | None:
     return int(closed[0].achieved) if closed else None
 
 
-def bounds(spec: SearchSpec, ceiling: int, trials: list[Outcome]) -> tuple[int | None, int | None]:
+def bounds(trials: list[Outcome]) -> tuple[int | None, int | None]:
     """(lo, hi): the highest rate that passed below hi (None: none has), and the lowest
     rate that failed (None: none has)."""
     judged = [t for t in trials if t.phase in ("search", "confirm")]
@@ -116,7 +115,7 @@ def next_step(spec: SearchSpec, trials: list[Outcome]) -> Step | Done:
         return Done(None, f"the closed-loop trial reached only {format_si(ceiling)}/s, below the floor "
                           f"{format_si(spec.floor)}/s", ceiling)
     searched = [t for t in trials if t.phase != "ceiling"]
-    lo, hi = bounds(spec, ceiling, trials)
+    lo, hi = bounds(trials)
     if hi is None and not any(t.rate == ceiling for t in searched):
         return _capped(spec, trials, lo, ceiling) or Step("search", ceiling)   # RFC 2544: begin at the top
     if hi is not None and hi <= spec.floor:

@@ -77,3 +77,29 @@ def test_a_local_disk_search_runs_disk_trials(cli, tmp_path):
     documents.check(doc, "urn:loadgen:schema:result", "d.json")
     assert doc["search"]["kind"] == "disk" and "knee_iops" in doc["search"] and doc["search"]["load_curve"] == []
     assert all(t["summary"]["ops"] >= 0 and t["rate"] in range(100, 201) for t in doc["search"]["trials"])
+
+
+def test_a_profile_with_a_search_table_runs_as_a_search_and_check_reads_its_knee(cli, tmp_path):
+    profile = tmp_path / "knee.toml"
+    profile.write_text('description = "a knee on loopback"\nkind = "net"\n'
+                       '[options]\nramp = "0s"\ninterval = "100ms"\n'
+                       '[search]\nmax_loss = "1%"\ntrial = "300ms"\nfloor = "1k"\nceiling = "2k"\n'
+                       'resolution = "50%"\nmax_trials = 4\nload_curve = "none"\n'
+                       '[claim]\nmetric = "search.knee_pps"\nop = ">="\nvalue = 1000\nsource = "this test"\n')
+    done = cli("run", str(profile), "--set", "trial=200ms", "--quiet", "--json", str(tmp_path / "k.json"))
+    assert done.returncode == 0, done.stderr
+    doc = json.loads((tmp_path / "k.json").read_text())
+    assert doc["kind"] == "search" and doc["search"]["trial_ns"] == 200_000_000   # --set reaches the search
+    assert doc["profile"]["name"] == "knee" and doc["profile"]["search"]["max_loss"] == "1%"
+    checked = cli("check", str(tmp_path / "k.json"))
+    if doc["search"]["knee_pps"] is None:
+        assert checked.returncode == 3 and "no knee" in checked.stdout
+    else:
+        assert checked.returncode == 0 and "search.knee_pps >= 1,000" in checked.stdout
+
+
+def test_a_search_profile_refuses_single_run_outputs(cli, tmp_path):
+    profile = tmp_path / "knee.toml"
+    profile.write_text('kind = "net"\n[search]\nmax_loss = "1%"\n')
+    done = cli("run", str(profile), "--hlog", str(tmp_path / "h.hlog"))
+    assert done.returncode == 2 and done.stderr.startswith("loadgen: --hlog is for single runs"), done.stderr

@@ -113,7 +113,7 @@ def test_confirm_zero_takes_the_first_pass_at_the_converged_rate():
     ([Outcome("ceiling", None, 10, True)], None, None),
 ])
 def test_bounds(trials, lo, hi):
-    assert bounds(spec(), 100, trials) == (lo, hi)
+    assert bounds(trials) == (lo, hi)
 
 
 def test_next_step_halves_between_the_bounds():

@@ -46,7 +46,8 @@ def patient(connect: Callable, wait_s: float = AGENT_BUSY_WAIT_S) -> Callable:
 
 
 def trial_entry(spec: SearchSpec, step: Step, doc: dict, pct: int | None = None) -> dict:
-    """A trial as the search document keeps it: its verdict and the job's summary and histograms."""
+    """A trial as the search document keeps it: its verdict, the job's summary and histograms, and
+    in a paired or remote run each host's section."""
     s = doc["summary"]
     lat = latency_of(s)
     passed, why = judge(spec, s, closed_loop=step.rate is None)
@@ -56,7 +57,14 @@ def trial_entry(spec: SearchSpec, step: Step, doc: dict, pct: int | None = None)
             "loss_ratio": loss_ratio(spec.kind, s), "p50_ns": lat["p50"] if lat else None,
             "p99_ns": lat["p99"] if lat else None, "lag_max_ns": (s.get("schedule_lag_ns") or {}).get("max"),
             "passed": passed, "why": why, "summary": s, "histograms": doc.get("histograms") or {},
-            "warnings": doc.get("warnings") or []}
+            "warnings": doc.get("warnings") or []} | _hosts(doc)
+
+
+def _hosts(doc: dict) -> dict:
+    """A paired or remote trial's host sections, without their histograms (the total's are kept)."""
+    if not doc.get("hosts"):
+        return {}
+    return {"hosts": [{k: v for k, v in h.items() if k != "histograms"} for h in doc["hosts"]]}
 
 
 def _outcome(entry: dict) -> Outcome:

@@ -80,6 +80,49 @@ def test_search_finds_the_tbf_cap_within_5_percent(capped_hub, tmp_path):
     above = [t for t in search["trials"] if t["rate"] and t["rate"] > CAP_PPS * (1 + TOLERANCE)]
     assert above and all(not t["passed"] and t["loss_ratio"] > 0.001 for t in above), lines
     # Each trial was a paired run: the agent's receiver counted the arrivals.
-    assert all(any(h["role"] == "receiver" for h in t["summary"].get("hosts", [])) or "received" in t["summary"]
-               for t in search["trials"])
+    peer = f"{h.addresses['recv']}:{AGENT_PORT}"
+    for t in search["trials"]:
+        received = [x for x in t["hosts"] if x["role"] == "receiver"]
+        assert [x["host"] for x in received] == [peer] and received[0]["received"] == t["summary"]["received"]
     assert doc["hosts"] and doc["config"]["peer"] == f"{h.addresses['recv']}:{AGENT_PORT}"
+
+
+@pytest.fixture
+def open_hub():
+    why = netns_unavailable()
+    if why:
+        pytest.skip(why)
+    h = Hub()
+    try:
+        h.add("recv", 1)
+        h.add("client", 3)
+        h.add("ctrl", 10)
+        yield h
+    finally:
+        h.close()
+
+
+def test_search_drives_sending_agents_with_clients(open_hub, tmp_path):
+    """--peer with --clients: every trial's datagrams come from the client agent, none from the controller."""
+    h = open_hub
+    token = write_token(tmp_path / "token")
+    agents = [Agent(tmp_path, f"{h.addresses[m]}:{AGENT_PORT}", "--token-file", str(token), ns=h.ns(m), name=m)
+              for m in ("recv", "client")]
+    try:
+        done = run_loadgen(
+            tmp_path, "search", "net", "--peer", f"{h.addresses['recv']}:{AGENT_PORT}",
+            "--clients", f"{h.addresses['client']}:{AGENT_PORT}", "--token-file", str(token),
+            "--max-loss", "1%", "--trial", "1s", "--ramp", "0s", "--floor", "2k", "--ceiling", "4k",
+            "--resolution", "50%", "--max-trials", "3", "--load-curve", "none", "--json", str(tmp_path / "c.json"),
+            ns=h.ns("ctrl"), timeout_s=3 * 60)
+    finally:
+        for a in agents:
+            a.stop()
+    assert done.returncode == 0, done.stderr
+    search = json.loads((tmp_path / "c.json").read_text())["search"]
+    assert 1 <= len(search["trials"]) <= 3
+    client = f"{h.addresses['client']}:{AGENT_PORT}"
+    for t in search["trials"]:
+        assert t["rate"] in range(2_000, 4_001)
+        senders = [x for x in t["hosts"] if x["role"] == "sender"]
+        assert [x["host"] for x in senders] == [client] and senders[0]["sent"] == t["summary"]["sent"] > 0
