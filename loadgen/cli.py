@@ -102,6 +102,12 @@ TokenFile = Annotated[Optional[str], typer.Option(
 TlsCa = Annotated[Optional[str], typer.Option(
     metavar="FILE", help="Use TLS to agents, checking their certificate against this CA file (PEM).")]
 Tls = Annotated[bool, typer.Option("--tls", help="Use TLS to agents without checking their certificate.")]
+# Where a job runs, when not all here (net and disk, and their searches).
+Peer = Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent that receives (and echoes).",
+                                             metavar="HOST:PORT")]
+Clients = Annotated[Optional[str], typer.Option(
+    help="Comma-separated HOST:PORT agents that send, instead of this host.", metavar="HOST:PORT,...")]
+On = Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent to run the job on.", metavar="HOST:PORT")]
 
 
 def _connector(token_file: Optional[str], tls: bool, tls_ca: Optional[str]):
@@ -311,7 +317,7 @@ def _with_options(table: dict[str, options.Option]):
     "loadgen disk --on hostB:7070 --target /mnt/nvme/test.dat --token-file loadgen.token"))
 @_with_options(options.DISK | options.RAY_DISK)
 def disk(
-    on: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent to run the job on.", metavar="HOST:PORT")] = None,
+    on: On = None,
     token_file: TokenFile = None,
     tls: Tls = False,
     tls_ca: TlsCa = None,
@@ -373,6 +379,14 @@ def _disk_job(spec, on: Optional[str], connect, hlog: Optional[Path], watch, exp
     return run_disk(spec, hlog_path=hlog_path, watch=watch, metrics=exporter)
 
 
+def _check_net_ends(peer: Optional[str], clients: Optional[str], target: Optional[str]) -> None:
+    """Where a net job's two ends are: a --target, or agents (--peer, and --clients sending)."""
+    if (peer or clients) and target:
+        raise UsageError("--target is for a plain UDP endpoint; --peer and --clients use agents")
+    if clients and not peer:
+        raise UsageError("--clients needs --peer, the agent that receives")
+
+
 def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: Optional[Path], watch,
              exporter=None, ray=None):
     """The coroutine that runs a net spec here, across agents, or across Ray nodes."""
@@ -399,8 +413,8 @@ def _net_job(spec, peer: Optional[str], clients: Optional[str], connect, hlog: O
     "loadgen net --peer hostB:7070 --pps 2M --token-file loadgen.token"))
 @_with_options(options.NET | options.RAY_NET)
 def net(
-    peer: Annotated[Optional[str], typer.Option(help="HOST:PORT of a loadgen agent that receives (and echoes).", metavar="HOST:PORT")] = None,
-    clients: Annotated[Optional[str], typer.Option(help="Comma-separated HOST:PORT agents that send, instead of this host.", metavar="HOST:PORT,...")] = None,
+    peer: Peer = None,
+    clients: Clients = None,
     token_file: TokenFile = None,
     tls: Tls = False,
     tls_ca: TlsCa = None,
@@ -417,10 +431,7 @@ def net(
     from loadgen.results.result import format_net
     from loadgen.workload import parse_net
 
-    if (peer or clients) and job_options.get("target"):
-        raise UsageError("--target is for a plain UDP endpoint; --peer and --clients use agents")
-    if clients and not peer:
-        raise UsageError("--clients needs --peer, the agent that receives")
+    _check_net_ends(peer, clients, job_options.get("target"))
     ray = _ray_options(options.RAY_NET, job_options, "--peer" if peer else "--target" if job_options.get("target")
                        else None)
     spec = parse_net(**job_options)
@@ -432,6 +443,108 @@ def net(
     code = _finish(doc, json_path, quiet, format_net, hlog, strict, stream, json_stream)
     _linger(exporter, linger_ns)
     raise SystemExit(code)
+
+
+search_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                         help="RFC 2544's search for the knee: the highest rate that passes, then latency below it.")
+app.add_typer(search_app, name="search")
+
+
+def _search_table(job_table: dict, kind: str) -> dict:
+    """A job's options without those a search sets itself (a trial's rate and length), and the search's."""
+    from loadgen.profiles import SEARCHED_OPTIONS
+
+    return {name: opt for name, opt in job_table.items() if name not in SEARCHED_OPTIONS[kind]} | options.SEARCH
+
+
+def _search(kind: str, job_options: dict, search_options: dict, run_job, human, quiet: bool) -> dict:
+    """Run the search and return its document: each trial an ordinary job at a rate through
+    run_job(spec, watch), a line per trial on human as it ends."""
+    from loadgen.run.job import Watch
+    from loadgen.run.trials import run_search
+    from loadgen.search import RATE_KEY, format_trial, parse_search
+    from loadgen.workload import parse_disk, parse_net
+
+    spec = parse_search(kind, **search_options)
+    parse = parse_net if kind == "net" else parse_disk
+    duration = options.format_duration(spec.trial_ns)
+
+    def job_spec(rate: Optional[int]):
+        return parse(**job_options, **{RATE_KEY[kind]: "max" if rate is None else str(rate), "duration": duration})
+
+    job_spec(spec.floor)   # bad workload options stop here, before any trial
+
+    def on_trial(entry: dict) -> None:
+        if not quiet:
+            print(format_trial(kind, entry), file=human, flush=True)
+
+    if not quiet:
+        print(f"loadgen search {kind}: loss <= {spec.max_loss:.4%}"
+              + (f", p99 <= {options.format_duration(spec.max_p99_ns)}" if spec.max_p99_ns else "")
+              + f", trials of {duration}, resolution {spec.resolution:.2%}", file=human, flush=True)
+    return _run_job(run_search(spec, lambda rate: run_job(job_spec(rate), Watch()), on_trial))
+
+
+def _patient_connector(token_file: Optional[str], tls: bool, tls_ca: Optional[str]):
+    """_connector for a search: trial after trial, an agent may still be ending the last one's session."""
+    from loadgen.run.trials import patient
+
+    return patient(_connector(token_file, tls, tls_ca))
+
+
+def _knee_text(doc: dict) -> str:
+    from loadgen.search import format_knee
+
+    return format_knee(doc["search"])
+
+
+@search_app.command("net", epilog=examples(
+    "loadgen search net --max-loss 0.001 --trial 10s                # to the embedded receiver",
+    "loadgen search net --peer hostB:7070 --max-loss 0.1% --trial 60s --json knee.json",
+    "loadgen search net --peer hostB:7070 --mode echo --max-p99 200us --ceiling 1M"))
+@_with_options(_search_table(options.NET, "net"))
+def search_net(
+    peer: Peer = None,
+    clients: Clients = None,
+    token_file: TokenFile = None,
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    json_path: JsonOut = None,
+    quiet: Quiet = False,
+    **all_options,
+) -> None:
+    """The highest --pps whose trials pass, by binary search; then latency at percentages of it."""
+    search_options = {k: all_options.pop(k) for k in options.SEARCH}
+    _check_net_ends(peer, clients, all_options.get("target"))
+    if all_options.get("target") and all_options.get("mode", "stream") == "stream":
+        raise UsageError("a stream to --target counts no arrivals, so no loss to search by: "
+                         "use --mode echo or --peer")
+    connect = _patient_connector(token_file, tls, tls_ca) if peer else None
+    doc = _search("net", all_options, search_options,
+                  lambda spec, watch: _net_job(spec, peer, clients, connect, None, watch),
+                  _human_stream(json_path), quiet)
+    raise SystemExit(_finish(doc, json_path, quiet, _knee_text))
+
+
+@search_app.command("disk", epilog=examples(
+    "loadgen search disk --target /mnt/nvme/f --max-p99 1ms --trial 10s",
+    "loadgen search disk --on hostB:7070 --target /mnt/nvme/f --max-p99 500us --json knee.json"))
+@_with_options(_search_table(options.DISK, "disk"))
+def search_disk(
+    on: On = None,
+    token_file: TokenFile = None,
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    json_path: JsonOut = None,
+    quiet: Quiet = False,
+    **all_options,
+) -> None:
+    """The highest --iops whose trials pass, by binary search; then latency at percentages of it."""
+    search_options = {k: all_options.pop(k) for k in options.SEARCH}
+    connect = _patient_connector(token_file, tls, tls_ca) if on else None
+    doc = _search("disk", all_options, search_options,
+                  lambda spec, watch: _disk_job(spec, on, connect, None, watch), _human_stream(json_path), quiet)
+    raise SystemExit(_finish(doc, json_path, quiet, _knee_text))
 
 
 @app.command(epilog=examples(
@@ -506,12 +619,20 @@ def run(
     quiet: Quiet = False,
     strict: Strict = False,
 ) -> None:
-    """Run a profile: a saved net or disk workload, with its claim recorded in the result."""
+    """Run a profile: a saved net or disk workload, with its claim recorded in the result;
+    a profile with a [search] table runs as loadgen search."""
     from loadgen import profiles
+    from loadgen.options import SEARCH
     from loadgen.results.result import format_disk, format_net
 
     prof = profiles.load(str(profile))
     options = profiles.apply_sets(prof.options, set_ or [])
+    if prof.search is not None:
+        search = prof.search | {k: options.pop(k) for k in list(options) if k in SEARCH}
+        remote = profiles.split_remote(prof.kind, options)[1]
+        _run_search_profile(prof, options, search, _patient_connector(token_file, tls, tls_ca) if remote else None,
+                            json_path, quiet,
+                            hlog=hlog, metrics=metrics, json_stream=json_stream)
     spec = profiles.validate(prof.kind, options, prof.path)
     _, remote = profiles.split_remote(prof.kind, options)
     connect = _connector(token_file, tls, tls_ca) if remote else None
@@ -526,6 +647,27 @@ def run(
     code = _finish(doc, json_path, quiet, formatter, hlog, strict, stream, json_stream)
     _linger(exporter, linger_ns)
     raise SystemExit(code)
+
+
+def _run_search_profile(prof, options: dict, search: dict, connect, json_path: Optional[Path], quiet: bool,
+                        **single_run_only) -> None:
+    """`loadgen run` of a profile with [search]: loadgen search with its options, the profile recorded."""
+    from loadgen import profiles
+
+    for name, given in single_run_only.items():
+        if given:
+            raise UsageError(f"--{name.replace('_', '-')} is for single runs; {prof.name} runs a search")
+    profiles.validate(prof.kind, options, prof.path, search)
+    job, remote = profiles.split_remote(prof.kind, options)
+    if prof.kind == "net":
+        peer, clients = remote.get("peer"), remote.get("clients")
+        run_job = lambda spec, watch: _net_job(spec, peer, clients, connect, None, watch)
+    else:
+        on = remote.get("on")
+        run_job = lambda spec, watch: _disk_job(spec, on, connect, None, watch)
+    doc = _search(prof.kind, job, search, run_job, _human_stream(json_path), quiet)
+    doc["profile"] = prof.as_dict() | {"options": options, "search": search}
+    raise SystemExit(_finish(doc, json_path, quiet, _knee_text))
 
 
 def _load_result(path: str | Path) -> dict:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from loadgen.errors import UsageError
-from loadgen.units import format_size, parse_bool, parse_count, parse_duration_ns, parse_rate, parse_size_bytes
+from loadgen.units import (format_size, parse_bool, parse_count, parse_duration_ns, parse_percent, parse_rate, parse_ratio,
+                           parse_size_bytes)
 
 # Copied from native/loadgen.h (LG_MAX_QD, ...); lg_limit() lets a test compare them.
 MAX_QD = 4096
@@ -240,6 +241,45 @@ RAY_DISK = _options(
     RAY,
     Option("ray_nodes", None, _text, str, f"Ray nodes that run the disk job: {_SELECTOR_HELP}.", "SELECTOR",
            default_help="every node"),
+)
+
+
+def _percent_list(raw, option: str) -> tuple[int, ...]:
+    """'10,50,100' -> (10, 50, 100): whole percentages of 1 to 100; '' or none: no points."""
+    text = str(raw).strip().lower()
+    if text in ("", "none"):
+        return ()
+    try:
+        pcts = tuple(int(p.strip().rstrip("%")) for p in text.split(","))
+    except ValueError:
+        raise UsageError(f"invalid {option}: {raw!r} (whole percentages such as 10,50,80,90,100)") from None
+    if not all(1 <= p <= 100 for p in pcts):
+        raise UsageError(f"invalid {option}: {raw!r} (each percentage 1 to 100)")
+    return pcts
+
+
+def _format_pct(ratio: float) -> str:
+    return f"{ratio * 100:g}%"
+
+
+# `loadgen search`: RFC 2544's binary search for the knee (loadgen/search.py).
+SEARCH = _options(
+    Option("max_loss", "0", parse_ratio, float, "A trial passes with at most this share lost (0.001 or 0.1%).",
+           "RATIO", 0, 1, _format_pct),
+    Option("max_p99", None, parse_duration_ns, int, "A trial passes with p99 latency at most this.", "DURATION",
+           1, MAX_TIMEOUT_NS, format_duration, default_help="latency does not judge"),
+    Option("trial", "60s", parse_duration_ns, int, "Each trial's measured time (RFC 2544 asks 60 s).", "DURATION",
+           1, MAX_RUN_NS, format_duration),
+    Option("resolution", "1%", parse_percent, float, "Stop when the pass/fail bounds are this close.", "PCT",
+           0.0001, 0.5, _format_pct),
+    Option("confirm", "1", parse_count, int, "Trials again at the knee before it counts.", "N", 0, 100),
+    Option("floor", "1", parse_count, int, "The lowest rate searched.", "RATE", 1, MAX_RATE, format_count),
+    Option("ceiling", "max", parse_rate, int, "The highest rate searched, or max: a first closed-loop trial's.",
+           "RATE", 1, MAX_RATE, format_count),
+    Option("load_curve", "10,50,80,90,100", _percent_list, tuple,
+           "Latency at these percentages of the knee, after it (RFC 2544 26.2); none: no curve.", "PCTS"),
+    Option("max_trials", "40", parse_count, int, "Stop the search after this many trials (the curve's aside).",
+           "N", 1, 1000),
 )
 
 

@@ -9,6 +9,8 @@
     value = 100125
     source = "..."                # where the figure comes from (profiles/README.md)
     scope = { instance_types = ["i3.large"] }   # optional: where it applies
+    [search]             # optional: run it as `loadgen search` (its options, such as max_loss)
+    max_loss = "0.1%"             # the trial's rate and duration are the search's: not in [options]
 
 The document's shape (keys, types, the claim) is checked against
 loadgen/results/schemas/profile.schema.json by loadgen.results.documents. Options go through the
@@ -44,12 +46,15 @@ class Profile:
     description: str
     options: dict
     claim: Claim | None
+    search: dict | None = None   # raw search options (options.SEARCH); None: a single run
 
     def as_dict(self) -> dict:
         out = {"name": self.name, "path": self.path, "description": self.description}
         if self.claim:
             out["claim"] = {"metric": self.claim.metric, "op": self.claim.op, "value": self.claim.value,
                             "source": self.claim.source, "scope": self.claim.scope}
+        if self.search is not None:
+            out["search"] = self.search
         return out
 
 
@@ -69,8 +74,10 @@ def load(path: str | Path) -> Profile:
     options = raw.get("options", {})
     profile = Profile(path.stem, str(path), raw["kind"], raw.get("description", "").strip(),
                       {k.replace("-", "_"): _as_option(v) for k, v in options.items()},
-                      parse_claim(raw.get("claim"), str(path)))
-    validate(profile.kind, profile.options, str(path))
+                      parse_claim(raw.get("claim"), str(path)),
+                      None if "search" not in raw else
+                      {k.replace("-", "_"): _as_option(v) for k, v in raw["search"].items()})
+    validate(profile.kind, profile.options, str(path), profile.search)
     return profile
 
 
@@ -98,14 +105,26 @@ def split_remote(kind: str, options: dict) -> tuple[dict, dict]:
             {k: v for k, v in options.items() if k in keys})
 
 
-def validate(kind: str, options: dict, where: str):
+# Options a search sets for each trial itself (loadgen search leaves them out).
+SEARCHED_OPTIONS = {"net": ("pps", "duration"), "disk": ("iops", "duration")}
+
+
+def validate(kind: str, options: dict, where: str, search: dict | None = None):
     """Parse options exactly as the command line would; the spec, or UsageError.
-    The accepted names are the option table's (loadgen/options.py) and the remote keys."""
+    The accepted names are the option table's (loadgen/options.py) and the remote keys;
+    with a search, its options too, and not the rate and duration it sets."""
+    from loadgen.search import parse_search
     from loadgen.workload import parse_disk, parse_net
 
     job, _ = split_remote(kind, options)
     parse = parse_net if kind == "net" else parse_disk
     try:
+        if search is not None:
+            set_here = [k for k in SEARCHED_OPTIONS[kind] if k in job]
+            if set_here:
+                raise UsageError(f"a search sets each trial's {' and '.join(set_here)}: "
+                                 "leave them out of [options]")
+            parse_search(kind, **search)
         return parse(**job)
     except UsageError as e:
         raise UsageError(f"{where}: {e}") from None

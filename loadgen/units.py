@@ -91,6 +91,24 @@ def parse_rate(text: str | int, option: str = "") -> int | None:
     return rate
 
 
+def parse_ratio(text: str | int | float, option: str = "ratio") -> float:
+    """'0.001' or '0.1%' -> 0.001: a share, given as a fraction or in percent."""
+    _not_a_flag(text, option)
+    if isinstance(text, (int, float)):
+        return float(text)
+    value, suffix = _split(text, option, r"(%?)")
+    return float(value / 100 if suffix else value)
+
+
+def parse_percent(text: str | int | float, option: str = "percent") -> float:
+    """'1%' or '1' -> 0.01: a share, given in percent (with or without the sign)."""
+    _not_a_flag(text, option)
+    if isinstance(text, (int, float)):
+        return float(text) / 100
+    value, _ = _split(text, option, r"(%?)")
+    return float(value / 100)
+
+
 def parse_duration_ns(text: str | int | float, option: str = "duration") -> int:
     """'10s' -> 10_000_000_000. Errors name the option."""
     what = option

@@ -59,7 +59,7 @@ def test_claim_cites_a_source(path):
     if claim is None:
         pytest.skip(f"{path.name} makes no claim")
     assert claim.source.strip()
-    assert claim.metric.startswith("summary.")
+    assert claim.metric.startswith(("summary.", "search.knee_"))
     assert claim.op in profiles.OPS
 
 
@@ -112,7 +112,8 @@ def test_shipped_2m_pps_claim(shipped):
     assert found, "a net profile claiming 2,000,000 pps"
     for p in found:
         assert GREGG_2017 in p.claim.source
-        assert p.claim.metric == "summary.received_pps", "arrivals, not sends, make the claim"
+        assert p.claim.metric == "search.knee_pps", "a capacity is a search's knee, not one run's rate"
+        assert p.search is not None and "max_loss" in p.search
 
 
 @pytest.mark.parametrize("instance, iops", I3_RANDREAD_IOPS.items())
@@ -122,7 +123,8 @@ def test_shipped_i3_claims(shipped, instance, iops):
     for p in found:
         assert p.kind == "disk"
         assert (p.options.get("rw"), p.options.get("bs")) == ("randread", "4k")
-        assert (p.claim.metric, p.claim.op) == ("summary.rate", ">=")
+        assert (p.claim.metric, p.claim.op) == ("search.knee_iops", ">=")
+        assert p.search is not None, "a capacity is a search's knee"
         assert p.claim.value == iops, f"{p.path}: {p.claim.value:g} but profiles/README.md says {iops}"
         assert AWS_GUIDE in p.claim.source
 
@@ -131,7 +133,7 @@ def test_every_claimed_i3_figure_is_claims_md(shipped):
     """No profile scoped to an i3 type claims a number profiles/README.md does not give for it."""
     for p in shipped:
         for instance in p.claim.scope.get("instance_types", []) if p.claim else []:
-            if instance in I3_RANDREAD_IOPS and p.claim.metric == "summary.rate":
+            if instance in I3_RANDREAD_IOPS and p.claim.metric in ("summary.rate", "search.knee_iops"):
                 assert p.claim.value == I3_RANDREAD_IOPS[instance], p.path
 
 

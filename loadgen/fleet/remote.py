@@ -23,6 +23,10 @@ CONNECT_TIMEOUT_S = 10.0
 CLOCK_SAMPLES = 8
 
 
+class AgentBusy(SetupError):
+    """The agent serves another controller, or is still ending the session of the last one."""
+
+
 class RemoteRun:
     def __init__(self, client: "AgentClient", jid: int, ready: dict) -> None:
         self.client, self.jid, self.ready = client, jid, ready
@@ -155,7 +159,8 @@ class AgentClient:
         await self.writer.drain()
         welcome = await self._next_frame()
         if welcome.get("type") == "error":
-            raise SetupError(f"the agent at {self.name} refused: {welcome.get('message')}")
+            refused = AgentBusy if welcome.get("code") == "busy" else SetupError
+            raise refused(f"the agent at {self.name} refused: {welcome.get('message')}")
         if welcome.get("type") != "welcome":
             raise SetupError(f"the agent at {self.name} answered {welcome.get('type')!r}")
         if challenge.get("auth") and not protocol.verify(

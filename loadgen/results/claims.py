@@ -11,6 +11,9 @@ functions give the text `loadgen check` and `compare` print. Vocabulary:
   is the performance, (other - base) / other.
 - tier: the band of the virtualization table in profiles/README.md (the
   published figures and their sources) that an overhead falls into.
+- knee: a search result's search.knee_pps or search.knee_iops (loadgen/search.py), the
+  highest rate whose trials passed; only a search result (kind "search") has one, and
+  the rest of that document is its knee trial's, so summary claims read that trial.
 - closed and open loop: a run at rate "max" is closed loop and its achieved rate
   measures the system; a run at a fixed rate is open loop, the schedule set its
   rate, and only its latency (and what a receiver saw) measures the system.
@@ -146,8 +149,14 @@ def in_scope(doc: dict, claim: Claim) -> tuple[bool, str]:
 def check(doc: dict, claim: Claim, baseline: dict | None = None, kind: str | None = None) -> Verdict:
     """Judge one result against a claim (and, for overhead claims, a baseline);
     kind is the claim's profile's kind, when known."""
-    if kind and doc.get("kind") != kind:
-        return Verdict("not comparable", f"the claim is about a {kind} run; this result is a {doc.get('kind')} run")
+    searched = doc.get("kind") == "search"
+    if claim.metric.startswith("search.") and not searched:
+        return Verdict("not comparable", f"the claim is about a search's knee ({claim.metric}, from loadgen search); "
+                                         f"this result is a single {doc.get('kind')} run")
+    run_kind = metric(doc, "search.kind") if searched else doc.get("kind")
+    if kind and run_kind != kind:
+        what = f"a search over {run_kind} runs" if searched else f"a {run_kind} run"
+        return Verdict("not comparable", f"the claim is about {kind} runs; this result is {what}")
     for which, d in (("run", doc), ("baseline", baseline)):
         if d is not None and (d.get("interrupted") or d.get("failed")):
             return Verdict("not comparable", f"the {which} did not complete: {d.get('stop_reason')}")
@@ -159,6 +168,8 @@ def check(doc: dict, claim: Claim, baseline: dict | None = None, kind: str | Non
         if isinstance(measured, (int, float)) and not isinstance(measured, bool):
             return Verdict("not comparable", f"the result's {claim.metric} is {measured!r}, "
                                              "which no rate, count or latency can be")
+        if searched and claim.metric.startswith("search.knee"):
+            return Verdict("not comparable", f"the search found no knee: {metric(doc, 'search.why')}")
         return Verdict("not comparable", f"the result has no number at {claim.metric}")
     if not math.isfinite(claim.value):
         return Verdict("not comparable", f"the claim's value {claim.value!r} is not a number", measured=measured)

@@ -99,6 +99,13 @@ def host_label(doc: dict, name: str) -> str:
     return f"{name} ({role})" if role else name
 
 
+def run_kind(doc: dict):
+    """net or disk: the document's kind, or for a search (whose document is its knee trial's) its trials'."""
+    if doc.get("kind") == "search":
+        return (doc.get("search") or {}).get("kind")
+    return doc.get("kind")
+
+
 def sides(hists: dict) -> list[str]:
     """The sides a mixed disk run's document holds apart, in order; [] in any other run."""
     return [side for side in SIDE_COLORS if f"{side}-latency" in hists]
@@ -109,14 +116,14 @@ def describe_tag(tag: str, doc: dict) -> str:
     *quals, base = tag.split("-")
     if base not in ("latency", "service"):
         return tag
-    disk = doc.get("kind") == "disk"
+    disk = run_kind(doc) == "disk"
     verb, rate_key = ("submit", "iops") if disk else ("send", "pps")
     start = f"scheduled {verb}" if base == "latency" else f"actual {verb}"
     if base == "latency" and (doc.get("config") or {}).get(rate_key) == "max":
         start = f"actual {verb}: {rate_key}=max has no schedule"
     if "oneway" in quals:
         what = "one way"
-    elif doc.get("kind") == "net" and (doc.get("config") or {}).get("mode") == "echo":
+    elif run_kind(doc) == "net" and (doc.get("config") or {}).get("mode") == "echo":
         what = "round trip"
     else:
         what = ""
@@ -130,13 +137,13 @@ def _rate_text(rate) -> str:
 def workload(doc: dict) -> str:
     """'randread bs=4k qd=32 workers=2 iops=max' or 'echo size=64B flows=1 pps=10.0k'."""
     c = doc.get("config") or {}
-    if doc.get("kind") == "disk":
+    if run_kind(doc) == "disk":
         rw = c.get("rw", "?")
         mix = f" {c['read_pct']}% read" if rw in ("randrw", "rw") and "read_pct" in c else ""
         io_mode = "" if "direct" not in c else (" direct" if c["direct"] else " buffered")
         return (f"{rw}{mix} bs={c.get('bs', '?')} qd={c.get('qd', '?')} workers={c.get('workers', '?')} "
                 f"iops={_rate_text(c.get('iops', '?'))}{io_mode}")
-    if doc.get("kind") == "net":
+    if run_kind(doc) == "net":
         return (f"{c.get('mode', '?')} size={c.get('size_bytes', '?')}B flows={c.get('flows', '?')} "
                 f"pps={_rate_text(c.get('pps', '?'))}")
     return "?"
@@ -150,14 +157,15 @@ def where(doc: dict) -> str:
     if hosts:
         listed = ", ".join(f"{h['host']} ({h.get('role', '?')})" for h in hosts)
         return f"hosts {listed}; controller {local}"
-    if doc.get("kind") == "net":
+    if run_kind(doc) == "net":
         to = "embedded receiver" if c.get("embedded_receiver") else c.get("target_address", "?")
         return f"host {local} to {to}"
     return f"host {local}"
 
 
 def title(doc: dict) -> str:
-    return f"loadgen {doc.get('kind', '?')}: {workload(doc)}\n{where(doc)}"
+    knee = " search, the knee trial" if doc.get("kind") == "search" else ""
+    return f"loadgen {run_kind(doc) or '?'}{knee}: {workload(doc)}\n{where(doc)}"
 
 
 # ---- text ---------------------------------------------------------------------------------------
@@ -343,7 +351,7 @@ def nines_curves(doc: dict, hists: dict[str, HdrHistogram],
     adds each host's first tag, in that host's colour; one host alone would only redraw
     the total."""
     payloads = doc.get("histograms") or {}
-    rate = (doc.get("config") or {}).get("iops" if doc.get("kind") == "disk" else "pps")
+    rate = (doc.get("config") or {}).get("iops" if run_kind(doc) == "disk" else "pps")
     split = sides(hists)
     tags = [f"{side}-{base}" for side in split for base in ("latency", "service")] if split else list(hists)
     curves = []
@@ -437,7 +445,7 @@ def _row_part(row: dict, *keys: str) -> dict:
 
 def _rate_panel(ax, ticker, doc: dict, rows: list[dict], edges: list[float], split: list[str]) -> None:
     c = doc.get("config") or {}
-    disk = doc.get("kind") == "disk"
+    disk = run_kind(doc) == "disk"
     drawn = []
 
     def line(values, **kw):
@@ -542,10 +550,74 @@ def plot_timeline(doc: dict, path: Path, mpl) -> None:
     _save(fig, path)
 
 
+def search_points(doc: dict) -> tuple[list[dict], list[dict]]:
+    """(judged trials at a fixed rate, load-curve points) of a search document, each ordered by rate."""
+    search = doc.get("search") or {}
+    trials = [t for t in search.get("trials") or [] if isinstance(t, dict) and isinstance(t.get("rate"), (int, float))]
+    curve = [t for t in search.get("load_curve") or [] if isinstance(t, dict) and isinstance(t.get("rate"), (int, float))]
+    return sorted(trials, key=lambda t: t["rate"]), sorted(curve, key=lambda t: t["rate"])
+
+
+def plot_search(doc: dict, path: Path, mpl) -> None:
+    """Rate against loss (top) and latency (bottom): every trial, passed or failed, the bounds,
+    the knee, and the load curve's p50 and p99 at its shares of the knee (RFC 2544 26.2)."""
+    _, _, ticker = mpl
+    search = doc.get("search") or {}
+    kind = search.get("kind")
+    unit = "IOPS" if kind == "disk" else "pps"
+    knee = search.get(f"knee_{'iops' if kind == 'disk' else 'pps'}")
+    trials, curve = search_points(doc)
+    fig = _new_figure(mpl)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    fig.suptitle(f"loadgen search {kind}: {workload(doc)}\n{where(doc)}", fontsize=11)
+    for ax in (top, bottom):
+        if knee is not None:
+            ax.axvline(knee, color="C2", linewidth=1.2, label=f"knee {format_si(knee)} {unit}")
+        ax.grid(True, alpha=0.5)
+    passed = [t for t in trials if t.get("passed")]
+    failed = [t for t in trials if not t.get("passed")]
+    max_loss = search.get("max_loss")
+    for group, style in ((passed, dict(marker="o", color="C0", label="passed")),
+                         (failed, dict(marker="x", color="C3", label="failed"))):
+        shown = [t for t in group if isinstance(t.get("loss_ratio"), (int, float))]
+        top.scatter([t["rate"] for t in shown], [t["loss_ratio"] * 100 for t in shown], zorder=3, **style)
+    if isinstance(max_loss, (int, float)):
+        top.axhline(max_loss * 100, color="C7", linestyle=":", label=f"--max-loss {max_loss * 100:g}%")
+    top.set_ylabel("loss (%)")
+    top.set_title(f"each trial's loss ({len(trials)} at a fixed rate)", fontsize=10)
+    top.legend(**_OUTSIDE)
+
+    drawn: list[float] = []
+    for key, color in (("p50_ns", "C0"), ("p99_ns", "C3")):
+        for group, marker, what in ((passed, "o", "passed"), (failed, "x", "failed")):
+            shown = [t for t in group if isinstance(t.get(key), (int, float))]
+            values = [t[key] / NS_PER_US for t in shown]
+            bottom.scatter([t["rate"] for t in shown], values, marker=marker, color=color, alpha=0.6,
+                           label=f"trial {key[:-3]}, {what}" if shown else None)
+            drawn += values
+        points = [t for t in curve if isinstance(t.get(key), (int, float))]
+        if points:
+            values = [t[key] / NS_PER_US for t in points]
+            bottom.plot([t["rate"] for t in points], values, color=color, marker="s", linewidth=1.5,
+                        label=f"load curve {key[:-3]}")
+            drawn += values
+    if search.get("max_p99_ns"):
+        bottom.axhline(search["max_p99_ns"] / NS_PER_US, color="C7", linestyle=":", label="--max-p99")
+        drawn.append(search["max_p99_ns"] / NS_PER_US)
+    if drawn:
+        _latency_axis(bottom, ticker, drawn)
+    bottom.set_title("latency at each rate: trials, and the load curve at shares of the knee", fontsize=10)
+    bottom.set_xlabel(f"requested rate ({unit})")
+    bottom.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: format_si(v)))
+    bottom.legend(**_OUTSIDE)
+    _save(fig, path)
+
+
 # ---- the report ---------------------------------------------------------------------------------
 
 def write_report(doc: dict, out_dir: Path) -> list[Path]:
-    """The text files, then nines.png and timeline.png, in out_dir (created); returns every path written.
+    """The text files, then nines.png and timeline.png (of a search: its knee trial's) and a
+    search's search.png, in out_dir (created); returns every path written.
 
     UsageError for a document it cannot report on; SetupError, after the text is written,
     when matplotlib is missing.
@@ -557,8 +629,11 @@ def write_report(doc: dict, out_dir: Path) -> list[Path]:
     mpl = _load_matplotlib()
     if mpl is None:
         raise SetupError(f"{PLOT_EXTRA} (wrote only the text: {', '.join(str(p) for p in paths)})")
-    for name, draw in (("nines.png", lambda p: plot_nines(doc, hists, p, mpl, by_host)),
-                       ("timeline.png", lambda p: plot_timeline(doc, p, mpl))):
+    plots = [("nines.png", lambda p: plot_nines(doc, hists, p, mpl, by_host)),
+             ("timeline.png", lambda p: plot_timeline(doc, p, mpl))]
+    if doc.get("kind") == "search":
+        plots.append(("search.png", lambda p: plot_search(doc, p, mpl)))
+    for name, draw in plots:
         path = out_dir / name
         draw(path)
         paths.append(path)
