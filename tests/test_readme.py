@@ -262,19 +262,20 @@ def shell(tmp_path):
 
 @pytest.fixture
 def loop_device(tmp_path):
-    """A loop device over a 32 MiB file of random bytes, for the NVMe examples (reads only), or None."""
+    """attach() gives (a loop device over a 32 MiB file of random bytes, None), or (None, why not):
+    the NVMe examples read it."""
     attached = []
 
-    def attach() -> str:
+    def attach() -> tuple[str | None, str | None]:
         if os.geteuid() != 0 or not shutil.which("losetup"):
-            pytest.skip("the NVMe example runs on a loop device, which needs root and losetup")
+            return None, "runs on a loop device, which needs root and losetup"
         image = tmp_path / "nvme.img"
         image.write_bytes(os.urandom(32 << 20))
         done = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True, text=True)
         if done.returncode:
-            pytest.skip(f"cannot attach a loop device: {done.stderr.strip()}")
+            return None, f"cannot attach a loop device: {done.stderr.strip()}"
         attached.append(done.stdout.strip())
-        return attached[-1]
+        return attached[-1], None
 
     yield attach
     for device in attached:
@@ -302,7 +303,7 @@ def test_the_sections_examples_run(heading, tmp_path, shell, loop_device):
     block = dict(sections())[heading]
     place = Place(tmp_path / "work")
     (place.cwd / "mnt" / "nvme").mkdir(parents=True)
-    skipped = []
+    skipped, why_not = [], None
     for line in block:
         example = EXAMPLES[line]
         if example.skip:
@@ -311,10 +312,11 @@ def test_the_sections_examples_run(heading, tmp_path, shell, loop_device):
             skipped.append(f"{line!r}: needs {example.needs}")
             continue
         if example.root:
-            if os.geteuid() != 0 or not shutil.which("losetup"):
-                skipped.append(f"{line!r}: runs on a loop device, which needs root")
+            if place.loop is None and why_not is None:
+                place.loop, why_not = loop_device()
+            if place.loop is None:
+                skipped.append(f"{line!r}: {why_not}")
                 continue
-            place.loop = place.loop or loop_device()
         if example.serve:
             for host in [h for h in HOSTS if any(h in other for other in block)]:   # one server per host named
                 for address, role in shell.serve(place.serving(line), place.cwd, host):
