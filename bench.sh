@@ -17,10 +17,13 @@
 #   ./bench.sh pacing   what pacing costs: loadgen beside iperf3 -u (10k, 100k pps), fio
 #                       --rate_iops (50k, 200k IOPS) and sockperf under-load (echo, 10k
 #                       pps), with the CPU of each tool's whole process tree
+#   ./bench.sh raw      root only: `loadgen net --engine packet` vs trafgen across veth
+#                       pairs between two namespaces: --pps max against trafgen --cpus 1,
+#                       1 and 2 senders on a 2-queue veth, and 100k pps paced
 #   ./bench.sh all      every implemented section
 #
 # This file reads the settings and dispatches; the sections and their shell helpers are
-# bench/{lib,disk,net,pacing}.sh. The tables come from bench/render.py and can be printed
+# bench/{lib,disk,net,pacing,raw}.sh. The tables come from bench/render.py and can be printed
 # again from a stored results directory without re-running:
 #   python3 -m bench.render dir bench-results/<timestamp>
 #
@@ -31,7 +34,7 @@
 #                            next to this script)
 #   BENCH_TOOLS="fio iperf3 sockperf trafgen loadgen"  run only some tools (e.g. BENCH_TOOLS=fio)
 #   BENCH_CASES=...          comma-separated subset of case names (see DISK_CASES,
-#                            NET_CASES, PACING_CASES)
+#                            NET_CASES, PACING_CASES, RAW_CASES)
 #   BENCH_ZRAM_SIZE=2G       size of the zram device (root only)
 #   BENCH_FILE_SIZE=1G       size of the fallback file target (no root / no zram)
 #   BENCH_TARGET=...         use this existing file or block device instead of
@@ -54,14 +57,14 @@ FILE_SIZE=${BENCH_FILE_SIZE:-1G}
 export PYTHONPATH="$SCRIPT_DIR${PYTHONPATH:+:$PYTHONPATH}"
 
 # The sections and their helpers live beside this script; this file only dispatches.
-for part in lib disk net pacing; do
+for part in lib disk net pacing raw; do
     # shellcheck source=/dev/null
     source "$SCRIPT_DIR/bench/$part.sh"
 done
 
 # ---------------------------------------------------------------- dispatch --
 
-SECTIONS=(disk net pacing)   # implemented sections, in the order `all` runs them
+SECTIONS=(disk net pacing raw)   # implemented sections, in the order `all` runs them
 
 usage() {
     local IFS='|'
@@ -91,7 +94,7 @@ main() {
                 (( r == 0 )) || rc=$r
                 case $r in 129|130|143) break ;; esac   # interrupted: stop there
             done ;;
-        disk|net|pacing)
+        disk|net|pacing|raw)
             set +e; run_section "$section"; rc=$?; set -e ;;
         -h|--help|help)
             usage ;;

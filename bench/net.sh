@@ -129,11 +129,13 @@ run_loadgen_net() {
 VETH_TX=lgb-$$-tx VETH_RX=lgb-$$-rx VETH_NET=10.79.$(( RANDOM % 200 ))
 VETH_TX_IP=$VETH_NET.1 VETH_RX_IP=$VETH_NET.2 VETH_PORT=9999 VETH_UP=0
 
-veth_up() {
+veth_up() {  # veth_up [QUEUES]: QUEUES TX and RX queues on each end (default 1)
+    local q=${1:-1}
     at_exit veth_down
     VETH_UP=1
     ip netns add "$VETH_TX" && ip netns add "$VETH_RX" &&
-    ip link add "$VETH_TX" netns "$VETH_TX" type veth peer name "$VETH_RX" netns "$VETH_RX" &&
+    ip link add "$VETH_TX" numtxqueues "$q" numrxqueues "$q" netns "$VETH_TX" type veth \
+        peer name "$VETH_RX" numtxqueues "$q" numrxqueues "$q" netns "$VETH_RX" &&
     ip -n "$VETH_TX" addr add "$VETH_TX_IP/30" dev "$VETH_TX" &&
     ip -n "$VETH_RX" addr add "$VETH_RX_IP/30" dev "$VETH_RX" &&
     ip -n "$VETH_TX" link set "$VETH_TX" up && ip -n "$VETH_RX" link set "$VETH_RX" up &&
@@ -166,10 +168,11 @@ veth_measure() {
     return "$rc"
 }
 
-# run_trafgen_veth OUT.txt: trafgen in the tx namespace for DURATION s, one
-# Ethernet/IPv4/UDP frame with a NET_SIZE-byte payload to the rx veth's MAC.
+# run_trafgen_veth OUT.txt [CPUS]: trafgen in the tx namespace for DURATION s on CPUS
+# CPUs (default 1), one Ethernet/IPv4/UDP frame with a NET_SIZE-byte payload to the rx
+# veth's MAC.
 run_trafgen_veth() {
-    local out=$1 base=${1%.txt} trafgen rx_mac tx_mac rc=0
+    local out=$1 base=${1%.txt} cpus=${2:-1} trafgen rx_mac tx_mac rc=0
     trafgen=$(PATH=$PATH:/usr/sbin command -v trafgen) || { echo "trafgen not found" > "$base.err"; return 1; }
     rx_mac=$(ip -n "$VETH_RX" link show "$VETH_RX" | awk '/link\/ether/ {print $2}')
     tx_mac=$(ip -n "$VETH_TX" link show "$VETH_TX" | awk '/link\/ether/ {print $2}')
@@ -183,7 +186,7 @@ run_trafgen_veth() {
 }
 EOF
     local cmd=(ip netns exec "$VETH_TX" timeout -k 3 "$DURATION"
-        "$trafgen" --dev "$VETH_TX" --conf "$base.cfg" --cpus 1 --no-sock-mem --notouch-irq)
+        "$trafgen" --dev "$VETH_TX" --conf "$base.cfg" --cpus "$cpus" --no-sock-mem --notouch-irq)
     echo "${cmd[*]}" > "$base.cmd"
     veth_measure "$base.counters.json" run_bounded "$LIMIT_CLIENT" "$out" "$base.err" "${cmd[@]}" || rc=$?
     (( rc == 124 )) && rc=0   # timeout ended it, as planned

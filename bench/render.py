@@ -1,11 +1,11 @@
 """Parse each tool's output and render bench.sh's tables, from a results directory alone.
 
 bench.sh runs the tools and writes, per section, a manifest (`disk.manifest.tsv`,
-`net.manifest.tsv`, `pacing.manifest.tsv`: one tab-separated row per tool run, naming its
-output files) and `meta.json` (the run's duration). Everything printed comes from those
+`net.manifest.tsv`, `pacing.manifest.tsv`, `raw.manifest.tsv`: one tab-separated row per
+tool run, naming its output files) and `meta.json` (the run's duration). Everything printed comes from those
 files, so a stored results directory can be rendered again without re-running anything:
 
-    python3 -m bench.render disk|net|pacing MANIFEST [--duration S]
+    python3 -m bench.render disk|net|pacing|raw MANIFEST [--duration S]
     python3 -m bench.render dir RESULTS_DIR
 
 Rules:
@@ -611,9 +611,135 @@ def render_pacing(manifest, duration, out=sys.stdout):
         print("note: " + n, file=out)
 
 
+# ------------------------------------------------------------------ raw --
+
+# raw.manifest.tsv: NET_FIELDS + senders (trafgen --cpus, loadgen --workers). kinds: veth
+# (--pps max on a 1-queue veth), scale (1 and 2 senders on a 2-queue veth), paced.
+RAW_FIELDS = NET_FIELDS + ("senders",)
+
+
+def raw_loadgen(path):
+    """A packet-engine run: the veth's counters beside its own receiver's (a paired run)."""
+    lg = loadgen_net(path)
+    if lg is None:
+        return None
+    doc = loadgen_doc(path)
+    s = key(doc, "summary")
+    c = load(path.rsplit(".", 1)[0] + ".counters.json")
+    secs = num(c.get("seconds")) if isinstance(c, dict) else None
+    lg.update(veth_pps=div(num(c.get("rx_packets")), secs) if isinstance(c, dict) else None,
+              lost=num(key(s, "lost")), packet=key(doc, "config").get("packet"),
+              senders=key(doc, "config", "senders"))
+    return lg
+
+
+def raw_trafgen(path):
+    r = veth_result(path)
+    if r is not None:
+        r["veth_pps"] = r.pop("recv_pps")
+    return r
+
+
+RAW_PARSE = {(k, "trafgen"): raw_trafgen for k in ("veth", "scale", "paced")}
+
+
+def packet_note(r):
+    """What the packet engine's result says about its interface and queues."""
+    p = r.get("packet") if r else None
+    if not isinstance(p, dict):
+        return None
+    parts = [f"{p.get('interface')} ({p.get('driver')}), {p.get('tx_queues')} TX queue(s)",
+             "qdisc bypass" if p.get("qdisc_bypass") else "through the qdisc"]
+    senders = p.get("senders")
+    if isinstance(senders, list) and senders:
+        parts.append("senders: " + ", ".join(
+            f"cpu {x.get('cpu')} -> tx-{x.get('queue')}" if x.get("queue") is not None else f"cpu {x.get('cpu')}"
+            for x in senders))
+    if p.get("queue_decided_by"):
+        parts.append(f"queue decided by {p['queue_decided_by']}")
+    if p.get("irq_note"):
+        parts.append(p["irq_note"])
+    if "zero_copy" in p:
+        parts.append("zero-copy" if p["zero_copy"] else "copied (no zero-copy)")
+    return "; ".join(parts)
+
+
+def render_raw(manifest, duration, out=sys.stdout):
+    by_kind, notes = net_entries(manifest, RAW_FIELDS, RAW_PARSE, raw_loadgen)
+    dur = duration
+    printed = False
+    facts = []
+
+    def cell(e, k, *a):
+        return fmt(e["r"].get(k), *a) if e["r"] else e["miss"]
+
+    veth = by_kind.get("veth", [])
+    if veth:
+        ref = next((e["r"]["veth_pps"] for e in veth if e["tool"] == "trafgen" and e["r"]), None)
+        rows = []
+        for e in veth:
+            r, is_lg = e["r"], e["tool"] == "loadgen"
+            rows.append([e["label"], cell(e, "sent_pps"), cell(e, "veth_pps"),
+                         cell(e, "recv_pps") if is_lg else "-", cell(e, "lost") if is_lg else "-",
+                         ratio(r and r.get("veth_pps"), ref) if is_lg else "-"])
+            if is_lg:
+                facts.append((e["name"], packet_note(r)))
+        print(f"== raw: --pps max, 64-byte UDP across a 1-queue veth pair between two namespaces, {dur}s each",
+              file=out)
+        table(["tool", "sent pps", "received pps (veth rx)", "received pps (lg receiver)", "lost",
+               "lg/trafgen"], rows, out)
+        printed = True
+    scale = by_kind.get("scale", [])
+    if scale:
+        rows = []
+        for e in scale:
+            r = e["r"]
+            one = next((x["r"] for x in scale if x["tool"] == e["tool"] and x["senders"] == "1" and x["r"]), None)
+            is_lg = e["tool"] == "loadgen"
+            senders = str(r["senders"]) if is_lg and r and r.get("senders") is not None else e["senders"]
+            rows.append([e["label"], senders, cell(e, "sent_pps"), cell(e, "veth_pps"),
+                         cell(e, "recv_pps") if is_lg else "-",
+                         ratio(r and r.get("veth_pps"), one and one.get("veth_pps"))])
+            if is_lg:
+                facts.append((e["name"] + f" ({e['senders']})", packet_note(r)))
+        if printed:
+            print(file=out)
+        print(f"== raw: scaling on a 2-queue veth pair, 64-byte UDP, --pps max, {dur}s each", file=out)
+        table(["tool", "senders", "sent pps", "received pps (veth rx)", "received pps (lg receiver)",
+               "x 1 sender"], rows, out)
+        printed = True
+    paced = by_kind.get("paced", [])
+    if paced:
+        rows = []
+        for e in paced:
+            r, reqf = e["r"], float(e["req"])
+            err = "-" if not r or r.get("sent_pps") is None else f"{(r['sent_pps'] - reqf) / reqf * 100:+.2f}%"
+            rows.append([e["label"], f"{reqf:,.0f}", cell(e, "sent_pps"), err, cell(e, "recv_pps"),
+                         cell(e, "lost"), cell(e, "lag_max", "{:,.1f}", 1000.0), cell(e, "late")])
+        if printed:
+            print(file=out)
+        print(f"== raw: paced packet engine across a 1-queue veth pair, 64-byte UDP, {dur}s each", file=out)
+        table(["tool", "requested pps", "sent pps", "error", "received pps", "lost", "lag max us", "late ops"],
+              rows, out)
+        printed = True
+    if printed:
+        say(out, "veth rx = the receiving veth's rx_packets delta over the run / duration (what the veth"
+            " delivered, before any socket drop; for loadgen it includes the few packets of its agent's"
+            " control connection). lg receiver = loadgen's own receiver, an agent in the receiving"
+            " namespace (a paired run): its received_pps, and lost = sent - received, counted exactly."
+            " sent: trafgen = the tx veth's tx_packets + tx_dropped delta / duration; loadgen = its"
+            " summary.sent_pps. lg/trafgen and x 1 sender compare veth rx. The --pps max runs have no"
+            " ramp; the paced one's figures exclude its ramp.")
+    for name, note in facts:
+        if note:
+            print(f"packet engine, {name}: {note}", file=out)
+    for n in notes:
+        print("note: " + n, file=out)
+
+
 # ------------------------------------------------------------------ stored directories --
 
-SECTIONS = ("disk", "net", "pacing")
+SECTIONS = ("disk", "net", "pacing", "raw")
 
 
 def read_meta(results_dir):
@@ -626,6 +752,8 @@ def render_section(section, manifest, duration, out=sys.stdout):
         render_disk(manifest, out)
     elif section == "net":
         render_net(manifest, duration, out)
+    elif section == "raw":
+        render_raw(manifest, duration, out)
     else:
         render_pacing(manifest, duration, out)
 

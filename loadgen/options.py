@@ -205,7 +205,8 @@ NET = _options(
            "stack and a NIC's packet counters see one packet per run.", flag="--gso"),
     Option("engine", "socket", _choice("socket", "packet"), str,
            "How senders send: socket (a UDP socket per flow, sendmmsg) or packet (an AF_PACKET TX ring per "
-           "sender with frames loadgen builds; one way only, needs CAP_NET_RAW).", "ENGINE"),
+           "sender with frames loadgen builds; one way only, needs CAP_NET_RAW; without --workers a sender per "
+           "TX queue).", "ENGINE"),
     *COMMON.values(),
 )
 

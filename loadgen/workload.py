@@ -157,6 +157,7 @@ class NetSpec:
     gso: bool                        # paced one-way senders send runs of datagrams by UDP GSO
     common: CommonSpec = field(repr=False)
     engine: str = "socket"           # socket: UDP sockets; packet: AF_PACKET TX rings (loadgen/net/packet.py)
+    per_queue: bool = False          # packet engine without --workers: a sender per TX queue (loadgen/net/queues.py)
     wire: dict = field(repr=False, compare=False, default_factory=dict)  # typed options, defaults resolved
 
     @property
@@ -233,7 +234,9 @@ def _net(v: dict) -> NetSpec:
     paced_embedded = v["target"] is None and v["pps"] is not None
     common = _common(v, max(1, default_workers() // 2) if paced_embedded else None)
     flows = common.workers if v["flows"] is None else v["flows"]
-    if flows < common.workers:
+    # Per queue, the senders are placed later and at most one per flow.
+    per_queue = v["engine"] == "packet" and not v["workers"]
+    if flows < common.workers and not per_queue:
         raise UsageError(f"invalid flows: {flows} (at least one per worker: {common.workers} to {MAX_FLOWS})")
     receivers = common.workers if v["receivers"] is None else v["receivers"]
     target = parse_host_port(v["target"]) if v["target"] else None
@@ -244,7 +247,8 @@ def _net(v: dict) -> NetSpec:
     return NetSpec(
         target=target, rate_pps=v["pps"], size_bytes=v["size"], flows=flows, mode=v["mode"],
         timeout_ns=v["timeout"], batch=v["batch"], receivers=receivers, port=v["port"], gso=v["gso"],
-        common=common, engine=v["engine"],
-        wire=v | {"flows": flows, "receivers": receivers, "workers": common.workers,
+        common=common, engine=v["engine"], per_queue=per_queue,
+        # per queue: workers 0 on the wire, so a sending agent places senders by its own queues
+        wire=v | {"flows": flows, "receivers": receivers, "workers": 0 if per_queue else common.workers,
                   "target": format_host_port(*target) if target else None},
     )

@@ -421,6 +421,7 @@ static void uring_worker(struct worker *w)
 	int err;
 
 	memset(&rw, 0, sizeof(rw));
+	worker_name("lg-disk", w->index);
 	disk_worker_init(&rw.d, cfg, w->stats, w->index);
 	err = ring_setup(&rw, cfg);
 	if (err) {
@@ -470,6 +471,7 @@ static void psync_worker(struct worker *w)
 	unsigned char *bufs;
 	struct op_slot s;
 
+	worker_name("lg-disk", w->index);
 	worker_pin(w);
 	disk_worker_init(&d, cfg, w->stats, w->index);
 	bufs = alloc_buffers(2, cfg->bs_bytes);

@@ -746,6 +746,10 @@ static void net_worker(struct worker *w)
 {
 	const struct lg_net_config *cfg = w->config;
 
+	if ((uint32_t)w->index < cfg->senders)
+		worker_name(cfg->engine == LG_NET_ENGINE_PACKET ? "lg-pkt-send" : "lg-send", w->index);
+	else
+		worker_name("lg-recv", w->index - (int)cfg->senders);
 	worker_pin(w);
 	if ((uint32_t)w->index < cfg->senders && cfg->engine == LG_NET_ENGINE_PACKET)
 		packet_sender_worker(w);

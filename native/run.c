@@ -1,6 +1,7 @@
 /* run.c: worker threads, pinning, stop and join, shared by every engine. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,14 @@ int run_alloc(int n, struct lg_run **out)
 	}
 	*out = run;
 	return 0;
+}
+
+void worker_name(const char *role, int index)
+{
+	char name[16];	/* the kernel keeps 15 characters */
+
+	snprintf(name, sizeof(name), "%s-%d", role, index);
+	pthread_setname_np(pthread_self(), name);
 }
 
 void worker_pin(struct worker *w)

@@ -65,6 +65,9 @@ static inline int worker_finished(const struct worker *w)
 	return s == LG_STATE_DONE || s == LG_STATE_FAILED;
 }
 /* Pin the calling worker to its CPU; engines call it once their setup allows. */
+/* Name the calling worker thread ROLE-INDEX (lg-disk-0, lg-send-1), so top -H,
+ * perf and the result's thread census tell loadgen's threads apart. */
+void worker_name(const char *role, int index);
 void worker_pin(struct worker *w);
 
 /* Bracket a batch of stats updates (a seqlock's write side). */

@@ -35,7 +35,7 @@ def rendered(fn, *args) -> str:
 
 # ---- stored results directories render again, unchanged --------------------------------------
 
-@pytest.mark.parametrize("section", ["disk", "net", "pacing"])
+@pytest.mark.parametrize("section", ["disk", "net", "pacing", "raw"])
 def test_stored_directory_renders_its_expected_tables(section):
     d = FIXTURES / section
     assert rendered(render.render_dir, str(d)) == (d / "expected.txt").read_text()
@@ -184,6 +184,74 @@ def test_pacing_cpu_sample_error_is_a_note(tmp_path):
     assert "note: net-10k: iperf3 -u -b 5120000: CPU not measured: process tree ended" in text
 
 
+# ---- raw -----------------------------------------------------------------------------------------
+
+RAW = FIXTURES / "raw"
+
+
+def raw_rows(text: str, title: str) -> dict[str, list[str]]:
+    """The rows of one of the raw section's tables, by their label (cells split on 2+ spaces)."""
+    lines = text.split(title, 1)[1].splitlines()[3:]
+    rows = {}
+    for line in lines:
+        if not line.strip() or line.startswith("=="):
+            break
+        cells = [c for c in line.split("  ") if c.strip()]
+        rows[cells[0].strip()] = [c.strip() for c in cells[1:]]
+    return rows
+
+
+def test_raw_compares_both_tools_by_the_receiving_veth():
+    text = rendered(render.render_raw, str(RAW / "raw.manifest.tsv"), "2")
+    rows = raw_rows(text, "== raw: --pps max")
+    counters = {p.name.split(".")[1]: json.loads(p.read_text()) for p in RAW.glob("raw-veth.*.counters.json")}
+    trafgen, lg = (counters[k]["rx_packets"] / counters[k]["seconds"] for k in ("trafgen", "loadgen"))
+    assert rows["trafgen --cpus 1"][1] == f"{trafgen:,.0f}" and rows["trafgen --cpus 1"][2:] == ["-", "-", "-"]
+    doc = json.loads((RAW / "raw-veth.loadgen.json").read_text())["summary"]
+    assert rows["loadgen --engine packet --pps max"] == [
+        f"{doc['sent_pps']:,.0f}", f"{lg:,.0f}", f"{doc['received_pps']:,.0f}", str(doc["lost"]), f"{lg / trafgen:.2f}"]
+
+
+def test_raw_scaling_is_each_tool_over_its_own_single_sender():
+    text = rendered(render.render_raw, str(RAW / "raw.manifest.tsv"), "2")
+    rows = raw_rows(text, "== raw: scaling")
+
+    def rx(name):
+        c = json.loads((RAW / f"raw-scale.{name}.counters.json").read_text())
+        return c["rx_packets"] / c["seconds"]
+    assert rows["trafgen --cpus 2"][-1] == f"{rx('trafgen-2') / rx('trafgen-1'):.2f}"
+    assert rows["loadgen --engine packet --workers 2"][0] == "2"
+    assert rows["loadgen --engine packet --workers 2"][-1] == f"{rx('loadgen-2') / rx('loadgen-1'):.2f}"
+    assert "packet engine, scale (2): " in text and "cpu 0 -> tx-0, cpu 1 -> tx-1" in text
+    # a sender per queue: the manifest says "auto", the document how many there were
+    auto = json.loads((RAW / "raw-scale.loadgen-auto.json").read_text())["config"]
+    assert rows["loadgen --engine packet (a sender per queue)"][0] == str(auto["senders"]) == "2"
+
+
+def test_raw_paced_row_reads_the_schedule():
+    text = rendered(render.render_raw, str(RAW / "raw.manifest.tsv"), "2")
+    rows = raw_rows(text, "== raw: paced")
+    s = json.loads((RAW / "raw-paced-100k.loadgen.json").read_text())["summary"]
+    row = rows["loadgen --engine packet --pps 100000"]
+    assert row[0] == "100,000" and row[1] == f"{s['sent_pps']:,.0f}"
+    assert row[2] == f"{(s['sent_pps'] - 100000) / 100000 * 100:+.2f}%"
+    assert row[4] == str(s["lost"]) and row[6] == f"{s['schedule_lag_ns']['late_ops']:,}"
+
+
+def test_raw_failed_and_skipped_runs_say_so(tmp_path):
+    d = tmp_path / "raw"
+    shutil.copytree(RAW, d)
+    manifest = d / "raw.manifest.tsv"
+    rows = [line.split("\t") for line in manifest.read_text().splitlines()]
+    rows[1][4] = "failed(rc=1)"
+    rows[4][4] = "skipped"
+    manifest.write_text("".join("\t".join(r) + "\n" for r in rows))
+    text = rendered(render.render_raw, str(manifest), "2")
+    assert raw_rows(text, "== raw: --pps max")["loadgen --engine packet --pps max"] == ["FAILED"] * 4 + ["-"]
+    assert raw_rows(text, "== raw: scaling")["loadgen --engine packet --workers 1"][1:] == ["skipped"] * 3 + ["-"]
+    assert "note: veth: loadgen --engine packet --pps max failed(rc=1), see raw-veth.loadgen.err" in text
+
+
 # ---- process-tree CPU ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("line, expected", [
@@ -253,7 +321,7 @@ def test_free_port_is_free_for_tcp_and_udp():
 
 def test_bench_scripts_parse():
     scripts = [ROOT / "bench.sh", *sorted((ROOT / "bench").glob("*.sh"))]
-    assert len(scripts) == 5
+    assert len(scripts) == 6
     for script in scripts:   # bash -n checks one file: further arguments are the script's own
         done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert done.returncode == 0, (script, done.stderr)
@@ -262,4 +330,4 @@ def test_bench_scripts_parse():
 def test_bench_sh_sources_its_sections_and_lists_them():
     done = subprocess.run([str(ROOT / "bench.sh"), "nonsense"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
-    assert "usage: " in done.stderr and "{disk|net|pacing|all}" in done.stderr
+    assert "usage: " in done.stderr and "{disk|net|pacing|raw|all}" in done.stderr

@@ -102,7 +102,7 @@ def prepare(job: dict) -> Prepared:
             raise UsageError("udp-send needs options.target")
         family, sockaddr = resolve(*spec.target)
         senders = open_senders(spec, family, sockaddr)
-        cpus = worker_cpus(spec.common.workers)
+        cpus = senders.cpus
         flow_base = int(job.get("flow_base", 0))
         facts = {"cpus": cpus, "family": int(family), **senders.facts()}
 

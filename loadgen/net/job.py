@@ -177,6 +177,7 @@ class Senders:
     """A sending job's open sockets: a connected UDP socket per flow, and for the packet
     engine its AF_PACKET sockets and frames (loadgen/packet.py)."""
     socks: list
+    cpus: list[int]                       # per sender worker: the CPU it is pinned to
     packet: "PacketSenders | None" = None
 
     def facts(self) -> dict:
@@ -194,11 +195,12 @@ def open_senders(spec: NetSpec, family: int, sockaddr: tuple) -> Senders:
     a local run, a paired run's local side and an agent's udp-send job prepare them."""
     socks = sender_sockets(family, sockaddr, spec.flows)
     if spec.engine != "packet":
-        return Senders(socks)
+        return Senders(socks, worker_cpus(spec.common.workers))
     from loadgen.net import packet
 
     try:
-        return Senders(socks, packet.prepare(socks, spec.common.workers, spec.size_bytes))
+        prepared = packet.prepare(socks, None if spec.per_queue else spec.common.workers, spec.size_bytes)
+        return Senders(socks, prepared.cpus, prepared)
     except BaseException:
         close_all(socks)
         raise
@@ -249,9 +251,10 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, watch: Watch | No
     except BaseException:
         close_all(receivers)
         raise
-    n_send = spec.common.workers
+    send_cpus = senders.cpus
+    n_send = len(send_cpus)
     sides = Sides(n_send)
-    send_cpus, recv_cpus = worker_cpus(n_send), worker_cpus(len(receivers), offset=n_send)
+    recv_cpus = worker_cpus(len(receivers), offset=n_send)
     run_tag = int.from_bytes(os.urandom(4), "little") | 1
 
     def start(timeline: Timeline) -> native.Run:
@@ -413,8 +416,8 @@ async def _prepare_paired(spec: NetSpec, peer, clients, agents, local_socks: lis
     if not clients:
         senders = open_senders(spec, family, sockaddr)
         local_socks.append(senders)
-        cpus = worker_cpus(spec.common.workers)
-        parts.append(_PendingLocal(spec.common.workers))
+        cpus = senders.cpus
+        parts.append(_PendingLocal(len(cpus)))
         meta.append({"host": "local", "role": "sender", "clock": None})
 
         def local_start(timeline: Timeline) -> native.Run:

@@ -8,16 +8,23 @@ sender worker, bound to the egress interface the kernel routes the target
 through (loadgen/net/route.py); native/packet.c puts a TX ring on each. Frames are
 built here once (loadgen/net/frames.py), addressed to the next hop's MAC.
 
+How many senders there are and where they run is decided here too, once the
+egress interface is known (loadgen/net/queues.py): by default one per TX queue,
+pinned to a CPU whose frames the kernel sends to that queue, near its IRQ.
+
 Its facts go into the result's config under "packet": the interface, its
-driver and TX queues, the next hop, whether qdisc bypass was granted.
+driver and TX queues, each sender's CPU, queue and IRQ, what decides the queue,
+the next hop, whether qdisc bypass was granted, and zero_copy (false: the kernel
+copies every AF_PACKET frame, see native/packet.c).
 """
+import os
 import ipaddress
 import socket
 from dataclasses import dataclass
 
 from loadgen.errors import SetupError, UsageError
 from loadgen.facts import sysinfo
-from loadgen.net import frames, route
+from loadgen.net import frames, queues, route
 from loadgen.net.endpoints import close_all, packet_bind, packet_sockets
 from loadgen.options import PKT_HEADER_BYTES
 from loadgen.run import native
@@ -28,6 +35,7 @@ MAX_FRAME_BYTES = 65535   # native/loadgen.h LG_PACKET_MAX_FRAME_BYTES
 @dataclass
 class PacketSenders:
     socks: list[socket.socket]   # AF_PACKET, one per sender worker
+    cpus: list[int]              # per sender worker: the CPU it is pinned to
     template: frames.Template
     src_ports: list[int]         # per flow
     csum_base: list[int]         # per flow
@@ -41,9 +49,10 @@ class PacketSenders:
         close_all(self.socks)
 
 
-def prepare(udp_socks: list[socket.socket], senders: int, size_bytes: int) -> PacketSenders:
-    """The packet senders for flows whose connected UDP sockets are udp_socks."""
-    raw, bypass = packet_sockets(senders)   # first: without CAP_NET_RAW nothing else is worth doing
+def prepare(udp_socks: list[socket.socket], workers: int | None, size_bytes: int) -> PacketSenders:
+    """The packet senders for flows whose connected UDP sockets are udp_socks: workers of
+    them, or with None one per TX queue (at most one per flow and one per CPU)."""
+    raw, bypass = packet_sockets(1)   # first: without CAP_NET_RAW nothing else is worth doing
     try:
         src_ip, dst = udp_socks[0].getsockname()[0], udp_socks[0].getpeername()
         dst_ip, dst_port = dst[0].split("%")[0], dst[1]
@@ -60,6 +69,11 @@ def prepare(udp_socks: list[socket.socket], senders: int, size_bytes: int) -> Pa
                              f"{PKT_HEADER_BYTES} to {most} on {path.interface}, MTU {path.mtu})")
         template = frames.build(path.src_mac, path.next_hop_mac, src_ip, dst_ip, dst_port, size_bytes)
         ports = [s.getsockname()[1] for s in udp_socks]
+        place = queues.plan(path.interface, sorted(os.sched_getaffinity(0)), workers, bypass)
+        place = queues.Plan(place.places[:len(udp_socks)], place.tx_queues, place.decided, place.irqs)
+        more, more_bypass = packet_sockets(len(place.places) - 1)
+        raw += more
+        bypass = bypass and more_bypass
         packet_bind(raw, path.interface)
     except BaseException:
         close_all(raw)
@@ -68,11 +82,12 @@ def prepare(udp_socks: list[socket.socket], senders: int, size_bytes: int) -> Pa
     facts = {
         "interface": path.interface,
         "driver": nic.get("driver") or path.kind,
-        "tx_queues": nic.get("tx_queues"),
         "mtu": path.mtu,
         "next_hop": path.next_hop,
         "next_hop_mac": path.next_hop_mac,
         "local_delivery": path.local,
         "qdisc_bypass": bypass,
-    }
-    return PacketSenders(raw, template, ports, [frames.csum_base(template, p) for p in ports], facts)
+        "zero_copy": False,
+    } | place.facts()
+    return PacketSenders(raw, [p.cpu for p in place.places], template, ports,
+                         [frames.csum_base(template, p) for p in ports], facts)

@@ -147,8 +147,10 @@ def falls_short(doc: dict) -> bool:
 def document(kind: str, config: dict, engine: str, m: Measurement, env: dict, summary: dict,
              intervals: list[dict], **extra) -> dict:
     warnings = judge(kind, config, engine, m, summary, env)
-    # Where the threads ran: the workers' CPUs are in config already.
+    # Where the threads ran: the workers' CPUs are in config already; the census has them all.
     config = config | {"controller_cpus": m.controller}
+    if m.threads:
+        summary["threads"] = m.threads
     doc = {
         "schema": SCHEMA,
         "kind": kind,
@@ -211,6 +213,25 @@ def _cpu_line(cpu: dict) -> str:
     return f"  cpu: user={format_ns(cpu['user_s'] * 1e9)} sys={format_ns(cpu['sys_s'] * 1e9)}"
 
 
+def _threads_note(s: dict) -> str:
+    """'; threads: 2 workers on CPUs 0,1, 1 io-wq helper, the controller on 0, of 2 CPUs'."""
+    census = s.get("threads")
+    if not census:
+        return ""
+    by_role: dict[str, list] = {}
+    for t in census["threads"]:
+        by_role.setdefault(t["role"], []).append(t)
+    parts = []
+    for role, label in (("worker", "worker"), ("io-wq", "io-wq helper"), ("other", "other")):
+        ts = by_role.get(role, [])
+        if ts:
+            cpus = ",".join(str(c) for c in sorted({t.get("last_cpu") for t in ts if t.get("last_cpu") is not None}))
+            parts.append(f"{len(ts)} {label}{'s' if len(ts) > 1 else ''}" + (f" on CPUs {cpus}" if cpus else ""))
+    for t in by_role.get("controller", []):
+        parts.append(f"the controller on CPU {t.get('last_cpu')}")
+    return f"; threads: {', '.join(parts)}, of {census['cpus']} CPUs"
+
+
 def _clock_note(clock: dict | None) -> str:
     """A host's clock against the controller's: the offset and the bound on its error."""
     if not clock:
@@ -245,7 +266,7 @@ def format_disk(doc: dict) -> str:
     else:
         lines.append("  errors: 0")
     lines += _judgement_lines(s)
-    lines.append(_cpu_line(s["cpu"]))
+    lines.append(_cpu_line(s["cpu"]) + _threads_note(s))
     if doc.get("engine_note"):
         lines.append(f"  engine: {doc['engine_note']}")
     return "\n".join(lines)
@@ -307,5 +328,5 @@ def format_net(doc: dict) -> str:
         detail = ", ".join(f"{k} x{v}" for k, v in s["errors_by_errno"].items())
         lines.append(f"  errors: {s['errors']} ({detail})")
     lines += _judgement_lines(s)
-    lines.append(_cpu_line(s["cpu"]))
+    lines.append(_cpu_line(s["cpu"]) + _threads_note(s))
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from typing import Awaitable, Callable, Protocol
 
 import numpy as np
 
+from loadgen.facts import threads
 from loadgen.run import native
 from loadgen.run.stats import Snapshot
 
@@ -140,6 +141,7 @@ class Measurement:
     held: list[tuple[int, int]] = field(default_factory=list)  # (due, woke): the controller held
     skipped_snapshots: int = 0       # torn, or finished past the end: not an interval boundary
     controller: dict = field(default_factory=dict)
+    threads: dict = field(default_factory=dict)  # facts.threads.census() at the last snapshot
 
     @property
     def measured_ns(self) -> int:
@@ -233,6 +235,7 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
     samples: list[tuple[int, int]] = [(timeline.ramp_end_ns, 0)] if progress else []
     held: list[tuple[int, int]] = []
     skipped = 0
+    census = threads.census()   # retaken at every interval, so io-wq helpers started later count
     stop_ns = timeline.end_ns
     woke = None     # when the controller last woke: from then until it waits again it works
     try:
@@ -278,6 +281,7 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
                 continue
             interval = Interval(previous.t_ns, snap.t_ns, snap.since(previous))
             intervals.append(interval)
+            census = threads.census()      # while every worker and io-wq helper is alive
             await on_interval(interval, snap)
             previous = snap
             why = policy(snap) if policy else None
@@ -319,4 +323,5 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
         failed="interrupt" not in reason and ("policy" in reason or "early" in reason),
         setup_errno=-setup_err if setup_err < 0 else 0,
         progress=samples, held=held, skipped_snapshots=skipped, controller=controller_cpus(),
+        threads=census,
     )

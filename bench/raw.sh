@@ -1,0 +1,146 @@
+# bench/raw.sh - the raw section: `loadgen net --engine packet` vs trafgen on veth pairs.
+# Sourced by bench.sh, which sets the settings and runs it under `set -euo pipefail`.
+# It uses the net section's veth helpers (bench/net.sh): veth_up, veth_down, veth_measure,
+# run_trafgen_veth, wait_listen.
+
+# ------------------------------------------------------------- raw section --
+
+# Root only: two namespaces this script creates, joined by a veth pair (10.79.x.1/.2 on a
+# /30 inside them only), deleted again after each case. name:kind:queues:rate_pps
+#   veth        1-queue veth: trafgen --cpus 1 vs the packet engine at --pps max
+#   scale       2-queue veth: trafgen --cpus 1 and 2, the packet engine with 1 and 2 senders
+#   paced-100k  1-queue veth: the packet engine at 100k pps, requested vs achieved, loss
+# Both tools are measured by the receiving veth's rx_packets delta over the run; the packet
+# engine also by loadgen's own receiver (an agent in the receiving namespace: a paired run,
+# which counts every frame and the loss exactly).
+RAW_CASES=(
+    "veth:veth:1:"
+    "scale:scale:2:"
+    "paced-100k:paced:1:100000"
+)
+RAW_AGENT_PORT=7070
+
+# run_loadgen_raw OUT.json ARGS...: an agent in the rx namespace, `loadgen net --peer
+# --engine packet ARGS...` in the tx one, bracketed by the veth counters.
+run_loadgen_raw() {
+    local out=$1 base=${1%.json} srv rc=0; shift
+    local token=$RESULTS_DIR/raw.token
+    if [[ ! -s $token ]]; then
+        ( umask 077; python3 -c 'import secrets; print(secrets.token_hex(16))' > "$token" )
+        at_exit "rm -f '$token'"   # a secret: not left in the results directory
+    fi
+    local scmd=(ip netns exec "$VETH_RX" "${LOADGEN[@]}" serve --listen "$VETH_RX_IP:$RAW_AGENT_PORT"
+        --token-file "$token")
+    local cmd=(ip netns exec "$VETH_TX" "${LOADGEN[@]}" net --peer "$VETH_RX_IP:$RAW_AGENT_PORT"
+        --token-file "$token" --engine packet --size "$NET_SIZE" --duration "${DURATION}s" "$@"
+        --json "$out" --quiet)
+    printf '%s\n' "${scmd[*]} &" "${cmd[*]}" > "$base.cmd"
+    bg_start "$LIMIT_SERVER" "$base.server.txt" "$base.server.err" "${scmd[@]}"
+    srv=$BG_PID
+    if ! wait_listen tcp "$RAW_AGENT_PORT" "$srv" "$VETH_RX"; then
+        bg_stop "$srv" || true
+        echo "loadgen agent did not start listening on $VETH_RX_IP:$RAW_AGENT_PORT" > "$base.err"
+        return 1
+    fi
+    veth_measure "$base.counters.json" run_bounded "$LIMIT_CLIENT" "$base.out" "$base.err" "${cmd[@]}" || rc=$?
+    bg_stop "$srv" TERM 1 || true
+    return "$rc"
+}
+
+# Where the veth case's TX queues' interrupts are: veth has none (it delivers in the
+# sender's own context), which the table's note says; a real NIC's would be listed.
+raw_queue_facts() {
+    local n
+    n=$(ip netns exec "$VETH_TX" sh -c "ls -d /sys/class/net/$VETH_TX/queues/tx-* | wc -l")
+    printf '%s TX queues on %s (veth: no IRQs)' "$n" "$VETH_TX"
+}
+
+bench_raw() {
+    # Skipped, not failed, so `all` goes on as a user: like the net section's veth case.
+    [[ $EUID -eq 0 ]] || { log "raw: skipped: needs root (network namespaces, veth, packet sockets)"; return 0; }
+    command -v ip >/dev/null 2>&1 || { log "raw: skipped: no ip(8)"; return 0; }
+    if want_tool trafgen && ! PATH=$PATH:/usr/sbin command -v trafgen >/dev/null 2>&1; then
+        log "trafgen not found, installing netsniff-ng"
+        { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y netsniff-ng; } >&2 \
+            || log "warning: could not install netsniff-ng"
+    fi
+    start_results
+    find_loadgen
+    at_exit net_stop_all
+    LIMIT_CLIENT=$(( DURATION + RAMP + 30 )) LIMIT_SERVER=$(( DURATION + RAMP + 60 ))
+    local lg_state=ok
+    if ! want_tool loadgen; then lg_state=skipped
+    elif [[ ${#LOADGEN[@]} -eq 0 ]]; then lg_state=unavailable; fi
+
+    print_machine
+    printf '  %-12s %s\n' \
+        netsniff-ng "$(PATH=$PATH:/usr/sbin tool_version netsniff-ng --version) (trafgen)" \
+        loadgen     "$(loadgen_version) [${LOADGEN[*]:-loadgen: not available}]" \
+        target      "${NET_SIZE}-byte UDP payloads across a veth pair between two namespaces (mtu 1500)" \
+        duration    "${DURATION}s per run (--pps max runs: no ramp, so rx_packets / duration is the rate; paced: + ${RAMP}s ramp)" \
+        load        "$(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average before the runs)"
+    echo
+
+    local manifest=$RESULTS_DIR/raw.manifest.tsv spec name kind queues rate
+    local ref_ok=0 ref_runs=0 lg_ok=0 lg_runs=0
+    : > "$manifest"
+
+    # raw_run CASE KIND TOOL LABEL RATE SENDERS OUT RUNNER ARGS...: one row of the manifest
+    raw_run() {
+        local name=$1 kind=$2 tool=$3 label=$4 rate=$5 senders=$6 out=$7 st=skipped rc; shift 7
+        [[ $tool == loadgen ]] && st=$lg_state
+        if [[ $tool == loadgen && $st == ok ]] || { [[ $tool != loadgen ]] && want_tool "$tool"; }; then
+            log "[$name] $label ..."
+            if [[ $tool == loadgen ]]; then lg_runs=$((lg_runs + 1)); else ref_runs=$((ref_runs + 1)); fi
+            if "$@"; then
+                st=ok
+                if [[ $tool == loadgen ]]; then lg_ok=$((lg_ok + 1)); else ref_ok=$((ref_ok + 1)); fi
+            else
+                rc=$?; st="failed(rc=$rc)"; log "  $tool failed (rc=$rc), see ${out%.*}.err"
+            fi
+        fi
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$kind" "$tool" "$label" "$st" "$out" "$rate" \
+            "$senders" >> "$manifest"
+    }
+
+    for spec in "${RAW_CASES[@]}"; do
+        IFS=: read -r name kind queues rate <<<"$spec"
+        want_case "$name" || continue
+        local p=$RESULTS_DIR/raw-$name
+        veth_up "$queues" || { log "[$name] skipped: could not create the namespaces/veth pair"; veth_down; continue; }
+        log "[$name] $(raw_queue_facts)"
+        case $kind in
+        veth)
+            raw_run "$name" "$kind" trafgen "trafgen --cpus 1" "" 1 "$p.trafgen.txt" \
+                run_trafgen_veth "$p.trafgen.txt" 1
+            raw_run "$name" "$kind" loadgen "loadgen --engine packet --pps max" "" 1 "$p.loadgen.json" \
+                run_loadgen_raw "$p.loadgen.json" --pps max --ramp 0s ;;
+        scale)
+            local n
+            for n in 1 2; do
+                raw_run "$name" "$kind" trafgen "trafgen --cpus $n" "" "$n" "$p.trafgen-$n.txt" \
+                    run_trafgen_veth "$p.trafgen-$n.txt" "$n"
+            done
+            for n in 1 2; do
+                raw_run "$name" "$kind" loadgen "loadgen --engine packet --workers $n" "" "$n" \
+                    "$p.loadgen-$n.json" run_loadgen_raw "$p.loadgen-$n.json" --pps max --ramp 0s --workers "$n"
+            done
+            # Without --workers: a sender per TX queue, as many as the CPUs allow (loadgen/net/queues.py).
+            raw_run "$name" "$kind" loadgen "loadgen --engine packet (a sender per queue)" "" auto \
+                "$p.loadgen-auto.json" run_loadgen_raw "$p.loadgen-auto.json" --pps max --ramp 0s ;;
+        paced)
+            raw_run "$name" "$kind" loadgen "loadgen --engine packet --pps $rate" "$rate" 1 "$p.loadgen.json" \
+                run_loadgen_raw "$p.loadgen.json" --pps "$rate" --ramp "${RAMP}s" ;;
+        esac
+        veth_down
+    done
+
+    render raw "$manifest" | tee "$RESULTS_DIR/raw.summary.txt"
+    echo
+    echo "raw results: $RESULTS_DIR"
+
+    # Not an assertion on performance: only "the tool could not run at all".
+    (( ref_runs == 0 || ref_ok > 0 )) || { log "trafgen failed on every run"; return 2; }
+    (( lg_runs == 0 || lg_ok > 0 )) || { log "loadgen failed on every run"; return 3; }
+    return 0
+}
