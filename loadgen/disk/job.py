@@ -171,11 +171,15 @@ async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_pat
     # One host did every I/O: its histograms are the total's, and sit in its section as a paired host's do.
     total, (own,) = result.host_histograms(m.final, [slice(0, run.workers)], histogram_tags(spec))
     host = {"host": f"{on[0]}:{on[1]}", "role": "disk", "clock": agent.clock.as_dict(), "agent": agent.info,
-            "histograms": own}
+            "histograms": own} | counters.host_fields(run.counters)
+    summary = result.disk_summary(m, out.cpu)
+    for device in (run.counters.get("disks") or {}).values():   # the agent counts the one disk under its target
+        summary["device_crosscheck"] = counters.disk_crosscheck(
+            device, summary["read"]["ops"] + m.final.counter("warmup_ops"), summary["write"]["ops"])
     # The machine that did the I/O is the agent's; CPU time is the controller's.
     env = ready.get("env") or {}
     return result.document("disk", config, ready.get("engine", "?"), m, env | {"controller": basic_env()},
-                            result.disk_summary(m, out.cpu), out.rows, engine_note=ready.get("engine_note"),
+                            summary, out.rows, engine_note=ready.get("engine_note"),
                             warnings=out.warnings + list(ready.get("target_notes") or []),
                             hosts=[host], histograms=total)
 

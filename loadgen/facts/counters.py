@@ -6,12 +6,20 @@
 - Disks: /sys/block/NAME/stat (Documentation/admin-guide/iostats.rst), so the
   device's own count of completed I/Os can be set beside loadgen's.
 Reading needs no root; what cannot be read is absent, with the reason.
+
+Every host a run uses counts the same way: a local run for its document, and
+an agent's job for its host's section (it sends them in its final frame), so a
+paired or remote document holds each host's counters where a local one holds
+its own. What a job counts: the NIC the kernel routes its datagrams through
+(route_to), or the disk under its target (device_of).
 """
 import ctypes
 import fcntl
 import socket
 import struct
 from pathlib import Path
+
+from loadgen.facts import sysinfo
 
 SIOCETHTOOL = 0x8946          # <linux/sockios.h>
 ETHTOOL_GDRVINFO = 0x03       # <linux/ethtool.h>
@@ -115,6 +123,28 @@ class Around:
             if "stat" in d:
                 d["stat"]["in_flight"] = after["disks"][name]["stat"]["in_flight"]
         return delta
+
+
+def route_to(address: str) -> Around:
+    """Counters of the NIC the kernel routes address through (none when no route fits).
+
+    A receiver counts the NIC toward its own address: the main table's route to it is
+    the interface that holds it (lo for loopback)."""
+    nic = sysinfo.nic_for(address)
+    return Around([nic] if nic else [], [])
+
+
+def device_of(target: str | int) -> Around:
+    """Counters of the disk holding target, a path or an open descriptor (none when it has no disk)."""
+    device = sysinfo.block_device_of(target)
+    return Around([], [device] if device else [])
+
+
+def host_fields(measured: dict) -> dict:
+    """A host section's counter fields: the counters, and any of ENA's allowance counters that moved."""
+    exceeded = {n: allowance_exceeded(d) for n, d in (measured.get("nics") or {}).items()}
+    exceeded = {n: e for n, e in exceeded.items() if e}
+    return {"counters": measured} | ({"allowance_exceeded": exceeded} if exceeded else {})
 
 
 def allowance_exceeded(nic_delta: dict) -> dict[str, int]:

@@ -210,8 +210,8 @@ def _route_v6(ip: int) -> str | None:
     return best
 
 
-def block_device_of(path: str) -> str | None:
-    """The /sys/block name holding path: the device itself, or the disk under its filesystem."""
+def block_device_of(path: str | int) -> str | None:
+    """The /sys/block name holding path (or an open descriptor): the device itself, or the disk under its filesystem."""
     try:
         st = os.stat(path)
     except OSError:

@@ -324,6 +324,8 @@ class Session:
             raise protocol.ProtocolError("limit", f"at most {MAX_JOBS} jobs at once")
         job, spec = validate_job(request, self.agent.cfg.allow_paths)
         job["bind"] = self.agent.data_host
+        # The address the controller reached us at is where its senders send: its NIC is the one to count.
+        job["reached_at"] = (self.writer.get_extra_info("sockname") or ("",))[0]
         fds: tuple[int, ...] = ()
         if job["kind"] == "disk":
             fields, fds = open_disk_target(spec, self.agent.cfg.allow_paths)

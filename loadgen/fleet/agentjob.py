@@ -5,7 +5,8 @@ before the schedule is fixed:
   1. stdin: {"type": "job", ...}   -> the child prepares; stdout: "ready" (ports, layout)
   2. stdin: {"type": "go", "timeline": {...}} -> the native run starts on it;
      stdout: "snapshot" every snapshot_ms with the cumulative stats matrix,
-     then "done" with the final one.
+     then "done" with the final one and this host's counters over the run
+     (counted_by: read from go to the end, as a local run reads its own).
 {"type": "stop", "stop_ns": N} on stdin stops the run; end of file means stop
 now (the agent is gone). A bad job gets {"type": "error", ...} and exit code 2
 (input) or 1 (setup).
@@ -24,12 +25,13 @@ import os
 import sys
 
 from loadgen.errors import LoadgenError, UsageError
+from loadgen.facts import counters
 from loadgen.fleet import protocol
 from loadgen.net.endpoints import close_all, receiver_sockets, resolve
 from loadgen.run import native
 from loadgen.run.controller import Timeline, worker_cpus
 from loadgen.run.stats import encode_words
-from loadgen.workload import DiskSpec, NetSpec
+from loadgen.workload import DiskSpec, NetSpec, parse_host_port
 
 SNAPSHOT_MS = 200
 
@@ -194,6 +196,7 @@ async def run_job() -> int:
         timeline = await control.go
         if timeline is None:  # stopped before it began
             return 0
+        around = counted_by(job)
         run = prepared.start(_timeline(timeline, prepared.interval_ns))
         snapshot_s = int(job.get("snapshot_ms", SNAPSHOT_MS)) / 1000
         while not run.done():
@@ -207,13 +210,24 @@ async def run_job() -> int:
             _write({"type": "snapshot", "t_ns": native.now_ns(), "words": encode_words(run.read())})
         err = await run.wait()
         _write({"type": "done", "t_ns": native.now_ns(), "setup_errno": -err if err < 0 else 0,
-                "stop_ns": control.stop_ns, "words": encode_words(run.read())})
+                "stop_ns": control.stop_ns, "words": encode_words(run.read()), "counters": around.finish()})
         return 0
     finally:
         listener.cancel()
         if run is not None:
             run.free()
         prepared.close()
+
+
+def counted_by(job: dict) -> counters.Around:
+    """The counters a job reads around its run: a disk job the disk under its target, a
+    sending job the NIC toward its target, a receiving job the NIC holding the address the
+    controller reached this agent at (where the senders send), else its bind address."""
+    if job.get("kind") == "disk":
+        return counters.device_of(job["target_fd"])
+    if job.get("kind") == "udp-send":
+        return counters.route_to(parse_host_port(job["options"]["target"])[0])
+    return counters.route_to(str(job.get("reached_at") or job.get("bind", "127.0.0.1")))
 
 
 def main() -> int:

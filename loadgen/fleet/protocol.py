@@ -14,6 +14,8 @@ Handshake (the token never crosses the wire; both sides prove they hold it):
             or {"type": "error", "code": "auth", ...} and the connection closes.
 After it, every request carries an "id" that its reply repeats. An error reply is
   {"type": "error", "code": C, "kind": "usage" | "setup" | "protocol", "message": M}.
+A job's final frame ("done") carries "counters": what its host's NICs or disk counted
+over the run (loadgen.facts.counters), checked by check_counters before anything uses them.
 """
 import hashlib
 import hmac
@@ -32,6 +34,17 @@ MAX_RATE_PPS = 100_000_000
 MAX_IOPS = 100_000_000
 MAX_WORKERS = 1024
 MAX_FLOW_BASE = 1 << 20
+
+
+# Bounds on a done frame's counters: {"nics": {NAME: DEVICE}, "disks": {NAME: DEVICE}}, each DEVICE
+# an object of groups ("statistics", "driver", "stat") of named integer differences and of
+# "missing..." reasons. Differences of uint64 counters may wrap, so either sign is allowed.
+COUNTER_GROUPS = ("nics", "disks")
+MAX_COUNTER_DEVICES = 64
+MAX_COUNTER_NAMES = 4096        # per group: drivers keep a few hundred at most
+MAX_COUNTER_NAME_CHARS = 64     # ETH_GSTRING_LEN is 32, IFNAMSIZ 16
+MAX_REASON_CHARS = 1000
+COUNTER_BOUND = 1 << 64
 
 
 class ProtocolError(Exception):
@@ -152,3 +165,40 @@ def error(code: str, message: str, request_id=None) -> dict:
     if request_id is not None:
         out["id"] = request_id
     return out
+
+
+def _counter_name(name, where: str) -> None:
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_COUNTER_NAME_CHARS or not name.isprintable():
+        raise ProtocolError("malformed", f"counters: {where} has a bad name {str(name)[:MAX_COUNTER_NAME_CHARS]!r}")
+
+
+def _counter_device(device, where: str) -> dict:
+    if not isinstance(device, dict):
+        raise ProtocolError("malformed", f"counters: {where} is not an object")
+    for key, value in device.items():
+        _counter_name(key, where)
+        if key.startswith("missing"):
+            if not isinstance(value, str) or len(value) > MAX_REASON_CHARS:
+                raise ProtocolError("malformed", f"counters: {where}.{key} is not a reason")
+            continue
+        if not isinstance(value, dict) or len(value) > MAX_COUNTER_NAMES:
+            raise ProtocolError("malformed", f"counters: {where}.{key} is not an object of counters")
+        for name, n in value.items():
+            _counter_name(name, f"{where}.{key}")
+            if not isinstance(n, int) or isinstance(n, bool) or not -COUNTER_BOUND < n < COUNTER_BOUND:
+                raise ProtocolError("malformed", f"counters: {where}.{key}.{name} is not a counter difference")
+    return device
+
+
+def check_counters(value) -> dict:
+    """A done frame's counters, checked against the bounds above; ProtocolError otherwise."""
+    if not isinstance(value, dict) or not set(value) <= set(COUNTER_GROUPS):
+        raise ProtocolError("malformed", f"counters must be an object of {' and '.join(COUNTER_GROUPS)}")
+    for group, devices in value.items():
+        if not isinstance(devices, dict) or len(devices) > MAX_COUNTER_DEVICES:
+            raise ProtocolError("malformed", f"counters: {group} is not an object of at most "
+                                             f"{MAX_COUNTER_DEVICES} devices")
+        for name, device in devices.items():
+            _counter_name(name, group)
+            _counter_device(device, f"{group}.{name}")
+    return value

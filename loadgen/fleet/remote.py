@@ -36,6 +36,8 @@ class RemoteRun:
         self._done = asyncio.Event()
         self.setup_errno = 0
         self.error: str | None = None
+        # The host's counters over the run, from the job's final frame (protocol.check_counters).
+        self.counters: dict = {"missing": f"the job on {client.name} ended without its final report"}
 
     def update(self, frame: dict) -> None:
         try:
@@ -47,7 +49,17 @@ class RemoteRun:
             self._words = words
         if frame.get("type") == "done":
             self.setup_errno = int(frame.get("setup_errno") or 0)
+            self.counters = self._counters(frame)
             self._done.set()
+
+    def _counters(self, frame: dict) -> dict:
+        """The done frame's counters; a malformed block costs the counters, never the run's counts."""
+        if "counters" not in frame:
+            return {"missing": f"the agent at {self.client.name} sends no counters (an older loadgen)"}
+        try:
+            return protocol.check_counters(frame["counters"])
+        except protocol.ProtocolError as e:
+            return {"missing": f"the agent at {self.client.name} sent malformed counters: {e}"}
 
     def fail(self, why: str) -> None:
         if self.error is None and not self._done.is_set():

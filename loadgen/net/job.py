@@ -308,6 +308,7 @@ async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tup
             if addr not in agents:
                 agents[addr] = await connect(*addr)
         plan = await _prepare_paired(spec, peer, clients, agents, local_socks)
+        local_counters = counters.route_to(peer[0]) if not clients else None   # the agents read their own
         sides = Sides(sum(p.workers for p, meta in zip(plan.parts, plan.meta) if meta["role"] == "sender"))
 
         async def start(timeline: Timeline) -> CompositeRun:
@@ -337,6 +338,8 @@ async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tup
         summary["note"] = ("a host failed mid-run: each host's counts end at its last report, so "
                            "received and lost are approximate near the end")
     hosts = [_host_section(spec, m, meta, sel) for meta, sel in zip(plan.meta, plan.run.rows())]
+    for section, part in zip(hosts, plan.parts):
+        section |= counters.host_fields(local_counters.finish() if section["host"] == "local" else part.counters)
     hists = _paired_histograms(spec, summary, m.final, plan, hosts)
     config = spec.to_config() | {"peer": f"{peer[0]}:{peer[1]}", "clients": [f"{h}:{p}" for h, p in clients],
                                  "embedded_receiver": False, "senders": sides.senders.stop,
