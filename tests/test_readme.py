@@ -10,8 +10,9 @@ them (`--prefill` finds the file the line above made). `loadgen` is this tree's,
 the interpreter running the tests. A line is rewritten only by these rules:
 - pip: a `pip install ... &&` step is dropped (CI installs first; .ci/run).
 - time: `loadgen net|disk` gets `--duration 1s --ramp 0s`, and any `--duration` is 1s;
-  `loadgen run P` gets `--set duration=1s --set ramp=0s`. The examples show that a
-  command works, not what it measures.
+  `loadgen run P` gets `--set duration=1s --set ramp=0s`, or, for a profile that searches
+  for its knee, 1 s trials, at most 3, with no confirmation or load curve. The examples
+  show that a command works, not what it measures.
 - size: `loadgen disk` gets `--size 16m` (its temp or new target) and any `--size Ng` is
   16m; a disk profile gets `--set size=16m`. Filling 1 GiB would only take time.
 - places: hosts (hostA, hostB, hostC, far-host) are servers this test starts on
@@ -71,6 +72,9 @@ class Example:
 
 # A claim's check passes or fails on what this machine measured (0 or 1); 2 or 3 would mean the example is broken.
 VERDICT = (0, 1)
+RAY = "needs a Ray cluster of instances: tests/fleet/test_ray.py runs it on a 3-node cluster in namespaces"
+SEARCH = ("a search of full-length trials takes many minutes: tests/net/test_search_netns.py and "
+          "tests/test_cli_search.py run searches with 1 s trials")
 
 EXAMPLES: dict[str, Example] = {
     # Quick start
@@ -121,6 +125,22 @@ EXAMPLES: dict[str, Example] = {
     "loadgen check nitro.json --profile profiles/nitro-overhead.toml --baseline metal.json": Example(expect=VERDICT),
     "loadgen report r.json --out report/                    # plots: pip install '.[plot]'":
         Example(makes=("report/nines.png", "report/timeline.png")),
+    # Across a fleet: a Ray cluster of instances. tests/fleet/test_ray.py runs these three on a real
+    # 3-node cluster it starts in network namespaces (--ray ADDRESS there, and 20k pps).
+    "loadgen fleet status --ray auto          # each node: IP, Ray node id, labels/resources, NICs and drivers, "
+    "disks, EC2 type": Example(skip=RAY),
+    "loadgen net  --ray auto --ray-senders role=client --ray-receivers role=server --pps 2M --mode echo --json "
+    "fleet.json": Example(skip=RAY),
+    "loadgen disk --ray auto --ray-nodes role=client --target /mnt/nvme/test.dat --size 4g --iops max":
+        Example(skip=RAY),
+    # The knee: a search is many trials (60 s each as RFC 2544 asks); tests/net/test_search_netns.py runs
+    # `search net --peer` against an agent on a tbf-capped veth, and tests/test_cli_search.py short local
+    # net and disk searches.
+    "loadgen search net --peer hostB:7070 --max-loss 0.1% --trial 60s --json knee.json": Example(skip=SEARCH),
+    "loadgen search disk --target /mnt/nvme/f --max-p99 1ms --trial 10s --load-curve 10,50,80,90,100":
+        Example(skip=SEARCH),
+    "loadgen run profiles/enhanced-networking-2mpps.toml --set peer=hostB:7070 --json knee.json && loadgen check "
+    "knee.json": Example(skip=SEARCH),
     # Documents and their schemas: an error line, checked by test_the_documented_error_line
     "loadgen: r.json: $.summary.latency_ns['p99.9']: expected a whole number, found a string '1ms'":
         Example(skip="output, not a command: test_the_documented_error_line makes it"),
@@ -130,11 +150,13 @@ EXAMPLES: dict[str, Example] = {
 def sections() -> list[tuple[str, list[str]]]:
     """(heading, example lines) of each README section that has fenced blocks, in order."""
     out: dict[str, list[str]] = {}
-    heading, fenced = "", False
+    heading, fenced, shell = "", False, True
     for line in README.read_text().splitlines():
         if line.startswith("```"):
+            # a block tagged with another language (the Ray cluster's yaml) is a file, not commands
+            shell = line.strip("`").strip() in ("", "sh", "bash", "console", "shell")
             fenced = not fenced
-        elif fenced:
+        elif fenced and shell:
             if line.strip() and not line.lstrip().startswith("#"):
                 out.setdefault(heading, []).append(line.rstrip())
         elif line.startswith("## "):
@@ -176,9 +198,11 @@ def shorten(command: str) -> str:
 
     def profile(m: re.Match) -> str:
         path = m.group(1)
-        kind = tomllib.loads((REPO / path).read_text())["kind"]
-        return (f"loadgen run {path} --set duration=1s --set ramp=0s"
-                + (" --set size=16m" if kind == "disk" else ""))
+        p = tomllib.loads((REPO / path).read_text())
+        # a profile that searches for its knee runs trials: 1 s each, at most 3, no confirmation or curve
+        timing = ("--set trial=1s --set ramp=0s --set max_trials=3 --set confirm=0 --set load_curve=none"
+                  if "search" in p else "--set duration=1s --set ramp=0s")
+        return f"loadgen run {path} {timing}" + (" --set size=16m" if p["kind"] == "disk" else "")
 
     return re.sub(r"\bloadgen run (profiles/\S+\.toml)", profile, command)
 
