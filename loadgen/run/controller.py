@@ -146,6 +146,15 @@ class Measurement:
         return max(0, self.stop_ns - self.timeline.ramp_end_ns)
 
 
+def stacked_rows(workers: list[int]) -> list[slice]:
+    """Each part's rows when parts of these many workers are stacked in order (as CompositeRun does)."""
+    rows, at = [], 0
+    for n in workers:
+        rows.append(slice(at, at + n))
+        at += n
+    return rows
+
+
 class CompositeRun:
     """Several runs (local and remote) driven as one: their workers' rows are stacked in order."""
 
@@ -153,10 +162,7 @@ class CompositeRun:
         self.parts = parts
         self.layout = parts[0].layout
         self.workers = sum(p.workers for p in parts)
-        self._rows, at = [], 0
-        for p in parts:
-            self._rows.append(slice(at, at + p.workers))
-            at += p.workers
+        self._rows = stacked_rows([p.workers for p in parts])
 
     def rows(self) -> list[slice]:
         """Each part's rows in a stacked snapshot (fixed when the parts started)."""

@@ -40,6 +40,7 @@ class FakeClock:
 class FakePrepared:
     def __init__(self, ready: dict) -> None:
         self.ready = ready
+        self.workers = 2
 
 
 class FakeAgent:
