@@ -146,13 +146,16 @@ def prepare(spec: DiskSpec, opener: Callable[[DiskSpec], DiskTarget] = open_targ
 TARGET_FACTS = ("target_path", "target_kind", "span_bytes", "target_created", "prefilled_bytes", "unwritten_bytes")
 
 
-def disk_document(spec: DiskSpec, out: Outcome, facts: dict, env: dict, host: dict | None = None,
-                  measured: dict | None = None, device: str | None = None) -> dict:
+def disk_document(spec: DiskSpec, out: Outcome, facts: dict, env: dict, where: dict | None = None,
+                  hosts: "list[tuple[dict, slice]] | None" = None, measured: dict | None = None,
+                  device: str | None = None) -> dict:
     """The result document of a disk job, from the facts its prepared job gave (DiskJob.facts,
-    here or in an agent's "ready"). host: the agent's section (host, role, clock, agent) when
-    it ran on one; measured: what the kernel counted around a local run, device its disk."""
+    here or in an agent's "ready"). where: what the config adds about where it ran;
+    hosts: each host's section (host, role, clock, agent...) with its workers' rows, when it
+    ran on agents; measured: what the kernel counted around a local run, device its disk."""
     m = out.measurement
     config = spec.to_config() | {key: facts.get(key) for key in TARGET_FACTS} | {"cpus": facts.get("cpus")}
+    config |= where or {}
     summary = result.disk_summary(m, out.cpu)
     extra: dict = {"engine_note": facts.get("engine_note"),
                    "warnings": out.warnings + list(facts.get("target_notes") or [])}
@@ -163,13 +166,12 @@ def disk_document(spec: DiskSpec, out: Outcome, facts: dict, env: dict, host: di
             summary["device_crosscheck"] = counters.disk_crosscheck(
                 measured["disks"][device], summary["read"]["ops"] + m.final.counter("warmup_ops"),
                 summary["write"]["ops"])
-    if host is None:
+    if hosts is None:
         extra["histograms"] = result.total_histograms(m.final, histogram_tags(spec))
     else:
-        config["on"] = host["host"]
-        # One host did every I/O: its histograms are the total's, and sit in its section as a paired host's do.
-        total, (own,) = result.host_histograms(m.final, [slice(0, m.final.words.shape[0])], histogram_tags(spec))
-        extra |= {"hosts": [host | {"histograms": own}], "histograms": total}
+        # Each host's histograms sit in its section; the total's are theirs added.
+        total, own = result.host_histograms(m.final, [rows for _, rows in hosts], histogram_tags(spec))
+        extra |= {"hosts": [section | {"histograms": h} for (section, _), h in zip(hosts, own)], "histograms": total}
     return result.document("disk", config, facts.get("engine", "?"), m, env, summary, out.rows, **extra)
 
 
@@ -218,4 +220,5 @@ async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_pat
     host = {"host": f"{on[0]}:{on[1]}", "role": "disk", "clock": agent.clock.as_dict(), "agent": agent.info}
     # The machine that did the I/O is the agent's; CPU time is the controller's.
     env = run.ready.get("env") or {}
-    return disk_document(spec, out, run.ready, env | {"controller": basic_env()}, host=host)
+    return disk_document(spec, out, run.ready, env | {"controller": basic_env()}, where={"on": host["host"]},
+                         hosts=[(host, slice(0, run.workers))])

@@ -46,7 +46,8 @@ class FakePrepared:
 class FakeAgent:
     """Records each prepare request; a receive job answers with its data port."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name   # as AgentClient names itself: HOST:PORT
         self.requests: list[dict] = []
         self.clock, self.info = FakeClock(), {"cpus": 1}
 
@@ -58,7 +59,7 @@ class FakeAgent:
 def plan(pps: str, peer_host: str, n_clients: int):
     peer = (peer_host, 7000)
     clients = [(peer_host, 7001 + i) for i in range(n_clients)]
-    agents = {addr: FakeAgent() for addr in [peer, *clients]}
+    agents = {addr: FakeAgent(f"{addr[0]}:{addr[1]}") for addr in [peer, *clients]}
     spec = parse_net(pps=pps, duration="1s")
     result = asyncio.run(_prepare_paired(spec, peer, clients, agents, []))
     sent_pps = [r["options"]["pps"] for addr in clients for r in agents[addr].requests]
@@ -95,7 +96,7 @@ def test_each_part_has_its_rows_before_anything_starts():
 
 def test_without_clients_the_local_senders_are_prepared_here():
     peer = ("127.0.0.1", 7000)
-    agents = {peer: FakeAgent()}
+    agents = {peer: FakeAgent("127.0.0.1:7000")}
     spec = parse_net(pps="10k", duration="1s", workers=3)
     local_jobs: list = []
     result = asyncio.run(_prepare_paired(spec, peer, [], agents, local_jobs))
