@@ -322,3 +322,17 @@ def test_the_result_says_where_the_controller_ran():
     m, _, _ = drive({}, {}, None)
     assert m.controller["affinity"] == sorted(os.sched_getaffinity(0))
     assert m.controller.get("last_cpu", 0) in range(os.cpu_count() or 1)
+
+
+def test_the_callers_signal_handlers_are_back_after_the_run():
+    """A SIGTERM after the run must reach the caller's handler (which keeps the result), not SIG_DFL."""
+    def mine(signum, frame) -> None:
+        pass
+
+    before = {sig: signal.signal(sig, mine) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        drive({"events": [(2.5 * S, signal_self(signal.SIGTERM))]}, {}, None)
+        assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
