@@ -179,9 +179,9 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, watch: Watch | 
                    metrics: "live_metrics.Exporter | None" = None) -> dict:
     """Run one disk job and return its result document (interrupted or not)."""
     job = prepare(spec)
-    device = sysinfo.block_device_of(job.target.path)
-    around = counters.Around([], [device] if device else [])
     try:
+        device = sysinfo.block_device_of(job.target.path)
+        around = counters.Around([], [device] if device else [])
         out = await measure(starting(job), spec.common, interval_view(spec), hlog_path,
                             f"loadgen disk {spec.rw} bs={spec.bs_bytes} qd={spec.qd}; values in ns",
                             watch, policy=all_failed,

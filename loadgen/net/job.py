@@ -350,16 +350,15 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, watch: Watch | No
                   metrics: "live_metrics.Exporter | None" = None) -> dict:
     """Run one net job and return its result document (interrupted or not)."""
     embedded = spec.target is None
-    job = prepare(spec)
-    host, port = job.address() if embedded else spec.target
     sides = Sides(spec.common.workers)
-    nic = sysinfo.nic_for(host)
-    around = counters.Around([nic] if nic else [], [])
     parts = [live_metrics.Part("local", "sender", sides.senders, spec.echo)]
     if embedded:
         parts.append(live_metrics.Part("local", "receiver", sides.receivers))
-
+    job = prepare(spec)
     try:
+        host, port = job.address() if embedded else spec.target
+        nic = sysinfo.nic_for(host)
+        around = counters.Around([nic] if nic else [], [])
         out = await measure(starting(job), spec.common, interval_view(spec, sides, embedded), hlog_path,
                             f"loadgen net {spec.mode} size={spec.size_bytes} flows={spec.flows}; values in ns",
                             watch, metrics=live_metrics.feed(metrics, lambda: parts))
