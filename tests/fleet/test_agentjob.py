@@ -8,8 +8,6 @@ itself, under a real agent, is tested in test_agent.py.
 import asyncio
 import contextlib
 
-import numpy as np
-
 from loadgen.disk import job as disk_job
 from loadgen.fleet import agentjob
 from loadgen.fleet.agent import open_disk_target, validate_job
@@ -118,4 +116,4 @@ def test_a_disk_job_in_process_has_the_facts_a_local_run_has(tmp_path):
     assert set(facts) == set(ready) - {"type", "workers", "layout", "env"}
     assert {k: ready[k] for k in ("engine", "target_kind", "span_bytes", "cpus")} == \
            {k: facts[k] for k in ("engine", "target_kind", "span_bytes", "cpus")}
-    assert np.all(decode_words(frames[-1]["words"]).shape == np.array([1, native.Layout().words]))
+    assert decode_words(frames[-1]["words"]).shape == (1, native.Layout().words)
