@@ -1,14 +1,18 @@
 """The disk job: a DiskSpec in, a result document out.
 
-It chooses the engine, opens the target, starts the native workers on a
-timeline, streams intervals to the .hlog and the progress line, and builds the
-document. Policy lives here: the run stops early only when every I/O fails.
+prepare() chooses the engine, opens the target and picks the workers' CPUs:
+the one preparation a local run, an agent's job process and a fleet worker all
+call. run_disk() starts it on a timeline, streams intervals to the .hlog and
+the progress line; disk_document() builds the document, whether the job ran
+here or on an agent's host. Policy lives here: the run stops early only when
+every I/O fails.
 """
 import errno
 import os
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
-from loadgen.disk.target import open_target
+from loadgen.disk.target import DiskTarget, open_target
 from loadgen.errors import SetupError
 from loadgen.facts import counters, sysinfo
 from loadgen.facts.sysinfo import basic_env
@@ -17,7 +21,7 @@ from loadgen.results.result import errno_name
 from loadgen.run import metrics as live_metrics, native
 from loadgen.run.controller import Timeline, worker_cpus
 from loadgen.run.intervals import IntervalView
-from loadgen.run.job import Watch, measure
+from loadgen.run.job import Outcome, Watch, measure, starting
 from loadgen.run.stats import Snapshot
 from loadgen.workload import DiskSpec
 
@@ -94,60 +98,112 @@ def interval_view(spec: DiskSpec) -> IntervalView:
     )
 
 
-def _native_config(spec: DiskSpec, target, engine: str, timeline: Timeline, cpus: list[int]):
-    return native.DiskConfig(
-        fd=target.fd, engine=native.ENGINES[engine], workers=spec.common.workers, qd=spec.qd,
-        bs_bytes=spec.bs_bytes, read_pct=spec.read_pct, sequential=int(spec.sequential),
-        busy_poll=int(spec.common.busy_poll),
-        span_bytes=target.span_bytes, rate_ops_per_s=spec.rate_ops_per_s or 0,
-        start_ns=timeline.start_ns, ramp_end_ns=timeline.ramp_end_ns, end_ns=timeline.end_ns,
-        seed=spec.seed & (2**64 - 1), cpus=native.int32_array(cpus),
-    )  # the native run copies the config and the CPU list
+@dataclass
+class DiskJob:
+    """A disk job ready to start: its engine chosen, its target open, its workers' CPUs picked."""
+    spec: DiskSpec
+    engine: str
+    engine_note: str | None
+    target: DiskTarget
+    cpus: list[int]
+
+    @property
+    def workers(self) -> int:
+        return self.spec.common.workers
+
+    @property
+    def interval_ns(self) -> int:
+        return self.spec.common.interval_ns
+
+    def start(self, timeline: Timeline) -> native.Run:
+        spec, target = self.spec, self.target
+        return native.start_disk(native.DiskConfig(
+            fd=target.fd, engine=native.ENGINES[self.engine], workers=spec.common.workers, qd=spec.qd,
+            bs_bytes=spec.bs_bytes, read_pct=spec.read_pct, sequential=int(spec.sequential),
+            busy_poll=int(spec.common.busy_poll),
+            span_bytes=target.span_bytes, rate_ops_per_s=spec.rate_ops_per_s or 0,
+            start_ns=timeline.start_ns, ramp_end_ns=timeline.ramp_end_ns, end_ns=timeline.end_ns,
+            seed=spec.seed & (2**64 - 1), cpus=native.int32_array(self.cpus),
+        ))  # the native run copies the config and the CPU list
+
+    def facts(self) -> dict:
+        """The engine, the target (TARGET_FACTS) and the CPUs: an agent's "ready" says these."""
+        return {"engine": self.engine, "engine_note": self.engine_note, **self.target.facts(),
+                "target_notes": self.target.notes, "cpus": self.cpus}
+
+    def close(self) -> None:
+        self.target.close()
+
+
+def prepare(spec: DiskSpec, opener: Callable[[DiskSpec], DiskTarget] = open_target) -> DiskJob:
+    """The one way a disk job is prepared, wherever it runs.
+
+    opener(spec) gives the target: by default spec's own path (a local run); an
+    agent's job process passes one that takes the descriptor the agent opened."""
+    engine, note = choose_engine(spec.engine)
+    target = opener(spec)
+    return DiskJob(spec, engine, note, target, worker_cpus(spec.common.workers))
+
+
+# What a disk job's facts say about its target (DiskTarget.facts), copied into the config.
+TARGET_FACTS = ("target_path", "target_kind", "span_bytes", "target_created", "prefilled_bytes", "unwritten_bytes")
+
+
+def disk_document(spec: DiskSpec, out: Outcome, facts: dict, env: dict, where: dict | None = None,
+                  hosts: "list[tuple[dict, slice]] | None" = None, measured: dict | None = None,
+                  device: str | None = None) -> dict:
+    """The result document of a disk job, from the facts its prepared job gave (DiskJob.facts,
+    here or in an agent's "ready"). where: what the config adds about where it ran;
+    hosts: each host's section (host, role, clock, agent...) with its workers' rows, when it
+    ran on agents; measured: what the kernel counted around a local run, device its disk."""
+    m = out.measurement
+    config = spec.to_config() | {key: facts.get(key) for key in TARGET_FACTS} | {"cpus": facts.get("cpus")}
+    config |= where or {}
+    summary = result.disk_summary(m, out.cpu)
+    extra: dict = {"engine_note": facts.get("engine_note"),
+                   "warnings": out.warnings + list(facts.get("target_notes") or [])}
+    if measured is not None:
+        extra["counters"] = measured
+        if device:
+            # Warm-up I/Os reached the device too: count them on our side as well.
+            summary["device_crosscheck"] = counters.disk_crosscheck(
+                measured["disks"][device], summary["read"]["ops"] + m.final.counter("warmup_ops"),
+                summary["write"]["ops"])
+    if hosts is None:
+        extra["histograms"] = result.total_histograms(m.final, histogram_tags(spec))
+    else:
+        # Each host's histograms sit in its section; the total's are theirs added.
+        total, own = result.host_histograms(m.final, [rows for _, rows in hosts], histogram_tags(spec))
+        extra |= {"hosts": [section | {"histograms": h} for (section, _), h in zip(hosts, own)], "histograms": total}
+    return result.document("disk", config, facts.get("engine", "?"), m, env, summary, out.rows, **extra)
 
 
 async def run_disk(spec: DiskSpec, hlog_path: str | None = None, watch: Watch | None = None,
                    metrics: "live_metrics.Exporter | None" = None) -> dict:
     """Run one disk job and return its result document (interrupted or not)."""
-    engine, engine_note = choose_engine(spec.engine)
-    target = open_target(spec)
-    cpus = worker_cpus(spec.common.workers)
-    device = sysinfo.block_device_of(target.path)
-    around = counters.Around([], [device] if device else [])
-
-    def start(timeline: Timeline) -> native.Run:
-        return native.start_disk(_native_config(spec, target, engine, timeline, cpus))
-
+    job = prepare(spec)
     try:
-        out = await measure(start, spec.common, interval_view(spec), hlog_path,
+        device = sysinfo.block_device_of(job.target.path)
+        around = counters.Around([], [device] if device else [])
+        out = await measure(starting(job), spec.common, interval_view(spec), hlog_path,
                             f"loadgen disk {spec.rw} bs={spec.bs_bytes} qd={spec.qd}; values in ns",
                             watch, policy=all_failed,
                             metrics=live_metrics.feed(metrics, lambda: [live_metrics.Part("local", "disk")]))
     finally:
-        target.close()
+        job.close()
     m = out.measurement
     if m.setup_errno and not (m.final.counter("ops_read") + m.final.counter("ops_write")):
-        raise SetupError(f"{engine} workers could not start: {os.strerror(m.setup_errno)}")
-    config = spec.to_config() | target.facts() | {"cpus": cpus}
-    summary = result.disk_summary(m, out.cpu)
-    measured = around.finish()
-    if device:
-        # Warm-up I/Os reached the device too: count them on our side as well.
-        summary["device_crosscheck"] = counters.disk_crosscheck(
-            measured["disks"][device], summary["read"]["ops"] + m.final.counter("warmup_ops"), summary["write"]["ops"])
-    env = sysinfo.run_env(engine, disks=[device] if device else [])
-    return result.document("disk", config, engine, m, env, summary, out.rows, engine_note=engine_note,
-                            warnings=out.warnings + target.notes,
-                            counters=measured, histograms=result.total_histograms(m.final, histogram_tags(spec)))
+        raise SetupError(f"{job.engine} workers could not start: {os.strerror(m.setup_errno)}")
+    env = sysinfo.run_env(job.engine, disks=[device] if device else [])
+    return disk_document(spec, out, job.facts(), env, measured=around.finish(), device=device)
 
 
 REMOTE_LEAD_NS = 2_000_000_000
-# What an agent's "ready" says about its target (DiskTarget.facts), copied into the config.
-TARGET_FACTS = ("target_path", "target_kind", "span_bytes", "target_created", "prefilled_bytes", "unwritten_bytes")
 
 
 async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_path: str | None = None,
                           watch: Watch | None = None, metrics: "live_metrics.Exporter | None" = None) -> dict:
-    """Run the disk job on an agent's host; the document names that host."""
+    """Run the disk job on an agent's host (its job process prepares it); the document names that host."""
     from loadgen.run.controller import CompositeRun
 
     agent = await connect(*on)
@@ -164,24 +220,17 @@ async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_pat
                             metrics=live_metrics.feed(metrics, lambda: [live_metrics.Part(f"{on[0]}:{on[1]}", "disk")]))
     finally:
         await agent.close()
-    m = out.measurement
-    ready = run.ready
-    config = spec.to_config() | {key: ready.get(key) for key in TARGET_FACTS} | {"cpus": ready.get("cpus"),
-                                                                                "on": f"{on[0]}:{on[1]}"}
-    # One host did every I/O: its histograms are the total's, and sit in its section as a paired host's do.
-    total, (own,) = result.host_histograms(m.final, [slice(0, run.workers)], histogram_tags(spec))
-    host = {"host": f"{on[0]}:{on[1]}", "role": "disk", "clock": agent.clock.as_dict(), "agent": agent.info,
-            "histograms": own} | counters.host_fields(run.counters)
-    summary = result.disk_summary(m, out.cpu)
+    host = {"host": f"{on[0]}:{on[1]}", "role": "disk", "clock": agent.clock.as_dict(),
+            "agent": agent.info} | counters.host_fields(run.counters)
+    # The machine that did the I/O is the agent's; CPU time is the controller's.
+    env = run.ready.get("env") or {}
+    doc = disk_document(spec, out, run.ready, env | {"controller": basic_env()}, where={"on": host["host"]},
+                        hosts=[(host, slice(0, run.workers))])
+    summary, m = doc["summary"], out.measurement
     for device in (run.counters.get("disks") or {}).values():   # the agent counts the one disk under its target
         summary["device_crosscheck"] = counters.disk_crosscheck(
             device, summary["read"]["ops"] + m.final.counter("warmup_ops"), summary["write"]["ops"])
-    # The machine that did the I/O is the agent's; CPU time is the controller's.
-    env = ready.get("env") or {}
-    return result.document("disk", config, ready.get("engine", "?"), m, env | {"controller": basic_env()},
-                            summary, out.rows, engine_note=ready.get("engine_note"),
-                            warnings=out.warnings + list(ready.get("target_notes") or []),
-                            hosts=[host], histograms=total)
+    return doc
 
 
 async def run_disk_hosts(spec: DiskSpec, clients: "list[HostClient]", hlog_path: str | None = None, watch: Watch | None = None,

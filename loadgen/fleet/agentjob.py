@@ -11,6 +11,11 @@ before the schedule is fixed:
 now (the agent is gone). A bad job gets {"type": "error", ...} and exit code 2
 (input) or 1 (setup).
 
+The process only relays: prepare() turns a job into the same prepared job a
+local run makes (disk.job.prepare, net.job.prepare_send/prepare_receive), and
+frames() runs it and yields these frames, for this process to write or for
+any other caller to run a job spec in its own process.
+
 Job kinds (times in this host's CLOCK_MONOTONIC ns):
   udp-receive  options (net option names), bind, run_tag
   udp-send     options (with target), run_tag, flow_base
@@ -21,15 +26,16 @@ Job kinds (times in this host's CLOCK_MONOTONIC ns):
                and target_name to remove it by if it cannot be filled
 """
 import asyncio
+import contextlib
 import os
 import sys
+from typing import AsyncIterator
 
 from loadgen.errors import LoadgenError, UsageError
 from loadgen.facts import counters
 from loadgen.fleet import protocol
-from loadgen.net.endpoints import close_all, receiver_sockets, resolve
 from loadgen.run import native
-from loadgen.run.controller import Timeline, worker_cpus
+from loadgen.run.controller import Timeline
 from loadgen.run.stats import encode_words
 from loadgen.workload import DiskSpec, NetSpec, parse_host_port
 
@@ -37,7 +43,10 @@ SNAPSHOT_MS = 200
 
 
 class Prepared:
-    """A job ready to start: start(timeline) gives its run; close() frees what it opened."""
+    """A job ready to start: start(timeline) gives its run; close() frees what it opened.
+
+    The shape the job process (and a fleet's worker) drives; made from the job's
+    own PreparedJob (loadgen.run.job) by prepare()."""
 
     def __init__(self, start, resources: list, facts: dict, interval_ns: int, workers: int) -> None:
         self.start, self.resources, self.facts, self.interval_ns = start, resources, facts, interval_ns
@@ -49,108 +58,89 @@ class Prepared:
 
 
 def prepare(job: dict) -> Prepared:
+    """Prepare one job as the agent hands it over: the same disk.job.prepare and
+    net.job.prepare_send/prepare_receive a local run calls; only the target's
+    descriptor and the job's fields come from the agent."""
     kind, options = job.get("kind"), job.get("options")
     if not isinstance(options, dict):
         raise UsageError("job options must be an object")
     if kind == "disk":
-        from loadgen.disk.job import _native_config, choose_engine
-        from loadgen.disk.target import fill_created, target_from_fd
+        from loadgen.disk import job as disk_job
 
-        spec = DiskSpec.from_wire(options)
-        engine, note = choose_engine(spec.engine)
-        fd = job.get("target_fd")
-        if not isinstance(fd, int) or isinstance(fd, bool):
-            raise UsageError("a disk job needs the descriptor of its target from the agent")
-        # The agent opened the target beneath its allowed directory; a name looked up
-        # here could have been swapped for a symlink since.
-        path = str(job.get("target_path"))
-        if job.get("target_created"):
-            dir_fd = job.get("target_dir_fd")
-            if not isinstance(dir_fd, int) or isinstance(dir_fd, bool):
-                raise UsageError("a created target needs its directory's descriptor from the agent")
-            try:
-                target = fill_created(spec, fd, path, dir_fd, str(job.get("target_name")))
-            finally:
-                os.close(dir_fd)
-        else:
-            target = target_from_fd(spec, fd, path, temp=bool(job.get("target_temp")))
-        cpus = worker_cpus(spec.common.workers)
+        prepared = disk_job.prepare(DiskSpec.from_wire(options), opener=lambda spec: _agent_target(spec, job))
+    elif kind in ("udp-receive", "udp-send"):
+        from loadgen.net import job as net_job
 
-        def start_disk(timeline: Timeline) -> native.Run:
-            return native.start_disk(_native_config(spec, target, engine, timeline, cpus))
-
-        facts = {"engine": engine, "engine_note": note, **target.facts(), "target_notes": target.notes, "cpus": cpus}
-        return Prepared(start_disk, [target], facts, spec.common.interval_ns, spec.common.workers)
-    if kind not in ("udp-receive", "udp-send"):
-        raise UsageError(f"unknown job kind {kind!r}")
-    from loadgen.net.job import net_config, open_senders
-
-    spec = NetSpec.from_wire(options)
-    run_tag = int(job.get("run_tag", 0)) & 0xFFFFFFFF
-    if kind == "udp-receive":
-        socks = receiver_sockets(str(job.get("bind", "127.0.0.1")), spec.port, spec.receivers)
-        cpus = worker_cpus(len(socks))
-        facts = {"port": socks[0].getsockname()[1], "cpus": cpus}
-
-        def start_net(timeline: Timeline) -> native.Run:
-            return native.start_net(net_config(spec, timeline, run_tag, None, socks, [], cpus))
-
-        def close() -> None:
-            close_all(socks)
-    else:
-        if spec.target is None:
+        spec = NetSpec.from_wire(options)
+        run_tag = int(job.get("run_tag", 0)) & 0xFFFFFFFF
+        if kind == "udp-receive":
+            prepared = net_job.prepare_receive(spec, str(job.get("bind", "127.0.0.1")), run_tag)
+        elif spec.target is None:
             raise UsageError("udp-send needs options.target")
-        family, sockaddr = resolve(*spec.target)
-        senders = open_senders(spec, family, sockaddr)
-        cpus = senders.cpus
-        flow_base = int(job.get("flow_base", 0))
-        facts = {"cpus": cpus, "family": int(family), **senders.facts()}
-
-        def start_net(timeline: Timeline) -> native.Run:
-            return native.start_net(net_config(spec, timeline, run_tag, senders, [], cpus, [], flow_base=flow_base))
-
-        close = senders.close
-
-    class Sockets:
-        @staticmethod
-        def close() -> None:
-            close()
-
-    return Prepared(start_net, [Sockets], facts, spec.common.interval_ns, len(cpus))
+        else:
+            prepared = net_job.prepare_send(spec, *spec.target, run_tag, flow_base=int(job.get("flow_base", 0)))
+    else:
+        raise UsageError(f"unknown job kind {kind!r}")
+    return Prepared(prepared.start, [prepared], prepared.facts(), prepared.interval_ns, prepared.workers)
 
 
-def _write(frame: dict) -> None:
-    sys.stdout.buffer.write(protocol.encode(frame))
-    sys.stdout.buffer.flush()
+def _agent_target(spec: DiskSpec, job: dict):
+    """The disk target the agent opened and passed down by descriptor."""
+    from loadgen.disk.target import fill_created, target_from_fd
+
+    fd = job.get("target_fd")
+    if not isinstance(fd, int) or isinstance(fd, bool):
+        raise UsageError("a disk job needs the descriptor of its target from the agent")
+    # The agent opened the target beneath its allowed directory; a name looked up
+    # here could have been swapped for a symlink since.
+    path = str(job.get("target_path"))
+    if not job.get("target_created"):
+        return target_from_fd(spec, fd, path, temp=bool(job.get("target_temp")))
+    dir_fd = job.get("target_dir_fd")
+    if not isinstance(dir_fd, int) or isinstance(dir_fd, bool):
+        raise UsageError("a created target needs its directory's descriptor from the agent")
+    try:
+        return fill_created(spec, fd, path, dir_fd, str(job.get("target_name")))
+    finally:
+        os.close(dir_fd)
 
 
 class Control:
-    """The frames the agent sends after the job: go, stop, or end of file."""
+    """What a prepared job is told: go (with its timeline), then perhaps stop.
+
+    The job process reads these from the agent (read()); a caller that runs a job
+    in its own process (frames()) calls go() and stop() itself."""
 
     def __init__(self) -> None:
-        self.go: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.started: asyncio.Future = asyncio.get_running_loop().create_future()  # the timeline, or None
         self.stopped = asyncio.Event()
         self.stop_ns: int | None = None
 
-    def _stop(self, stop_ns: int) -> None:
+    def go(self, timeline: dict | None) -> None:
+        """Start on timeline ({start_ns, ramp_end_ns, end_ns} in this host's monotonic ns); only the first go counts."""
+        if not self.started.done():
+            self.started.set_result(timeline)
+
+    def stop(self, stop_ns: int | None = None) -> None:
+        """Stop at stop_ns (None: now); before go, the job ends without starting. The first stop's time counts."""
         if self.stop_ns is None:
-            self.stop_ns = stop_ns
+            self.stop_ns = native.now_ns() if stop_ns is None else stop_ns
         self.stopped.set()
-        if not self.go.done():
-            self.go.set_result(None)
+        self.go(None)
 
     async def read(self, reader: asyncio.StreamReader, decoder: protocol.FrameDecoder) -> None:
+        """Obey the agent's frames on reader until it closes (the agent is gone: stop now)."""
         while True:
             data = await reader.read(65536)
             if not data:
-                self._stop(native.now_ns())
+                self.stop()
                 return
             for frame in decoder.feed(data):
-                if frame.get("type") == "go" and not self.go.done():
-                    self.go.set_result(frame.get("timeline"))
+                if frame.get("type") == "go":
+                    self.go(frame.get("timeline"))
                 elif frame.get("type") == "stop":
                     stop_ns = frame.get("stop_ns")
-                    self._stop(stop_ns if isinstance(stop_ns, int) else native.now_ns())
+                    self.stop(stop_ns if isinstance(stop_ns, int) else None)
 
 
 def _timeline(t, interval_ns: int) -> Timeline:
@@ -160,42 +150,42 @@ def _timeline(t, interval_ns: int) -> Timeline:
         raise UsageError("go needs a timeline with start_ns, ramp_end_ns and end_ns") from None
 
 
-async def run_job() -> int:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    decoder = protocol.FrameDecoder()
-    frames: list[dict] = []
+def error_frame(e: Exception) -> dict:
+    """The "error" frame for a job that could not be prepared: code "usage" (bad input) or "setup"."""
+    if isinstance(e, LoadgenError):
+        return {"type": "error", "code": "usage" if e.exit_code == 2 else "setup", "message": str(e)}
+    if isinstance(e, (protocol.ProtocolError, TypeError, ValueError, ArithmeticError)):
+        return {"type": "error", "code": "usage", "message": str(e)}
+    return {"type": "error", "code": "setup", "message": f"{type(e).__name__}: {e}"}
+
+
+async def frames(job: dict, control: Control) -> AsyncIterator[dict]:
+    """Run one job spec in this process and yield what the job process writes to the agent.
+
+    The stable entry for running a job wherever it is placed (the job process
+    here, a fleet's worker): first "ready" (workers, layout, env and the
+    prepared job's facts) or, if it cannot be prepared, one "error" frame and
+    nothing more. Then, once control.go(timeline), a "snapshot" with the
+    cumulative stats matrix every job["snapshot_ms"] (SNAPSHOT_MS) until the run
+    ends or control.stop(), and last "done" with the final matrix. A stop before
+    go ends it after "ready". Close the iterator (contextlib.aclosing) to free
+    the run and what the job opened if you leave early."""
     try:
-        while not frames:
-            data = await reader.read(65536)
-            if not data:
-                raise UsageError("no job on stdin")
-            frames = decoder.feed(data)
-        job = frames.pop(0)
         prepared = prepare(job)
-    except LoadgenError as e:
-        _write({"type": "error", "code": "usage" if e.exit_code == 2 else "setup", "message": str(e)})
-        return e.exit_code
-    except (protocol.ProtocolError, TypeError, ValueError, ArithmeticError) as e:
-        _write({"type": "error", "code": "usage", "message": str(e)})
-        return 2
-    except Exception as e:  # noqa: BLE001 - the agent must hear why, whatever it was
-        _write({"type": "error", "code": "setup", "message": f"{type(e).__name__}: {e}"})
-        return 1
-    control = Control()
-    listener = asyncio.create_task(control.read(reader, decoder))
+    except Exception as e:  # noqa: BLE001 - whoever asked must hear why, whatever it was
+        yield error_frame(e)
+        return
     run = None
     try:
         layout = native.Layout()
         from loadgen.facts.sysinfo import basic_env
 
-        _write({"type": "ready", "workers": prepared.workers, "layout": {"counters": layout.counters,
-                                                                      "hists": layout.hists},
-                "env": basic_env(), **prepared.facts})
-        timeline = await control.go
+        yield {"type": "ready", "workers": prepared.workers, "layout": {"counters": layout.counters,
+                                                                     "hists": layout.hists},
+               "env": basic_env(), **prepared.facts}
+        timeline = await control.started
         if timeline is None:  # stopped before it began
-            return 0
+            return
         around = counted_by(job)
         run = prepared.start(_timeline(timeline, prepared.interval_ns))
         snapshot_s = int(job.get("snapshot_ms", SNAPSHOT_MS)) / 1000
@@ -207,13 +197,11 @@ async def run_job() -> int:
             if control.stopped.is_set():
                 run.stop(control.stop_ns)
                 break
-            _write({"type": "snapshot", "t_ns": native.now_ns(), "words": encode_words(run.read())})
+            yield {"type": "snapshot", "t_ns": native.now_ns(), "words": encode_words(run.read())}
         err = await run.wait()
-        _write({"type": "done", "t_ns": native.now_ns(), "setup_errno": -err if err < 0 else 0,
-                "stop_ns": control.stop_ns, "words": encode_words(run.read()), "counters": around.finish()})
-        return 0
+        yield {"type": "done", "t_ns": native.now_ns(), "setup_errno": -err if err < 0 else 0,
+               "stop_ns": control.stop_ns, "words": encode_words(run.read()), "counters": around.finish()}
     finally:
-        listener.cancel()
         if run is not None:
             run.free()
         prepared.close()
@@ -228,6 +216,46 @@ def counted_by(job: dict) -> counters.Around:
     if job.get("kind") == "udp-send":
         return counters.route_to(parse_host_port(job["options"]["target"])[0])
     return counters.route_to(str(job.get("reached_at") or job.get("bind", "127.0.0.1")))
+
+
+def _exit_code(error: dict) -> int:
+    return 2 if error["code"] == "usage" else 1
+
+
+def _write(frame: dict) -> None:
+    sys.stdout.buffer.write(protocol.encode(frame))
+    sys.stdout.buffer.flush()
+
+
+async def run_job() -> int:
+    """The job process: one job from stdin, its frames to stdout; exit 2 (bad job) or 1 (setup) on error."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    decoder = protocol.FrameDecoder()
+    received: list[dict] = []
+    try:
+        while not received:
+            data = await reader.read(65536)
+            if not data:
+                raise UsageError("no job on stdin")
+            received = decoder.feed(data)
+    except Exception as e:  # noqa: BLE001 - the agent must hear why, whatever it was
+        error = error_frame(e)
+        _write(error)
+        return _exit_code(error)
+    job = received.pop(0)
+    control = Control()
+    listener = asyncio.create_task(control.read(reader, decoder))
+    try:
+        async with contextlib.aclosing(frames(job, control)) as out:
+            async for frame in out:
+                _write(frame)
+                if frame["type"] == "error":
+                    return _exit_code(frame)
+        return 0
+    finally:
+        listener.cancel()
 
 
 def main() -> int:

@@ -1,5 +1,10 @@
 """The net job: a NetSpec in, a result document out.
 
+prepare_send() and prepare_receive() are the one preparation of senders and
+receivers, wherever they run: a local run (prepare(), both in one run when the
+receiver is embedded), a paired run's local senders, an agent's job process, a
+fleet's worker. net_document() builds the document, with host sections or not.
+
 Workers 0 .. senders-1 send; the rest, when the receiver is embedded, receive
 on loopback. A sender's "received" counts echoes, a receiver's counts arrivals;
 the document names which side measured what.
@@ -7,7 +12,7 @@ the document names which side measured what.
 import ctypes
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
 from loadgen.errors import SetupError, UsageError
@@ -16,9 +21,9 @@ from loadgen.facts.sysinfo import basic_env
 from loadgen.net.endpoints import LOOPBACK, close_all, receiver_sockets, resolve, sender_sockets
 from loadgen.results import histogram, result
 from loadgen.run import metrics as live_metrics, native
-from loadgen.run.controller import CompositeRun, Timeline, worker_cpus
+from loadgen.run.controller import CompositeRun, Timeline, stacked_rows, worker_cpus
 from loadgen.run.intervals import IntervalView
-from loadgen.run.job import Watch, measure
+from loadgen.run.job import Outcome, Watch, measure, starting
 from loadgen.run.stats import Snapshot
 from loadgen.units import format_ns
 from loadgen.workload import NetSpec, format_host_port
@@ -236,57 +241,140 @@ def check_started(spec: NetSpec, m, sides: "Sides") -> None:
         raise SetupError(f"the {spec.engine} senders could not start: {os.strerror(m.setup_errno)}")
 
 
+def new_run_tag() -> int:
+    """A run's tag, in every datagram: a receiver counts others' as foreign. Odd, so never 0."""
+    return int.from_bytes(os.urandom(4), "little") | 1
+
+
+@dataclass
+class NetJob:
+    """Net workers ready to start as one native run: senders (their rows first), receivers,
+    or both (a local run's embedded receiver). prepare_send and prepare_receive make them."""
+    spec: NetSpec
+    run_tag: int
+    receivers: list = field(default_factory=list)
+    recv_cpus: list[int] = field(default_factory=list)
+    senders: Senders | None = None
+    send_cpus: list[int] = field(default_factory=list)
+    family: int | None = None        # of the address the senders send to
+    flow_base: int = 0               # the senders' first flow number (a client's share of a paired run)
+
+    @property
+    def workers(self) -> int:
+        return len(self.send_cpus) + len(self.receivers)
+
+    @property
+    def interval_ns(self) -> int:
+        return self.spec.common.interval_ns
+
+    def address(self) -> tuple[str, int]:
+        """Where the receivers listen."""
+        return self.receivers[0].getsockname()[:2]
+
+    def start(self, timeline: Timeline) -> native.Run:
+        return native.start_net(net_config(self.spec, timeline, self.run_tag, self.senders, self.receivers,
+                                           self.send_cpus, self.recv_cpus, flow_base=self.flow_base))
+
+    def facts(self) -> dict:
+        """The receivers' port, the workers' CPUs, the senders' family and engine: what a "ready" says."""
+        out = {"port": self.address()[1]} if self.receivers else {}
+        out["cpus"] = self.send_cpus + self.recv_cpus
+        if self.senders:
+            out |= {"family": int(self.family), **self.senders.facts()}
+        return out
+
+    def close(self) -> None:
+        if self.senders:
+            self.senders.close()
+        close_all(self.receivers)
+
+
+def prepare_receive(spec: NetSpec, bind: str, run_tag: int, cpu_offset: int = 0) -> NetJob:
+    """spec.receivers sockets bound to bind:spec.port (0: a free port); their workers take the
+    CPUs from the cpu_offset-th on (after a local run's senders)."""
+    socks = receiver_sockets(bind, spec.port, spec.receivers)
+    return NetJob(spec, run_tag, receivers=socks, recv_cpus=worker_cpus(len(socks), offset=cpu_offset))
+
+
+def prepare_send(spec: NetSpec, host: str, port: int, run_tag: int, flow_base: int = 0,
+                 receiving: NetJob | None = None) -> NetJob:
+    """spec's senders to host:port, flows numbered from flow_base. receiving: receivers of
+    this same run (prepare_receive), which the returned job then owns and closes."""
+    family, sockaddr = resolve(host, port)
+    senders = open_senders(spec, family, sockaddr)
+    return replace(receiving or NetJob(spec, run_tag), senders=senders, send_cpus=senders.cpus,
+                   family=family, flow_base=flow_base)
+
+
+def prepare(spec: NetSpec) -> NetJob:
+    """A local run's job: senders to spec.target, or to receivers of its own on loopback."""
+    run_tag = new_run_tag()
+    if spec.target is not None:
+        return prepare_send(spec, *spec.target, run_tag)
+    receiving = prepare_receive(spec, LOOPBACK, run_tag, cpu_offset=spec.common.workers)
+    try:
+        return prepare_send(spec, *receiving.address(), run_tag, receiving=receiving)
+    except BaseException:
+        receiving.close()
+        raise
+
+
+def net_document(spec: NetSpec, out: Outcome, sides: Sides, embedded: bool, family: int, config: dict, env: dict,
+                 hosts: "list[tuple[dict, slice]] | None" = None, measured: dict | None = None,
+                 host_fields: list[dict] | None = None) -> dict:
+    """The result document of a net job, run here or across agents.
+
+    hosts: each part of a paired run (its meta: host, role, clock...) with its rows, which
+    get a section each, plus host_fields (its counters) if given; measured: what the kernel
+    counted around a local run."""
+    m = out.measurement
+    check_started(spec, m, sides)
+    summary = net_summary(spec, m, sides, embedded, family, out.cpu)
+    extra: dict = {}
+    if measured is not None:
+        exceeded = {n: counters.allowance_exceeded(d) for n, d in measured["nics"].items()}
+        if any(exceeded.values()):
+            summary["allowance_exceeded"] = exceeded
+        extra["counters"] = measured
+    if hosts is None:
+        measuring = measured_by(spec, sides, embedded, m.final)
+        extra["histograms"] = result.total_histograms(measuring, histogram_tags(spec)) if measuring is not None else {}
+    else:
+        _judge_one_way(summary, [meta for meta, _ in hosts])
+        if m.failed:
+            summary["note"] = ("a host failed mid-run: each host's counts end at its last report, so "
+                               "received and lost are approximate near the end")
+        extra["hosts"] = [_host_section(spec, m, meta, rows) for meta, rows in hosts]
+        for section, fields in zip(extra["hosts"], host_fields or []):
+            section |= fields       # what each host's own counters say (facts/counters.py)
+        extra["histograms"] = _paired_histograms(spec, summary, m.final, hosts, extra["hosts"])
+    return result.document("net", config, engine_name(spec), m, env, summary, out.rows, **extra,
+                           warnings=out.warnings)
+
+
 async def run_net(spec: NetSpec, hlog_path: str | None = None, watch: Watch | None = None,
                   metrics: "live_metrics.Exporter | None" = None) -> dict:
     """Run one net job and return its result document (interrupted or not)."""
     embedded = spec.target is None
-    receivers = receiver_sockets(LOOPBACK, spec.port, spec.receivers) if embedded else []
-    try:
-        if embedded:
-            host, port = receivers[0].getsockname()[:2]
-        else:
-            host, port = spec.target
-        family, sockaddr = resolve(host, port)
-        senders = open_senders(spec, family, sockaddr)
-    except BaseException:
-        close_all(receivers)
-        raise
-    send_cpus = senders.cpus
-    n_send = len(send_cpus)
-    sides = Sides(n_send)
-    recv_cpus = worker_cpus(len(receivers), offset=n_send)
-    run_tag = int.from_bytes(os.urandom(4), "little") | 1
-
-    def start(timeline: Timeline) -> native.Run:
-        return native.start_net(net_config(spec, timeline, run_tag, senders, receivers, send_cpus, recv_cpus))
-
-    nic = sysinfo.nic_for(host)
-    around = counters.Around([nic] if nic else [], [])
+    job = prepare(spec)
+    sides = Sides(len(job.send_cpus))     # the packet engine may choose one sender per queue
     parts = [live_metrics.Part("local", "sender", sides.senders, spec.echo)]
     if embedded:
         parts.append(live_metrics.Part("local", "receiver", sides.receivers))
-
     try:
-        out = await measure(start, spec.common, interval_view(spec, sides, embedded), hlog_path,
+        host, port = job.address() if embedded else spec.target
+        nic = sysinfo.nic_for(host)
+        around = counters.Around([nic] if nic else [], [])
+        out = await measure(starting(job), spec.common, interval_view(spec, sides, embedded), hlog_path,
                             f"loadgen net {spec.mode} size={spec.size_bytes} flows={spec.flows}; values in ns",
                             watch, metrics=live_metrics.feed(metrics, lambda: parts))
     finally:
-        senders.close()
-        close_all(receivers)
-    m = out.measurement
-    check_started(spec, m, sides)
+        job.close()
     config = spec.to_config() | {"target_address": f"{host}:{port}", "embedded_receiver": embedded,
-                                 "senders": n_send, "send_cpus": send_cpus, "recv_cpus": recv_cpus} | senders.facts()
-    summary = net_summary(spec, m, sides, embedded, family, out.cpu)
-    measured = around.finish()
-    exceeded = {n: counters.allowance_exceeded(d) for n, d in measured["nics"].items()}
-    if any(exceeded.values()):
-        summary["allowance_exceeded"] = exceeded
-    measuring = measured_by(spec, sides, embedded, m.final)
-    hists = result.total_histograms(measuring, histogram_tags(spec)) if measuring is not None else {}
-    return result.document("net", config, engine_name(spec), m,
-                            sysinfo.run_env(engine_name(spec), nics=[nic] if nic else []),
-                            summary, out.rows, counters=measured, histograms=hists, warnings=out.warnings)
+                                 "senders": len(job.send_cpus), "send_cpus": job.send_cpus,
+                                 "recv_cpus": job.recv_cpus} | job.senders.facts()
+    return net_document(spec, out, sides, embedded, job.family, config,
+                        sysinfo.run_env(engine_name(spec), nics=[nic] if nic else []), measured=around.finish())
 
 
 PAIRED_LEAD_NS = 3_000_000_000  # remote jobs start in child processes: give them time
@@ -302,12 +390,12 @@ async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tup
     senders start together. The document has a section per host and a total;
     histograms merge by adding counts."""
     agents = {}
-    local_socks: list = []
+    local_jobs: list[NetJob] = []
     try:
         for addr in [peer, *clients]:
             if addr not in agents:
                 agents[addr] = await connect(*addr)
-        plan = await _prepare_paired(spec, peer, clients, agents, local_socks)
+        plan = await _prepare_paired(spec, peer, clients, agents, local_jobs)
         local_counters = counters.route_to(peer[0]) if not clients else None   # the agents read their own
         sides = Sides(sum(p.workers for p, meta in zip(plan.parts, plan.meta) if meta["role"] == "sender"))
 
@@ -315,10 +403,8 @@ async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tup
             for part, meta in zip(plan.parts, plan.meta):
                 if meta["host"] != "local":
                     await agents[meta["addr"]].go(part, timeline)
-            if plan.local_start:
-                plan.parts[0] = plan.local_start(timeline)
-            plan.run = CompositeRun(plan.parts)
-            return plan.run
+            return CompositeRun([part.start(timeline) if meta["host"] == "local" else part
+                                 for part, meta in zip(plan.parts, plan.meta)])
 
         view = interval_view(spec, sides, True)
         view.extra = _with_hosts(spec, view.extra, plan)
@@ -326,28 +412,19 @@ async def run_net_paired(spec: NetSpec, peer: tuple[str, int], clients: list[tup
                             f"loadgen net {spec.mode} size={spec.size_bytes} paired; values in ns",
                             watch, lead_ns=PAIRED_LEAD_NS, metrics=live_metrics.feed(metrics, lambda: _metric_parts(spec, plan)))
     finally:
-        for senders in local_socks:
-            senders.close()
+        for job in local_jobs:
+            job.close()
         for a in agents.values():
             await a.close()
-    m = out.measurement
-    check_started(spec, m, sides)
-    summary = net_summary(spec, m, sides, True, plan.family, out.cpu)
-    _judge_one_way(summary, plan.meta)
-    if m.failed:
-        summary["note"] = ("a host failed mid-run: each host's counts end at its last report, so "
-                           "received and lost are approximate near the end")
-    hosts = [_host_section(spec, m, meta, sel) for meta, sel in zip(plan.meta, plan.run.rows())]
-    for section, part in zip(hosts, plan.parts):
-        section |= counters.host_fields(local_counters.finish() if section["host"] == "local" else part.counters)
-    hists = _paired_histograms(spec, summary, m.final, plan, hosts)
     config = spec.to_config() | {"peer": f"{peer[0]}:{peer[1]}", "clients": [f"{h}:{p}" for h, p in clients],
                                  "embedded_receiver": False, "senders": sides.senders.stop,
                                  "target_address": f"{peer[0]}:{plan.data_port}"}
-    for senders in local_socks:
-        config |= senders.facts()
-    return result.document("net", config, engine_name(spec), m, basic_env(), summary, out.rows, hosts=hosts,
-                            histograms=hists, warnings=out.warnings)
+    for job in local_jobs:
+        config |= job.senders.facts()
+    host_counters = [counters.host_fields(local_counters.finish() if meta["host"] == "local" else part.counters)
+                     for part, meta in zip(plan.parts, plan.meta)]
+    return net_document(spec, out, sides, True, plan.family, config, basic_env(), hosts=plan.hosts(),
+                        host_fields=host_counters)
 
 
 def _measuring_role(spec: NetSpec) -> str:
@@ -355,7 +432,8 @@ def _measuring_role(spec: NetSpec) -> str:
     return "sender" if spec.echo else "receiver"
 
 
-def _paired_histograms(spec: NetSpec, summary: dict, final: Snapshot, plan: "PairedPlan", hosts: list[dict]) -> dict:
+def _paired_histograms(spec: NetSpec, summary: dict, final: Snapshot, hosts: list[tuple[dict, slice]],
+                       sections: list[dict]) -> dict:
     """The document's total histograms; each measuring host's own go into its section.
 
     One-way delays the summary dropped (clocks aligned too coarsely) are dropped here too:
@@ -363,28 +441,25 @@ def _paired_histograms(spec: NetSpec, summary: dict, final: Snapshot, plan: "Pai
     if not spec.echo and "oneway" not in summary:
         return {}
     role = _measuring_role(spec)
-    measuring = [i for i, meta in enumerate(plan.meta) if meta["role"] == role]
-    total, per_host = result.host_histograms(final, [plan.run.rows()[i] for i in measuring], histogram_tags(spec))
+    measuring = [i for i, (meta, _) in enumerate(hosts) if meta["role"] == role]
+    total, per_host = result.host_histograms(final, [hosts[i][1] for i in measuring], histogram_tags(spec))
     for i, hists in zip(measuring, per_host):
-        hosts[i]["histograms"] = hists
+        sections[i]["histograms"] = hists
     return total
 
 
-@dataclass
+@dataclass(frozen=True)
 class PairedPlan:
-    parts: list            # sender parts first, the receiver last
+    """Every part of a paired run, prepared before the timeline is fixed, and not changed after:
+    starting the run reads it, and so does everything that reports per host."""
+    parts: list            # sender parts first, the receiver last: an agent's RemoteRun, or the local NetJob
     meta: list[dict]       # per part: host, role, clock...
     data_port: int
     family: int            # of the receiver's data address: it sizes the headers on the wire
-    local_start: Callable | None = None   # local senders start on the timeline
-    run: CompositeRun | None = None       # once started
+    rows: list[slice]      # per part, its workers' rows in the run's snapshots (CompositeRun stacks them so)
 
-
-class _PendingLocal:
-    """Stands for local senders until the timeline is known."""
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
+    def hosts(self) -> list[tuple[dict, slice]]:
+        return list(zip(self.meta, self.rows))
 
 
 def split_rate(rate_pps: int, parts: int) -> list[int]:
@@ -393,8 +468,10 @@ def split_rate(rate_pps: int, parts: int) -> list[int]:
     return [each + (i < extra) for i in range(parts)]
 
 
-async def _prepare_paired(spec: NetSpec, peer, clients, agents, local_socks: list) -> PairedPlan:
-    run_tag = int.from_bytes(os.urandom(4), "little") | 1
+async def _prepare_paired(spec: NetSpec, peer, clients, agents, local_jobs: list) -> PairedPlan:
+    """Prepare the receiver on the peer, then the senders: on each client, or here (put in
+    local_jobs, for the caller to close)."""
+    run_tag = new_run_tag()
     n_clients = max(1, len(clients))
     rates = split_rate(spec.rate_pps, n_clients) if spec.rate_pps else [None] * n_clients
     if spec.rate_pps and not all(rates):
@@ -404,8 +481,9 @@ async def _prepare_paired(spec: NetSpec, peer, clients, agents, local_socks: lis
         "kind": "udp-receive", "run_tag": run_tag,
         "options": spec.to_wire(flows=spec.flows * n_clients, port=0, workers=spec.receivers, target=None)})
     data_port = int(recv_run.ready["port"])
-    family, sockaddr = resolve(peer[0], data_port)
-    parts, meta, local_start = [], [], None
+    parts, meta = [], []
+    if clients:
+        family, _ = resolve(peer[0], data_port)   # sized as the datagrams the clients send there
     for i, addr in enumerate(clients):
         parts.append(await agents[addr].prepare({
             "kind": "udp-send", "run_tag": run_tag, "flow_base": i * spec.flows,
@@ -414,34 +492,30 @@ async def _prepare_paired(spec: NetSpec, peer, clients, agents, local_socks: lis
                      "clock": agents[addr].clock.as_dict(), "agent": agents[addr].info,
                      "env": parts[-1].ready.get("env")})
     if not clients:
-        senders = open_senders(spec, family, sockaddr)
-        local_socks.append(senders)
-        cpus = senders.cpus
-        parts.append(_PendingLocal(len(cpus)))
+        local = prepare_send(spec, peer[0], data_port, run_tag)
+        local_jobs.append(local)
+        family = local.family
+        parts.append(local)
         meta.append({"host": "local", "role": "sender", "clock": None})
-
-        def local_start(timeline: Timeline) -> native.Run:
-            return native.start_net(net_config(spec, timeline, run_tag, senders, [], cpus, []))
     parts.append(recv_run)
     meta.append({"host": receiver.name, "addr": peer, "role": "receiver",
                  "clock": receiver.clock.as_dict(), "agent": receiver.info, "data_port": data_port,
                  "env": recv_run.ready.get("env")})
-    return PairedPlan(parts, meta, data_port, family, local_start)
+    return PairedPlan(parts, meta, data_port, family, stacked_rows([p.workers for p in parts]))
 
 
 def _with_hosts(spec: NetSpec, extra: Callable, plan: PairedPlan) -> Callable:
     """Interval rows of a paired run also count per host: sent by senders, received by the receiver."""
     def with_hosts(d: Snapshot, length_s: float) -> dict:
         out = extra(d, length_s)
-        if plan.run is not None:
-            hosts = {}
-            for meta, rows in zip(plan.meta, plan.run.rows()):
-                part = d.rows(rows)
-                n = part.counter("sent") if meta["role"] == "sender" else _unique(part)
-                hosts[meta["host"]] = {"role": meta["role"], "ops": n, "rate": round(n / length_s, 3) if length_s else 0.0}
-                if meta["role"] == _measuring_role(spec):
-                    hosts[meta["host"]]["latency_ns"] = histogram.interval_summary(part.hist("latency_packet"))
-            out["hosts"] = hosts
+        hosts = {}
+        for meta, rows in plan.hosts():
+            part = d.rows(rows)
+            n = part.counter("sent") if meta["role"] == "sender" else _unique(part)
+            hosts[meta["host"]] = {"role": meta["role"], "ops": n, "rate": round(n / length_s, 3) if length_s else 0.0}
+            if meta["role"] == _measuring_role(spec):
+                hosts[meta["host"]]["latency_ns"] = histogram.interval_summary(part.hist("latency_packet"))
+        out["hosts"] = hosts
         return out
 
     return with_hosts
@@ -449,9 +523,8 @@ def _with_hosts(spec: NetSpec, extra: Callable, plan: PairedPlan) -> Callable:
 
 def _metric_parts(spec: NetSpec, plan: PairedPlan) -> list:
     """Each host's rows for --metrics: per host, as the document's host sections."""
-    rows = plan.run.rows() if plan.run is not None else []
     return [live_metrics.Part(meta["host"], meta["role"], r, spec.echo and meta["role"] == "sender")
-            for meta, r in zip(plan.meta, rows)]
+            for meta, r in plan.hosts()]
 
 
 def _judge_one_way(summary: dict, meta: list[dict]) -> None:
@@ -485,7 +558,3 @@ def _host_section(spec: NetSpec, m, meta: dict, rows: slice) -> dict:
         section.update(received=_unique(part), received_pps=result.per_s(_unique(part), ns),
                        reordered=part.counter("reordered"), duplicated=part.counter("duplicated"))
     return section
-
-
-def _timeline_dict(t: Timeline) -> dict:
-    return {"start_ns": t.start_ns, "ramp_end_ns": t.ramp_end_ns, "end_ns": t.end_ns}

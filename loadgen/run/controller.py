@@ -22,10 +22,11 @@ starved controller may wake seconds after a tick):
 Time comes from an injected Clock, so the stop logic is tested with a fake one.
 """
 import asyncio
+import contextlib
 import os
 import signal
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -148,6 +149,15 @@ class Measurement:
         return max(0, self.stop_ns - self.timeline.ramp_end_ns)
 
 
+def stacked_rows(workers: list[int]) -> list[slice]:
+    """Each part's rows when parts of these many workers are stacked in order (as CompositeRun does)."""
+    rows, at = [], 0
+    for n in workers:
+        rows.append(slice(at, at + n))
+        at += n
+    return rows
+
+
 class CompositeRun:
     """Several runs (local and remote) driven as one: their workers' rows are stacked in order."""
 
@@ -155,10 +165,7 @@ class CompositeRun:
         self.parts = parts
         self.layout = parts[0].layout
         self.workers = sum(p.workers for p in parts)
-        self._rows, at = [], 0
-        for p in parts:
-            self._rows.append(slice(at, at + p.workers))
-            at += p.workers
+        self._rows = stacked_rows([p.workers for p in parts])
 
     def rows(self) -> list[slice]:
         """Each part's rows in a stacked snapshot (fixed when the parts started)."""
@@ -206,6 +213,27 @@ def _read_consistent(run: DrivenRun, layout: native.Layout, clock: Clock) -> tup
     return snap, False
 
 
+@contextlib.contextmanager
+def _signals_stop(on_signal: Callable[[str], None]) -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM call on_signal(name) on the running loop; after, the
+    caller's handlers are back."""
+    loop = asyncio.get_running_loop()
+    caller_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in caller_handlers:
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    try:
+        yield
+    finally:
+        # remove_signal_handler leaves SIG_DFL behind, and a SIGTERM then would kill the
+        # process before its result is written: give the caller's handlers back, with
+        # the signals held so none lands in between.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, caller_handlers)
+        for sig, handler in caller_handlers.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterval,
                       policy: Policy | None = None, on_tick: Callable[[int], None] | None = None,
                       progress: Progress | None = None, clock: Clock | None = None) -> Measurement:
@@ -217,7 +245,6 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
     operations, sampled at every snapshot for stall detection.
     """
     clock = clock or MonotonicClock()
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reason: dict[str, str] = {}
 
@@ -225,9 +252,6 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
         reason.setdefault("interrupt", f"interrupted by {signame}")
         stop.set()
 
-    caller_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig.name)
     layout = run.layout
     previous = Snapshot.zero(layout, run.workers, timeline.ramp_end_ns)
     next_tick = timeline.ramp_end_ns + timeline.interval_ns
@@ -238,7 +262,7 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
     census = threads.census()   # retaken at every interval, so io-wq helpers started later count
     stop_ns = timeline.end_ns
     woke = None     # when the controller last woke: from then until it waits again it works
-    try:
+    with _signals_stop(on_signal):
         while True:
             now = clock.now_ns()
             if woke is not None and now - woke >= HELD_NS:
@@ -295,15 +319,6 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
         late = run.failure()
         if late and "interrupt" not in reason:
             reason.setdefault("policy", late)
-    finally:
-        # remove_signal_handler leaves SIG_DFL behind, and a SIGTERM then would kill the
-        # process before its result is written: give the caller's handlers back, with
-        # the signals held so none lands in between.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, caller_handlers)
-        for sig, handler in caller_handlers.items():
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     # Every worker has exited, so each row is final and consistent.
     final = Snapshot(layout, run.read(), stop_ns)
     if policy and not reason:

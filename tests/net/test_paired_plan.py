@@ -40,6 +40,7 @@ class FakeClock:
 class FakePrepared:
     def __init__(self, ready: dict) -> None:
         self.ready = ready
+        self.workers = 2
 
 
 class FakeAgent:
@@ -82,3 +83,29 @@ def test_the_plan_knows_the_data_family(host, family):
     """Wire bits count the IP header of the family the datagrams travel in (IPv6: 40 bytes, not 20)."""
     result, _ = plan("10k", host, 2)
     assert result.family == family
+
+
+def test_each_part_has_its_rows_before_anything_starts():
+    """Senders first, the receiver last, stacked as the run will be: per-host rows and metrics
+    never wait for the start."""
+    result, _ = plan("10k", "127.0.0.1", 2)
+    assert [m["role"] for m in result.meta] == ["sender", "sender", "receiver"]
+    assert result.rows == [slice(0, 2), slice(2, 4), slice(4, 6)]
+    assert [rows for _, rows in result.hosts()] == result.rows
+
+
+def test_without_clients_the_local_senders_are_prepared_here():
+    peer = ("127.0.0.1", 7000)
+    agents = {peer: FakeAgent("127.0.0.1:7000")}
+    spec = parse_net(pps="10k", duration="1s", workers=3)
+    local_jobs: list = []
+    result = asyncio.run(_prepare_paired(spec, peer, [], agents, local_jobs))
+    try:
+        (local,) = local_jobs
+        assert result.parts[0] is local and result.meta[0]["host"] == "local"
+        assert local.workers == 3 and not local.receivers
+        assert result.rows == [slice(0, 3), slice(3, 5)]
+        assert result.family == local.family == socket.AF_INET
+    finally:
+        for job in local_jobs:
+            job.close()

@@ -2,9 +2,12 @@
 
 Each case checks why and when the run stopped, and for every case the rules
 that keep a result consistent: intervals are contiguous, end no later than
-stop_ns, are each consistent, and add up to the final snapshot exactly.
+stop_ns, are each consistent, and add up to the final snapshot exactly. A case
+whose run has "parts" drives several fake runs as one CompositeRun, as a paired
+run drives a local part and agents' parts.
 """
 import asyncio
+import errno
 import os
 import signal
 
@@ -12,7 +15,8 @@ import numpy as np
 import pytest
 
 from loadgen.run import native
-from loadgen.run.controller import POLL_NS, SNAPSHOT_TRIES, Timeline, run_workers
+from loadgen.fleet.remote import RemoteRun
+from loadgen.run.controller import POLL_NS, SNAPSHOT_TRIES, CompositeRun, DrivenRun, Timeline, run_workers
 from loadgen.run.stats import Snapshot
 
 S = 1_000_000_000
@@ -53,14 +57,19 @@ def signal_self(signum):
 
 class FakeRun:
     """Two workers completing RATE_PER_S ops between them, counted like the native
-    workers: only in [ramp_end_ns, min(end_ns, stop)), each op timed in the same batch."""
+    workers: only in [ramp_end_ns, min(end_ns, stop)), each op timed in the same batch.
+    A worker in workers_fail_at fails from that time on: every op it tries counts as an
+    error (EIO), as a disk worker's do when the device goes away. A worker in
+    setup_fails stopped at setup (its state FAILED) and counts nothing."""
 
     def __init__(self, clock: FakeClock, done_at=None, setup_errno=0, fail_at=None, fail_after_wait=None,
-                 drain_ops=0, torn_reads=(), read_takes_ns=None) -> None:
+                 drain_ops=0, torn_reads=(), read_takes_ns=None, workers_fail_at=None, setup_fails=()) -> None:
         self.layout, self.workers = LAYOUT, 2
         self.clock = clock
         self.done_at, self.setup_errno = done_at, setup_errno
         self.fail_at, self.fail_after_wait = fail_at, fail_after_wait
+        self.workers_fail_at = workers_fail_at or {}
+        self.setup_fails = set(setup_fails)
         self.drain_ops = drain_ops          # counted after the stop: late sends, echoes in the grace time
         self.torn_reads = set(torn_reads)   # read() calls (from 0) that return a torn copy
         self.reads = 0
@@ -69,21 +78,43 @@ class FakeRun:
         self.waited = False
         self.freed = False
 
-    def _ops(self) -> int:
+    def _tries(self) -> list[int]:
+        """Each worker's operations so far, failed or not (each does half the rate)."""
         until = min(self.clock.t, TIMELINE.end_ns, *self.stops, *([self.done_at] if self.done_at else []))
-        return max(0, (until - TIMELINE.ramp_end_ns) * RATE_PER_S // S) + (self.drain_ops if self.waited else 0)
+        n = [max(0, (until - TIMELINE.ramp_end_ns) * (RATE_PER_S // self.workers) // S)] * self.workers
+        n[-1] += self.drain_ops if self.waited else 0
+        return [0 if w in self.setup_fails else k for w, k in enumerate(n)]
+
+    def _split(self) -> list[tuple[int, int]]:
+        """(ops, errors) of each worker."""
+        out = []
+        for w, tries in enumerate(self._tries()):
+            at = self.workers_fail_at.get(w)
+            if at is not None:   # what it did before it failed
+                tries_ok = max(0, (int(at) - TIMELINE.ramp_end_ns) * (RATE_PER_S // self.workers) // S)
+                out.append((min(tries, tries_ok), tries - min(tries, tries_ok)))
+            else:
+                out.append((tries, 0))
+        return out
+
+    def _ops(self) -> int:
+        return sum(ok for ok, _ in self._split())
 
     def read(self) -> np.ndarray:
         self.clock.t += int(self.read_takes_ns.get(self.reads, 0))
-        n = self._ops()
         words = np.zeros((self.workers, LAYOUT.words), dtype=np.uint64)
-        for row, ops in enumerate((n // 2, n - n // 2)):
+        for row, (ops, errors) in enumerate(self._split()):
             words[row, LAYOUT.counter("ops_read")] = ops
             words[row, LAYOUT.counter("bytes_read")] = ops * 4096
             words[row, LAYOUT.hist_slice("latency_read").start + HIST_INDEX] = ops
             words[row, LAYOUT.hist_slice("service_read").start + HIST_INDEX] = ops
+            words[row, LAYOUT.counter("errors")] = errors
+            words[row, LAYOUT.errno_offset + errno.EIO] = errors
             words[row, LAYOUT.counter("state")] = native.STATE_DONE if self.waited else native.STATE_RUNNING
-        if self.reads in self.torn_reads and n:
+            if row in self.setup_fails:
+                words[row, LAYOUT.counter("state")] = native.STATE_FAILED
+                words[row, LAYOUT.counter("setup_errno")] = errno.ENOMEM
+        if self.reads in self.torn_reads and self._ops():
             # copied while the worker was between counting an op and timing it
             words[1, LAYOUT.hist_slice("latency_read").start + HIST_INDEX] -= 1
         self.reads += 1
@@ -114,6 +145,11 @@ def ops_policy(limit: int):
     return lambda snap: f"{limit} ops reached" if snap.counter("ops_read") >= limit else None
 
 
+def every_io_failed(snap: Snapshot) -> str | None:
+    """The disk job's policy (loadgen.disk.job.all_failed): errors, and not one I/O done."""
+    return "every I/O failed" if snap.counter("errors") and not snap.counter("ops_read") else None
+
+
 def final_policy(snap: Snapshot) -> str | None:
     """Trips only on the final snapshot, taken after every worker exited."""
     return "judged at the end" if snap.counter("state") == native.STATE_DONE else None
@@ -130,7 +166,18 @@ CASES = {
                                 "every worker stopped before the end", [2, 2.5]),
     "every worker stops early": ({}, {"done_at": 4.2 * S}, None, 4.2 * S, False, True,
                                  "every worker stopped before the end", [2, 3, 4, 4.2]),
+    # A worker's failures are counted in its stats, not raised: the run goes on without it.
+    "a worker fails at setup, the other runs on": ({}, {"setup_fails": [0], "setup_errno": errno.ENOMEM}, None,
+                                                   6 * S, False, False, None, [2, 3, 4, 5, 6]),
+    "a worker's I/Os fail, the other's go on": ({}, {"workers_fail_at": {1: 2.5 * S}}, every_io_failed, 6 * S,
+                                                False, False, None, [2, 3, 4, 5, 6]),
+    "every worker's I/Os fail: the policy stops it": ({}, {"workers_fail_at": {0: 1 * S, 1: 1 * S}}, every_io_failed,
+                                                      2 * S, False, True, "every I/O failed", [2]),
     "a host fails": ({}, {"fail_at": 2.2 * S}, None, 2.2 * S, False, True, "agent h1 went silent", [2, 2.2]),
+    "a host fails, the others stop with it": ({}, {"parts": [{}, {"fail_at": 3.4 * S}, {}]}, None, 3.4 * S, False,
+                                              True, "agent h1 went silent", [2, 3, 3.4]),
+    "a host's workers stop early, the others' go on": ({}, {"parts": [{"done_at": 2.5 * S}, {}]}, None, 6 * S,
+                                                        False, False, None, [2, 3, 4, 5, 6]),
     "a host fails while draining": ({}, {"fail_after_wait": "agent h1 lost its final report"}, None, 6 * S,
                                     False, True, "agent h1 lost its final report", [2, 3, 4, 5, 6]),
     "an interrupt outranks a host failing later": (
@@ -153,9 +200,22 @@ CASES = {
 }
 
 
+class FakeParts(CompositeRun):
+    """Fake runs driven as one, as a paired run's local part and agents' parts are."""
+
+    def __init__(self, clock: FakeClock, parts: list[dict]) -> None:
+        super().__init__([FakeRun(clock, **kw) for kw in parts])
+
+    stops = property(lambda self: sorted({s for p in self.parts for s in p.stops}))
+    waited = property(lambda self: all(p.waited for p in self.parts))
+
+    def _ops(self) -> int:
+        return sum(p._ops() for p in self.parts)
+
+
 def drive(clock_kw, run_kw, policy):
     clock = FakeClock(**clock_kw)
-    run = FakeRun(clock, **run_kw)
+    run = FakeParts(clock, run_kw["parts"]) if "parts" in run_kw else FakeRun(clock, **run_kw)
     seen: list = []
 
     async def on_interval(interval, cumulative: Snapshot) -> None:
@@ -198,6 +258,19 @@ def test_intervals_add_up(name):
         cols = LAYOUT.hist_slice(hist)
         assert np.array_equal(total[:, cols], m.final.words[:, cols])
     assert m.final.counter("ops_read") == run._ops()
+
+
+def test_every_part_is_told_the_same_stop():
+    m, run, _ = drive({}, {"parts": [{}, {"fail_at": 3.4 * S}, {}]}, None)
+    assert [p.stops for p in run.parts] == [[m.stop_ns]] * 3
+
+
+@pytest.mark.parametrize("kind", [native.Run, RemoteRun, CompositeRun, FakeRun])
+def test_what_the_controller_drives_says_why_it_failed(kind):
+    """Every run the controller drives has each method of DrivenRun: failure() is not optional."""
+    methods = [name for name in vars(DrivenRun) if not name.startswith("_") and callable(getattr(DrivenRun, name))]
+    assert "failure" in methods
+    assert all(callable(getattr(kind, name, None)) for name in methods)
 
 
 def test_progress_samples_every_snapshot_and_the_stop():
@@ -249,3 +322,17 @@ def test_the_result_says_where_the_controller_ran():
     m, _, _ = drive({}, {}, None)
     assert m.controller["affinity"] == sorted(os.sched_getaffinity(0))
     assert m.controller.get("last_cpu", 0) in range(os.cpu_count() or 1)
+
+
+def test_the_callers_signal_handlers_are_back_after_the_run():
+    """A SIGTERM after the run must reach the caller's handler (which keeps the result), not SIG_DFL."""
+    def mine(signum, frame) -> None:
+        pass
+
+    before = {sig: signal.signal(sig, mine) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        drive({"events": [(2.5 * S, signal_self(signal.SIGTERM))]}, {}, None)
+        assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
