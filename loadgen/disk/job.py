@@ -236,18 +236,17 @@ async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_pat
 async def run_disk_hosts(spec: DiskSpec, clients: "list[HostClient]", hlog_path: str | None = None, watch: Watch | None = None,
                          metrics: "live_metrics.Exporter | None" = None) -> dict:
     """The same disk job on several hosts at once (Ray nodes: fleet/ray_fleet.py), started on one
-    timeline. Each host gets a section with its own IOPS and
-    histograms, and the total's histograms are theirs added."""
+    timeline. Each host gets a section with its own IOPS, counters and histograms, and the
+    total's histograms are theirs added."""
     from loadgen.run.controller import CompositeRun
 
     runs = [await c.prepare({"kind": "disk", "options": spec.to_wire()}) for c in clients]
-    composite: list[CompositeRun] = []
+    composite = CompositeRun(runs)
 
-    async def start(timeline: Timeline):
+    async def start(timeline: Timeline) -> CompositeRun:
         for c, run in zip(clients, runs):
             await c.go(run, timeline)
-        composite.append(CompositeRun(runs))
-        return composite[0]
+        return composite
 
     try:
         out = await measure(start, spec.common, interval_view(spec), hlog_path,
@@ -259,24 +258,19 @@ async def run_disk_hosts(spec: DiskSpec, clients: "list[HostClient]", hlog_path:
         for c in clients:
             await c.close()
     m = out.measurement
-    rows = CompositeRun(runs).rows()
-    total, per_host = result.host_histograms(m.final, rows, histogram_tags(spec))
     hosts = []
-    for c, run, sel, own in zip(clients, runs, rows, per_host):
-        part = m.final.rows(sel)
+    for c, run, rows in zip(clients, runs, composite.rows()):
+        part = m.final.rows(rows)
         ops = part.counter("ops_read") + part.counter("ops_write")
-        hosts.append({"host": c.name, "role": "disk", "clock": c.clock.as_dict(), "agent": c.info,
-                      "workers": run.workers, "ops": ops, "rate": result.per_s(ops, m.measured_ns),
-                      "errors": part.counter("errors"), "env": run.ready.get("env"),
-                      "target": {key: run.ready.get(key) for key in TARGET_FACTS}, "histograms": own})
-    ready = runs[0].ready
+        section = {"host": c.name, "role": "disk", "clock": c.clock.as_dict(), "agent": c.info,
+                   "workers": run.workers, "ops": ops, "rate": result.per_s(ops, m.measured_ns),
+                   "errors": part.counter("errors"), "env": run.ready.get("env"),
+                   "target": {key: run.ready.get(key) for key in TARGET_FACTS}}
+        hosts.append((section | counters.host_fields(run.counters), rows))
     # The config names the first host's target; every host's own is in its section.
-    config = spec.to_config() | {key: ready.get(key) for key in TARGET_FACTS} | {
-        "cpus": ready.get("cpus"), "hosts": [c.name for c in clients]}
-    summary = result.disk_summary(m, out.cpu)
-    if m.failed:
-        summary["note"] = "a host failed mid-run: each host's counts end at its last report"
     notes = [f"{c.name}: {n}" for c, r in zip(clients, runs) for n in (r.ready.get("target_notes") or [])]
-    return result.document("disk", config, ready.get("engine", "?"), m, basic_env(), summary, out.rows,
-                            engine_note=ready.get("engine_note"), warnings=out.warnings + notes, hosts=hosts,
-                            histograms=total)
+    doc = disk_document(spec, out, runs[0].ready | {"target_notes": notes}, basic_env(),
+                        where={"hosts": [c.name for c in clients]}, hosts=hosts)
+    if m.failed:
+        doc["summary"]["note"] = "a host failed mid-run: each host's counts end at its last report"
+    return doc
