@@ -874,11 +874,29 @@ def _parser_exceptions() -> tuple[tuple, tuple]:
     return tuple(usage), tuple(aborts)
 
 
+# Options whose value may be left out, and the value that stands for it: typer has no
+# optional-value options, so main() writes it in (`--sqpoll` alone is `--sqpoll any`).
+OPTIONAL_VALUES = {"--sqpoll": "any"}
+
+
+def with_optional_values(argv: list[str]) -> list[str]:
+    """argv with OPTIONAL_VALUES' stand-ins after any of them given no value (last, or before an option)."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--":
+            return out + argv[i + 1:]
+        if arg in OPTIONAL_VALUES and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(OPTIONAL_VALUES[arg])
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     from loadgen.run import interrupts
 
     interrupts.install()   # before any work: SIGTERM unwinds like Ctrl-C, and never loses a result
     usage_errors, aborts = _parser_exceptions()
+    argv = with_optional_values(sys.argv[1:] if argv is None else list(argv))
     try:
         app(args=argv, prog_name=PROG, standalone_mode=False)
     except aborts:

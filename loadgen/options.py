@@ -42,6 +42,7 @@ MIN_INTERVAL_NS = 100_000_000    # each interval costs the controller a snapshot
 MAX_INTERVAL_NS = 3600 * 10**9
 MAX_SEED = 2**64 - 1             # the native seed is a uint64
 MAX_PORT = 65535
+MAX_CPU = 4095                   # CPU numbers, as the kernel's cpumask allows by default (NR_CPUS)
 
 
 def format_duration(ns: int) -> str:
@@ -70,6 +71,20 @@ def _choice(*choices: str) -> Callable[[object, str], str]:
 
     parse.choices = choices
     return parse
+
+
+def _sq_cpu(raw, option: str) -> int:
+    """--sqpoll's CPU: a number, or any (-1: a CPU without a worker, see loadgen/disk/ring.py)."""
+    if isinstance(raw, str) and raw.strip().lower() == "any":
+        return -1
+    try:
+        return parse_count(raw, option)
+    except UsageError:
+        raise UsageError(f"invalid {option}: {raw!r} (a CPU number, or any)") from None
+
+
+def _format_cpu(cpu: int) -> str:
+    return "any" if cpu < 0 else str(cpu)
 
 
 def _text(raw, option: str) -> str:
@@ -168,6 +183,22 @@ DISK = _options(
            default_help="50"),
     Option("bs", "4k", parse_size_bytes, int, "Block size.", "SIZE", 1, MAX_BS_BYTES, format_size),
     Option("qd", "32", parse_count, int, "I/Os in flight per worker.", "N", 1, MAX_QD),
+    Option("batch_submit", None, parse_count, int,
+           "Closed loop: SQEs queued before one io_uring_enter submits them (fio's iodepth_batch_submit).", "N",
+           1, MAX_QD, default_help="qd/4, at least 1"),
+    Option("batch_complete", None, parse_count, int,
+           "Closed loop: completions one io_uring_enter waits for (fio's iodepth_batch_complete_min).", "N",
+           1, MAX_QD, default_help="qd/4, at least 1"),
+    Option("poll", False, parse_bool, bool,
+           "Polled I/O (IORING_SETUP_IOPOLL): needs O_DIRECT and a device with poll queues "
+           "(/sys/block/X/queue/io_poll is 1; NVMe: nvme.poll_queues); workers spin for completions.",
+           flag="--poll"),
+    Option("sqpoll", None, _sq_cpu, int,
+           "A kernel thread per worker submits (IORING_SETUP_SQPOLL), pinned to CPU; any or no value: a CPU "
+           "without a worker, if there is one.", "[CPU]", -1, MAX_CPU, _format_cpu, default_help="off"),
+    Option("register_ring", True, parse_bool, bool,
+           "Register each ring's fd (IORING_REGISTER_RING_FDS, Linux >= 5.18), so io_uring_enter skips the fd "
+           "lookup.", flag="--register-ring/--no-register-ring"),
     *COMMON.values(),
     Option("direct", True, parse_bool, bool, "O_DIRECT, or through the page cache.",
            flag="--direct/--buffered"),

@@ -49,6 +49,11 @@ class DiskSpec:
     common: CommonSpec = field(repr=False)
     prefill: bool = False       # write the target's unwritten extents before the run
     allow_sparse: bool = False  # read a target with unwritten extents as it is
+    batch_submit: int = 1       # closed loop: SQEs queued per io_uring_enter (native/disk.c)
+    batch_complete: int = 1     # closed loop: completions one io_uring_enter waits for
+    poll: bool = False          # IORING_SETUP_IOPOLL
+    sqpoll_cpu: int | None = None   # IORING_SETUP_SQPOLL on this CPU; -1: any; None: off
+    register_ring: bool = True  # register each ring's fd
     wire: dict = field(repr=False, compare=False, default_factory=dict)  # typed options, defaults resolved
 
     @property
@@ -80,6 +85,13 @@ class DiskSpec:
             "seed": self.seed,
             "prefill": self.prefill,
             "allow_sparse": self.allow_sparse,
+            # the batches a closed loop uses; a paced run submits each op when due (null here)
+            "batch_submit": None if self.rate_ops_per_s else self.batch_submit,
+            "batch_complete": None if self.rate_ops_per_s else self.batch_complete,
+            "poll": self.poll,
+            "sqpoll": None if self.sqpoll_cpu is None else {"requested": "any" if self.sqpoll_cpu < 0
+                                                           else self.sqpoll_cpu},
+            "register_ring": self.register_ring,
             **{k: v for k, v in asdict(self.common).items()},
         }
 
@@ -124,14 +136,38 @@ def _disk(v: dict) -> DiskSpec:
     if size_bytes < bs_bytes:
         raise UsageError(f"size {format_size(size_bytes)} is smaller than one block of {format_size(bs_bytes)}")
     common = _common(v)
+    batch_submit, batch_complete = _batches(v)
+    if v["poll"] and not v["direct"]:
+        raise UsageError("--poll needs O_DIRECT (drop --buffered)")
+    for name, on in (("poll", v["poll"]), ("sqpoll", v["sqpoll"] is not None)):
+        if on and v["engine"] == "psync":
+            raise UsageError(f"--{name} needs the io_uring engine, not psync")
     seed = _random_seed() if v["seed"] is None else v["seed"]
     return DiskSpec(
         target=v["target"] or None,
         size_bytes=size_bytes - size_bytes % bs_bytes, size_given=size_given,
         rw=rw, read_pct=read_pct, sequential=sequential, bs_bytes=bs_bytes, qd=v["qd"],
         rate_ops_per_s=v["iops"], direct=v["direct"], engine=v["engine"], allow_destroy=v["allow_destroy"],
-        seed=seed, common=common, prefill=v["prefill"], allow_sparse=v["allow_sparse"], wire=v | {"seed": seed, "workers": common.workers},
+        seed=seed, common=common, prefill=v["prefill"], allow_sparse=v["allow_sparse"],
+        batch_submit=batch_submit, batch_complete=batch_complete, poll=v["poll"], sqpoll_cpu=v["sqpoll"],
+        register_ring=v["register_ring"], wire=v | {"seed": seed, "workers": common.workers},
     )
+
+
+def default_batch(qd: int) -> int:
+    """A closed loop's batch, of submissions and of completions, when not given: a quarter of
+    the queue (fio's tuned runs at qd32 take 8 completions a batch), at least 1."""
+    return max(1, qd // 4)
+
+
+def _batches(v: dict) -> tuple[int, int]:
+    qd, out = v["qd"], []
+    for name in ("batch_submit", "batch_complete"):
+        n = default_batch(qd) if v[name] is None else v[name]
+        if n > qd:
+            raise UsageError(f"--{name.replace('_', '-')} {n} is more than --qd {qd}: a batch fits the queue")
+        out.append(n)
+    return out[0], out[1]
 
 
 def _random_seed() -> int:

@@ -27,10 +27,32 @@
  * makes the helper that completes the I/O wake the worker's idle CPU each
  * time (an IPI, and a VM exit under a hypervisor), which on zram cost a
  * fifth of closed-loop IOPS. The CPU it polls on has no other work of the run.
+ *
+ * Batches (closed loop, as fio's iodepth_batch_submit and
+ * iodepth_batch_complete_min): SQEs are queued once batch_submit slots are
+ * free, and one enter submits them and waits for batch_complete completions
+ * (or more, if that many are needed to free batch_submit slots), so a worker
+ * makes about one io_uring_enter per batch rather than one per I/O. With
+ * DEFER_TASKRUN the kernel wakes the waiter only when that many are ready:
+ * one wake-up per batch. A batch of completions above 1 replaces the polling
+ * above (polling enters once per pass). Paced runs never batch: a wait ends at
+ * the next op's due time or at a completion, whichever is first, so batching
+ * adds no latency to the schedule.
+ *
+ * IOPOLL (poll): completions are found by polling the device inside enter,
+ * which ignores a wait's timeout; paced, the worker therefore polls without
+ * waiting while I/O is in flight, and sleeps to the next due time when none is.
+ * SQPOLL (sqpoll): a kernel thread (iou-sqp-TID) takes the SQEs; the worker
+ * enters only to wake it or to wait for completions. At the end of the
+ * measured window the worker reads that thread's CPU time and last CPU from
+ * /proc, as it exits with the ring.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,18 +261,26 @@ struct ring_worker {
 	int fixed_file, fixed_bufs, fd;
 	int helpers_apart;		/* io-wq helpers run on CPUs without a worker */
 	int64_t poll_until_ns;		/* closed loop: poll until this long after a completion */
+	unsigned batch_submit, batch_complete;	/* closed loop; 1 and 1 when paced */
+	uint64_t enters_seen;		/* r.enters already counted or left out (warm-up) */
 };
 
 /* Ring, slots and buffers, registered where the kernel allows; 0 or -errno. */
 static int ring_setup(struct ring_worker *rw, const struct lg_disk_config *cfg)
 {
 	unsigned qd = cfg->qd;
+	unsigned required = (cfg->poll ? IORING_SETUP_IOPOLL : 0) | (cfg->sqpoll ? IORING_SETUP_SQPOLL : 0);
 	/* one SQ slot beyond qd for the timeout SQE of kernels without EXT_ARG */
-	int err = uring_init(&rw->r, qd + 1);
+	int err = uring_init_flags(&rw->r, qd + 1, required, cfg->sq_cpu, cfg->sq_idle_ms);
 
 	if (err)
 		return err;
 	rw->qd = qd;
+	rw->batch_submit = rw->batch_complete = 1;
+	if (!cfg->rate_ops_per_s) {
+		rw->batch_submit = cfg->batch_submit ? cfg->batch_submit : 1;
+		rw->batch_complete = cfg->batch_complete ? cfg->batch_complete : 1;
+	}
 	rw->slots = calloc(qd, sizeof(*rw->slots));
 	rw->free_slots = calloc(qd, sizeof(*rw->free_slots));
 	rw->iov = calloc(qd + 1, sizeof(*rw->iov));
@@ -267,7 +297,8 @@ static int ring_setup(struct ring_worker *rw, const struct lg_disk_config *cfg)
 	/* Registration is an optimisation: without it (RLIMIT_MEMLOCK on old kernels) we still run. */
 	rw->fixed_file = uring_register_file(&rw->r, cfg->fd) == 0;
 	rw->fixed_bufs = uring_register_buffers(&rw->r, rw->iov, qd + 1) == 0;
-	uring_register_ring_fd(&rw->r);
+	if (cfg->register_ring)
+		uring_register_ring_fd(&rw->r);
 	rw->helpers_apart = iowq_free_cpus(&rw->r, cfg);
 	rw->fd = rw->fixed_file ? 0 : cfg->fd;
 	return 0;
@@ -290,6 +321,9 @@ static unsigned ring_submit(struct ring_worker *rw, int64_t now_ns, int64_t hori
 	struct disk_worker *d = &rw->d;
 	unsigned queued = 0;
 
+	/* closed loop: a batch at a time (paced, batch_submit is 1) */
+	if (rw->inflight && rw->n_free < rw->batch_submit)
+		return 0;
 	while (rw->inflight < rw->qd) {
 		struct io_uring_sqe *sqe;
 		struct op_slot *s;
@@ -337,6 +371,10 @@ static void ring_reap(struct ring_worker *rw, struct worker *w, int64_t done_ns,
 	if (rw->helpers_apart && *rw->r.cq_head != __atomic_load_n(rw->r.cq_tail, __ATOMIC_ACQUIRE))
 		rw->poll_until_ns = done_ns + REAP_POLL_NS;
 	stats_begin(w);
+	/* enters made since the last reap count when they end inside the window */
+	if (done_ns >= rw->d.cfg->ramp_end_ns && done_ns < stop_ns)
+		counter_add(&w->stats->counters[LG_CTR_ENTERS], rw->r.enters - rw->enters_seen);
+	rw->enters_seen = rw->r.enters;
 	uring_for_each_cqe(&rw->r, head, cqe) {
 		uint32_t slot;
 
@@ -376,7 +414,7 @@ static int ring_polls(const struct ring_worker *rw, int64_t now_ns)
 	if (!rw->helpers_apart)
 		return 0;
 	if (!rw->d.cfg->rate_ops_per_s)
-		return now_ns < rw->poll_until_ns;
+		return rw->batch_complete == 1 && now_ns < rw->poll_until_ns;
 	return rw->inflight == rw->qd && pace_due_ns(&rw->d.next) <= now_ns;
 }
 
@@ -390,6 +428,9 @@ static int64_t ring_wait_ns(const struct ring_worker *rw, int64_t now_ns, int64_
 	int64_t wake = deadline_ns;
 
 	if (d->cfg->busy_poll || ring_polls(rw, now_ns))
+		return 0;
+	/* IOPOLL ignores a wait's timeout: paced, poll while I/O is in flight */
+	if (d->cfg->rate_ops_per_s && (rw->r.flags & IORING_SETUP_IOPOLL) && rw->inflight)
 		return 0;
 	if (d->cfg->rate_ops_per_s && rw->inflight < rw->qd) {
 		int64_t due = pace_due_ns(&d->next) - d->tolerance_ns;
@@ -409,9 +450,90 @@ static int64_t ring_wait_ns(const struct ring_worker *rw, int64_t now_ns, int64_
  * for work that is due: wait for one. */
 static unsigned ring_wait_nr(const struct ring_worker *rw)
 {
-	if (rw->d.cfg->rate_ops_per_s && rw->inflight && rw->inflight < rw->qd)
-		return rw->inflight;
-	return 1;
+	unsigned n;
+
+	if (rw->d.cfg->rate_ops_per_s)
+		return rw->inflight && rw->inflight < rw->qd ? rw->inflight : 1;
+	/* closed loop: a batch of completions, and enough to free batch_submit slots */
+	n = rw->batch_complete;
+	if (rw->batch_submit > rw->n_free && rw->batch_submit - rw->n_free > n)
+		n = rw->batch_submit - rw->n_free;
+	return n < rw->inflight ? n : (rw->inflight ? rw->inflight : 1);
+}
+
+/* The next space-separated field of a /proc stat line, or NULL. */
+static const char *next_field(const char *p)
+{
+	p = p ? strchr(p, ' ') : NULL;
+	return p ? p + 1 : NULL;
+}
+
+/* The ring's SQ thread, iou-sqp-TID of the worker that made it: its CPU time
+ * (utime + stime, ns) and last CPU (field 39 of stat) into the stats. */
+static void sq_thread_record(struct worker *w)
+{
+	char want[40], path[300], buf[1024];
+	long tick = sysconf(_SC_CLK_TCK);
+	struct dirent *e;
+	DIR *dir;
+
+	snprintf(want, sizeof(want), "(iou-sqp-%d) ", (int)gettid());
+	dir = opendir("/proc/self/task");
+	if (!dir)
+		return;
+	while ((e = readdir(dir))) {
+		unsigned long long utime, stime;
+		const char *p;
+		int fd, cpu, field;
+		ssize_t n;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = 0;
+		/* "TID (NAME) S ...": a kernel thread's name has no parentheses of its own */
+		p = strstr(buf, want);
+		if (!p)
+			continue;
+		p += strlen(want);
+		/* p is at field 3 (state): utime is 14, stime 15, processor 39 */
+		for (field = 3; field < 14 && p; field++)
+			p = next_field(p);
+		if (!p || sscanf(p, "%llu %llu", &utime, &stime) != 2)
+			continue;
+		for (; field < 39 && p; field++)
+			p = next_field(p);
+		if (!p || sscanf(p, "%d", &cpu) != 1)
+			continue;
+		stats_begin(w);
+		counter_set(&w->stats->counters[LG_CTR_SQ_TID], strtoull(e->d_name, NULL, 10));
+		counter_set(&w->stats->counters[LG_CTR_SQ_LAST_CPU], (uint64_t)cpu);
+		counter_set(&w->stats->counters[LG_CTR_SQ_CPU_NS],
+			    (utime + stime) * (1000000000ULL / (unsigned long long)(tick > 0 ? tick : 100)));
+		stats_end(w);
+		break;
+	}
+	closedir(dir);
+}
+
+/* What the kernel granted at setup: the ring's flags and what was registered. */
+static void ring_record_setup(const struct ring_worker *rw, struct worker *w)
+{
+	uint64_t registered = (rw->r.enter_flags & IORING_ENTER_REGISTERED_RING ? LG_REGISTERED_RING : 0) |
+			      (rw->fixed_file ? LG_REGISTERED_FILE : 0) |
+			      (rw->fixed_bufs ? LG_REGISTERED_BUFFERS : 0);
+
+	stats_begin(w);
+	counter_set(&w->stats->counters[LG_CTR_RING_FLAGS], rw->r.flags);
+	counter_set(&w->stats->counters[LG_CTR_RING_REGISTERED], registered);
+	stats_end(w);
 }
 
 static void uring_worker(struct worker *w)
@@ -431,6 +553,7 @@ static void uring_worker(struct worker *w)
 	}
 	worker_pin(w);
 	disk_worker_pace(&rw.d);
+	ring_record_setup(&rw, w);
 	worker_set_state(w, LG_STATE_RUNNING, 0);
 
 	for (;;) {
@@ -443,6 +566,11 @@ static void uring_worker(struct worker *w)
 			break;
 		queued = ring_submit(&rw, now, batch_horizon_ns(&rw.d, now, deadline));
 		wait_ns = ring_wait_ns(&rw, now, deadline);
+		if (!queued && !rw.inflight && wait_ns && (rw.r.flags & IORING_SETUP_IOPOLL)) {
+			/* IOPOLL: nothing in flight, nothing due: an enter would not sleep */
+			idle_until(&rw.d, now + wait_ns);
+			continue;
+		}
 		/* Enter when there is something to submit, reap or wait for. With I/O in
 		 * flight always enter: without DEFER_TASKRUN (kernels before 6.1)
 		 * COOP_TASKRUN posts completions only when we enter the kernel. */
@@ -456,6 +584,8 @@ static void uring_worker(struct worker *w)
 		/* a stop may have come while we waited */
 		ring_reap(&rw, w, clock_now_ns(), pace_deadline_ns(w->run, cfg->end_ns));
 	}
+	if (rw.r.flags & IORING_SETUP_SQPOLL)
+		sq_thread_record(w);
 	if (ring_drain(&rw, w, pace_deadline_ns(w->run, cfg->end_ns)) < 0) {
 		/* The kernel may still write into them: leak rather than free. */
 		rw.bufs = NULL;
@@ -525,6 +655,7 @@ int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out)
 
 	if (!cfg || cfg->workers == 0 || cfg->qd == 0 || cfg->qd > MAX_QD || cfg->bs_bytes == 0 ||
 	    cfg->span_bytes < cfg->bs_bytes || cfg->read_pct > 100 || cfg->fd < 0 ||
+	    cfg->batch_submit > cfg->qd || cfg->batch_complete > cfg->qd ||
 	    (cfg->engine != LG_ENGINE_IO_URING && cfg->engine != LG_ENGINE_PSYNC))
 		return -EINVAL;
 	err = run_alloc((int)cfg->workers, &run);

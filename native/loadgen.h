@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define LG_ABI_VERSION 6
+#define LG_ABI_VERSION 7
 
 /* Only lg_* names leave the library; everything else is hidden (-fvisibility=hidden). */
 #define LG_API __attribute__((visibility("default")))
@@ -68,6 +68,13 @@ enum lg_counter {
 	LG_CTR_KERNEL_STAMPED,	/* arrivals timed by the kernel's receive stamp, not loadgen's read */
 	LG_CTR_GSO_SENT,	/* of LG_CTR_SENT, those sent in UDP GSO runs */
 	LG_CTR_SOCKET_DROPS,	/* a receiver's socket dropped this many, its buffer full (SO_RXQ_OVFL, as of the last arrival) */
+	/* disk io_uring workers: the ring (set once at setup, but ENTERS) */
+	LG_CTR_ENTERS,		/* io_uring_enter calls made in the measured window */
+	LG_CTR_RING_FLAGS,	/* the IORING_SETUP_* flags the kernel accepted */
+	LG_CTR_RING_REGISTERED,	/* LG_REGISTERED_* bits: what the kernel let the worker register */
+	LG_CTR_SQ_TID,		/* the ring's SQ thread (iou-sqp-TID of the worker), 0: none found */
+	LG_CTR_SQ_LAST_CPU,	/* the CPU it last ran on, read at the end of the measured window */
+	LG_CTR_SQ_CPU_NS,	/* its utime + stime from ring setup to then */
 	LG_CTR_COUNT
 };
 
@@ -94,6 +101,13 @@ struct lg_worker_stats {
 
 enum lg_engine { LG_ENGINE_IO_URING, LG_ENGINE_PSYNC };
 
+/* LG_CTR_RING_REGISTERED's bits */
+#define LG_REGISTERED_RING 1u	/* the ring fd (IORING_REGISTER_RING_FDS, Linux >= 5.18) */
+#define LG_REGISTERED_FILE 2u	/* the target (IOSQE_FIXED_FILE) */
+#define LG_REGISTERED_BUFFERS 4u	/* the I/O buffers (READ_FIXED/WRITE_FIXED) */
+
+#define LG_SQ_CPU_ANY (-1)	/* sq_cpu: the SQ thread is not pinned */
+
 struct lg_disk_config {
 	int32_t fd;		/* opened by the caller with the wanted O_DIRECT */
 	int32_t engine;		/* enum lg_engine */
@@ -110,6 +124,17 @@ struct lg_disk_config {
 	int64_t end_ns;		/* no op starts at or after this */
 	uint64_t seed;
 	const int32_t *cpus;	/* workers entries: the CPU to pin to, or -1 */
+	/* io_uring only. Closed loop: queue SQEs once batch_submit slots are free, and
+	 * wait in one enter for batch_complete completions (and for enough to free
+	 * batch_submit slots); paced runs ignore both (see disk.c). 1 .. qd each. */
+	uint32_t batch_submit;
+	uint32_t batch_complete;
+	uint32_t poll;		/* 1: IORING_SETUP_IOPOLL (O_DIRECT on a device with poll queues) */
+	uint32_t sqpoll;	/* 1: IORING_SETUP_SQPOLL: a kernel thread submits */
+	int32_t sq_cpu;		/* sqpoll: the SQ thread's CPU (IORING_SETUP_SQ_AFF), or LG_SQ_CPU_ANY */
+	uint32_t sq_idle_ms;	/* sqpoll: the SQ thread sleeps after this long without work */
+	uint32_t register_ring;	/* 1: register the ring fd, where the kernel allows */
+	uint32_t _pad;
 };
 
 /*

@@ -45,6 +45,12 @@ static const char *const counter_names[LG_CTR_COUNT] = {
 	[LG_CTR_KERNEL_STAMPED] = "kernel_stamped",
 	[LG_CTR_GSO_SENT] = "gso_sent",
 	[LG_CTR_SOCKET_DROPS] = "socket_drops",
+	[LG_CTR_ENTERS] = "enters",
+	[LG_CTR_RING_FLAGS] = "ring_flags",
+	[LG_CTR_RING_REGISTERED] = "ring_registered",
+	[LG_CTR_SQ_TID] = "sq_tid",
+	[LG_CTR_SQ_LAST_CPU] = "sq_last_cpu",
+	[LG_CTR_SQ_CPU_NS] = "sq_cpu_ns",
 };
 
 static const char *const hist_names[LG_HIST_COUNT] = {

@@ -23,6 +23,13 @@ static int sys_enter(int fd, unsigned to_submit, unsigned min_complete, unsigned
 	return ret < 0 ? -errno : (int)ret;
 }
 
+static int ring_enter(struct uring *r, unsigned to_submit, unsigned min_complete, unsigned flags,
+		      const void *arg, size_t argsz)
+{
+	r->enters++;
+	return sys_enter(r->enter_fd, to_submit, min_complete, flags, arg, argsz);
+}
+
 static int sys_register(int fd, unsigned op, const void *arg, unsigned nr)
 {
 	long ret = syscall(__NR_io_uring_register, fd, op, arg, nr);
@@ -36,6 +43,8 @@ static int sys_register(int fd, unsigned op, const void *arg, unsigned nr)
  *   SINGLE_ISSUER (6.0) + DEFER_TASKRUN (6.1): completions run in our own
  *   enter call, no task-work interrupts; COOP_TASKRUN (5.19); SUBMIT_ALL (5.18)
  *   so one bad SQE does not stop the rest of a batch.
+ * SQPOLL refuses COOP_TASKRUN and DEFER_TASKRUN (EINVAL: its thread runs the
+ * task work), so under SQPOLL the retries end with SUBMIT_ALL alone.
  */
 static const unsigned optional_flags[] = {
 	IORING_SETUP_SUBMIT_ALL,
@@ -75,6 +84,7 @@ static int map_rings(struct uring *r, struct io_uring_params *p)
 	r->sq_tail = (unsigned *)((char *)r->sq_ring + p->sq_off.tail);
 	r->sq_mask = (unsigned *)((char *)r->sq_ring + p->sq_off.ring_mask);
 	r->sq_array = (unsigned *)((char *)r->sq_ring + p->sq_off.array);
+	r->sq_flags = (unsigned *)((char *)r->sq_ring + p->sq_off.flags);
 	r->sq_entries = p->sq_entries;
 	r->cq_head = (unsigned *)((char *)r->cq_ring + p->cq_off.head);
 	r->cq_tail = (unsigned *)((char *)r->cq_ring + p->cq_off.tail);
@@ -89,6 +99,11 @@ static int map_rings(struct uring *r, struct io_uring_params *p)
 
 int uring_init(struct uring *r, unsigned entries)
 {
+	return uring_init_flags(r, entries, 0, -1, 0);
+}
+
+int uring_init_flags(struct uring *r, unsigned entries, unsigned required, int sq_cpu, unsigned sq_idle_ms)
+{
 	struct io_uring_params p;
 	unsigned flags = 0;
 	int n_opt = N_OPTIONAL, fd, err;
@@ -99,7 +114,12 @@ int uring_init(struct uring *r, unsigned entries)
 		flags |= optional_flags[i];
 	for (;;) {
 		memset(&p, 0, sizeof(p));
-		p.flags = flags;
+		p.flags = flags | required;
+		if ((required & IORING_SETUP_SQPOLL) && sq_cpu >= 0) {
+			p.flags |= IORING_SETUP_SQ_AFF;
+			p.sq_thread_cpu = (unsigned)sq_cpu;
+		}
+		p.sq_thread_idle = sq_idle_ms;
 		/* A CQ twice the SQ: completions never overflow with qd <= entries. */
 		p.flags |= IORING_SETUP_CQSIZE;
 		p.cq_entries = entries * 2;
@@ -161,6 +181,24 @@ int uring_register_iowq_affinity(struct uring *r, const void *cpus, unsigned lon
 	return sys_register(r->fd, IORING_REGISTER_IOWQ_AFF, cpus, (unsigned)cpus_size);
 }
 
+/* SQPOLL: whether an enter is needed, and its flags. After the tail store, a
+ * full barrier before reading the SQ flags: the kernel thread sets NEED_WAKEUP
+ * and then rechecks the tail, so one of us sees the other's store. */
+static int sqpoll_needs_enter(struct uring *r, unsigned wait_nr, unsigned *flags)
+{
+	int need = 0;
+
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (__atomic_load_n(r->sq_flags, __ATOMIC_RELAXED) & IORING_SQ_NEED_WAKEUP) {
+		*flags |= IORING_ENTER_SQ_WAKEUP;
+		need = 1;
+	}
+	/* acquire: as uring_for_each_cqe; completions already posted need no wait */
+	if (wait_nr && __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE) - *r->cq_head < wait_nr)
+		need = 1;
+	return need;
+}
+
 int uring_submit_and_wait(struct uring *r, unsigned wait_nr, int64_t timeout_ns)
 {
 	unsigned flags = r->enter_flags, to_submit;
@@ -198,11 +236,14 @@ int uring_submit_and_wait(struct uring *r, unsigned wait_nr, int64_t timeout_ns)
 	to_submit = r->sqe_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
 	/* release: SQE contents must be visible before the kernel sees the new tail */
 	__atomic_store_n(r->sq_tail, r->sqe_tail, __ATOMIC_RELEASE);
-	/* DEFER_TASKRUN runs completions only inside GETEVENTS, so always ask. */
-	if (wait_nr || (r->flags & IORING_SETUP_DEFER_TASKRUN))
+	if ((r->flags & IORING_SETUP_SQPOLL) && !sqpoll_needs_enter(r, wait_nr, &flags))
+		return (int)to_submit;
+	/* DEFER_TASKRUN runs completions only inside GETEVENTS, and IOPOLL finds
+	 * them only there (polling the device): always ask. */
+	if (wait_nr || (r->flags & (IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_IOPOLL)))
 		flags |= IORING_ENTER_GETEVENTS;
 	for (;;) {
-		int ret = sys_enter(r->enter_fd, to_submit, wait_nr, flags, argp, argsz);
+		int ret = ring_enter(r, to_submit, wait_nr, flags, argp, argsz);
 
 		if (ret == -EINTR)
 			continue;

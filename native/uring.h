@@ -14,8 +14,10 @@ struct uring {
 	unsigned features;		/* IORING_FEAT_* the kernel offers */
 	unsigned enter_flags;		/* IORING_ENTER_REGISTERED_RING when registered */
 	int enter_fd;			/* ring fd, or its registered index */
+	uint64_t enters;		/* io_uring_enter calls so far */
 	/* submission queue */
 	unsigned *sq_head, *sq_tail, *sq_mask, *sq_array;
+	unsigned *sq_flags;		/* IORING_SQ_NEED_WAKEUP: the SQ thread sleeps */
 	unsigned sq_entries;
 	struct io_uring_sqe *sqes;
 	unsigned sqe_tail;		/* local tail, published by uring_submit_and_wait */
@@ -28,6 +30,10 @@ struct uring {
 
 /* Set up a ring with entries slots, dropping optional flags the kernel rejects. */
 int uring_init(struct uring *r, unsigned entries);
+/* The same with required flags that are never dropped (IORING_SETUP_IOPOLL,
+ * IORING_SETUP_SQPOLL); with SQPOLL, sq_cpu >= 0 pins the SQ thread there
+ * (IORING_SETUP_SQ_AFF) and it sleeps after sq_idle_ms without work. */
+int uring_init_flags(struct uring *r, unsigned entries, unsigned required, int sq_cpu, unsigned sq_idle_ms);
 void uring_exit(struct uring *r);
 /* Register one file (fixed index 0) and the buffers; each -errno on failure. */
 int uring_register_file(struct uring *r, int fd);
@@ -58,7 +64,10 @@ static inline struct io_uring_sqe *uring_get_sqe(struct uring *r)
 
 /* Publish queued SQEs and enter once: submit them and wait for wait_nr
  * completions (0: do not wait), for at most timeout_ns (0: no bound). Returns
- * the number submitted or -errno; a wait that times out is not an error. */
+ * the number submitted or -errno; a wait that times out is not an error.
+ * Under SQPOLL the kernel's thread takes the SQEs: enter only to wake it
+ * (IORING_SQ_NEED_WAKEUP) or to wait for completions the CQ does not hold yet.
+ * Under IOPOLL a wait polls the device and ignores timeout_ns. */
 int uring_submit_and_wait(struct uring *r, unsigned wait_nr, int64_t timeout_ns);
 
 /* Visit every ready CQE, then release them all with one head store. */

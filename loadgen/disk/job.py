@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from loadgen.disk import ring
 from loadgen.disk.target import DiskTarget, open_target
 from loadgen.errors import SetupError
 from loadgen.facts import counters, sysinfo
@@ -106,6 +107,7 @@ class DiskJob:
     engine_note: str | None
     target: DiskTarget
     cpus: list[int]
+    sq_cpu: int | None = None   # --sqpoll: the SQ threads' CPU (ring.SQ_CPU_ANY: not pinned); None: off
 
     @property
     def workers(self) -> int:
@@ -124,12 +126,16 @@ class DiskJob:
             span_bytes=target.span_bytes, rate_ops_per_s=spec.rate_ops_per_s or 0,
             start_ns=timeline.start_ns, ramp_end_ns=timeline.ramp_end_ns, end_ns=timeline.end_ns,
             seed=spec.seed & (2**64 - 1), cpus=native.int32_array(self.cpus),
+            batch_submit=spec.batch_submit, batch_complete=spec.batch_complete, poll=int(spec.poll),
+            sqpoll=int(self.sq_cpu is not None), sq_cpu=ring.SQ_CPU_ANY if self.sq_cpu is None else self.sq_cpu,
+            sq_idle_ms=ring.SQ_IDLE_MS, register_ring=int(spec.register_ring),
         ))  # the native run copies the config and the CPU list
 
     def facts(self) -> dict:
         """The engine, the target (TARGET_FACTS) and the CPUs: an agent's "ready" says these."""
         return {"engine": self.engine, "engine_note": self.engine_note, **self.target.facts(),
-                "target_notes": self.target.notes, "cpus": self.cpus}
+                "target_notes": self.target.notes, "cpus": self.cpus,
+                "sqpoll": ring.sqpoll_facts(self.spec.sqpoll_cpu, self.sq_cpu)}
 
     def close(self) -> None:
         self.target.close()
@@ -141,8 +147,15 @@ def prepare(spec: DiskSpec, opener: Callable[[DiskSpec], DiskTarget] = open_targ
     opener(spec) gives the target: by default spec's own path (a local run); an
     agent's job process passes one that takes the descriptor the agent opened."""
     engine, note = choose_engine(spec.engine)
+    cpus = worker_cpus(spec.common.workers)
+    sq_cpu = ring.sq_cpu(spec.sqpoll_cpu, cpus)
     target = opener(spec)
-    return DiskJob(spec, engine, note, target, worker_cpus(spec.common.workers))
+    try:
+        ring.check(spec, engine, target.path)
+    except BaseException:
+        target.close()
+        raise
+    return DiskJob(spec, engine, note, target, cpus, sq_cpu)
 
 
 # What a disk job's facts say about its target (DiskTarget.facts), copied into the config.
@@ -158,6 +171,8 @@ def disk_document(spec: DiskSpec, out: Outcome, facts: dict, env: dict, where: d
     ran on agents; measured: what the kernel counted around a local run, device its disk."""
     m = out.measurement
     config = spec.to_config() | {key: facts.get(key) for key in TARGET_FACTS} | {"cpus": facts.get("cpus")}
+    if facts.get("sqpoll"):
+        config["sqpoll"] = facts["sqpoll"]     # the CPU the SQ threads were given
     config |= where or {}
     summary = result.disk_summary(m, out.cpu)
     extra: dict = {"engine_note": facts.get("engine_note"),

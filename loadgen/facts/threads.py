@@ -4,7 +4,8 @@ Issue 9 asks that a run count every thread it makes against the CPUs. Taken at t
 end of the measured window, while the workers and the kernel's io-wq helpers are
 still alive, from /proc/self/task/TID/{stat,status}:
 - role: "worker" (loadgen's native threads, named lg-ROLE-N by native/run.c),
-  "io-wq" (iou-wrk-*, the kernel's helpers for I/O that would block), "controller"
+  "io-wq" (iou-wrk-*, the kernel's helpers for I/O that would block), "sq-poll"
+  (iou-sqp-TID, a ring's submission thread under --sqpoll: it spins on a CPU), "controller"
   (the main thread), or "other" (Python's helper threads: the metrics server, ...);
 - last_cpu: field 39 of stat, the CPU it last ran on; allowed: its affinity;
 - cpu_s: its utime + stime so far.
@@ -20,7 +21,9 @@ def role_of(name: str, tid: int, pid: int) -> str:
         return "controller"
     if name.startswith("lg-"):
         return "worker"
-    if name.startswith("iou-wrk") or name.startswith("iou-sqp"):
+    if name.startswith("iou-sqp"):
+        return "sq-poll"
+    if name.startswith("iou-wrk"):
         return "io-wq"
     return "other"
 

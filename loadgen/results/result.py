@@ -10,7 +10,7 @@ import errno as errno_mod
 import json
 from typing import TYPE_CHECKING
 
-from loadgen.results import histogram, stalls
+from loadgen.results import histogram, ring, stalls
 from loadgen.units import format_bits_per_s, format_bytes_per_s, format_ns, format_si
 
 if TYPE_CHECKING:   # a run hands these in; results never imports the run side (loadgen.results says why)
@@ -74,6 +74,11 @@ def disk_summary(m: Measurement, cpu: dict) -> dict:
                   "latency_ns": latency_block(s.hist("latency_write")),
                   "service_ns": latency_block(s.hist("service_write"))},
     }
+    if all(name in s.layout.counters for name in ring.COUNTERS):
+        rows = [{name: int(s.words[i, s.layout.counter(name)]) for name in ring.COUNTERS} for i in range(len(s.words))]
+        block = ring.ring_summary(rows, ops)
+        if block:
+            summary["ring"] = block
     return summary
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from loadgen.errors import SetupError
 
-ABI_VERSION = 6
+ABI_VERSION = 7
 ENGINE_IO_URING, ENGINE_PSYNC = 0, 1
 ENGINES = {"io_uring": ENGINE_IO_URING, "psync": ENGINE_PSYNC}
 STATE_STARTING, STATE_RUNNING, STATE_DONE, STATE_FAILED = range(4)
@@ -37,6 +37,14 @@ class DiskConfig(ctypes.Structure):
         ("end_ns", ctypes.c_int64),
         ("seed", ctypes.c_uint64),
         ("cpus", ctypes.POINTER(ctypes.c_int32)),
+        ("batch_submit", ctypes.c_uint32),
+        ("batch_complete", ctypes.c_uint32),
+        ("poll", ctypes.c_uint32),
+        ("sqpoll", ctypes.c_uint32),
+        ("sq_cpu", ctypes.c_int32),
+        ("sq_idle_ms", ctypes.c_uint32),
+        ("register_ring", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
     ]
 
 
