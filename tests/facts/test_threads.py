@@ -13,6 +13,7 @@ STAT = "{tid} ({name}) S 1 1 1 0 -1 4194304 100 0 0 0 {ut} {st} 0 0 20 0 3 0 1 1
 @pytest.mark.parametrize("name, tid, role", [
     ("python3", 100, "controller"), ("lg-disk-0", 101, "worker"), ("lg-pkt-send-3", 102, "worker"),
     ("lg-recv-0", 103, "worker"), ("iou-wrk-101", 104, "io-wq"), ("Thread-1 (serve)", 105, "other"),
+    ("iou-sqp-101", 106, "sq-poll"),    # a ring's SQ thread under --sqpoll spins on a CPU of its own
 ])
 def test_roles(name, tid, role):
     assert threads.role_of(name, tid, pid=100) == role
