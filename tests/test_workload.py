@@ -118,6 +118,8 @@ def test_to_config():
         "qd": 4, "iops": 2000, "direct": False, "engine": "auto", "seed": 7,
         "duration_ns": 2_000_000_000, "ramp_ns": 0, "interval_ns": 500_000_000, "workers": 3,
         "busy_poll": False, "prefill": False, "allow_sparse": False,
+        "batch_submit": None, "batch_complete": None,   # paced: no batches
+        "poll": False, "sqpoll": None, "register_ring": True,
     }
     assert spec(iops="max").to_config()["iops"] == "max"
 
