@@ -13,6 +13,19 @@ DISK_CASES=(
     "randread-2k:randread:4:1:2000"
 )
 
+# Against fio at its best (issue 13): 4k randread at qd32, one fio job against one loadgen
+# worker, DISK_PAIRS pairs run interleaved (fio, loadgen, fio, loadgen...) and each run's
+# whole process tree's CPU sampled after warm-up, so the render prints the median pair
+# and CPU per I/O for both (an SQ thread is a thread of its tool's process: it counts).
+# name|fio flags|loadgen flags; SQCPU stands for the last CPU this shell may use, where
+# both tools pin their SQ thread (loadgen pins its worker to the first).
+FIO_TUNED="--iodepth_batch_submit=16 --iodepth_batch_complete_min=8 --fixedbufs --registerfiles"
+DISK_TUNED_CASES=(
+    "tuned-qd32|$FIO_TUNED|"
+    "sqpoll-qd32|$FIO_TUNED --sqthread_poll=1 --sqthread_poll_cpu=SQCPU|--sqpoll SQCPU"
+)
+DISK_PAIRS=${BENCH_DISK_PAIRS:-3}
+
 ensure_fio() {
     command -v fio >/dev/null 2>&1 && return 0
     [[ $EUID -eq 0 ]] || die "fio is not installed and we are not root to install it"
@@ -128,6 +141,62 @@ run_loadgen() {
     run_tool "${out%.json}.out" "${out%.json}.err" "${cmd[@]}"
 }
 
+# run_fio_tuned OUT FLAGS: fio's 4k randread at qd32, one job, with FLAGS (word-split)
+run_fio_tuned() {
+    local out=$1 flags=$2
+    # shellcheck disable=SC2206 # FLAGS is a list of options
+    local cmd=(fio --name=tuned --filename="$TARGET" --size="$TARGET_SIZE" --rw=randread --bs=4k
+        --iodepth=32 --numjobs=1 --thread --ioengine=io_uring --direct=1 $flags
+        --time_based --runtime="$DURATION" --ramp_time="$RAMP" --norandommap --randrepeat=0
+        --output-format=json --output="$out")
+    echo "${cmd[*]}" > "${out%.json}.cmd"
+    run_tool /dev/null "${out%.json}.err" "${cmd[@]}"
+}
+
+# run_loadgen_tuned OUT FLAGS: loadgen's same load, one worker, with FLAGS (word-split)
+run_loadgen_tuned() {
+    local out=$1 flags=$2
+    # shellcheck disable=SC2206
+    local cmd=("${LOADGEN[@]}" disk --target "$TARGET" --size "$TARGET_SIZE" --rw randread --bs 4k --qd 32
+        --workers 1 --duration "${DURATION}s" --ramp "${RAMP}s" --iops max $flags --json "$out" --quiet)
+    echo "${cmd[*]}" > "${out%.json}.cmd"
+    run_tool "${out%.json}.out" "${out%.json}.err" "${cmd[@]}"
+}
+
+# The tuned pairs into disk-tuned.manifest.tsv: name pair tool label status out cpu
+disk_tuned_pairs() {
+    local lg_state=$1 manifest=$RESULTS_DIR/disk-tuned.manifest.tsv spec name fflags lflags pair tool out cpu st label
+    local sq_cpu
+    sq_cpu=$(python3 -c 'import os; print(max(os.sched_getaffinity(0)))')
+    : > "$manifest"
+    LIMIT_CLIENT=$(( DURATION + RAMP + 30 ))
+    CPU_AFTER_S=$(( RAMP + 1 ))
+    CPU_WINDOW_S=$(awk -v d="$DURATION" 'BEGIN { w = d - 1.5; print (w < 0.5 ? 0.5 : w) }')
+    for spec in "${DISK_TUNED_CASES[@]}"; do
+        IFS='|' read -r name fflags lflags <<<"$spec"
+        want_case "$name" || continue
+        fflags=${fflags//SQCPU/$sq_cpu} lflags=${lflags//SQCPU/$sq_cpu}
+        for (( pair = 1; pair <= DISK_PAIRS; pair++ )); do
+            for tool in fio loadgen; do
+                out=$RESULTS_DIR/disk-$name.$pair.$tool.json cpu=$RESULTS_DIR/disk-$name.$pair.$tool.cpu.json st=skipped
+                [[ $tool == loadgen ]] && st=$lg_state
+                if [[ $tool == fio ]] && want_tool fio || [[ $tool == loadgen && $st == ok ]]; then
+                    log "[$name pair $pair] $tool ..."
+                    rm -f "$cpu"
+                    CPU_OUT=$cpu
+                    if [[ $tool == fio ]]; then run_fio_tuned "$out" "$fflags"; else run_loadgen_tuned "$out" "$lflags"; fi \
+                        && st=ok || { st="failed(rc=$?)"; log "  $tool failed, see ${out%.json}.err"; }
+                    CPU_OUT=""
+                fi
+                label="fio $fflags"
+                [[ $tool == loadgen ]] && label="loadgen ${lflags:-(its defaults)}"
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$pair" "$tool" "$label" "$st" "$out" "$cpu" \
+                    >> "$manifest"
+            done
+        done
+    done
+}
+
 bench_disk() {
     ensure_fio
     start_results
@@ -168,6 +237,8 @@ bench_disk() {
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
             "$name" "$rw" "$qd" "$workers" "$rate" "$fst" "$fjson" "$lst" "$ljson" >> "$manifest"
     done
+
+    disk_tuned_pairs "$lg_state"
 
     render disk "$manifest" | tee "$RESULTS_DIR/disk.summary.txt"
     echo

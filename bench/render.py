@@ -345,6 +345,92 @@ def render_disk(manifest, out=sys.stdout):
         print("loadgen: not available (neither `loadgen` nor `python3 -m loadgen` runs)", file=out)
     for n in notes:
         print("note: " + n, file=out)
+    tuned = os.path.join(base, "disk-tuned.manifest.tsv")
+    if os.path.exists(tuned):
+        print(file=out)
+        render_disk_tuned(tuned, out)
+
+
+# disk-tuned.manifest.tsv: interleaved pairs of fio at its best and loadgen, one row per run, with
+# the bench.proc sample of the run's process tree (bench/disk.sh disk_tuned_pairs).
+DISK_TUNED_FIELDS = ("name", "pair", "tool", "label", "st", "path", "cpu")
+
+
+def loadgen_ring(path):
+    """loadgen_disk's figures and its ring: batches asked for, enters per I/O, the SQ threads' CPU."""
+    r = loadgen_disk(path)
+    if r is None:
+        return None
+    doc = loadgen_doc(path)
+    config, ring = key(doc, "config"), key(doc, "summary", "ring")
+    r |= {"batch": f"{key(config, 'batch_submit')}/{key(config, 'batch_complete')}",
+          "enters_per_io": num(key(ring, "enters_per_io")) if ring else None,
+          "sq_cpus": sorted({t["last_cpu"] for t in ring.get("sq_threads", [])}) if ring else []}
+    return r
+
+
+def median(values):
+    """The median of the values that are not None (the middle pair's for an even count: their mean)."""
+    v = sorted(x for x in values if x is not None)
+    if not v:
+        return None
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+
+def render_disk_tuned(manifest, out=sys.stdout):
+    """Each tuned case's pairs and their median: IOPS, lg/fio, and CPU per I/O of each tool's
+    whole process tree (cores over the sampled window / IOPS)."""
+    base = os.path.dirname(os.path.abspath(manifest))
+    runs, notes = {}, []
+    for m in manifest_rows(manifest, DISK_TUNED_FIELDS):
+        path, r, why = resolve(m["path"], base), None, None
+        if m["st"] == "ok":
+            r, why = parse(loadgen_ring, path) if m["tool"] == "loadgen" else (fio_result(path, "randread"), None)
+            if r is None:
+                notes.append(f"{m['name']} pair {m['pair']}: could not parse {m['tool']} output {m['path']}"
+                             + (f": {why}" if why else ""))
+        elif m["st"].startswith("failed"):
+            notes.append(f"{m['name']} pair {m['pair']}: {m['tool']} {m['st']}, see {m['path'][:-5]}.err")
+        c = cpu_result(resolve(m["cpu"], base)) if r else None
+        if c and c.get("error"):
+            notes.append(f"{m['name']} pair {m['pair']}: {m['tool']}: CPU not measured: {c['error']}")
+        cores = num(c.get("cores")) if c and "error" not in c else None
+        per_io_s = div(cores, r.get("iops")) if r else None
+        e = {"r": r, "st": m["st"], "label": m["label"], "cpu_us": None if per_io_s is None else per_io_s * 1e6}
+        runs.setdefault(m["name"], {}).setdefault(m["pair"], {})[m["tool"]] = e
+    rows, labels = [], []
+    for name, pairs in runs.items():
+        per = []
+        for pair, tools in pairs.items():
+            f, g = tools.get("fio"), tools.get("loadgen")
+            fr, gr = f and f["r"], g and g["r"]
+            per.append({"fio": fr and fr["iops"], "lg": gr and gr["iops"],
+                        "ratio": div(gr and gr["iops"], fr and fr["iops"]),
+                        "fio_cpu": f and f["cpu_us"], "lg_cpu": g and g["cpu_us"],
+                        "enters": gr and gr["enters_per_io"], "batch": gr["batch"] if gr else "-",
+                        "sq": ",".join(map(str, gr["sq_cpus"])) if gr and gr["sq_cpus"] else "-"})
+            rows.append([name, pair, fmt(per[-1]["fio"]), fmt(per[-1]["lg"]), fmt(per[-1]["ratio"], "{:.2f}"),
+                         fmt(per[-1]["fio_cpu"], "{:.2f}"), fmt(per[-1]["lg_cpu"], "{:.2f}"),
+                         fmt(per[-1]["enters"], "{:.3f}"), per[-1]["batch"], per[-1]["sq"]])
+            for t in ("fio", "loadgen"):
+                if tools.get(t) and (name, t) not in [(n, x) for n, x, _ in labels]:
+                    labels.append((name, t, tools[t]["label"]))
+        rows.append([name, "median", *(fmt(median([p[k] for p in per]), spec)
+                                       for k, spec in (("fio", "{:,.0f}"), ("lg", "{:,.0f}"), ("ratio", "{:.2f}"),
+                                                       ("fio_cpu", "{:.2f}"), ("lg_cpu", "{:.2f}"),
+                                                       ("enters", "{:.3f}"))), "", ""])
+    print("== disk: against fio at its best, 4k randread qd32, one job/worker, interleaved pairs", file=out)
+    table(["case", "pair", "fio IOPS", "loadgen IOPS", "lg/fio", "fio CPU us/IO", "lg CPU us/IO",
+           "lg enters/IO", "lg batch s/c", "lg SQ CPU"], rows, out, left=2)
+    for name, tool, label in labels:
+        print(f"{name}, {tool}: {label}", file=out)
+    say(out, "median = the median of each column over the pairs (lg/fio: of each pair's ratio). CPU us/IO = "
+        "the CPU time of the tool's whole process tree (every thread, an SQ thread included) over a window "
+        "after warm-up, per I/O at the run's IOPS. lg enters/IO = summary.ring.enters_per_io; batch s/c = "
+        "config batch_submit/batch_complete.")
+    for n in notes:
+        print("note: " + n, file=out)
 
 
 # ------------------------------------------------------------------ net --
