@@ -40,6 +40,7 @@
 #   BENCH_TARGET=...         use this existing file or block device instead of
 #                            zram/tempfile. It is overwritten (fill + randwrite)!
 #   BENCH_REPEAT=1           pacing: runs of each case (rows CASE.1, CASE.2, ...)
+#   BENCH_DISK_PAIRS=3       disk: interleaved fio/loadgen pairs of each DISK_TUNED_CASES case
 #   BENCH_NET_TUNED="--workers 1 --receivers 1"  flags of an extra loadgen blast row ("" for none)
 #                            ("" = no extra row)
 
@@ -70,7 +71,7 @@ usage() {
     local IFS='|'
     echo "usage: $0 {${SECTIONS[*]}|all}" >&2
     echo "  env: BENCH_DURATION BENCH_RAMP BENCH_RESULTS_DIR BENCH_TOOLS BENCH_CASES" >&2
-    echo "       BENCH_ZRAM_SIZE BENCH_FILE_SIZE BENCH_TARGET BENCH_NET_TUNED BENCH_REPEAT (see header of $0)" >&2
+    echo "       BENCH_ZRAM_SIZE BENCH_FILE_SIZE BENCH_TARGET BENCH_NET_TUNED BENCH_REPEAT BENCH_DISK_PAIRS (see header of $0)" >&2
 }
 
 # Each section runs in its own subshell with its own cleanup trap, so `all`

@@ -896,7 +896,9 @@ def main(argv: list[str] | None = None) -> None:
 
     interrupts.install()   # before any work: SIGTERM unwinds like Ctrl-C, and never loses a result
     usage_errors, aborts = _parser_exceptions()
-    argv = with_optional_values(sys.argv[1:] if argv is None else list(argv))
+    given = sys.argv[1:] if argv is None else list(argv)
+    if with_optional_values(given) != given:   # else as given: None lets click read sys.argv itself
+        argv = with_optional_values(given)
     try:
         app(args=argv, prog_name=PROG, standalone_mode=False)
     except aborts:

@@ -35,9 +35,9 @@
  * makes about one io_uring_enter per batch rather than one per I/O. With
  * DEFER_TASKRUN the kernel wakes the waiter only when that many are ready:
  * one wake-up per batch. A batch of completions above 1 replaces the polling
- * above (polling enters once per pass). Paced runs never batch: a wait ends at
- * the next op's due time or at a completion, whichever is first, so batching
- * adds no latency to the schedule.
+ * above (polling enters once per pass). Paced runs ignore both: ops are
+ * submitted as they fall due, and a wait never outlasts the next op's due time
+ * (see ring_wait_nr), so batching adds no latency to the schedule.
  *
  * IOPOLL (poll): completions are found by polling the device inside enter,
  * which ignores a wait's timeout; paced, the worker therefore polls without

@@ -202,7 +202,7 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, watch: Watch | 
         around = counters.Around([], [device] if device else [])
         out = await measure(starting(job), spec.common, interval_view(spec), hlog_path,
                             f"loadgen disk {spec.rw} bs={spec.bs_bytes} qd={spec.qd}; values in ns",
-                            watch, policy=all_failed,
+                            watch, policy=ring.poll_answer(all_failed) if spec.poll else all_failed,
                             metrics=live_metrics.feed(metrics, lambda: [live_metrics.Part("local", "disk")]))
     finally:
         job.close()

@@ -15,6 +15,7 @@
 Reading the sysfs tree is the only I/O here; the root is a parameter, so tests
 give a fake tree.
 """
+import errno
 import os
 from pathlib import Path
 
@@ -50,6 +51,18 @@ def check(spec, engine: str, target_path: str) -> None:
         why = poll_refusal(target_path)
         if why:
             raise SetupError(why)
+
+
+def poll_answer(policy):
+    """policy, but a polled run whose every I/O the kernel answered EOPNOTSUPP is told apart:
+    the device said it polls (queue/io_poll) and the kernel still refused."""
+    def judge(cumulative) -> str | None:
+        why = policy(cumulative)
+        if why and set(cumulative.errors_by_errno()) == {errno.EOPNOTSUPP}:
+            return "--poll: the kernel refused polled I/O on this target (EOPNOTSUPP on every I/O)"
+        return why
+
+    return judge
 
 
 def sq_cpu(requested: int | None, worker_cpus: list[int], usable: set[int] | None = None) -> int | None:

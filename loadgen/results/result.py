@@ -108,6 +108,7 @@ def _facts(kind: str, config: dict, engine: str, m: Measurement, summary: dict, 
     cpu = summary.get("cpu") or {}
     remote = config.get("on") or config.get("peer")
     threads = int(m.final.words.shape[0])
+    threads += len((summary.get("ring") or {}).get("sq_threads") or [])    # each spins on a CPU too
     cores = min(threads, len(m.controller.get("affinity") or [])) or threads
     facts = stalls.Facts(cpu_s=None if remote else cpu.get("user_s", 0) + cpu.get("sys_s", 0),
                          wall_s=cpu.get("wall_s", 0.0), cores=cores)
@@ -225,7 +226,7 @@ def _threads_note(s: dict) -> str:
     for t in census["threads"]:
         by_role.setdefault(t["role"], []).append(t)
     parts = []
-    for role, label in (("worker", "worker"), ("io-wq", "io-wq helper"), ("other", "other")):
+    for role, label in (("worker", "worker"), ("io-wq", "io-wq helper"), ("sq-poll", "SQ thread"), ("other", "other")):
         ts = by_role.get(role, [])
         if ts:
             cpus = ",".join(str(c) for c in sorted({t.get("last_cpu") for t in ts if t.get("last_cpu") is not None}))
@@ -273,9 +274,23 @@ def format_disk(doc: dict) -> str:
         lines.append("  errors: 0")
     lines += _judgement_lines(s)
     lines.append(_cpu_line(s["cpu"]) + _threads_note(s))
+    if s.get("ring"):
+        lines.append(_ring_line(c, s["ring"]))
     if doc.get("engine_note"):
         lines.append(f"  engine: {doc['engine_note']}")
     return "\n".join(lines)
+
+
+def _ring_line(c: dict, r: dict) -> str:
+    """'  ring: batches 8/8, 0.131 enters per I/O, SQ thread on CPU 1 (1.03 s CPU)'."""
+    parts = [f"batches {c['batch_submit']}/{c['batch_complete']}" if c.get("batch_submit") else "paced, no batches"]
+    if r["enters_per_io"] is not None:
+        parts.append(f"{r['enters_per_io']:.3f} enters per I/O")
+    if c.get("poll"):
+        parts.append("polled")
+    for t in r.get("sq_threads") or []:
+        parts.append(f"SQ thread of worker {t['worker']} on CPU {t['last_cpu']} ({t['cpu_s']:.2f} s CPU)")
+    return "  ring: " + ", ".join(parts)
 
 
 def format_net(doc: dict) -> str:

@@ -294,3 +294,27 @@ def test_bad_values_exit_2_in_one_line(tmp_path, args, message):
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("loadgen: ") and message in lines[0], lines
+
+
+class FailedSnapshot:
+    def __init__(self, errors_by_errno, ops=0):
+        self._errors, self.ops = errors_by_errno, ops
+
+    def counter(self, name):
+        return {"ops_read": self.ops, "ops_write": 0, "errors": sum(self._errors.values())}[name]
+
+    def errors_by_errno(self):
+        return self._errors
+
+
+@pytest.mark.parametrize("errors, ops, says", [
+    ({95: 32}, 0, "--poll: the kernel refused polled I/O on this target (EOPNOTSUPP on every I/O)"),
+    ({95: 3, 5: 1}, 0,   # 95: EOPNOTSUPP and ENOTSUP are one number on Linux; Python names it ENOTSUP
+      "every I/O failed (ENOTSUP x3, EIO x1)"),
+    ({95: 3}, 10, None),
+    ({}, 10, None),
+])
+def test_a_polled_run_the_kernel_refuses_says_so(errors, ops, says):
+    from loadgen.disk.job import all_failed
+
+    assert ring.poll_answer(all_failed)(FailedSnapshot(errors, ops)) == says
