@@ -14,9 +14,9 @@ DISK_CASES=(
 )
 
 # Against fio at its best (issue 13): 4k randread at qd32, one fio job against one loadgen
-# worker, DISK_PAIRS pairs run interleaved (fio, loadgen, fio, loadgen...) and each run's
-# whole process tree's CPU sampled after warm-up, so the render prints the median pair
-# and CPU per I/O for both (an SQ thread is a thread of its tool's process: it counts).
+# worker, DISK_PAIRS pairs run interleaved (fio first in odd pairs, loadgen first in even
+# ones), each run's whole process tree's CPU sampled after warm-up, so the render prints the
+# median pair and CPU per I/O for both (an SQ thread is a thread of its tool's process: it counts).
 # name|fio flags|loadgen flags; SQCPU stands for the last CPU this shell may use, where
 # both tools pin their SQ thread (loadgen pins its worker to the first).
 FIO_TUNED="--iodepth_batch_submit=16 --iodepth_batch_complete_min=8 --fixedbufs --registerfiles"
@@ -177,7 +177,10 @@ disk_tuned_pairs() {
         want_case "$name" || continue
         fflags=${fflags//SQCPU/$sq_cpu} lflags=${lflags//SQCPU/$sq_cpu}
         for (( pair = 1; pair <= DISK_PAIRS; pair++ )); do
-            for tool in fio loadgen; do
+            # the first of a pair alternates, so neither tool always runs on a device the other warmed
+            local order=(fio loadgen)
+            (( pair % 2 )) || order=(loadgen fio)
+            for tool in "${order[@]}"; do
                 out=$RESULTS_DIR/disk-$name.$pair.$tool.json cpu=$RESULTS_DIR/disk-$name.$pair.$tool.cpu.json st=skipped
                 [[ $tool == loadgen ]] && st=$lg_state
                 if [[ $tool == fio ]] && want_tool fio || [[ $tool == loadgen && $st == ok ]]; then
