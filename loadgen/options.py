@@ -204,10 +204,11 @@ NET = _options(
     Option("gso", False, parse_bool, bool,
            "Paced one-way streams send runs of datagrams by UDP GSO: far less CPU per datagram, but the "
            "stack and a NIC's packet counters see one packet per run.", flag="--gso"),
-    Option("engine", "socket", _choice("socket", "packet"), str,
-           "How senders send: socket (a UDP socket per flow, sendmmsg) or packet (an AF_PACKET TX ring per "
+    Option("engine", "socket", _choice("socket", "packet", "xdp"), str,
+           "How senders send: socket (a UDP socket per flow, sendmmsg), packet (an AF_PACKET TX ring per "
            "sender with frames loadgen builds; one way only, needs CAP_NET_RAW; without --workers a sender per "
-           "TX queue).", "ENGINE"),
+           "TX queue) or xdp (the same frames from an AF_XDP socket bound to each TX queue, zero-copy where the "
+           "driver allows, else copy; needs CAP_NET_RAW).", "ENGINE"),
     *COMMON.values(),
 )
 

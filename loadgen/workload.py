@@ -143,6 +143,9 @@ def _random_seed() -> int:
 NET_MODES = ("stream", "echo")
 
 
+RAW_ENGINES = ("packet", "xdp")   # net engines that build whole frames: one way, a sender per TX queue
+
+
 @dataclass(frozen=True)
 class NetSpec:
     target: tuple[str, int] | None   # None: the embedded receiver on loopback
@@ -156,8 +159,9 @@ class NetSpec:
     port: int                        # embedded receiver's port, 0: any free one
     gso: bool                        # paced one-way senders send runs of datagrams by UDP GSO
     common: CommonSpec = field(repr=False)
-    engine: str = "socket"           # socket: UDP sockets; packet: AF_PACKET TX rings (loadgen/net/packet.py)
-    per_queue: bool = False          # packet engine without --workers: a sender per TX queue (loadgen/net/queues.py)
+    engine: str = "socket"           # socket: UDP sockets; packet: AF_PACKET TX rings (loadgen/net/packet.py);
+                                     # xdp: AF_XDP sockets (loadgen/net/xdp.py)
+    per_queue: bool = False          # a raw engine without --workers: a sender per TX queue (loadgen/net/queues.py)
     wire: dict = field(repr=False, compare=False, default_factory=dict)  # typed options, defaults resolved
 
     @property
@@ -235,15 +239,16 @@ def _net(v: dict) -> NetSpec:
     common = _common(v, max(1, default_workers() // 2) if paced_embedded else None)
     flows = common.workers if v["flows"] is None else v["flows"]
     # Per queue, the senders are placed later and at most one per flow.
-    per_queue = v["engine"] == "packet" and not v["workers"]
+    raw = v["engine"] in RAW_ENGINES
+    per_queue = raw and not v["workers"]
     if flows < common.workers and not per_queue:
         raise UsageError(f"invalid flows: {flows} (at least one per worker: {common.workers} to {MAX_FLOWS})")
     receivers = common.workers if v["receivers"] is None else v["receivers"]
     target = parse_host_port(v["target"]) if v["target"] else None
-    if v["engine"] == "packet" and v["mode"] == "echo":
-        raise UsageError("--engine packet sends one way; --mode echo needs --engine socket")
-    if v["engine"] == "packet" and v["gso"]:
-        raise UsageError("--gso is for --engine socket: the packet engine builds every frame itself")
+    if raw and v["mode"] == "echo":
+        raise UsageError(f"--engine {v['engine']} sends one way; --mode echo needs --engine socket")
+    if raw and v["gso"]:
+        raise UsageError(f"--gso is for --engine socket: the {v['engine']} engine builds every frame itself")
     return NetSpec(
         target=target, rate_pps=v["pps"], size_bytes=v["size"], flows=flows, mode=v["mode"],
         timeout_ns=v["timeout"], batch=v["batch"], receivers=receivers, port=v["port"], gso=v["gso"],

@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define LG_ABI_VERSION 6
+#define LG_ABI_VERSION 7
 
 /* Only lg_* names leave the library; everything else is hidden (-fvisibility=hidden). */
 #define LG_API __attribute__((visibility("default")))
@@ -132,7 +132,10 @@ struct lg_disk_config {
 enum lg_net_engine {
 	LG_NET_ENGINE_SOCKET,	/* one connected UDP socket per flow, sendmmsg */
 	LG_NET_ENGINE_PACKET,	/* AF_PACKET TX ring per sender (packet.c); flows' UDP sockets only hold their ports */
+	LG_NET_ENGINE_XDP,	/* AF_XDP socket per sender (xdp.c), bound to one TX queue; frames as for packet */
 };
+
+struct lg_xsk;	/* an AF_XDP socket with its own UMEM and TX ring, bound to one queue (xdp.c) */
 
 /*
  * The packet engine's frames. The caller builds one frame: Ethernet, IPv4 or
@@ -153,10 +156,16 @@ struct lg_packet_config {
 	const uint16_t *csum_base;	/* flows entries: see above */
 	uint32_t ring_frames;	/* TX ring slots per sender, a power of two, 0: the default */
 	uint32_t _pad;
+	struct lg_xsk *const *xsks;	/* LG_NET_ENGINE_XDP: senders entries (lg_xsk_open), fds unused; else NULL */
 };
 
 #define LG_PACKET_MAX_FRAME_BYTES 65535	/* the virtio_net_hdr's hdr_len is 16 bits (see packet.c) */
 #define LG_PACKET_RING_FRAMES 4096	/* the default ring: slots per sender */
+#define LG_XDP_MAX_FRAME_BYTES 4096	/* a UMEM chunk is at most a page (xdp.c) */
+
+/* lg_xsk_mode's bits: how the socket was bound. */
+#define LG_XSK_ZEROCOPY 1	/* the driver sends from the UMEM itself; else the kernel copies (XDP_COPY) */
+#define LG_XSK_NEED_WAKEUP 2	/* the kernel says when a kick is needed (XDP_USE_NEED_WAKEUP) */
 
 struct lg_net_config {
 	uint32_t senders;	/* sender workers; flow f belongs to sender f % senders */
@@ -230,6 +239,19 @@ LG_API int64_t lg_now_ns(void);
 LG_API int lg_io_uring_probe(void);
 /* Write a non-zero pattern over [offset, offset + length) of fd so that reads hit real blocks. */
 LG_API int lg_file_fill(int fd, uint64_t offset_bytes, uint64_t length_bytes);
+
+/* An AF_XDP socket bound to TX queue queue_id of interface ifindex, with its own
+ * UMEM of ring_frames frames (a power of two; 0: LG_PACKET_RING_FRAMES) of up to
+ * frame_bytes, and a TX ring: zero-copy where the driver takes it, else copy.
+ * *out owns it until lg_xsk_close; a net run's sender uses it (lg_packet_config.xsks).
+ * -EPERM without CAP_NET_RAW, -EAFNOSUPPORT without AF_XDP, -EMSGSIZE past
+ * LG_XDP_MAX_FRAME_BYTES, -EBUSY when the queue has a socket already. */
+LG_API int lg_xsk_open(int32_t ifindex, uint32_t queue_id, uint32_t frame_bytes, uint32_t ring_frames,
+		       struct lg_xsk **out);
+/* LG_XSK_* bits of how x was bound. */
+LG_API int lg_xsk_mode(const struct lg_xsk *x);
+/* Close x and free its UMEM (after the run that used it is freed). */
+LG_API void lg_xsk_close(struct lg_xsk *x);
 
 /* Start cfg->workers disk workers; on success *out owns them. */
 LG_API int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out);

@@ -2,7 +2,8 @@
  * net.c: UDP senders and receivers.
  *
  * Senders of engine LG_NET_ENGINE_PACKET are packet.c's: an AF_PACKET TX ring
- * each, on the same schedule and accounting (pace.h, tally.h). The rest of
+ * each; of LG_NET_ENGINE_XDP, xdp.c's: an AF_XDP socket each; both on the same
+ * schedule and accounting (pace.h, tally.h, rawsend.h). The rest of
  * this comment is about the socket senders and the receivers.
  *
  * Senders: flow f belongs to sender f % senders and has its own connected,
@@ -747,12 +748,15 @@ static void net_worker(struct worker *w)
 	const struct lg_net_config *cfg = w->config;
 
 	if ((uint32_t)w->index < cfg->senders)
-		worker_name(cfg->engine == LG_NET_ENGINE_PACKET ? "lg-pkt-send" : "lg-send", w->index);
+		worker_name(cfg->engine == LG_NET_ENGINE_PACKET ? "lg-pkt-send" :
+			    cfg->engine == LG_NET_ENGINE_XDP ? "lg-xdp-send" : "lg-send", w->index);
 	else
 		worker_name("lg-recv", w->index - (int)cfg->senders);
 	worker_pin(w);
 	if ((uint32_t)w->index < cfg->senders && cfg->engine == LG_NET_ENGINE_PACKET)
 		packet_sender_worker(w);
+	else if ((uint32_t)w->index < cfg->senders && cfg->engine == LG_NET_ENGINE_XDP)
+		xdp_sender_worker(w);
 	else if ((uint32_t)w->index < cfg->senders)
 		sender_worker(w);
 	else
@@ -771,10 +775,11 @@ int lg_net_start(const struct lg_net_config *cfg, struct lg_run **out)
 	    cfg->size_bytes < LG_PKT_HEADER_BYTES || cfg->size_bytes > LG_PKT_MAX_BYTES ||
 	    cfg->batch == 0 || cfg->batch > MAX_BATCH || (cfg->senders && !cfg->send_fds) ||
 	    (cfg->receivers && !cfg->recv_fds) || (cfg->senders && cfg->flows < cfg->senders) ||
-	    cfg->engine > LG_NET_ENGINE_PACKET ||
-	    (cfg->engine == LG_NET_ENGINE_PACKET && cfg->senders && packet_check(cfg)))
+	    cfg->engine > LG_NET_ENGINE_XDP ||
+	    (cfg->engine != LG_NET_ENGINE_SOCKET && cfg->senders && packet_check(cfg)))
 		return -EINVAL;
-	with_packet = cfg->engine == LG_NET_ENGINE_PACKET && cfg->senders;
+	/* the raw engines (packet, xdp) describe their frames in cfg->packet */
+	with_packet = cfg->engine != LG_NET_ENGINE_SOCKET && cfg->senders;
 	n_workers = cfg->senders + cfg->receivers;
 	err = run_alloc((int)n_workers, &run);
 	if (err)

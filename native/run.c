@@ -87,6 +87,7 @@ int64_t lg_limit(const char *name)
 		{ "pkt_magic", LG_PKT_MAGIC },
 		{ "packet_max_frame_bytes", LG_PACKET_MAX_FRAME_BYTES },
 		{ "packet_ring_frames", LG_PACKET_RING_FRAMES },
+		{ "xdp_max_frame_bytes", LG_XDP_MAX_FRAME_BYTES },
 	};
 
 	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)

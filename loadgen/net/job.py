@@ -30,6 +30,7 @@ from loadgen.workload import NetSpec, format_host_port
 
 if TYPE_CHECKING:
     from loadgen.net.packet import PacketSenders
+    from loadgen.net.xdp import XdpSenders
 
 # Bytes a datagram adds on an Ethernet wire besides its payload: UDP 8, Ethernet
 # header 14 and FCS 4, preamble 8, inter-frame gap 12; frames are at least 64 bytes.
@@ -179,15 +180,15 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
 
 @dataclass
 class Senders:
-    """A sending job's open sockets: a connected UDP socket per flow, and for the packet
-    engine its AF_PACKET sockets and frames (loadgen/packet.py)."""
+    """A sending job's open sockets: a connected UDP socket per flow, and for a raw engine
+    its frames and AF_PACKET sockets (loadgen/net/packet.py) or AF_XDP sockets (loadgen/net/xdp.py)."""
     socks: list
     cpus: list[int]                       # per sender worker: the CPU it is pinned to
-    packet: "PacketSenders | None" = None
+    packet: "PacketSenders | XdpSenders | None" = None
 
     def facts(self) -> dict:
-        """What the result's config says about how they send."""
-        return {"packet": self.packet.facts} if self.packet else {}
+        """What the result's config says about how they send: config.packet or config.xdp."""
+        return {self.packet.engine: self.packet.facts} if self.packet else {}
 
     def close(self) -> None:
         close_all(self.socks)
@@ -199,12 +200,13 @@ def open_senders(spec: NetSpec, family: int, sockaddr: tuple) -> Senders:
     """The sockets for spec's senders to sockaddr, whichever engine sends: the one place
     a local run, a paired run's local side and an agent's udp-send job prepare them."""
     socks = sender_sockets(family, sockaddr, spec.flows)
-    if spec.engine != "packet":
+    if spec.engine == "socket":
         return Senders(socks, worker_cpus(spec.common.workers))
-    from loadgen.net import packet
+    from loadgen.net import packet, xdp
 
     try:
-        prepared = packet.prepare(socks, None if spec.per_queue else spec.common.workers, spec.size_bytes)
+        engine = xdp if spec.engine == "xdp" else packet
+        prepared = engine.prepare(socks, None if spec.per_queue else spec.common.workers, spec.size_bytes)
         return Senders(socks, prepared.cpus, prepared)
     except BaseException:
         close_all(socks)
@@ -231,8 +233,8 @@ def net_config(spec: NetSpec, timeline: Timeline, run_tag: int, senders: Senders
 
 
 def engine_name(spec: NetSpec) -> str:
-    """The document's engine: udp for UDP sockets, packet for AF_PACKET rings."""
-    return "packet" if spec.engine == "packet" else "udp"
+    """The document's engine: udp for UDP sockets, packet for AF_PACKET rings, xdp for AF_XDP sockets."""
+    return "udp" if spec.engine == "socket" else spec.engine
 
 
 def check_started(spec: NetSpec, m, sides: "Sides") -> None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from loadgen.errors import SetupError
 
-ABI_VERSION = 6
+ABI_VERSION = 7
 ENGINE_IO_URING, ENGINE_PSYNC = 0, 1
 ENGINES = {"io_uring": ENGINE_IO_URING, "psync": ENGINE_PSYNC}
 STATE_STARTING, STATE_RUNNING, STATE_DONE, STATE_FAILED = range(4)
@@ -40,12 +40,13 @@ class DiskConfig(ctypes.Structure):
     ]
 
 
-NET_ENGINE_SOCKET, NET_ENGINE_PACKET = 0, 1
-NET_ENGINES = {"socket": NET_ENGINE_SOCKET, "packet": NET_ENGINE_PACKET}
+NET_ENGINE_SOCKET, NET_ENGINE_PACKET, NET_ENGINE_XDP = 0, 1, 2
+NET_ENGINES = {"socket": NET_ENGINE_SOCKET, "packet": NET_ENGINE_PACKET, "xdp": NET_ENGINE_XDP}
+XSK_ZEROCOPY, XSK_NEED_WAKEUP = 1, 2   # lg_xsk_mode's bits
 
 
 class PacketConfig(ctypes.Structure):
-    """struct lg_packet_config: the packet engine's frame template and per-flow patches."""
+    """struct lg_packet_config: the raw engines' frame template and per-flow patches."""
     _fields_ = [
         ("fds", ctypes.POINTER(ctypes.c_int32)),
         ("frame", ctypes.POINTER(ctypes.c_uint8)),
@@ -55,6 +56,7 @@ class PacketConfig(ctypes.Structure):
         ("csum_base", ctypes.POINTER(ctypes.c_uint16)),
         ("ring_frames", ctypes.c_uint32),
         ("_pad", ctypes.c_uint32),
+        ("xsks", ctypes.POINTER(ctypes.c_void_p)),
     ]
 
 
@@ -95,13 +97,15 @@ def uint16_array(values) -> ctypes.Array:
     return (ctypes.c_uint16 * max(1, len(values)))(*values)
 
 
-def packet_config(fds: list[int], frame: bytes, udp_offset: int, src_ports: list[int],
-                  csum_base: list[int], ring_frames: int = 0) -> PacketConfig:
-    """The packet engine's part of a NetConfig; it keeps its arrays alive as attributes."""
+def packet_config(fds: list[int] | None, frame: bytes, udp_offset: int, src_ports: list[int],
+                  csum_base: list[int], ring_frames: int = 0, xsks: list["Xsk"] | None = None) -> PacketConfig:
+    """A raw engine's part of a NetConfig: AF_PACKET fds (packet) or AF_XDP sockets (xdp);
+    it keeps its arrays alive as attributes."""
     frame_buf = (ctypes.c_uint8 * len(frame)).from_buffer_copy(frame)
-    cfg = PacketConfig(fds=int32_array(fds), frame=frame_buf, frame_bytes=len(frame), udp_offset=udp_offset,
-                       src_ports=uint16_array(src_ports), csum_base=uint16_array(csum_base),
-                       ring_frames=ring_frames)
+    cfg = PacketConfig(fds=int32_array(fds) if fds is not None else None, frame=frame_buf, frame_bytes=len(frame),
+                       udp_offset=udp_offset, src_ports=uint16_array(src_ports), csum_base=uint16_array(csum_base),
+                       ring_frames=ring_frames,
+                       xsks=(ctypes.c_void_p * len(xsks))(*(x.handle for x in xsks)) if xsks else None)
     cfg._keep = (frame_buf,)
     return cfg
 
@@ -151,6 +155,9 @@ def _load() -> ctypes.CDLL:
         "lg_pkt_encode": (None, [c.c_void_p, c.c_uint32, c.c_uint32, c.c_uint32, c.c_int64, c.c_int64]),
         "lg_packet_frame": (c.c_int, [c.POINTER(NetConfig), c.c_uint32, c.c_uint32, c.c_int64, c.c_int64,
                                       c.c_void_p]),
+        "lg_xsk_open": (c.c_int, [c.c_int32, c.c_uint32, c.c_uint32, c.c_uint32, c.POINTER(c.c_void_p)]),
+        "lg_xsk_mode": (c.c_int, [c.c_void_p]),
+        "lg_xsk_close": (None, [c.c_void_p]),
         "lg_seq_replay": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint32, c.c_void_p]),
         "lg_disk_offsets": (c.c_int, [c.POINTER(DiskConfig), c.c_int, c.c_void_p, c.c_uint32]),
         "lg_pace_schedule": (c.c_int, [c.c_int64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_void_p,
@@ -292,6 +299,31 @@ def packet_frame(config: NetConfig, flow: int, seq: int, sched_ns: int, send_ns:
     out = ctypes.create_string_buffer(config.packet.contents.frame_bytes)
     n = _check(lib().lg_packet_frame(ctypes.byref(config), flow, seq, sched_ns, send_ns, out), "building a frame")
     return out.raw[:n]
+
+
+class Xsk:
+    """An AF_XDP socket bound to one TX queue, with its UMEM (native/xdp.c); close() after the run."""
+
+    def __init__(self, ifindex: int, queue: int, frame_bytes: int, ring_frames: int = 0) -> None:
+        handle = ctypes.c_void_p()
+        ret = lib().lg_xsk_open(ifindex, queue, frame_bytes, ring_frames, ctypes.byref(handle))
+        if ret < 0:
+            raise OSError(-ret, os.strerror(-ret))
+        self.handle = handle.value
+        self.mode = lib().lg_xsk_mode(self.handle)
+
+    @property
+    def zero_copy(self) -> bool:
+        return bool(self.mode & XSK_ZEROCOPY)
+
+    @property
+    def need_wakeup(self) -> bool:
+        return bool(self.mode & XSK_NEED_WAKEUP)
+
+    def close(self) -> None:
+        if self.handle:
+            lib().lg_xsk_close(self.handle)
+            self.handle = None
 
 
 SEQ_VERDICTS = ("in_order", "reordered", "duplicated", "too_old", "holes")
