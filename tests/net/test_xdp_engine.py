@@ -203,6 +203,26 @@ def test_paced_run_to_an_agent_counts_every_frame(pair, tmp_path):
     assert [p["queue"] for p in x["senders"]] == [0]
 
 
+def test_a_sending_agent_runs_the_xdp_engine(pair, tmp_path):
+    """--clients: the agent in the sending namespace opens the AF_XDP sockets for its job."""
+    token = write_token(tmp_path / "token")
+    agents = [Agent(tmp_path, f"{address}:{AGENT_PORT}", "--token-file", str(token), ns=ns, name=f"agent-{role}-")
+              for role, ns, address in (("rx", pair.rx, RX_IP), ("tx", pair.tx, TX_IP))]
+    try:
+        done = run_loadgen(tmp_path, "net", "--peer", agents[0].address, "--clients", agents[1].address,
+                           "--engine", "xdp", *SHORT, "--token-file", str(token), "--quiet", "--json", "r.json",
+                           ns=pair.tx)
+    finally:
+        for a in agents:
+            a.stop()
+    assert done.returncode == 0, done.stderr
+    doc = documents.load_result(tmp_path / "r.json")
+    s = doc["summary"]
+    assert doc["engine"] == "xdp"
+    assert_exact(s, 20_000)
+    assert s["received"] == s["sent"] and s["lost"] == 0 and (s["duplicated"], s["reordered"]) == (0, 0)
+
+
 def test_a_plain_serve_counts_every_frame(pair, tmp_path):
     """To `loadgen serve`: the receiving namespace's UDP stack takes every frame."""
     serve = Controller(tmp_path, "serve", "--port", str(SERVE_PORT), "--host", RX_IP, "--workers", "1",
