@@ -204,16 +204,19 @@ static int ring_open(struct ring *r, int fd, const struct lg_packet_config *pc)
 }
 
 /* Hand the filled slots to the kernel; transient refusals leave them filled for the next kick. */
-static void ring_kick(struct ring *r, struct lg_worker_stats *st)
+static void ring_kick(void *ring, struct lg_worker_stats *st)
 {
+	struct ring *r = ring;
+
 	if (send(r->fd, NULL, 0, MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
 	    errno != ENOBUFS && errno != EINTR)
 		pace_count_errno(st, errno);
 }
 
 /* Tally the filled slots the kernel has taken, oldest first; returns how many. */
-static unsigned ring_reap(struct ring *r, const struct lg_net_config *cfg, struct send_tally *t, int64_t slot_ns)
+static unsigned ring_reap(void *ring, const struct lg_net_config *cfg, struct send_tally *t, int64_t slot_ns)
 {
+	struct ring *r = ring;
 	unsigned taken = 0;
 
 	while (r->pending) {
@@ -226,6 +229,18 @@ static unsigned ring_reap(struct ring *r, const struct lg_net_config *cfg, struc
 		taken++;
 	}
 	return taken;
+}
+
+/* Wait until the ring may have room (POLLOUT), at most RING_BLOCKED_MAX_NS and never past until_ns. */
+static void ring_wait(void *ring, int64_t until_ns)
+{
+	struct pollfd pfd = { .fd = ((struct ring *)ring)->fd, .events = POLLOUT };
+	int64_t left = until_ns - clock_now_ns();
+	struct timespec ts = { 0, RING_BLOCKED_MAX_NS };
+
+	if (left < RING_BLOCKED_MAX_NS)
+		ts.tv_nsec = left > 0 ? left : 0;
+	ppoll(&pfd, 1, &ts, NULL);
 }
 
 /* raw_ops over a struct ring (rawsend.h). */
@@ -253,16 +268,6 @@ static void ops_commit(void *ring, int64_t sched_ns, int64_t send_ns)
 	r->pending++;
 }
 
-static void ops_kick(void *ring, struct lg_worker_stats *st)
-{
-	ring_kick(ring, st);
-}
-
-static unsigned ops_reap(void *ring, const struct lg_net_config *cfg, struct send_tally *t, int64_t slot_ns)
-{
-	return ring_reap(ring, cfg, t, slot_ns);
-}
-
 static uint32_t ops_pending(const void *ring)
 {
 	return ((const struct ring *)ring)->pending;
@@ -285,29 +290,10 @@ static uint64_t ops_unsent(const void *ring, int64_t ramp_end_ns)
 	return unsent;
 }
 
-static void ops_wait(void *ring, int64_t until_ns);
-
 static const struct raw_ops packet_ops = {
-	.slot = ops_slot, .commit = ops_commit, .kick = ops_kick, .reap = ops_reap,
-	.pending = ops_pending, .held = ops_held, .wait = ops_wait, .unsent = ops_unsent,
+	.slot = ops_slot, .commit = ops_commit, .kick = ring_kick, .reap = ring_reap,
+	.pending = ops_pending, .held = ops_held, .wait = ring_wait, .unsent = ops_unsent,
 };
-
-/* Wait until the ring may have room (POLLOUT), at most RING_BLOCKED_MAX_NS and never past until_ns. */
-static void ring_wait(const struct ring *r, int64_t until_ns)
-{
-	struct pollfd pfd = { .fd = r->fd, .events = POLLOUT };
-	int64_t left = until_ns - clock_now_ns();
-	struct timespec ts = { 0, RING_BLOCKED_MAX_NS };
-
-	if (left < RING_BLOCKED_MAX_NS)
-		ts.tv_nsec = left > 0 ? left : 0;
-	ppoll(&pfd, 1, &ts, NULL);
-}
-
-static void ops_wait(void *ring, int64_t until_ns)
-{
-	ring_wait(ring, until_ns);
-}
 
 void packet_sender_worker(struct worker *w)
 {

@@ -29,8 +29,10 @@
  * may come back in any order: free chunks are a stack.
  *
  * TX needs no XDP program: only receiving does. On veth (no zero-copy: it has
- * no ndo_xsk_wakeup) copy mode works with nothing on the peer: the skb goes
- * through veth_xmit to the peer's backlog like any other.
+ * no ndo_xsk_wakeup) copy mode works with nothing loaded on either end and the
+ * peer's GRO off (veth's default, so no NAPI): the skb goes through veth_xmit
+ * to the peer's backlog like any other (seen on Linux 6.18, where the bind with
+ * XDP_ZEROCOPY fails and the one with XDP_COPY | XDP_USE_NEED_WAKEUP holds).
  *
  * Rules: the sockets are opened by lg_xsk_open, before the run, so that a
  * refusal (privilege, no AF_XDP, a busy queue) is a setup error the caller
