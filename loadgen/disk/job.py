@@ -193,7 +193,9 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, watch: Watch | 
     """Run one disk job and return its result document (interrupted or not)."""
     job = prepare(spec)
     try:
-        device = sysinfo.block_device_of(job.target.path)
+        # Passthrough commands bypass the block layer's counters (and an ng device's st_dev is
+        # only the filesystem holding its node): no disk to count or cross-check for nvme.
+        device = None if job.engine == "nvme" else sysinfo.block_device_of(job.target.path)
         around = counters.Around([], [device] if device else [])
         out = await measure(starting(job), spec.common, interval_view(spec), hlog_path,
                             f"loadgen disk {spec.rw} bs={spec.bs_bytes} qd={spec.qd}; values in ns",

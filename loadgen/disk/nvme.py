@@ -30,6 +30,7 @@ Rules:
   the host has ng devices: one line, exit 2, as target.py refuses targets.
 """
 import os
+import re
 import stat
 import struct
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ FLBAS_OFFSET = 26               # formatted LBA size: which format is in use
 LBAF_OFFSET = 128               # LBA Format 0; each entry is 4 bytes: MS u16, LBADS u8, RP (bits 1:0)
 LBAF_BYTES = 4
 FLBAS_EXTENDED = 1 << 4         # metadata travels at the end of each LBA's data
+NVME_BLOCK_NAME = re.compile(r"nvme(\d+n\d+)")   # a namespace's block device (not a partition, not a path)
 
 
 @dataclass(frozen=True)
@@ -189,8 +191,9 @@ def _ng_name(path: str, devices: dict[str, str]) -> str:
     if stat.S_ISCHR(st.st_mode) and rdev in devices:
         return devices[rdev]
     hint = ""
-    if stat.S_ISBLK(st.st_mode) and os.path.basename(path).startswith("nvme"):
-        hint = f" (its char device is /dev/ng{os.path.basename(path)[len('nvme'):]})"
+    namespace = NVME_BLOCK_NAME.fullmatch(os.path.basename(path))
+    if stat.S_ISBLK(st.st_mode) and namespace:
+        hint = f" (its char device is /dev/ng{namespace[1]})"
     elif stat.S_ISCHR(st.st_mode):
         hint = f" (/sys/class/nvme-generic does not list its device number {rdev})"
     raise UsageError(f"--engine nvme needs an NVMe namespace's generic char device (/dev/ngXnY); "

@@ -329,6 +329,18 @@ def test_cli_names_the_ng_device_of_an_nvme_block_device(tmp_path, zram_device):
              "(its char device is /dev/ng9n1)")
 
 
+@pytest.mark.root
+@pytest.mark.parametrize("name, hint", [("nvme12n3", " (its char device is /dev/ng12n3)"),
+                                        ("nvme0n1p1", ""),    # a partition: no ng device of its own
+                                        ("nvme0", "")])       # no namespace in the name
+def test_only_a_namespace_block_device_is_pointed_to_an_ng_name(tmp_path, zram_device, name, hint):
+    node = tmp_path / name
+    os.mknod(node, stat.S_IFBLK | 0o600, os.stat(zram_device).st_rdev)
+    with pytest.raises(UsageError) as e:
+        open_nvme_target(spec(target=str(node)), sys_root=fake_sys(tmp_path / "sys"))
+    assert str(e.value).endswith(f"{node} is a block device{hint}")
+
+
 # ---- a whole run, in this process, on /dev/null listed as ng0n1 -------------------------------------
 
 @pytest.fixture
