@@ -83,9 +83,8 @@ def start_listener(spec: ServeSpec, port: int, echo: bool) -> Listener:
         else:
             close_all(socks)
         raise
-    engine = " (packet rings)" if packet_rx else ""
     zero = Snapshot.zero(run.layout, run.workers, native.now_ns())
-    return Listener(f"{bound[0]}:{bound[1]} {'echo' if echo else 'stream'}{engine}", run,
+    return Listener(f"{bound[0]}:{bound[1]} {'echo' if echo else 'stream'}", run,
                     [packet_rx] if packet_rx else socks, zero)
 
 
