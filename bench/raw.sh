@@ -12,7 +12,8 @@
 #   paced-100k  1-queue veth: the packet engine at 100k pps, requested vs achieved, loss
 # Both tools are measured by the receiving veth's rx_packets delta over the run; the packet
 # engine also by loadgen's own receiver (an agent in the receiving namespace: a paired run,
-# which counts every frame and the loss exactly).
+# which counts every frame and the loss exactly), with UDP sockets and, in the veth case, with
+# packet receivers too (--rx-engine packet).
 RAW_CASES=(
     "veth:veth:1:"
     "scale:scale:2:"
@@ -114,7 +115,12 @@ bench_raw() {
             raw_run "$name" "$kind" trafgen "trafgen --cpus 1" "" 1 "$p.trafgen.txt" \
                 run_trafgen_veth "$p.trafgen.txt" 1
             raw_run "$name" "$kind" loadgen "loadgen --engine packet --pps max" "" 1 "$p.loadgen.json" \
-                run_loadgen_raw "$p.loadgen.json" --pps max --ramp 0s ;;
+                run_loadgen_raw "$p.loadgen.json" --pps max --ramp 0s
+            # The same, received by the agent's packet receivers (AF_PACKET rings): their count
+            # beside rx_packets says how much of what the veth delivered they took.
+            raw_run "$name" "$kind" loadgen "loadgen --engine packet --rx-engine packet --pps max" "" 1 \
+                "$p.loadgen-rxpacket.json" run_loadgen_raw "$p.loadgen-rxpacket.json" --pps max --ramp 0s \
+                --rx-engine packet ;;
         scale)
             local n
             for n in 1 2; do
