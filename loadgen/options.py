@@ -206,8 +206,8 @@ NET = _options(
            "stack and a NIC's packet counters see one packet per run.", flag="--gso"),
     Option("engine", "socket", _choice("socket", "packet"), str,
            "How senders send: socket (a UDP socket per flow, sendmmsg) or packet (an AF_PACKET TX ring per "
-           "sender with frames loadgen builds; one way only, needs CAP_NET_RAW; without --workers a sender per "
-           "TX queue).", "ENGINE"),
+           "sender with frames loadgen builds, echoes returning to the flows' UDP sockets; needs CAP_NET_RAW; "
+           "without --workers a sender per TX queue).", "ENGINE"),
     Option("rx_engine", "socket", _choice("socket", "packet"), str,
            "How loadgen's receivers receive (the embedded one, or --peer's): socket (UDP sockets, recvmmsg) or "
            "packet (an AF_PACKET RX ring per receiver in one fanout group; one way only, needs CAP_NET_RAW).",

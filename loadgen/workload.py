@@ -242,9 +242,6 @@ def _net(v: dict) -> NetSpec:
         raise UsageError(f"invalid flows: {flows} (at least one per worker: {common.workers} to {MAX_FLOWS})")
     receivers = common.workers if v["receivers"] is None else v["receivers"]
     target = parse_host_port(v["target"]) if v["target"] else None
-    if v["engine"] == "packet" and v["mode"] == "echo":
-        raise UsageError("--engine packet sends one way (its senders never read the flows' UDP sockets, where "
-                         "echoes return); --mode echo needs --engine socket")
     if v["rx_engine"] == "packet" and v["mode"] == "echo":
         raise UsageError("--rx-engine packet counts one way (its rings only read frames); "
                          "--mode echo needs --rx-engine socket")

@@ -53,6 +53,7 @@
 #include <unistd.h>
 #include "arrival.h"
 #include "clock.h"
+#include "echo.h"
 #include "hdr.h"
 #include "pace.h"
 #include "packet.h"
@@ -389,6 +390,64 @@ static void wait_writable(struct pollfd *pfds, unsigned n, int echo, int64_t unt
 			pfds[i].revents = POLLIN;
 	for (unsigned i = 0; i < n; i++)
 		pfds[i].events = POLLIN;
+}
+
+struct echo_rx {
+	unsigned n;
+	struct flow_state *flows;
+	struct pollfd *pfds;
+	struct batch rx;
+};
+
+void echo_rx_close(struct echo_rx *e)
+{
+	if (!e)
+		return;
+	batch_free(&e->rx);
+	free(e->flows);
+	free(e->pfds);
+	free(e);
+}
+
+struct echo_rx *echo_rx_open(const struct lg_net_config *cfg, int sender)
+{
+	unsigned most = (cfg->flows + cfg->senders - 1) / cfg->senders;
+	struct echo_rx *e = calloc(1, sizeof(*e));
+
+	if (!e)
+		return NULL;
+	e->flows = calloc(most, sizeof(*e->flows));
+	e->pfds = calloc(most, sizeof(*e->pfds));
+	if (!e->flows || !e->pfds || batch_alloc(&e->rx, cfg->batch, cfg->size_bytes, 0, 1)) {
+		echo_rx_close(e);
+		return NULL;
+	}
+	for (uint32_t f = (uint32_t)sender; f < cfg->flows; f += cfg->senders) {
+		struct flow_state *fs = &e->flows[e->n];
+		int on = 1;
+
+		fs->fd = cfg->send_fds[f];
+		fs->slot = f;
+		fs->id = cfg->flow_base + f;
+		seq_init(&fs->echo_seq, cfg->first_seq);
+		/* Best effort: without it returns are timed by loadgen's read alone. */
+		setsockopt(fs->fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on));
+		e->pfds[e->n].fd = fs->fd;
+		e->pfds[e->n].events = POLLIN;
+		e->n++;
+	}
+	return e;
+}
+
+void echo_rx_drain(struct echo_rx *e, const struct lg_net_config *cfg, struct lg_worker_stats *st)
+{
+	for (unsigned i = 0; i < e->n; i++)
+		drain_echoes(cfg, st, &e->flows[i], &e->rx);
+}
+
+void echo_rx_idle(struct echo_rx *e, int64_t until_ns)
+{
+	idle_until(e->pfds, e->n, until_ns);
 }
 
 static void sender_worker(struct worker *w)

@@ -38,6 +38,11 @@
  * fills up to batch slots and kicks, again and again. PACKET_LOSS keeps the
  * ring moving past a frame the kernel refuses (one the caller checked cannot
  * be: the template's length fits the device's MTU).
+ *
+ * Echo mode: each frame's source is its flow's UDP socket, so the returns
+ * arrive there; every pass drains them and the sender sleeps in a poll that
+ * wakes for them (echo.h, net.c's echo timing), with the tolerance as its
+ * window, and waits grace_ns for the last ones after sending.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -50,6 +55,7 @@
 #include <linux/if_packet.h>
 #include <linux/virtio_net.h>
 #include "clock.h"
+#include "echo.h"
 #include "hdr.h"
 #include "pace.h"
 #include "packet.h"
@@ -93,7 +99,7 @@ int packet_check(const struct lg_net_config *cfg)
 	if (!pc || !pc->fds || !pc->frame || !pc->src_ports || !pc->csum_base ||
 	    pc->frame_bytes > LG_PACKET_MAX_FRAME_BYTES || pc->udp_offset < 14 ||
 	    pc->udp_offset + 8 + (uint64_t)cfg->size_bytes != pc->frame_bytes ||
-	    pc->udp_offset % 2 || (pc->ring_frames & (pc->ring_frames - 1)) || cfg->echo)
+	    pc->udp_offset % 2 || (pc->ring_frames & (pc->ring_frames - 1)))
 		return -EINVAL;
 	return 0;
 }
@@ -309,15 +315,19 @@ void packet_sender_worker(struct worker *w)
 	unsigned n_flows = 0, rr = 0;
 	struct packet_flow *flows;
 	struct ring ring;
+	struct echo_rx *echo = NULL;
 	int64_t slot_ns = 0, deadline, tolerance_ns = 0, window_ns = 0;
 	int err;
 
 	memset(&ring, 0, sizeof(ring));
 	flows = calloc((cfg->flows + cfg->senders - 1) / cfg->senders, sizeof(*flows));
-	err = flows ? ring_open(&ring, pc->fds[w->index], pc) : -ENOMEM;
+	if (flows && cfg->echo)
+		echo = echo_rx_open(cfg, w->index);
+	err = flows && (echo || !cfg->echo) ? ring_open(&ring, pc->fds[w->index], pc) : -ENOMEM;
 	if (err) {
 		worker_set_state(w, LG_STATE_FAILED, -err);
 		ring_close(&ring);
+		echo_rx_close(echo);
 		free(flows);
 		return;
 	}
@@ -336,7 +346,8 @@ void packet_sender_worker(struct worker *w)
 			struct pace_wake_cost cost = pace_measure_wake();
 
 			tolerance_ns = pace_tolerance_ns(cost);
-			window_ns = pace_window_ns(cost, tolerance_ns);
+			/* Echo keeps to the tolerance, as net.c's senders do. */
+			window_ns = echo ? tolerance_ns : pace_window_ns(cost, tolerance_ns);
 		}
 	}
 	pace_record_mode(st, tolerance_ns, (int)cfg->busy_poll);
@@ -362,6 +373,8 @@ void packet_sender_worker(struct worker *w)
 			ring_kick(&ring, st);
 		taken = ring_reap(&ring, cfg, &tally, slot_ns);
 		tally_publish(st, cfg, &tally);
+		if (echo)
+			echo_rx_drain(echo, cfg, st);
 		stats_end(w);
 		if (final && ((!filled && !taken) || now >= deadline + cfg->grace_ns))
 			break;
@@ -376,9 +389,13 @@ void packet_sender_worker(struct worker *w)
 			/* The kernel took none of what is filled (its queue is full): wait for room. */
 			ring_wait(&ring, final ? deadline + cfg->grace_ns : deadline);
 		} else if (cfg->busy_poll) {
-			pace_spin_until(wake);
+			if (!echo)
+				pace_spin_until(wake);	/* echo: each pass drains the returns */
 		} else if (wake > clock_now_ns()) {
-			pace_sleep_until(wake);
+			if (echo)
+				echo_rx_idle(echo, wake);
+			else
+				pace_sleep_until(wake);
 		} else if (!filled && !final) {
 			/* Due but not filled: every slot is in flight. */
 			ring_wait(&ring, deadline);
@@ -398,6 +415,19 @@ void packet_sender_worker(struct worker *w)
 		stats_begin(w);
 		counter_add(&st->counters[LG_CTR_UNSENT], unsent);
 		stats_end(w);
+	}
+	/* Echo mode: wait up to the timeout for returns still on their way. */
+	if (echo) {
+		int64_t until = clock_now_ns() + cfg->grace_ns;
+
+		while (clock_now_ns() < until) {
+			worker_publish(w);
+			stats_begin(w);
+			echo_rx_drain(echo, cfg, st);
+			stats_end(w);
+			echo_rx_idle(echo, until);
+		}
+		echo_rx_close(echo);
 	}
 	ring_close(&ring);
 	free(flows);

@@ -136,7 +136,6 @@ def test_echo_needs_socket_receivers():
 @pytest.mark.parametrize("args, says", [
     (["net", "--target", "127.0.0.1:9", "--rx-engine", "packet"], "--rx-engine is for loadgen's own receivers"),
     (["net", "--rx-engine", "packet", "--mode", "echo"], "--rx-engine packet counts one way"),
-    (["net", "--engine", "packet", "--mode", "echo"], "--engine packet sends one way"),
     (["serve", "--echo-port", "0", "--rx-engine", "packet"], "--echo-port needs --rx-engine socket"),
     (["serve", "--port", "0", "--rx-engine", "xdp"], "invalid rx-engine"),
 ])
@@ -313,3 +312,27 @@ def test_embedded_packet_receivers_count_a_local_run(pair, tmp_path):
     assert s["receiver_socket_drops"] == 0
     assert doc["config"]["rx_engine"] == "packet"
     assert doc["config"]["packet_rx"]["interface"] == "lo" and doc["config"]["packet_rx"]["receivers"] == 2
+
+
+def test_echo_with_the_packet_engine_times_every_return(pair, tmp_path):
+    """--engine packet --mode echo: the agent's socket receivers send each frame's datagram back
+    to its source, the flow's UDP socket, where the packet senders drain and time it."""
+    token = write_token(tmp_path / "token")
+    agent = Agent(tmp_path, f"{RECV}:{AGENT_PORT}", "--token-file", str(token), ns=pair.ns["recv"])
+    try:
+        done = run_loadgen(tmp_path, "net", "--peer", agent.address, "--engine", "packet", "--mode", "echo",
+                           "--pps", "2k", "--duration", "1s", "--ramp", "0s", "--flows", "4", "--workers", "1",
+                           "--token-file", str(token), "--quiet", "--json", "r.json", ns=pair.ns["send"])
+    finally:
+        agent.stop()
+    assert done.returncode == 0, done.stderr
+    doc = documents.load_result(tmp_path / "r.json")
+    s = doc["summary"]
+    assert doc["engine"] == "packet" and s["measured_at"] == "echo"
+    assert s["sent"] > 0 and s["sent"] + s["schedule_lag_ns"]["unsent"] == 2_000
+    assert s["received"] == s["sent"] and s["lost"] == 0, s
+    assert (s["duplicated"], s["late"], s["foreign"]) == (0, 0, 0)
+    assert s["latency_ns"]["count"] == s["received"]
+    assert s["kernel_rtt_ns"]["count"] == s["received"]
+    receiver = next(h for h in doc["hosts"] if h["role"] == "receiver")
+    assert receiver["received"] == s["sent"]
