@@ -123,6 +123,8 @@ def _disk(v: dict) -> DiskSpec:
     size_bytes = v["size"] if size_given else DEFAULT_TEMP_SIZE_BYTES
     if size_bytes < bs_bytes:
         raise UsageError(f"size {format_size(size_bytes)} is smaller than one block of {format_size(bs_bytes)}")
+    if v["engine"] == "nvme":
+        _check_nvme(v)
     common = _common(v)
     seed = _random_seed() if v["seed"] is None else v["seed"]
     return DiskSpec(
@@ -132,6 +134,16 @@ def _disk(v: dict) -> DiskSpec:
         rate_ops_per_s=v["iops"], direct=v["direct"], engine=v["engine"], allow_destroy=v["allow_destroy"],
         seed=seed, common=common, prefill=v["prefill"], allow_sparse=v["allow_sparse"], wire=v | {"seed": seed, "workers": common.workers},
     )
+
+
+def _check_nvme(v: dict) -> None:
+    """--engine nvme sends commands to one NVMe namespace, past the page cache and the filesystem."""
+    if not v["target"]:
+        raise UsageError("--engine nvme needs --target /dev/ngXnY (an NVMe namespace's generic char device)")
+    if not v["direct"]:
+        raise UsageError("--buffered does not apply to --engine nvme: passthrough commands never use the page cache")
+    if v["prefill"] or v["allow_sparse"]:
+        raise UsageError("--prefill and --allow-sparse are for files; --engine nvme reads a namespace as it is")
 
 
 def _random_seed() -> int:
