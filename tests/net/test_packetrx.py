@@ -145,6 +145,24 @@ def test_refusals_are_one_line(tmp_path, args, says):
     assert says in assert_one_line_error(p.returncode, p.stderr, 2)
 
 
+def test_without_cap_net_raw_is_one_line(tmp_path):
+    from test_packet_engine import drop_net_raw
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop CAP_NET_RAW from a child (without root it is never held)")
+    prefix = drop_net_raw()
+    if prefix is None:
+        pytest.skip("needs capsh or setpriv to drop CAP_NET_RAW")
+    argv = loadgen_argv("net", "--rx-engine", "packet", "--pps", "1k", "--duration", "1s", "--quiet")
+    if prefix[0] == "capsh":
+        argv = [*prefix, "-c", " ".join(f"'{a}'" for a in argv)]
+    else:
+        argv = [*prefix, *argv]
+    p = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    line = assert_one_line_error(p.returncode, p.stderr, 1)
+    assert line == "loadgen: --rx-engine packet needs CAP_NET_RAW to open AF_PACKET sockets"
+
+
 # ---- hand-made datagrams to serve on loopback ----------------------------------------------------------
 
 def needs_root() -> None:
