@@ -12,7 +12,8 @@
 #   paced-100k  1-queue veth: the packet and xdp engines at 100k pps, requested vs achieved, loss
 # Every tool is measured by the receiving veth's rx_packets delta over the run; loadgen's
 # engines also by loadgen's own receiver (an agent in the receiving namespace: a paired run,
-# which counts every frame and the loss exactly). On veth the xdp engine runs in copy mode
+# which counts every frame and the loss exactly), in the veth case also by its packet
+# receivers (--rx-engine packet). On veth the xdp engine runs in copy mode
 # (veth has no zero-copy AF_XDP) and needs nothing loaded on either end: TX needs no XDP program.
 RAW_CASES=(
     "veth:veth:1:"
@@ -117,7 +118,13 @@ bench_raw() {
             raw_run "$name" "$kind" loadgen "loadgen --engine packet --pps max" "" 1 "$p.loadgen.json" \
                 run_loadgen_raw "$p.loadgen.json" --engine packet --pps max --ramp 0s
             raw_run "$name" "$kind" loadgen "loadgen --engine xdp --pps max" "" 1 "$p.xdp.json" \
-                run_loadgen_raw "$p.xdp.json" --engine xdp --pps max --ramp 0s ;;
+                run_loadgen_raw "$p.xdp.json" --engine xdp --pps max --ramp 0s
+
+            # The same, received by the agent's packet receivers (AF_PACKET rings): their count
+            # beside rx_packets says how much of what the veth delivered they took.
+            raw_run "$name" "$kind" loadgen "loadgen --engine packet --rx-engine packet --pps max" "" 1 \
+                "$p.loadgen-rxpacket.json" run_loadgen_raw "$p.loadgen-rxpacket.json" --engine packet --pps max --ramp 0s \
+                --rx-engine packet ;;
         scale)
             local n
             for n in 1 2; do

@@ -207,9 +207,14 @@ NET = _options(
            "stack and a NIC's packet counters see one packet per run.", flag="--gso"),
     Option("engine", "socket", _choice("socket", "packet", "xdp"), str,
            "How senders send: socket (a UDP socket per flow, sendmmsg), packet (an AF_PACKET TX ring per "
-           "sender with frames loadgen builds; one way only, needs CAP_NET_RAW; without --workers a sender per "
-           "TX queue) or xdp (the same frames from an AF_XDP socket bound to each TX queue, zero-copy where the "
-           "driver allows, else copy; needs CAP_NET_RAW).", "ENGINE"),
+           "sender with frames loadgen builds, echoes returning to the flows' UDP sockets; needs CAP_NET_RAW; "
+           "without --workers a sender per TX queue) or xdp (the same frames from an AF_XDP socket bound to "
+           "each TX queue, zero-copy where the driver allows, else copy; one way only; needs CAP_NET_RAW).",
+           "ENGINE"),
+    Option("rx_engine", "socket", _choice("socket", "packet"), str,
+           "How loadgen's receivers receive (the embedded one, or --peer's): socket (UDP sockets, recvmmsg) or "
+           "packet (an AF_PACKET RX ring per receiver in one fanout group; one way only, needs CAP_NET_RAW).",
+           "ENGINE"),
     *COMMON.values(),
 )
 
@@ -220,6 +225,9 @@ SERVE = _options(
     Option("workers", None, parse_count, int, "Receiver threads per port.", "N", 1, MAX_WORKERS,
            default_help="one per usable CPU"),
     Option("max_flows", "1024", parse_count, int, "Flow ids tracked per receiver.", "N", 1, MAX_FLOWS),
+    Option("rx_engine", "socket", _choice("socket", "packet"), str,
+           "socket (UDP sockets, recvmmsg) or packet (AF_PACKET RX rings in one fanout group; --port only, "
+           "needs CAP_NET_RAW).", "ENGINE"),
     Option("duration", "0", parse_duration_ns, int, "Stop after this long; 0: until Ctrl-C.", "DURATION", 0, MAX_RUN_NS,
            format_duration),
     COMMON["interval"],

@@ -174,6 +174,7 @@ class NetSpec:
     engine: str = "socket"           # socket: UDP sockets; packet: AF_PACKET TX rings (loadgen/net/packet.py);
                                      # xdp: AF_XDP sockets (loadgen/net/xdp.py)
     per_queue: bool = False          # a raw engine without --workers: a sender per TX queue (loadgen/net/queues.py)
+    rx_engine: str = "socket"        # socket: UDP sockets; packet: AF_PACKET RX rings (loadgen/net/packetrx.py)
     wire: dict = field(repr=False, compare=False, default_factory=dict)  # typed options, defaults resolved
 
     @property
@@ -201,6 +202,7 @@ class NetSpec:
             "receivers": self.receivers if self.target is None else 0,
             "gso": self.gso,
             "engine": self.engine,
+            "rx_engine": self.rx_engine,
             **{k: v for k, v in asdict(self.common).items()},
         }
 
@@ -257,14 +259,17 @@ def _net(v: dict) -> NetSpec:
         raise UsageError(f"invalid flows: {flows} (at least one per worker: {common.workers} to {MAX_FLOWS})")
     receivers = common.workers if v["receivers"] is None else v["receivers"]
     target = parse_host_port(v["target"]) if v["target"] else None
-    if raw and v["mode"] == "echo":
-        raise UsageError(f"--engine {v['engine']} sends one way; --mode echo needs --engine socket")
+    if v["engine"] == "xdp" and v["mode"] == "echo":
+        raise UsageError("--engine xdp sends one way; --mode echo needs --engine socket or packet")
+    if v["rx_engine"] == "packet" and v["mode"] == "echo":
+        raise UsageError("--rx-engine packet counts one way (its rings only read frames); "
+                         "--mode echo needs --rx-engine socket")
     if raw and v["gso"]:
         raise UsageError(f"--gso is for --engine socket: the {v['engine']} engine builds every frame itself")
     return NetSpec(
         target=target, rate_pps=v["pps"], size_bytes=v["size"], flows=flows, mode=v["mode"],
         timeout_ns=v["timeout"], batch=v["batch"], receivers=receivers, port=v["port"], gso=v["gso"],
-        common=common, engine=v["engine"], per_queue=per_queue,
+        common=common, engine=v["engine"], per_queue=per_queue, rx_engine=v["rx_engine"],
         # per queue: workers 0 on the wire, so a sending agent places senders by its own queues
         wire=v | {"flows": flows, "receivers": receivers, "workers": 0 if per_queue else common.workers,
                   "target": format_host_port(*target) if target else None},

@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define LG_ABI_VERSION 8
+#define LG_ABI_VERSION 9
 
 /* Only lg_* names leave the library; everything else is hidden (-fvisibility=hidden). */
 #define LG_API __attribute__((visibility("default")))
@@ -173,6 +173,25 @@ struct lg_packet_config {
 #define LG_XSK_ZEROCOPY 1	/* the driver sends from the UMEM itself; else the kernel copies (XDP_COPY) */
 #define LG_XSK_NEED_WAKEUP 2	/* the kernel says when a kick is needed (XDP_USE_NEED_WAKEUP) */
 
+enum lg_net_rx_engine {
+	LG_NET_RX_ENGINE_SOCKET,	/* recv_fds: bound UDP sockets, recvmmsg */
+	LG_NET_RX_ENGINE_PACKET,	/* recv_fds: AF_PACKET sockets set up by lg_packet_rx_open (packetrx.c) */
+};
+
+/*
+ * The packet receivers' rings: each recv_fds entry is an AF_PACKET socket
+ * with a TPACKET_V3 RX ring of blocks * block_bytes, set up by
+ * lg_packet_rx_open with the same geometry; the receiver maps it.
+ */
+struct lg_packet_rx_config {
+	uint32_t block_bytes;	/* a power of two, at least a page, holds the largest frame */
+	uint32_t blocks;
+};
+
+#define LG_PACKET_RX_BLOCK_BYTES (1u << 20)	/* holds one frame of the largest UDP datagram */
+#define LG_PACKET_RX_BLOCKS 16
+#define LG_PACKET_RX_RETIRE_MS 8	/* the kernel hands over a block this long after its first frame */
+
 struct lg_net_config {
 	uint32_t senders;	/* sender workers; flow f belongs to sender f % senders */
 	uint32_t receivers;	/* receiver workers, one per recv_fds entry */
@@ -196,6 +215,9 @@ struct lg_net_config {
 	const int32_t *send_cpus;	/* senders entries: CPU or -1 */
 	const int32_t *recv_cpus;	/* receivers entries */
 	const struct lg_packet_config *packet;	/* LG_NET_ENGINE_PACKET: the frames; else NULL */
+	uint32_t rx_engine;	/* enum lg_net_rx_engine: how receivers receive */
+	uint32_t _rx_pad;
+	const struct lg_packet_rx_config *packet_rx;	/* LG_NET_RX_ENGINE_PACKET: the rings; else NULL */
 };
 
 struct lg_run;
@@ -280,6 +302,15 @@ LG_API void lg_run_free(struct lg_run *run);
 
 /* The first n offsets worker would use under cfg, into out (test hook for the offset generator). */
 LG_API int lg_disk_offsets(const struct lg_disk_config *cfg, int worker, uint64_t *out, uint32_t n);
+
+/* Make fd (an AF_PACKET SOCK_DGRAM socket, its filter attached) a packet
+ * receiver: a TPACKET_V3 RX ring of rx's geometry, bound to ifindex (0: every
+ * interface) for protocol (host order: ETH_P_IP, ETH_P_IPV6), then in a
+ * PACKET_FANOUT_HASH group (IPv4 defragmented first): fanout_id < 0 founds a
+ * new group the kernel numbers uniquely, else joins that one. Returns the
+ * group's id (0 .. 65535) or -errno. */
+LG_API int lg_packet_rx_open(int fd, int32_t ifindex, uint32_t protocol, const struct lg_packet_rx_config *rx,
+			     int32_t fanout_id);
 
 /* Encode a datagram header into buf (LG_PKT_HEADER_BYTES); test hook for the wire format. */
 LG_API void lg_pkt_encode(void *buf, uint32_t flow, uint32_t seq, uint32_t run_tag,

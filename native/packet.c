@@ -31,6 +31,9 @@
  * moving past a frame the kernel refuses (one the caller checked cannot be:
  * the template's length fits the device's MTU). The kernel sends only when
  * kicked, so a slot never holds a frame it will send unasked (held: 0).
+ *
+ * Echo mode: the returns come back to the flows' UDP sockets (echo.h), drained
+ * by the shared loop (rawsend.h).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -43,6 +46,7 @@
 #include <linux/if_packet.h>
 #include <linux/virtio_net.h>
 #include "clock.h"
+#include "echo.h"
 #include "hdr.h"
 #include "pace.h"
 #include "packet.h"
@@ -79,7 +83,7 @@ int packet_check(const struct lg_net_config *cfg)
 	if (!pc || (xdp ? !pc->xsks : !pc->fds) || !pc->frame || !pc->src_ports || !pc->csum_base ||
 	    pc->frame_bytes > (xdp ? LG_XDP_MAX_FRAME_BYTES : LG_PACKET_MAX_FRAME_BYTES) || pc->udp_offset < 14 ||
 	    pc->udp_offset + 8 + (uint64_t)cfg->size_bytes != pc->frame_bytes ||
-	    pc->udp_offset % 2 || (pc->ring_frames & (pc->ring_frames - 1)) || cfg->echo)
+	    pc->udp_offset % 2 || (pc->ring_frames & (pc->ring_frames - 1)) || (xdp && cfg->echo))
 		return -EINVAL;
 	if (xdp)
 		for (uint32_t i = 0; i < cfg->senders; i++)
@@ -300,14 +304,18 @@ void packet_sender_worker(struct worker *w)
 	const struct lg_net_config *cfg = w->config;
 	struct raw_flow *flows = raw_flows_alloc(cfg);
 	struct ring ring;
+	struct echo_rx *echo = NULL;
 	int err;
 
 	memset(&ring, 0, sizeof(ring));
-	err = flows ? ring_open(&ring, cfg->packet->fds[w->index], cfg->packet) : -ENOMEM;
+	if (flows && cfg->echo)
+		echo = echo_rx_open(cfg, w->index);
+	err = flows && (echo || !cfg->echo) ? ring_open(&ring, cfg->packet->fds[w->index], cfg->packet) : -ENOMEM;
 	if (err)
 		worker_set_state(w, LG_STATE_FAILED, -err);
 	else
-		raw_sender_run(&packet_ops, &ring, w, flows);
+		raw_sender_run(&packet_ops, &ring, w, flows, echo);
+	echo_rx_close(echo);
 	ring_close(&ring);
 	free(flows);
 }

@@ -30,6 +30,11 @@
  * The IP header never changes (no ports in it, DF set and ID 0), so its
  * checksum is the template's.
  *
+ * Echo mode (packet engine): each frame's source is its flow's UDP socket, so
+ * the returns arrive there (echo.h); every pass drains them, the sender sleeps
+ * in a poll that wakes for them with the tolerance as its window, and waits
+ * grace_ns for the last ones after sending.
+ *
  * raw_sender_run is static inline and each engine passes a constant raw_ops,
  * so the compiler can call the engine's functions directly.
  */
@@ -38,6 +43,7 @@
 
 #include <stdlib.h>
 #include "clock.h"
+#include "echo.h"
 #include "loadgen.h"
 #include "pace.h"
 #include "pkt.h"
@@ -159,9 +165,11 @@ raw_kick_reap(const struct raw_ops *ops, void *ring, struct worker *w, const str
 }
 
 /* Run sender w on ring until the run ends (the caller opened the ring and
- * closes it); flows has room for the sender's share of cfg->flows. */
+ * closes it); flows has room for the sender's share of cfg->flows; echo, when
+ * not NULL, takes the returns (the caller opens and closes it). */
 static inline __attribute__((always_inline)) void
-raw_sender_run(const struct raw_ops *ops, void *ring, struct worker *w, struct raw_flow *flows)
+raw_sender_run(const struct raw_ops *ops, void *ring, struct worker *w, struct raw_flow *flows,
+	       struct echo_rx *echo)
 {
 	const struct lg_net_config *cfg = w->config;
 	struct lg_worker_stats *st = w->stats;
@@ -174,7 +182,8 @@ raw_sender_run(const struct raw_ops *ops, void *ring, struct worker *w, struct r
 			struct pace_wake_cost cost = pace_measure_wake();
 
 			tolerance_ns = pace_tolerance_ns(cost);
-			window_ns = pace_window_ns(cost, tolerance_ns);
+			/* Echo keeps to the tolerance, as net.c's senders do. */
+			window_ns = echo ? tolerance_ns : pace_window_ns(cost, tolerance_ns);
 		}
 	}
 	pace_record_mode(st, tolerance_ns, (int)cfg->busy_poll);
@@ -196,6 +205,8 @@ raw_sender_run(const struct raw_ops *ops, void *ring, struct worker *w, struct r
 		stats_begin(w);
 		filled = raw_fill(ops, ring, cfg, flows, n_flows, &rr, cfg->batch, now, horizon);
 		taken = raw_kick_reap(ops, ring, w, cfg, slot_ns);
+		if (echo)
+			echo_rx_drain(echo, cfg, st);
 		stats_end(w);
 		if (final && ((!filled && !taken) || now >= deadline + cfg->grace_ns))
 			break;
@@ -210,9 +221,13 @@ raw_sender_run(const struct raw_ops *ops, void *ring, struct worker *w, struct r
 			/* The kernel took none of what is filled (its queue is full): wait for room. */
 			ops->wait(ring, final ? deadline + cfg->grace_ns : deadline);
 		} else if (cfg->busy_poll) {
-			pace_spin_until(wake);
+			if (!echo)
+				pace_spin_until(wake);	/* echo: each pass drains the returns */
 		} else if (wake > clock_now_ns()) {
-			pace_sleep_until(wake);
+			if (echo)
+				echo_rx_idle(echo, wake);
+			else
+				pace_sleep_until(wake);
 		} else if (!filled && !final) {
 			/* Due but not filled: every slot is in flight. */
 			ops->wait(ring, deadline);
@@ -237,6 +252,18 @@ raw_sender_run(const struct raw_ops *ops, void *ring, struct worker *w, struct r
 		stats_begin(w);
 		counter_add(&st->counters[LG_CTR_UNSENT], unsent);
 		stats_end(w);
+	}
+	/* Echo mode: wait up to the timeout for returns still on their way. */
+	if (echo) {
+		int64_t until = clock_now_ns() + cfg->grace_ns;
+
+		while (clock_now_ns() < until) {
+			worker_publish(w);
+			stats_begin(w);
+			echo_rx_drain(echo, cfg, st);
+			stats_end(w);
+			echo_rx_idle(echo, until);
+		}
 	}
 }
 

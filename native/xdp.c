@@ -412,6 +412,6 @@ void xdp_sender_worker(struct worker *w)
 		return;
 	}
 	xsk_prepare(x, cfg->packet);
-	raw_sender_run(&xdp_ops, x, w, flows);
+	raw_sender_run(&xdp_ops, x, w, flows, NULL);
 	free(flows);
 }

@@ -14,7 +14,7 @@ import numpy as np
 
 from loadgen.errors import SetupError
 
-ABI_VERSION = 8
+ABI_VERSION = 9
 ENGINE_IO_URING, ENGINE_PSYNC, ENGINE_NVME = 0, 1, 2
 ENGINES = {"io_uring": ENGINE_IO_URING, "psync": ENGINE_PSYNC, "nvme": ENGINE_NVME}
 STATE_STARTING, STATE_RUNNING, STATE_DONE, STATE_FAILED = range(4)
@@ -62,6 +62,18 @@ class PacketConfig(ctypes.Structure):
     ]
 
 
+NET_RX_ENGINE_SOCKET, NET_RX_ENGINE_PACKET = 0, 1
+NET_RX_ENGINES = {"socket": NET_RX_ENGINE_SOCKET, "packet": NET_RX_ENGINE_PACKET}
+
+
+class PacketRxConfig(ctypes.Structure):
+    """struct lg_packet_rx_config: the packet receivers' ring geometry."""
+    _fields_ = [
+        ("block_bytes", ctypes.c_uint32),
+        ("blocks", ctypes.c_uint32),
+    ]
+
+
 class NetConfig(ctypes.Structure):
     _fields_ = [
         ("senders", ctypes.c_uint32),
@@ -86,6 +98,9 @@ class NetConfig(ctypes.Structure):
         ("send_cpus", ctypes.POINTER(ctypes.c_int32)),
         ("recv_cpus", ctypes.POINTER(ctypes.c_int32)),
         ("packet", ctypes.POINTER(PacketConfig)),
+        ("rx_engine", ctypes.c_uint32),
+        ("_rx_pad", ctypes.c_uint32),
+        ("packet_rx", ctypes.POINTER(PacketRxConfig)),
     ]
 
 
@@ -160,6 +175,7 @@ def _load() -> ctypes.CDLL:
         "lg_xsk_open": (c.c_int, [c.c_int32, c.c_uint32, c.c_uint32, c.c_uint32, c.POINTER(c.c_void_p)]),
         "lg_xsk_mode": (c.c_int, [c.c_void_p]),
         "lg_xsk_close": (None, [c.c_void_p]),
+        "lg_packet_rx_open": (c.c_int, [c.c_int, c.c_int32, c.c_uint32, c.POINTER(PacketRxConfig), c.c_int32]),
         "lg_seq_replay": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint32, c.c_void_p]),
         "lg_disk_offsets": (c.c_int, [c.POINTER(DiskConfig), c.c_int, c.c_void_p, c.c_uint32]),
         "lg_pace_schedule": (c.c_int, [c.c_int64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_void_p,
@@ -191,7 +207,7 @@ def _load() -> ctypes.CDLL:
         fn.restype, fn.argtypes = restype, argtypes
     # The ctypes mirrors must match the C structs byte for byte, or configs arrive garbled.
     for name, mirror in (("lg_disk_config", DiskConfig), ("lg_net_config", NetConfig),
-                         ("lg_packet_config", PacketConfig)):
+                         ("lg_packet_config", PacketConfig), ("lg_packet_rx_config", PacketRxConfig)):
         if lib.lg_struct_size(name.encode()) != ctypes.sizeof(mirror):
             raise SetupError(f"loadgen's native library disagrees on {name}; reinstall loadgen")
     return lib
@@ -336,6 +352,15 @@ class Xsk:
 
 
 SEQ_VERDICTS = ("in_order", "reordered", "duplicated", "too_old", "holes")
+
+
+def packet_rx_open(fd: int, ifindex: int, protocol: int, rx: PacketRxConfig, fanout_id: int | None) -> int:
+    """Give an AF_PACKET socket its RX ring, bind it and put it in a fanout group (None: a new
+    one); the group's id, or OSError with the errno."""
+    ret = lib().lg_packet_rx_open(fd, ifindex, protocol, ctypes.byref(rx), -1 if fanout_id is None else fanout_id)
+    if ret < 0:
+        raise OSError(-ret, os.strerror(-ret))
+    return ret
 
 
 def seq_replay(seqs: list[int], first_seq: int = 0) -> dict[str, int]:
