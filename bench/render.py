@@ -705,7 +705,7 @@ RAW_FIELDS = NET_FIELDS + ("senders",)
 
 
 def raw_loadgen(path):
-    """A packet-engine run: the veth's counters beside its own receiver's (a paired run)."""
+    """A raw-engine run (packet or xdp): the veth's counters beside its own receiver's (a paired run)."""
     lg = loadgen_net(path)
     if lg is None:
         return None
@@ -714,7 +714,8 @@ def raw_loadgen(path):
     c = load(path.rsplit(".", 1)[0] + ".counters.json")
     secs = num(c.get("seconds")) if isinstance(c, dict) else None
     lg.update(veth_pps=div(num(c.get("rx_packets")), secs) if isinstance(c, dict) else None,
-              lost=num(key(s, "lost")), packet=key(doc, "config").get("packet"),
+              lost=num(key(s, "lost")), engine=doc.get("engine") if isinstance(doc, dict) else None,
+              packet=key(doc, "config").get("packet") or key(doc, "config").get("xdp"),
               senders=key(doc, "config", "senders"))
     return lg
 
@@ -730,11 +731,12 @@ RAW_PARSE = {(k, "trafgen"): raw_trafgen for k in ("veth", "scale", "paced")}
 
 
 def packet_note(r):
-    """What the packet engine's result says about its interface and queues."""
+    """What a raw engine's result says about its interface, queues and (xdp) mode."""
     p = r.get("packet") if r else None
     if not isinstance(p, dict):
         return None
     parts = [f"{p.get('interface')} ({p.get('driver')}), {p.get('tx_queues')} TX queue(s)",
+             f"AF_XDP in {p['mode']} mode" if "mode" in p else
              "qdisc bypass" if p.get("qdisc_bypass") else "through the qdisc"]
     senders = p.get("senders")
     if isinstance(senders, list) and senders:
@@ -769,7 +771,7 @@ def render_raw(manifest, duration, out=sys.stdout):
                          cell(e, "recv_pps") if is_lg else "-", cell(e, "lost") if is_lg else "-",
                          ratio(r and r.get("veth_pps"), ref) if is_lg else "-"])
             if is_lg:
-                facts.append((e["name"], packet_note(r)))
+                facts.append(((r or {}).get("engine") or "packet", e["name"], packet_note(r)))
         print(f"== raw: --pps max, 64-byte UDP across a 1-queue veth pair between two namespaces, {dur}s each",
               file=out)
         table(["tool", "sent pps", "received pps (veth rx)", "received pps (lg receiver)", "lost",
@@ -780,14 +782,16 @@ def render_raw(manifest, duration, out=sys.stdout):
         rows = []
         for e in scale:
             r = e["r"]
-            one = next((x["r"] for x in scale if x["tool"] == e["tool"] and x["senders"] == "1" and x["r"]), None)
+            # each tool, and each of loadgen's engines, over its own single sender
+            one = next((x["r"] for x in scale if x["tool"] == e["tool"] and x["senders"] == "1" and x["r"]
+                        and (x["r"].get("engine") == (e["r"] or {}).get("engine"))), None)
             is_lg = e["tool"] == "loadgen"
             senders = str(r["senders"]) if is_lg and r and r.get("senders") is not None else e["senders"]
             rows.append([e["label"], senders, cell(e, "sent_pps"), cell(e, "veth_pps"),
                          cell(e, "recv_pps") if is_lg else "-",
                          ratio(r and r.get("veth_pps"), one and one.get("veth_pps"))])
             if is_lg:
-                facts.append((e["name"] + f" ({e['senders']})", packet_note(r)))
+                facts.append(((r or {}).get("engine") or "packet", e["name"] + f" ({e['senders']})", packet_note(r)))
         if printed:
             print(file=out)
         print(f"== raw: scaling on a 2-queue veth pair, 64-byte UDP, --pps max, {dur}s each", file=out)
@@ -804,7 +808,9 @@ def render_raw(manifest, duration, out=sys.stdout):
                          cell(e, "lost"), cell(e, "lag_max", "{:,.1f}", 1000.0), cell(e, "late")])
         if printed:
             print(file=out)
-        print(f"== raw: paced packet engine across a 1-queue veth pair, 64-byte UDP, {dur}s each", file=out)
+        engines = sorted({e["r"].get("engine") or "packet" for e in paced if e["tool"] == "loadgen" and e["r"]})
+        which = " and ".join(engines or ["packet"]) + (" engines" if len(engines) > 1 else " engine")
+        print(f"== raw: paced {which} across a 1-queue veth pair, 64-byte UDP, {dur}s each", file=out)
         table(["tool", "requested pps", "sent pps", "error", "received pps", "lost", "lag max us", "late ops"],
               rows, out)
         printed = True
@@ -816,9 +822,9 @@ def render_raw(manifest, duration, out=sys.stdout):
             " sent: trafgen = the tx veth's tx_packets + tx_dropped delta / duration; loadgen = its"
             " summary.sent_pps. lg/trafgen and x 1 sender compare veth rx. The --pps max runs have no"
             " ramp; the paced one's figures exclude its ramp.")
-    for name, note in facts:
+    for engine, name, note in facts:
         if note:
-            print(f"packet engine, {name}: {note}", file=out)
+            print(f"{engine} engine, {name}: {note}", file=out)
     for n in notes:
         print("note: " + n, file=out)
 

@@ -135,6 +135,8 @@ def _disk(v: dict) -> DiskSpec:
     size_bytes = v["size"] if size_given else DEFAULT_TEMP_SIZE_BYTES
     if size_bytes < bs_bytes:
         raise UsageError(f"size {format_size(size_bytes)} is smaller than one block of {format_size(bs_bytes)}")
+    if v["engine"] == "nvme":
+        _check_nvme(v)
     common = _common(v)
     batch_submit, batch_complete = _batches(v)
     if v["poll"] and not v["direct"]:
@@ -152,6 +154,16 @@ def _disk(v: dict) -> DiskSpec:
         batch_submit=batch_submit, batch_complete=batch_complete, poll=v["poll"], sqpoll_cpu=v["sqpoll"],
         register_ring=v["register_ring"], wire=v | {"seed": seed, "workers": common.workers},
     )
+
+
+def _check_nvme(v: dict) -> None:
+    """--engine nvme sends commands to one NVMe namespace, past the page cache and the filesystem."""
+    if not v["target"]:
+        raise UsageError("--engine nvme needs --target /dev/ngXnY (an NVMe namespace's generic char device)")
+    if not v["direct"]:
+        raise UsageError("--buffered does not apply to --engine nvme: passthrough commands never use the page cache")
+    if v["prefill"] or v["allow_sparse"]:
+        raise UsageError("--prefill and --allow-sparse are for files; --engine nvme reads a namespace as it is")
 
 
 def default_batch(qd: int) -> int:
@@ -179,6 +191,9 @@ def _random_seed() -> int:
 NET_MODES = ("stream", "echo")
 
 
+RAW_ENGINES = ("packet", "xdp")   # net engines that build whole frames: one way, a sender per TX queue
+
+
 @dataclass(frozen=True)
 class NetSpec:
     target: tuple[str, int] | None   # None: the embedded receiver on loopback
@@ -192,8 +207,10 @@ class NetSpec:
     port: int                        # embedded receiver's port, 0: any free one
     gso: bool                        # paced one-way senders send runs of datagrams by UDP GSO
     common: CommonSpec = field(repr=False)
-    engine: str = "socket"           # socket: UDP sockets; packet: AF_PACKET TX rings (loadgen/net/packet.py)
-    per_queue: bool = False          # packet engine without --workers: a sender per TX queue (loadgen/net/queues.py)
+    engine: str = "socket"           # socket: UDP sockets; packet: AF_PACKET TX rings (loadgen/net/packet.py);
+                                     # xdp: AF_XDP sockets (loadgen/net/xdp.py)
+    per_queue: bool = False          # a raw engine without --workers: a sender per TX queue (loadgen/net/queues.py)
+    rx_engine: str = "socket"        # socket: UDP sockets; packet: AF_PACKET RX rings (loadgen/net/packetrx.py)
     wire: dict = field(repr=False, compare=False, default_factory=dict)  # typed options, defaults resolved
 
     @property
@@ -221,6 +238,7 @@ class NetSpec:
             "receivers": self.receivers if self.target is None else 0,
             "gso": self.gso,
             "engine": self.engine,
+            "rx_engine": self.rx_engine,
             **{k: v for k, v in asdict(self.common).items()},
         }
 
@@ -271,19 +289,23 @@ def _net(v: dict) -> NetSpec:
     common = _common(v, max(1, default_workers() // 2) if paced_embedded else None)
     flows = common.workers if v["flows"] is None else v["flows"]
     # Per queue, the senders are placed later and at most one per flow.
-    per_queue = v["engine"] == "packet" and not v["workers"]
+    raw = v["engine"] in RAW_ENGINES
+    per_queue = raw and not v["workers"]
     if flows < common.workers and not per_queue:
         raise UsageError(f"invalid flows: {flows} (at least one per worker: {common.workers} to {MAX_FLOWS})")
     receivers = common.workers if v["receivers"] is None else v["receivers"]
     target = parse_host_port(v["target"]) if v["target"] else None
-    if v["engine"] == "packet" and v["mode"] == "echo":
-        raise UsageError("--engine packet sends one way; --mode echo needs --engine socket")
-    if v["engine"] == "packet" and v["gso"]:
-        raise UsageError("--gso is for --engine socket: the packet engine builds every frame itself")
+    if v["engine"] == "xdp" and v["mode"] == "echo":
+        raise UsageError("--engine xdp sends one way; --mode echo needs --engine socket or packet")
+    if v["rx_engine"] == "packet" and v["mode"] == "echo":
+        raise UsageError("--rx-engine packet counts one way (its rings only read frames); "
+                         "--mode echo needs --rx-engine socket")
+    if raw and v["gso"]:
+        raise UsageError(f"--gso is for --engine socket: the {v['engine']} engine builds every frame itself")
     return NetSpec(
         target=target, rate_pps=v["pps"], size_bytes=v["size"], flows=flows, mode=v["mode"],
         timeout_ns=v["timeout"], batch=v["batch"], receivers=receivers, port=v["port"], gso=v["gso"],
-        common=common, engine=v["engine"], per_queue=per_queue,
+        common=common, engine=v["engine"], per_queue=per_queue, rx_engine=v["rx_engine"],
         # per queue: workers 0 on the wire, so a sending agent places senders by its own queues
         wire=v | {"flows": flows, "receivers": receivers, "workers": 0 if per_queue else common.workers,
                   "target": format_host_port(*target) if target else None},

@@ -74,6 +74,8 @@ int lg_struct_size(const char *name)
 		return (int)sizeof(struct lg_net_config);
 	if (!strcmp(name, "lg_packet_config"))
 		return (int)sizeof(struct lg_packet_config);
+	if (!strcmp(name, "lg_packet_rx_config"))
+		return (int)sizeof(struct lg_packet_rx_config);
 	if (!strcmp(name, "lg_worker_stats"))
 		return (int)sizeof(struct lg_worker_stats);
 	return -EINVAL;
@@ -93,6 +95,9 @@ int64_t lg_limit(const char *name)
 		{ "pkt_magic", LG_PKT_MAGIC },
 		{ "packet_max_frame_bytes", LG_PACKET_MAX_FRAME_BYTES },
 		{ "packet_ring_frames", LG_PACKET_RING_FRAMES },
+		{ "xdp_max_frame_bytes", LG_XDP_MAX_FRAME_BYTES },
+		{ "packet_rx_block_bytes", LG_PACKET_RX_BLOCK_BYTES },
+		{ "packet_rx_blocks", LG_PACKET_RX_BLOCKS },
 	};
 
 	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)

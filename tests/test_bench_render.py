@@ -238,6 +238,37 @@ def test_raw_paced_row_reads_the_schedule():
     assert row[4] == str(s["lost"]) and row[6] == f"{s['schedule_lag_ns']['late_ops']:,}"
 
 
+def as_xdp_run(src: Path, dst: Path, rx_packets: int) -> None:
+    """A copy of a packet-engine run of the fixture as the xdp engine's, with its own veth counters."""
+    doc = json.loads(src.read_text())
+    packet = doc["config"].pop("packet")
+    doc["engine"] = doc["config"]["engine"] = "xdp"
+    doc["config"]["xdp"] = {k: v for k, v in packet.items() if k != "qdisc_bypass"} | {
+        "mode": "copy", "zero_copy": False, "queue_decided_by": "bind"}
+    dst.write_text(json.dumps(doc))
+    counters = json.loads(src.with_name(src.name.replace(".json", ".counters.json")).read_text())
+    dst.with_name(dst.name.replace(".json", ".counters.json")).write_text(
+        json.dumps(counters | {"rx_packets": rx_packets}))
+
+
+def test_raw_xdp_rows_scale_over_their_own_single_sender(tmp_path):
+    d = tmp_path / "raw"
+    shutil.copytree(RAW, d)
+    as_xdp_run(d / "raw-scale.loadgen-1.json", d / "raw-scale.xdp-1.json", 50_000)
+    as_xdp_run(d / "raw-scale.loadgen-2.json", d / "raw-scale.xdp-2.json", 80_000)
+    with open(d / "raw.manifest.tsv", "a") as f:
+        for n in (1, 2):
+            f.write(f"scale\tscale\tloadgen\tloadgen --engine xdp --workers {n}\tok\traw-scale.xdp-{n}.json\t\t{n}\n")
+    text = rendered(render.render_raw, str(d / "raw.manifest.tsv"), "2")
+    rows = raw_rows(text, "== raw: scaling")
+    assert rows["loadgen --engine xdp --workers 2"][-1] == f"{80_000 / 50_000:.2f}"
+    # the packet engine's ratio is still over its own single sender
+    assert rows["loadgen --engine packet --workers 2"] == raw_rows(
+        rendered(render.render_raw, str(RAW / "raw.manifest.tsv"), "2"), "== raw: scaling")[
+        "loadgen --engine packet --workers 2"]
+    assert "xdp engine, scale (2): " in text and "AF_XDP in copy mode" in text and "queue decided by bind" in text
+
+
 def test_raw_failed_and_skipped_runs_say_so(tmp_path):
     d = tmp_path / "raw"
     shutil.copytree(RAW, d)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from loadgen.disk import ring
+from loadgen.disk import nvme
 from loadgen.disk.target import DiskTarget, open_target
 from loadgen.errors import SetupError
 from loadgen.facts import counters, sysinfo
@@ -50,6 +51,8 @@ def choose_engine(requested: str) -> tuple[str, str | None]:
     """(engine, note): io_uring when allowed, else psync, saying why."""
     if requested == "psync":
         return "psync", "psync forced; synchronous pread/pwrite, one I/O in flight per worker"
+    if requested == "nvme":
+        return nvme.check_engine()
     err = -native.io_uring_probe()
     if err == 0:
         return "io_uring", None
@@ -119,6 +122,7 @@ class DiskJob:
 
     def start(self, timeline: Timeline) -> native.Run:
         spec, target = self.spec, self.target
+        ns = target if isinstance(target, nvme.NvmeTarget) else None
         return native.start_disk(native.DiskConfig(
             fd=target.fd, engine=native.ENGINES[self.engine], workers=spec.common.workers, qd=spec.qd,
             bs_bytes=spec.bs_bytes, read_pct=spec.read_pct, sequential=int(spec.sequential),
@@ -126,6 +130,7 @@ class DiskJob:
             span_bytes=target.span_bytes, rate_ops_per_s=spec.rate_ops_per_s or 0,
             start_ns=timeline.start_ns, ramp_end_ns=timeline.ramp_end_ns, end_ns=timeline.end_ns,
             seed=spec.seed & (2**64 - 1), cpus=native.int32_array(self.cpus),
+            nvme_nsid=ns.nsid if ns else 0, nvme_lba_shift=ns.lba_shift if ns else 0,
             batch_submit=spec.batch_submit, batch_complete=spec.batch_complete, poll=int(spec.poll),
             sqpoll=int(self.sq_cpu is not None), sq_cpu=ring.SQ_CPU_ANY if self.sq_cpu is None else self.sq_cpu,
             sq_idle_ms=ring.SQ_IDLE_MS, register_ring=int(spec.register_ring),
@@ -141,12 +146,15 @@ class DiskJob:
         self.target.close()
 
 
-def prepare(spec: DiskSpec, opener: Callable[[DiskSpec], DiskTarget] = open_target) -> DiskJob:
+def prepare(spec: DiskSpec, opener: Callable[[DiskSpec], DiskTarget] | None = None) -> DiskJob:
     """The one way a disk job is prepared, wherever it runs.
 
-    opener(spec) gives the target: by default spec's own path (a local run); an
-    agent's job process passes one that takes the descriptor the agent opened."""
+    opener(spec) gives the target: by default spec's own path (a local run; an NVMe
+    namespace's ng device under --engine nvme); an agent's job process passes one that
+    takes the descriptor the agent opened."""
     engine, note = choose_engine(spec.engine)
+    if opener is None:
+        opener = nvme.open_nvme_target if engine == "nvme" else open_target
     cpus = worker_cpus(spec.common.workers)
     sq_cpu = ring.sq_cpu(spec.sqpoll_cpu, cpus)
     target = opener(spec)
@@ -174,6 +182,8 @@ def disk_document(spec: DiskSpec, out: Outcome, facts: dict, env: dict, where: d
     if facts.get("sqpoll"):
         config["sqpoll"] = facts["sqpoll"]     # the CPU the SQ threads were given
     config |= where or {}
+    if facts.get("nvme"):   # the namespace and LBA format an nvme job's commands used
+        config["nvme"] = facts["nvme"]
     summary = result.disk_summary(m, out.cpu)
     extra: dict = {"engine_note": facts.get("engine_note"),
                    "warnings": out.warnings + list(facts.get("target_notes") or [])}
@@ -198,7 +208,9 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, watch: Watch | 
     """Run one disk job and return its result document (interrupted or not)."""
     job = prepare(spec)
     try:
-        device = sysinfo.block_device_of(job.target.path)
+        # Passthrough commands bypass the block layer's counters (and an ng device's st_dev is
+        # only the filesystem holding its node): no disk to count or cross-check for nvme.
+        device = None if job.engine == "nvme" else sysinfo.block_device_of(job.target.path)
         around = counters.Around([], [device] if device else [])
         out = await measure(starting(job), spec.common, interval_view(spec), hlog_path,
                             f"loadgen disk {spec.rw} bs={spec.bs_bytes} qd={spec.qd}; values in ns",
