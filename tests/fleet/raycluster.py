@@ -62,6 +62,19 @@ class Node:
         return subprocess.run(["nsenter", "-t", str(init), "--net", "--pid", "--mount", *argv],
                               capture_output=True, text=True, timeout=timeout_s, env=node_env())
 
+    def pids(self, name: str) -> list[int]:
+        """The node's processes whose program is name (raylet, gcs_server), as this host numbers them."""
+        p = subprocess.run(["ip", "netns", "pids", self.ns], capture_output=True, text=True, timeout=STOP_TIMEOUT_S)
+        out = []
+        for pid in p.stdout.split():
+            try:
+                argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if os.path.basename(argv0.decode(errors="replace")) == name:
+                out.append(int(pid))
+        return out
+
     def stop(self) -> None:
         """ray stop --force on this node alone."""
         try:
