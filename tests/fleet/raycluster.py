@@ -104,12 +104,18 @@ def node_env() -> dict:
 
 
 class Cluster:
-    """head + workers; workers: name -> extra ray start arguments (resources, labels)."""
+    """head + workers; workers: name -> extra ray start arguments (resources, labels).
 
-    def __init__(self, tmp: Path, workers: dict[str, list[str]]) -> None:
-        self.hub = Hub()
+    cpus: name -> a CPU list (taskset -c) the node runs on, as if it were a machine of its own: a
+    job pins its workers to the first CPUs it may use, so nodes sharing every CPU would all pin to
+    CPU 0. prefix: the namespaces' names start with it (default: tests/netns.py's Hub's)."""
+
+    def __init__(self, tmp: Path, workers: dict[str, list[str]], cpus: dict[str, str] | None = None,
+                 prefix: str | None = None) -> None:
+        self.hub = Hub(prefix)
         self.nodes: dict[str, Node] = {}
         self.tmp = tmp
+        self.cpus = cpus or {}
         try:
             self._start("head", 2, ["--head", "--port", str(HEAD_PORT), "--include-dashboard", "false"])
             for i, (name, extra) in enumerate(workers.items()):
@@ -140,7 +146,8 @@ class Cluster:
     def _launch(self, name: str, ip: str, args: list[str], attempt: int) -> None:
         ns = self.hub.ns(name)
         log = self.tmp / f"ray-{name}-{attempt}.log"
-        argv = ["ip", "netns", "exec", ns, "unshare", "--pid", "--fork", "--mount-proc",
+        pin = ["taskset", "-c", self.cpus[name]] if name in self.cpus else []
+        argv = ["ip", "netns", "exec", ns, *pin, "unshare", "--pid", "--fork", "--mount-proc",
                 "ray", "start", "--block", "--node-ip-address", ip, "--num-cpus", "1",
                 "--object-store-memory", str(OBJECT_STORE_BYTES), "--disable-usage-stats", *args]
         with open(log, "wb") as out:
