@@ -13,7 +13,7 @@ first sender's CPU on a 2-CPU machine). The bridge calls no netfilter hooks
 It measures and prints, never asserts: sent, received, loss, and each node's
 section, from the result document it keeps.
 
-    python3 -m bench.ray run --out DIR [--pps 200k] [--duration 10] [--ramp 1]
+    python3 -m bench.ray run --out DIR [--pps 200k] [--duration 10] [--ramp 1] [--prefix NAME]
     python3 -m bench.ray show DIR/ray.json        # print a kept result again
 
 Root only (namespaces); needs ray, taskset, unshare and nsenter.
@@ -36,15 +36,16 @@ def node_cpus(n_cpus: int) -> dict[str, str]:
     return {name: str(i % n_cpus) for i, name in enumerate(NODES)}
 
 
-def start_cluster(tmp: Path):
+def start_cluster(tmp: Path, prefix: str | None):
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "fleet")]
     from raycluster import Cluster, ray_unavailable
 
     why = ray_unavailable()
     if why:
         raise SystemExit(f"bench.ray: {why}")
-    cluster = Cluster(tmp, {"w1": ["--resources", '{"role_client": 1}'], "w2": ["--labels", "role=server"]},
-                      cpus=node_cpus(len(os.sched_getaffinity(0))), prefix=f"lgb-ray-{os.getpid()}")
+    workers = {"w1": ["--resources", '{"role_client": 1}'], "w2": ["--labels", "role=server"]}
+    cluster = Cluster(tmp, workers, cpus=node_cpus(len(os.sched_getaffinity(0))),
+                      prefix=prefix or f"lgb-ray-{os.getpid()}")
     try:
         subprocess.run(["ip", "netns", "exec", cluster.hub.hub, "sysctl", "-qw",
                         "net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0",
@@ -55,12 +56,12 @@ def start_cluster(tmp: Path):
     return cluster
 
 
-def run(out_dir: Path, pps: str, duration_s: str, ramp_s: str) -> int:
+def run(out_dir: Path, pps: str, duration_s: str, ramp_s: str, prefix: str | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     doc_path = out_dir / "ray.json"
     with tempfile.TemporaryDirectory(prefix="lgb-ray-") as tmp:
         print("starting a 3-node Ray cluster in namespaces ...", file=sys.stderr, flush=True)
-        cluster = start_cluster(Path(tmp))
+        cluster = start_cluster(Path(tmp), prefix)
         try:
             argv = ["ip", "netns", "exec", cluster.nodes["head"].ns, sys.executable, "-m", "loadgen", "net",
                     "--ray", cluster.address, "--ray-receivers", "role=server", "--pps", pps,
@@ -114,6 +115,7 @@ def main(argv: list[str]) -> int:
     r.add_argument("--pps", default="200k")
     r.add_argument("--duration", default="10")
     r.add_argument("--ramp", default="1")
+    r.add_argument("--prefix", help="the namespaces' names start with this (default lgb-ray-PID)")
     show = sub.add_parser("show")
     show.add_argument("path", type=Path)
     a = ap.parse_args(argv)
@@ -123,7 +125,7 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("bench.ray: skipped: needs root (network namespaces)", file=sys.stderr)
         return 0
-    return run(a.out, a.pps, a.duration, a.ramp)
+    return run(a.out, a.pps, a.duration, a.ramp, a.prefix)
 
 
 if __name__ == "__main__":

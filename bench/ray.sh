@@ -4,6 +4,7 @@
 # Optional: not part of `all` (it needs ray, and a cluster is heavy on a small machine).
 # The cluster, the run and its table are bench/ray.py's; this only checks and dispatches.
 #   BENCH_RAY_PPS=200k   the run's total rate (split evenly over the two sending nodes)
+#   BENCH_RAY_PREFIX=... the namespaces' names start with this (default lgb-ray-PID)
 
 bench_ray() {
     [[ $EUID -eq 0 ]] || { log "ray: skipped: needs root (network namespaces)"; return 0; }
@@ -22,7 +23,7 @@ bench_ray() {
         load        "$(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average before the run)"
     echo
     python3 -m bench.ray run --out "$RESULTS_DIR" --pps "${BENCH_RAY_PPS:-200k}" --duration "$DURATION" \
-        --ramp "$RAMP" | tee "$RESULTS_DIR/ray.summary.txt"
+        --ramp "$RAMP" ${BENCH_RAY_PREFIX:+--prefix "$BENCH_RAY_PREFIX"} | tee "$RESULTS_DIR/ray.summary.txt"
     echo
     echo "ray results: $RESULTS_DIR"
 }
