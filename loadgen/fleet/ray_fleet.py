@@ -19,9 +19,10 @@ Rules:
   error is one line (RAY_MISSING), exit 1.
 - Every call to an actor is bounded (CALL_TIMEOUT_S). While a job runs, the
   controller polls each actor every POLL_S for its latest snapshot; the poll is
-  the heartbeat, and loadgen judges it itself, without waiting for Ray to declare
-  a node dead (Ray's health checks take health_check_period_ms x
-  health_check_failure_threshold, 15 s by default). A poll that fails (Ray saw the
+  the heartbeat, and loadgen judges it itself: Ray declares a node dead only after
+  health_check_failure_threshold failed checks health_check_period_ms apart (15 s
+  by default), and fails a call to an actor at once only if its connection is
+  reset, which a node cut off or frozen never does. A poll that fails (Ray saw the
   actor or its node die) fails that node's run, naming the node. So does a poll
   unanswered for HEARTBEAT_DEADLINE_S while another node answered meanwhile (a busy
   controller delays every answer, and must not blame whichever node it polled
@@ -52,7 +53,10 @@ RAY_MISSING = "--ray needs the ray extra: pip install 'loadgen[ray]'"
 CALL_TIMEOUT_S = 30.0     # an actor's prepare opens sockets or fills a target: generous
 CONNECT_TIMEOUT_S = 60.0  # placing the actors: Ray starts a worker process on each node
 POLL_S = 0.2
-HEARTBEAT_DEADLINE_S = 1.5  # a node unheard this long while another answered is lost: 7 polls missed
+# Polls are answered in milliseconds; a node unheard for 1.5 s while another answered is lost. That leaves
+# a loaded node's scheduler room, and with the rest of a stop (the receivers' drain, teardown) a lost node
+# ends the run within 5 s (issue 15).
+HEARTBEAT_DEADLINE_S = 1.5
 LONGEST_SILENCE_S = 10.0    # ... and this long even when none answered (the controller itself stalled)
 CLOSE_TIMEOUT_S = 2.0
 CLOCK_SAMPLES = 8
