@@ -63,7 +63,8 @@ class Node:
                               capture_output=True, text=True, timeout=timeout_s, env=node_env())
 
     def pids(self, name: str) -> list[int]:
-        """The node's processes whose program is name (raylet, gcs_server), as this host numbers them."""
+        """The node's processes whose program is name (raylet, gcs_server) or whose title starts with it
+        (a Ray worker's, ray::NodeActor), as this host numbers them."""
         p = subprocess.run(["ip", "netns", "pids", self.ns], capture_output=True, text=True, timeout=STOP_TIMEOUT_S)
         out = []
         for pid in p.stdout.split():
@@ -71,7 +72,8 @@ class Node:
                 argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
             except OSError:
                 continue
-            if os.path.basename(argv0.decode(errors="replace")) == name:
+            program = argv0.decode(errors="replace")
+            if os.path.basename(program) == name or program.startswith(name):
                 out.append(int(pid))
         return out
 
