@@ -875,6 +875,7 @@ def _parser_exceptions() -> tuple[tuple, tuple]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The process's entry point: after a command that connected to Ray, the process ends at once."""
     try:
         _main(argv)
     except SystemExit as e:

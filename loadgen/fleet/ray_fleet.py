@@ -454,6 +454,7 @@ def keep_ray_quiet() -> None:
     logger = logging.getLogger("ray")
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
+        handler.close()     # a stream handler's close leaves its stream open
     handler = logging.FileHandler(ray_log_path(), delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
