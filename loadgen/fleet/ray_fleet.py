@@ -29,8 +29,10 @@ Rules:
   first), or for LONGEST_SILENCE_S in any case. The run then ends with what every
   node last reported (run/job.py), exit 1.
 - Ray's own log lines never reach the user's terminal, where a node's death would
-  bury loadgen's one line under them: the driver's "ray" logger writes to
-  ray_log_path() ($TMPDIR/loadgen-ray-PID.log, made only if Ray logs anything);
+  bury loadgen's one line under them (and its stdout, where they would break a
+  --json - document): the driver's "ray" logger and the messages the cluster
+  publishes for the driver ("(raylet) A worker died...") go to ray_log_path()
+  ($TMPDIR/loadgen-ray-PID.log, made only if Ray logs anything);
   Ray's core and every node keep their logs in Ray's session directory
   (/tmp/ray/session_latest/logs on each node), workers' output included
   (log_to_driver=False).
@@ -450,7 +452,15 @@ def ray_log_path() -> Path:
 
 def keep_ray_quiet() -> None:
     """Ray's driver logger to ray_log_path() instead of the terminal (see the module docstring),
-    at INFO, so the file has the whole story."""
+    at INFO, so the file has the whole story; and with it the messages Ray's error listener prints.
+
+    That listener (a thread of every driver, whatever log_to_driver says) prints what the cluster
+    publishes for the driver, such as "(raylet) A worker died or was killed...", to the driver's
+    stdout, where it would also break a --json - document. It prints through
+    ray._private.worker.print_to_stdstream, Ray's one seam for it, which goes to the log instead."""
+    worker = sys.modules.get("ray._private.worker")
+    if worker is not None and hasattr(worker, "print_to_stdstream"):
+        worker.print_to_stdstream = _to_ray_log
     logger = logging.getLogger("ray")
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
@@ -460,6 +470,13 @@ def keep_ray_quiet() -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+
+
+def _to_ray_log(data: dict, ignore_prefix: bool = False) -> None:
+    """print_to_stdstream's stand-in: each line Ray meant for the terminal, into Ray's log."""
+    logger = logging.getLogger("ray")
+    for line in data.get("lines") or []:
+        logger.warning("(%s) %s", data.get("pid"), line)
 
 
 def connect(address: str):

@@ -96,7 +96,14 @@ def test_rays_error_about_a_node_is_one_short_line(message, line):
 
 def test_rays_log_lines_go_to_a_file_not_the_terminal(tmp_path, monkeypatch, capfd):
     import logging
+    import types
 
+    def print_to_stdstream(data, ignore_prefix):
+        print(*data["lines"])
+
+    # Ray's error listener prints what the cluster publishes for the driver through this function.
+    worker = types.SimpleNamespace(print_to_stdstream=print_to_stdstream)
+    monkeypatch.setitem(sys.modules, "ray._private.worker", worker)
     monkeypatch.setattr(ray_fleet, "ray_log_path", lambda: tmp_path / "ray.log")
     logger = logging.getLogger("ray")
     saved = (list(logger.handlers), logger.level, logger.propagate)
@@ -104,6 +111,8 @@ def test_rays_log_lines_go_to_a_file_not_the_terminal(tmp_path, monkeypatch, cap
         ray_fleet.keep_ray_quiet()
         assert not (tmp_path / "ray.log").exists()      # made only when Ray logs something
         logging.getLogger("ray._private.worker").error("Unhandled error: ActorDiedError")
+        worker.print_to_stdstream({"lines": ["A worker died or was killed"], "pid": "raylet", "is_err": False},
+                                  ignore_prefix=False)
         for handler in logger.handlers:
             handler.flush()
     finally:
@@ -111,8 +120,10 @@ def test_rays_log_lines_go_to_a_file_not_the_terminal(tmp_path, monkeypatch, cap
             handler.close()
         logger.handlers[:], logger.level, logger.propagate = saved
     out, err = capfd.readouterr()
-    assert "Unhandled error" not in out + err
-    assert "ERROR ray._private.worker: Unhandled error: ActorDiedError" in (tmp_path / "ray.log").read_text()
+    assert "Unhandled error" not in out + err and "worker died" not in out + err
+    log = (tmp_path / "ray.log").read_text()
+    assert "ERROR ray._private.worker: Unhandled error: ActorDiedError" in log
+    assert "WARNING ray: (raylet) A worker died or was killed" in log
 
 
 def test_instance_type_comes_from_dmi_on_ec2_only(tmp_path):
