@@ -281,12 +281,14 @@ def start_long_run(cluster: Cluster, tmp_path, out: Path) -> subprocess.Popen:
     return controller
 
 
-def check_partial_result(controller: subprocess.Popen, stderr: str, out: Path, node_ip: str) -> str:
+def check_partial_result(controller: subprocess.Popen, stdout: str, stderr: str, out: Path, node_ip: str) -> str:
     """Exit 1, one line from loadgen naming the node and nothing of Ray's on the terminal (no log
-    lines, no traceback), and the measured part kept in the document; the line."""
+    lines, no traceback, none of the messages Ray prints for a driver), and the measured part kept
+    in the document; the line."""
     assert controller.returncode == 1, stderr
     lines = stderr.strip().splitlines()
     assert all(line.startswith("loadgen: ") for line in lines), stderr
+    assert "(raylet)" not in stdout and "Traceback" not in stdout, stdout
     assert node_ip in lines[-1]
     doc = json.loads(out.read_text())
     assert doc["failed"] and node_ip in doc["stop_reason"]
@@ -319,7 +321,7 @@ def test_a_frozen_node_is_lost_by_loadgens_own_heartbeat(cluster, tmp_path):
             controller.kill()
             controller.wait()
     print(f"\nnode frozen: the controller exited {exited_s - frozen_s:.2f} s after the node's actor stopped")
-    assert "no heartbeat" in check_partial_result(controller, stderr, out, frozen.ip)
+    assert "no heartbeat" in check_partial_result(controller, stdout, stderr, out, frozen.ip)
 
 
 def test_a_node_lost_mid_run_gives_a_partial_result_naming_it(cluster, tmp_path):
@@ -341,7 +343,7 @@ def test_a_node_lost_mid_run_gives_a_partial_result_naming_it(cluster, tmp_path)
             controller.kill()
             controller.wait()
     print(f"\nnode lost: the controller exited {exited_s - died_s:.2f} s after the node's raylet died")
-    check_partial_result(controller, stderr, out, lost.ip)
+    check_partial_result(controller, stdout, stderr, out, lost.ip)
 
 
 def wait_gone(pids: list[int], timeout_s: float = RUN_TIMEOUT_S) -> float:
