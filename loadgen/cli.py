@@ -875,6 +875,17 @@ def _parser_exceptions() -> tuple[tuple, tuple]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The process's entry point: after a command that connected to Ray, the process ends at once."""
+    try:
+        _main(argv)
+    except SystemExit as e:
+        ray_fleet = sys.modules.get("loadgen.fleet.ray_fleet")
+        if ray_fleet is not None:   # imported only for --ray: exit without Ray's slow teardown
+            ray_fleet.exit_at_once(e.code if isinstance(e.code, int) else 0 if e.code is None else 1)
+        raise
+
+
+def _main(argv: list[str] | None) -> None:
     from loadgen.run import interrupts
 
     interrupts.install()   # before any work: SIGTERM unwinds like Ctrl-C, and never loses a result

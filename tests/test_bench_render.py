@@ -352,7 +352,7 @@ def test_free_port_is_free_for_tcp_and_udp():
 
 def test_bench_scripts_parse():
     scripts = [ROOT / "bench.sh", *sorted((ROOT / "bench").glob("*.sh"))]
-    assert len(scripts) == 6
+    assert len(scripts) == 7
     for script in scripts:   # bash -n checks one file: further arguments are the script's own
         done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert done.returncode == 0, (script, done.stderr)
@@ -361,4 +361,4 @@ def test_bench_scripts_parse():
 def test_bench_sh_sources_its_sections_and_lists_them():
     done = subprocess.run([str(ROOT / "bench.sh"), "nonsense"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
-    assert "usage: " in done.stderr and "{disk|net|pacing|raw|all}" in done.stderr
+    assert "usage: " in done.stderr and "{disk|net|pacing|raw|all|ray}" in done.stderr
