@@ -342,10 +342,8 @@ async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_pat
     env = run.ready.get("env") or {}
     doc = disk_document(spec, out, run.ready, env | {"controller": basic_env()}, where={"on": host["host"]},
                         hosts=[(host, slice(0, run.workers))])
-    summary, m = doc["summary"], out.measurement
     for device in (run.counters.get("disks") or {}).values():   # the agent counts the one disk under its target
-        summary["device_crosscheck"] = counters.disk_crosscheck(
-            device, summary["read"]["ops"] + m.final.counter("warmup_ops"), summary["write"]["ops"])
+        doc["summary"]["device_crosscheck"] = _crosscheck(device, doc["summary"])
     return doc
 
 
