@@ -172,6 +172,10 @@ def _disk(v: dict, targets: tuple[str, ...]) -> DiskSpec:
     size_bytes = v["size"] if size_given else DEFAULT_TEMP_SIZE_BYTES
     if size_bytes < bs_bytes:
         raise UsageError(f"size {format_size(size_bytes)} is smaller than one block of {format_size(bs_bytes)}")
+    if v["engine"] == "nvme":
+        _check_nvme(v)
+        if is_target_list(v["target"]):   # disk/nvme.py opens the one ng device --target names
+            raise UsageError("--engine nvme runs on one /dev/ngXnY: give --target one path, not a list or a glob")
     common = _common(v)
     notes = ()
     if len(targets) > common.workers:
@@ -188,6 +192,16 @@ def _disk(v: dict, targets: tuple[str, ...]) -> DiskSpec:
         seed=seed, common=common, prefill=v["prefill"], allow_sparse=v["allow_sparse"], wire=v | {"seed": seed, "workers": common.workers},
         targets=targets, notes=notes,
     )
+
+
+def _check_nvme(v: dict) -> None:
+    """--engine nvme sends commands to one NVMe namespace, past the page cache and the filesystem."""
+    if not v["target"]:
+        raise UsageError("--engine nvme needs --target /dev/ngXnY (an NVMe namespace's generic char device)")
+    if not v["direct"]:
+        raise UsageError("--buffered does not apply to --engine nvme: passthrough commands never use the page cache")
+    if v["prefill"] or v["allow_sparse"]:
+        raise UsageError("--prefill and --allow-sparse are for files; --engine nvme reads a namespace as it is")
 
 
 def _random_seed() -> int:

@@ -39,6 +39,7 @@
 #include <unistd.h>
 #include "clock.h"
 #include "hdr.h"
+#include "nvme.h"
 #include "pace.h"
 #include "run.h"
 #include "uring.h"
@@ -241,6 +242,7 @@ struct ring_worker {
 	struct iovec *iov;
 	unsigned qd, n_free, inflight;
 	int fixed_file, fixed_bufs, fd;
+	int nvme;			/* LG_ENGINE_NVME: passthrough commands (nvme.h) */
 	int helpers_apart;		/* io-wq helpers run on CPUs without a worker */
 	int64_t poll_until_ns;		/* closed loop: poll until this long after a completion */
 };
@@ -249,8 +251,10 @@ struct ring_worker {
 static int ring_setup(struct ring_worker *rw, const struct lg_disk_config *cfg)
 {
 	unsigned qd = cfg->qd;
-	/* one SQ slot beyond qd for the timeout SQE of kernels without EXT_ARG */
-	int err = uring_init(&rw->r, qd + 1);
+	int nvme = cfg->engine == LG_ENGINE_NVME;
+	/* one SQ slot beyond qd for the timeout SQE of kernels without EXT_ARG;
+	 * passthrough commands need the big SQEs and CQEs */
+	int err = uring_init_flags(&rw->r, qd + 1, nvme ? IORING_SETUP_SQE128 | IORING_SETUP_CQE32 : 0);
 
 	if (err)
 		return err;
@@ -270,7 +274,9 @@ static int ring_setup(struct ring_worker *rw, const struct lg_disk_config *cfg)
 		rw->free_slots[rw->n_free] = qd - 1 - rw->n_free;
 	/* Registration is an optimisation: without it (RLIMIT_MEMLOCK on old kernels) we still run. */
 	rw->fixed_file = uring_register_file(&rw->r, cfg->fd) == 0;
-	rw->fixed_bufs = uring_register_buffers(&rw->r, rw->iov, qd + 1) == 0;
+	rw->fixed_bufs = (!nvme || nvme_cmd_fixed_supported()) &&
+			 uring_register_buffers(&rw->r, rw->iov, qd + 1) == 0;
+	rw->nvme = nvme;
 	uring_register_ring_fd(&rw->r);
 	rw->helpers_apart = iowq_free_cpus(&rw->r, cfg);
 	rw->fd = rw->fixed_file ? 0 : cfg->fd;
@@ -313,17 +319,25 @@ static unsigned ring_submit(struct ring_worker *rw, int64_t now_ns, int64_t hori
 		s->is_write = (uint32_t)next_is_write(d);
 		s->sched_ns = due;
 		s->submit_ns = now_ns;
-		if (rw->fixed_bufs) {
+		if (rw->nvme) {
+			unsigned buf = s->is_write ? rw->qd : slot;
+
+			nvme_prep_rw(sqe, rw->fd, rw->fixed_file, rw->fixed_bufs ? (int)buf : -1, (int)s->is_write,
+				     cfg->nvme_nsid, cfg->nvme_lba_shift, next_offset(d), cfg->bs_bytes,
+				     rw->iov[buf].iov_base);
+		} else if (rw->fixed_bufs) {
 			sqe->opcode = s->is_write ? IORING_OP_WRITE_FIXED : IORING_OP_READ_FIXED;
 			sqe->buf_index = (uint16_t)(s->is_write ? rw->qd : slot);
 		} else {
 			sqe->opcode = s->is_write ? IORING_OP_WRITE : IORING_OP_READ;
 		}
-		sqe->flags = rw->fixed_file ? IOSQE_FIXED_FILE : 0;
-		sqe->fd = rw->fd;
-		sqe->addr = (uint64_t)(uintptr_t)rw->iov[s->is_write ? rw->qd : slot].iov_base;
-		sqe->len = cfg->bs_bytes;
-		sqe->off = next_offset(d);
+		if (!rw->nvme) {
+			sqe->flags = rw->fixed_file ? IOSQE_FIXED_FILE : 0;
+			sqe->fd = rw->fd;
+			sqe->addr = (uint64_t)(uintptr_t)rw->iov[s->is_write ? rw->qd : slot].iov_base;
+			sqe->len = cfg->bs_bytes;
+			sqe->off = next_offset(d);
+		}
 		sqe->user_data = slot;
 		pace_next(&d->next);
 		rw->inflight++;
@@ -347,7 +361,8 @@ static void ring_reap(struct ring_worker *rw, struct worker *w, int64_t done_ns,
 		if (cqe->user_data == URING_TIMEOUT_USER_DATA)
 			continue;	/* the fallback's timer, not an op */
 		slot = (uint32_t)cqe->user_data;
-		complete_op(&rw->d, &rw->slots[slot], cqe->res, done_ns, stop_ns);
+		complete_op(&rw->d, &rw->slots[slot],
+			    rw->nvme ? nvme_cqe_res(cqe, rw->d.cfg->bs_bytes) : cqe->res, done_ns, stop_ns);
 		rw->free_slots[rw->n_free++] = slot;
 		rw->inflight--;
 	}
@@ -529,7 +544,13 @@ int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out)
 
 	if (!cfg || cfg->workers == 0 || cfg->qd == 0 || cfg->qd > MAX_QD || cfg->bs_bytes == 0 ||
 	    cfg->span_bytes < cfg->bs_bytes || cfg->read_pct > 100 || cfg->fd < 0 ||
-	    (cfg->engine != LG_ENGINE_IO_URING && cfg->engine != LG_ENGINE_PSYNC))
+	    (cfg->engine != LG_ENGINE_IO_URING && cfg->engine != LG_ENGINE_PSYNC && cfg->engine != LG_ENGINE_NVME))
+		return -EINVAL;
+	/* passthrough moves whole LBAs, at most 65536 per command (nvme.h) */
+	if (cfg->engine == LG_ENGINE_NVME &&
+	    (cfg->nvme_nsid == 0 || cfg->nvme_lba_shift < NVME_MIN_LBA_SHIFT ||
+	     cfg->nvme_lba_shift > NVME_MAX_LBA_SHIFT || cfg->bs_bytes & ((1u << cfg->nvme_lba_shift) - 1) ||
+	     (cfg->bs_bytes >> cfg->nvme_lba_shift) > NVME_MAX_NLB))
 		return -EINVAL;
 	err = run_alloc((int)cfg->workers, &run);
 	if (err)
@@ -547,7 +568,7 @@ int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out)
 	}
 	copy->cpus = cpus;
 	run->config_copy = copy;
-	err = run_start(run, cfg->engine == LG_ENGINE_IO_URING ? uring_worker : psync_worker, copy, cpus);
+	err = run_start(run, cfg->engine == LG_ENGINE_PSYNC ? psync_worker : uring_worker, copy, cpus);
 	if (err) {
 		lg_run_free(run);
 		return err;

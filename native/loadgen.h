@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define LG_ABI_VERSION 6
+#define LG_ABI_VERSION 7
 
 /* Only lg_* names leave the library; everything else is hidden (-fvisibility=hidden). */
 #define LG_API __attribute__((visibility("default")))
@@ -93,7 +93,11 @@ struct lg_worker_stats {
 	uint64_t hist[LG_HIST_COUNT][LG_HDR_COUNTS_LEN];
 };
 
-enum lg_engine { LG_ENGINE_IO_URING, LG_ENGINE_PSYNC };
+enum lg_engine {
+	LG_ENGINE_IO_URING,
+	LG_ENGINE_PSYNC,
+	LG_ENGINE_NVME,		/* NVMe passthrough on /dev/ngXnY: IORING_OP_URING_CMD (nvme.h) */
+};
 
 struct lg_disk_config {
 	int32_t fd;		/* opened by the caller with the wanted O_DIRECT */
@@ -111,6 +115,8 @@ struct lg_disk_config {
 	int64_t end_ns;		/* no op starts at or after this */
 	uint64_t seed;
 	const int32_t *cpus;	/* workers entries: the CPU to pin to, or -1 */
+	uint32_t nvme_nsid;	/* LG_ENGINE_NVME: the namespace (NVME_IOCTL_ID) */
+	uint32_t nvme_lba_shift; /* LG_ENGINE_NVME: log2 of its LBA size; bs and offsets are whole LBAs */
 };
 
 /*
@@ -276,6 +282,28 @@ LG_API int64_t lg_pace_count_by(int64_t start_ns, uint64_t rate, uint64_t stride
 /* The tolerance (out[0]) and the window (out[1]) pace.h derives from a wake-up's
  * lateness and CPU time: a test hook. */
 LG_API int lg_pace_wake_windows(int64_t late_p90_ns, int64_t cpu_ns, int64_t out[2]);
+
+/* NVMe passthrough (nvme.c). Fill out (72 bytes, struct nvme_uring_cmd) with the
+ * NVM Read (is_write 0) or Write of length_bytes at offset_bytes of namespace nsid,
+ * whose LBAs are 1 << lba_shift bytes, moving data at addr; returns 72, or -EINVAL
+ * unless both are whole LBAs, length is 1 .. 65536 LBAs and lba_shift is 9 .. 30.
+ * Test hook for the encoding the engine puts in every SQE. */
+LG_API int lg_nvme_encode(void *out, int32_t is_write, uint32_t nsid, uint32_t lba_shift, uint64_t offset_bytes,
+			  uint32_t length_bytes, uint64_t addr);
+/* The 128-byte SQE the nvme engine submits for that command on fd (fixed_file: a
+ * registered file's index; buf_index >= 0: addr lies in that registered buffer);
+ * returns 128 (test hook for nvme_prep_rw). */
+LG_API int lg_nvme_sqe(void *out, int32_t fd, int32_t fixed_file, int32_t buf_index, int32_t is_write, uint32_t nsid,
+		       uint32_t lba_shift, uint64_t offset_bytes, uint32_t length_bytes, uint64_t addr);
+/* Fill out (72 bytes, struct nvme_passthru_cmd) with Identify Namespace of nsid into addr; returns 72 (test hook). */
+LG_API int lg_nvme_encode_identify(void *out, uint32_t nsid, uint64_t addr);
+/* The namespace behind fd (NVME_IOCTL_ID) and its Identify Namespace data into out
+ * (4096 bytes); returns the nsid, or -errno (-ENOTTY: not an NVMe namespace's device;
+ * -EIO: the controller failed the command). */
+LG_API int lg_nvme_identify(int32_t fd, void *out);
+/* 0 if a ring with 128-byte SQEs and 32-byte CQEs (what passthrough needs) works
+ * here: set up, NOPs round-tripped past its wrap, torn down; else -errno. */
+LG_API int lg_nvme_ring_probe(void);
 
 /* Record value_ns into one HDR counts array (test hook for the recorder). */
 LG_API void lg_hdr_record(uint64_t *counts, int64_t value_ns);

@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from loadgen.disk import nvme
 from loadgen.disk.target import DiskTarget, open_target, open_targets
 from loadgen.errors import SetupError
 from loadgen.facts import counters, sysinfo
@@ -58,6 +59,8 @@ def choose_engine(requested: str) -> tuple[str, str | None]:
     """(engine, note): io_uring when allowed, else psync, saying why."""
     if requested == "psync":
         return "psync", "psync forced; synchronous pread/pwrite, one I/O in flight per worker"
+    if requested == "nvme":
+        return nvme.check_engine()
     err = -native.io_uring_probe()
     if err == 0:
         return "io_uring", None
@@ -147,6 +150,7 @@ class DiskJob:
 
     def _config(self, target: DiskTarget, rows: slice, seed: int, timeline: Timeline) -> native.DiskConfig:
         spec = self.spec
+        ns = target if isinstance(target, nvme.NvmeTarget) else None
         return native.DiskConfig(
             fd=target.fd, engine=native.ENGINES[self.engine], workers=rows.stop - rows.start, qd=spec.qd,
             bs_bytes=spec.bs_bytes, read_pct=spec.read_pct, sequential=int(spec.sequential),
@@ -154,6 +158,7 @@ class DiskJob:
             span_bytes=target.span_bytes, rate_ops_per_s=spec.rate_ops_per_s or 0,
             start_ns=timeline.start_ns, ramp_end_ns=timeline.ramp_end_ns, end_ns=timeline.end_ns,
             seed=seed & (2**64 - 1), cpus=native.int32_array(self.cpus[rows]),
+            nvme_nsid=ns.nsid if ns else 0, nvme_lba_shift=ns.lba_shift if ns else 0,
         )  # the native run copies the config and the CPU list
 
     def start(self, timeline: Timeline) -> "native.Run | CompositeRun":
@@ -197,9 +202,12 @@ def prepare(spec: DiskSpec, opener: Callable[[DiskSpec], DiskTarget] | None = No
     """The one way a disk job is prepared, wherever it runs.
 
     opener(spec) gives the target: by default spec's own paths (a local run: each checked
-    before any is written, disk/target.open_targets); an agent's job process passes one
-    that takes the descriptor the agent opened."""
+    before any is written, disk/target.open_targets; an NVMe namespace's ng device under
+    --engine nvme, which takes one); an agent's job process passes one that takes the
+    descriptor the agent opened."""
     engine, note = choose_engine(spec.engine)
+    if opener is None and engine == "nvme":
+        opener = nvme.open_nvme_target
     if opener is not None or len(spec.targets) <= 1:
         targets = [(opener or open_target)(spec)]
     else:
@@ -265,6 +273,8 @@ def disk_document(spec: DiskSpec, out: Outcome, facts: dict, env: dict, where: d
     m = out.measurement
     config = spec.to_config() | {key: facts.get(key) for key in TARGET_FACTS} | {"cpus": facts.get("cpus")}
     config |= where or {}
+    if facts.get("nvme"):   # the namespace and LBA format an nvme job's commands used
+        config["nvme"] = facts["nvme"]
     summary = result.disk_summary(m, out.cpu)
     extra: dict = {"engine_note": facts.get("engine_note"),
                    "warnings": out.warnings + list(spec.notes) + list(facts.get("target_notes") or [])}
@@ -294,7 +304,9 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, watch: Watch | 
     """Run one disk job and return its result document (interrupted or not)."""
     job = prepare(spec)
     try:
-        devices = [sysinfo.block_device_of(t.path) for t in job.targets]
+        # Passthrough commands bypass the block layer's counters (and an ng device's st_dev is
+        # only the filesystem holding its node): no disk to count or cross-check for nvme.
+        devices = [None if job.engine == "nvme" else sysinfo.block_device_of(t.path) for t in job.targets]
         around = counters.Around([], [d for d in devices if d])
         parts = [(t.path, rows) for t, rows in zip(job.targets, job.rows())] if len(job.targets) > 1 else None
         on = f" on {len(job.targets)} targets" if parts else ""

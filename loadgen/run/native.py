@@ -14,9 +14,9 @@ import numpy as np
 
 from loadgen.errors import SetupError
 
-ABI_VERSION = 6
-ENGINE_IO_URING, ENGINE_PSYNC = 0, 1
-ENGINES = {"io_uring": ENGINE_IO_URING, "psync": ENGINE_PSYNC}
+ABI_VERSION = 7
+ENGINE_IO_URING, ENGINE_PSYNC, ENGINE_NVME = 0, 1, 2
+ENGINES = {"io_uring": ENGINE_IO_URING, "psync": ENGINE_PSYNC, "nvme": ENGINE_NVME}
 STATE_STARTING, STATE_RUNNING, STATE_DONE, STATE_FAILED = range(4)
 
 
@@ -37,6 +37,8 @@ class DiskConfig(ctypes.Structure):
         ("end_ns", ctypes.c_int64),
         ("seed", ctypes.c_uint64),
         ("cpus", ctypes.POINTER(ctypes.c_int32)),
+        ("nvme_nsid", ctypes.c_uint32),
+        ("nvme_lba_shift", ctypes.c_uint32),
     ]
 
 
@@ -159,6 +161,13 @@ def _load() -> ctypes.CDLL:
         "lg_pace_wake_windows": (c.c_int, [c.c_int64, c.c_int64, c.c_void_p]),
         "lg_hdr_record": (None, [c.c_void_p, c.c_int64]),
         "lg_hdr_index": (c.c_int, [c.c_int64]),
+        "lg_nvme_encode": (c.c_int, [c.c_void_p, c.c_int32, c.c_uint32, c.c_uint32, c.c_uint64, c.c_uint32,
+                                     c.c_uint64]),
+        "lg_nvme_sqe": (c.c_int, [c.c_void_p, c.c_int32, c.c_int32, c.c_int32, c.c_int32, c.c_uint32, c.c_uint32,
+                                  c.c_uint64, c.c_uint32, c.c_uint64]),
+        "lg_nvme_encode_identify": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint64]),
+        "lg_nvme_identify": (c.c_int, [c.c_int32, c.c_void_p]),
+        "lg_nvme_ring_probe": (c.c_int, []),
         "lg_probe_syscall": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint32]),
         "lg_probe_clock": (c.c_int, [c.c_int32, c.c_void_p, c.c_uint32, c.c_uint32]),
         "lg_probe_sleep": (c.c_int, [c.c_int64, c.c_void_p, c.c_uint32]),
@@ -342,6 +351,49 @@ def limit(name: str) -> int:
 def io_uring_probe() -> int:
     """0 when io_uring can be used here, else -errno."""
     return lib().lg_io_uring_probe()
+
+
+NVME_CMD_BYTES = 72          # struct nvme_uring_cmd, and struct nvme_passthru_cmd (native/nvme.h)
+NVME_IDENTIFY_BYTES = 4096
+
+
+def nvme_encode(is_write: bool, nsid: int, lba_shift: int, offset_bytes: int, length_bytes: int, addr: int) -> bytes:
+    """The 72-byte NVMe read or write command the nvme engine puts in an SQE (tests the encoding);
+    OSError(EINVAL) unless offset and length are whole LBAs."""
+    out = ctypes.create_string_buffer(NVME_CMD_BYTES)
+    n = _check(lib().lg_nvme_encode(out, int(is_write), nsid, lba_shift, offset_bytes, length_bytes, addr),
+               "encoding an NVMe command")
+    return out.raw[:n]
+
+
+def nvme_sqe(fd: int, fixed_file: bool, buf_index: int, is_write: bool, nsid: int, lba_shift: int,
+             offset_bytes: int, length_bytes: int, addr: int) -> bytes:
+    """The 128-byte SQE the nvme engine submits for one command (tests the prep); buf_index -1:
+    a plain buffer."""
+    out = ctypes.create_string_buffer(2 * 64)
+    n = _check(lib().lg_nvme_sqe(out, fd, int(fixed_file), buf_index, int(is_write), nsid, lba_shift, offset_bytes,
+                                 length_bytes, addr), "preparing an NVMe SQE")
+    return out.raw[:n]
+
+
+def nvme_encode_identify(nsid: int, addr: int) -> bytes:
+    """The 72-byte Identify Namespace admin command lg_nvme_identify sends (tests the encoding)."""
+    out = ctypes.create_string_buffer(NVME_CMD_BYTES)
+    n = _check(lib().lg_nvme_encode_identify(out, nsid, addr), "encoding Identify")
+    return out.raw[:n]
+
+
+def nvme_identify(fd: int) -> tuple[int, bytes]:
+    """(nsid, the Identify Namespace data) of the NVMe namespace's device open at fd; OSError
+    (ENOTTY: not an NVMe namespace's device)."""
+    out = ctypes.create_string_buffer(NVME_IDENTIFY_BYTES)
+    nsid = _check(lib().lg_nvme_identify(fd, out), "NVMe Identify Namespace")
+    return nsid, out.raw
+
+
+def nvme_ring_probe() -> int:
+    """0 when a ring with 128-byte SQEs and 32-byte CQEs works here, else -errno."""
+    return lib().lg_nvme_ring_probe()
 
 
 FILL_CHUNK_BYTES = 64 << 20

@@ -273,3 +273,8 @@ def test_a_device_with_a_signature_in_the_list_is_refused(tmp_path, zrams):
     assert p.stderr.count("\n") == 1
     assert Path(clean).read_bytes() == before, "the clean device was written"
     assert not (tmp_path / "r.json").exists()
+
+
+def test_the_nvme_engine_takes_one_target():
+    with pytest.raises(UsageError, match="--engine nvme runs on one /dev/ngXnY"):
+        parse_disk(target="/dev/ng0n1,/dev/ng1n1", engine="nvme")
