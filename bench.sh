@@ -10,6 +10,8 @@
 # Usage:
 #   ./bench.sh disk     fio vs `loadgen disk` (io_uring, 4k random I/O), and both
 #                       rate-limited at 50k and 2k IOPS: requested vs achieved
+#                       and, as root, two hot_added zram devices in one run: fio with a job per
+#                       device vs `loadgen disk --target A,B` (case two-targets), IOPS and CPU
 #   ./bench.sh net      iperf3 and sockperf vs `loadgen net` (UDP, 127.0.0.1 only):
 #                       64-byte blast, round-trip latency at 100k pps, loadgen
 #                       rate accuracy at 10k/100k/300k pps; as root also trafgen
@@ -39,6 +41,7 @@
 #   BENCH_CASES=...          comma-separated subset of case names (see DISK_CASES,
 #                            NET_CASES, PACING_CASES, RAW_CASES)
 #   BENCH_ZRAM_SIZE=2G       size of the zram device (root only)
+#   BENCH_TWO_ZRAM_SIZE=1G   size of each of the two-targets case's zram devices (root only)
 #   BENCH_FILE_SIZE=1G       size of the fallback file target (no root / no zram)
 #   BENCH_TARGET=...         use this existing file or block device instead of
 #                            zram/tempfile. It is overwritten (fill + randwrite)!
