@@ -5,7 +5,7 @@ bench.sh runs the tools and writes, per section, a manifest (`disk.manifest.tsv`
 tool run, naming its output files) and `meta.json` (the run's duration). Everything printed comes from those
 files, so a stored results directory can be rendered again without re-running anything:
 
-    python3 -m bench.render disk|net|pacing|raw MANIFEST [--duration S]
+    python3 -m bench.render disk|disk-targets|net|pacing|raw MANIFEST [--duration S]
     python3 -m bench.render dir RESULTS_DIR
 
 Rules:
@@ -829,9 +829,60 @@ def render_raw(manifest, duration, out=sys.stdout):
         print("note: " + n, file=out)
 
 
+# ------------------------------------------------------------------ two targets --
+
+TARGETS_FIELDS = ("name", "fst", "fjson", "fcpu", "lst", "ljson", "lcpu")
+
+
+def loadgen_targets(path):
+    """A loadgen run on several targets: its total (loadgen_disk) and each target's path, IOPS
+    and the ratio of its device's I/Os to loadgen's (None where it has no crosscheck)."""
+    doc = loadgen_doc(path)
+    if doc is None:
+        return None
+    r = loadgen_disk(path)
+    r["targets"] = [(key(t, "path"), num(key(t, "rate")), num((t.get("device_crosscheck") or {}).get("ratio")))
+                    for t in key(doc, "targets")]
+    return r
+
+
+def _cores(path, base):
+    c = cpu_result(resolve(path, base)) if path else None
+    return num(c.get("cores")) if c and "error" not in c else None
+
+
+def render_disk_targets(manifest, out=sys.stdout):
+    """bench.sh disk's two-targets row: fio with a job per device against one loadgen run on both."""
+    base = os.path.dirname(os.path.abspath(manifest))
+    rows, notes = [], []
+    for m in manifest_rows(manifest, TARGETS_FIELDS):
+        f = fio_result(resolve(m["fjson"], base), "randread") if m["fst"] == "ok" else None
+        g, why = parse(loadgen_targets, resolve(m["ljson"], base)) if m["lst"] == "ok" else (None, None)
+        if m["fst"] != "ok":
+            notes.append(f"{m['name']}: fio {m['fst']}")
+        if m["lst"] != "ok" or g is None:
+            notes.append(f"{m['name']}: loadgen {m['lst']}" + (f" ({why})" if why else ""))
+        fc, gc = _cores(m["fcpu"], base), _cores(m["lcpu"], base)
+        fi, gi = f and f["iops"], g and g["iops"]
+        per_target = "; ".join(f"{os.path.basename(p)} {fmt(r)}" + (f" (device {c:.4f})" if c is not None else "")
+                               for p, r, c in g["targets"]) if g else "-"
+        rows.append([m["name"], fmt(fi), fmt(gi), ratio(gi, fi), fmt(fc, "{:.3f}"), fmt(gc, "{:.3f}"),
+                     ratio(gc, fc), ratio(div(gc, gi), div(fc, fi)),
+                     per_target])
+    print("== disk: two zram devices in one run (4k randread, qd 32 each; fio a job per device, "
+          "loadgen --target A,B with a worker each)", file=out)
+    table(["case", "fio IOPS", "loadgen IOPS", "lg/fio", "fio cores", "lg cores", "cores lg/fio",
+           "CPU/IO lg/fio", "loadgen per target (device I/Os / loadgen's)"], rows, out)
+    say(out, "IOPS are the totals over both devices. cores = CPU time (utime+stime, plus reaped children) of "
+        "each tool's whole process tree over the sampled window, per second; CPU/IO lg/fio = (cores / IOPS) "
+        "of loadgen over fio's.")
+    for n in notes:
+        print("note: " + n, file=out)
+
+
 # ------------------------------------------------------------------ stored directories --
 
-SECTIONS = ("disk", "net", "pacing", "raw")
+SECTIONS = ("disk", "disk-targets", "net", "pacing", "raw")
 
 
 def read_meta(results_dir):
@@ -842,6 +893,8 @@ def read_meta(results_dir):
 def render_section(section, manifest, duration, out=sys.stdout):
     if section == "disk":
         render_disk(manifest, out)
+    elif section == "disk-targets":
+        render_disk_targets(manifest, out)
     elif section == "net":
         render_net(manifest, duration, out)
     elif section == "raw":

@@ -170,7 +170,8 @@ COMMON = _options(
 )
 
 DISK = _options(
-    Option("target", None, _text, str, "File or block device.", "PATH",
+    Option("target", None, _text, str, "File or block device; several: A,B,C or a glob ('/dev/nvme*n1'), "
+           "with the workers spread over them, at least one each.", "PATH[,PATH...]",
            default_help="a temporary file here"),
     Option("size", None, parse_size_bytes, int,
            "Size of the temporary file or of a target file to create; a cap on an existing target's span.", "SIZE", 0,

@@ -6,9 +6,12 @@ cover the workers, the ramp and duration fit the run limit). parse_disk and
 parse_net take raw values from the CLI and profiles; DiskSpec.from_wire and
 NetSpec.from_wire take the typed values an agent receives, which to_wire()
 produced. Both paths meet in one builder per kind, so a spec valid on the
-controller is valid on the agent. Nothing here touches the target or the clock.
+controller is valid on the agent. Nothing here touches the target or the clock,
+but for one directory listing: a --target glob is expanded by parse_disk, so a
+spec names every target it will open (target_names says how).
 """
-from dataclasses import asdict, dataclass, field
+import glob
+from dataclasses import asdict, dataclass, field, replace
 
 from loadgen import options
 from loadgen.errors import UsageError
@@ -55,6 +58,9 @@ class DiskSpec:
     sqpoll_cpu: int | None = None   # IORING_SETUP_SQPOLL on this CPU; -1: any; None: off
     register_ring: bool = True  # register each ring's fd
     wire: dict = field(repr=False, compare=False, default_factory=dict)  # typed options, defaults resolved
+    # The paths --target names, in order ((): a temporary file); several: workers spread over them.
+    targets: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()     # what the result's warnings should say about the spec itself
 
     @property
     def writes(self) -> bool:
@@ -62,8 +68,12 @@ class DiskSpec:
 
     @classmethod
     def from_wire(cls, wire) -> "DiskSpec":
-        """Typed options from to_wire(), checked as strictly as parse_disk checks raw ones."""
-        return _disk(options.from_wire(options.DISK, wire, "disk"))
+        """Typed options from to_wire(), checked as strictly as parse_disk checks raw ones.
+
+        An agent takes the target as one path, never a list or a glob: it opens it beneath
+        its allowed directories, and a controller sends it one target (cli.py refuses more)."""
+        v = options.from_wire(options.DISK, wire, "disk")
+        return _disk(v, (v["target"],) if v["target"] else ())
 
     def to_wire(self, **overrides) -> dict:
         """The spec as the typed options an agent's disk job takes."""
@@ -118,10 +128,49 @@ def _common(v: dict, workers_default: int | None = None) -> CommonSpec:
 def parse_disk(**raw) -> DiskSpec:
     """Raw option values (CLI or profile; names as in options.DISK) into a DiskSpec,
     or UsageError with a one-line reason."""
-    return _disk(options.values(options.DISK, raw, "disk"))
+    v = options.values(options.DISK, raw, "disk")
+    return _disk(v, target_names(v["target"]))
 
 
-def _disk(v: dict) -> DiskSpec:
+TARGET_SEPARATOR = ","
+GLOB_CHARS = "*?["
+
+
+def target_names(text: str | None) -> tuple[str, ...]:
+    """--target's paths: "A,B,C" in that order; an item with a glob character (* ? [) is
+    expanded here, sorted, and must match something. A path cannot hold a comma, and a
+    path with a glob character is always taken as a pattern. None or "": no target."""
+    if not text:
+        return ()
+    names: list[str] = []
+    for item in text.split(TARGET_SEPARATOR):
+        item = item.strip()
+        if not item:
+            raise UsageError(f"invalid target: {text!r} (an empty name in the list)")
+        if any(c in item for c in GLOB_CHARS):
+            matched = sorted(glob.glob(item))
+            if not matched:
+                raise UsageError(f"no target matches {item}")
+            names += matched
+        else:
+            names.append(item)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"target {twice[0]} is named twice")
+    return tuple(names)
+
+
+def is_target_list(text: str | None) -> bool:
+    """Whether --target names a list or a glob (target_names expands it) rather than one path."""
+    return bool(text) and (TARGET_SEPARATOR in text or any(c in text for c in GLOB_CHARS))
+
+
+def spread_workers(workers: int, targets: int) -> list[int]:
+    """How many of the workers each target gets: as even as can be, the first ones one more."""
+    return [workers // targets + (1 if i < workers % targets else 0) for i in range(targets)]
+
+
+def _disk(v: dict, targets: tuple[str, ...]) -> DiskSpec:
     rw, mix, bs_bytes = v["rw"], v["mix"], v["bs"]
     read_pct, sequential = RW_MODES[rw]
     if read_pct is None:
@@ -137,7 +186,15 @@ def _disk(v: dict) -> DiskSpec:
         raise UsageError(f"size {format_size(size_bytes)} is smaller than one block of {format_size(bs_bytes)}")
     if v["engine"] == "nvme":
         _check_nvme(v)
+        if is_target_list(v["target"]):   # disk/nvme.py opens the one ng device --target names
+            raise UsageError("--engine nvme runs on one /dev/ngXnY: give --target one path, not a list or a glob")
     common = _common(v)
+    notes = ()
+    if len(targets) > common.workers:
+        # Every target needs a worker of its own: more workers, not a target left idle.
+        notes = (f"{len(targets)} targets and {common.workers} worker{'s' if common.workers > 1 else ''}: "
+                 f"running {len(targets)} workers, one per target",)
+        common = replace(common, workers=len(targets))
     batch_submit, batch_complete = _batches(v)
     if v["poll"] and not v["direct"]:
         raise UsageError("--poll needs O_DIRECT (drop --buffered)")
@@ -153,6 +210,7 @@ def _disk(v: dict) -> DiskSpec:
         seed=seed, common=common, prefill=v["prefill"], allow_sparse=v["allow_sparse"],
         batch_submit=batch_submit, batch_complete=batch_complete, poll=v["poll"], sqpoll_cpu=v["sqpoll"],
         register_ring=v["register_ring"], wire=v | {"seed": seed, "workers": common.workers},
+        targets=targets, notes=notes,
     )
 
 

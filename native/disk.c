@@ -167,15 +167,19 @@ static int64_t batch_horizon_ns(const struct disk_worker *d, int64_t now_ns, int
 	return h < deadline_ns ? h : deadline_ns - 1;
 }
 
-/* Account one finished op; only completions inside [ramp_end, stop) count. */
+/* Account one finished op; only completions inside [ramp_end, stop) count.
+ * The others are counted apart (warm-up, drained), so that every I/O the
+ * device saw is one loadgen counted: /sys/block/X/stat can be checked exactly. */
 static void complete_op(struct disk_worker *d, const struct op_slot *s, int res,
 			int64_t done_ns, int64_t stop_ns)
 {
 	uint64_t *c = d->stats->counters;
 	int64_t lag_ns, from_ns;
 
-	if (done_ns >= stop_ns)
+	if (done_ns >= stop_ns) {
+		counter_add(&c[LG_CTR_DRAINED_OPS], 1);
 		return;
+	}
 	if (done_ns < d->cfg->ramp_end_ns) {
 		counter_add(&c[LG_CTR_WARMUP_OPS], 1);
 		return;

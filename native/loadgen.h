@@ -68,6 +68,7 @@ enum lg_counter {
 	LG_CTR_KERNEL_STAMPED,	/* arrivals timed by the kernel's receive stamp, not loadgen's read */
 	LG_CTR_GSO_SENT,	/* of LG_CTR_SENT, those sent in UDP GSO runs */
 	LG_CTR_SOCKET_DROPS,	/* a receiver's socket dropped this many, its buffer full (SO_RXQ_OVFL, as of the last arrival) */
+	LG_CTR_DRAINED_OPS,	/* disk: completed at or after the stop, not in results (they reached the device) */
 	/* disk io_uring workers: the ring (set once at setup, but ENTERS) */
 	LG_CTR_ENTERS,		/* io_uring_enter calls made in the measured window */
 	LG_CTR_RING_FLAGS,	/* the IORING_SETUP_* flags the kernel accepted */

@@ -45,6 +45,7 @@ static const char *const counter_names[LG_CTR_COUNT] = {
 	[LG_CTR_KERNEL_STAMPED] = "kernel_stamped",
 	[LG_CTR_GSO_SENT] = "gso_sent",
 	[LG_CTR_SOCKET_DROPS] = "socket_drops",
+	[LG_CTR_DRAINED_OPS] = "drained_ops",
 	[LG_CTR_ENTERS] = "enters",
 	[LG_CTR_RING_FLAGS] = "ring_flags",
 	[LG_CTR_RING_REGISTERED] = "ring_registered",

@@ -35,7 +35,7 @@ def rendered(fn, *args) -> str:
 
 # ---- stored results directories render again, unchanged --------------------------------------
 
-@pytest.mark.parametrize("section", ["disk", "net", "pacing", "raw"])
+@pytest.mark.parametrize("section", ["disk", "disk-targets", "net", "pacing", "raw"])
 def test_stored_directory_renders_its_expected_tables(section):
     d = FIXTURES / section
     assert rendered(render.render_dir, str(d)) == (d / "expected.txt").read_text()
@@ -352,7 +352,7 @@ def test_free_port_is_free_for_tcp_and_udp():
 
 def test_bench_scripts_parse():
     scripts = [ROOT / "bench.sh", *sorted((ROOT / "bench").glob("*.sh"))]
-    assert len(scripts) == 6
+    assert len(scripts) == 7
     for script in scripts:   # bash -n checks one file: further arguments are the script's own
         done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert done.returncode == 0, (script, done.stderr)
@@ -361,4 +361,34 @@ def test_bench_scripts_parse():
 def test_bench_sh_sources_its_sections_and_lists_them():
     done = subprocess.run([str(ROOT / "bench.sh"), "nonsense"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
-    assert "usage: " in done.stderr and "{disk|net|pacing|raw|all}" in done.stderr
+    assert "usage: " in done.stderr and "{disk|net|pacing|raw|all|ray}" in done.stderr
+
+
+# ---- two targets in one run --------------------------------------------------------------------
+
+def test_two_targets_row_sets_the_totals_and_cpu_side_by_side():
+    d = FIXTURES / "disk-targets"
+    text = rendered(render.render_disk_targets, str(d / "disk-targets.manifest.tsv"))
+    fio = json.loads((d / "disk-two-targets.fio.json").read_text())["jobs"][0]["read"]["iops"]
+    doc = json.loads((d / "disk-two-targets.loadgen.json").read_text())
+    cores = {tool: json.loads((d / f"disk-two-targets.{tool}.cpu.json").read_text())["cores"]
+             for tool in ("fio", "loadgen")}
+    row = next(line for line in text.splitlines() if line.startswith("two-targets")).split()
+    lg = doc["summary"]["rate"]
+    assert row[1:8] == [f"{fio:,.0f}", f"{lg:,.0f}", f"{lg / fio:.2f}", f"{cores['fio']:.3f}",
+                        f"{cores['loadgen']:.3f}", f"{cores['loadgen'] / cores['fio']:.2f}",
+                        f"{(cores['loadgen'] / lg) / (cores['fio'] / fio):.2f}"]
+    for t in doc["targets"]:
+        assert f"{Path(t['path']).name} {t['rate']:,.0f} (device {t['device_crosscheck']['ratio']:.4f})" in text
+    assert "note:" not in text
+
+
+def test_a_failed_two_targets_run_is_a_note(tmp_path):
+    d = tmp_path / "disk-targets"
+    shutil.copytree(FIXTURES / "disk-targets", d)
+    (d / "disk-targets.manifest.tsv").write_text(
+        "two-targets\tfailed(rc=1)\tx.fio.json\tx.fio.cpu.json\tok\tdisk-two-targets.loadgen.json\t\n")
+    text = rendered(render.render_disk_targets, str(d / "disk-targets.manifest.tsv"))
+    assert "note: two-targets: fio failed(rc=1)" in text
+    row = next(line for line in text.splitlines() if line.startswith("two-targets")).split()
+    assert row[1] == "-" and row[3] == "-"

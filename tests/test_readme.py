@@ -89,6 +89,8 @@ EXAMPLES: dict[str, Example] = {
     "and keeps it": Example(makes=("test.dat",)),
     "loadgen disk --target test.dat --prefill             # writes any holes first, so every read reaches the "
     "device": Example(),
+    "loadgen disk --target test.dat,more.dat --size 1g    # two targets in one run: a section each, and the "
+    "total": Example(makes=("more.dat",)),
     # Network
     "loadgen net --pps 1M --size 64 --flows 8                  # embedded receiver on loopback": Example(),
     "loadgen net --pps 100k --mode echo                        # time every round trip": Example(),

@@ -57,12 +57,12 @@ def run_serve(tmp_path, *args: str) -> subprocess.CompletedProcess:
 
 def test_serve_counts_a_stream_and_echoes_another_run(tmp_path, serve):
     # serve binds both ports itself (0: any free one) and says which: no free-port race.
-    srv = serve("--port", "0", "--echo-port", "0", "--duration", "4s", "--workers", "1")
+    srv = serve("--port", "0", "--echo-port", "0", "--duration", "10s", "--workers", "1")
     ports = srv.wait_listening(("stream", "echo"))
     port, echo_port = ports["stream"], ports["echo"]
     assert port != echo_port
 
-    # Both runs at once, so that they fit well inside serve's 4 s.
+    # Both runs at once, so that they fit well inside serve's 10 s even on a loaded machine.
     stream = start_net(tmp_path, "--target", f"{LOOPBACK}:{port}", "--pps", "2k", json_name="stream.json")
     echo = start_net(tmp_path, "--target", f"{LOOPBACK}:{echo_port}", "--mode", "echo", "--pps", "2k",
                      json_name="echo.json")
