@@ -31,6 +31,9 @@ class CommonSpec:
     busy_poll: bool = False     # workers spin between ops instead of sleeping (burns cores, less jitter)
 
 
+VERIFY_MIN_BS_BYTES = 64   # a block header (struct lg_block_header, 40 bytes) with room to spare
+
+
 @dataclass(frozen=True)
 class DiskSpec:
     target: str | None          # None: a temporary file in the current directory
@@ -49,6 +52,7 @@ class DiskSpec:
     common: CommonSpec = field(repr=False)
     prefill: bool = False       # write the target's unwritten extents before the run
     allow_sparse: bool = False  # read a target with unwritten extents as it is
+    verify: bool = False        # block headers on writes, checked on reads (native/verify.h)
     wire: dict = field(repr=False, compare=False, default_factory=dict)  # typed options, defaults resolved
 
     @property
@@ -80,6 +84,7 @@ class DiskSpec:
             "seed": self.seed,
             "prefill": self.prefill,
             "allow_sparse": self.allow_sparse,
+            "verify": self.verify,
             **{k: v for k, v in asdict(self.common).items()},
         }
 
@@ -123,6 +128,9 @@ def _disk(v: dict) -> DiskSpec:
     size_bytes = v["size"] if size_given else DEFAULT_TEMP_SIZE_BYTES
     if size_bytes < bs_bytes:
         raise UsageError(f"size {format_size(size_bytes)} is smaller than one block of {format_size(bs_bytes)}")
+    if v["verify"] and bs_bytes < VERIFY_MIN_BS_BYTES:
+        raise UsageError(f"--verify needs blocks of at least {VERIFY_MIN_BS_BYTES} bytes for their header, "
+                         f"not {format_size(bs_bytes)}")
     common = _common(v)
     seed = _random_seed() if v["seed"] is None else v["seed"]
     return DiskSpec(
@@ -130,7 +138,8 @@ def _disk(v: dict) -> DiskSpec:
         size_bytes=size_bytes - size_bytes % bs_bytes, size_given=size_given,
         rw=rw, read_pct=read_pct, sequential=sequential, bs_bytes=bs_bytes, qd=v["qd"],
         rate_ops_per_s=v["iops"], direct=v["direct"], engine=v["engine"], allow_destroy=v["allow_destroy"],
-        seed=seed, common=common, prefill=v["prefill"], allow_sparse=v["allow_sparse"], wire=v | {"seed": seed, "workers": common.workers},
+        seed=seed, common=common, prefill=v["prefill"], allow_sparse=v["allow_sparse"],
+        verify=v["verify"], wire=v | {"seed": seed, "workers": common.workers},
     )
 
 

@@ -42,6 +42,7 @@
 #include "pace.h"
 #include "run.h"
 #include "uring.h"
+#include "verify.h"
 
 #define MAX_QD LG_MAX_QD
 #define BUF_ALIGN 4096
@@ -50,6 +51,7 @@
 struct op_slot {
 	int64_t sched_ns;
 	int64_t submit_ns;
+	uint64_t off;
 	uint32_t is_write;
 };
 
@@ -65,6 +67,9 @@ struct disk_worker {
 	int64_t slot_ns;		/* per-worker spacing: late means behind by more */
 	int index;
 	int n_workers;
+	struct op_slot peek;		/* the next op, drawn but not yet issued (peeked) */
+	int peeked;
+	struct verify v;		/* --verify: v.gen is the map, else NULL */
 };
 
 static inline uint64_t splitmix64(uint64_t *s)
@@ -86,7 +91,8 @@ static uint64_t next_offset(struct disk_worker *d)
 			d->seq_block = 0;
 	} else {
 		/* Lemire's multiply-shift: uniform over [0, n_blocks) without a divide. */
-		block = (uint64_t)(((unsigned __int128)splitmix64(&d->rng) * d->n_blocks) >> 64);
+		block = d->first_block +
+			(uint64_t)(((unsigned __int128)splitmix64(&d->rng) * d->n_blocks) >> 64);
 	}
 	return block * d->cfg->bs_bytes;
 }
@@ -100,6 +106,18 @@ static int next_is_write(struct disk_worker *d)
 	return splitmix64(&d->rng) % 100 >= d->cfg->read_pct;
 }
 
+/* The next op's side and offset, drawn once and kept until taken; NULL while
+ * --verify holds it back because its block has an I/O in flight. */
+static const struct op_slot *peek_op(struct disk_worker *d)
+{
+	if (!d->peeked) {
+		d->peek.is_write = (uint32_t)next_is_write(d);
+		d->peek.off = next_offset(d);
+		d->peeked = 1;
+	}
+	return d->v.gen && verify_busy(&d->v, d->peek.off) ? NULL : &d->peek;
+}
+
 static void disk_worker_init(struct disk_worker *d, const struct lg_disk_config *cfg,
 			     struct lg_worker_stats *stats, int index)
 {
@@ -111,8 +129,9 @@ static void disk_worker_init(struct disk_worker *d, const struct lg_disk_config 
 	d->index = index;
 	d->n_workers = (int)cfg->workers;
 	d->rng = cfg->seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(index + 1));
-	if (cfg->sequential) {
-		/* Each worker walks its own slice, so the stream per worker is sequential. */
+	if (cfg->sequential || cfg->verify) {
+		/* Each worker walks its own slice, so the stream per worker is sequential;
+		 * under --verify, random or not, so each block has one writer that knows it. */
 		d->first_block = total_blocks * index / d->n_workers;
 		d->n_blocks = total_blocks * (index + 1) / d->n_workers - d->first_block;
 		if (d->n_blocks == 0) {
@@ -275,6 +294,7 @@ static int ring_setup(struct ring_worker *rw, const struct lg_disk_config *cfg)
 
 static void ring_teardown(struct ring_worker *rw)
 {
+	verify_free(&rw->d.v);
 	uring_exit(&rw->r);
 	free(rw->bufs);
 	free(rw->iov);
@@ -296,30 +316,39 @@ static unsigned ring_submit(struct ring_worker *rw, int64_t now_ns, int64_t hori
 		uint32_t slot;
 		int64_t due = now_ns;
 
+		uint32_t buf;
+
 		if (cfg->rate_ops_per_s) {
 			due = pace_due_ns(&d->next);
 			if (due > horizon_ns)
 				break;
 		}
+		if (!peek_op(d))
+			break;	/* --verify: its block has an I/O in flight, wait for it */
 		sqe = uring_get_sqe(&rw->r);
 		if (!sqe)
 			break;
 		slot = rw->free_slots[--rw->n_free];
 		s = &rw->slots[slot];
-		s->is_write = (uint32_t)next_is_write(d);
+		*s = d->peek;
+		d->peeked = 0;
 		s->sched_ns = due;
 		s->submit_ns = now_ns;
+		/* writes share one buffer, but a verified write carries its own header */
+		buf = s->is_write && !d->v.gen ? rw->qd : slot;
+		if (d->v.gen)
+			verify_begin(&d->v, rw->iov[buf].iov_base, s->off, (int)s->is_write);
 		if (rw->fixed_bufs) {
 			sqe->opcode = s->is_write ? IORING_OP_WRITE_FIXED : IORING_OP_READ_FIXED;
-			sqe->buf_index = (uint16_t)(s->is_write ? rw->qd : slot);
+			sqe->buf_index = (uint16_t)buf;
 		} else {
 			sqe->opcode = s->is_write ? IORING_OP_WRITE : IORING_OP_READ;
 		}
 		sqe->flags = rw->fixed_file ? IOSQE_FIXED_FILE : 0;
 		sqe->fd = rw->fd;
-		sqe->addr = (uint64_t)(uintptr_t)rw->iov[s->is_write ? rw->qd : slot].iov_base;
+		sqe->addr = (uint64_t)(uintptr_t)rw->iov[buf].iov_base;
 		sqe->len = cfg->bs_bytes;
-		sqe->off = next_offset(d);
+		sqe->off = s->off;
 		sqe->user_data = slot;
 		pace_next(&d->next);
 		rw->inflight++;
@@ -344,6 +373,9 @@ static void ring_reap(struct ring_worker *rw, struct worker *w, int64_t done_ns,
 			continue;	/* the fallback's timer, not an op */
 		slot = (uint32_t)cqe->user_data;
 		complete_op(&rw->d, &rw->slots[slot], cqe->res, done_ns, stop_ns);
+		if (rw->d.v.gen)
+			verify_done(&rw->d.v, rw->iov[slot].iov_base, rw->slots[slot].off,
+				    (int)rw->slots[slot].is_write, cqe->res);
 		rw->free_slots[rw->n_free++] = slot;
 		rw->inflight--;
 	}
@@ -424,6 +456,8 @@ static void uring_worker(struct worker *w)
 	worker_name("lg-disk", w->index);
 	disk_worker_init(&rw.d, cfg, w->stats, w->index);
 	err = ring_setup(&rw, cfg);
+	if (!err && cfg->verify)
+		err = verify_init(&rw.d.v, cfg, w->stats, rw.d.first_block, rw.d.n_blocks);
 	if (err) {
 		worker_set_state(w, LG_STATE_FAILED, -err);
 		ring_teardown(&rw);
@@ -456,7 +490,11 @@ static void uring_worker(struct worker *w)
 		/* a stop may have come while we waited */
 		ring_reap(&rw, w, clock_now_ns(), pace_deadline_ns(w->run, cfg->end_ns));
 	}
-	if (ring_drain(&rw, w, pace_deadline_ns(w->run, cfg->end_ns)) < 0) {
+	err = ring_drain(&rw, w, pace_deadline_ns(w->run, cfg->end_ns));
+	/* a write-only --verify run reads back every block it knows */
+	if (!err && rw.d.v.gen && cfg->read_pct == 0)
+		err = verify_readback_uring(&rw.d.v, w, &rw.r, rw.fd, rw.fixed_file, rw.bufs, rw.qd);
+	if (err < 0) {
 		/* The kernel may still write into them: leak rather than free. */
 		rw.bufs = NULL;
 		rw.iov = NULL;
@@ -479,6 +517,15 @@ static void psync_worker(struct worker *w)
 		worker_set_state(w, LG_STATE_FAILED, ENOMEM);
 		return;
 	}
+	if (cfg->verify) {
+		int err = verify_init(&d.v, cfg, w->stats, d.first_block, d.n_blocks);
+
+		if (err) {
+			worker_set_state(w, LG_STATE_FAILED, -err);
+			free(bufs);
+			return;
+		}
+	}
 	disk_worker_pace(&d);
 	worker_set_state(w, LG_STATE_RUNNING, 0);
 	for (;;) {
@@ -499,9 +546,13 @@ static void psync_worker(struct worker *w)
 				continue;
 			}
 		}
-		s.is_write = (uint32_t)next_is_write(&d);
-		off = next_offset(&d);
+		peek_op(&d);	/* one op at a time: never held back */
+		d.peeked = 0;
+		s.is_write = d.peek.is_write;
+		off = d.peek.off;
 		pace_next(&d.next);
+		if (d.v.gen)
+			verify_begin(&d.v, bufs + (s.is_write ? cfg->bs_bytes : 0), off, (int)s.is_write);
 		s.submit_ns = now;
 		if (s.is_write)
 			res = pwrite(cfg->fd, bufs + cfg->bs_bytes, cfg->bs_bytes, (off_t)off);
@@ -511,8 +562,13 @@ static void psync_worker(struct worker *w)
 		res = res < 0 ? -errno : res;
 		stats_begin(w);
 		complete_op(&d, &s, (int)res, done, pace_deadline_ns(w->run, cfg->end_ns));
+		if (d.v.gen)
+			verify_done(&d.v, bufs + (s.is_write ? cfg->bs_bytes : 0), off, (int)s.is_write, (int)res);
 		stats_end(w);
 	}
+	if (d.v.gen && cfg->read_pct == 0)
+		verify_readback_psync(&d.v, w, cfg->fd, bufs);
+	verify_free(&d.v);
 	free(bufs);
 }
 
@@ -526,6 +582,10 @@ int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out)
 	if (!cfg || cfg->workers == 0 || cfg->qd == 0 || cfg->qd > MAX_QD || cfg->bs_bytes == 0 ||
 	    cfg->span_bytes < cfg->bs_bytes || cfg->read_pct > 100 || cfg->fd < 0 ||
 	    (cfg->engine != LG_ENGINE_IO_URING && cfg->engine != LG_ENGINE_PSYNC))
+		return -EINVAL;
+	/* --verify: a header fits in a block, and every worker has a slice of its own */
+	if (cfg->verify && (cfg->bs_bytes < sizeof(struct lg_block_header) ||
+			    cfg->span_bytes / cfg->bs_bytes < cfg->workers))
 		return -EINVAL;
 	err = run_alloc((int)cfg->workers, &run);
 	if (err)

@@ -45,6 +45,9 @@ static const char *const counter_names[LG_CTR_COUNT] = {
 	[LG_CTR_KERNEL_STAMPED] = "kernel_stamped",
 	[LG_CTR_GSO_SENT] = "gso_sent",
 	[LG_CTR_SOCKET_DROPS] = "socket_drops",
+	[LG_CTR_VERIFY_CHECKED] = "verify_checked",
+	[LG_CTR_VERIFY_BAD] = "verify_bad",
+	[LG_CTR_VERIFY_UNCHECKED] = "verify_unchecked",
 };
 
 static const char *const hist_names[LG_HIST_COUNT] = {
@@ -68,6 +71,8 @@ int lg_struct_size(const char *name)
 		return (int)sizeof(struct lg_net_config);
 	if (!strcmp(name, "lg_packet_config"))
 		return (int)sizeof(struct lg_packet_config);
+	if (!strcmp(name, "lg_sweep_config"))
+		return (int)sizeof(struct lg_sweep_config);
 	if (!strcmp(name, "lg_worker_stats"))
 		return (int)sizeof(struct lg_worker_stats);
 	return -EINVAL;
@@ -87,6 +92,11 @@ int64_t lg_limit(const char *name)
 		{ "pkt_magic", LG_PKT_MAGIC },
 		{ "packet_max_frame_bytes", LG_PACKET_MAX_FRAME_BYTES },
 		{ "packet_ring_frames", LG_PACKET_RING_FRAMES },
+		{ "verify_magic", LG_VERIFY_MAGIC },
+		{ "verify_kept", LG_VERIFY_KEPT },
+		{ "verify_mismatch_bytes", sizeof(struct lg_verify_mismatch) },
+		{ "verify_max_blocks", LG_VERIFY_MAX_BLOCKS },
+		{ "block_header_bytes", sizeof(struct lg_block_header) },
 	};
 
 	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)

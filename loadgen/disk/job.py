@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from loadgen.disk.target import DiskTarget, open_target
-from loadgen.errors import SetupError
+from loadgen.errors import SetupError, UsageError
 from loadgen.facts import counters, sysinfo
 from loadgen.facts.sysinfo import basic_env
 from loadgen.results import histogram, result
@@ -23,6 +23,7 @@ from loadgen.run.controller import Timeline, worker_cpus
 from loadgen.run.intervals import IntervalView
 from loadgen.run.job import Outcome, Watch, measure, starting
 from loadgen.run.stats import Snapshot
+from loadgen.units import format_size
 from loadgen.workload import DiskSpec
 
 if TYPE_CHECKING:
@@ -124,11 +125,13 @@ class DiskJob:
             span_bytes=target.span_bytes, rate_ops_per_s=spec.rate_ops_per_s or 0,
             start_ns=timeline.start_ns, ramp_end_ns=timeline.ramp_end_ns, end_ns=timeline.end_ns,
             seed=spec.seed & (2**64 - 1), cpus=native.int32_array(self.cpus),
+            verify=int(spec.verify), verify_filled=int(self.target.verify_filled),
         ))  # the native run copies the config and the CPU list
 
     def facts(self) -> dict:
         """The engine, the target (TARGET_FACTS) and the CPUs: an agent's "ready" says these."""
         return {"engine": self.engine, "engine_note": self.engine_note, **self.target.facts(),
+                "verify_filled": self.target.verify_filled if self.spec.verify else None,
                 "target_notes": self.target.notes, "cpus": self.cpus}
 
     def close(self) -> None:
@@ -142,11 +145,40 @@ def prepare(spec: DiskSpec, opener: Callable[[DiskSpec], DiskTarget] = open_targ
     agent's job process passes one that takes the descriptor the agent opened."""
     engine, note = choose_engine(spec.engine)
     target = opener(spec)
+    try:
+        check_verify_map(spec, target.span_bytes)
+    except BaseException:
+        target.close()
+        raise
     return DiskJob(spec, engine, note, target, worker_cpus(spec.common.workers))
 
 
+def check_verify_map(spec: DiskSpec, span_bytes: int) -> None:
+    """--verify keeps a generation per block (4 bytes) and gives each worker a slice of its own:
+    refuse a span too large for the map at this bs, or with fewer blocks than workers."""
+    if not spec.verify:
+        return
+    blocks, most = span_bytes // spec.bs_bytes, native.limit("verify_max_blocks")
+    if blocks > most:
+        raise UsageError(f"--verify keeps a generation per block: {format_size(span_bytes)} at bs "
+                         f"{format_size(spec.bs_bytes)} is {blocks} blocks, more than {most} "
+                         "(use a larger --bs or a smaller --size)")
+    if blocks < spec.common.workers:
+        raise UsageError(f"--verify gives each worker blocks of its own: {blocks} blocks for "
+                         f"{spec.common.workers} workers (use fewer --workers or a larger --size)")
+
+
+def verify_summary(spec: DiskSpec, final: Snapshot) -> dict:
+    """What --verify found: the counts, and the first bad blocks in full (native/verify.h)."""
+    return {"mode": "read-back" if spec.read_pct == 0 else "inline",
+            "checked": final.counter("verify_checked"), "bad": final.counter("verify_bad"),
+            "unchecked": final.counter("verify_unchecked"),
+            "mismatches": native.mismatches(final.layout, final.words)}
+
+
 # What a disk job's facts say about its target (DiskTarget.facts), copied into the config.
-TARGET_FACTS = ("target_path", "target_kind", "span_bytes", "target_created", "prefilled_bytes", "unwritten_bytes")
+TARGET_FACTS = ("target_path", "target_kind", "span_bytes", "target_created", "prefilled_bytes", "unwritten_bytes",
+                "verify_filled")
 
 
 def disk_document(spec: DiskSpec, out: Outcome, facts: dict, env: dict, where: dict | None = None,
@@ -160,6 +192,8 @@ def disk_document(spec: DiskSpec, out: Outcome, facts: dict, env: dict, where: d
     config = spec.to_config() | {key: facts.get(key) for key in TARGET_FACTS} | {"cpus": facts.get("cpus")}
     config |= where or {}
     summary = result.disk_summary(m, out.cpu)
+    if spec.verify:
+        summary["verify"] = verify_summary(spec, m.final)
     extra: dict = {"engine_note": facts.get("engine_note"),
                    "warnings": out.warnings + list(facts.get("target_notes") or [])}
     if measured is not None:

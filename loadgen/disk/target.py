@@ -44,6 +44,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loadgen.disk import sweep
 from loadgen.disk.beneath import open_beneath, reopen
 from loadgen.errors import SetupError, UsageError
 from loadgen.run import native
@@ -88,6 +89,7 @@ class DiskTarget:
     created: bool = False           # a file this run made at the user's name, and kept
     prefilled_bytes: int = 0        # unwritten bytes of an existing file written before the run (--prefill)
     unwritten_bytes: int = 0        # unwritten bytes left in the span (--allow-sparse, or a write-only job)
+    verify_filled: bool = False     # filled with --verify headers of generation 1 (disk/sweep.py)
 
     def facts(self) -> dict:
         """What the result's config says about the target, wherever it was opened."""
@@ -361,13 +363,16 @@ def target_from_fd(spec: DiskSpec, fd: int, path: str, temp: bool = False, creat
             target.span_bytes = span - span % spec.bs_bytes
             fill = _plan_prefill(spec, target, st)
         _set_io_flags(spec, fd, path)
-        for offset, length in fill:
+        # --verify stamps a whole-span fill, so the run knows what every block holds
+        stamp_bs = spec.bs_bytes if spec.verify and fresh else 0
+        if fill:
             try:
-                native.file_fill(fd, length, offset)
+                sweep.fill(fd, fill, stamp_bs=stamp_bs, seed=spec.seed)
             except OSError as e:
                 what = "temporary target" if temp else "target"
-                raise SetupError(f"cannot write {format_size(length)} at {offset} of the {what} {path}: "
+                raise SetupError(f"cannot write {format_size(sum(n for _, n in fill))} of the {what} {path}: "
                                  f"{e.strerror}") from None
+            target.verify_filled = bool(stamp_bs)
         if not fresh:
             target.prefilled_bytes = sum(length for _, length in fill)
     except BaseException:
