@@ -377,6 +377,8 @@ def disk_prepare(
     seed: Annotated[Optional[str], typer.Option(help="Seed in the headers under --verify.", metavar="N")] = None,
     allow_destroy: Annotated[bool, typer.Option("--allow-destroy",
                                                 help="Write even to a device that holds data.")] = False,
+    json_path: Annotated[Optional[Path], typer.Option("--json", metavar="FILE",
+                                                      help="Write the fill's figures (bytes, ns, bytes/s, passes).")] = None,
     quiet: Quiet = False,
 ) -> None:
     """Fill a target sequentially at full bandwidth (128k writes, queued), so reads reach real blocks
@@ -384,7 +386,7 @@ def disk_prepare(
     from loadgen.disk import prepare
 
     raise SystemExit(prepare.prepare(prepare.spec(target, size, bs, qd, seed, verify, allow_destroy, passes),
-                                     _human_stream(), quiet))
+                                     _human_stream(), quiet, json_path))
 
 
 @disk_app.command("verify", epilog=examples(

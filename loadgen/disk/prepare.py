@@ -12,7 +12,10 @@ crc32c, so a reader needs only the bs (and, to check it, the seed): a block whos
 not match its place or its bytes, or that has none, is bad. Exit codes: 0 clean, 1 any block
 bad or not read.
 """
+import json
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from loadgen.disk import sweep
@@ -56,8 +59,8 @@ def _progress(out: TextIO, quiet: bool, what: str, total_bytes: int):
     return report
 
 
-def prepare(s: Sweep, out: TextIO, quiet: bool) -> int:
-    """Fill the target; the exit code."""
+def prepare(s: Sweep, out: TextIO, quiet: bool, json_path=None) -> int:
+    """Fill the target; the exit code. json_path: where to write the fill's figures (not a result document)."""
     target = open_target(s.disk)
     try:
         span = target.span_bytes
@@ -75,6 +78,15 @@ def prepare(s: Sweep, out: TextIO, quiet: bool) -> int:
     stamped = f", headers every {format_size(s.disk.bs_bytes)} with seed {s.disk.seed}" if s.verify else ""
     print(f"prepare: {format_size(r.bytes)} written in {s.passes} passes over {format_size(span)} in "
           f"{format_ns(r.elapsed_ns)}, {format_bytes_per_s(r.rate_bytes_per_s)}{stamped}", file=out, flush=True)
+    if json_path is not None:
+        figures = {"kind": "prepare", "target": target.path, "span_bytes": span, "passes": s.passes,
+                   "bytes": r.bytes, "elapsed_ns": r.elapsed_ns, "bytes_per_s": round(r.rate_bytes_per_s, 3),
+                   "qd": s.disk.qd, "io_bytes": sweep.FILL_IO_BYTES, "verify": s.verify}
+        try:
+            Path(json_path).write_text(json.dumps(figures, indent=2) + "\n")
+        except OSError as e:
+            print(f"loadgen: cannot write {json_path}: {e.strerror}", file=sys.stderr)
+            return 1
     return 0
 
 
