@@ -299,7 +299,7 @@ struct lg_sweep_config {
 	uint64_t seed;
 	const uint64_t *extents; /* n_extents (offset, length) pairs, multiples of block_bytes */
 	uint32_t n_extents;
-	uint32_t _pad;
+	uint32_t psync;		/* 1: pwrite/pread, no io_uring (an engine forced to psync) */
 };
 
 #define LG_VERIFY_MAX_BLOCKS (1u << 27)	/* blocks one disk run may verify: 4 bytes of map each */

@@ -206,7 +206,7 @@ static void sweep_worker(struct worker *w)
 	for (size_t i = 0; i < n; i++)
 		bufs[i] = (unsigned char)(0x5a ^ (i * 131));
 	worker_set_state(w, LG_STATE_RUNNING, 0);
-	if (uring_init(&r, cfg->qd + 1) == 0) {
+	if (!cfg->psync && uring_init(&r, cfg->qd + 1) == 0) {
 		int err = sweep_uring(w, &r, &cur, bufs);
 
 		uring_exit(&r);

@@ -89,6 +89,11 @@ EXAMPLES: dict[str, Example] = {
     "and keeps it": Example(makes=("test.dat",)),
     "loadgen disk --target test.dat --prefill             # writes any holes first, so every read reaches the "
     "device": Example(),
+    "loadgen disk prepare --target test.dat --passes 2    # fills it in order, 128k writes at qd 16, before a run":
+        Example(),
+    "loadgen disk --target v.dat --size 1g --rw randwrite --verify --seed 7   # every block stamped, read back after":
+        Example(makes=("v.dat",)),
+    "loadgen disk verify --target v.dat --seed 7          # later: every block's header and crc32c checked": Example(),
     # Network
     "loadgen net --pps 1M --size 64 --flows 8                  # embedded receiver on loopback": Example(),
     "loadgen net --pps 100k --mode echo                        # time every round trip": Example(),

@@ -85,7 +85,8 @@ def _extents(extents: list[tuple[int, int]]):
 
 
 def fill(fd: int, extents: list[tuple[int, int]], passes: int = 1, stamp_bs: int = 0, seed: int = 0,
-         qd: int = FILL_QD, io_bytes: int = FILL_IO_BYTES, progress: Progress | None = None) -> SweepResult:
+         qd: int = FILL_QD, io_bytes: int = FILL_IO_BYTES, progress: Progress | None = None,
+         psync: bool = False) -> SweepResult:
     """Write the fill pattern over extents (offset, length), passes times over, then fdatasync.
 
     stamp_bs: headers every stamp_bs bytes (generation 1, seed), the extents then being multiples
@@ -95,7 +96,7 @@ def fill(fd: int, extents: list[tuple[int, int]], passes: int = 1, stamp_bs: int
     arr = _extents(extents)
     cfg = native.SweepConfig(fd=fd, check=0, io_bytes=io, qd=qd, block_bytes=block, stamp=int(bool(stamp_bs)),
                              passes=passes, check_seed=0, seed=seed & (2**64 - 1), extents=arr,
-                             n_extents=len(extents))
+                             n_extents=len(extents), psync=int(psync))
     result = _run(cfg, progress)
     if result.errors:
         first = min(result.errors)

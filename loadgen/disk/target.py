@@ -367,7 +367,8 @@ def target_from_fd(spec: DiskSpec, fd: int, path: str, temp: bool = False, creat
         stamp_bs = spec.bs_bytes if spec.verify and fresh else 0
         if fill:
             try:
-                sweep.fill(fd, fill, stamp_bs=stamp_bs, seed=spec.seed)
+                # psync forced: no ring, so no io_uring helper threads left to show in the run's census
+                sweep.fill(fd, fill, stamp_bs=stamp_bs, seed=spec.seed, psync=spec.engine == "psync")
             except OSError as e:
                 what = "temporary target" if temp else "target"
                 raise SetupError(f"cannot write {format_size(sum(n for _, n in fill))} of the {what} {path}: "

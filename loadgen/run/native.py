@@ -56,7 +56,7 @@ class SweepConfig(ctypes.Structure):
         ("seed", ctypes.c_uint64),
         ("extents", ctypes.POINTER(ctypes.c_uint64)),
         ("n_extents", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
+        ("psync", ctypes.c_uint32),
     ]
 
 
