@@ -4,7 +4,8 @@
  * it back and checks every block's header (verify.h).
  *
  * One worker keeps qd I/Os of io_bytes in flight on an io_uring, walking the
- * extents in order, pass after pass; where io_uring is forbidden it falls back
+ * extents in order, pass after pass, writing pseudo-random bytes (incompressible,
+ * as fio's are); where io_uring is forbidden it falls back
  * to pwrite/pread one I/O at a time. It counts ops and bytes as a disk worker
  * does (no histograms: a sweep is not measured, only watched) and stops early
  * when the run is stopped (lg_run_stop), leaving the rest undone.
@@ -189,6 +190,23 @@ out:
 	return inflight ? err : 0;
 }
 
+/* Pseudo-random bytes (splitmix64): a preconditioning fill must not compress or
+ * dedupe better than real data would (zram, compressing SSDs), as fio's default
+ * random buffers do not. */
+static void fill_random(unsigned char *buf, size_t n, uint64_t seed)
+{
+	uint64_t s = seed ^ 0x6a09e667f3bcc908ULL;
+
+	for (size_t i = 0; i + 8 <= n; i += 8) {
+		uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
+
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+		z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+		z ^= z >> 31;
+		memcpy(buf + i, &z, 8);
+	}
+}
+
 static void sweep_worker(struct worker *w)
 {
 	const struct lg_sweep_config *cfg = w->config;
@@ -202,9 +220,7 @@ static void sweep_worker(struct worker *w)
 		worker_set_state(w, LG_STATE_FAILED, ENOMEM);
 		return;
 	}
-	/* the fill pattern of disk.c: non-zero, so no device can elide the writes */
-	for (size_t i = 0; i < n; i++)
-		bufs[i] = (unsigned char)(0x5a ^ (i * 131));
+	fill_random(bufs, n, cfg->seed);
 	worker_set_state(w, LG_STATE_RUNNING, 0);
 	if (!cfg->psync && uring_init(&r, cfg->qd + 1) == 0) {
 		int err = sweep_uring(w, &r, &cur, bufs);
