@@ -71,7 +71,7 @@ enum lg_counter {
 	/* disk --verify and the sweeps (verify.h): every completed read of a block whose content is known */
 	LG_CTR_VERIFY_CHECKED,	/* blocks whose header and crc32c were checked */
 	LG_CTR_VERIFY_BAD,	/* of those, blocks that did not match */
-	LG_CTR_VERIFY_UNCHECKED, /* reads of blocks this run never wrote, and written blocks never read back */
+	LG_CTR_VERIFY_UNCHECKED, /* reads of blocks this run never wrote; failed writes; written blocks never read back */
 	LG_CTR_COUNT
 };
 

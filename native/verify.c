@@ -279,8 +279,11 @@ void verify_done(struct verify *v, const void *buf, uint64_t offset_bytes, int i
 	uint32_t gen = *e & ~VERIFY_BUSY;
 
 	if (is_write) {
-		/* a write that failed or fell short may have left anything behind */
+		/* a write that failed or fell short may have left anything behind: that
+		 * block can no longer be checked, and says so */
 		*e = res == (int)v->block_bytes ? gen : 0;
+		if (res != (int)v->block_bytes)
+			counter_add(&v->stats->counters[LG_CTR_VERIFY_UNCHECKED], 1);
 		return;
 	}
 	*e = gen;

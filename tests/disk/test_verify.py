@@ -12,6 +12,7 @@ import pytest
 
 from loadgen.disk import job as disk_job
 from loadgen.errors import UsageError
+from loadgen.results import documents
 from loadgen.run import native
 from loadgen.workload import parse_disk
 from netns import run_loadgen
@@ -81,7 +82,7 @@ def test_a_block_overwritten_between_a_verified_write_and_the_read_back_is_named
                     "--size", "1m", "--duration", "1s", "--ramp", "0s", "--workers", "2", "--json", "w.json")
     assert r.returncode == 0, r.stderr
     assert "verify: 256 blocks checked, 0 bad" in r.stdout
-    verify = json.loads((tmp_path / "w.json").read_text())["summary"]["verify"]
+    verify = documents.load_result(tmp_path / "w.json")["summary"]["verify"]   # and it fits the schema
     # the created file was filled with stamped headers, so the read-back knows every block
     assert verify == {"mode": "read-back", "checked": 256, "bad": 0, "unchecked": 0, "mismatches": []}
 
@@ -110,7 +111,9 @@ def _run_corrupted(tmp_path, monkeypatch, corrupt_offset, **options):
     monkeypatch.setattr(disk_job, "prepare", prepare_then_corrupt)
     spec = parse_disk(**({"target": str(tmp_path / "c.dat"), "size": "64k", "verify": True, "seed": "5",
                           "workers": "1", "duration": "1s", "ramp": "0s", "interval": "1s"} | options))
-    return asyncio.run(disk_job.run_disk(spec))["summary"]["verify"]
+    doc = asyncio.run(disk_job.run_disk(spec))
+    documents.check(json.loads(json.dumps(doc)), "urn:loadgen:schema:result", "the document")   # mismatches fit the schema
+    return doc["summary"]["verify"]
 
 
 def test_an_inline_read_of_a_corrupted_block_is_bad_at_its_offset(tmp_path, monkeypatch):
