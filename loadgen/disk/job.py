@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from loadgen.disk.target import DiskTarget, open_target
+from loadgen.disk.target import DiskTarget, mem_available_bytes, open_target
 from loadgen.errors import SetupError, UsageError
 from loadgen.facts import counters, sysinfo
 from loadgen.facts.sysinfo import basic_env
@@ -153,6 +153,9 @@ def prepare(spec: DiskSpec, opener: Callable[[DiskSpec], DiskTarget] = open_targ
     return DiskJob(spec, engine, note, target, worker_cpus(spec.common.workers))
 
 
+VERIFY_MAP_BYTES_PER_BLOCK = 4   # native/verify.h: a uint32 per block
+
+
 def check_verify_map(spec: DiskSpec, span_bytes: int) -> None:
     """--verify keeps a generation per block (4 bytes) and gives each worker a slice of its own:
     refuse a span too large for the map at this bs, or with fewer blocks than workers."""
@@ -163,6 +166,11 @@ def check_verify_map(spec: DiskSpec, span_bytes: int) -> None:
         raise UsageError(f"--verify keeps a generation per block: {format_size(span_bytes)} at bs "
                          f"{format_size(spec.bs_bytes)} is {blocks} blocks, more than {most} "
                          "(use a larger --bs or a smaller --size)")
+    available = mem_available_bytes()
+    if available is not None and blocks * VERIFY_MAP_BYTES_PER_BLOCK > available // 2:
+        raise UsageError(f"--verify keeps a generation per block: {blocks} blocks need "
+                         f"{format_size(blocks * VERIFY_MAP_BYTES_PER_BLOCK)} of map, more than half of the "
+                         f"{format_size(available)} of memory available here (use a larger --bs or a smaller --size)")
     if blocks < spec.common.workers:
         raise UsageError(f"--verify gives each worker blocks of its own: {blocks} blocks for "
                          f"{spec.common.workers} workers (use fewer --workers or a larger --size)")

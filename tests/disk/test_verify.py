@@ -170,3 +170,11 @@ def test_check_verify_map_bounds():
         disk_job.check_verify_map(spec, BS)
     with pytest.raises(UsageError, match="more than"):
         disk_job.check_verify_map(spec, (native.limit("verify_max_blocks") + 1) * BS)
+
+
+def test_a_map_over_half_the_available_memory_is_refused(monkeypatch):
+    spec = parse_disk(verify=True, bs="4k", workers="1", duration="1s")
+    monkeypatch.setattr(disk_job, "mem_available_bytes", lambda: 16 * 1024)
+    disk_job.check_verify_map(spec, 2048 * BS)                 # 8 KiB of map: half of 16 KiB
+    with pytest.raises(UsageError, match="of map, more than half"):
+        disk_job.check_verify_map(spec, 2049 * BS)
