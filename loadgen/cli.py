@@ -943,7 +943,8 @@ def main(argv: list[str] | None = None) -> None:
     interrupts.install()   # before any work: SIGTERM unwinds like Ctrl-C, and never loses a result
     usage_errors, aborts = _parser_exceptions()
     try:
-        app(args=argv, prog_name=PROG, standalone_mode=False)
+        if app(args=argv, prog_name=PROG, standalone_mode=False) == EXIT_INTERRUPTED:
+            raise KeyboardInterrupt   # typer >= 0.16 returns this for a KeyboardInterrupt it caught
     except aborts:
         sys.stderr.write("loadgen: interrupted\n")
         raise SystemExit(EXIT_INTERRUPTED) from None

@@ -1,10 +1,12 @@
 """loadgen disk prepare and --prefill: sequential fills by the native sweep, on files and a zram device."""
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from netns import run_loadgen
+from netns import clean_env, loadgen_argv, run_loadgen
 
 MiB = 1 << 20
 
@@ -53,6 +55,23 @@ def test_prefill_writes_the_holes_of_a_sparse_target_before_a_read_run(tmp_path)
     filled = run_loadgen(tmp_path, "disk", "--target", "s.dat", "--duration", "1s", "--prefill", "-q")
     assert filled.returncode == 0, filled.stderr
     assert not _holes(path) and _every_4k_block_written(path.read_bytes())
+
+
+def test_a_signal_stops_prepare_between_writes_with_one_line_and_exit_130(tmp_path):
+    """Stopped, its I/O waited out, then the usual interrupted line; nothing of a result is claimed."""
+    with open(tmp_path / "big.dat", "wb") as f:
+        f.truncate(64 * MiB)
+    p = subprocess.Popen(loadgen_argv("disk", "prepare", "--target", "big.dat", "--passes", "1000"), cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    try:
+        p.stdout.readline()                 # the header
+        assert "wrote" in p.stdout.readline()   # a progress line: the sweep is writing
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 130 and err == "loadgen: interrupted; nothing was measured\n"
+    assert "prepare:" not in out
 
 
 @pytest.mark.parametrize("args, message", [
