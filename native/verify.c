@@ -21,6 +21,10 @@
 #include "verify.h"
 
 #define CRC32C_POLY 0x82f63b78u	/* Castagnoli, reflected */
+
+/* The layouts loadgen.h documents, which readers of other runs' blocks rely on. */
+_Static_assert(sizeof(struct lg_block_header) == 40, "lg_block_header is 40 bytes");
+_Static_assert(sizeof(struct lg_verify_mismatch) == 96, "lg_verify_mismatch is 12 words");
 #define CRC_FIELD 4		/* offsetof(struct lg_block_header, crc32c) */
 
 static uint32_t crc_table[8][256];

@@ -13,6 +13,7 @@ not match its place or its bytes, or that has none, is bad. Exit codes: 0 clean,
 bad or not read.
 """
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ class Sweep:
 def spec(target: str, size: str | None, bs: str, qd: str, seed: str | None, verify: bool, allow_destroy: bool,
          passes: str, reads: bool = False) -> Sweep:
     """The options of prepare or verify, checked; UsageError with one line."""
+    if reads and not os.path.lexists(target):   # never made here: a new file would hold nothing to check
+        raise UsageError(f"target not found: {target}")
     n = parse_count(passes, "passes")
     if not 1 <= n <= MAX_PASSES:
         raise UsageError(f"invalid passes: {passes} (1 to {MAX_PASSES})")

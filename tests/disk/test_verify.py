@@ -158,9 +158,15 @@ def test_verify_refusals_are_one_line_and_exit_2(tmp_path):
     few = run_loadgen(tmp_path, "disk", "--verify", "--rw", "write", "--size", "8k", "--workers", "3",
                       "--duration", "1s")
     assert few.returncode == 2 and "2 blocks for 3 workers" in few.stderr
-    for args in (["--bs", "32"], ["--bs", "4k", "--seed", "x"], []):
-        r = run_loadgen(tmp_path, "disk", "verify", "--target", "nothere.dat", *args)
-        assert r.returncode == 2 and r.stderr.startswith("loadgen: ") and len(r.stderr.strip().splitlines()) == 1
+    made = run_loadgen(tmp_path, "disk", "verify", "--target", "new.dat", "--size", "1m")
+    assert made.returncode == 2 and made.stderr == "loadgen: target not found: new.dat\n"
+    assert not (tmp_path / "new.dat").exists()      # verify never makes the file it is asked to check
+    (tmp_path / "some.dat").write_bytes(os.urandom(16 * BS))
+    for args, message in ((["--bs", "32"], "bs 32"), (["--seed", "x"], "seed"),
+                          (["--qd", "0"], "qd"), (["--bs", "4k", "--target", "nothere.dat"], "target not found")):
+        r = run_loadgen(tmp_path, "disk", "verify", "--target", "some.dat", *args)
+        assert r.returncode == 2 and r.stderr.startswith("loadgen: ") and message in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_check_verify_map_bounds():
