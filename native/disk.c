@@ -118,6 +118,12 @@ static const struct op_slot *peek_op(struct disk_worker *d)
 	return d->v.gen && verify_busy(&d->v, d->peek.off) ? NULL : &d->peek;
 }
 
+/* 1 while the next op waits for its block's I/O in flight (--verify): only a completion frees it. */
+static int op_held(const struct disk_worker *d)
+{
+	return d->peeked && d->v.gen && verify_busy(&d->v, d->peek.off);
+}
+
 static void disk_worker_init(struct disk_worker *d, const struct lg_disk_config *cfg,
 			     struct lg_worker_stats *stats, int index)
 {
@@ -415,7 +421,8 @@ static int ring_polls(const struct ring_worker *rw, int64_t now_ns)
 /* How long the worker may wait in the kernel at now_ns: until the next op is
  * due (less the tolerance) or the deadline, and for a completion either way.
  * 0: nothing to wait for but the next pass (busy_poll, completions still
- * coming in closed loop, or work is due). */
+ * coming in closed loop, or work is due). An op held back by --verify waits
+ * for a completion, however late it is. */
 static int64_t ring_wait_ns(const struct ring_worker *rw, int64_t now_ns, int64_t deadline_ns)
 {
 	const struct disk_worker *d = &rw->d;
@@ -423,7 +430,7 @@ static int64_t ring_wait_ns(const struct ring_worker *rw, int64_t now_ns, int64_
 
 	if (d->cfg->busy_poll || ring_polls(rw, now_ns))
 		return 0;
-	if (d->cfg->rate_ops_per_s && rw->inflight < rw->qd) {
+	if (d->cfg->rate_ops_per_s && rw->inflight < rw->qd && !op_held(d)) {
 		int64_t due = pace_due_ns(&d->next) - d->tolerance_ns;
 
 		if (due < wake)
@@ -437,11 +444,11 @@ static int64_t ring_wait_ns(const struct ring_worker *rw, int64_t now_ns, int64_
  * costs one wake-up rather than one per completion (each wake-up of an idle
  * CPU costs an IPI, and under a hypervisor a VM exit). The batch's early
  * completions are then stamped with its last one's time, as every CQE reaped
- * by one enter already is. With the queue full, any completion frees a slot
- * for work that is due: wait for one. */
+ * by one enter already is. With the queue full, or the next op held back by
+ * --verify, any completion frees what is due: wait for one. */
 static unsigned ring_wait_nr(const struct ring_worker *rw)
 {
-	if (rw->d.cfg->rate_ops_per_s && rw->inflight && rw->inflight < rw->qd)
+	if (rw->d.cfg->rate_ops_per_s && rw->inflight && rw->inflight < rw->qd && !op_held(&rw->d))
 		return rw->inflight;
 	return 1;
 }
