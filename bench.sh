@@ -10,6 +10,8 @@
 # Usage:
 #   ./bench.sh disk     fio vs `loadgen disk` (io_uring, 4k random I/O), and both
 #                       rate-limited at 50k and 2k IOPS: requested vs achieved
+#                       and, as root, two hot_added zram devices in one run: fio with a job per
+#                       device vs `loadgen disk --target A,B` (case two-targets), IOPS and CPU
 #   ./bench.sh net      iperf3 and sockperf vs `loadgen net` (UDP, 127.0.0.1 only):
 #                       64-byte blast, round-trip latency at 100k pps, loadgen
 #                       rate accuracy at 10k/100k/300k pps; as root also trafgen
@@ -21,9 +23,12 @@
 #                       pairs between two namespaces: --pps max against trafgen --cpus 1,
 #                       1 and 2 senders on a 2-queue veth, and 100k pps paced
 #   ./bench.sh all      every implemented section
+#   ./bench.sh ray      root and ray only, not in `all`: `loadgen net --ray` at 200k pps across a
+#                       3-node Ray cluster in namespaces (senders on two nodes, the receiver on
+#                       the third): sent, received, loss and each node's section
 #
 # This file reads the settings and dispatches; the sections and their shell helpers are
-# bench/{lib,disk,net,pacing,raw}.sh. The tables come from bench/render.py and can be printed
+# bench/{lib,disk,net,pacing,raw,ray}.sh. The tables come from bench/render.py and can be printed
 # again from a stored results directory without re-running:
 #   python3 -m bench.render dir bench-results/<timestamp>
 #
@@ -36,6 +41,7 @@
 #   BENCH_CASES=...          comma-separated subset of case names (see DISK_CASES,
 #                            NET_CASES, PACING_CASES, RAW_CASES)
 #   BENCH_ZRAM_SIZE=2G       size of the zram device (root only)
+#   BENCH_TWO_ZRAM_SIZE=1G   size of each of the two-targets case's zram devices (root only)
 #   BENCH_FILE_SIZE=1G       size of the fallback file target (no root / no zram)
 #   BENCH_TARGET=...         use this existing file or block device instead of
 #                            zram/tempfile. It is overwritten (fill + randwrite)!
@@ -57,7 +63,7 @@ FILE_SIZE=${BENCH_FILE_SIZE:-1G}
 export PYTHONPATH="$SCRIPT_DIR${PYTHONPATH:+:$PYTHONPATH}"
 
 # The sections and their helpers live beside this script; this file only dispatches.
-for part in lib disk net pacing raw; do
+for part in lib disk net pacing raw ray; do
     # shellcheck source=/dev/null
     source "$SCRIPT_DIR/bench/$part.sh"
 done
@@ -68,7 +74,7 @@ SECTIONS=(disk net pacing raw)   # implemented sections, in the order `all` runs
 
 usage() {
     local IFS='|'
-    echo "usage: $0 {${SECTIONS[*]}|all}" >&2
+    echo "usage: $0 {${SECTIONS[*]}|all|ray}" >&2
     echo "  env: BENCH_DURATION BENCH_RAMP BENCH_RESULTS_DIR BENCH_TOOLS BENCH_CASES" >&2
     echo "       BENCH_ZRAM_SIZE BENCH_FILE_SIZE BENCH_TARGET BENCH_NET_TUNED BENCH_REPEAT (see header of $0)" >&2
 }
@@ -94,7 +100,7 @@ main() {
                 (( r == 0 )) || rc=$r
                 case $r in 129|130|143) break ;; esac   # interrupted: stop there
             done ;;
-        disk|net|pacing|raw)
+        disk|net|pacing|raw|ray)   # ray: optional, not in `all`
             set +e; run_section "$section"; rc=$?; set -e ;;
         -h|--help|help)
             usage ;;

@@ -165,11 +165,16 @@ bench_disk() {
     elif [[ ${#LOADGEN[@]} -eq 0 ]]; then lg_state=unavailable; fi
 
     print_machine
-    setup_target
+    # The main target only for its cases: the two-targets row brings devices of its own.
+    local case_spec want_main=0
+    for case_spec in "${DISK_CASES[@]}"; do want_case "${case_spec%%:*}" && want_main=1; done
+    (( want_main )) && setup_target
+    local size_note=""
+    [[ -n $TARGET_SIZE ]] && size_note=", $(numfmt --to=iec "$TARGET_SIZE")"
     printf '  %-12s %s\n' \
         fio       "$(fio --version)" \
         loadgen   "$(loadgen_version) [${LOADGEN[*]:-loadgen: not available}]" \
-        target    "$TARGET ($TARGET_KIND, $(numfmt --to=iec "$TARGET_SIZE"))" \
+        target    "${TARGET:-none} (${TARGET_KIND:-not used}$size_note)" \
         duration  "${DURATION}s + ${RAMP}s ramp per run"
     echo
 
@@ -201,7 +206,15 @@ bench_disk() {
         bench_prepare | tee "$RESULTS_DIR/disk-prepare.summary.txt" || log "prepare case failed"
     fi
 
-    render disk "$manifest" | tee "$RESULTS_DIR/disk.summary.txt"
+    (( want_main )) && render disk "$manifest" | tee "$RESULTS_DIR/disk.summary.txt"
+    if want_case two-targets; then
+        local targets_manifest=$RESULTS_DIR/disk-targets.manifest.tsv
+        : > "$targets_manifest"
+        if bench_two_targets "$targets_manifest" "$lg_state"; then
+            echo
+            render disk-targets "$targets_manifest" | tee -a "$RESULTS_DIR/disk.summary.txt"
+        fi
+    fi
     echo
     echo "raw results: $RESULTS_DIR"
 
@@ -209,4 +222,76 @@ bench_disk() {
     (( fio_runs == 0 || fio_ok > 0 )) || { log "fio failed on every case"; return 2; }
     (( lg_runs == 0 || lg_ok > 0 )) || { log "loadgen failed on every case"; return 3; }
     return 0
+}
+
+
+# ------------------------------------------------------- two targets in one run --
+# Issue 13's "two targets" row: two zram devices hot_added for it (never zram0), each
+# filled once; fio with one job per device and loadgen with --target A,B (a worker
+# each), one run each, back to back, with the CPU of each tool's process tree sampled
+# from 1 s after the ramp (bench/proc.py). Root only; the devices are removed after.
+TWO_ZRAM_SIZE=${BENCH_TWO_ZRAM_SIZE:-1G}
+TWO_QD=32
+
+TWO_DEV=""
+two_zram_add() {  # two_zram_add: sets TWO_DEV to /dev/zramN, a new device of TWO_ZRAM_SIZE (not in a
+    local n majmin   # subshell: its cleanups go on this shell's list)
+    TWO_DEV=""
+    n=$(cat /sys/class/zram-control/hot_add) || return 1
+    at_exit "echo $n > /sys/class/zram-control/hot_remove"
+    if [[ ! -b /dev/zram$n ]]; then
+        majmin=$(cat "/sys/block/zram$n/dev") || return 1
+        mknod "/dev/zram$n" b "${majmin%%:*}" "${majmin##*:}" || return 1
+        at_exit "rm -f /dev/zram$n"
+    fi
+    echo "$TWO_ZRAM_SIZE" > "/sys/block/zram$n/disksize" || return 1
+    at_exit "zram_reset $n"
+    TWO_DEV=/dev/zram$n
+}
+
+# bench_two_targets MANIFEST LOADGEN_STATE: one row, "two-targets", in MANIFEST
+bench_two_targets() {
+    local manifest=$1 lg_state=$2 a b dev
+    if [[ $EUID -ne 0 || ! -w /sys/class/zram-control/hot_add ]]; then
+        log "[two-targets] skipped: needs root and /sys/class/zram-control/hot_add"; return 1
+    fi
+    { two_zram_add && a=$TWO_DEV && two_zram_add && b=$TWO_DEV; } \
+        || { log "[two-targets] skipped: could not add two zram devices"; return 1; }
+    for dev in "$a" "$b"; do
+        log "[two-targets] filling $dev ($TWO_ZRAM_SIZE) once ..."
+        fio --name=fill --filename="$dev" --rw=write --bs=1M --direct=1 --ioengine=io_uring --iodepth=8 \
+            --size="$(blockdev --getsize64 "$dev")" --output=/dev/null >/dev/null 2>&1 \
+            || { log "[two-targets] filling $dev failed"; return 1; }
+    done
+    local p=$RESULTS_DIR/disk-two-targets fst=skipped lst=$lg_state
+    local batch=$(( TWO_QD < 32 ? TWO_QD : 32 ))
+    LIMIT_CLIENT=$(( DURATION + RAMP + 30 ))
+    CPU_AFTER_S=$(( RAMP + 1 ))
+    CPU_WINDOW_S=$(awk -v d="$DURATION" 'BEGIN { w = d - 1.5; print (w < 0.5 ? 0.5 : w) }')
+    if want_tool fio; then
+        log "[two-targets] fio, a job on each of $a $b ..."
+        # Options before the first --name are global: both jobs take them; each --name starts a job.
+        local cmd=(fio --thread --group_reporting --ioengine=io_uring --rw=randread --bs=4k --direct=1
+            --iodepth="$TWO_QD" --fixedbufs --registerfiles --hipri=0
+            --iodepth_batch_submit="$batch" --iodepth_batch_complete_min=1 --iodepth_batch_complete_max="$batch"
+            --time_based --runtime="$DURATION" --ramp_time="$RAMP" --norandommap --randrepeat=0
+            --lat_percentiles=1 --output-format=json --output="$p.fio.json"
+            --name=a --filename="$a" --name=b --filename="$b")
+        echo "${cmd[*]}" > "$p.fio.cmd"
+        CPU_OUT=$p.fio.cpu.json
+        if run_tool /dev/null "$p.fio.err" "${cmd[@]}"; then fst=ok; else fst="failed(rc=$?)"; log "  fio failed, see $p.fio.err"; fi
+        CPU_OUT=""
+    fi
+    if [[ $lg_state == ok ]]; then
+        log "[two-targets] loadgen --target $a,$b ..."
+        local cmd=("${LOADGEN[@]}" disk --target "$a,$b" --rw randread --bs 4k --qd "$TWO_QD" --workers 2
+            --duration "${DURATION}s" --ramp "${RAMP}s" --iops max --json "$p.loadgen.json" --quiet)
+        echo "${cmd[*]}" > "$p.loadgen.cmd"
+        CPU_OUT=$p.loadgen.cpu.json
+        if run_tool "$p.loadgen.out" "$p.loadgen.err" "${cmd[@]}"; then lst=ok
+        else lst="failed(rc=$?)"; log "  loadgen failed, see $p.loadgen.err"; fi
+        CPU_OUT=""
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' two-targets "$fst" "$p.fio.json" "$p.fio.cpu.json" \
+        "$lst" "$p.loadgen.json" "$p.loadgen.cpu.json" >> "$manifest"
 }

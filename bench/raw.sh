@@ -1,4 +1,4 @@
-# bench/raw.sh - the raw section: `loadgen net --engine packet` vs trafgen on veth pairs.
+# bench/raw.sh - the raw section: `loadgen net --engine packet` and `--engine xdp` vs trafgen on veth pairs.
 # Sourced by bench.sh, which sets the settings and runs it under `set -euo pipefail`.
 # It uses the net section's veth helpers (bench/net.sh): veth_up, veth_down, veth_measure,
 # run_trafgen_veth, wait_listen.
@@ -7,12 +7,14 @@
 
 # Root only: two namespaces this script creates, joined by a veth pair (10.79.x.1/.2 on a
 # /30 inside them only), deleted again after each case. name:kind:queues:rate_pps
-#   veth        1-queue veth: trafgen --cpus 1 vs the packet engine at --pps max
-#   scale       2-queue veth: trafgen --cpus 1 and 2, the packet engine with 1 and 2 senders
-#   paced-100k  1-queue veth: the packet engine at 100k pps, requested vs achieved, loss
-# Both tools are measured by the receiving veth's rx_packets delta over the run; the packet
-# engine also by loadgen's own receiver (an agent in the receiving namespace: a paired run,
-# which counts every frame and the loss exactly).
+#   veth        1-queue veth: trafgen --cpus 1 vs the packet and xdp engines at --pps max
+#   scale       2-queue veth: trafgen --cpus 1 and 2, the packet and xdp engines with 1 and 2 senders
+#   paced-100k  1-queue veth: the packet and xdp engines at 100k pps, requested vs achieved, loss
+# Every tool is measured by the receiving veth's rx_packets delta over the run; loadgen's
+# engines also by loadgen's own receiver (an agent in the receiving namespace: a paired run,
+# which counts every frame and the loss exactly), in the veth case also by its packet
+# receivers (--rx-engine packet). On veth the xdp engine runs in copy mode
+# (veth has no zero-copy AF_XDP) and needs nothing loaded on either end: TX needs no XDP program.
 RAW_CASES=(
     "veth:veth:1:"
     "scale:scale:2:"
@@ -21,7 +23,7 @@ RAW_CASES=(
 RAW_AGENT_PORT=7070
 
 # run_loadgen_raw OUT.json ARGS...: an agent in the rx namespace, `loadgen net --peer
-# --engine packet ARGS...` in the tx one, bracketed by the veth counters.
+# ARGS...` (ARGS name the engine) in the tx one, bracketed by the veth counters.
 run_loadgen_raw() {
     local out=$1 base=${1%.json} srv rc=0; shift
     local token=$RESULTS_DIR/raw.token
@@ -32,7 +34,7 @@ run_loadgen_raw() {
     local scmd=(ip netns exec "$VETH_RX" "${LOADGEN[@]}" serve --listen "$VETH_RX_IP:$RAW_AGENT_PORT"
         --token-file "$token")
     local cmd=(ip netns exec "$VETH_TX" "${LOADGEN[@]}" net --peer "$VETH_RX_IP:$RAW_AGENT_PORT"
-        --token-file "$token" --engine packet --size "$NET_SIZE" --duration "${DURATION}s" "$@"
+        --token-file "$token" --size "$NET_SIZE" --duration "${DURATION}s" "$@"
         --json "$out" --quiet)
     printf '%s\n' "${scmd[*]} &" "${cmd[*]}" > "$base.cmd"
     bg_start "$LIMIT_SERVER" "$base.server.txt" "$base.server.err" "${scmd[@]}"
@@ -114,7 +116,15 @@ bench_raw() {
             raw_run "$name" "$kind" trafgen "trafgen --cpus 1" "" 1 "$p.trafgen.txt" \
                 run_trafgen_veth "$p.trafgen.txt" 1
             raw_run "$name" "$kind" loadgen "loadgen --engine packet --pps max" "" 1 "$p.loadgen.json" \
-                run_loadgen_raw "$p.loadgen.json" --pps max --ramp 0s ;;
+                run_loadgen_raw "$p.loadgen.json" --engine packet --pps max --ramp 0s
+            raw_run "$name" "$kind" loadgen "loadgen --engine xdp --pps max" "" 1 "$p.xdp.json" \
+                run_loadgen_raw "$p.xdp.json" --engine xdp --pps max --ramp 0s
+
+            # The same, received by the agent's packet receivers (AF_PACKET rings): their count
+            # beside rx_packets says how much of what the veth delivered they took.
+            raw_run "$name" "$kind" loadgen "loadgen --engine packet --rx-engine packet --pps max" "" 1 \
+                "$p.loadgen-rxpacket.json" run_loadgen_raw "$p.loadgen-rxpacket.json" --engine packet --pps max --ramp 0s \
+                --rx-engine packet ;;
         scale)
             local n
             for n in 1 2; do
@@ -123,14 +133,21 @@ bench_raw() {
             done
             for n in 1 2; do
                 raw_run "$name" "$kind" loadgen "loadgen --engine packet --workers $n" "" "$n" \
-                    "$p.loadgen-$n.json" run_loadgen_raw "$p.loadgen-$n.json" --pps max --ramp 0s --workers "$n"
+                    "$p.loadgen-$n.json" run_loadgen_raw "$p.loadgen-$n.json" --engine packet --pps max --ramp 0s \
+                    --workers "$n"
+            done
+            for n in 1 2; do   # sender i bound to tx-i
+                raw_run "$name" "$kind" loadgen "loadgen --engine xdp --workers $n" "" "$n" \
+                    "$p.xdp-$n.json" run_loadgen_raw "$p.xdp-$n.json" --engine xdp --pps max --ramp 0s --workers "$n"
             done
             # Without --workers: a sender per TX queue, as many as the CPUs allow (loadgen/net/queues.py).
             raw_run "$name" "$kind" loadgen "loadgen --engine packet (a sender per queue)" "" auto \
-                "$p.loadgen-auto.json" run_loadgen_raw "$p.loadgen-auto.json" --pps max --ramp 0s ;;
+                "$p.loadgen-auto.json" run_loadgen_raw "$p.loadgen-auto.json" --engine packet --pps max --ramp 0s ;;
         paced)
             raw_run "$name" "$kind" loadgen "loadgen --engine packet --pps $rate" "$rate" 1 "$p.loadgen.json" \
-                run_loadgen_raw "$p.loadgen.json" --pps "$rate" --ramp "${RAMP}s" ;;
+                run_loadgen_raw "$p.loadgen.json" --engine packet --pps "$rate" --ramp "${RAMP}s"
+            raw_run "$name" "$kind" loadgen "loadgen --engine xdp --pps $rate" "$rate" 1 "$p.xdp.json" \
+                run_loadgen_raw "$p.xdp.json" --engine xdp --pps "$rate" --ramp "${RAMP}s" ;;
         esac
         veth_down
     done

@@ -5,7 +5,7 @@ bench.sh runs the tools and writes, per section, a manifest (`disk.manifest.tsv`
 tool run, naming its output files) and `meta.json` (the run's duration). Everything printed comes from those
 files, so a stored results directory can be rendered again without re-running anything:
 
-    python3 -m bench.render disk|net|pacing|raw MANIFEST [--duration S]
+    python3 -m bench.render disk|disk-targets|net|pacing|raw MANIFEST [--duration S]
     python3 -m bench.render dir RESULTS_DIR
 
 Rules:
@@ -619,7 +619,7 @@ RAW_FIELDS = NET_FIELDS + ("senders",)
 
 
 def raw_loadgen(path):
-    """A packet-engine run: the veth's counters beside its own receiver's (a paired run)."""
+    """A raw-engine run (packet or xdp): the veth's counters beside its own receiver's (a paired run)."""
     lg = loadgen_net(path)
     if lg is None:
         return None
@@ -628,7 +628,8 @@ def raw_loadgen(path):
     c = load(path.rsplit(".", 1)[0] + ".counters.json")
     secs = num(c.get("seconds")) if isinstance(c, dict) else None
     lg.update(veth_pps=div(num(c.get("rx_packets")), secs) if isinstance(c, dict) else None,
-              lost=num(key(s, "lost")), packet=key(doc, "config").get("packet"),
+              lost=num(key(s, "lost")), engine=doc.get("engine") if isinstance(doc, dict) else None,
+              packet=key(doc, "config").get("packet") or key(doc, "config").get("xdp"),
               senders=key(doc, "config", "senders"))
     return lg
 
@@ -644,11 +645,12 @@ RAW_PARSE = {(k, "trafgen"): raw_trafgen for k in ("veth", "scale", "paced")}
 
 
 def packet_note(r):
-    """What the packet engine's result says about its interface and queues."""
+    """What a raw engine's result says about its interface, queues and (xdp) mode."""
     p = r.get("packet") if r else None
     if not isinstance(p, dict):
         return None
     parts = [f"{p.get('interface')} ({p.get('driver')}), {p.get('tx_queues')} TX queue(s)",
+             f"AF_XDP in {p['mode']} mode" if "mode" in p else
              "qdisc bypass" if p.get("qdisc_bypass") else "through the qdisc"]
     senders = p.get("senders")
     if isinstance(senders, list) and senders:
@@ -683,7 +685,7 @@ def render_raw(manifest, duration, out=sys.stdout):
                          cell(e, "recv_pps") if is_lg else "-", cell(e, "lost") if is_lg else "-",
                          ratio(r and r.get("veth_pps"), ref) if is_lg else "-"])
             if is_lg:
-                facts.append((e["name"], packet_note(r)))
+                facts.append(((r or {}).get("engine") or "packet", e["name"], packet_note(r)))
         print(f"== raw: --pps max, 64-byte UDP across a 1-queue veth pair between two namespaces, {dur}s each",
               file=out)
         table(["tool", "sent pps", "received pps (veth rx)", "received pps (lg receiver)", "lost",
@@ -694,14 +696,16 @@ def render_raw(manifest, duration, out=sys.stdout):
         rows = []
         for e in scale:
             r = e["r"]
-            one = next((x["r"] for x in scale if x["tool"] == e["tool"] and x["senders"] == "1" and x["r"]), None)
+            # each tool, and each of loadgen's engines, over its own single sender
+            one = next((x["r"] for x in scale if x["tool"] == e["tool"] and x["senders"] == "1" and x["r"]
+                        and (x["r"].get("engine") == (e["r"] or {}).get("engine"))), None)
             is_lg = e["tool"] == "loadgen"
             senders = str(r["senders"]) if is_lg and r and r.get("senders") is not None else e["senders"]
             rows.append([e["label"], senders, cell(e, "sent_pps"), cell(e, "veth_pps"),
                          cell(e, "recv_pps") if is_lg else "-",
                          ratio(r and r.get("veth_pps"), one and one.get("veth_pps"))])
             if is_lg:
-                facts.append((e["name"] + f" ({e['senders']})", packet_note(r)))
+                facts.append(((r or {}).get("engine") or "packet", e["name"] + f" ({e['senders']})", packet_note(r)))
         if printed:
             print(file=out)
         print(f"== raw: scaling on a 2-queue veth pair, 64-byte UDP, --pps max, {dur}s each", file=out)
@@ -718,7 +722,9 @@ def render_raw(manifest, duration, out=sys.stdout):
                          cell(e, "lost"), cell(e, "lag_max", "{:,.1f}", 1000.0), cell(e, "late")])
         if printed:
             print(file=out)
-        print(f"== raw: paced packet engine across a 1-queue veth pair, 64-byte UDP, {dur}s each", file=out)
+        engines = sorted({e["r"].get("engine") or "packet" for e in paced if e["tool"] == "loadgen" and e["r"]})
+        which = " and ".join(engines or ["packet"]) + (" engines" if len(engines) > 1 else " engine")
+        print(f"== raw: paced {which} across a 1-queue veth pair, 64-byte UDP, {dur}s each", file=out)
         table(["tool", "requested pps", "sent pps", "error", "received pps", "lost", "lag max us", "late ops"],
               rows, out)
         printed = True
@@ -730,16 +736,67 @@ def render_raw(manifest, duration, out=sys.stdout):
             " sent: trafgen = the tx veth's tx_packets + tx_dropped delta / duration; loadgen = its"
             " summary.sent_pps. lg/trafgen and x 1 sender compare veth rx. The --pps max runs have no"
             " ramp; the paced one's figures exclude its ramp.")
-    for name, note in facts:
+    for engine, name, note in facts:
         if note:
-            print(f"packet engine, {name}: {note}", file=out)
+            print(f"{engine} engine, {name}: {note}", file=out)
+    for n in notes:
+        print("note: " + n, file=out)
+
+
+# ------------------------------------------------------------------ two targets --
+
+TARGETS_FIELDS = ("name", "fst", "fjson", "fcpu", "lst", "ljson", "lcpu")
+
+
+def loadgen_targets(path):
+    """A loadgen run on several targets: its total (loadgen_disk) and each target's path, IOPS
+    and the ratio of its device's I/Os to loadgen's (None where it has no crosscheck)."""
+    doc = loadgen_doc(path)
+    if doc is None:
+        return None
+    r = loadgen_disk(path)
+    r["targets"] = [(key(t, "path"), num(key(t, "rate")), num((t.get("device_crosscheck") or {}).get("ratio")))
+                    for t in key(doc, "targets")]
+    return r
+
+
+def _cores(path, base):
+    c = cpu_result(resolve(path, base)) if path else None
+    return num(c.get("cores")) if c and "error" not in c else None
+
+
+def render_disk_targets(manifest, out=sys.stdout):
+    """bench.sh disk's two-targets row: fio with a job per device against one loadgen run on both."""
+    base = os.path.dirname(os.path.abspath(manifest))
+    rows, notes = [], []
+    for m in manifest_rows(manifest, TARGETS_FIELDS):
+        f = fio_result(resolve(m["fjson"], base), "randread") if m["fst"] == "ok" else None
+        g, why = parse(loadgen_targets, resolve(m["ljson"], base)) if m["lst"] == "ok" else (None, None)
+        if m["fst"] != "ok":
+            notes.append(f"{m['name']}: fio {m['fst']}")
+        if m["lst"] != "ok" or g is None:
+            notes.append(f"{m['name']}: loadgen {m['lst']}" + (f" ({why})" if why else ""))
+        fc, gc = _cores(m["fcpu"], base), _cores(m["lcpu"], base)
+        fi, gi = f and f["iops"], g and g["iops"]
+        per_target = "; ".join(f"{os.path.basename(p)} {fmt(r)}" + (f" (device {c:.4f})" if c is not None else "")
+                               for p, r, c in g["targets"]) if g else "-"
+        rows.append([m["name"], fmt(fi), fmt(gi), ratio(gi, fi), fmt(fc, "{:.3f}"), fmt(gc, "{:.3f}"),
+                     ratio(gc, fc), ratio(div(gc, gi), div(fc, fi)),
+                     per_target])
+    print("== disk: two zram devices in one run (4k randread, qd 32 each; fio a job per device, "
+          "loadgen --target A,B with a worker each)", file=out)
+    table(["case", "fio IOPS", "loadgen IOPS", "lg/fio", "fio cores", "lg cores", "cores lg/fio",
+           "CPU/IO lg/fio", "loadgen per target (device I/Os / loadgen's)"], rows, out)
+    say(out, "IOPS are the totals over both devices. cores = CPU time (utime+stime, plus reaped children) of "
+        "each tool's whole process tree over the sampled window, per second; CPU/IO lg/fio = (cores / IOPS) "
+        "of loadgen over fio's.")
     for n in notes:
         print("note: " + n, file=out)
 
 
 # ------------------------------------------------------------------ stored directories --
 
-SECTIONS = ("disk", "net", "pacing", "raw")
+SECTIONS = ("disk", "disk-targets", "net", "pacing", "raw")
 
 
 def read_meta(results_dir):
@@ -750,6 +807,8 @@ def read_meta(results_dir):
 def render_section(section, manifest, duration, out=sys.stdout):
     if section == "disk":
         render_disk(manifest, out)
+    elif section == "disk-targets":
+        render_disk_targets(manifest, out)
     elif section == "net":
         render_net(manifest, duration, out)
     elif section == "raw":

@@ -344,6 +344,7 @@ def disk(
         return   # loadgen disk prepare / verify: the subcommand takes its own options
 
     ray = _ray_options(options.RAY_DISK, job_options, "--on" if on else None)
+    _one_target_each(on and "--on" or ray["ray"] and "--ray", job_options.get("target"))
     spec = parse_disk(**job_options)
     connect = _connector(token_file, tls, tls_ca) if on else None
     exporter, linger_ns = _metrics(metrics, metrics_linger)
@@ -407,6 +408,14 @@ def disk_verify(
 
     raise SystemExit(prepare.verify(prepare.spec(target, size, bs, qd, seed, False, False, "1", reads=True),
                                     _human_stream(), quiet))
+def _one_target_each(where, target: Optional[str]) -> None:
+    """A disk job on agents or Ray nodes opens one target on each host: refuse a list or a glob
+    there (it would be expanded here, or taken by the host as one name)."""
+    from loadgen.workload import is_target_list
+
+    if where and is_target_list(target):
+        raise UsageError(f"{where} runs one target on each host: --target {target} names several "
+                         f"(a list or a glob); give one path, or run it here without {where}")
 
 
 def _ray_options(table: dict, job_options: dict, conflict: Optional[str]) -> dict:
@@ -604,6 +613,7 @@ def search_disk(
 ) -> None:
     """The highest --iops whose trials pass, by binary search; then latency at percentages of it."""
     search_options = {k: all_options.pop(k) for k in options.SEARCH}
+    _one_target_each(on and "--on", all_options.get("target"))
     connect = _patient_connector(token_file, tls, tls_ca) if on else None
     doc = _search("disk", all_options, search_options,
                   lambda spec, watch: _disk_job(spec, on, connect, None, watch), _human_stream(json_path), quiet)
@@ -938,6 +948,17 @@ def _parser_exceptions() -> tuple[tuple, tuple]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The process's entry point: after a command that connected to Ray, the process ends at once."""
+    try:
+        _main(argv)
+    except SystemExit as e:
+        ray_fleet = sys.modules.get("loadgen.fleet.ray_fleet")
+        if ray_fleet is not None:   # imported only for --ray: exit without Ray's slow teardown
+            ray_fleet.exit_at_once(e.code if isinstance(e.code, int) else 0 if e.code is None else 1)
+        raise
+
+
+def _main(argv: list[str] | None) -> None:
     from loadgen.run import interrupts
 
     interrupts.install()   # before any work: SIGTERM unwinds like Ctrl-C, and never loses a result

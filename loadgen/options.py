@@ -155,7 +155,8 @@ COMMON = _options(
 )
 
 DISK = _options(
-    Option("target", None, _text, str, "File or block device.", "PATH",
+    Option("target", None, _text, str, "File or block device; several: A,B,C or a glob ('/dev/nvme*n1'), "
+           "with the workers spread over them, at least one each.", "PATH[,PATH...]",
            default_help="a temporary file here"),
     Option("size", None, parse_size_bytes, int,
            "Size of the temporary file or of a target file to create; a cap on an existing target's span.", "SIZE", 0,
@@ -171,7 +172,8 @@ DISK = _options(
     *COMMON.values(),
     Option("direct", True, parse_bool, bool, "O_DIRECT, or through the page cache.",
            flag="--direct/--buffered"),
-    Option("engine", "auto", _choice("auto", "io_uring", "psync"), str, "I/O engine.", "ENGINE"),
+    Option("engine", "auto", _choice("auto", "io_uring", "psync", "nvme"), str,
+           "I/O engine; nvme: NVMe passthrough commands on a namespace's /dev/ngXnY.", "ENGINE"),
     Option("allow_destroy", False, parse_bool, bool, "Write even to a device that holds data.",
            flag="--allow-destroy"),
     Option("seed", None, parse_count, int, "Seed for offsets and the read/write mix.", "N", 0, MAX_SEED,
@@ -208,10 +210,16 @@ NET = _options(
     Option("gso", False, parse_bool, bool,
            "Paced one-way streams send runs of datagrams by UDP GSO: far less CPU per datagram, but the "
            "stack and a NIC's packet counters see one packet per run.", flag="--gso"),
-    Option("engine", "socket", _choice("socket", "packet"), str,
-           "How senders send: socket (a UDP socket per flow, sendmmsg) or packet (an AF_PACKET TX ring per "
-           "sender with frames loadgen builds; one way only, needs CAP_NET_RAW; without --workers a sender per "
-           "TX queue).", "ENGINE"),
+    Option("engine", "socket", _choice("socket", "packet", "xdp"), str,
+           "How senders send: socket (a UDP socket per flow, sendmmsg), packet (an AF_PACKET TX ring per "
+           "sender with frames loadgen builds, echoes returning to the flows' UDP sockets; needs CAP_NET_RAW; "
+           "without --workers a sender per TX queue) or xdp (the same frames from an AF_XDP socket bound to "
+           "each TX queue, zero-copy where the driver allows, else copy; one way only; needs CAP_NET_RAW).",
+           "ENGINE"),
+    Option("rx_engine", "socket", _choice("socket", "packet"), str,
+           "How loadgen's receivers receive (the embedded one, or --peer's): socket (UDP sockets, recvmmsg) or "
+           "packet (an AF_PACKET RX ring per receiver in one fanout group; one way only, needs CAP_NET_RAW).",
+           "ENGINE"),
     *COMMON.values(),
 )
 
@@ -222,6 +230,9 @@ SERVE = _options(
     Option("workers", None, parse_count, int, "Receiver threads per port.", "N", 1, MAX_WORKERS,
            default_help="one per usable CPU"),
     Option("max_flows", "1024", parse_count, int, "Flow ids tracked per receiver.", "N", 1, MAX_FLOWS),
+    Option("rx_engine", "socket", _choice("socket", "packet"), str,
+           "socket (UDP sockets, recvmmsg) or packet (AF_PACKET RX rings in one fanout group; --port only, "
+           "needs CAP_NET_RAW).", "ENGINE"),
     Option("duration", "0", parse_duration_ns, int, "Stop after this long; 0: until Ctrl-C.", "DURATION", 0, MAX_RUN_NS,
            format_duration),
     COMMON["interval"],

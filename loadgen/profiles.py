@@ -3,6 +3,7 @@
     description = "..."
     kind = "net" | "disk"
     [options]            # the CLI's option names and values, "4k", "10s"...
+    target = "/dev/nvme1n1,/dev/nvme2n1"   # several targets, or a glob ("/dev/nvme*n1"), as --target takes
     [claim]              # optional: what the result should show
     metric = "summary.rate"       # a dotted path into the result document
     op = ">=" | "<=" | "overhead<="   # overhead<=: percent below a baseline run
@@ -116,9 +117,14 @@ def validate(kind: str, options: dict, where: str, search: dict | None = None):
     from loadgen.search import parse_search
     from loadgen.workload import parse_disk, parse_net
 
-    job, _ = split_remote(kind, options)
+    from loadgen.workload import is_target_list
+
+    job, remote = split_remote(kind, options)
     parse = parse_net if kind == "net" else parse_disk
     try:
+        if kind == "disk" and remote.get("on") and is_target_list(job.get("target")):
+            raise UsageError(f"on runs one target on its host: target {job['target']} names several "
+                             "(a list or a glob)")
         if search is not None:
             set_here = [k for k in SEARCHED_OPTIONS[kind] if k in job]
             if set_here:

@@ -6,9 +6,12 @@ cover the workers, the ramp and duration fit the run limit). parse_disk and
 parse_net take raw values from the CLI and profiles; DiskSpec.from_wire and
 NetSpec.from_wire take the typed values an agent receives, which to_wire()
 produced. Both paths meet in one builder per kind, so a spec valid on the
-controller is valid on the agent. Nothing here touches the target or the clock.
+controller is valid on the agent. Nothing here touches the target or the clock,
+but for one directory listing: a --target glob is expanded by parse_disk, so a
+spec names every target it will open (target_names says how).
 """
-from dataclasses import asdict, dataclass, field
+import glob
+from dataclasses import asdict, dataclass, field, replace
 
 from loadgen import options
 from loadgen.errors import UsageError
@@ -54,6 +57,9 @@ class DiskSpec:
     allow_sparse: bool = False  # read a target with unwritten extents as it is
     verify: bool = False        # block headers on writes, checked on reads (native/verify.h)
     wire: dict = field(repr=False, compare=False, default_factory=dict)  # typed options, defaults resolved
+    # The paths --target names, in order ((): a temporary file); several: workers spread over them.
+    targets: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()     # what the result's warnings should say about the spec itself
 
     @property
     def writes(self) -> bool:
@@ -61,8 +67,12 @@ class DiskSpec:
 
     @classmethod
     def from_wire(cls, wire) -> "DiskSpec":
-        """Typed options from to_wire(), checked as strictly as parse_disk checks raw ones."""
-        return _disk(options.from_wire(options.DISK, wire, "disk"))
+        """Typed options from to_wire(), checked as strictly as parse_disk checks raw ones.
+
+        An agent takes the target as one path, never a list or a glob: it opens it beneath
+        its allowed directories, and a controller sends it one target (cli.py refuses more)."""
+        v = options.from_wire(options.DISK, wire, "disk")
+        return _disk(v, (v["target"],) if v["target"] else ())
 
     def to_wire(self, **overrides) -> dict:
         """The spec as the typed options an agent's disk job takes."""
@@ -111,10 +121,49 @@ def _common(v: dict, workers_default: int | None = None) -> CommonSpec:
 def parse_disk(**raw) -> DiskSpec:
     """Raw option values (CLI or profile; names as in options.DISK) into a DiskSpec,
     or UsageError with a one-line reason."""
-    return _disk(options.values(options.DISK, raw, "disk"))
+    v = options.values(options.DISK, raw, "disk")
+    return _disk(v, target_names(v["target"]))
 
 
-def _disk(v: dict) -> DiskSpec:
+TARGET_SEPARATOR = ","
+GLOB_CHARS = "*?["
+
+
+def target_names(text: str | None) -> tuple[str, ...]:
+    """--target's paths: "A,B,C" in that order; an item with a glob character (* ? [) is
+    expanded here, sorted, and must match something. A path cannot hold a comma, and a
+    path with a glob character is always taken as a pattern. None or "": no target."""
+    if not text:
+        return ()
+    names: list[str] = []
+    for item in text.split(TARGET_SEPARATOR):
+        item = item.strip()
+        if not item:
+            raise UsageError(f"invalid target: {text!r} (an empty name in the list)")
+        if any(c in item for c in GLOB_CHARS):
+            matched = sorted(glob.glob(item))
+            if not matched:
+                raise UsageError(f"no target matches {item}")
+            names += matched
+        else:
+            names.append(item)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"target {twice[0]} is named twice")
+    return tuple(names)
+
+
+def is_target_list(text: str | None) -> bool:
+    """Whether --target names a list or a glob (target_names expands it) rather than one path."""
+    return bool(text) and (TARGET_SEPARATOR in text or any(c in text for c in GLOB_CHARS))
+
+
+def spread_workers(workers: int, targets: int) -> list[int]:
+    """How many of the workers each target gets: as even as can be, the first ones one more."""
+    return [workers // targets + (1 if i < workers % targets else 0) for i in range(targets)]
+
+
+def _disk(v: dict, targets: tuple[str, ...]) -> DiskSpec:
     rw, mix, bs_bytes = v["rw"], v["mix"], v["bs"]
     read_pct, sequential = RW_MODES[rw]
     if read_pct is None:
@@ -128,10 +177,22 @@ def _disk(v: dict) -> DiskSpec:
     size_bytes = v["size"] if size_given else DEFAULT_TEMP_SIZE_BYTES
     if size_bytes < bs_bytes:
         raise UsageError(f"size {format_size(size_bytes)} is smaller than one block of {format_size(bs_bytes)}")
+    if v["engine"] == "nvme":
+        _check_nvme(v)
+        if is_target_list(v["target"]):   # disk/nvme.py opens the one ng device --target names
+            raise UsageError("--engine nvme runs on one /dev/ngXnY: give --target one path, not a list or a glob")
+    if v["verify"] and v["engine"] == "nvme":
+        raise UsageError("--verify needs the block layer's reads and writes: it does not run with --engine nvme")
     if v["verify"] and bs_bytes < VERIFY_MIN_BS_BYTES:
         raise UsageError(f"--verify needs blocks of at least {VERIFY_MIN_BS_BYTES} bytes for their header, "
                          f"not {format_size(bs_bytes)}")
     common = _common(v)
+    notes = ()
+    if len(targets) > common.workers:
+        # Every target needs a worker of its own: more workers, not a target left idle.
+        notes = (f"{len(targets)} targets and {common.workers} worker{'s' if common.workers > 1 else ''}: "
+                 f"running {len(targets)} workers, one per target",)
+        common = replace(common, workers=len(targets))
     seed = _random_seed() if v["seed"] is None else v["seed"]
     return DiskSpec(
         target=v["target"] or None,
@@ -140,7 +201,18 @@ def _disk(v: dict) -> DiskSpec:
         rate_ops_per_s=v["iops"], direct=v["direct"], engine=v["engine"], allow_destroy=v["allow_destroy"],
         seed=seed, common=common, prefill=v["prefill"], allow_sparse=v["allow_sparse"],
         verify=v["verify"], wire=v | {"seed": seed, "workers": common.workers},
+        targets=targets, notes=notes,
     )
+
+
+def _check_nvme(v: dict) -> None:
+    """--engine nvme sends commands to one NVMe namespace, past the page cache and the filesystem."""
+    if not v["target"]:
+        raise UsageError("--engine nvme needs --target /dev/ngXnY (an NVMe namespace's generic char device)")
+    if not v["direct"]:
+        raise UsageError("--buffered does not apply to --engine nvme: passthrough commands never use the page cache")
+    if v["prefill"] or v["allow_sparse"]:
+        raise UsageError("--prefill and --allow-sparse are for files; --engine nvme reads a namespace as it is")
 
 
 def _random_seed() -> int:
@@ -150,6 +222,9 @@ def _random_seed() -> int:
 
 
 NET_MODES = ("stream", "echo")
+
+
+RAW_ENGINES = ("packet", "xdp")   # net engines that build whole frames: one way, a sender per TX queue
 
 
 @dataclass(frozen=True)
@@ -165,8 +240,10 @@ class NetSpec:
     port: int                        # embedded receiver's port, 0: any free one
     gso: bool                        # paced one-way senders send runs of datagrams by UDP GSO
     common: CommonSpec = field(repr=False)
-    engine: str = "socket"           # socket: UDP sockets; packet: AF_PACKET TX rings (loadgen/net/packet.py)
-    per_queue: bool = False          # packet engine without --workers: a sender per TX queue (loadgen/net/queues.py)
+    engine: str = "socket"           # socket: UDP sockets; packet: AF_PACKET TX rings (loadgen/net/packet.py);
+                                     # xdp: AF_XDP sockets (loadgen/net/xdp.py)
+    per_queue: bool = False          # a raw engine without --workers: a sender per TX queue (loadgen/net/queues.py)
+    rx_engine: str = "socket"        # socket: UDP sockets; packet: AF_PACKET RX rings (loadgen/net/packetrx.py)
     wire: dict = field(repr=False, compare=False, default_factory=dict)  # typed options, defaults resolved
 
     @property
@@ -194,6 +271,7 @@ class NetSpec:
             "receivers": self.receivers if self.target is None else 0,
             "gso": self.gso,
             "engine": self.engine,
+            "rx_engine": self.rx_engine,
             **{k: v for k, v in asdict(self.common).items()},
         }
 
@@ -244,19 +322,23 @@ def _net(v: dict) -> NetSpec:
     common = _common(v, max(1, default_workers() // 2) if paced_embedded else None)
     flows = common.workers if v["flows"] is None else v["flows"]
     # Per queue, the senders are placed later and at most one per flow.
-    per_queue = v["engine"] == "packet" and not v["workers"]
+    raw = v["engine"] in RAW_ENGINES
+    per_queue = raw and not v["workers"]
     if flows < common.workers and not per_queue:
         raise UsageError(f"invalid flows: {flows} (at least one per worker: {common.workers} to {MAX_FLOWS})")
     receivers = common.workers if v["receivers"] is None else v["receivers"]
     target = parse_host_port(v["target"]) if v["target"] else None
-    if v["engine"] == "packet" and v["mode"] == "echo":
-        raise UsageError("--engine packet sends one way; --mode echo needs --engine socket")
-    if v["engine"] == "packet" and v["gso"]:
-        raise UsageError("--gso is for --engine socket: the packet engine builds every frame itself")
+    if v["engine"] == "xdp" and v["mode"] == "echo":
+        raise UsageError("--engine xdp sends one way; --mode echo needs --engine socket or packet")
+    if v["rx_engine"] == "packet" and v["mode"] == "echo":
+        raise UsageError("--rx-engine packet counts one way (its rings only read frames); "
+                         "--mode echo needs --rx-engine socket")
+    if raw and v["gso"]:
+        raise UsageError(f"--gso is for --engine socket: the {v['engine']} engine builds every frame itself")
     return NetSpec(
         target=target, rate_pps=v["pps"], size_bytes=v["size"], flows=flows, mode=v["mode"],
         timeout_ns=v["timeout"], batch=v["batch"], receivers=receivers, port=v["port"], gso=v["gso"],
-        common=common, engine=v["engine"], per_queue=per_queue,
+        common=common, engine=v["engine"], per_queue=per_queue, rx_engine=v["rx_engine"],
         # per queue: workers 0 on the wire, so a sending agent places senders by its own queues
         wire=v | {"flows": flows, "receivers": receivers, "workers": 0 if per_queue else common.workers,
                   "target": format_host_port(*target) if target else None},

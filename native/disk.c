@@ -39,6 +39,7 @@
 #include <unistd.h>
 #include "clock.h"
 #include "hdr.h"
+#include "nvme.h"
 #include "pace.h"
 #include "run.h"
 #include "uring.h"
@@ -169,15 +170,19 @@ static int64_t batch_horizon_ns(const struct disk_worker *d, int64_t now_ns, int
 	return h < deadline_ns ? h : deadline_ns - 1;
 }
 
-/* Account one finished op; only completions inside [ramp_end, stop) count. */
+/* Account one finished op; only completions inside [ramp_end, stop) count.
+ * The others are counted apart (warm-up, drained), so that every I/O the
+ * device saw is one loadgen counted: /sys/block/X/stat can be checked exactly. */
 static void complete_op(struct disk_worker *d, const struct op_slot *s, int res,
 			int64_t done_ns, int64_t stop_ns)
 {
 	uint64_t *c = d->stats->counters;
 	int64_t lag_ns, from_ns;
 
-	if (done_ns >= stop_ns)
+	if (done_ns >= stop_ns) {
+		counter_add(&c[LG_CTR_DRAINED_OPS], 1);
 		return;
+	}
 	if (done_ns < d->cfg->ramp_end_ns) {
 		counter_add(&c[LG_CTR_WARMUP_OPS], 1);
 		return;
@@ -262,6 +267,7 @@ struct ring_worker {
 	struct iovec *iov;
 	unsigned qd, n_free, inflight;
 	int fixed_file, fixed_bufs, fd;
+	int nvme;			/* LG_ENGINE_NVME: passthrough commands (nvme.h) */
 	int helpers_apart;		/* io-wq helpers run on CPUs without a worker */
 	int64_t poll_until_ns;		/* closed loop: poll until this long after a completion */
 };
@@ -270,8 +276,10 @@ struct ring_worker {
 static int ring_setup(struct ring_worker *rw, const struct lg_disk_config *cfg)
 {
 	unsigned qd = cfg->qd;
-	/* one SQ slot beyond qd for the timeout SQE of kernels without EXT_ARG */
-	int err = uring_init(&rw->r, qd + 1);
+	int nvme = cfg->engine == LG_ENGINE_NVME;
+	/* one SQ slot beyond qd for the timeout SQE of kernels without EXT_ARG;
+	 * passthrough commands need the big SQEs and CQEs */
+	int err = uring_init_flags(&rw->r, qd + 1, nvme ? IORING_SETUP_SQE128 | IORING_SETUP_CQE32 : 0);
 
 	if (err)
 		return err;
@@ -291,7 +299,9 @@ static int ring_setup(struct ring_worker *rw, const struct lg_disk_config *cfg)
 		rw->free_slots[rw->n_free] = qd - 1 - rw->n_free;
 	/* Registration is an optimisation: without it (RLIMIT_MEMLOCK on old kernels) we still run. */
 	rw->fixed_file = uring_register_file(&rw->r, cfg->fd) == 0;
-	rw->fixed_bufs = uring_register_buffers(&rw->r, rw->iov, qd + 1) == 0;
+	rw->fixed_bufs = (!nvme || nvme_cmd_fixed_supported()) &&
+			 uring_register_buffers(&rw->r, rw->iov, qd + 1) == 0;
+	rw->nvme = nvme;
 	uring_register_ring_fd(&rw->r);
 	rw->helpers_apart = iowq_free_cpus(&rw->r, cfg);
 	rw->fd = rw->fixed_file ? 0 : cfg->fd;
@@ -344,17 +354,23 @@ static unsigned ring_submit(struct ring_worker *rw, int64_t now_ns, int64_t hori
 		buf = s->is_write && !d->v.gen ? rw->qd : slot;
 		if (d->v.gen)
 			verify_begin(&d->v, rw->iov[buf].iov_base, s->off, (int)s->is_write);
-		if (rw->fixed_bufs) {
+		if (rw->nvme) {
+			nvme_prep_rw(sqe, rw->fd, rw->fixed_file, rw->fixed_bufs ? (int)buf : -1, (int)s->is_write,
+				     cfg->nvme_nsid, cfg->nvme_lba_shift, s->off, cfg->bs_bytes,
+				     rw->iov[buf].iov_base);
+		} else if (rw->fixed_bufs) {
 			sqe->opcode = s->is_write ? IORING_OP_WRITE_FIXED : IORING_OP_READ_FIXED;
 			sqe->buf_index = (uint16_t)buf;
 		} else {
 			sqe->opcode = s->is_write ? IORING_OP_WRITE : IORING_OP_READ;
 		}
-		sqe->flags = rw->fixed_file ? IOSQE_FIXED_FILE : 0;
-		sqe->fd = rw->fd;
-		sqe->addr = (uint64_t)(uintptr_t)rw->iov[buf].iov_base;
-		sqe->len = cfg->bs_bytes;
-		sqe->off = s->off;
+		if (!rw->nvme) {
+			sqe->flags = rw->fixed_file ? IOSQE_FIXED_FILE : 0;
+			sqe->fd = rw->fd;
+			sqe->addr = (uint64_t)(uintptr_t)rw->iov[buf].iov_base;
+			sqe->len = cfg->bs_bytes;
+			sqe->off = s->off;
+		}
 		sqe->user_data = slot;
 		pace_next(&d->next);
 		rw->inflight++;
@@ -374,14 +390,16 @@ static void ring_reap(struct ring_worker *rw, struct worker *w, int64_t done_ns,
 	stats_begin(w);
 	uring_for_each_cqe(&rw->r, head, cqe) {
 		uint32_t slot;
+		int res;
 
 		if (cqe->user_data == URING_TIMEOUT_USER_DATA)
 			continue;	/* the fallback's timer, not an op */
 		slot = (uint32_t)cqe->user_data;
-		complete_op(&rw->d, &rw->slots[slot], cqe->res, done_ns, stop_ns);
+		res = rw->nvme ? nvme_cqe_res(cqe, rw->d.cfg->bs_bytes) : cqe->res;
+		complete_op(&rw->d, &rw->slots[slot], res, done_ns, stop_ns);
 		if (rw->d.v.gen)
 			verify_done(&rw->d.v, rw->iov[slot].iov_base, rw->slots[slot].off,
-				    (int)rw->slots[slot].is_write, cqe->res);
+				    (int)rw->slots[slot].is_write, res);
 		rw->free_slots[rw->n_free++] = slot;
 		rw->inflight--;
 	}
@@ -588,10 +606,16 @@ int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out)
 
 	if (!cfg || cfg->workers == 0 || cfg->qd == 0 || cfg->qd > MAX_QD || cfg->bs_bytes == 0 ||
 	    cfg->span_bytes < cfg->bs_bytes || cfg->read_pct > 100 || cfg->fd < 0 ||
-	    (cfg->engine != LG_ENGINE_IO_URING && cfg->engine != LG_ENGINE_PSYNC))
+	    (cfg->engine != LG_ENGINE_IO_URING && cfg->engine != LG_ENGINE_PSYNC && cfg->engine != LG_ENGINE_NVME))
+		return -EINVAL;
+	/* passthrough moves whole LBAs, at most 65536 per command (nvme.h) */
+	if (cfg->engine == LG_ENGINE_NVME &&
+	    (cfg->nvme_nsid == 0 || cfg->nvme_lba_shift < NVME_MIN_LBA_SHIFT ||
+	     cfg->nvme_lba_shift > NVME_MAX_LBA_SHIFT || cfg->bs_bytes & ((1u << cfg->nvme_lba_shift) - 1) ||
+	     (cfg->bs_bytes >> cfg->nvme_lba_shift) > NVME_MAX_NLB))
 		return -EINVAL;
 	/* --verify: a header fits in a block, and every worker has a slice of its own */
-	if (cfg->verify && (cfg->bs_bytes < sizeof(struct lg_block_header) ||
+	if (cfg->verify && (cfg->engine == LG_ENGINE_NVME || cfg->bs_bytes < sizeof(struct lg_block_header) ||
 			    cfg->span_bytes / cfg->bs_bytes < cfg->workers))
 		return -EINVAL;
 	err = run_alloc((int)cfg->workers, &run);
@@ -610,7 +634,7 @@ int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out)
 	}
 	copy->cpus = cpus;
 	run->config_copy = copy;
-	err = run_start(run, cfg->engine == LG_ENGINE_IO_URING ? uring_worker : psync_worker, copy, cpus);
+	err = run_start(run, cfg->engine == LG_ENGINE_PSYNC ? psync_worker : uring_worker, copy, cpus);
 	if (err) {
 		lg_run_free(run);
 		return err;

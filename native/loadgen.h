@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define LG_ABI_VERSION 7
+#define LG_ABI_VERSION 10
 
 /* Only lg_* names leave the library; everything else is hidden (-fvisibility=hidden). */
 #define LG_API __attribute__((visibility("default")))
@@ -68,6 +68,7 @@ enum lg_counter {
 	LG_CTR_KERNEL_STAMPED,	/* arrivals timed by the kernel's receive stamp, not loadgen's read */
 	LG_CTR_GSO_SENT,	/* of LG_CTR_SENT, those sent in UDP GSO runs */
 	LG_CTR_SOCKET_DROPS,	/* a receiver's socket dropped this many, its buffer full (SO_RXQ_OVFL, as of the last arrival) */
+	LG_CTR_DRAINED_OPS,	/* disk: completed at or after the stop, not in results (they reached the device) */
 	/* disk --verify and the sweeps (verify.h): every completed read of a block whose content is known */
 	LG_CTR_VERIFY_CHECKED,	/* blocks whose header and crc32c were checked */
 	LG_CTR_VERIFY_BAD,	/* of those, blocks that did not match */
@@ -139,7 +140,11 @@ struct lg_worker_stats {
 	struct lg_verify_mismatch verify_kept[LG_VERIFY_KEPT];
 };
 
-enum lg_engine { LG_ENGINE_IO_URING, LG_ENGINE_PSYNC };
+enum lg_engine {
+	LG_ENGINE_IO_URING,
+	LG_ENGINE_PSYNC,
+	LG_ENGINE_NVME,		/* NVMe passthrough on /dev/ngXnY: IORING_OP_URING_CMD (nvme.h) */
+};
 
 struct lg_disk_config {
 	int32_t fd;		/* opened by the caller with the wanted O_DIRECT */
@@ -157,6 +162,8 @@ struct lg_disk_config {
 	int64_t end_ns;		/* no op starts at or after this */
 	uint64_t seed;
 	const int32_t *cpus;	/* workers entries: the CPU to pin to, or -1 */
+	uint32_t nvme_nsid;	/* LG_ENGINE_NVME: the namespace (NVME_IOCTL_ID) */
+	uint32_t nvme_lba_shift; /* LG_ENGINE_NVME: log2 of its LBA size; bs and offsets are whole LBAs */
 	/* --verify (verify.h): writes carry block headers, reads of known blocks are checked, and
 	 * a write-only run reads back every block it wrote after the end. Each worker then owns a
 	 * slice, random or not, and keeps a generation per block of it (LG_VERIFY_MAX_BLOCKS). */
@@ -184,7 +191,10 @@ struct lg_disk_config {
 enum lg_net_engine {
 	LG_NET_ENGINE_SOCKET,	/* one connected UDP socket per flow, sendmmsg */
 	LG_NET_ENGINE_PACKET,	/* AF_PACKET TX ring per sender (packet.c); flows' UDP sockets only hold their ports */
+	LG_NET_ENGINE_XDP,	/* AF_XDP socket per sender (xdp.c), bound to one TX queue; frames as for packet */
 };
+
+struct lg_xsk;	/* an AF_XDP socket with its own UMEM and TX ring, bound to one queue (xdp.c) */
 
 /*
  * The packet engine's frames. The caller builds one frame: Ethernet, IPv4 or
@@ -205,10 +215,35 @@ struct lg_packet_config {
 	const uint16_t *csum_base;	/* flows entries: see above */
 	uint32_t ring_frames;	/* TX ring slots per sender, a power of two, 0: the default */
 	uint32_t _pad;
+	struct lg_xsk *const *xsks;	/* LG_NET_ENGINE_XDP: senders entries (lg_xsk_open), fds unused; else NULL */
 };
 
 #define LG_PACKET_MAX_FRAME_BYTES 65535	/* the virtio_net_hdr's hdr_len is 16 bits (see packet.c) */
 #define LG_PACKET_RING_FRAMES 4096	/* the default ring: slots per sender */
+#define LG_XDP_MAX_FRAME_BYTES 4096	/* a UMEM chunk is at most a page (xdp.c) */
+
+/* lg_xsk_mode's bits: how the socket was bound. */
+#define LG_XSK_ZEROCOPY 1	/* the driver sends from the UMEM itself; else the kernel copies (XDP_COPY) */
+#define LG_XSK_NEED_WAKEUP 2	/* the kernel says when a kick is needed (XDP_USE_NEED_WAKEUP) */
+
+enum lg_net_rx_engine {
+	LG_NET_RX_ENGINE_SOCKET,	/* recv_fds: bound UDP sockets, recvmmsg */
+	LG_NET_RX_ENGINE_PACKET,	/* recv_fds: AF_PACKET sockets set up by lg_packet_rx_open (packetrx.c) */
+};
+
+/*
+ * The packet receivers' rings: each recv_fds entry is an AF_PACKET socket
+ * with a TPACKET_V3 RX ring of blocks * block_bytes, set up by
+ * lg_packet_rx_open with the same geometry; the receiver maps it.
+ */
+struct lg_packet_rx_config {
+	uint32_t block_bytes;	/* a power of two, at least a page, holds the largest frame */
+	uint32_t blocks;
+};
+
+#define LG_PACKET_RX_BLOCK_BYTES (1u << 20)	/* holds one frame of the largest UDP datagram */
+#define LG_PACKET_RX_BLOCKS 16
+#define LG_PACKET_RX_RETIRE_MS 8	/* the kernel hands over a block this long after its first frame */
 
 struct lg_net_config {
 	uint32_t senders;	/* sender workers; flow f belongs to sender f % senders */
@@ -233,6 +268,9 @@ struct lg_net_config {
 	const int32_t *send_cpus;	/* senders entries: CPU or -1 */
 	const int32_t *recv_cpus;	/* receivers entries */
 	const struct lg_packet_config *packet;	/* LG_NET_ENGINE_PACKET: the frames; else NULL */
+	uint32_t rx_engine;	/* enum lg_net_rx_engine: how receivers receive */
+	uint32_t _rx_pad;
+	const struct lg_packet_rx_config *packet_rx;	/* LG_NET_RX_ENGINE_PACKET: the rings; else NULL */
 };
 
 struct lg_run;
@@ -283,6 +321,18 @@ LG_API int lg_io_uring_probe(void);
 /* Write a non-zero pattern over [offset, offset + length) of fd so that reads hit real blocks. */
 LG_API int lg_file_fill(int fd, uint64_t offset_bytes, uint64_t length_bytes);
 
+/* An AF_XDP socket bound to TX queue queue_id of interface ifindex, with its own
+ * UMEM of ring_frames frames (a power of two; 0: LG_PACKET_RING_FRAMES) of up to
+ * frame_bytes, and a TX ring: zero-copy where the driver takes it, else copy.
+ * *out owns it until lg_xsk_close; a net run's sender uses it (lg_packet_config.xsks).
+ * -EPERM without CAP_NET_RAW, -EAFNOSUPPORT without AF_XDP, -EMSGSIZE past
+ * LG_XDP_MAX_FRAME_BYTES, -EBUSY when the queue has a socket already. */
+LG_API int lg_xsk_open(int32_t ifindex, uint32_t queue_id, uint32_t frame_bytes, uint32_t ring_frames,
+		       struct lg_xsk **out);
+/* LG_XSK_* bits of how x was bound. */
+LG_API int lg_xsk_mode(const struct lg_xsk *x);
+/* Close x and free its UMEM (after the run that used it is freed). */
+LG_API void lg_xsk_close(struct lg_xsk *x);
 /* A sweep (sweep.c): one worker passes over extents in order, io_bytes per I/O at qd,
  * writing the fill pattern (stamped with block headers under stamp) or, under check,
  * reading and checking every block's header as lg_verify_check does. It counts
@@ -339,6 +389,15 @@ LG_API void lg_run_free(struct lg_run *run);
 /* The first n offsets worker would use under cfg, into out (test hook for the offset generator). */
 LG_API int lg_disk_offsets(const struct lg_disk_config *cfg, int worker, uint64_t *out, uint32_t n);
 
+/* Make fd (an AF_PACKET SOCK_DGRAM socket, its filter attached) a packet
+ * receiver: a TPACKET_V3 RX ring of rx's geometry, bound to ifindex (0: every
+ * interface) for protocol (host order: ETH_P_IP, ETH_P_IPV6), then in a
+ * PACKET_FANOUT_HASH group (IPv4 defragmented first): fanout_id < 0 founds a
+ * new group the kernel numbers uniquely, else joins that one. Returns the
+ * group's id (0 .. 65535) or -errno. */
+LG_API int lg_packet_rx_open(int fd, int32_t ifindex, uint32_t protocol, const struct lg_packet_rx_config *rx,
+			     int32_t fanout_id);
+
 /* Encode a datagram header into buf (LG_PKT_HEADER_BYTES); test hook for the wire format. */
 LG_API void lg_pkt_encode(void *buf, uint32_t flow, uint32_t seq, uint32_t run_tag,
 			  int64_t sched_ns, int64_t send_ns);
@@ -361,6 +420,28 @@ LG_API int64_t lg_pace_count_by(int64_t start_ns, uint64_t rate, uint64_t stride
 /* The tolerance (out[0]) and the window (out[1]) pace.h derives from a wake-up's
  * lateness and CPU time: a test hook. */
 LG_API int lg_pace_wake_windows(int64_t late_p90_ns, int64_t cpu_ns, int64_t out[2]);
+
+/* NVMe passthrough (nvme.c). Fill out (72 bytes, struct nvme_uring_cmd) with the
+ * NVM Read (is_write 0) or Write of length_bytes at offset_bytes of namespace nsid,
+ * whose LBAs are 1 << lba_shift bytes, moving data at addr; returns 72, or -EINVAL
+ * unless both are whole LBAs, length is 1 .. 65536 LBAs and lba_shift is 9 .. 30.
+ * Test hook for the encoding the engine puts in every SQE. */
+LG_API int lg_nvme_encode(void *out, int32_t is_write, uint32_t nsid, uint32_t lba_shift, uint64_t offset_bytes,
+			  uint32_t length_bytes, uint64_t addr);
+/* The 128-byte SQE the nvme engine submits for that command on fd (fixed_file: a
+ * registered file's index; buf_index >= 0: addr lies in that registered buffer);
+ * returns 128 (test hook for nvme_prep_rw). */
+LG_API int lg_nvme_sqe(void *out, int32_t fd, int32_t fixed_file, int32_t buf_index, int32_t is_write, uint32_t nsid,
+		       uint32_t lba_shift, uint64_t offset_bytes, uint32_t length_bytes, uint64_t addr);
+/* Fill out (72 bytes, struct nvme_passthru_cmd) with Identify Namespace of nsid into addr; returns 72 (test hook). */
+LG_API int lg_nvme_encode_identify(void *out, uint32_t nsid, uint64_t addr);
+/* The namespace behind fd (NVME_IOCTL_ID) and its Identify Namespace data into out
+ * (4096 bytes); returns the nsid, or -errno (-ENOTTY: not an NVMe namespace's device;
+ * -EIO: the controller failed the command). */
+LG_API int lg_nvme_identify(int32_t fd, void *out);
+/* 0 if a ring with 128-byte SQEs and 32-byte CQEs (what passthrough needs) works
+ * here: set up, NOPs round-tripped past its wrap, torn down; else -errno. */
+LG_API int lg_nvme_ring_probe(void);
 
 /* Record value_ns into one HDR counts array (test hook for the recorder). */
 LG_API void lg_hdr_record(uint64_t *counts, int64_t value_ns);

@@ -2,7 +2,8 @@
  * net.c: UDP senders and receivers.
  *
  * Senders of engine LG_NET_ENGINE_PACKET are packet.c's: an AF_PACKET TX ring
- * each, on the same schedule and accounting (pace.h, tally.h). The rest of
+ * each; of LG_NET_ENGINE_XDP, xdp.c's: an AF_XDP socket each; both on the same
+ * schedule and accounting (pace.h, tally.h, rawsend.h). The rest of
  * this comment is about the socket senders and the receivers.
  *
  * Senders: flow f belongs to sender f % senders and has its own connected,
@@ -51,10 +52,13 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include "arrival.h"
 #include "clock.h"
+#include "echo.h"
 #include "hdr.h"
 #include "pace.h"
 #include "packet.h"
+#include "packetrx.h"
 #include "pkt.h"
 #include "run.h"
 #include "seq.h"
@@ -286,52 +290,6 @@ static unsigned send_flow(const struct lg_net_config *cfg, struct lg_worker_stat
 	return (unsigned)ret;
 }
 
-/* Account one arriving datagram at a receiver, or an echo at a sender, that
- * arrived at now_ns; kernel_rx_ns: an echo's kernel receive stamp in
- * CLOCK_MONOTONIC, or 0 if none. Returns 1 if it was timed, else 0. */
-static int track_arrival(const struct lg_net_config *cfg, struct lg_worker_stats *st,
-			  struct seq_tracker *t, const struct pkt_header *h, size_t len,
-			  int64_t now_ns, int is_echo, int64_t kernel_rx_ns)
-{
-	uint64_t skipped;
-	enum seq_verdict v = seq_track(t, h->seq, &skipped);
-	uint64_t *c = st->counters;
-	int64_t sched = cfg->start_ns + h->sched_ns, sent = cfg->start_ns + h->send_ns;
-
-	if (sched < cfg->ramp_end_ns)
-		return 0;
-	if (is_echo && cfg->grace_ns && now_ns - sent > cfg->grace_ns) {
-		counter_add(&c[LG_CTR_LATE], 1);	/* past the timeout: lost, not timed */
-		return 0;
-	}
-	counter_add(&c[LG_CTR_RECEIVED], 1);
-	counter_add(&c[LG_CTR_RECEIVED_BYTES], len);
-	switch (v) {
-	case SEQ_DUPLICATED:
-		counter_add(&c[LG_CTR_DUPLICATED], 1);
-		return 0;	/* a copy is not timed twice */
-	case SEQ_REORDERED:
-		counter_add(&c[LG_CTR_REORDERED], 1);
-		break;
-	case SEQ_TOO_OLD:
-		counter_add(&c[LG_CTR_TOO_OLD], 1);
-		break;
-	case SEQ_AHEAD:
-		counter_add(&c[LG_CTR_SKIPPED], skipped);
-		break;
-	default:
-		break;
-	}
-	/* from the schedule, or from the send when it went early (within the tolerance) */
-	hdr_record(st->hist[LG_HIST_LATENCY_PACKET], now_ns - (sched < sent ? sched : sent));
-	hdr_record(st->hist[LG_HIST_SERVICE_PACKET], now_ns - sent);
-	if (kernel_rx_ns) {
-		hdr_record(st->hist[LG_HIST_KERNEL_RTT_PACKET], kernel_rx_ns - sent);
-		hdr_record(st->hist[LG_HIST_USER_DELAY_PACKET], now_ns - kernel_rx_ns);
-	}
-	return 1;
-}
-
 /* The SCM_TIMESTAMPNS of a received datagram, moved from CLOCK_REALTIME (the
  * kernel's stamp) to CLOCK_MONOTONIC by real_to_mono_ns; 0 when absent. */
 static int64_t kernel_rx_ns(const struct msghdr *mh, int64_t real_to_mono_ns)
@@ -360,15 +318,6 @@ static uint32_t socket_drops(const struct msghdr *mh)
 		}
 	}
 	return 0;
-}
-
-/* CLOCK_MONOTONIC minus CLOCK_REALTIME now: two vDSO reads per batch. */
-static int64_t real_to_mono_ns(int64_t mono_ns)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return mono_ns - ((int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec);
 }
 
 /* Echo mode, sender side: take every return waiting on a flow's socket. */
@@ -442,6 +391,64 @@ static void wait_writable(struct pollfd *pfds, unsigned n, int echo, int64_t unt
 			pfds[i].revents = POLLIN;
 	for (unsigned i = 0; i < n; i++)
 		pfds[i].events = POLLIN;
+}
+
+struct echo_rx {
+	unsigned n;
+	struct flow_state *flows;
+	struct pollfd *pfds;
+	struct batch rx;
+};
+
+void echo_rx_close(struct echo_rx *e)
+{
+	if (!e)
+		return;
+	batch_free(&e->rx);
+	free(e->flows);
+	free(e->pfds);
+	free(e);
+}
+
+struct echo_rx *echo_rx_open(const struct lg_net_config *cfg, int sender)
+{
+	unsigned most = (cfg->flows + cfg->senders - 1) / cfg->senders;
+	struct echo_rx *e = calloc(1, sizeof(*e));
+
+	if (!e)
+		return NULL;
+	e->flows = calloc(most, sizeof(*e->flows));
+	e->pfds = calloc(most, sizeof(*e->pfds));
+	if (!e->flows || !e->pfds || batch_alloc(&e->rx, cfg->batch, cfg->size_bytes, 0, 1)) {
+		echo_rx_close(e);
+		return NULL;
+	}
+	for (uint32_t f = (uint32_t)sender; f < cfg->flows; f += cfg->senders) {
+		struct flow_state *fs = &e->flows[e->n];
+		int on = 1;
+
+		fs->fd = cfg->send_fds[f];
+		fs->slot = f;
+		fs->id = cfg->flow_base + f;
+		seq_init(&fs->echo_seq, cfg->first_seq);
+		/* Best effort: without it returns are timed by loadgen's read alone. */
+		setsockopt(fs->fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on));
+		e->pfds[e->n].fd = fs->fd;
+		e->pfds[e->n].events = POLLIN;
+		e->n++;
+	}
+	return e;
+}
+
+void echo_rx_drain(struct echo_rx *e, const struct lg_net_config *cfg, struct lg_worker_stats *st)
+{
+	for (unsigned i = 0; i < e->n; i++)
+		drain_echoes(cfg, st, &e->flows[i], &e->rx);
+}
+
+void echo_rx_idle(struct echo_rx *e, int64_t until_ns)
+{
+	idle_until(e->pfds, e->n, until_ns);
 }
 
 static void sender_worker(struct worker *w)
@@ -578,64 +585,12 @@ static void sender_worker(struct worker *w)
 	free(flows);
 }
 
-/* A receiver's flows, keyed by (run_tag, flow id): runs that share a server
- * and their flow ids never disturb each other's sequence numbers. */
-struct flow_slot {
-	uint32_t used;
-	uint32_t tag;
-	uint32_t flow;
-	struct seq_tracker t;
-};
-
-static struct seq_tracker *flow_lookup(struct flow_slot *tab, uint32_t cap, uint32_t tag, uint32_t flow,
-				       uint32_t first_seq)
-{
-	uint32_t h = (tag * 2654435761u) ^ (flow * 40503u);
-
-	for (uint32_t i = 0; i < cap; i++) {
-		struct flow_slot *e = &tab[(h + i) % cap];
-
-		if (!e->used) {
-			e->used = 1;
-			e->tag = tag;
-			e->flow = flow;
-			seq_init(&e->t, first_seq);
-			return &e->t;
-		}
-		if (e->tag == tag && e->flow == flow)
-			return &e->t;
-	}
-	return NULL;	/* more flows than the table holds: counted foreign */
-}
-
-/* Receivers beside senders in one run stop once every sender has finished
- * and the socket has run dry; alone (a remote peer), grace_ns after the end. */
-static int receiver_may_stop(struct worker *w, const struct lg_net_config *cfg, int64_t now_ns, int received)
-{
-	int64_t end = pace_deadline_ns(w->run, cfg->end_ns);
-
-	if (cfg->senders == 0)
-		return now_ns >= end + cfg->grace_ns;
-	/* Senders run at least to the end: until then their state is not read. */
-	if (now_ns < end)
-		return 0;
-	/* A bound for datagrams that never stop coming (another process's). Senders
-	 * may pass the deadline by grace_ns for the backlog, then by grace_ns for echoes. */
-	if (now_ns >= end + 2 * cfg->grace_ns + 1000000000LL)
-		return 1;
-	for (uint32_t i = 0; i < cfg->senders; i++)
-		if (!worker_finished(&w->run->workers[i]))
-			return 0;
-	return received <= 0;	/* the last wait timed out: nothing is left in flight */
-}
-
 static void receiver_worker(struct worker *w)
 {
 	const struct lg_net_config *cfg = w->config;
 	struct lg_worker_stats *st = w->stats;
 	int fd = cfg->recv_fds[w->index - (int)cfg->senders];
-	/* Twice the flows keeps linear probing short. */
-	uint32_t cap = 2 * cfg->flows;
+	uint32_t cap = flow_table_slots(cfg);
 	struct flow_slot *flows;
 	struct batch rx;
 	int on = 1, stamped;
@@ -689,23 +644,14 @@ static void receiver_worker(struct worker *w)
 				count_error(st, errno);
 		} else {
 			for (i = 0; i < n; i++) {
-				struct pkt_header h;
-				struct seq_tracker *t = NULL;
-
-				if (header_read(rx.iov[i].iov_base, rx.msgs[i].msg_len, cfg->run_tag, &h))
-					t = flow_lookup(flows, cap, h.run_tag, h.flow, cfg->first_seq);
-				if (!t) {
-					counter_add(&st->counters[LG_CTR_FOREIGN], 1);
-					continue;
-				}
 				/* a stamp after our read: the clocks were stepped between; use the read */
 				int64_t krx = kernel_rx_ns(&rx.msgs[i].msg_hdr, offset);
 				int by_stamp = krx && krx <= now;
 				uint32_t d = socket_drops(&rx.msgs[i].msg_hdr);
 
 				drops = d > drops ? d : drops;
-
-				if (track_arrival(cfg, st, t, &h, rx.msgs[i].msg_len, by_stamp ? krx : now, 0, 0))
+				if (arrival_count(cfg, st, flows, cap, rx.iov[i].iov_base, rx.msgs[i].msg_len,
+						  by_stamp ? krx : now))
 					by_kernel += (uint64_t)by_stamp;
 			}
 			counter_add(&st->counters[LG_CTR_KERNEL_STAMPED], by_kernel);
@@ -747,14 +693,20 @@ static void net_worker(struct worker *w)
 	const struct lg_net_config *cfg = w->config;
 
 	if ((uint32_t)w->index < cfg->senders)
-		worker_name(cfg->engine == LG_NET_ENGINE_PACKET ? "lg-pkt-send" : "lg-send", w->index);
+		worker_name(cfg->engine == LG_NET_ENGINE_PACKET ? "lg-pkt-send" :
+			    cfg->engine == LG_NET_ENGINE_XDP ? "lg-xdp-send" : "lg-send", w->index);
 	else
-		worker_name("lg-recv", w->index - (int)cfg->senders);
+		worker_name(cfg->rx_engine == LG_NET_RX_ENGINE_PACKET ? "lg-pkt-recv" : "lg-recv",
+			    w->index - (int)cfg->senders);
 	worker_pin(w);
 	if ((uint32_t)w->index < cfg->senders && cfg->engine == LG_NET_ENGINE_PACKET)
 		packet_sender_worker(w);
+	else if ((uint32_t)w->index < cfg->senders && cfg->engine == LG_NET_ENGINE_XDP)
+		xdp_sender_worker(w);
 	else if ((uint32_t)w->index < cfg->senders)
 		sender_worker(w);
+	else if (cfg->rx_engine == LG_NET_RX_ENGINE_PACKET)
+		packet_receiver_worker(w);
 	else
 		receiver_worker(w);
 }
@@ -771,10 +723,13 @@ int lg_net_start(const struct lg_net_config *cfg, struct lg_run **out)
 	    cfg->size_bytes < LG_PKT_HEADER_BYTES || cfg->size_bytes > LG_PKT_MAX_BYTES ||
 	    cfg->batch == 0 || cfg->batch > MAX_BATCH || (cfg->senders && !cfg->send_fds) ||
 	    (cfg->receivers && !cfg->recv_fds) || (cfg->senders && cfg->flows < cfg->senders) ||
-	    cfg->engine > LG_NET_ENGINE_PACKET ||
-	    (cfg->engine == LG_NET_ENGINE_PACKET && cfg->senders && packet_check(cfg)))
+	    cfg->engine > LG_NET_ENGINE_XDP ||
+	    (cfg->engine != LG_NET_ENGINE_SOCKET && cfg->senders && packet_check(cfg)) ||
+	    cfg->rx_engine > LG_NET_RX_ENGINE_PACKET ||
+	    (cfg->rx_engine == LG_NET_RX_ENGINE_PACKET && cfg->receivers && packet_rx_check(cfg)))
 		return -EINVAL;
-	with_packet = cfg->engine == LG_NET_ENGINE_PACKET && cfg->senders;
+	/* the raw engines (packet, xdp) describe their frames in cfg->packet */
+	with_packet = cfg->engine != LG_NET_ENGINE_SOCKET && cfg->senders;
 	n_workers = cfg->senders + cfg->receivers;
 	err = run_alloc((int)n_workers, &run);
 	if (err)
@@ -784,13 +739,22 @@ int lg_net_start(const struct lg_net_config *cfg, struct lg_run **out)
 	arrays_bytes = (n_fds + n_workers) * sizeof(int32_t);
 	/* the packet engine's frames after the arrays, 8-aligned for their struct */
 	arrays_bytes = (arrays_bytes + 7) & ~(size_t)7;
-	copy = malloc(sizeof(*copy) + arrays_bytes + (with_packet ? packet_copy_bytes(cfg) : 0));
+	copy = malloc(sizeof(*copy) + sizeof(*copy->packet_rx) + arrays_bytes +
+		      (with_packet ? packet_copy_bytes(cfg) : 0));
 	if (!copy) {
 		lg_run_free(run);
 		return -ENOMEM;
 	}
 	*copy = *cfg;
-	arrays = (int32_t *)(copy + 1);
+	if (cfg->rx_engine == LG_NET_RX_ENGINE_PACKET && cfg->receivers) {
+		struct lg_packet_rx_config *rx = (struct lg_packet_rx_config *)(copy + 1);
+
+		*rx = *cfg->packet_rx;
+		copy->packet_rx = rx;
+	} else {
+		copy->packet_rx = NULL;
+	}
+	arrays = (int32_t *)((struct lg_packet_rx_config *)(copy + 1) + 1);
 	cpus = arrays + n_fds;
 	if (cfg->senders) {
 		memcpy(arrays, cfg->send_fds, cfg->flows * sizeof(int32_t));

@@ -17,10 +17,7 @@
  * lg_packet_config); per datagram only the flow's UDP source port (each flow
  * its own, so RSS spreads the flows), the datagram header (pkt.h: the same
  * payload the socket senders write, so every loadgen receiver counts it) and
- * the UDP checksum change. The checksum is computed incrementally, for IPv4
- * and IPv6 alike: the flow's precomputed sum of everything constant, plus the
- * header's 16 words. The IP header never changes (no ports in it, DF set and
- * ID 0), so its checksum is the template's.
+ * the UDP checksum change (rawsend.h, which also runs the sender's loop).
  *
  * Every frame starts with a virtio_net_hdr (PACKET_VNET_HDR) whose hdr_len is
  * the whole frame: the kernel then copies the frame into the skb instead of
@@ -29,15 +26,14 @@
  * before the receiving socket reads the payload: the next lap would rewrite a
  * datagram still queued at the receiver.
  *
- * Pacing and accounting are the socket senders' (pace.h, tally.h): flow f is
- * sender f % senders's, datagram k of flow f is due at
- * start_ns + (k * flows + f) * 1e9 / rate_pps; a sender fills its flows round
- * robin, which is their due order, every datagram due within the window (at
- * most batch per kick), each with its own scheduled time; one that falls
- * behind sends its backlog at full speed and never skips. Unpaced ("max"), it
- * fills up to batch slots and kicks, again and again. PACKET_LOSS keeps the
- * ring moving past a frame the kernel refuses (one the caller checked cannot
- * be: the template's length fits the device's MTU).
+ * Pacing and accounting are the socket senders' (pace.h, tally.h), in the
+ * loop rawsend.h shares with the xdp engine. PACKET_LOSS keeps the ring
+ * moving past a frame the kernel refuses (one the caller checked cannot be:
+ * the template's length fits the device's MTU). The kernel sends only when
+ * kicked, so a slot never holds a frame it will send unasked (held: 0).
+ *
+ * Echo mode: the returns come back to the flows' UDP sockets (echo.h), drained
+ * by the shared loop (rawsend.h).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -50,12 +46,12 @@
 #include <linux/if_packet.h>
 #include <linux/virtio_net.h>
 #include "clock.h"
+#include "echo.h"
 #include "hdr.h"
 #include "pace.h"
 #include "packet.h"
-#include "pkt.h"
+#include "rawsend.h"
 #include "run.h"
-#include "tally.h"
 
 /* A TPACKET_V2 TX frame's data starts here, unless PACKET_TX_HAS_OFF
  * (net/packet/af_packet.c, tpacket_parse_header). */
@@ -72,29 +68,27 @@ struct ring {
 	unsigned char *map;
 	size_t map_bytes;
 	uint32_t frame_size, frames_per_block, block_size, frame_nr;
+	uint32_t frame_bytes;	/* the template's length */
 	uint32_t prod;		/* the next slot to fill */
 	uint32_t pending;	/* slots filled, not yet taken: the ones before prod */
 	int64_t *sched_ns;	/* per slot: its datagram's scheduled and actual send time, */
 	int64_t *send_ns;	/* tallied when the kernel takes it */
 };
 
-struct packet_flow {
-	uint32_t slot;		/* this host's flow number: its place in the schedule */
-	uint32_t id;		/* on the wire: flow_base + slot */
-	uint16_t src_port;
-	uint16_t csum_base;
-	struct pace_cursor next;	/* next datagram to fill; next.k is its index */
-};
-
 int packet_check(const struct lg_net_config *cfg)
 {
 	const struct lg_packet_config *pc = cfg->packet;
+	int xdp = cfg->engine == LG_NET_ENGINE_XDP;
 
-	if (!pc || !pc->fds || !pc->frame || !pc->src_ports || !pc->csum_base ||
-	    pc->frame_bytes > LG_PACKET_MAX_FRAME_BYTES || pc->udp_offset < 14 ||
+	if (!pc || (xdp ? !pc->xsks : !pc->fds) || !pc->frame || !pc->src_ports || !pc->csum_base ||
+	    pc->frame_bytes > (xdp ? LG_XDP_MAX_FRAME_BYTES : LG_PACKET_MAX_FRAME_BYTES) || pc->udp_offset < 14 ||
 	    pc->udp_offset + 8 + (uint64_t)cfg->size_bytes != pc->frame_bytes ||
-	    pc->udp_offset % 2 || (pc->ring_frames & (pc->ring_frames - 1)) || cfg->echo)
+	    pc->udp_offset % 2 || (pc->ring_frames & (pc->ring_frames - 1)) || (xdp && cfg->echo))
 		return -EINVAL;
+	if (xdp)
+		for (uint32_t i = 0; i < cfg->senders; i++)
+			if (!pc->xsks[i])
+				return -EINVAL;
 	return 0;
 }
 
@@ -102,52 +96,33 @@ size_t packet_copy_bytes(const struct lg_net_config *cfg)
 {
 	const struct lg_packet_config *pc = cfg->packet;
 
-	return sizeof(*pc) + cfg->senders * sizeof(int32_t) + cfg->flows * 2 * sizeof(uint16_t) +
-	       pc->frame_bytes;
+	return sizeof(*pc) + cfg->senders * sizeof(struct lg_xsk *) + cfg->senders * sizeof(int32_t) +
+	       cfg->flows * 2 * sizeof(uint16_t) + pc->frame_bytes;
 }
 
 const struct lg_packet_config *packet_copy(const struct lg_net_config *cfg, void *mem)
 {
 	struct lg_packet_config *copy = mem;
-	int32_t *fds = (int32_t *)(copy + 1);
+	struct lg_xsk **xsks = (struct lg_xsk **)(copy + 1);
+	int32_t *fds = (int32_t *)(xsks + cfg->senders);
 	uint16_t *ports = (uint16_t *)(fds + cfg->senders), *bases = ports + cfg->flows;
 	uint8_t *frame = (uint8_t *)(bases + cfg->flows);
 
 	*copy = *cfg->packet;
-	memcpy(fds, cfg->packet->fds, cfg->senders * sizeof(*fds));
+	/* one engine's array is NULL: packet has fds, xdp has sockets (packet_check) */
+	if (cfg->packet->xsks)
+		memcpy(xsks, cfg->packet->xsks, cfg->senders * sizeof(*xsks));
+	if (cfg->packet->fds)
+		memcpy(fds, cfg->packet->fds, cfg->senders * sizeof(*fds));
 	memcpy(ports, cfg->packet->src_ports, cfg->flows * sizeof(*ports));
 	memcpy(bases, cfg->packet->csum_base, cfg->flows * sizeof(*bases));
 	memcpy(frame, cfg->packet->frame, cfg->packet->frame_bytes);
-	copy->fds = fds;
+	copy->xsks = cfg->packet->xsks ? xsks : NULL;
+	copy->fds = cfg->packet->fds ? fds : NULL;
 	copy->src_ports = ports;
 	copy->csum_base = bases;
 	copy->frame = frame;
 	return copy;
-}
-
-/* Patch one frame (a copy of the template) for datagram seq of a flow. */
-static inline void frame_patch(const struct lg_packet_config *pc, unsigned char *frame, uint32_t flow_id,
-			       uint16_t src_port, uint16_t csum_base, uint32_t seq, uint32_t run_tag,
-			       int64_t sched_ns, int64_t send_ns)
-{
-	unsigned char *udp = frame + pc->udp_offset, *payload = udp + 8;
-	uint32_t sum = csum_base;
-	uint16_t csum;
-
-	header_write(payload, flow_id, seq, run_tag, sched_ns, send_ns);
-	udp[0] = (unsigned char)(src_port >> 8);
-	udp[1] = (unsigned char)src_port;
-	/* RFC 1071: the ones' complement sum, in network order word by word */
-	for (int i = 0; i < LG_PKT_HEADER_BYTES; i += 2)
-		sum += (uint32_t)payload[i] << 8 | payload[i + 1];
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	csum = (uint16_t)~sum;
-	/* RFC 768: a computed 0 goes out as all ones (0 means "no checksum", not allowed over IPv6) */
-	if (csum == 0)
-		csum = 0xffff;
-	udp[6] = (unsigned char)(csum >> 8);
-	udp[7] = (unsigned char)csum;
 }
 
 static inline struct tpacket2_hdr *ring_slot(const struct ring *r, uint32_t i)
@@ -183,6 +158,7 @@ static int ring_open(struct ring *r, int fd, const struct lg_packet_config *pc)
 
 	memset(r, 0, sizeof(*r));
 	r->fd = fd;
+	r->frame_bytes = pc->frame_bytes;
 	r->frame_size = 64;
 	while (r->frame_size < need)
 		r->frame_size <<= 1;
@@ -232,16 +208,19 @@ static int ring_open(struct ring *r, int fd, const struct lg_packet_config *pc)
 }
 
 /* Hand the filled slots to the kernel; transient refusals leave them filled for the next kick. */
-static void ring_kick(struct ring *r, struct lg_worker_stats *st)
+static void ring_kick(void *ring, struct lg_worker_stats *st)
 {
+	struct ring *r = ring;
+
 	if (send(r->fd, NULL, 0, MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
 	    errno != ENOBUFS && errno != EINTR)
 		pace_count_errno(st, errno);
 }
 
 /* Tally the filled slots the kernel has taken, oldest first; returns how many. */
-static unsigned ring_reap(struct ring *r, const struct lg_net_config *cfg, struct send_tally *t, int64_t slot_ns)
+static unsigned ring_reap(void *ring, const struct lg_net_config *cfg, struct send_tally *t, int64_t slot_ns)
 {
+	struct ring *r = ring;
 	unsigned taken = 0;
 
 	while (r->pending) {
@@ -256,43 +235,10 @@ static unsigned ring_reap(struct ring *r, const struct lg_net_config *cfg, struc
 	return taken;
 }
 
-/* Fill up to max slots with what of the flows is due by horizon_ns (unpaced:
- * max datagrams), round robin from *rr; returns how many. */
-static unsigned ring_fill(struct ring *r, const struct lg_net_config *cfg, struct packet_flow *flows,
-			  unsigned n_flows, unsigned *rr, unsigned max, int64_t now_ns, int64_t horizon_ns)
-{
-	const struct lg_packet_config *pc = cfg->packet;
-	unsigned n;
-
-	for (n = 0; n < max; n++) {
-		struct packet_flow *f = &flows[*rr];
-		struct tpacket2_hdr *h = ring_slot(r, r->prod % r->frame_nr);
-		int64_t sched = cfg->rate_pps ? pace_due_ns(&f->next) : now_ns;
-
-		if (cfg->rate_pps && sched > horizon_ns)
-			break;
-		if (slot_status(h) != TP_STATUS_AVAILABLE)
-			break;	/* the ring is full: this slot's last frame is still in flight */
-		frame_patch(pc, (unsigned char *)h + SLOT_DATA_OFFSET + VNET_BYTES, f->id, f->src_port,
-			    f->csum_base, cfg->first_seq + (uint32_t)f->next.k, cfg->run_tag,
-			    sched - cfg->start_ns, now_ns - cfg->start_ns);
-		h->tp_len = (uint32_t)(VNET_BYTES + pc->frame_bytes);
-		r->sched_ns[r->prod % r->frame_nr] = sched;
-		r->send_ns[r->prod % r->frame_nr] = now_ns;
-		/* release: the frame and its length are visible before the kernel may take the slot */
-		__atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
-		r->prod++;
-		r->pending++;
-		pace_next(&f->next);
-		*rr = *rr + 1 == n_flows ? 0 : *rr + 1;
-	}
-	return n;
-}
-
 /* Wait until the ring may have room (POLLOUT), at most RING_BLOCKED_MAX_NS and never past until_ns. */
-static void ring_wait(const struct ring *r, int64_t until_ns)
+static void ring_wait(void *ring, int64_t until_ns)
 {
-	struct pollfd pfd = { .fd = r->fd, .events = POLLOUT };
+	struct pollfd pfd = { .fd = ((struct ring *)ring)->fd, .events = POLLOUT };
 	int64_t left = until_ns - clock_now_ns();
 	struct timespec ts = { 0, RING_BLOCKED_MAX_NS };
 
@@ -301,104 +247,75 @@ static void ring_wait(const struct ring *r, int64_t until_ns)
 	ppoll(&pfd, 1, &ts, NULL);
 }
 
+/* raw_ops over a struct ring (rawsend.h). */
+static unsigned char *ops_slot(void *ring)
+{
+	struct ring *r = ring;
+	struct tpacket2_hdr *h = ring_slot(r, r->prod % r->frame_nr);
+
+	/* not AVAILABLE: the ring is full, this slot's last frame is still in flight */
+	return slot_status(h) == TP_STATUS_AVAILABLE ? (unsigned char *)h + SLOT_DATA_OFFSET + VNET_BYTES : NULL;
+}
+
+static void ops_commit(void *ring, int64_t sched_ns, int64_t send_ns)
+{
+	struct ring *r = ring;
+	uint32_t i = r->prod % r->frame_nr;
+	struct tpacket2_hdr *h = ring_slot(r, i);
+
+	h->tp_len = (uint32_t)(VNET_BYTES + r->frame_bytes);
+	r->sched_ns[i] = sched_ns;
+	r->send_ns[i] = send_ns;
+	/* release: the frame and its length are visible before the kernel may take the slot */
+	__atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
+	r->prod++;
+	r->pending++;
+}
+
+static uint32_t ops_pending(const void *ring)
+{
+	return ((const struct ring *)ring)->pending;
+}
+
+static uint32_t ops_held(const void *ring)
+{
+	(void)ring;
+	return 0;	/* AF_PACKET takes a slot only when kicked */
+}
+
+static uint64_t ops_unsent(const void *ring, int64_t ramp_end_ns)
+{
+	const struct ring *r = ring;
+	uint64_t unsent = 0;
+
+	/* Filled but never taken: scheduled, not sent. */
+	for (uint32_t p = r->pending; p; p--)
+		unsent += r->sched_ns[(r->prod - p) % r->frame_nr] >= ramp_end_ns;
+	return unsent;
+}
+
+static const struct raw_ops packet_ops = {
+	.slot = ops_slot, .commit = ops_commit, .kick = ring_kick, .reap = ring_reap,
+	.pending = ops_pending, .held = ops_held, .wait = ring_wait, .unsent = ops_unsent,
+};
+
 void packet_sender_worker(struct worker *w)
 {
 	const struct lg_net_config *cfg = w->config;
-	const struct lg_packet_config *pc = cfg->packet;
-	struct lg_worker_stats *st = w->stats;
-	unsigned n_flows = 0, rr = 0;
-	struct packet_flow *flows;
+	struct raw_flow *flows = raw_flows_alloc(cfg);
 	struct ring ring;
-	int64_t slot_ns = 0, deadline, tolerance_ns = 0, window_ns = 0;
+	struct echo_rx *echo = NULL;
 	int err;
 
 	memset(&ring, 0, sizeof(ring));
-	flows = calloc((cfg->flows + cfg->senders - 1) / cfg->senders, sizeof(*flows));
-	err = flows ? ring_open(&ring, pc->fds[w->index], pc) : -ENOMEM;
-	if (err) {
+	if (flows && cfg->echo)
+		echo = echo_rx_open(cfg, w->index);
+	err = flows && (echo || !cfg->echo) ? ring_open(&ring, cfg->packet->fds[w->index], cfg->packet) : -ENOMEM;
+	if (err)
 		worker_set_state(w, LG_STATE_FAILED, -err);
-		ring_close(&ring);
-		free(flows);
-		return;
-	}
-	for (uint32_t f = (uint32_t)w->index; f < cfg->flows; f += cfg->senders) {
-		struct packet_flow *fs = &flows[n_flows++];
-
-		fs->slot = f;
-		fs->id = cfg->flow_base + f;
-		fs->src_port = pc->src_ports[f];
-		fs->csum_base = pc->csum_base[f];
-		pace_cursor_init(&fs->next, cfg->start_ns, cfg->rate_pps, cfg->flows, f, 0);
-	}
-	if (cfg->rate_pps) {
-		slot_ns = (int64_t)(1000000000ULL * cfg->flows / cfg->rate_pps);
-		if (!cfg->busy_poll) {
-			struct pace_wake_cost cost = pace_measure_wake();
-
-			tolerance_ns = pace_tolerance_ns(cost);
-			window_ns = pace_window_ns(cost, tolerance_ns);
-		}
-	}
-	pace_record_mode(st, tolerance_ns, (int)cfg->busy_poll);
-	counter_set(&st->counters[LG_CTR_PACE_WINDOW_NS], (uint64_t)window_ns);
-	worker_set_state(w, LG_STATE_RUNNING, 0);
-	if (cfg->start_ns > clock_now_ns())
-		pace_sleep_until(cfg->start_ns);
-	for (;;) {
-		int64_t now = clock_now_ns(), horizon, wake, next_due;
-		struct send_tally tally = { 0 };
-		unsigned filled, taken;
-		/* Past the deadline, passes go on while they make progress on what fell
-		 * due before it, for at most grace_ns; what is left is counted unsent. */
-		int final = now >= (deadline = pace_deadline_ns(w->run, cfg->end_ns));
-
-		if (final && !cfg->rate_pps)
-			break;
-		horizon = now + window_ns < deadline ? now + window_ns : deadline - 1;
-		worker_publish(w);
-		stats_begin(w);
-		filled = ring_fill(&ring, cfg, flows, n_flows, &rr, cfg->batch, now, horizon);
-		if (ring.pending)
-			ring_kick(&ring, st);
-		taken = ring_reap(&ring, cfg, &tally, slot_ns);
-		tally_publish(st, cfg, &tally);
-		stats_end(w);
-		if (final && ((!filled && !taken) || now >= deadline + cfg->grace_ns))
-			break;
-		if (!cfg->rate_pps) {
-			if (!filled && !taken)
-				ring_wait(&ring, deadline);
-			continue;
-		}
-		next_due = pace_due_ns(&flows[rr].next);
-		wake = next_due < deadline ? next_due - tolerance_ns : deadline;
-		if (ring.pending && !taken) {
-			/* The kernel took none of what is filled (its queue is full): wait for room. */
-			ring_wait(&ring, final ? deadline + cfg->grace_ns : deadline);
-		} else if (cfg->busy_poll) {
-			pace_spin_until(wake);
-		} else if (wake > clock_now_ns()) {
-			pace_sleep_until(wake);
-		} else if (!filled && !final) {
-			/* Due but not filled: every slot is in flight. */
-			ring_wait(&ring, deadline);
-		}
-	}
-	if (cfg->rate_pps) {
-		uint64_t unsent = 0;
-
-		/* Filled but never taken: scheduled, not sent. */
-		for (uint32_t p = ring.pending; p; p--) {
-			uint32_t i = (ring.prod - p) % ring.frame_nr;
-
-			unsent += ring.sched_ns[i] >= cfg->ramp_end_ns;
-		}
-		for (unsigned i = 0; i < n_flows; i++)
-			unsent += tally_unsent(cfg, flows[i].slot, flows[i].next.k, deadline);
-		stats_begin(w);
-		counter_add(&st->counters[LG_CTR_UNSENT], unsent);
-		stats_end(w);
-	}
+	else
+		raw_sender_run(&packet_ops, &ring, w, flows, echo);
+	echo_rx_close(echo);
 	ring_close(&ring);
 	free(flows);
 }
@@ -408,11 +325,11 @@ int lg_packet_frame(const struct lg_net_config *cfg, uint32_t flow, uint32_t seq
 {
 	const struct lg_packet_config *pc;
 
-	if (!cfg || cfg->engine != LG_NET_ENGINE_PACKET || packet_check(cfg) || flow >= cfg->flows || !out)
+	if (!cfg || cfg->engine == LG_NET_ENGINE_SOCKET || packet_check(cfg) || flow >= cfg->flows || !out)
 		return -EINVAL;
 	pc = cfg->packet;
 	memcpy(out, pc->frame, pc->frame_bytes);
-	frame_patch(pc, out, cfg->flow_base + flow, pc->src_ports[flow], pc->csum_base[flow], seq, cfg->run_tag,
+	raw_frame_patch(pc, out, cfg->flow_base + flow, pc->src_ports[flow], pc->csum_base[flow], seq, cfg->run_tag,
 		    sched_ns, send_ns);
 	return (int)pc->frame_bytes;
 }

@@ -47,7 +47,7 @@ static const unsigned optional_flags[] = {
 static int map_rings(struct uring *r, struct io_uring_params *p)
 {
 	r->sq_ring_size = p->sq_off.array + p->sq_entries * sizeof(unsigned);
-	r->cq_ring_size = p->cq_off.cqes + p->cq_entries * sizeof(struct io_uring_cqe);
+	r->cq_ring_size = p->cq_off.cqes + (p->cq_entries * sizeof(struct io_uring_cqe) << r->cqe_shift);
 	if (p->features & IORING_FEAT_SINGLE_MMAP) {
 		if (r->cq_ring_size > r->sq_ring_size)
 			r->sq_ring_size = r->cq_ring_size;
@@ -65,7 +65,7 @@ static int map_rings(struct uring *r, struct io_uring_params *p)
 		if (r->cq_ring == MAP_FAILED)
 			return -errno;
 	}
-	r->sqes_size = p->sq_entries * sizeof(struct io_uring_sqe);
+	r->sqes_size = p->sq_entries * sizeof(struct io_uring_sqe) << r->sqe_shift;
 	r->sqes = mmap(NULL, r->sqes_size, PROT_READ | PROT_WRITE,
 		       MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_SQES);
 	if (r->sqes == MAP_FAILED)
@@ -89,8 +89,13 @@ static int map_rings(struct uring *r, struct io_uring_params *p)
 
 int uring_init(struct uring *r, unsigned entries)
 {
+	return uring_init_flags(r, entries, 0);
+}
+
+int uring_init_flags(struct uring *r, unsigned entries, unsigned required_flags)
+{
 	struct io_uring_params p;
-	unsigned flags = 0;
+	unsigned flags = required_flags;
 	int n_opt = N_OPTIONAL, fd, err;
 
 	memset(r, 0, sizeof(*r));
@@ -114,6 +119,8 @@ int uring_init(struct uring *r, unsigned entries)
 	r->enter_fd = fd;
 	r->flags = p.flags;
 	r->features = p.features;
+	r->sqe_shift = (p.flags & IORING_SETUP_SQE128) ? 1 : 0;
+	r->cqe_shift = (p.flags & IORING_SETUP_CQE32) ? 1 : 0;
 	err = map_rings(r, &p);
 	if (err) {
 		uring_exit(r);

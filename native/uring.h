@@ -13,6 +13,7 @@ struct uring {
 	unsigned flags;			/* setup flags the kernel accepted */
 	unsigned features;		/* IORING_FEAT_* the kernel offers */
 	unsigned enter_flags;		/* IORING_ENTER_REGISTERED_RING when registered */
+	unsigned sqe_shift, cqe_shift;	/* 1 with SQE128 / CQE32: each entry spans two slots */
 	int enter_fd;			/* ring fd, or its registered index */
 	/* submission queue */
 	unsigned *sq_head, *sq_tail, *sq_mask, *sq_array;
@@ -28,6 +29,8 @@ struct uring {
 
 /* Set up a ring with entries slots, dropping optional flags the kernel rejects. */
 int uring_init(struct uring *r, unsigned entries);
+/* uring_init with required setup flags as well (IORING_SETUP_SQE128 | CQE32), never dropped. */
+int uring_init_flags(struct uring *r, unsigned entries, unsigned required_flags);
 void uring_exit(struct uring *r);
 /* Register one file (fixed index 0) and the buffers; each -errno on failure. */
 int uring_register_file(struct uring *r, int fd);
@@ -46,9 +49,9 @@ static inline struct io_uring_sqe *uring_get_sqe(struct uring *r)
 
 	if (r->sqe_tail - head >= r->sq_entries)
 		return NULL;
-	sqe = &r->sqes[r->sqe_tail & *r->sq_mask];
+	sqe = &r->sqes[(r->sqe_tail & *r->sq_mask) << r->sqe_shift];
 	r->sqe_tail++;
-	__builtin_memset(sqe, 0, sizeof(*sqe));
+	__builtin_memset(sqe, 0, sizeof(*sqe) << r->sqe_shift);
 	return sqe;
 }
 
@@ -66,7 +69,7 @@ int uring_submit_and_wait(struct uring *r, unsigned wait_nr, int64_t timeout_ns)
 	for (head = *(r)->cq_head;                                                   \
 	     /* acquire: CQE contents are valid once the tail that covers them is seen */ \
 	     head != __atomic_load_n((r)->cq_tail, __ATOMIC_ACQUIRE) &&              \
-	     (cqe = &(r)->cqes[head & *(r)->cq_mask], 1);                            \
+	     (cqe = &(r)->cqes[(head & *(r)->cq_mask) << (r)->cqe_shift], 1);        \
 	     head++)
 
 static inline void uring_cq_advance_to(struct uring *r, unsigned head)

@@ -376,8 +376,8 @@ def netns_unavailable() -> str | None:
 class Hub:
     """Namespaces on one bridge; members get SUBNET.<host>/24 on their eth0."""
 
-    def __init__(self) -> None:
-        self.prefix = f"lgt-{os.getpid()}-{next(_hub_ids)}"
+    def __init__(self, prefix: str | None = None) -> None:
+        self.prefix = prefix or f"lgt-{os.getpid()}-{next(_hub_ids)}"
         self.hub = f"{self.prefix}-hub"
         self.members: dict[str, str] = {}   # name -> namespace
         self.addresses: dict[str, str] = {}

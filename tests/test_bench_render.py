@@ -35,7 +35,7 @@ def rendered(fn, *args) -> str:
 
 # ---- stored results directories render again, unchanged --------------------------------------
 
-@pytest.mark.parametrize("section", ["disk", "net", "pacing", "raw"])
+@pytest.mark.parametrize("section", ["disk", "disk-targets", "net", "pacing", "raw"])
 def test_stored_directory_renders_its_expected_tables(section):
     d = FIXTURES / section
     assert rendered(render.render_dir, str(d)) == (d / "expected.txt").read_text()
@@ -238,6 +238,37 @@ def test_raw_paced_row_reads_the_schedule():
     assert row[4] == str(s["lost"]) and row[6] == f"{s['schedule_lag_ns']['late_ops']:,}"
 
 
+def as_xdp_run(src: Path, dst: Path, rx_packets: int) -> None:
+    """A copy of a packet-engine run of the fixture as the xdp engine's, with its own veth counters."""
+    doc = json.loads(src.read_text())
+    packet = doc["config"].pop("packet")
+    doc["engine"] = doc["config"]["engine"] = "xdp"
+    doc["config"]["xdp"] = {k: v for k, v in packet.items() if k != "qdisc_bypass"} | {
+        "mode": "copy", "zero_copy": False, "queue_decided_by": "bind"}
+    dst.write_text(json.dumps(doc))
+    counters = json.loads(src.with_name(src.name.replace(".json", ".counters.json")).read_text())
+    dst.with_name(dst.name.replace(".json", ".counters.json")).write_text(
+        json.dumps(counters | {"rx_packets": rx_packets}))
+
+
+def test_raw_xdp_rows_scale_over_their_own_single_sender(tmp_path):
+    d = tmp_path / "raw"
+    shutil.copytree(RAW, d)
+    as_xdp_run(d / "raw-scale.loadgen-1.json", d / "raw-scale.xdp-1.json", 50_000)
+    as_xdp_run(d / "raw-scale.loadgen-2.json", d / "raw-scale.xdp-2.json", 80_000)
+    with open(d / "raw.manifest.tsv", "a") as f:
+        for n in (1, 2):
+            f.write(f"scale\tscale\tloadgen\tloadgen --engine xdp --workers {n}\tok\traw-scale.xdp-{n}.json\t\t{n}\n")
+    text = rendered(render.render_raw, str(d / "raw.manifest.tsv"), "2")
+    rows = raw_rows(text, "== raw: scaling")
+    assert rows["loadgen --engine xdp --workers 2"][-1] == f"{80_000 / 50_000:.2f}"
+    # the packet engine's ratio is still over its own single sender
+    assert rows["loadgen --engine packet --workers 2"] == raw_rows(
+        rendered(render.render_raw, str(RAW / "raw.manifest.tsv"), "2"), "== raw: scaling")[
+        "loadgen --engine packet --workers 2"]
+    assert "xdp engine, scale (2): " in text and "AF_XDP in copy mode" in text and "queue decided by bind" in text
+
+
 def test_raw_failed_and_skipped_runs_say_so(tmp_path):
     d = tmp_path / "raw"
     shutil.copytree(RAW, d)
@@ -321,7 +352,7 @@ def test_free_port_is_free_for_tcp_and_udp():
 
 def test_bench_scripts_parse():
     scripts = [ROOT / "bench.sh", *sorted((ROOT / "bench").glob("*.sh"))]
-    assert len(scripts) == 6
+    assert len(scripts) == 7
     for script in scripts:   # bash -n checks one file: further arguments are the script's own
         done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert done.returncode == 0, (script, done.stderr)
@@ -330,4 +361,34 @@ def test_bench_scripts_parse():
 def test_bench_sh_sources_its_sections_and_lists_them():
     done = subprocess.run([str(ROOT / "bench.sh"), "nonsense"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
-    assert "usage: " in done.stderr and "{disk|net|pacing|raw|all}" in done.stderr
+    assert "usage: " in done.stderr and "{disk|net|pacing|raw|all|ray}" in done.stderr
+
+
+# ---- two targets in one run --------------------------------------------------------------------
+
+def test_two_targets_row_sets_the_totals_and_cpu_side_by_side():
+    d = FIXTURES / "disk-targets"
+    text = rendered(render.render_disk_targets, str(d / "disk-targets.manifest.tsv"))
+    fio = json.loads((d / "disk-two-targets.fio.json").read_text())["jobs"][0]["read"]["iops"]
+    doc = json.loads((d / "disk-two-targets.loadgen.json").read_text())
+    cores = {tool: json.loads((d / f"disk-two-targets.{tool}.cpu.json").read_text())["cores"]
+             for tool in ("fio", "loadgen")}
+    row = next(line for line in text.splitlines() if line.startswith("two-targets")).split()
+    lg = doc["summary"]["rate"]
+    assert row[1:8] == [f"{fio:,.0f}", f"{lg:,.0f}", f"{lg / fio:.2f}", f"{cores['fio']:.3f}",
+                        f"{cores['loadgen']:.3f}", f"{cores['loadgen'] / cores['fio']:.2f}",
+                        f"{(cores['loadgen'] / lg) / (cores['fio'] / fio):.2f}"]
+    for t in doc["targets"]:
+        assert f"{Path(t['path']).name} {t['rate']:,.0f} (device {t['device_crosscheck']['ratio']:.4f})" in text
+    assert "note:" not in text
+
+
+def test_a_failed_two_targets_run_is_a_note(tmp_path):
+    d = tmp_path / "disk-targets"
+    shutil.copytree(FIXTURES / "disk-targets", d)
+    (d / "disk-targets.manifest.tsv").write_text(
+        "two-targets\tfailed(rc=1)\tx.fio.json\tx.fio.cpu.json\tok\tdisk-two-targets.loadgen.json\t\n")
+    text = rendered(render.render_disk_targets, str(d / "disk-targets.manifest.tsv"))
+    assert "note: two-targets: fio failed(rc=1)" in text
+    row = next(line for line in text.splitlines() if line.startswith("two-targets")).split()
+    assert row[1] == "-" and row[3] == "-"

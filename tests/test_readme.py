@@ -89,6 +89,8 @@ EXAMPLES: dict[str, Example] = {
     "and keeps it": Example(makes=("test.dat",)),
     "loadgen disk --target test.dat --prefill             # writes any holes first, so every read reaches the "
     "device": Example(),
+    "loadgen disk --target test.dat,more.dat --size 1g    # two targets in one run: a section each, and the "
+    "total": Example(makes=("more.dat",)),
     "loadgen disk prepare --target test.dat --passes 2    # fills it in order, 128k writes at qd 16, before a run":
         Example(),
     "loadgen disk --target v.dat --size 1g --rw randwrite --verify --seed 7   # every block stamped, read back after":

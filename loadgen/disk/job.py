@@ -6,25 +6,35 @@ call. run_disk() starts it on a timeline, streams intervals to the .hlog and
 the progress line; disk_document() builds the document, whether the job ran
 here or on an agent's host. Policy lives here: the run stops early only when
 every I/O fails.
+
+Several targets (--target A,B): the workers are spread over them, as evenly as
+can be and at least one each (workload.spread_workers), each target's workers
+a native run of their own with the target's descriptor, driven together as one
+(CompositeRun: its rows are the targets' workers in order). The document has a
+section per target, made from that target's rows of the same final snapshot as
+the total, so their ops add up to the total's and their histograms, added
+bucket by bucket, are the total's; each section has its device's counters. A
+job on an agent or on Ray nodes has one target (cli.py refuses more).
 """
 import errno
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from loadgen.disk.target import DiskTarget, mem_available_bytes, open_target
+from loadgen.disk import nvme
+from loadgen.disk.target import DiskTarget, mem_available_bytes, open_target, open_targets
 from loadgen.errors import SetupError, UsageError
 from loadgen.facts import counters, sysinfo
 from loadgen.facts.sysinfo import basic_env
 from loadgen.results import histogram, result
 from loadgen.results.result import errno_name
 from loadgen.run import metrics as live_metrics, native
-from loadgen.run.controller import Timeline, worker_cpus
+from loadgen.run.controller import CompositeRun, Timeline, stacked_rows, worker_cpus
 from loadgen.run.intervals import IntervalView
 from loadgen.run.job import Outcome, Watch, measure, starting
 from loadgen.run.stats import Snapshot
 from loadgen.units import format_size
-from loadgen.workload import DiskSpec
+from loadgen.workload import DiskSpec, spread_workers
 
 if TYPE_CHECKING:
     from loadgen.fleet.remote import HostClient
@@ -50,6 +60,8 @@ def choose_engine(requested: str) -> tuple[str, str | None]:
     """(engine, note): io_uring when allowed, else psync, saying why."""
     if requested == "psync":
         return "psync", "psync forced; synchronous pread/pwrite, one I/O in flight per worker"
+    if requested == "nvme":
+        return nvme.check_engine()
     err = -native.io_uring_probe()
     if err == 0:
         return "io_uring", None
@@ -69,7 +81,8 @@ def all_failed(cumulative: Snapshot) -> str | None:
     return None
 
 
-def interval_view(spec: DiskSpec) -> IntervalView:
+def interval_view(spec: DiskSpec, parts: "list[tuple[str, slice]] | None" = None) -> IntervalView:
+    """parts: each target's name and rows, when there are several: a row then has each one's ops and rate."""
     mixed = 0 < spec.read_pct < 100
 
     def tags(d: Snapshot):
@@ -88,6 +101,12 @@ def interval_view(spec: DiskSpec) -> IntervalView:
                 ops = d.counter(f"ops_{side}")
                 out[side] = {"ops": ops, "rate": round(ops / length_s, 3) if length_s else 0.0,
                              "latency_ns": histogram.interval_summary(d.hist(f"latency_{side}"))}
+        if parts:
+            out["targets"] = {}
+            for name, rows in parts:
+                part = d.rows(rows)
+                ops = part.counter("ops_read") + part.counter("ops_write")
+                out["targets"][name] = {"ops": ops, "rate": round(ops / length_s, 3) if length_s else 0.0}
         return out
 
     return IntervalView(
@@ -99,14 +118,24 @@ def interval_view(spec: DiskSpec) -> IntervalView:
     )
 
 
+# Each target's workers draw from their own stream of offsets: target i's seed is the run's
+# XOR i times this odd constant (splitmix64's multiplier), so the first target's is the run's own.
+TARGET_SEED_STEP = 0xBF58476D1CE4E5B9
+
+
 @dataclass
 class DiskJob:
-    """A disk job ready to start: its engine chosen, its target open, its workers' CPUs picked."""
+    """A disk job ready to start: its engine chosen, its targets open, its workers' CPUs picked."""
     spec: DiskSpec
     engine: str
     engine_note: str | None
-    target: DiskTarget
+    targets: list[DiskTarget]
     cpus: list[int]
+
+    @property
+    def target(self) -> DiskTarget:
+        """The first (or only) target."""
+        return self.targets[0]
 
     @property
     def workers(self) -> int:
@@ -116,49 +145,92 @@ class DiskJob:
     def interval_ns(self) -> int:
         return self.spec.common.interval_ns
 
-    def start(self, timeline: Timeline) -> native.Run:
-        spec, target = self.spec, self.target
-        return native.start_disk(native.DiskConfig(
-            fd=target.fd, engine=native.ENGINES[self.engine], workers=spec.common.workers, qd=spec.qd,
+    def rows(self) -> list[slice]:
+        """Each target's workers' rows in the run's stats, in target order."""
+        return stacked_rows(spread_workers(self.workers, len(self.targets)))
+
+    def _config(self, target: DiskTarget, rows: slice, seed: int, timeline: Timeline) -> native.DiskConfig:
+        spec = self.spec
+        ns = target if isinstance(target, nvme.NvmeTarget) else None
+        return native.DiskConfig(
+            fd=target.fd, engine=native.ENGINES[self.engine], workers=rows.stop - rows.start, qd=spec.qd,
             bs_bytes=spec.bs_bytes, read_pct=spec.read_pct, sequential=int(spec.sequential),
             busy_poll=int(spec.common.busy_poll),
             span_bytes=target.span_bytes, rate_ops_per_s=spec.rate_ops_per_s or 0,
             start_ns=timeline.start_ns, ramp_end_ns=timeline.ramp_end_ns, end_ns=timeline.end_ns,
-            seed=spec.seed & (2**64 - 1), cpus=native.int32_array(self.cpus),
-            verify=int(spec.verify), verify_filled=int(self.target.verify_filled),
-        ))  # the native run copies the config and the CPU list
+            seed=seed & (2**64 - 1), cpus=native.int32_array(self.cpus[rows]),
+            nvme_nsid=ns.nsid if ns else 0, nvme_lba_shift=ns.lba_shift if ns else 0,
+            verify=int(spec.verify), verify_filled=int(spec.verify and target.verify_filled),
+        )  # the native run copies the config and the CPU list
+
+    def start(self, timeline: Timeline) -> "native.Run | CompositeRun":
+        if len(self.targets) == 1:
+            return native.start_disk(self._config(self.target, slice(0, self.workers), self.spec.seed, timeline))
+        runs: list[native.Run] = []
+        try:
+            for i, (target, rows) in enumerate(zip(self.targets, self.rows())):
+                seed = self.spec.seed ^ (i * TARGET_SEED_STEP)
+                runs.append(native.start_disk(self._config(target, rows, seed, timeline)))
+        except BaseException:
+            for run in runs:   # free() stops and joins the targets already started
+                run.free()
+            raise
+        return CompositeRun(runs)
 
     def facts(self) -> dict:
-        """The engine, the target (TARGET_FACTS) and the CPUs: an agent's "ready" says these."""
-        return {"engine": self.engine, "engine_note": self.engine_note, **self.target.facts(),
-                "verify_filled": self.target.verify_filled if self.spec.verify else None,
-                "target_notes": self.target.notes, "cpus": self.cpus}
+        """The engine, the target (TARGET_FACTS) and the CPUs: an agent's "ready" says these.
+        Several targets: TARGET_FACTS of them all, and each one's in "targets"."""
+        notes = [n for t in self.targets for n in t.notes]
+        out = {"engine": self.engine, "engine_note": self.engine_note, **self.target.facts(),
+               "target_notes": notes, "cpus": self.cpus,
+               "verify_filled": all(t.verify_filled for t in self.targets) if self.spec.verify else None}
+        if len(self.targets) > 1:
+            kinds = {t.kind for t in self.targets}
+            out |= {"target_path": ",".join(t.path for t in self.targets),
+                    "target_kind": kinds.pop() if len(kinds) == 1 else "mixed",
+                    "span_bytes": None,   # each target's own is in its section
+                    "target_created": any(t.created for t in self.targets),
+                    "prefilled_bytes": sum(t.prefilled_bytes for t in self.targets),
+                    "unwritten_bytes": sum(t.unwritten_bytes for t in self.targets),
+                    "targets": [t.facts() | {"workers": rows.stop - rows.start, "cpus": self.cpus[rows]}
+                                for t, rows in zip(self.targets, self.rows())]}
+        return out
 
     def close(self) -> None:
-        self.target.close()
+        for target in self.targets:
+            target.close()
 
 
-def prepare(spec: DiskSpec, opener: Callable[[DiskSpec], DiskTarget] = open_target) -> DiskJob:
+def prepare(spec: DiskSpec, opener: Callable[[DiskSpec], DiskTarget] | None = None) -> DiskJob:
     """The one way a disk job is prepared, wherever it runs.
 
-    opener(spec) gives the target: by default spec's own path (a local run); an
-    agent's job process passes one that takes the descriptor the agent opened."""
+    opener(spec) gives the target: by default spec's own paths (a local run: each checked
+    before any is written, disk/target.open_targets; an NVMe namespace's ng device under
+    --engine nvme, which takes one); an agent's job process passes one that takes the
+    descriptor the agent opened."""
     engine, note = choose_engine(spec.engine)
-    target = opener(spec)
+    if opener is None and engine == "nvme":
+        opener = nvme.open_nvme_target
+    if opener is not None or len(spec.targets) <= 1:
+        targets = [(opener or open_target)(spec)]
+    else:
+        targets = open_targets(spec)
+    job = DiskJob(spec, engine, note, targets, worker_cpus(spec.common.workers))
     try:
-        check_verify_map(spec, target.span_bytes)
+        for target, rows in zip(job.targets, job.rows()):
+            check_verify_map(spec, target.span_bytes, rows.stop - rows.start)
     except BaseException:
-        target.close()
+        job.close()
         raise
-    return DiskJob(spec, engine, note, target, worker_cpus(spec.common.workers))
+    return job
 
 
 VERIFY_MAP_BYTES_PER_BLOCK = 4   # native/verify.h: a uint32 per block
 
 
-def check_verify_map(spec: DiskSpec, span_bytes: int) -> None:
-    """--verify keeps a generation per block (4 bytes) and gives each worker a slice of its own:
-    refuse a span too large for the map at this bs, or with fewer blocks than workers."""
+def check_verify_map(spec: DiskSpec, span_bytes: int, workers: int) -> None:
+    """--verify keeps a generation per block (4 bytes) and gives each of a target's workers a
+    slice of its own: refuse a span too large for the map at this bs, or with fewer blocks than workers."""
     if not spec.verify:
         return
     blocks, most = span_bytes // spec.bs_bytes, native.limit("verify_max_blocks")
@@ -171,9 +243,9 @@ def check_verify_map(spec: DiskSpec, span_bytes: int) -> None:
         raise UsageError(f"--verify keeps a generation per block: {blocks} blocks need "
                          f"{format_size(blocks * VERIFY_MAP_BYTES_PER_BLOCK)} of map, more than half of the "
                          f"{format_size(available)} of memory available here (use a larger --bs or a smaller --size)")
-    if blocks < spec.common.workers:
+    if blocks < workers:
         raise UsageError(f"--verify gives each worker blocks of its own: {blocks} blocks for "
-                         f"{spec.common.workers} workers (use fewer --workers or a larger --size)")
+                         f"{workers} workers (use fewer --workers or a larger --size)")
 
 
 def verify_summary(spec: DiskSpec, final: Snapshot) -> dict:
@@ -189,29 +261,80 @@ TARGET_FACTS = ("target_path", "target_kind", "span_bytes", "target_created", "p
                 "verify_filled")
 
 
+def target_rows(facts: dict) -> list[slice]:
+    """Each target's rows in the run's stats, from the workers its facts give it (DiskJob.facts)."""
+    return stacked_rows([t["workers"] for t in facts["targets"]])
+
+
+def _crosscheck(disk_delta: dict, part: dict) -> dict:
+    """The device's I/Os beside those of the workers in part (a summary or a target's section).
+    Warm-up I/Os and those drained after the stop reached the device too, so they count on
+    loadgen's side as well; every I/O then counts once on each side."""
+    unmeasured = part["warmup_ops"] + part.get("drained_ops", 0)
+    return counters.disk_crosscheck(disk_delta, part["read"]["ops"] + unmeasured, part["write"]["ops"])
+
+
+def _devices_delta(deltas: list[dict]) -> dict:
+    """Several disks' deltas as one, for the total's crosscheck: their completed I/Os added."""
+    missing = [d.get("missing", "no counters") for d in deltas if "stat" not in d]
+    if missing:
+        return {"missing": missing[0]}
+    return {"stat": {key: sum(d["stat"][key] for d in deltas) for key in ("reads_completed", "writes_completed")}}
+
+
+def target_sections(spec: DiskSpec, m, facts: dict, measured: dict | None,
+                    devices: list[str | None]) -> tuple[list[dict], dict[str, str]]:
+    """(a section per target, the total's histograms): each target's facts, its workers'
+    counts and latencies (their rows of the final snapshot), its device's counters and
+    histograms; the total's histograms are the targets' added bucket by bucket. A device
+    under two targets (two files on one disk) counts both, so neither gets a crosscheck."""
+    rows = target_rows(facts)
+    total, own = result.host_histograms(m.final, rows, histogram_tags(spec))
+    sections = []
+    for t, r, device, hist in zip(facts["targets"], rows, devices, own):
+        section = {"path": t["target_path"], "kind": t["target_kind"], "span_bytes": t["span_bytes"],
+                   "created": t["target_created"], "prefilled_bytes": t["prefilled_bytes"],
+                   "unwritten_bytes": t["unwritten_bytes"], "workers": t["workers"], "cpus": t["cpus"],
+                   **result.disk_part(m.final.rows(r), m.measured_ns), "device": device}
+        if measured is not None and device:
+            section["counters"] = measured["disks"][device]
+            if devices.count(device) == 1:
+                section["device_crosscheck"] = _crosscheck(measured["disks"][device], section)
+        sections.append(section | {"histograms": hist})
+    return sections, total
+
+
 def disk_document(spec: DiskSpec, out: Outcome, facts: dict, env: dict, where: dict | None = None,
                   hosts: "list[tuple[dict, slice]] | None" = None, measured: dict | None = None,
-                  device: str | None = None) -> dict:
+                  device: str | None = None, target_devices: list[str | None] | None = None) -> dict:
     """The result document of a disk job, from the facts its prepared job gave (DiskJob.facts,
     here or in an agent's "ready"). where: what the config adds about where it ran;
     hosts: each host's section (host, role, clock, agent...) with its workers' rows, when it
-    ran on agents; measured: what the kernel counted around a local run, device its disk."""
+    ran on agents; measured: what the kernel counted around a local run, device its disk;
+    target_devices: with several targets, each one's disk."""
     m = out.measurement
     config = spec.to_config() | {key: facts.get(key) for key in TARGET_FACTS} | {"cpus": facts.get("cpus")}
     config |= where or {}
+    if facts.get("nvme"):   # the namespace and LBA format an nvme job's commands used
+        config["nvme"] = facts["nvme"]
     summary = result.disk_summary(m, out.cpu)
     if spec.verify:
         summary["verify"] = verify_summary(spec, m.final)
     extra: dict = {"engine_note": facts.get("engine_note"),
-                   "warnings": out.warnings + list(facts.get("target_notes") or [])}
+                   "warnings": out.warnings + list(spec.notes) + list(facts.get("target_notes") or [])}
     if measured is not None:
         extra["counters"] = measured
         if device:
-            # Warm-up I/Os reached the device too: count them on our side as well.
-            summary["device_crosscheck"] = counters.disk_crosscheck(
-                measured["disks"][device], summary["read"]["ops"] + m.final.counter("warmup_ops"),
-                summary["write"]["ops"])
-    if hosts is None:
+            summary["device_crosscheck"] = _crosscheck(measured["disks"][device], summary)
+        elif target_devices and all(target_devices):
+            distinct = list(dict.fromkeys(target_devices))
+            summary["device_crosscheck"] = _crosscheck(_devices_delta([measured["disks"][d] for d in distinct]),
+                                                       summary)
+    if facts.get("targets"):
+        config["targets"] = [t["target_path"] for t in facts["targets"]]
+        extra["targets"], extra["histograms"] = target_sections(spec, m, facts, measured,
+                                                                target_devices or [None] * len(facts["targets"]))
+    elif hosts is None:
         extra["histograms"] = result.total_histograms(m.final, histogram_tags(spec))
     else:
         # Each host's histograms sit in its section; the total's are theirs added.
@@ -225,10 +348,14 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, watch: Watch | 
     """Run one disk job and return its result document (interrupted or not)."""
     job = prepare(spec)
     try:
-        device = sysinfo.block_device_of(job.target.path)
-        around = counters.Around([], [device] if device else [])
-        out = await measure(starting(job), spec.common, interval_view(spec), hlog_path,
-                            f"loadgen disk {spec.rw} bs={spec.bs_bytes} qd={spec.qd}; values in ns",
+        # Passthrough commands bypass the block layer's counters (and an ng device's st_dev is
+        # only the filesystem holding its node): no disk to count or cross-check for nvme.
+        devices = [None if job.engine == "nvme" else sysinfo.block_device_of(t.path) for t in job.targets]
+        around = counters.Around([], [d for d in devices if d])
+        parts = [(t.path, rows) for t, rows in zip(job.targets, job.rows())] if len(job.targets) > 1 else None
+        on = f" on {len(job.targets)} targets" if parts else ""
+        out = await measure(starting(job), spec.common, interval_view(spec, parts), hlog_path,
+                            f"loadgen disk {spec.rw} bs={spec.bs_bytes} qd={spec.qd}{on}; values in ns",
                             watch, policy=all_failed,
                             metrics=live_metrics.feed(metrics, lambda: [live_metrics.Part("local", "disk")]))
     finally:
@@ -236,8 +363,11 @@ async def run_disk(spec: DiskSpec, hlog_path: str | None = None, watch: Watch | 
     m = out.measurement
     if m.setup_errno and not (m.final.counter("ops_read") + m.final.counter("ops_write")):
         raise SetupError(f"{job.engine} workers could not start: {os.strerror(m.setup_errno)}")
-    env = sysinfo.run_env(job.engine, disks=[device] if device else [])
-    return disk_document(spec, out, job.facts(), env, measured=around.finish(), device=device)
+    distinct = list(dict.fromkeys(d for d in devices if d))
+    env = sysinfo.run_env(job.engine, disks=distinct)
+    if parts:
+        return disk_document(spec, out, job.facts(), env, measured=around.finish(), target_devices=devices)
+    return disk_document(spec, out, job.facts(), env, measured=around.finish(), device=devices[0])
 
 
 REMOTE_LEAD_NS = 2_000_000_000
@@ -268,10 +398,8 @@ async def run_disk_remote(spec: DiskSpec, on: tuple[str, int], connect, hlog_pat
     env = run.ready.get("env") or {}
     doc = disk_document(spec, out, run.ready, env | {"controller": basic_env()}, where={"on": host["host"]},
                         hosts=[(host, slice(0, run.workers))])
-    summary, m = doc["summary"], out.measurement
     for device in (run.counters.get("disks") or {}).values():   # the agent counts the one disk under its target
-        summary["device_crosscheck"] = counters.disk_crosscheck(
-            device, summary["read"]["ops"] + m.final.counter("warmup_ops"), summary["write"]["ops"])
+        doc["summary"]["device_crosscheck"] = _crosscheck(device, doc["summary"])
     return doc
 
 

@@ -31,6 +31,10 @@ Rules:
   --prefill writes them first (only those extents: the data around them is
   kept) or --allow-sparse accepts them (the result says how much). Block
   devices have no holes.
+- Several targets (--target A,B): each is opened and checked, as above, before
+  anything is written to any of them (open_targets), so one refused target
+  leaves the others as they were; a file made for the run is removed again.
+  Two names for the same file or device are refused.
 """
 import errno
 import fcntl
@@ -89,13 +93,41 @@ class DiskTarget:
     created: bool = False           # a file this run made at the user's name, and kept
     prefilled_bytes: int = 0        # unwritten bytes of an existing file written before the run (--prefill)
     unwritten_bytes: int = 0        # unwritten bytes left in the span (--allow-sparse, or a write-only job)
+    pending: list[tuple[int, int]] = field(default_factory=list)   # (offset, length) to write before the run
+    made: os.stat_result | None = None   # the file this run created at path (removed if the run never starts)
     verify_filled: bool = False     # filled with --verify headers of generation 1 (disk/sweep.py)
+    fill_stamp_bs: int = 0          # --verify on a fresh target: the fill stamps a header every this many bytes
+    fill_seed: int = 0              # ... with this seed
+    fill_psync: bool = False        # --engine psync: the fill uses no io_uring either
 
     def facts(self) -> dict:
         """What the result's config says about the target, wherever it was opened."""
         return {"target_path": self.path, "target_kind": self.kind, "span_bytes": self.span_bytes,
                 "target_created": self.created, "prefilled_bytes": self.prefilled_bytes,
                 "unwritten_bytes": self.unwritten_bytes}
+
+    def fill(self) -> None:
+        """Write the extents target_from_fd planned (a new file's whole span, --prefill's holes)."""
+        done = sum(length for _, length in self.pending)
+        if self.pending:
+            try:
+                sweep.fill(self.fd, self.pending, stamp_bs=self.fill_stamp_bs, seed=self.fill_seed,
+                           psync=self.fill_psync)
+            except OSError as e:
+                what = "temporary target" if self.kind == "temp" else "target"
+                raise SetupError(f"cannot write {format_size(done)} of the {what} {self.path}: "
+                                 f"{e.strerror}") from None
+            self.verify_filled = bool(self.fill_stamp_bs)
+        if self.kind == "file" and not self.created:
+            self.prefilled_bytes = done
+        self.pending = []
+
+    def abandon(self) -> None:
+        """Close it, and remove the file this run made for it (while its name still holds that file)."""
+        self.close()
+        if self.made is not None:
+            remove_if_ours(None, self.path, self.made)
+            self.made = None
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -331,12 +363,14 @@ def _set_io_flags(spec: DiskSpec, fd: int, path: str) -> None:
         raise SetupError(f"cannot set the I/O flags of {path}: {e.strerror}") from None
 
 
-def target_from_fd(spec: DiskSpec, fd: int, path: str, temp: bool = False, created: bool = False) -> DiskTarget:
+def target_from_fd(spec: DiskSpec, fd: int, path: str, temp: bool = False, created: bool = False,
+                   fill: bool = True) -> DiskTarget:
     """Check the open target at fd and make it a DiskTarget, which owns fd from here (closed on error).
 
     temp: a fresh temporary file; created: a new, empty file at the user's name; either is
     filled here to spec.size_bytes. An existing file's unwritten extents are written here
-    under --prefill. path only names the target in messages."""
+    under --prefill. fill False: nothing is written yet, target.fill() writes it later.
+    path only names the target in messages."""
     target = DiskTarget(path, fd, 0, "temp" if temp else "file", created=created)
     fresh = temp or created
     try:
@@ -344,14 +378,14 @@ def target_from_fd(spec: DiskSpec, fd: int, path: str, temp: bool = False, creat
         if stat.S_ISBLK(st.st_mode) and not fresh:
             target.kind = "block"
             target.span_bytes = _check_block(spec, target, st)
-            fill = []
+            target.pending = []
         elif not stat.S_ISREG(st.st_mode):
             raise UsageError(f"target must be a regular file or a block device: {path}")
         elif fresh:
             check_fits(spec.size_bytes, os.fstatvfs(fd), f"the directory of {path}",
                        "temporary target" if temp else "new target file")
             target.span_bytes = spec.size_bytes
-            fill = [(0, spec.size_bytes)]
+            target.pending = [(0, spec.size_bytes)]
             if created:
                 # Full size first: a fill cut short by SIGKILL (an agent's child past its grace)
                 # leaves holes, which the next read run refuses, never a short file taken as whole.
@@ -361,21 +395,15 @@ def target_from_fd(spec: DiskSpec, fd: int, path: str, temp: bool = False, creat
             if span < spec.bs_bytes:
                 raise UsageError(f"target {path} holds {st.st_size} bytes, less than one block of {spec.bs_bytes}")
             target.span_bytes = span - span % spec.bs_bytes
-            fill = _plan_prefill(spec, target, st)
+            target.pending = _plan_prefill(spec, target, st)
         _set_io_flags(spec, fd, path)
         # --verify stamps a whole-span fill, so the run knows what every block holds
-        stamp_bs = spec.bs_bytes if spec.verify and fresh else 0
+        target.fill_stamp_bs = spec.bs_bytes if spec.verify and fresh else 0
+        target.fill_seed = spec.seed
+        # psync forced: no ring, so no io_uring helper threads left to show in the run's census
+        target.fill_psync = spec.engine == "psync"
         if fill:
-            try:
-                # psync forced: no ring, so no io_uring helper threads left to show in the run's census
-                sweep.fill(fd, fill, stamp_bs=stamp_bs, seed=spec.seed, psync=spec.engine == "psync")
-            except OSError as e:
-                what = "temporary target" if temp else "target"
-                raise SetupError(f"cannot write {format_size(sum(n for _, n in fill))} of the {what} {path}: "
-                                 f"{e.strerror}") from None
-            target.verify_filled = bool(stamp_bs)
-        if not fresh:
-            target.prefilled_bytes = sum(length for _, length in fill)
+            target.fill()
     except BaseException:
         target.close()
         raise
@@ -435,8 +463,8 @@ def create_at(dir_fd: int, name: str) -> int:
     return os.open(name, CREATE_FLAGS, CREATE_MODE, dir_fd=dir_fd)
 
 
-def remove_if_ours(dir_fd: int, name: str, made: os.stat_result) -> None:
-    """Unlink name in dir_fd only while it is still the file this run made."""
+def remove_if_ours(dir_fd: int | None, name: str, made: os.stat_result) -> None:
+    """Unlink name in dir_fd (None: name is a path) only while it is still the file this run made."""
     try:
         now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         if (now.st_dev, now.st_ino) == (made.st_dev, made.st_ino):
@@ -445,19 +473,23 @@ def remove_if_ours(dir_fd: int, name: str, made: os.stat_result) -> None:
         pass
 
 
-def fill_created(spec: DiskSpec, fd: int, path: str, dir_fd: int, name: str) -> DiskTarget:
+def fill_created(spec: DiskSpec, fd: int, path: str, dir_fd: int, name: str, fill: bool = True) -> DiskTarget:
     """The DiskTarget of a file create_at just made, filled to spec.size_bytes and kept.
 
-    If it is refused or cannot be filled (no space, a signal), it is removed again."""
+    If it is refused or cannot be filled (no space, a signal), it is removed again.
+    fill False: filled later by target.fill(); target.abandon() removes it if the run never starts."""
     made = os.fstat(fd)
     try:
-        return target_from_fd(spec, fd, path, created=True)
+        target = target_from_fd(spec, fd, path, created=True, fill=fill)
     except BaseException:
         remove_if_ours(dir_fd, name, made)
         raise
+    if not fill:
+        target.made = made
+    return target
 
 
-def _create_target(spec: DiskSpec, path: str) -> DiskTarget:
+def _create_target(spec: DiskSpec, path: str, fill: bool = True) -> DiskTarget:
     parent, name = os.path.split(path)
     try:
         dir_fd = os.open(parent or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -476,31 +508,62 @@ def _create_target(spec: DiskSpec, path: str) -> DiskTarget:
             raise SetupError(f"no permission to create {path}") from None
         except OSError as e:
             raise SetupError(f"cannot create {path}: {e.strerror}") from None
-        return fill_created(spec, fd, path, dir_fd, name)
+        return fill_created(spec, fd, path, dir_fd, name, fill)
     finally:
         os.close(dir_fd)
 
 
-def open_target(spec: DiskSpec) -> DiskTarget:
-    """Check and open the target a spec names; the caller closes it (removing a temp file).
+def open_target(spec: DiskSpec, path: str | None = None, fill: bool = True) -> DiskTarget:
+    """Check and open a target: path, or else the one a spec names, or else a temporary file;
+    the caller closes it (removing a temp file).
 
-    A missing target file is made at spec.size_bytes when --size was given."""
+    A missing target file is made at spec.size_bytes when --size was given. fill False:
+    nothing is written until target.fill() (open_targets)."""
     check_buffer_memory(spec)
-    if spec.target is None:
-        return _open_temp(spec)
-    path = spec.target
+    if path is None:
+        if not spec.targets:
+            return _open_temp(spec)
+        path = spec.targets[0]
     try:
         st = os.stat(path)
     except FileNotFoundError:
         if spec.size_given and not path.endswith("/"):
-            return _create_target(spec, path)
+            return _create_target(spec, path, fill)
         raise UsageError(f"target not found: {path} (give --size to create it)") from None
     except OSError as e:
         raise SetupError(f"cannot stat {path}: {e.strerror}") from None
     # Opening some device nodes acts (a watchdog, a tape): refuse them before any open.
     if not (stat.S_ISBLK(st.st_mode) or stat.S_ISREG(st.st_mode)):
         raise UsageError(f"target must be a regular file or a block device: {path}")
-    return target_from_fd(spec, _open(path, access_flags(spec)), path)
+    return target_from_fd(spec, _open(path, access_flags(spec)), path, fill=fill)
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    """What makes two open targets the same: a device's number, or a file's (device, inode)."""
+    st = os.fstat(fd)
+    return (-1, st.st_rdev) if stat.S_ISBLK(st.st_mode) else (st.st_dev, st.st_ino)
+
+
+def open_targets(spec: DiskSpec) -> list[DiskTarget]:
+    """Open and check every target the spec names, then fill them (new files, --prefill):
+    nothing is written to any target until all of them passed their checks."""
+    targets: list[DiskTarget] = []
+    try:
+        seen: dict[tuple[int, int], str] = {}
+        for path in spec.targets:
+            target = open_target(spec, path, fill=False)
+            targets.append(target)
+            same = seen.setdefault(_identity(target.fd), path)
+            if same != path:
+                raise UsageError(f"targets {same} and {path} are the same {'device' if target.kind == 'block' else 'file'}")
+        for target in targets:
+            target.fill()
+            target.made = None   # filled and kept, as a single target's new file is
+    except BaseException:
+        for target in targets:
+            target.abandon()
+        raise
+    return targets
 
 
 def open_beneath_target(spec: DiskSpec, root_fd: int, rel: str) -> int:

@@ -19,15 +19,30 @@ Rules:
   error is one line (RAY_MISSING), exit 1.
 - Every call to an actor is bounded (CALL_TIMEOUT_S). While a job runs, the
   controller polls each actor every POLL_S for its latest snapshot; the poll is
-  the heartbeat. A poll that fails (Ray saw the actor or its node die) fails that
-  node's run, naming the node. So does a poll unanswered for SILENCE_S while
-  another node answered meanwhile (a busy controller delays every answer, and
-  must not blame whichever node it polled first), or for LONGEST_SILENCE_S in any
-  case. The run then ends with what every node last reported (run/job.py), exit 1.
+  the heartbeat, and loadgen judges it itself: Ray declares a node dead only after
+  health_check_failure_threshold failed checks health_check_period_ms apart (15 s
+  by default), and fails a call to an actor at once only if its connection is
+  reset, which a node cut off or frozen never does. A poll that fails (Ray saw the
+  actor or its node die) fails that node's run, naming the node. So does a poll
+  unanswered for HEARTBEAT_DEADLINE_S while another node answered meanwhile (a busy
+  controller delays every answer, and must not blame whichever node it polled
+  first), or for LONGEST_SILENCE_S in any case. The run then ends with what every
+  node last reported (run/job.py), exit 1.
+- Ray's own log lines never reach the user's terminal, where a node's death would
+  bury loadgen's one line under them (and its stdout, where they would break a
+  --json - document): the driver's "ray" logger and the messages the cluster
+  publishes for the driver ("(raylet) A worker died...") go to ray_log_path()
+  ($TMPDIR/loadgen-ray-PID.log, made only if Ray logs anything);
+  Ray's core and every node keep their logs in Ray's session directory
+  (/tmp/ray/session_latest/logs on each node), workers' output included
+  (log_to_driver=False).
+- A process that connected to Ray ends at once after its result is out
+  (exit_at_once, called by the CLI): Ray's teardown at exit takes over a second.
 - A placement group with STRICT_SPREAD holds one bundle per chosen node, each
   pinned by the node's own `node:IP` resource, so no two actors share a node.
 """
 import asyncio
+import logging
 import os
 import sys
 import tempfile
@@ -40,8 +55,11 @@ RAY_MISSING = "--ray needs the ray extra: pip install 'loadgen[ray]'"
 CALL_TIMEOUT_S = 30.0     # an actor's prepare opens sockets or fills a target: generous
 CONNECT_TIMEOUT_S = 60.0  # placing the actors: Ray starts a worker process on each node
 POLL_S = 0.2
-SILENCE_S = 3.0           # a node unheard this long while another answered is lost
-LONGEST_SILENCE_S = 10.0  # ... and this long even when none answered (the controller itself stalled)
+# Polls are answered in milliseconds; a node unheard for 1.5 s while another answered is lost. That leaves
+# a loaded node's scheduler room, and with the rest of a stop (the receivers' drain, teardown) a lost node
+# ends the run within 5 s (issue 15).
+HEARTBEAT_DEADLINE_S = 1.5
+LONGEST_SILENCE_S = 10.0    # ... and this long even when none answered (the controller itself stalled)
 CLOSE_TIMEOUT_S = 2.0
 CLOCK_SAMPLES = 8
 NODE_SHARE = 0.001        # of a bundle's node:IP resource: pins the bundle there and takes no CPU, so a node
@@ -243,7 +261,23 @@ async def _call(ref, what: str, timeout_s: float = CALL_TIMEOUT_S):
     except TimeoutError:
         raise SetupError(f"{what}: no answer within {timeout_s:.0f}s") from None
     except (ray.exceptions.RayError, ConnectionError) as e:
-        raise SetupError(f"{what}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise SetupError(f"{what}: {describe_ray_error(e)}") from None
+
+
+def silent(silent_s: float, others_heard: bool) -> bool:
+    """Whether a node whose poll has gone unanswered for silent_s is lost (see the module docstring)."""
+    return (silent_s >= HEARTBEAT_DEADLINE_S and others_heard) or silent_s >= LONGEST_SILENCE_S
+
+
+def describe_ray_error(e: Exception) -> str:
+    """One short line for Ray's error about a dead actor or node: its first sentence, and its kind."""
+    first = (str(e).splitlines() or [""])[0].split(". ")[0].split(": ")[0].strip()
+    return f"{first} ({type(e).__name__})" if first else type(e).__name__
+
+
+def _read_late(reply: asyncio.Future) -> None:
+    if not reply.cancelled():
+        reply.exception()
 
 
 class Pulse:
@@ -317,25 +351,24 @@ class RayClient:
         await _call(self.actor.go.remote(t), f"the node {self.name}")
 
     async def _poll(self) -> dict | str:
-        """The actor's poll reply, or why this node counts as lost."""
+        """The actor's poll reply, or why this node counts as lost (silent(): loadgen's own deadline)."""
         ray = import_ray()
         loop = asyncio.get_running_loop()
         sent_s = loop.time()
         reply = asyncio.ensure_future(self.actor.poll.remote())
-        while True:
-            try:
-                out = await asyncio.wait_for(asyncio.shield(reply), SILENCE_S)
-            except TimeoutError:
-                silent_s = loop.time() - sent_s
-                if self.pulse.others_heard_since(self.name, sent_s) or silent_s >= LONGEST_SILENCE_S:
-                    reply.cancel()
-                    return f"lost the Ray node {self.name}: no heartbeat for {silent_s:.0f}s"
-                continue
-            except (ray.exceptions.RayError, ConnectionError) as e:
-                first = str(e).splitlines()[0] if str(e) else type(e).__name__
-                return f"lost the Ray node {self.name}: {first}"
-            self.pulse.heard[self.name] = loop.time()
-            return out
+        while not reply.done():
+            await asyncio.wait({reply}, timeout=POLL_S)
+            silent_s = loop.time() - sent_s
+            if not reply.done() and silent(silent_s, self.pulse.others_heard_since(self.name, sent_s)):
+                # Ray may still answer, with the node's death: read it then, so it is not logged as unhandled.
+                reply.add_done_callback(_read_late)
+                return f"lost the Ray node {self.name}: no heartbeat for {silent_s:.1f}s"
+        try:
+            out = reply.result()
+        except (ray.exceptions.RayError, ConnectionError) as e:
+            return f"lost the Ray node {self.name}: {describe_ray_error(e)}"
+        self.pulse.heard[self.name] = loop.time()
+        return out
 
     async def _heartbeat(self, run) -> None:
         while not run.done():
@@ -355,7 +388,9 @@ class RayClient:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        if self.error:   # a lost node has nothing to close; removing the placement group ends its actor
+        # A lost node has nothing to close, and a job that sent its final frame has ended; removing the
+        # placement group ends the actor, and a job process whose actor is gone stops (its stdin closes).
+        if self.error or (self.runs and all(r.done() for r in self.runs.values())):
             return
         try:
             await _call(self.actor.close.remote(), f"the node {self.name}", CLOSE_TIMEOUT_S)
@@ -407,16 +442,73 @@ class Fleet:
             pass
 
 
+_connected = False   # whether this process has connected to a Ray cluster (exit_at_once)
+
+
+def ray_log_path() -> Path:
+    """Where this controller's Ray log lines go (the nodes keep theirs in /tmp/ray/session_latest/logs)."""
+    return Path(tempfile.gettempdir()) / f"loadgen-ray-{os.getpid()}.log"
+
+
+def keep_ray_quiet() -> None:
+    """Ray's driver logger to ray_log_path() instead of the terminal (see the module docstring),
+    at INFO, so the file has the whole story; and with it the messages Ray's error listener prints.
+
+    That listener (a thread of every driver, whatever log_to_driver says) prints what the cluster
+    publishes for the driver, such as "(raylet) A worker died or was killed...", to the driver's
+    stdout, where it would also break a --json - document. It prints through
+    ray._private.worker.print_to_stdstream, Ray's one seam for it, which goes to the log instead."""
+    worker = sys.modules.get("ray._private.worker")
+    if worker is not None and hasattr(worker, "print_to_stdstream"):
+        worker.print_to_stdstream = _to_ray_log
+    logger = logging.getLogger("ray")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()     # a stream handler's close leaves its stream open
+    handler = logging.FileHandler(ray_log_path(), delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _to_ray_log(data: dict, ignore_prefix: bool = False) -> None:
+    """print_to_stdstream's stand-in: each line Ray meant for the terminal, into Ray's log."""
+    logger = logging.getLogger("ray")
+    for line in data.get("lines") or []:
+        logger.warning("(%s) %s", data.get("pid"), line)
+
+
 def connect(address: str):
     """ray, connected to the cluster at address ("auto": the one this host is part of)."""
+    global _connected
     ray = import_ray()
     if ray.is_initialized():
         return ray
+    keep_ray_quiet()
     try:
+        # ray.init keeps the logger's handlers (configure_logging=False would clear them, leaving
+        # Python's last-resort handler to print to stderr); it sets their format and the level.
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except (ConnectionError, ray.exceptions.RayError, ValueError, RuntimeError) as e:
         raise SetupError(f"cannot connect to the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+    keep_ray_quiet()
+    _connected = True
     return ray
+
+
+def exit_at_once(code: int) -> None:
+    """End a process that connected to Ray now, its output flushed. After ray.shutdown() Ray's library
+    still takes over a second to tear itself down at exit (in its C++ core, past every Python
+    handler), which a user waits through with the result already written."""
+    if not _connected:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def nodes(address: str) -> tuple[object, list[dict]]:

@@ -30,6 +30,8 @@ from loadgen.workload import NetSpec, format_host_port
 
 if TYPE_CHECKING:
     from loadgen.net.packet import PacketSenders
+    from loadgen.net.xdp import XdpSenders
+    from loadgen.net.packetrx import PacketReceivers
 
 # Bytes a datagram adds on an Ethernet wire besides its payload: UDP 8, Ethernet
 # header 14 and FCS 4, preamble 8, inter-frame gap 12; frames are at least 64 bytes.
@@ -179,15 +181,15 @@ def net_summary(spec: NetSpec, m, sides: Sides, embedded: bool, family: int, cpu
 
 @dataclass
 class Senders:
-    """A sending job's open sockets: a connected UDP socket per flow, and for the packet
-    engine its AF_PACKET sockets and frames (loadgen/packet.py)."""
+    """A sending job's open sockets: a connected UDP socket per flow, and for a raw engine
+    its frames and AF_PACKET sockets (loadgen/net/packet.py) or AF_XDP sockets (loadgen/net/xdp.py)."""
     socks: list
     cpus: list[int]                       # per sender worker: the CPU it is pinned to
-    packet: "PacketSenders | None" = None
+    packet: "PacketSenders | XdpSenders | None" = None
 
     def facts(self) -> dict:
-        """What the result's config says about how they send."""
-        return {"packet": self.packet.facts} if self.packet else {}
+        """What the result's config says about how they send: config.packet or config.xdp."""
+        return {self.packet.engine: self.packet.facts} if self.packet else {}
 
     def close(self) -> None:
         close_all(self.socks)
@@ -199,12 +201,13 @@ def open_senders(spec: NetSpec, family: int, sockaddr: tuple) -> Senders:
     """The sockets for spec's senders to sockaddr, whichever engine sends: the one place
     a local run, a paired run's local side and an agent's udp-send job prepare them."""
     socks = sender_sockets(family, sockaddr, spec.flows)
-    if spec.engine != "packet":
+    if spec.engine == "socket":
         return Senders(socks, worker_cpus(spec.common.workers))
-    from loadgen.net import packet
+    from loadgen.net import packet, xdp
 
     try:
-        prepared = packet.prepare(socks, None if spec.per_queue else spec.common.workers, spec.size_bytes)
+        engine = xdp if spec.engine == "xdp" else packet
+        prepared = engine.prepare(socks, None if spec.per_queue else spec.common.workers, spec.size_bytes)
         return Senders(socks, prepared.cpus, prepared)
     except BaseException:
         close_all(socks)
@@ -212,8 +215,10 @@ def open_senders(spec: NetSpec, family: int, sockaddr: tuple) -> Senders:
 
 
 def net_config(spec: NetSpec, timeline: Timeline, run_tag: int, senders: Senders | None, receivers: list,
-               send_cpus: list[int], recv_cpus: list[int], flow_base: int = 0) -> native.NetConfig:
-    """The native config for senders (one socket per flow) and receivers (one socket each)."""
+               send_cpus: list[int], recv_cpus: list[int], flow_base: int = 0,
+               packet_rx: "PacketReceivers | None" = None) -> native.NetConfig:
+    """The native config for senders (one socket per flow) and receivers (one socket each:
+    UDP, or with packet_rx its AF_PACKET sockets)."""
     socks = senders.socks if senders else []
     packet = senders.packet if senders else None
     return native.NetConfig(
@@ -227,12 +232,14 @@ def net_config(spec: NetSpec, timeline: Timeline, run_tag: int, senders: Senders
         recv_fds=native.int32_array(s.fileno() for s in receivers),
         send_cpus=native.int32_array(send_cpus), recv_cpus=native.int32_array(recv_cpus),
         packet=ctypes.pointer(packet.config()) if packet else None,
+        rx_engine=native.NET_RX_ENGINE_PACKET if packet_rx and receivers else native.NET_RX_ENGINE_SOCKET,
+        packet_rx=ctypes.pointer(packet_rx.rx) if packet_rx and receivers else None,
     )  # the native run copies the config and its arrays
 
 
 def engine_name(spec: NetSpec) -> str:
-    """The document's engine: udp for UDP sockets, packet for AF_PACKET rings."""
-    return "packet" if spec.engine == "packet" else "udp"
+    """The document's engine: udp for UDP sockets, packet for AF_PACKET rings, xdp for AF_XDP sockets."""
+    return "udp" if spec.engine == "socket" else spec.engine
 
 
 def check_started(spec: NetSpec, m, sides: "Sides") -> None:
@@ -258,6 +265,7 @@ class NetJob:
     send_cpus: list[int] = field(default_factory=list)
     family: int | None = None        # of the address the senders send to
     flow_base: int = 0               # the senders' first flow number (a client's share of a paired run)
+    packet_rx: "PacketReceivers | None" = None   # --rx-engine packet: receivers are its AF_PACKET sockets
 
     @property
     def workers(self) -> int:
@@ -269,29 +277,44 @@ class NetJob:
 
     def address(self) -> tuple[str, int]:
         """Where the receivers listen."""
+        if self.packet_rx:
+            return self.packet_rx.address()
         return self.receivers[0].getsockname()[:2]
 
     def start(self, timeline: Timeline) -> native.Run:
         return native.start_net(net_config(self.spec, timeline, self.run_tag, self.senders, self.receivers,
-                                           self.send_cpus, self.recv_cpus, flow_base=self.flow_base))
+                                           self.send_cpus, self.recv_cpus, flow_base=self.flow_base,
+                                           packet_rx=self.packet_rx))
 
     def facts(self) -> dict:
-        """The receivers' port, the workers' CPUs, the senders' family and engine: what a "ready" says."""
+        """The receivers' port, the workers' CPUs, the senders' family and engine, the packet
+        receivers' capture: what a "ready" says."""
         out = {"port": self.address()[1]} if self.receivers else {}
         out["cpus"] = self.send_cpus + self.recv_cpus
         if self.senders:
             out |= {"family": int(self.family), **self.senders.facts()}
+        if self.packet_rx:
+            out["packet_rx"] = self.packet_rx.facts
         return out
 
     def close(self) -> None:
         if self.senders:
             self.senders.close()
-        close_all(self.receivers)
+        if self.packet_rx:
+            self.packet_rx.close()
+        else:
+            close_all(self.receivers)
 
 
 def prepare_receive(spec: NetSpec, bind: str, run_tag: int, cpu_offset: int = 0) -> NetJob:
     """spec.receivers sockets bound to bind:spec.port (0: a free port); their workers take the
     CPUs from the cpu_offset-th on (after a local run's senders)."""
+    if spec.rx_engine == "packet":
+        from loadgen.net import packetrx
+
+        rx = packetrx.prepare(bind, spec.port, spec.receivers)
+        return NetJob(spec, run_tag, receivers=rx.socks, recv_cpus=worker_cpus(len(rx.socks), offset=cpu_offset),
+                      packet_rx=rx)
     socks = receiver_sockets(bind, spec.port, spec.receivers)
     return NetJob(spec, run_tag, receivers=socks, recv_cpus=worker_cpus(len(socks), offset=cpu_offset))
 
@@ -310,6 +333,9 @@ def prepare(spec: NetSpec) -> NetJob:
     """A local run's job: senders to spec.target, or to receivers of its own on loopback."""
     run_tag = new_run_tag()
     if spec.target is not None:
+        if spec.rx_engine != "socket":
+            raise UsageError("--rx-engine is for loadgen's own receivers (the embedded one, or --peer's), "
+                             "not a --target")
         return prepare_send(spec, *spec.target, run_tag)
     receiving = prepare_receive(spec, LOOPBACK, run_tag, cpu_offset=spec.common.workers)
     try:
@@ -372,7 +398,8 @@ async def run_net(spec: NetSpec, hlog_path: str | None = None, watch: Watch | No
         job.close()
     config = spec.to_config() | {"target_address": f"{host}:{port}", "embedded_receiver": embedded,
                                  "senders": len(job.send_cpus), "send_cpus": job.send_cpus,
-                                 "recv_cpus": job.recv_cpus} | job.senders.facts()
+                                 "recv_cpus": job.recv_cpus} | job.senders.facts() | \
+        ({"packet_rx": job.packet_rx.facts} if job.packet_rx else {})
     return net_document(spec, out, sides, embedded, job.family, config,
                         sysinfo.run_env(engine_name(spec), nics=[nic] if nic else []), measured=around.finish())
 
@@ -500,7 +527,8 @@ async def _prepare_paired(spec: NetSpec, peer, clients, agents, local_jobs: list
     parts.append(recv_run)
     meta.append({"host": receiver.name, "addr": peer, "role": "receiver",
                  "clock": receiver.clock.as_dict(), "agent": receiver.info, "data_port": data_port,
-                 "env": recv_run.ready.get("env")})
+                 "env": recv_run.ready.get("env")} |
+                ({"packet_rx": recv_run.ready["packet_rx"]} if recv_run.ready.get("packet_rx") else {}))
     return PairedPlan(parts, meta, data_port, family, stacked_rows([p.workers for p in parts]))
 
 

@@ -17,6 +17,8 @@ Vocabulary:
            hash does ("flow hash"), so a sender feeds many queues and none is recorded.
            Either way a sender's queue follows the CPU it is pinned to: there is no socket
            option that names a TX queue for AF_PACKET (PACKET_FANOUT is for receiving).
+           An AF_XDP socket names its queue itself: it is bound to it ("bind"), one socket per
+           queue, wherever its sender runs (bound_plan).
 
 Rules: reads files under a root (fake trees in tests), never writes; no sockets. By
 default one sender per queue a pinned sender can reach, on a CPU near the queue's IRQ when
@@ -45,7 +47,7 @@ class Place:
 class Plan:
     places: list[Place]   # one per sender
     tx_queues: int
-    decided: str          # "xps", "cpu" or "flow hash" (see the module's docstring)
+    decided: str          # "xps", "cpu", "flow hash" or "bind" (see the module's docstring)
     irqs: dict[int, int]  # queue -> irq, those found
 
     def facts(self) -> dict:
@@ -185,3 +187,24 @@ def plan(dev: str, allowed_cpus: list[int], workers: int | None, bypass: bool, r
     if not chosen:
         chosen.append(Place(cpus[0], kernel_queue(cpus[0], queues, xps, bypass), None))
     return Plan(chosen, queues, decided, irqs)
+
+
+def bound_plan(dev: str, allowed_cpus: list[int], workers: int | None, root: Path = ROOT) -> Plan:
+    """Senders bound to queues 0, 1, ... (AF_XDP): workers None is one per queue (capped by the
+    CPUs), else that many, at most one per queue; each on a free CPU near its queue's IRQ where
+    there is one. ValueError when workers exceeds the queues."""
+    queues = tx_queue_count(dev, root)
+    irqs = queue_irqs(dev, root)
+    cpus = sorted(allowed_cpus)
+    n = min(queues, len(cpus)) if workers is None else workers
+    if n > queues:
+        raise ValueError(f"{dev} has {queues} TX queue{'s' if queues > 1 else ''}")
+    places: list[Place] = []
+    used: set[int] = set()
+    for q in range(n):
+        free = [c for c in cpus if c not in used] or cpus
+        near = irq_cpus(irqs[q], root) if q in irqs else []
+        cpu = next((c for c in free if c in near), free[0])
+        used.add(cpu)
+        places.append(Place(cpu, q, irqs.get(q)))
+    return Plan(places, queues, "bind", irqs)

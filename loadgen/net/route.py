@@ -52,7 +52,7 @@ def ip_json(*args: str) -> list:
     try:
         p = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, timeout=IP_TIMEOUT_S)
     except FileNotFoundError:
-        raise SetupError("--engine packet needs iproute2's ip to read routes and neighbours") from None
+        raise SetupError("--engine packet and xdp need iproute2's ip to read routes and neighbours") from None
     except subprocess.TimeoutExpired:
         raise SetupError(f"ip {' '.join(args)} did not answer") from None
     if p.returncode:
@@ -107,17 +107,17 @@ def _probe(address: str, interface: str) -> None:
             pass  # unreachable now: the table read that follows says so
 
 
-def local_delivery_refusal(dst_ip: str, read=None) -> str | None:
-    """Why frames to this host's own dst_ip would be dropped, or None when the settings allow them."""
+def local_delivery_refusal(dst_ip: str, read=None, engine: str = "packet") -> str | None:
+    """Why engine's frames to this host's own dst_ip would be dropped, or None when the settings allow them."""
     if ":" in dst_ip:
-        return f"--engine packet cannot send to {dst_ip} on this host: IPv6 frames injected on lo are dropped"
+        return f"--engine {engine} cannot send to {dst_ip} on this host: IPv6 frames injected on lo are dropped"
     read = read or _read_sysctl
     missing = [k for k in LOCAL_SYSCTLS if read(f"net/ipv4/conf/lo/{k}") != "1"
                and read(f"net/ipv4/conf/all/{k}") != "1"]
     if not missing:
         return None
     settings = " and ".join(f"net.ipv4.conf.lo.{k}=1" for k in missing)
-    return (f"--engine packet cannot send to {dst_ip} on this host without {settings}: "
+    return (f"--engine {engine} cannot send to {dst_ip} on this host without {settings}: "
             "the kernel drops frames injected on lo as martians; use --peer or --target across a link")
 
 

@@ -32,6 +32,7 @@ class ServeSpec:
     max_flows: int
     duration_ns: int        # 0: until SIGINT/SIGTERM
     interval_ns: int
+    rx_engine: str = "socket"   # packet: AF_PACKET RX rings (loadgen/net/packetrx.py), --port only
 
 
 def parse_serve(host: str, **raw) -> ServeSpec:
@@ -39,20 +40,32 @@ def parse_serve(host: str, **raw) -> ServeSpec:
     v = options.values(options.SERVE, raw, "serve")
     if v["port"] is not None and v["port"] == v["echo_port"] and v["port"] != 0:
         raise UsageError(f"--port and --echo-port are both {v['port']}; each listener needs its own port")
+    if v["rx_engine"] == "packet" and v["echo_port"] is not None:
+        raise UsageError("--rx-engine packet counts one way (its rings only read frames); "
+                         "--echo-port needs --rx-engine socket")
     return ServeSpec(host=host, port=v["port"], echo_port=v["echo_port"], workers=v["workers"] or default_workers(),
-                     max_flows=v["max_flows"], duration_ns=v["duration"], interval_ns=v["interval"])
+                     max_flows=v["max_flows"], duration_ns=v["duration"], interval_ns=v["interval"],
+                     rx_engine=v["rx_engine"])
 
 
 @dataclass
 class Listener:
     name: str
     run: native.Run
-    socks: list
+    socks: list             # what to close: the UDP sockets, or the packet receivers
     previous: Snapshot
 
 
 def start_listener(spec: ServeSpec, port: int, echo: bool) -> Listener:
-    socks = receiver_sockets(spec.host, port, spec.workers)
+    packet_rx = None
+    if spec.rx_engine == "packet":
+        from loadgen.net import packetrx
+
+        packet_rx = packetrx.prepare(spec.host, port, spec.workers)
+        socks, bound = packet_rx.socks, packet_rx.address()
+    else:
+        socks = receiver_sockets(spec.host, port, spec.workers)
+        bound = socks[0].getsockname()
     try:
         cfg = native.NetConfig(
             senders=0, receivers=len(socks), flows=spec.max_flows, size_bytes=options.PKT_MAX_BYTES, batch=32,
@@ -60,14 +73,19 @@ def start_listener(spec: ServeSpec, port: int, echo: bool) -> Listener:
             end_ns=2**62, grace_ns=0,
             send_fds=None, recv_fds=native.int32_array(s.fileno() for s in socks),
             send_cpus=None, recv_cpus=native.int32_array(range(len(socks))),
+            rx_engine=native.NET_RX_ENGINES[spec.rx_engine],
+            packet_rx=native.ctypes.pointer(packet_rx.rx) if packet_rx else None,
         )
         run = native.start_net(cfg)
     except BaseException:
-        close_all(socks)
+        if packet_rx:
+            packet_rx.close()
+        else:
+            close_all(socks)
         raise
-    bound = socks[0].getsockname()
     zero = Snapshot.zero(run.layout, run.workers, native.now_ns())
-    return Listener(f"{bound[0]}:{bound[1]} {'echo' if echo else 'stream'}", run, socks, zero)
+    return Listener(f"{bound[0]}:{bound[1]} {'echo' if echo else 'stream'}", run,
+                    [packet_rx] if packet_rx else socks, zero)
 
 
 def interval_line(name: str, elapsed_s: float, d: Snapshot, total: Snapshot, length_s: float) -> str:

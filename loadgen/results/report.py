@@ -11,6 +11,8 @@ Vocabulary:
               add each side's (row["read"], row["write"]), paired runs each host's (row["hosts"]).
     host      a section of doc["hosts"] (paired and remote runs). A host that timed operations
               carries its own histograms; the document's are theirs added, so they are exact.
+    target    a section of doc["targets"] (a disk run on several): its own histograms, and
+              its rate in each interval (row["targets"]); the document's histograms are theirs added.
     side      "read" or "write" in a mixed disk run, whose documents carry read-latency,
               write-latency... beside the merged tags.
 
@@ -93,6 +95,13 @@ def decode_host_histograms(doc: dict) -> dict[str, dict[str, HdrHistogram]]:
             for h in host_sections(doc) if "histograms" in h}
 
 
+def decode_target_histograms(doc: dict) -> dict[str, dict[str, HdrHistogram]]:
+    """Each target's own histograms by path (a disk run on several targets)."""
+    return {t["path"]: _decode_all(t["histograms"], f" of target {t['path']}")
+            for t in doc.get("targets") or []
+            if isinstance(t, dict) and isinstance(t.get("path"), str) and isinstance(t.get("histograms"), dict)}
+
+
 def host_label(doc: dict, name: str) -> str:
     """'10.0.0.1:7070 (sender)'."""
     role = next((h.get("role") for h in host_sections(doc) if h["host"] == name), None)
@@ -170,7 +179,8 @@ def title(doc: dict) -> str:
 
 # ---- text ---------------------------------------------------------------------------------------
 
-def percentile_text(tag: str, hist: HdrHistogram, doc: dict, host: str | None = None) -> str:
+def percentile_text(tag: str, hist: HdrHistogram, doc: dict, host: str | None = None,
+                    target: str | None = None) -> str:
     """HdrHistogram's outputPercentileDistribution in µs, after two '#[...]' lines saying what it is.
 
     Readers of that format (HdrHistogram's plotter) skip lines starting with '#'.
@@ -186,7 +196,7 @@ def percentile_text(tag: str, hist: HdrHistogram, doc: dict, host: str | None = 
         m = _STDDEV.fullmatch(line)
         if m:
             lines[i] = f"{m['head']}{float(m['ns']) / NS_PER_US:12.{digits}f}]"
-    of_host = f" on host {host} alone" if host else ""
+    of_host = f" on host {host} alone" if host else f" on target {target} alone" if target else ""
     head = [f"#[loadgen {doc.get('kind', '?')} {describe_tag(tag, doc)}{of_host}: values in microseconds "
             f"(ns / {NS_PER_US})]",
             f"#[{workload(doc)}; {where(doc)}]"]
@@ -206,11 +216,14 @@ def host_file_part(name: str) -> str:
 
 
 def write_percentiles(doc: dict, out_dir: Path, hists: dict[str, HdrHistogram] | None = None,
-                      by_host: dict[str, dict[str, HdrHistogram]] | None = None) -> list[Path]:
+                      by_host: dict[str, dict[str, HdrHistogram]] | None = None,
+                      by_target: dict[str, dict[str, HdrHistogram]] | None = None) -> list[Path]:
     """percentiles-<tag>.hgrm in out_dir (created) for each histogram, then
-    percentiles-<tag>-host-<host>.hgrm for each host's own; returns the paths."""
+    percentiles-<tag>-host-<host>.hgrm for each host's own and percentiles-<tag>-target-<path>.hgrm
+    for each target's; returns the paths."""
     hists = decode_histograms(doc) if hists is None else hists
     by_host = decode_host_histograms(doc) if by_host is None else by_host
+    by_target = decode_target_histograms(doc) if by_target is None else by_target
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -225,6 +238,11 @@ def write_percentiles(doc: dict, out_dir: Path, hists: dict[str, HdrHistogram] |
         for tag, hist in own.items():
             path = out_dir / f"percentiles-{tag}-host-{host_file_part(name)}.hgrm"
             _write(path, percentile_text(tag, hist, doc, host_label(doc, name)))
+            paths.append(path)
+    for name, own in by_target.items():
+        for tag, hist in own.items():
+            path = out_dir / f"percentiles-{tag}-target-{host_file_part(name)}.hgrm"
+            _write(path, percentile_text(tag, hist, doc, target=name))
             paths.append(path)
     return paths
 
@@ -466,6 +484,11 @@ def _rate_panel(ax, ticker, doc: dict, rows: list[dict], edges: list[float], spl
         rate = [float(hosts.get(name, {}).get("rate") or 0.0) for hosts in per_host]
         role = f" ({roles[name]})" if roles[name] else ""
         line(rate, color=colors[name], linewidth=widths[name], label=f"{name}{role}")
+    per_target = [{n: t for n, t in (r.get("targets") or {}).items() if isinstance(t, dict)} for r in rows]
+    for i, name in enumerate(dict.fromkeys(n for targets in per_target for n in targets)):
+        # dashed, as each host's p99 is: the total shows between the dashes where one target carries it
+        line([float(targets.get(name, {}).get("rate") or 0.0) for targets in per_target], color=f"C{(i + 2) % 10}",
+             linewidth=1.0, linestyle="--", label=name)
     receiver_host = any(role == "receiver" for role in roles.values())
     if any("received_pps" in r for r in rows) and not receiver_host:
         line([float(r.get("received_pps") or 0.0) for r in rows], color="C1", linewidth=1.2,

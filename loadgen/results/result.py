@@ -66,15 +66,33 @@ def disk_summary(m: Measurement, cpu: dict) -> dict:
             "late_ops": late_ops,
         },
         "warmup_ops": s.counter("warmup_ops"),
+        "drained_ops": s.counter("drained_ops"),
         "pacing": pacing_block(s),
-        "read": {"ops": ops_r, "rate": per_s(ops_r, ns), "bytes_per_s": per_s(s.counter("bytes_read"), ns),
-                 "latency_ns": latency_block(s.hist("latency_read")),
-                 "service_ns": latency_block(s.hist("service_read"))},
-        "write": {"ops": ops_w, "rate": per_s(ops_w, ns), "bytes_per_s": per_s(s.counter("bytes_write"), ns),
-                  "latency_ns": latency_block(s.hist("latency_write")),
-                  "service_ns": latency_block(s.hist("service_write"))},
+        "read": _disk_side(s, "read", ns),
+        "write": _disk_side(s, "write", ns),
     }
     return summary
+
+
+def _disk_side(s: Snapshot, side: str, ns: int) -> dict:
+    ops = s.counter(f"ops_{side}")
+    return {"ops": ops, "rate": per_s(ops, ns), "bytes_per_s": per_s(s.counter(f"bytes_{side}"), ns),
+            "latency_ns": latency_block(s.hist(f"latency_{side}")),
+            "service_ns": latency_block(s.hist(f"service_{side}"))}
+
+
+def disk_part(s: Snapshot, ns: int) -> dict:
+    """What some of a disk run's workers did (one target's: s holds their rows of the final
+    snapshot), measured over ns: the summary's counts, rates and latencies for them alone."""
+    ops = s.counter("ops_read") + s.counter("ops_write")
+    nbytes = s.counter("bytes_read") + s.counter("bytes_write")
+    return {"ops": ops, "rate": per_s(ops, ns), "bytes": nbytes, "bytes_per_s": per_s(nbytes, ns),
+            "errors": s.counter("errors"),
+            "errors_by_errno": {errno_name(e): n for e, n in sorted(s.errors_by_errno().items())},
+            "warmup_ops": s.counter("warmup_ops"), "drained_ops": s.counter("drained_ops"),
+            "latency_ns": latency_block(s.hist("latency_read", "latency_write")),
+            "service_ns": latency_block(s.hist("service_read", "service_write")),
+            "read": _disk_side(s, "read", ns), "write": _disk_side(s, "write", ns)}
 
 
 def _encode(counts) -> str:
@@ -279,6 +297,8 @@ def format_disk(doc: dict) -> str:
     for h in doc.get("hosts") or []:   # a run on several hosts at once (disk/job.py run_disk_hosts)
         if "rate" in h:
             lines.append(f"  host {h['host']}: IOPS={format_si(h['rate'])}, {h['ops']} ops, errors {h['errors']}")
+    for t in doc.get("targets") or []:   # a run on several targets (disk/job.py)
+        lines.append(_target_line(t))
     if c["iops"] != "max":
         lag = s["schedule_lag_ns"]
         lines.append(f"  schedule: requested {format_si(c['iops'])} IOPS, achieved {format_si(s['rate'])}; "
@@ -296,6 +316,18 @@ def format_disk(doc: dict) -> str:
     if doc.get("engine_note"):
         lines.append(f"  engine: {doc['engine_note']}")
     return "\n".join(lines)
+
+
+def _target_line(t: dict) -> str:
+    """'  target /dev/zram1 (2 workers): IOPS=..., p50=..., p99=..., 123 ops, errors 0; device 123 I/Os'."""
+    lat = t["latency_ns"]
+    line = (f"  target {t['path']} ({t['workers']} worker{'s' if t['workers'] != 1 else ''}): "
+            f"IOPS={format_si(t['rate'])}, BW={format_bytes_per_s(t['bytes_per_s'])}, "
+            f"latency p50={format_ns(lat['p50'])} p99={format_ns(lat['p99'])}, {t['ops']} ops, errors {t['errors']}")
+    check = t.get("device_crosscheck") or {}
+    if "device_ios" in check:
+        line += f"; {t['device']} counted {check['device_ios']} I/Os to loadgen's {check['loadgen_ios']}"
+    return line
 
 
 def format_net(doc: dict) -> str:

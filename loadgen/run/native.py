@@ -14,9 +14,9 @@ import numpy as np
 
 from loadgen.errors import SetupError
 
-ABI_VERSION = 7
-ENGINE_IO_URING, ENGINE_PSYNC = 0, 1
-ENGINES = {"io_uring": ENGINE_IO_URING, "psync": ENGINE_PSYNC}
+ABI_VERSION = 10
+ENGINE_IO_URING, ENGINE_PSYNC, ENGINE_NVME = 0, 1, 2
+ENGINES = {"io_uring": ENGINE_IO_URING, "psync": ENGINE_PSYNC, "nvme": ENGINE_NVME}
 STATE_STARTING, STATE_RUNNING, STATE_DONE, STATE_FAILED = range(4)
 
 
@@ -37,6 +37,8 @@ class DiskConfig(ctypes.Structure):
         ("end_ns", ctypes.c_int64),
         ("seed", ctypes.c_uint64),
         ("cpus", ctypes.POINTER(ctypes.c_int32)),
+        ("nvme_nsid", ctypes.c_uint32),
+        ("nvme_lba_shift", ctypes.c_uint32),
         ("verify", ctypes.c_uint32),
         ("verify_filled", ctypes.c_uint32),
     ]
@@ -95,8 +97,13 @@ NET_ENGINE_SOCKET, NET_ENGINE_PACKET = 0, 1
 NET_ENGINES = {"socket": NET_ENGINE_SOCKET, "packet": NET_ENGINE_PACKET}
 
 
+NET_ENGINE_SOCKET, NET_ENGINE_PACKET, NET_ENGINE_XDP = 0, 1, 2
+NET_ENGINES = {"socket": NET_ENGINE_SOCKET, "packet": NET_ENGINE_PACKET, "xdp": NET_ENGINE_XDP}
+XSK_ZEROCOPY, XSK_NEED_WAKEUP = 1, 2   # lg_xsk_mode's bits
+
+
 class PacketConfig(ctypes.Structure):
-    """struct lg_packet_config: the packet engine's frame template and per-flow patches."""
+    """struct lg_packet_config: the raw engines' frame template and per-flow patches."""
     _fields_ = [
         ("fds", ctypes.POINTER(ctypes.c_int32)),
         ("frame", ctypes.POINTER(ctypes.c_uint8)),
@@ -106,6 +113,19 @@ class PacketConfig(ctypes.Structure):
         ("csum_base", ctypes.POINTER(ctypes.c_uint16)),
         ("ring_frames", ctypes.c_uint32),
         ("_pad", ctypes.c_uint32),
+        ("xsks", ctypes.POINTER(ctypes.c_void_p)),
+    ]
+
+
+NET_RX_ENGINE_SOCKET, NET_RX_ENGINE_PACKET = 0, 1
+NET_RX_ENGINES = {"socket": NET_RX_ENGINE_SOCKET, "packet": NET_RX_ENGINE_PACKET}
+
+
+class PacketRxConfig(ctypes.Structure):
+    """struct lg_packet_rx_config: the packet receivers' ring geometry."""
+    _fields_ = [
+        ("block_bytes", ctypes.c_uint32),
+        ("blocks", ctypes.c_uint32),
     ]
 
 
@@ -133,6 +153,9 @@ class NetConfig(ctypes.Structure):
         ("send_cpus", ctypes.POINTER(ctypes.c_int32)),
         ("recv_cpus", ctypes.POINTER(ctypes.c_int32)),
         ("packet", ctypes.POINTER(PacketConfig)),
+        ("rx_engine", ctypes.c_uint32),
+        ("_rx_pad", ctypes.c_uint32),
+        ("packet_rx", ctypes.POINTER(PacketRxConfig)),
     ]
 
 
@@ -146,13 +169,15 @@ def uint16_array(values) -> ctypes.Array:
     return (ctypes.c_uint16 * max(1, len(values)))(*values)
 
 
-def packet_config(fds: list[int], frame: bytes, udp_offset: int, src_ports: list[int],
-                  csum_base: list[int], ring_frames: int = 0) -> PacketConfig:
-    """The packet engine's part of a NetConfig; it keeps its arrays alive as attributes."""
+def packet_config(fds: list[int] | None, frame: bytes, udp_offset: int, src_ports: list[int],
+                  csum_base: list[int], ring_frames: int = 0, xsks: list["Xsk"] | None = None) -> PacketConfig:
+    """A raw engine's part of a NetConfig: AF_PACKET fds (packet) or AF_XDP sockets (xdp);
+    it keeps its arrays alive as attributes."""
     frame_buf = (ctypes.c_uint8 * len(frame)).from_buffer_copy(frame)
-    cfg = PacketConfig(fds=int32_array(fds), frame=frame_buf, frame_bytes=len(frame), udp_offset=udp_offset,
-                       src_ports=uint16_array(src_ports), csum_base=uint16_array(csum_base),
-                       ring_frames=ring_frames)
+    cfg = PacketConfig(fds=int32_array(fds) if fds is not None else None, frame=frame_buf, frame_bytes=len(frame),
+                       udp_offset=udp_offset, src_ports=uint16_array(src_ports), csum_base=uint16_array(csum_base),
+                       ring_frames=ring_frames,
+                       xsks=(ctypes.c_void_p * len(xsks))(*(x.handle for x in xsks)) if xsks else None)
     cfg._keep = (frame_buf,)
     return cfg
 
@@ -207,6 +232,10 @@ def _load() -> ctypes.CDLL:
         "lg_pkt_encode": (None, [c.c_void_p, c.c_uint32, c.c_uint32, c.c_uint32, c.c_int64, c.c_int64]),
         "lg_packet_frame": (c.c_int, [c.POINTER(NetConfig), c.c_uint32, c.c_uint32, c.c_int64, c.c_int64,
                                       c.c_void_p]),
+        "lg_xsk_open": (c.c_int, [c.c_int32, c.c_uint32, c.c_uint32, c.c_uint32, c.POINTER(c.c_void_p)]),
+        "lg_xsk_mode": (c.c_int, [c.c_void_p]),
+        "lg_xsk_close": (None, [c.c_void_p]),
+        "lg_packet_rx_open": (c.c_int, [c.c_int, c.c_int32, c.c_uint32, c.POINTER(PacketRxConfig), c.c_int32]),
         "lg_seq_replay": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint32, c.c_void_p]),
         "lg_disk_offsets": (c.c_int, [c.POINTER(DiskConfig), c.c_int, c.c_void_p, c.c_uint32]),
         "lg_pace_schedule": (c.c_int, [c.c_int64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_uint64, c.c_void_p,
@@ -215,6 +244,13 @@ def _load() -> ctypes.CDLL:
         "lg_pace_wake_windows": (c.c_int, [c.c_int64, c.c_int64, c.c_void_p]),
         "lg_hdr_record": (None, [c.c_void_p, c.c_int64]),
         "lg_hdr_index": (c.c_int, [c.c_int64]),
+        "lg_nvme_encode": (c.c_int, [c.c_void_p, c.c_int32, c.c_uint32, c.c_uint32, c.c_uint64, c.c_uint32,
+                                     c.c_uint64]),
+        "lg_nvme_sqe": (c.c_int, [c.c_void_p, c.c_int32, c.c_int32, c.c_int32, c.c_int32, c.c_uint32, c.c_uint32,
+                                  c.c_uint64, c.c_uint32, c.c_uint64]),
+        "lg_nvme_encode_identify": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint64]),
+        "lg_nvme_identify": (c.c_int, [c.c_int32, c.c_void_p]),
+        "lg_nvme_ring_probe": (c.c_int, []),
         "lg_probe_syscall": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint32]),
         "lg_probe_clock": (c.c_int, [c.c_int32, c.c_void_p, c.c_uint32, c.c_uint32]),
         "lg_probe_sleep": (c.c_int, [c.c_int64, c.c_void_p, c.c_uint32]),
@@ -231,7 +267,8 @@ def _load() -> ctypes.CDLL:
         fn.restype, fn.argtypes = restype, argtypes
     # The ctypes mirrors must match the C structs byte for byte, or configs arrive garbled.
     for name, mirror in (("lg_disk_config", DiskConfig), ("lg_net_config", NetConfig),
-                         ("lg_packet_config", PacketConfig), ("lg_sweep_config", SweepConfig)):
+                         ("lg_packet_config", PacketConfig), ("lg_packet_rx_config", PacketRxConfig),
+                         ("lg_sweep_config", SweepConfig)):
         if lib.lg_struct_size(name.encode()) != ctypes.sizeof(mirror):
             raise SetupError(f"loadgen's native library disagrees on {name}; reinstall loadgen")
     return lib
@@ -404,7 +441,41 @@ def packet_frame(config: NetConfig, flow: int, seq: int, sched_ns: int, send_ns:
     return out.raw[:n]
 
 
+class Xsk:
+    """An AF_XDP socket bound to one TX queue, with its UMEM (native/xdp.c); close() after the run."""
+
+    def __init__(self, ifindex: int, queue: int, frame_bytes: int, ring_frames: int = 0) -> None:
+        handle = ctypes.c_void_p()
+        ret = lib().lg_xsk_open(ifindex, queue, frame_bytes, ring_frames, ctypes.byref(handle))
+        if ret < 0:
+            raise OSError(-ret, os.strerror(-ret))
+        self.handle = handle.value
+        self.mode = lib().lg_xsk_mode(self.handle)
+
+    @property
+    def zero_copy(self) -> bool:
+        return bool(self.mode & XSK_ZEROCOPY)
+
+    @property
+    def need_wakeup(self) -> bool:
+        return bool(self.mode & XSK_NEED_WAKEUP)
+
+    def close(self) -> None:
+        if self.handle:
+            lib().lg_xsk_close(self.handle)
+            self.handle = None
+
+
 SEQ_VERDICTS = ("in_order", "reordered", "duplicated", "too_old", "holes")
+
+
+def packet_rx_open(fd: int, ifindex: int, protocol: int, rx: PacketRxConfig, fanout_id: int | None) -> int:
+    """Give an AF_PACKET socket its RX ring, bind it and put it in a fanout group (None: a new
+    one); the group's id, or OSError with the errno."""
+    ret = lib().lg_packet_rx_open(fd, ifindex, protocol, ctypes.byref(rx), -1 if fanout_id is None else fanout_id)
+    if ret < 0:
+        raise OSError(-ret, os.strerror(-ret))
+    return ret
 
 
 def seq_replay(seqs: list[int], first_seq: int = 0) -> dict[str, int]:
@@ -452,6 +523,49 @@ def limit(name: str) -> int:
 def io_uring_probe() -> int:
     """0 when io_uring can be used here, else -errno."""
     return lib().lg_io_uring_probe()
+
+
+NVME_CMD_BYTES = 72          # struct nvme_uring_cmd, and struct nvme_passthru_cmd (native/nvme.h)
+NVME_IDENTIFY_BYTES = 4096
+
+
+def nvme_encode(is_write: bool, nsid: int, lba_shift: int, offset_bytes: int, length_bytes: int, addr: int) -> bytes:
+    """The 72-byte NVMe read or write command the nvme engine puts in an SQE (tests the encoding);
+    OSError(EINVAL) unless offset and length are whole LBAs."""
+    out = ctypes.create_string_buffer(NVME_CMD_BYTES)
+    n = _check(lib().lg_nvme_encode(out, int(is_write), nsid, lba_shift, offset_bytes, length_bytes, addr),
+               "encoding an NVMe command")
+    return out.raw[:n]
+
+
+def nvme_sqe(fd: int, fixed_file: bool, buf_index: int, is_write: bool, nsid: int, lba_shift: int,
+             offset_bytes: int, length_bytes: int, addr: int) -> bytes:
+    """The 128-byte SQE the nvme engine submits for one command (tests the prep); buf_index -1:
+    a plain buffer."""
+    out = ctypes.create_string_buffer(2 * 64)
+    n = _check(lib().lg_nvme_sqe(out, fd, int(fixed_file), buf_index, int(is_write), nsid, lba_shift, offset_bytes,
+                                 length_bytes, addr), "preparing an NVMe SQE")
+    return out.raw[:n]
+
+
+def nvme_encode_identify(nsid: int, addr: int) -> bytes:
+    """The 72-byte Identify Namespace admin command lg_nvme_identify sends (tests the encoding)."""
+    out = ctypes.create_string_buffer(NVME_CMD_BYTES)
+    n = _check(lib().lg_nvme_encode_identify(out, nsid, addr), "encoding Identify")
+    return out.raw[:n]
+
+
+def nvme_identify(fd: int) -> tuple[int, bytes]:
+    """(nsid, the Identify Namespace data) of the NVMe namespace's device open at fd; OSError
+    (ENOTTY: not an NVMe namespace's device)."""
+    out = ctypes.create_string_buffer(NVME_IDENTIFY_BYTES)
+    nsid = _check(lib().lg_nvme_identify(fd, out), "NVMe Identify Namespace")
+    return nsid, out.raw
+
+
+def nvme_ring_probe() -> int:
+    """0 when a ring with 128-byte SQEs and 32-byte CQEs works here, else -errno."""
+    return lib().lg_nvme_ring_probe()
 
 
 FILL_CHUNK_BYTES = 64 << 20

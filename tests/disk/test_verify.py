@@ -171,19 +171,19 @@ def test_verify_refusals_are_one_line_and_exit_2(tmp_path):
 
 def test_check_verify_map_bounds():
     spec = parse_disk(verify=True, bs="4k", workers="2", duration="1s")
-    disk_job.check_verify_map(spec, 8 * BS)
+    disk_job.check_verify_map(spec, 8 * BS, spec.common.workers)
     with pytest.raises(UsageError, match="1 blocks for 2 workers"):
-        disk_job.check_verify_map(spec, BS)
+        disk_job.check_verify_map(spec, BS, spec.common.workers)
     with pytest.raises(UsageError, match="more than"):
-        disk_job.check_verify_map(spec, (native.limit("verify_max_blocks") + 1) * BS)
+        disk_job.check_verify_map(spec, (native.limit("verify_max_blocks") + 1) * BS, spec.common.workers)
 
 
 def test_a_map_over_half_the_available_memory_is_refused(monkeypatch):
     spec = parse_disk(verify=True, bs="4k", workers="1", duration="1s")
     monkeypatch.setattr(disk_job, "mem_available_bytes", lambda: 16 * 1024)
-    disk_job.check_verify_map(spec, 2048 * BS)                 # 8 KiB of map: half of 16 KiB
+    disk_job.check_verify_map(spec, 2048 * BS, 1)                 # 8 KiB of map: half of 16 KiB
     with pytest.raises(UsageError, match="of map, more than half"):
-        disk_job.check_verify_map(spec, 2049 * BS)
+        disk_job.check_verify_map(spec, 2049 * BS, spec.common.workers)
 
 
 def test_a_paced_run_on_fewer_blocks_than_its_queue_waits_for_busy_blocks_and_checks_every_read(tmp_path):

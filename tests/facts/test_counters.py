@@ -176,7 +176,7 @@ def test_disk_result_crosscheck(disk, tmp_path):
     check = s["device_crosscheck"]
     if "missing" in check:
         pytest.skip(f"the disk's counters are not readable: {check['missing']}")
-    assert check["loadgen_ios"] == s["read"]["ops"] + s["write"]["ops"] + s["warmup_ops"]
+    assert check["loadgen_ios"] == s["read"]["ops"] + s["write"]["ops"] + s["warmup_ops"] + s["drained_ops"]
     assert check["device_ios"] >= 0
     assert check["ratio"] == round(check["device_ios"] / check["loadgen_ios"], 4)
     stat = done.doc["counters"]["disks"][device]["stat"]

@@ -62,6 +62,21 @@ class Node:
         return subprocess.run(["nsenter", "-t", str(init), "--net", "--pid", "--mount", *argv],
                               capture_output=True, text=True, timeout=timeout_s, env=node_env())
 
+    def pids(self, name: str) -> list[int]:
+        """The node's processes whose program is name (raylet, gcs_server) or whose title starts with it
+        (a Ray worker's, ray::NodeActor), as this host numbers them."""
+        p = subprocess.run(["ip", "netns", "pids", self.ns], capture_output=True, text=True, timeout=STOP_TIMEOUT_S)
+        out = []
+        for pid in p.stdout.split():
+            try:
+                argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            program = argv0.decode(errors="replace")
+            if os.path.basename(program) == name or program.startswith(name):
+                out.append(int(pid))
+        return out
+
     def stop(self) -> None:
         """ray stop --force on this node alone."""
         try:
@@ -91,12 +106,18 @@ def node_env() -> dict:
 
 
 class Cluster:
-    """head + workers; workers: name -> extra ray start arguments (resources, labels)."""
+    """head + workers; workers: name -> extra ray start arguments (resources, labels).
 
-    def __init__(self, tmp: Path, workers: dict[str, list[str]]) -> None:
-        self.hub = Hub()
+    cpus: name -> a CPU list (taskset -c) the node runs on, as if it were a machine of its own: a
+    job pins its workers to the first CPUs it may use, so nodes sharing every CPU would all pin to
+    CPU 0. prefix: the namespaces' names start with it (default: tests/netns.py's Hub's)."""
+
+    def __init__(self, tmp: Path, workers: dict[str, list[str]], cpus: dict[str, str] | None = None,
+                 prefix: str | None = None) -> None:
+        self.hub = Hub(prefix)
         self.nodes: dict[str, Node] = {}
         self.tmp = tmp
+        self.cpus = cpus or {}
         try:
             self._start("head", 2, ["--head", "--port", str(HEAD_PORT), "--include-dashboard", "false"])
             for i, (name, extra) in enumerate(workers.items()):
@@ -127,7 +148,8 @@ class Cluster:
     def _launch(self, name: str, ip: str, args: list[str], attempt: int) -> None:
         ns = self.hub.ns(name)
         log = self.tmp / f"ray-{name}-{attempt}.log"
-        argv = ["ip", "netns", "exec", ns, "unshare", "--pid", "--fork", "--mount-proc",
+        pin = ["taskset", "-c", self.cpus[name]] if name in self.cpus else []
+        argv = ["ip", "netns", "exec", ns, *pin, "unshare", "--pid", "--fork", "--mount-proc",
                 "ray", "start", "--block", "--node-ip-address", ip, "--num-cpus", "1",
                 "--object-store-memory", str(OBJECT_STORE_BYTES), "--disable-usage-stats", *args]
         with open(log, "wb") as out:

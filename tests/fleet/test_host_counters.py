@@ -211,6 +211,7 @@ def test_a_remote_disk_run_has_its_hosts_disk_counters(tmp_path, agents):
         pytest.skip(f"the disk's counters are not readable: {check['missing']}")
     stat = c["disks"][device]["stat"]
     # As a local run's: the device's count beside loadgen's, warm-up included.
-    assert check == counters.disk_crosscheck(c["disks"][device], s["read"]["ops"] + s["warmup_ops"], s["write"]["ops"])
+    assert check == counters.disk_crosscheck(c["disks"][device], s["read"]["ops"] + s["warmup_ops"] + s["drained_ops"],
+                                             s["write"]["ops"])
     assert check["device_ios"] == stat["reads_completed"] + stat["writes_completed"]
-    assert check["loadgen_ios"] == s["read"]["ops"] + s["write"]["ops"] + s["warmup_ops"] > 0
+    assert check["loadgen_ios"] == s["read"]["ops"] + s["write"]["ops"] + s["warmup_ops"] + s["drained_ops"] > 0

@@ -115,7 +115,6 @@ def test_limits_agree_with_the_library():
 
 
 @pytest.mark.parametrize("options, says", [
-    ({"engine": "packet", "mode": "echo"}, "one way"),
     ({"engine": "packet", "gso": True}, "--gso"),
     ({"engine": "raw"}, "invalid engine"),
 ])
