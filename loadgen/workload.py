@@ -34,6 +34,9 @@ class CommonSpec:
     busy_poll: bool = False     # workers spin between ops instead of sleeping (burns cores, less jitter)
 
 
+VERIFY_MIN_BS_BYTES = 64   # a block header (struct lg_block_header, 40 bytes) with room to spare
+
+
 @dataclass(frozen=True)
 class DiskSpec:
     target: str | None          # None: a temporary file in the current directory
@@ -52,6 +55,7 @@ class DiskSpec:
     common: CommonSpec = field(repr=False)
     prefill: bool = False       # write the target's unwritten extents before the run
     allow_sparse: bool = False  # read a target with unwritten extents as it is
+    verify: bool = False        # block headers on writes, checked on reads (native/verify.h)
     wire: dict = field(repr=False, compare=False, default_factory=dict)  # typed options, defaults resolved
     # The paths --target names, in order ((): a temporary file); several: workers spread over them.
     targets: tuple[str, ...] = ()
@@ -90,6 +94,7 @@ class DiskSpec:
             "seed": self.seed,
             "prefill": self.prefill,
             "allow_sparse": self.allow_sparse,
+            "verify": self.verify,
             **{k: v for k, v in asdict(self.common).items()},
         }
 
@@ -176,6 +181,11 @@ def _disk(v: dict, targets: tuple[str, ...]) -> DiskSpec:
         _check_nvme(v)
         if is_target_list(v["target"]):   # disk/nvme.py opens the one ng device --target names
             raise UsageError("--engine nvme runs on one /dev/ngXnY: give --target one path, not a list or a glob")
+    if v["verify"] and v["engine"] == "nvme":
+        raise UsageError("--verify needs the block layer's reads and writes: it does not run with --engine nvme")
+    if v["verify"] and bs_bytes < VERIFY_MIN_BS_BYTES:
+        raise UsageError(f"--verify needs blocks of at least {VERIFY_MIN_BS_BYTES} bytes for their header, "
+                         f"not {format_size(bs_bytes)}")
     common = _common(v)
     notes = ()
     if len(targets) > common.workers:
@@ -189,7 +199,8 @@ def _disk(v: dict, targets: tuple[str, ...]) -> DiskSpec:
         size_bytes=size_bytes - size_bytes % bs_bytes, size_given=size_given,
         rw=rw, read_pct=read_pct, sequential=sequential, bs_bytes=bs_bytes, qd=v["qd"],
         rate_ops_per_s=v["iops"], direct=v["direct"], engine=v["engine"], allow_destroy=v["allow_destroy"],
-        seed=seed, common=common, prefill=v["prefill"], allow_sparse=v["allow_sparse"], wire=v | {"seed": seed, "workers": common.workers},
+        seed=seed, common=common, prefill=v["prefill"], allow_sparse=v["allow_sparse"],
+        verify=v["verify"], wire=v | {"seed": seed, "workers": common.workers},
         targets=targets, notes=notes,
     )
 
