@@ -200,6 +200,34 @@ disk_tuned_pairs() {
     done
 }
 
+# The prepare case: `loadgen disk prepare` against fio's sequential write (bs 128k, qd 16,
+# one job) on a 1 GiB zram device of its own (hot_add), one after the other in the same run;
+# the line gives each one's bandwidth and loadgen's over fio's. Measures, never asserts.
+bench_prepare() {
+    local n dev fjson=$RESULTS_DIR/disk-prepare.fio.json ljson=$RESULTS_DIR/disk-prepare.loadgen.json
+    [[ -w /sys/class/zram-control/hot_add ]] || { log "[prepare] no zram-control: skipped"; return 0; }
+    n=$(cat /sys/class/zram-control/hot_add) || return 1
+    at_exit "echo $n > /sys/class/zram-control/hot_remove"
+    dev=/dev/zram$n
+    if [[ ! -b $dev ]]; then
+        local majmin; majmin=$(cat "/sys/block/zram$n/dev") || return 1
+        mknod "$dev" b "${majmin%%:*}" "${majmin##*:}" || return 1
+        at_exit "rm -f $dev"
+    fi
+    echo 1G > "/sys/block/zram$n/disksize" || return 1
+    at_exit "zram_reset $n"
+    log "[prepare] fio sequential write 128k qd16 on $dev ..."
+    fio --name=prepare --filename="$dev" --rw=write --bs=128k --iodepth=16 --numjobs=1 --direct=1 \
+        --ioengine=io_uring --size=1G --output-format=json --output="$fjson" 2>"${fjson%.json}.err" || return 1
+    zram_reset "$n" && echo 1G > "/sys/block/zram$n/disksize" || return 1   # the same empty device for both
+    log "[prepare] loadgen disk prepare on $dev ..."
+    "${LOADGEN[@]}" disk prepare --target "$dev" --allow-destroy --quiet --json "$ljson" \
+        >"${ljson%.json}.out" 2>"${ljson%.json}.err" || return 1
+    local fbw lbw
+    fbw=$(jq '.jobs[0].write.bw_bytes' "$fjson") lbw=$(jq '.bytes_per_s' "$ljson")
+    awk -v f="$fbw" -v l="$lbw" 'BEGIN { printf "  prepare 1 GiB zram, 128k qd16: fio %.1f MiB/s, loadgen %.1f MiB/s, ratio %.2f\n", f / 1048576, l / 1048576, (f > 0 ? l / f : 0) }'
+}
+
 bench_disk() {
     ensure_fio
     start_results
@@ -248,6 +276,9 @@ bench_disk() {
     done
 
     (( want_main )) && disk_tuned_pairs "$lg_state"
+    if want_case prepare && [[ $lg_state == ok ]] && want_tool fio; then
+        bench_prepare | tee "$RESULTS_DIR/disk-prepare.summary.txt" || log "prepare case failed"
+    fi
 
     (( want_main )) && render disk "$manifest" | tee "$RESULTS_DIR/disk.summary.txt"
     if want_case two-targets; then

@@ -310,13 +310,19 @@ def _with_options(table: dict[str, options.Option]):
     return decorate
 
 
-@app.command(epilog=examples(
+disk_app = typer.Typer(rich_markup_mode=None)
+app.add_typer(disk_app, name="disk")
+
+
+@disk_app.callback(invoke_without_command=True, epilog=examples(
     "loadgen disk --duration 5s                          # 4k random reads of a temporary 1g file",
     "loadgen disk --target /dev/nvme1n1 --qd 32 --iops max --json r.json --hlog r.hlog",
     "loadgen disk --iops 50k --rw randrw --mix 70        # open loop: 50k IOPS on a schedule",
-    "loadgen disk --on hostB:7070 --target /mnt/nvme/test.dat --token-file loadgen.token"))
+    "loadgen disk --on hostB:7070 --target /mnt/nvme/test.dat --token-file loadgen.token",
+    "loadgen disk prepare --target /dev/nvme1n1 --passes 2   # fill it before measuring (see prepare --help)"))
 @_with_options(options.DISK | options.RAY_DISK)
 def disk(
+    ctx: typer.Context,
     on: On = None,
     token_file: TokenFile = None,
     tls: Tls = False,
@@ -334,6 +340,9 @@ def disk(
     from loadgen.results.result import format_disk
     from loadgen.workload import parse_disk
 
+    if ctx.invoked_subcommand:
+        return   # loadgen disk prepare / verify: the subcommand takes its own options
+
     ray = _ray_options(options.RAY_DISK, job_options, "--on" if on else None)
     _one_target_each(on and "--on" or ray["ray"] and "--ray", job_options.get("target"))
     spec = parse_disk(**job_options)
@@ -343,10 +352,62 @@ def disk(
     doc, stream = _watched(lambda watch: _disk_job(spec, on, connect, hlog, watch, exporter, ray), quiet,
                            json_stream, human)
     code = _finish(doc, json_path, quiet, format_disk, hlog, strict, stream, json_stream)
+    bad = (doc["summary"].get("verify") or {}).get("bad")
+    if bad and code == 0:
+        first = doc["summary"]["verify"]["mismatches"][:1]
+        sys.stderr.write(f"loadgen: --verify found {bad} bad blocks"
+                         + (f", the first at offset {first[0]['offset_bytes']}\n" if first else "\n"))
+        code = 1
     _linger(exporter, linger_ns)
     raise SystemExit(code)
 
 
+@disk_app.command("prepare", epilog=examples(
+    "loadgen disk prepare --target /dev/nvme1n1 --passes 2",
+    "loadgen disk prepare --target test.dat --size 4g --verify --bs 4k --seed 7"))
+def disk_prepare(
+    target: Annotated[str, typer.Option(help="File or block device to fill (a file is made at --size).",
+                                        metavar="PATH")],
+    passes: Annotated[str, typer.Option(help="Times to write the whole span.", metavar="N")] = "1",
+    size: Annotated[Optional[str], typer.Option(help="Span to fill; makes a missing file this big.",
+                                                metavar="SIZE")] = None,
+    qd: Annotated[str, typer.Option(help="Writes in flight.", metavar="N")] = "16",
+    verify: Annotated[bool, typer.Option("--verify", help="Stamp every --bs block with a header (generation 1, "
+                                                         "--seed) for a later 'loadgen disk verify'.")] = False,
+    bs: Annotated[str, typer.Option(help="Block size of the headers under --verify.", metavar="SIZE")] = "4k",
+    seed: Annotated[Optional[str], typer.Option(help="Seed in the headers under --verify.", metavar="N")] = None,
+    allow_destroy: Annotated[bool, typer.Option("--allow-destroy",
+                                                help="Write even to a device that holds data.")] = False,
+    json_path: Annotated[Optional[Path], typer.Option("--json", metavar="FILE",
+                                                      help="Write the fill's figures (bytes, ns, bytes/s, passes).")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Fill a target sequentially at full bandwidth (128k writes, queued), so reads reach real blocks
+    and a flash device is in its steady state before a measured run (SNIA-style preconditioning)."""
+    from loadgen.disk import prepare
+
+    raise SystemExit(prepare.prepare(prepare.spec(target, size, bs, qd, seed, verify, allow_destroy, passes),
+                                     _human_stream(), quiet, json_path))
+
+
+@disk_app.command("verify", epilog=examples(
+    "loadgen disk verify --target test.dat --bs 4k --seed 7"))
+def disk_verify(
+    target: Annotated[str, typer.Option(help="File or block device written by --verify runs.", metavar="PATH")],
+    bs: Annotated[str, typer.Option(help="Block size it was written with.", metavar="SIZE")] = "4k",
+    seed: Annotated[Optional[str], typer.Option(help="Seed every header must carry (default: any).",
+                                                metavar="N")] = None,
+    size: Annotated[Optional[str], typer.Option(help="Check only this much from the start.", metavar="SIZE")] = None,
+    qd: Annotated[str, typer.Option(help="Reads in flight.", metavar="N")] = "16",
+    quiet: Quiet = False,
+) -> None:
+    """Read a whole target back and check every block's --verify header: magic, offset, size, crc32c and
+    the seed if given. Every block must have been written by --verify runs (or a prepare --verify):
+    a block without a header is bad. Exit 1 if any block is bad."""
+    from loadgen.disk import prepare
+
+    raise SystemExit(prepare.verify(prepare.spec(target, size, bs, qd, seed, False, False, "1", reads=True),
+                                    _human_stream(), quiet))
 def _one_target_each(where, target: Optional[str]) -> None:
     """A disk job on agents or Ray nodes opens one target on each host: refuse a list or a glob
     there (it would be expanded here, or taken by the host as one name)."""
@@ -923,7 +984,8 @@ def _main(argv: list[str] | None) -> None:
     if with_optional_values(given) != given:   # else as given: None lets click read sys.argv itself
         argv = with_optional_values(given)
     try:
-        app(args=argv, prog_name=PROG, standalone_mode=False)
+        if app(args=argv, prog_name=PROG, standalone_mode=False) == EXIT_INTERRUPTED:
+            raise KeyboardInterrupt   # typer >= 0.16 returns this for a KeyboardInterrupt it caught
     except aborts:
         sys.stderr.write("loadgen: interrupted\n")
         raise SystemExit(EXIT_INTERRUPTED) from None

@@ -215,6 +215,10 @@ DISK = _options(
     Option("allow_sparse", False, parse_bool, bool,
            "Read a target with unwritten extents as it is (those reads never reach the device).",
            flag="--allow-sparse"),
+    Option("verify", False, parse_bool, bool,
+           "Stamp every written block with a header (offset, seed, generation, crc32c) and check every read "
+           "of a block this run knows; a write-only run reads back what it wrote. Any bad block: exit 1.",
+           flag="--verify"),
 )
 
 NET = _options(

@@ -34,6 +34,9 @@ class CommonSpec:
     busy_poll: bool = False     # workers spin between ops instead of sleeping (burns cores, less jitter)
 
 
+VERIFY_MIN_BS_BYTES = 64   # a block header (struct lg_block_header, 40 bytes) with room to spare
+
+
 @dataclass(frozen=True)
 class DiskSpec:
     target: str | None          # None: a temporary file in the current directory
@@ -57,6 +60,7 @@ class DiskSpec:
     poll: bool = False          # IORING_SETUP_IOPOLL
     sqpoll_cpu: int | None = None   # IORING_SETUP_SQPOLL on this CPU; -1: any; None: off
     register_ring: bool = True  # register each ring's fd
+    verify: bool = False        # block headers on writes, checked on reads (native/verify.h)
     wire: dict = field(repr=False, compare=False, default_factory=dict)  # typed options, defaults resolved
     # The paths --target names, in order ((): a temporary file); several: workers spread over them.
     targets: tuple[str, ...] = ()
@@ -102,6 +106,7 @@ class DiskSpec:
             "sqpoll": None if self.sqpoll_cpu is None else {"requested": "any" if self.sqpoll_cpu < 0
                                                            else self.sqpoll_cpu},
             "register_ring": self.register_ring,
+            "verify": self.verify,
             **{k: v for k, v in asdict(self.common).items()},
         }
 
@@ -188,6 +193,11 @@ def _disk(v: dict, targets: tuple[str, ...]) -> DiskSpec:
         _check_nvme(v)
         if is_target_list(v["target"]):   # disk/nvme.py opens the one ng device --target names
             raise UsageError("--engine nvme runs on one /dev/ngXnY: give --target one path, not a list or a glob")
+    if v["verify"] and v["engine"] == "nvme":
+        raise UsageError("--verify needs the block layer's reads and writes: it does not run with --engine nvme")
+    if v["verify"] and bs_bytes < VERIFY_MIN_BS_BYTES:
+        raise UsageError(f"--verify needs blocks of at least {VERIFY_MIN_BS_BYTES} bytes for their header, "
+                         f"not {format_size(bs_bytes)}")
     common = _common(v)
     notes = ()
     if len(targets) > common.workers:
@@ -209,7 +219,7 @@ def _disk(v: dict, targets: tuple[str, ...]) -> DiskSpec:
         rate_ops_per_s=v["iops"], direct=v["direct"], engine=v["engine"], allow_destroy=v["allow_destroy"],
         seed=seed, common=common, prefill=v["prefill"], allow_sparse=v["allow_sparse"],
         batch_submit=batch_submit, batch_complete=batch_complete, poll=v["poll"], sqpoll_cpu=v["sqpoll"],
-        register_ring=v["register_ring"], wire=v | {"seed": seed, "workers": common.workers},
+        register_ring=v["register_ring"], verify=v["verify"], wire=v | {"seed": seed, "workers": common.workers},
         targets=targets, notes=notes,
     )
 

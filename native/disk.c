@@ -65,6 +65,7 @@
 #include "pace.h"
 #include "run.h"
 #include "uring.h"
+#include "verify.h"
 
 #define MAX_QD LG_MAX_QD
 #define BUF_ALIGN 4096
@@ -73,6 +74,7 @@
 struct op_slot {
 	int64_t sched_ns;
 	int64_t submit_ns;
+	uint64_t off;
 	uint32_t is_write;
 };
 
@@ -88,6 +90,9 @@ struct disk_worker {
 	int64_t slot_ns;		/* per-worker spacing: late means behind by more */
 	int index;
 	int n_workers;
+	struct op_slot peek;		/* the next op, drawn but not yet issued (peeked) */
+	int peeked;
+	struct verify v;		/* --verify: v.gen is the map, else NULL */
 };
 
 static inline uint64_t splitmix64(uint64_t *s)
@@ -109,7 +114,8 @@ static uint64_t next_offset(struct disk_worker *d)
 			d->seq_block = 0;
 	} else {
 		/* Lemire's multiply-shift: uniform over [0, n_blocks) without a divide. */
-		block = (uint64_t)(((unsigned __int128)splitmix64(&d->rng) * d->n_blocks) >> 64);
+		block = d->first_block +
+			(uint64_t)(((unsigned __int128)splitmix64(&d->rng) * d->n_blocks) >> 64);
 	}
 	return block * d->cfg->bs_bytes;
 }
@@ -123,6 +129,24 @@ static int next_is_write(struct disk_worker *d)
 	return splitmix64(&d->rng) % 100 >= d->cfg->read_pct;
 }
 
+/* The next op's side and offset, drawn once and kept until taken; NULL while
+ * --verify holds it back because its block has an I/O in flight. */
+static const struct op_slot *peek_op(struct disk_worker *d)
+{
+	if (!d->peeked) {
+		d->peek.is_write = (uint32_t)next_is_write(d);
+		d->peek.off = next_offset(d);
+		d->peeked = 1;
+	}
+	return d->v.gen && verify_busy(&d->v, d->peek.off) ? NULL : &d->peek;
+}
+
+/* 1 while the next op waits for its block's I/O in flight (--verify): only a completion frees it. */
+static int op_held(const struct disk_worker *d)
+{
+	return d->peeked && d->v.gen && verify_busy(&d->v, d->peek.off);
+}
+
 static void disk_worker_init(struct disk_worker *d, const struct lg_disk_config *cfg,
 			     struct lg_worker_stats *stats, int index)
 {
@@ -134,8 +158,9 @@ static void disk_worker_init(struct disk_worker *d, const struct lg_disk_config 
 	d->index = index;
 	d->n_workers = (int)cfg->workers;
 	d->rng = cfg->seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(index + 1));
-	if (cfg->sequential) {
-		/* Each worker walks its own slice, so the stream per worker is sequential. */
+	if (cfg->sequential || cfg->verify) {
+		/* Each worker walks its own slice, so the stream per worker is sequential;
+		 * under --verify, random or not, so each block has one writer that knows it. */
 		d->first_block = total_blocks * index / d->n_workers;
 		d->n_blocks = total_blocks * (index + 1) / d->n_workers - d->first_block;
 		if (d->n_blocks == 0) {
@@ -317,6 +342,7 @@ static int ring_setup(struct ring_worker *rw, const struct lg_disk_config *cfg)
 
 static void ring_teardown(struct ring_worker *rw)
 {
+	verify_free(&rw->d.v);
 	uring_exit(&rw->r);
 	free(rw->bufs);
 	free(rw->iov);
@@ -341,37 +367,44 @@ static unsigned ring_submit(struct ring_worker *rw, int64_t now_ns, int64_t hori
 		uint32_t slot;
 		int64_t due = now_ns;
 
+		uint32_t buf;
+
 		if (cfg->rate_ops_per_s) {
 			due = pace_due_ns(&d->next);
 			if (due > horizon_ns)
 				break;
 		}
+		if (!peek_op(d))
+			break;	/* --verify: its block has an I/O in flight, wait for it */
 		sqe = uring_get_sqe(&rw->r);
 		if (!sqe)
 			break;
 		slot = rw->free_slots[--rw->n_free];
 		s = &rw->slots[slot];
-		s->is_write = (uint32_t)next_is_write(d);
+		*s = d->peek;
+		d->peeked = 0;
 		s->sched_ns = due;
 		s->submit_ns = now_ns;
+		/* writes share one buffer, but a verified write carries its own header */
+		buf = s->is_write && !d->v.gen ? rw->qd : slot;
+		if (d->v.gen)
+			verify_begin(&d->v, rw->iov[buf].iov_base, s->off, (int)s->is_write);
 		if (rw->nvme) {
-			unsigned buf = s->is_write ? rw->qd : slot;
-
 			nvme_prep_rw(sqe, rw->fd, rw->fixed_file, rw->fixed_bufs ? (int)buf : -1, (int)s->is_write,
-				     cfg->nvme_nsid, cfg->nvme_lba_shift, next_offset(d), cfg->bs_bytes,
+				     cfg->nvme_nsid, cfg->nvme_lba_shift, s->off, cfg->bs_bytes,
 				     rw->iov[buf].iov_base);
 		} else if (rw->fixed_bufs) {
 			sqe->opcode = s->is_write ? IORING_OP_WRITE_FIXED : IORING_OP_READ_FIXED;
-			sqe->buf_index = (uint16_t)(s->is_write ? rw->qd : slot);
+			sqe->buf_index = (uint16_t)buf;
 		} else {
 			sqe->opcode = s->is_write ? IORING_OP_WRITE : IORING_OP_READ;
 		}
 		if (!rw->nvme) {
 			sqe->flags = rw->fixed_file ? IOSQE_FIXED_FILE : 0;
 			sqe->fd = rw->fd;
-			sqe->addr = (uint64_t)(uintptr_t)rw->iov[s->is_write ? rw->qd : slot].iov_base;
+			sqe->addr = (uint64_t)(uintptr_t)rw->iov[buf].iov_base;
 			sqe->len = cfg->bs_bytes;
-			sqe->off = next_offset(d);
+			sqe->off = s->off;
 		}
 		sqe->user_data = slot;
 		pace_next(&d->next);
@@ -396,12 +429,16 @@ static void ring_reap(struct ring_worker *rw, struct worker *w, int64_t done_ns,
 	rw->enters_seen = rw->r.enters;
 	uring_for_each_cqe(&rw->r, head, cqe) {
 		uint32_t slot;
+		int res;
 
 		if (cqe->user_data == URING_TIMEOUT_USER_DATA)
 			continue;	/* the fallback's timer, not an op */
 		slot = (uint32_t)cqe->user_data;
-		complete_op(&rw->d, &rw->slots[slot],
-			    rw->nvme ? nvme_cqe_res(cqe, rw->d.cfg->bs_bytes) : cqe->res, done_ns, stop_ns);
+		res = rw->nvme ? nvme_cqe_res(cqe, rw->d.cfg->bs_bytes) : cqe->res;
+		complete_op(&rw->d, &rw->slots[slot], res, done_ns, stop_ns);
+		if (rw->d.v.gen)
+			verify_done(&rw->d.v, rw->iov[slot].iov_base, rw->slots[slot].off,
+				    (int)rw->slots[slot].is_write, res);
 		rw->free_slots[rw->n_free++] = slot;
 		rw->inflight--;
 	}
@@ -441,7 +478,8 @@ static int ring_polls(const struct ring_worker *rw, int64_t now_ns)
 /* How long the worker may wait in the kernel at now_ns: until the next op is
  * due (less the tolerance) or the deadline, and for a completion either way.
  * 0: nothing to wait for but the next pass (busy_poll, completions still
- * coming in closed loop, or work is due). */
+ * coming in closed loop, or work is due). An op held back by --verify waits
+ * for a completion, however late it is. */
 static int64_t ring_wait_ns(const struct ring_worker *rw, int64_t now_ns, int64_t deadline_ns)
 {
 	const struct disk_worker *d = &rw->d;
@@ -452,7 +490,7 @@ static int64_t ring_wait_ns(const struct ring_worker *rw, int64_t now_ns, int64_
 	/* IOPOLL ignores a wait's timeout: paced, poll while I/O is in flight */
 	if (d->cfg->rate_ops_per_s && (rw->r.flags & IORING_SETUP_IOPOLL) && rw->inflight)
 		return 0;
-	if (d->cfg->rate_ops_per_s && rw->inflight < rw->qd) {
+	if (d->cfg->rate_ops_per_s && rw->inflight < rw->qd && !op_held(d)) {
 		int64_t due = pace_due_ns(&d->next) - d->tolerance_ns;
 
 		if (due < wake)
@@ -466,14 +504,14 @@ static int64_t ring_wait_ns(const struct ring_worker *rw, int64_t now_ns, int64_
  * costs one wake-up rather than one per completion (each wake-up of an idle
  * CPU costs an IPI, and under a hypervisor a VM exit). The batch's early
  * completions are then stamped with its last one's time, as every CQE reaped
- * by one enter already is. With the queue full, any completion frees a slot
- * for work that is due: wait for one. */
+ * by one enter already is. With the queue full, or the next op held back by
+ * --verify, any completion frees what is due: wait for one. */
 static unsigned ring_wait_nr(const struct ring_worker *rw)
 {
 	unsigned n;
 
 	if (rw->d.cfg->rate_ops_per_s)
-		return rw->inflight && rw->inflight < rw->qd ? rw->inflight : 1;
+		return rw->inflight && rw->inflight < rw->qd && !op_held(&rw->d) ? rw->inflight : 1;
 	/* closed loop: a batch of completions, and enough to free batch_submit slots */
 	n = rw->batch_complete;
 	if (rw->batch_submit > rw->n_free && rw->batch_submit - rw->n_free > n)
@@ -566,6 +604,8 @@ static void uring_worker(struct worker *w)
 	worker_name("lg-disk", w->index);
 	disk_worker_init(&rw.d, cfg, w->stats, w->index);
 	err = ring_setup(&rw, cfg);
+	if (!err && cfg->verify)
+		err = verify_init(&rw.d.v, cfg, w->stats, rw.d.first_block, rw.d.n_blocks);
 	if (err) {
 		worker_set_state(w, LG_STATE_FAILED, -err);
 		ring_teardown(&rw);
@@ -606,7 +646,11 @@ static void uring_worker(struct worker *w)
 	}
 	if (rw.r.flags & IORING_SETUP_SQPOLL)
 		sq_thread_record(w);
-	if (ring_drain(&rw, w, pace_deadline_ns(w->run, cfg->end_ns)) < 0) {
+	err = ring_drain(&rw, w, pace_deadline_ns(w->run, cfg->end_ns));
+	/* a write-only --verify run reads back every block it knows */
+	if (!err && rw.d.v.gen && cfg->read_pct == 0)
+		err = verify_readback_uring(&rw.d.v, w, &rw.r, rw.fd, rw.fixed_file, rw.bufs, rw.qd);
+	if (err < 0) {
 		/* The kernel may still write into them: leak rather than free. */
 		rw.bufs = NULL;
 		rw.iov = NULL;
@@ -629,6 +673,15 @@ static void psync_worker(struct worker *w)
 		worker_set_state(w, LG_STATE_FAILED, ENOMEM);
 		return;
 	}
+	if (cfg->verify) {
+		int err = verify_init(&d.v, cfg, w->stats, d.first_block, d.n_blocks);
+
+		if (err) {
+			worker_set_state(w, LG_STATE_FAILED, -err);
+			free(bufs);
+			return;
+		}
+	}
 	disk_worker_pace(&d);
 	worker_set_state(w, LG_STATE_RUNNING, 0);
 	for (;;) {
@@ -649,9 +702,13 @@ static void psync_worker(struct worker *w)
 				continue;
 			}
 		}
-		s.is_write = (uint32_t)next_is_write(&d);
-		off = next_offset(&d);
+		peek_op(&d);	/* one op at a time: never held back */
+		d.peeked = 0;
+		s.is_write = d.peek.is_write;
+		off = d.peek.off;
 		pace_next(&d.next);
+		if (d.v.gen)
+			verify_begin(&d.v, bufs + (s.is_write ? cfg->bs_bytes : 0), off, (int)s.is_write);
 		s.submit_ns = now;
 		if (s.is_write)
 			res = pwrite(cfg->fd, bufs + cfg->bs_bytes, cfg->bs_bytes, (off_t)off);
@@ -661,8 +718,13 @@ static void psync_worker(struct worker *w)
 		res = res < 0 ? -errno : res;
 		stats_begin(w);
 		complete_op(&d, &s, (int)res, done, pace_deadline_ns(w->run, cfg->end_ns));
+		if (d.v.gen)
+			verify_done(&d.v, bufs + (s.is_write ? cfg->bs_bytes : 0), off, (int)s.is_write, (int)res);
 		stats_end(w);
 	}
+	if (d.v.gen && cfg->read_pct == 0)
+		verify_readback_psync(&d.v, w, cfg->fd, bufs);
+	verify_free(&d.v);
 	free(bufs);
 }
 
@@ -683,6 +745,10 @@ int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out)
 	    (cfg->nvme_nsid == 0 || cfg->nvme_lba_shift < NVME_MIN_LBA_SHIFT ||
 	     cfg->nvme_lba_shift > NVME_MAX_LBA_SHIFT || cfg->bs_bytes & ((1u << cfg->nvme_lba_shift) - 1) ||
 	     (cfg->bs_bytes >> cfg->nvme_lba_shift) > NVME_MAX_NLB))
+		return -EINVAL;
+	/* --verify: a header fits in a block, and every worker has a slice of its own */
+	if (cfg->verify && (cfg->engine == LG_ENGINE_NVME || cfg->bs_bytes < sizeof(struct lg_block_header) ||
+			    cfg->span_bytes / cfg->bs_bytes < cfg->workers))
 		return -EINVAL;
 	err = run_alloc((int)cfg->workers, &run);
 	if (err)

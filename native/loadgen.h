@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define LG_ABI_VERSION 10
+#define LG_ABI_VERSION 11
 
 /* Only lg_* names leave the library; everything else is hidden (-fvisibility=hidden). */
 #define LG_API __attribute__((visibility("default")))
@@ -69,6 +69,10 @@ enum lg_counter {
 	LG_CTR_GSO_SENT,	/* of LG_CTR_SENT, those sent in UDP GSO runs */
 	LG_CTR_SOCKET_DROPS,	/* a receiver's socket dropped this many, its buffer full (SO_RXQ_OVFL, as of the last arrival) */
 	LG_CTR_DRAINED_OPS,	/* disk: completed at or after the stop, not in results (they reached the device) */
+	/* disk --verify and the sweeps (verify.h): every completed read of a block whose content is known */
+	LG_CTR_VERIFY_CHECKED,	/* blocks whose header and crc32c were checked */
+	LG_CTR_VERIFY_BAD,	/* of those, blocks that did not match */
+	LG_CTR_VERIFY_UNCHECKED, /* reads of blocks this run never wrote; failed writes; written blocks never read back */
 	/* disk io_uring workers: the ring (set once at setup, but ENTERS) */
 	LG_CTR_ENTERS,		/* io_uring_enter calls made in the measured window */
 	LG_CTR_RING_FLAGS,	/* the IORING_SETUP_* flags the kernel accepted */
@@ -94,10 +98,53 @@ enum lg_hist {
 	LG_HIST_COUNT
 };
 
+/*
+ * The header at the start of every block a --verify run or a stamped sweep
+ * writes, little-endian: the block's own offset, the run's seed, the
+ * generation (1: written by a fill, then counting the worker's writes), the
+ * block's size, and the crc32c (Castagnoli) of the whole block taken with the
+ * crc32c field zeroed. A reader that knows nothing of the run can still check
+ * magic, offset, size and crc (and the seed, if given): lg_verify_check.
+ */
+#define LG_VERIFY_MAGIC 0x4b4c4256u	/* "VBLK" on disk */
+struct lg_block_header {
+	uint32_t magic;
+	uint32_t crc32c;
+	uint64_t offset_bytes;
+	uint64_t seed;
+	uint64_t generation;
+	uint32_t block_bytes;
+	uint32_t reserved;
+};
+
+/* Why a block failed its check: bits of lg_verify_mismatch.reasons. */
+enum lg_verify_reason {
+	LG_VERIFY_BAD_MAGIC = 1,	/* no header: never written by a verify run, or overwritten */
+	LG_VERIFY_BAD_CRC = 2,
+	LG_VERIFY_BAD_OFFSET = 4,	/* a header of another block: a misplaced write */
+	LG_VERIFY_BAD_SEED = 8,
+	LG_VERIFY_BAD_GENERATION = 16,	/* an older (or other) write than the last one: a lost write */
+	LG_VERIFY_BAD_SIZE = 32,
+	LG_VERIFY_SHORT_READ = 64,
+};
+
+/* One bad block as a worker found it: expected holds what it should read (its
+ * crc32c: what the block's bytes hash to), found what it read. */
+struct lg_verify_mismatch {
+	uint64_t offset_bytes;
+	uint64_t reasons;	/* enum lg_verify_reason bits; 0: an unused record */
+	struct lg_block_header expected;
+	struct lg_block_header found;
+};
+
+#define LG_VERIFY_KEPT 8	/* mismatches each worker keeps in full; all are counted */
+
 struct lg_worker_stats {
 	uint64_t counters[LG_CTR_COUNT];
 	uint64_t errno_counts[LG_ERRNO_SLOTS];
 	uint64_t hist[LG_HIST_COUNT][LG_HDR_COUNTS_LEN];
+	/* the first LG_VERIFY_KEPT bad blocks, after the histograms so the words before keep their places */
+	struct lg_verify_mismatch verify_kept[LG_VERIFY_KEPT];
 };
 
 enum lg_engine {
@@ -131,6 +178,11 @@ struct lg_disk_config {
 	const int32_t *cpus;	/* workers entries: the CPU to pin to, or -1 */
 	uint32_t nvme_nsid;	/* LG_ENGINE_NVME: the namespace (NVME_IOCTL_ID) */
 	uint32_t nvme_lba_shift; /* LG_ENGINE_NVME: log2 of its LBA size; bs and offsets are whole LBAs */
+	/* --verify (verify.h): writes carry block headers, reads of known blocks are checked, and
+	 * a write-only run reads back every block it wrote after the end. Each worker then owns a
+	 * slice, random or not, and keeps a generation per block of it (LG_VERIFY_MAX_BLOCKS). */
+	uint32_t verify;
+	uint32_t verify_filled;	/* 1: the span holds generation-1 headers of seed (a stamped fill) */
 	/* io_uring only. Closed loop: queue SQEs once batch_submit slots are free, and
 	 * wait in one enter for batch_complete completions (and for enough to free
 	 * batch_submit slots); paced runs ignore both (see disk.c). 1 .. qd each. */
@@ -306,6 +358,39 @@ LG_API int lg_xsk_open(int32_t ifindex, uint32_t queue_id, uint32_t frame_bytes,
 LG_API int lg_xsk_mode(const struct lg_xsk *x);
 /* Close x and free its UMEM (after the run that used it is freed). */
 LG_API void lg_xsk_close(struct lg_xsk *x);
+/* A sweep (sweep.c): one worker passes over extents in order, io_bytes per I/O at qd,
+ * writing the fill pattern (stamped with block headers under stamp) or, under check,
+ * reading and checking every block's header as lg_verify_check does. It counts
+ * ops/bytes and verify_* like a disk worker, and ends by itself (lg_run_done). */
+struct lg_sweep_config {
+	int32_t fd;
+	uint32_t check;		/* 0: write; 1: read and check */
+	uint32_t io_bytes;	/* a multiple of block_bytes; the last I/O of an extent may be shorter */
+	uint32_t qd;
+	uint32_t block_bytes;	/* the verify block: a header every block_bytes (stamp, check) */
+	uint32_t stamp;		/* writes carry headers of generation 1 and seed */
+	uint32_t passes;	/* write: times over the extents */
+	uint32_t check_seed;	/* check: the headers' seed must equal seed */
+	uint64_t seed;
+	const uint64_t *extents; /* n_extents (offset, length) pairs, multiples of block_bytes */
+	uint32_t n_extents;
+	uint32_t psync;		/* 1: pwrite/pread, no io_uring (an engine forced to psync) */
+};
+
+#define LG_VERIFY_MAX_BLOCKS (1u << 27)	/* blocks one disk run may verify: 4 bytes of map each */
+
+/* Start a sweep; on success *out owns it. */
+LG_API int lg_sweep_start(const struct lg_sweep_config *cfg, struct lg_run **out);
+/* crc32c (Castagnoli, reflected, as iSCSI and ext4) of n bytes, continuing crc (0 to start):
+ * impl 0 the fastest here, 1 the table, 2 SSE4.2 (-EOPNOTSUPP without it). Test hook. */
+LG_API int lg_crc32c(const void *buf, uint64_t n, uint32_t crc, int impl, uint32_t *out);
+/* Stamp the header of block_bytes at buf (offset, seed, generation) and its crc32c. */
+LG_API int lg_verify_stamp(void *buf, uint32_t block_bytes, uint64_t offset_bytes, uint64_t seed,
+			   uint64_t generation);
+/* Check the block at buf read from offset_bytes: 0 good, else enum lg_verify_reason bits;
+ * generation 0 accepts any, check_seed 0 any seed. *mismatch (if not NULL) gets both headers. */
+LG_API int lg_verify_check(const void *buf, uint32_t block_bytes, uint64_t offset_bytes, uint64_t seed,
+			   int check_seed, uint64_t generation, struct lg_verify_mismatch *mismatch);
 
 /* Start cfg->workers disk workers; on success *out owns them. */
 LG_API int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out);

@@ -46,6 +46,9 @@ static const char *const counter_names[LG_CTR_COUNT] = {
 	[LG_CTR_GSO_SENT] = "gso_sent",
 	[LG_CTR_SOCKET_DROPS] = "socket_drops",
 	[LG_CTR_DRAINED_OPS] = "drained_ops",
+	[LG_CTR_VERIFY_CHECKED] = "verify_checked",
+	[LG_CTR_VERIFY_BAD] = "verify_bad",
+	[LG_CTR_VERIFY_UNCHECKED] = "verify_unchecked",
 	[LG_CTR_ENTERS] = "enters",
 	[LG_CTR_RING_FLAGS] = "ring_flags",
 	[LG_CTR_RING_REGISTERED] = "ring_registered",
@@ -77,6 +80,8 @@ int lg_struct_size(const char *name)
 		return (int)sizeof(struct lg_packet_config);
 	if (!strcmp(name, "lg_packet_rx_config"))
 		return (int)sizeof(struct lg_packet_rx_config);
+	if (!strcmp(name, "lg_sweep_config"))
+		return (int)sizeof(struct lg_sweep_config);
 	if (!strcmp(name, "lg_worker_stats"))
 		return (int)sizeof(struct lg_worker_stats);
 	return -EINVAL;
@@ -99,6 +104,11 @@ int64_t lg_limit(const char *name)
 		{ "xdp_max_frame_bytes", LG_XDP_MAX_FRAME_BYTES },
 		{ "packet_rx_block_bytes", LG_PACKET_RX_BLOCK_BYTES },
 		{ "packet_rx_blocks", LG_PACKET_RX_BLOCKS },
+		{ "verify_magic", LG_VERIFY_MAGIC },
+		{ "verify_kept", LG_VERIFY_KEPT },
+		{ "verify_mismatch_bytes", sizeof(struct lg_verify_mismatch) },
+		{ "verify_max_blocks", LG_VERIFY_MAX_BLOCKS },
+		{ "block_header_bytes", sizeof(struct lg_block_header) },
 	};
 
 	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)

@@ -91,6 +91,11 @@ EXAMPLES: dict[str, Example] = {
     "device": Example(),
     "loadgen disk --target test.dat,more.dat --size 1g    # two targets in one run: a section each, and the "
     "total": Example(makes=("more.dat",)),
+    "loadgen disk prepare --target test.dat --passes 2    # fills it in order, 128k writes at qd 16, before a run":
+        Example(),
+    "loadgen disk --target v.dat --size 1g --rw randwrite --verify --seed 7   # every block stamped, read back after":
+        Example(makes=("v.dat",)),
+    "loadgen disk verify --target v.dat --seed 7          # later: every block's header and crc32c checked": Example(),
     # Network
     "loadgen net --pps 1M --size 64 --flows 8                  # embedded receiver on loopback": Example(),
     "loadgen net --pps 100k --mode echo                        # time every round trip": Example(),

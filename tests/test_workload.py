@@ -117,7 +117,7 @@ def test_to_config():
         "target": None, "size_bytes": 16 * MiB, "rw": "randrw", "read_pct": 70, "bs": "8k", "bs_bytes": 8192,
         "qd": 4, "iops": 2000, "direct": False, "engine": "auto", "seed": 7,
         "duration_ns": 2_000_000_000, "ramp_ns": 0, "interval_ns": 500_000_000, "workers": 3,
-        "busy_poll": False, "prefill": False, "allow_sparse": False,
+        "busy_poll": False, "prefill": False, "allow_sparse": False, "verify": False,
         "batch_submit": None, "batch_complete": None,   # paced: no batches
         "poll": False, "sqpoll": None, "register_ring": True,
     }

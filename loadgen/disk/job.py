@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Callable
 
 from loadgen.disk import ring
 from loadgen.disk import nvme
-from loadgen.disk.target import DiskTarget, open_target, open_targets
-from loadgen.errors import SetupError
+from loadgen.disk.target import DiskTarget, mem_available_bytes, open_target, open_targets
+from loadgen.errors import SetupError, UsageError
 from loadgen.facts import counters, sysinfo
 from loadgen.facts.sysinfo import basic_env
 from loadgen.results import histogram, result
@@ -34,6 +34,7 @@ from loadgen.run.controller import CompositeRun, Timeline, stacked_rows, worker_
 from loadgen.run.intervals import IntervalView
 from loadgen.run.job import Outcome, Watch, measure, starting
 from loadgen.run.stats import Snapshot
+from loadgen.units import format_size
 from loadgen.workload import DiskSpec, spread_workers
 
 if TYPE_CHECKING:
@@ -164,6 +165,7 @@ class DiskJob:
             batch_submit=spec.batch_submit, batch_complete=spec.batch_complete, poll=int(spec.poll),
             sqpoll=int(self.sq_cpu is not None), sq_cpu=ring.SQ_CPU_ANY if self.sq_cpu is None else self.sq_cpu,
             sq_idle_ms=ring.SQ_IDLE_MS, register_ring=int(spec.register_ring),
+            verify=int(spec.verify), verify_filled=int(spec.verify and target.verify_filled),
         )  # the native run copies the config and the CPU list
 
     def start(self, timeline: Timeline) -> "native.Run | CompositeRun":
@@ -186,7 +188,8 @@ class DiskJob:
         notes = [n for t in self.targets for n in t.notes]
         out = {"engine": self.engine, "engine_note": self.engine_note, **self.target.facts(),
                "target_notes": notes, "cpus": self.cpus,
-               "sqpoll": ring.sqpoll_facts(self.spec.sqpoll_cpu, self.sq_cpu)}
+               "sqpoll": ring.sqpoll_facts(self.spec.sqpoll_cpu, self.sq_cpu),
+               "verify_filled": all(t.verify_filled for t in self.targets) if self.spec.verify else None}
         if len(self.targets) > 1:
             kinds = {t.kind for t in self.targets}
             out |= {"target_path": ",".join(t.path for t in self.targets),
@@ -220,18 +223,51 @@ def prepare(spec: DiskSpec, opener: Callable[[DiskSpec], DiskTarget] | None = No
         targets = [(opener or open_target)(spec)]
     else:
         targets = open_targets(spec)
+    job = DiskJob(spec, engine, note, targets, cpus, sq_cpu)
     try:
-        for target in targets:
+        for target, rows in zip(job.targets, job.rows()):
             ring.check(spec, engine, target.path)
+            check_verify_map(spec, target.span_bytes, rows.stop - rows.start)
     except BaseException:
-        for target in targets:
-            target.close()
+        job.close()
         raise
-    return DiskJob(spec, engine, note, targets, cpus, sq_cpu)
+    return job
+
+
+VERIFY_MAP_BYTES_PER_BLOCK = 4   # native/verify.h: a uint32 per block
+
+
+def check_verify_map(spec: DiskSpec, span_bytes: int, workers: int) -> None:
+    """--verify keeps a generation per block (4 bytes) and gives each of a target's workers a
+    slice of its own: refuse a span too large for the map at this bs, or with fewer blocks than workers."""
+    if not spec.verify:
+        return
+    blocks, most = span_bytes // spec.bs_bytes, native.limit("verify_max_blocks")
+    if blocks > most:
+        raise UsageError(f"--verify keeps a generation per block: {format_size(span_bytes)} at bs "
+                         f"{format_size(spec.bs_bytes)} is {blocks} blocks, more than {most} "
+                         "(use a larger --bs or a smaller --size)")
+    available = mem_available_bytes()
+    if available is not None and blocks * VERIFY_MAP_BYTES_PER_BLOCK > available // 2:
+        raise UsageError(f"--verify keeps a generation per block: {blocks} blocks need "
+                         f"{format_size(blocks * VERIFY_MAP_BYTES_PER_BLOCK)} of map, more than half of the "
+                         f"{format_size(available)} of memory available here (use a larger --bs or a smaller --size)")
+    if blocks < workers:
+        raise UsageError(f"--verify gives each worker blocks of its own: {blocks} blocks for "
+                         f"{workers} workers (use fewer --workers or a larger --size)")
+
+
+def verify_summary(spec: DiskSpec, final: Snapshot) -> dict:
+    """What --verify found: the counts, and the first bad blocks in full (native/verify.h)."""
+    return {"mode": "read-back" if spec.read_pct == 0 else "inline",
+            "checked": final.counter("verify_checked"), "bad": final.counter("verify_bad"),
+            "unchecked": final.counter("verify_unchecked"),
+            "mismatches": native.mismatches(final.layout, final.words)}
 
 
 # What a disk job's facts say about its target (DiskTarget.facts), copied into the config.
-TARGET_FACTS = ("target_path", "target_kind", "span_bytes", "target_created", "prefilled_bytes", "unwritten_bytes")
+TARGET_FACTS = ("target_path", "target_kind", "span_bytes", "target_created", "prefilled_bytes", "unwritten_bytes",
+                "verify_filled")
 
 
 def target_rows(facts: dict) -> list[slice]:
@@ -293,6 +329,8 @@ def disk_document(spec: DiskSpec, out: Outcome, facts: dict, env: dict, where: d
     if facts.get("nvme"):   # the namespace and LBA format an nvme job's commands used
         config["nvme"] = facts["nvme"]
     summary = result.disk_summary(m, out.cpu)
+    if spec.verify:
+        summary["verify"] = verify_summary(spec, m.final)
     extra: dict = {"engine_note": facts.get("engine_note"),
                    "warnings": out.warnings + list(spec.notes) + list(facts.get("target_notes") or [])}
     if measured is not None:

@@ -48,6 +48,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loadgen.disk import sweep
 from loadgen.disk.beneath import open_beneath, reopen
 from loadgen.errors import SetupError, UsageError
 from loadgen.run import native
@@ -94,6 +95,10 @@ class DiskTarget:
     unwritten_bytes: int = 0        # unwritten bytes left in the span (--allow-sparse, or a write-only job)
     pending: list[tuple[int, int]] = field(default_factory=list)   # (offset, length) to write before the run
     made: os.stat_result | None = None   # the file this run created at path (removed if the run never starts)
+    verify_filled: bool = False     # filled with --verify headers of generation 1 (disk/sweep.py)
+    fill_stamp_bs: int = 0          # --verify on a fresh target: the fill stamps a header every this many bytes
+    fill_seed: int = 0              # ... with this seed
+    fill_psync: bool = False        # --engine psync: the fill uses no io_uring either
 
     def facts(self) -> dict:
         """What the result's config says about the target, wherever it was opened."""
@@ -103,15 +108,16 @@ class DiskTarget:
 
     def fill(self) -> None:
         """Write the extents target_from_fd planned (a new file's whole span, --prefill's holes)."""
-        done = 0
-        for offset, length in self.pending:
+        done = sum(length for _, length in self.pending)
+        if self.pending:
             try:
-                native.file_fill(self.fd, length, offset)
+                sweep.fill(self.fd, self.pending, stamp_bs=self.fill_stamp_bs, seed=self.fill_seed,
+                           psync=self.fill_psync)
             except OSError as e:
                 what = "temporary target" if self.kind == "temp" else "target"
-                raise SetupError(f"cannot write {format_size(length)} at {offset} of the {what} {self.path}: "
+                raise SetupError(f"cannot write {format_size(done)} of the {what} {self.path}: "
                                  f"{e.strerror}") from None
-            done += length
+            self.verify_filled = bool(self.fill_stamp_bs)
         if self.kind == "file" and not self.created:
             self.prefilled_bytes = done
         self.pending = []
@@ -391,6 +397,11 @@ def target_from_fd(spec: DiskSpec, fd: int, path: str, temp: bool = False, creat
             target.span_bytes = span - span % spec.bs_bytes
             target.pending = _plan_prefill(spec, target, st)
         _set_io_flags(spec, fd, path)
+        # --verify stamps a whole-span fill, so the run knows what every block holds
+        target.fill_stamp_bs = spec.bs_bytes if spec.verify and fresh else 0
+        target.fill_seed = spec.seed
+        # psync forced: no ring, so no io_uring helper threads left to show in the run's census
+        target.fill_psync = spec.engine == "psync"
         if fill:
             target.fill()
     except BaseException:

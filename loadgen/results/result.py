@@ -261,6 +261,27 @@ def _clock_note(clock: dict | None) -> str:
     return f", clock offset {format_ns(clock['offset_ns'])} ± {format_ns(clock['error_ns'])}"
 
 
+def verify_line(v: dict) -> str:
+    """verify: N blocks checked, M bad; unchecked blocks said, never counted; the first bad block named."""
+    line = f"verify: {v['checked']} blocks checked, {v['bad']} bad"
+    if v["unchecked"]:
+        line += f" ({v['unchecked']} not checked: blocks the run never wrote, or did not read back)"
+    for m in v["mismatches"][:3]:
+        line += (f"\n    bad block at offset {m['offset_bytes']}: {', '.join(m['reasons'])}; "
+                 f"expected {_header_text(m['expected'])}, found {_header_text(m['found'])}")
+    return line
+
+
+def _header_text(h: dict) -> str:
+    if h["magic"] != VERIFY_MAGIC:
+        return f"no header (magic {h['magic']:#010x})"
+    return (f"offset {h['offset_bytes']} seed {h['seed']} generation {h['generation']} "
+            f"bs {h['block_bytes']} crc32c {h['crc32c']:#010x}")
+
+
+VERIFY_MAGIC = 0x4B4C4256   # LG_VERIFY_MAGIC: results import no native code
+
+
 def format_disk(doc: dict) -> str:
     c, s = doc["config"], doc["summary"]
     rate = c["iops"]
@@ -292,6 +313,8 @@ def format_disk(doc: dict) -> str:
         lines.append(f"  errors: {s['errors']} ({detail})")
     else:
         lines.append("  errors: 0")
+    if "verify" in s:
+        lines.append("  " + verify_line(s["verify"]))
     lines += _judgement_lines(s)
     lines.append(_cpu_line(s["cpu"]) + _threads_note(s))
     if s.get("ring"):

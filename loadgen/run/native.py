@@ -14,7 +14,7 @@ import numpy as np
 
 from loadgen.errors import SetupError
 
-ABI_VERSION = 10
+ABI_VERSION = 11
 ENGINE_IO_URING, ENGINE_PSYNC, ENGINE_NVME = 0, 1, 2
 ENGINES = {"io_uring": ENGINE_IO_URING, "psync": ENGINE_PSYNC, "nvme": ENGINE_NVME}
 STATE_STARTING, STATE_RUNNING, STATE_DONE, STATE_FAILED = range(4)
@@ -39,6 +39,8 @@ class DiskConfig(ctypes.Structure):
         ("cpus", ctypes.POINTER(ctypes.c_int32)),
         ("nvme_nsid", ctypes.c_uint32),
         ("nvme_lba_shift", ctypes.c_uint32),
+        ("verify", ctypes.c_uint32),
+        ("verify_filled", ctypes.c_uint32),
         ("batch_submit", ctypes.c_uint32),
         ("batch_complete", ctypes.c_uint32),
         ("poll", ctypes.c_uint32),
@@ -48,6 +50,59 @@ class DiskConfig(ctypes.Structure):
         ("register_ring", ctypes.c_uint32),
         ("_pad", ctypes.c_uint32),
     ]
+
+
+class SweepConfig(ctypes.Structure):
+    """struct lg_sweep_config: a pass over extents in order (prepare, --prefill, disk verify)."""
+    _fields_ = [
+        ("fd", ctypes.c_int32),
+        ("check", ctypes.c_uint32),
+        ("io_bytes", ctypes.c_uint32),
+        ("qd", ctypes.c_uint32),
+        ("block_bytes", ctypes.c_uint32),
+        ("stamp", ctypes.c_uint32),
+        ("passes", ctypes.c_uint32),
+        ("check_seed", ctypes.c_uint32),
+        ("seed", ctypes.c_uint64),
+        ("extents", ctypes.POINTER(ctypes.c_uint64)),
+        ("n_extents", ctypes.c_uint32),
+        ("psync", ctypes.c_uint32),
+    ]
+
+
+class BlockHeader(ctypes.Structure):
+    """struct lg_block_header: what a --verify write puts at the start of each block."""
+    _fields_ = [
+        ("magic", ctypes.c_uint32),
+        ("crc32c", ctypes.c_uint32),
+        ("offset_bytes", ctypes.c_uint64),
+        ("seed", ctypes.c_uint64),
+        ("generation", ctypes.c_uint64),
+        ("block_bytes", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+    ]
+
+    def as_dict(self) -> dict:
+        return {"magic": self.magic, "crc32c": self.crc32c, "offset_bytes": self.offset_bytes,
+                "seed": self.seed, "generation": self.generation, "block_bytes": self.block_bytes}
+
+
+class VerifyMismatch(ctypes.Structure):
+    _fields_ = [
+        ("offset_bytes", ctypes.c_uint64),
+        ("reasons", ctypes.c_uint64),
+        ("expected", BlockHeader),
+        ("found", BlockHeader),
+    ]
+
+
+# enum lg_verify_reason, by bit.
+VERIFY_REASONS = {1: "no header", 2: "crc32c", 4: "offset", 8: "seed", 16: "generation", 32: "block size",
+                  64: "short read"}
+
+
+NET_ENGINE_SOCKET, NET_ENGINE_PACKET = 0, 1
+NET_ENGINES = {"socket": NET_ENGINE_SOCKET, "packet": NET_ENGINE_PACKET}
 
 
 NET_ENGINE_SOCKET, NET_ENGINE_PACKET, NET_ENGINE_XDP = 0, 1, 2
@@ -169,6 +224,11 @@ def _load() -> ctypes.CDLL:
         "lg_hypervisor_vendor": (c.c_int, [c.c_char_p]),
         "lg_io_uring_probe": (c.c_int, []),
         "lg_file_fill": (c.c_int, [c.c_int, c.c_uint64, c.c_uint64]),
+        "lg_sweep_start": (c.c_int, [c.POINTER(SweepConfig), c.POINTER(c.c_void_p)]),
+        "lg_crc32c": (c.c_int, [c.c_void_p, c.c_uint64, c.c_uint32, c.c_int, c.POINTER(c.c_uint32)]),
+        "lg_verify_stamp": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint64, c.c_uint64, c.c_uint64]),
+        "lg_verify_check": (c.c_int, [c.c_void_p, c.c_uint32, c.c_uint64, c.c_uint64, c.c_int, c.c_uint64,
+                                      c.POINTER(VerifyMismatch)]),
         "lg_disk_start": (c.c_int, [c.POINTER(DiskConfig), c.POINTER(c.c_void_p)]),
         "lg_run_workers": (c.c_int, [c.c_void_p]),
         "lg_run_snapshot": (c.c_int, [c.c_void_p, c.c_void_p, c.c_int64]),
@@ -215,7 +275,8 @@ def _load() -> ctypes.CDLL:
         fn.restype, fn.argtypes = restype, argtypes
     # The ctypes mirrors must match the C structs byte for byte, or configs arrive garbled.
     for name, mirror in (("lg_disk_config", DiskConfig), ("lg_net_config", NetConfig),
-                         ("lg_packet_config", PacketConfig), ("lg_packet_rx_config", PacketRxConfig)):
+                         ("lg_packet_config", PacketConfig), ("lg_packet_rx_config", PacketRxConfig),
+                         ("lg_sweep_config", SweepConfig)):
         if lib.lg_struct_size(name.encode()) != ctypes.sizeof(mirror):
             raise SetupError(f"loadgen's native library disagrees on {name}; reinstall loadgen")
     return lib
@@ -242,7 +303,13 @@ class Layout:
         self.errno_slots = L.lg_errno_slots()
         self.errno_offset = len(self.counters)
         self.hist_offset = self.errno_offset + self.errno_slots
-        self.words = self.hist_offset + len(self.hists) * self.counts_len
+        # the first bad blocks of --verify (struct lg_verify_mismatch), after the histograms
+        self.verify_offset = self.hist_offset + len(self.hists) * self.counts_len
+        self.verify_kept = int(L.lg_limit(b"verify_kept"))
+        self.verify_record_words = int(L.lg_limit(b"verify_mismatch_bytes")) // 8
+        self.words = self.verify_offset + self.verify_kept * self.verify_record_words
+        if self.words * 8 != L.lg_struct_size(b"lg_worker_stats"):
+            raise SetupError("loadgen's native library disagrees on lg_worker_stats; reinstall loadgen")
 
     def counter(self, name: str) -> int:
         return self.counters.index(name)
@@ -314,6 +381,54 @@ def _start(fn, config, what: str) -> Run:
 
 def start_disk(config: DiskConfig) -> Run:
     return _start(lib().lg_disk_start, config, "the disk workers")
+
+
+def start_sweep(config: SweepConfig) -> Run:
+    return _start(lib().lg_sweep_start, config, "the sweep")
+
+
+def mismatches(layout: Layout, words: np.ndarray) -> list[dict]:
+    """The bad blocks each worker kept in its stats row (struct lg_verify_mismatch), in worker order."""
+    out = []
+    lo = layout.verify_offset
+    for row in np.atleast_2d(words):
+        region = np.ascontiguousarray(row[lo: lo + layout.verify_kept * layout.verify_record_words], dtype="<u8")
+        for k in range(layout.verify_kept):
+            rec = VerifyMismatch.from_buffer_copy(
+                region[k * layout.verify_record_words:(k + 1) * layout.verify_record_words].tobytes())
+            if rec.reasons:
+                out.append({"offset_bytes": rec.offset_bytes,
+                            "reasons": [name for bit, name in VERIFY_REASONS.items() if rec.reasons & bit],
+                            "expected": rec.expected.as_dict(), "found": rec.found.as_dict()})
+    return out
+
+
+CRC32C_IMPLS = {"auto": 0, "table": 1, "sse4.2": 2}
+
+
+def crc32c(data: bytes, crc: int = 0, impl: str = "auto") -> int | None:
+    """crc32c of data by one native implementation (tests it); None where impl is not available."""
+    out = ctypes.c_uint32()
+    ret = lib().lg_crc32c(data, len(data), crc, CRC32C_IMPLS[impl], ctypes.byref(out))
+    if ret == -errno.EOPNOTSUPP:
+        return None
+    _check(ret, "computing crc32c")
+    return out.value
+
+
+def verify_stamp(block: bytearray, offset_bytes: int, seed: int, generation: int) -> None:
+    """Stamp a block header and its crc32c into block, as a --verify write does."""
+    buf = (ctypes.c_char * len(block)).from_buffer(block)
+    _check(lib().lg_verify_stamp(buf, len(block), offset_bytes, seed, generation), "stamping a block")
+
+
+def verify_check(block: bytes, offset_bytes: int, seed: int | None = None, generation: int = 0) -> dict:
+    """The native check of one block: {"reasons": [...], "expected": {...}, "found": {...}}."""
+    m = VerifyMismatch()
+    ret = _check(lib().lg_verify_check(block, len(block), offset_bytes, seed or 0, seed is not None,
+                                       generation, ctypes.byref(m)), "checking a block")
+    return {"reasons": [name for bit, name in VERIFY_REASONS.items() if ret & bit],
+            "expected": m.expected.as_dict(), "found": m.found.as_dict()}
 
 
 def start_net(config: NetConfig) -> Run:

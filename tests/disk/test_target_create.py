@@ -13,10 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from loadgen.disk import sweep
 from loadgen.disk.target import (create_at, create_beneath, fill_created, open_target, seek_holes,
                             unwritten_extents)
 from loadgen.errors import SetupError, UsageError
-from loadgen.run import native
 from loadgen.workload import DiskSpec, parse_disk
 from netns import Agent, run_loadgen, write_token
 
@@ -113,10 +113,10 @@ def test_a_new_target_larger_than_the_free_space_is_refused_and_nothing_is_made(
 
 
 def test_a_created_target_that_cannot_be_filled_is_removed(tmp_path, monkeypatch):
-    def no_space(fd, size_bytes, offset_bytes=0):
+    def no_space(fd, extents, **kw):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(native, "file_fill", no_space)
+    monkeypatch.setattr(sweep, "fill", no_space)
     with pytest.raises(SetupError, match="No space left"):
         open_target(disk_spec(target=str(tmp_path / "new.dat"), size="1m"))
     assert list(tmp_path.iterdir()) == []
@@ -124,7 +124,7 @@ def test_a_created_target_that_cannot_be_filled_is_removed(tmp_path, monkeypatch
 
 def test_a_failed_fill_removes_only_the_file_it_made(tmp_path, monkeypatch):
     """If the name was given to another file meanwhile, that file stays."""
-    monkeypatch.setattr(native, "file_fill", lambda *a: (_ for _ in ()).throw(OSError(errno.EIO, "EIO")))
+    monkeypatch.setattr(sweep, "fill", lambda *a, **kw: (_ for _ in ()).throw(OSError(errno.EIO, "EIO")))
     dir_fd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
     try:
         fd = create_at(dir_fd, "new.dat")
@@ -141,12 +141,12 @@ def test_a_created_target_has_its_full_size_before_the_fill(tmp_path, monkeypatc
     """So a fill killed midway (SIGKILL cannot be caught) leaves a sparse file, refused for reads."""
     seen = []
 
-    def killed(fd, size_bytes, offset_bytes=0):
+    def killed(fd, extents, **kw):
         seen.append(os.fstat(fd).st_size)
         os.pwrite(fd, b"\1" * MiB, 0)           # the first part of the fill made it to the file
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(native, "file_fill", killed)
+    monkeypatch.setattr(sweep, "fill", killed)
     monkeypatch.setattr("loadgen.disk.target.remove_if_ours", lambda *a: None)   # as if killed: nothing cleans up
     path = tmp_path / "new.dat"
     with pytest.raises(SetupError):

@@ -1,0 +1,275 @@
+/*
+ * sweep.c: one pass (or several) over a target in order, at full bandwidth:
+ * `loadgen disk prepare` and --prefill write it, `loadgen disk verify` reads
+ * it back and checks every block's header (verify.h).
+ *
+ * One worker keeps qd I/Os of io_bytes in flight on an io_uring, walking the
+ * extents in order, pass after pass, writing pseudo-random bytes (incompressible,
+ * as fio's are); where io_uring is forbidden it falls back
+ * to pwrite/pread one I/O at a time. It counts ops and bytes as a disk worker
+ * does (no histograms: a sweep is not measured, only watched) and stops early
+ * when the run is stopped (lg_run_stop), leaving the rest undone.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include "hdr.h"
+#include "pace.h"
+#include "run.h"
+#include "uring.h"
+#include "verify.h"
+
+#define BUF_ALIGN 4096
+
+/* Where the sweep is: extent ext, pos bytes into it, in pass pass. */
+struct sweep_cursor {
+	const struct lg_sweep_config *cfg;
+	uint32_t ext, pass;
+	uint64_t pos;
+};
+
+/* The next I/O's offset and length; 0 when the sweep is over. */
+static int sweep_next(struct sweep_cursor *c, uint64_t *off, uint32_t *len)
+{
+	const struct lg_sweep_config *cfg = c->cfg;
+	uint32_t passes = cfg->check ? 1 : cfg->passes;
+
+	while (c->pass < passes) {
+		if (c->ext < cfg->n_extents) {
+			uint64_t start = cfg->extents[2 * c->ext], length = cfg->extents[2 * c->ext + 1];
+
+			if (c->pos < length) {
+				uint64_t left = length - c->pos;
+
+				*off = start + c->pos;
+				*len = left < cfg->io_bytes ? (uint32_t)left : cfg->io_bytes;
+				c->pos += *len;
+				return 1;
+			}
+			c->ext++;
+			c->pos = 0;
+			continue;
+		}
+		c->ext = 0;
+		c->pass++;
+	}
+	return 0;
+}
+
+static int sweep_stopped(const struct worker *w)
+{
+	return run_stop_ns(w->run) != INT64_MAX;
+}
+
+/* Before a write: the chunk's block headers, when stamped. */
+static void sweep_prepare(const struct lg_sweep_config *cfg, unsigned char *buf, uint64_t off, uint32_t len)
+{
+	if (cfg->check || !cfg->stamp)
+		return;
+	for (uint32_t k = 0; k + cfg->block_bytes <= len; k += cfg->block_bytes)
+		verify_stamp(buf + k, cfg->block_bytes, off + k, cfg->seed, 1);
+}
+
+/* Count one finished I/O of len bytes at off (res: bytes or -errno); a read's blocks are checked. */
+static void sweep_done(struct worker *w, const unsigned char *buf, uint64_t off, uint32_t len, int res)
+{
+	const struct lg_sweep_config *cfg = w->config;
+	uint64_t *c = w->stats->counters;
+
+	if (res < 0) {
+		pace_count_errno(w->stats, -res);
+		if (cfg->check)	/* blocks that could not be read are not checked */
+			counter_add(&c[LG_CTR_VERIFY_UNCHECKED], len / cfg->block_bytes);
+		return;
+	}
+	if ((uint32_t)res < len && !cfg->check) {
+		pace_count_errno(w->stats, EIO);	/* a short write: the fill has a gap */
+		return;
+	}
+	counter_add(&c[cfg->check ? LG_CTR_OPS_READ : LG_CTR_OPS_WRITE], 1);
+	counter_add(&c[cfg->check ? LG_CTR_BYTES_READ : LG_CTR_BYTES_WRITE], (uint64_t)res);
+	if (cfg->check)
+		for (uint32_t k = 0; k < len; k += cfg->block_bytes) {
+			uint32_t got = (uint32_t)res > k ? (uint32_t)res - k : 0;
+
+			verify_block(w->stats, buf + k, got < cfg->block_bytes ? got : cfg->block_bytes,
+				     cfg->block_bytes, off + k, cfg->seed, (int)cfg->check_seed, 0);
+		}
+}
+
+static void sweep_psync(struct worker *w, struct sweep_cursor *cur, unsigned char *buf)
+{
+	const struct lg_sweep_config *cfg = w->config;
+	uint64_t off;
+	uint32_t len;
+
+	while (!sweep_stopped(w) && sweep_next(cur, &off, &len)) {
+		ssize_t res;
+
+		sweep_prepare(cfg, buf, off, len);
+		res = cfg->check ? pread(cfg->fd, buf, len, (off_t)off) : pwrite(cfg->fd, buf, len, (off_t)off);
+		stats_begin(w);
+		sweep_done(w, buf, off, len, res < 0 ? -errno : (int)res);
+		stats_end(w);
+		worker_publish(w);
+	}
+}
+
+/* 0, or -errno when the ring failed with I/O in flight (the buffers must then be leaked). */
+static int sweep_uring(struct worker *w, struct uring *r, struct sweep_cursor *cur, unsigned char *bufs)
+{
+	const struct lg_sweep_config *cfg = w->config;
+	uint64_t *offs = calloc(cfg->qd, sizeof(*offs));
+	uint32_t *lens = calloc(cfg->qd, sizeof(*lens)), *free_slots = calloc(cfg->qd, sizeof(*free_slots));
+	unsigned inflight = 0, n_free = cfg->qd;
+	int more = 1, err = 0;
+
+	if (!offs || !lens || !free_slots) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (unsigned i = 0; i < cfg->qd; i++)
+		free_slots[i] = i;
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		unsigned head;
+
+		more = more && !sweep_stopped(w);
+		while (more && n_free) {
+			struct io_uring_sqe *sqe;
+			uint32_t slot;
+			uint64_t off;
+			uint32_t len;
+
+			/* the ring has qd + 1 slots: a free slot always has its SQE */
+			if (!sweep_next(cur, &off, &len)) {
+				more = 0;
+				break;
+			}
+			sqe = uring_get_sqe(r);
+			slot = free_slots[--n_free];
+			offs[slot] = off;
+			lens[slot] = len;
+			sweep_prepare(cfg, bufs + (size_t)slot * cfg->io_bytes, off, len);
+			sqe->opcode = cfg->check ? IORING_OP_READ : IORING_OP_WRITE;
+			sqe->fd = cfg->fd;
+			sqe->addr = (uint64_t)(uintptr_t)(bufs + (size_t)slot * cfg->io_bytes);
+			sqe->len = len;
+			sqe->off = off;
+			sqe->user_data = slot;
+			inflight++;
+		}
+		if (!inflight)
+			break;
+		err = uring_submit_and_wait(r, 1, 0);
+		if (err < 0 && err != -EAGAIN && err != -EBUSY && err != -EINTR)
+			goto out;
+		err = 0;
+		stats_begin(w);
+		uring_for_each_cqe(r, head, cqe) {
+			uint32_t slot;
+
+			if (cqe->user_data == URING_TIMEOUT_USER_DATA)
+				continue;
+			slot = (uint32_t)cqe->user_data;
+			sweep_done(w, bufs + (size_t)slot * cfg->io_bytes, offs[slot], lens[slot], cqe->res);
+			free_slots[n_free++] = slot;
+			inflight--;
+		}
+		stats_end(w);
+		uring_cq_advance_to(r, head);
+		worker_publish(w);
+	}
+out:
+	free(offs);
+	free(lens);
+	free(free_slots);
+	return inflight ? err : 0;
+}
+
+/* Pseudo-random bytes (splitmix64): a preconditioning fill must not compress or
+ * dedupe better than real data would (zram, compressing SSDs), as fio's default
+ * random buffers do not. */
+static void fill_random(unsigned char *buf, size_t n, uint64_t seed)
+{
+	uint64_t s = seed ^ 0x6a09e667f3bcc908ULL;
+
+	for (size_t i = 0; i + 8 <= n; i += 8) {
+		uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
+
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+		z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+		z ^= z >> 31;
+		memcpy(buf + i, &z, 8);
+	}
+}
+
+static void sweep_worker(struct worker *w)
+{
+	const struct lg_sweep_config *cfg = w->config;
+	struct sweep_cursor cur = { .cfg = cfg };
+	size_t n = (size_t)cfg->qd * cfg->io_bytes;
+	unsigned char *bufs;
+	struct uring r;
+
+	worker_name("lg-sweep", w->index);
+	if (posix_memalign((void **)&bufs, BUF_ALIGN, n)) {
+		worker_set_state(w, LG_STATE_FAILED, ENOMEM);
+		return;
+	}
+	fill_random(bufs, n, cfg->seed);
+	worker_set_state(w, LG_STATE_RUNNING, 0);
+	if (!cfg->psync && uring_init(&r, cfg->qd + 1) == 0) {
+		int err = sweep_uring(w, &r, &cur, bufs);
+
+		uring_exit(&r);
+		if (err) {
+			worker_set_state(w, LG_STATE_FAILED, -err);
+			return;	/* the kernel may still write into bufs: leak them */
+		}
+	} else {
+		sweep_psync(w, &cur, bufs);
+	}
+	free(bufs);
+}
+
+int lg_sweep_start(const struct lg_sweep_config *cfg, struct lg_run **out)
+{
+	struct lg_sweep_config *copy;
+	struct lg_run *run;
+	size_t ext_bytes;
+	int err;
+
+	if (!cfg || cfg->fd < 0 || cfg->qd == 0 || cfg->qd > LG_MAX_QD || cfg->block_bytes == 0 ||
+	    cfg->io_bytes == 0 || cfg->io_bytes % cfg->block_bytes || (!cfg->check && cfg->passes == 0) ||
+	    ((cfg->stamp || cfg->check) && cfg->block_bytes < sizeof(struct lg_block_header)) ||
+	    (cfg->n_extents && !cfg->extents))
+		return -EINVAL;
+	for (uint32_t i = 0; i < cfg->n_extents; i++)
+		if (cfg->extents[2 * i] % cfg->block_bytes || cfg->extents[2 * i + 1] % cfg->block_bytes)
+			return -EINVAL;
+	err = run_alloc(1, &run);
+	if (err)
+		return err;
+	/* The worker reads a private copy: the caller may free its config and extents at once. */
+	ext_bytes = (size_t)cfg->n_extents * 2 * sizeof(uint64_t);
+	copy = malloc(sizeof(*copy) + ext_bytes);
+	if (!copy) {
+		lg_run_free(run);
+		return -ENOMEM;
+	}
+	*copy = *cfg;
+	copy->extents = (const uint64_t *)(copy + 1);
+	memcpy(copy + 1, cfg->extents, ext_bytes);
+	run->config_copy = copy;
+	err = run_start(run, sweep_worker, copy, NULL);
+	if (err) {
+		lg_run_free(run);
+		return err;
+	}
+	*out = run;
+	return 0;
+}
