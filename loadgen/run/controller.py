@@ -259,7 +259,9 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
     samples: list[tuple[int, int]] = [(timeline.ramp_end_ns, 0)] if progress else []
     held: list[tuple[int, int]] = []
     skipped = 0
-    census = threads.census()   # retaken at every interval, so io-wq helpers started later count
+    # Taken once the schedule has begun (every worker has named its thread by then), and
+    # retaken at every interval, so io-wq helpers started later count.
+    census: dict = {}
     stop_ns = timeline.end_ns
     woke = None     # when the controller last woke: from then until it waits again it works
     with _signals_stop(on_signal):
@@ -291,6 +293,8 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
             # held while asleep: woken this late (a wake-up already due counts from the wait)
             if now - max(wake, asleep_from) >= HELD_NS:
                 held.append((max(wake, asleep_from), now))
+            if not census and now >= timeline.start_ns:
+                census = threads.census()
             if now < timeline.ramp_end_ns and on_tick:
                 on_tick(now)
             if now < next_tick or next_tick >= timeline.end_ns or stop.is_set():
@@ -316,6 +320,8 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
                 reason.setdefault("policy", why)
                 stop_ns = min(clock.now_ns(), timeline.end_ns)
                 break
+        if not census:
+            census = threads.census()      # a run stopped before its schedule began
         run.stop(stop_ns)
         setup_err = await run.wait()
         # A part may fail while draining after the end (an agent dying before its final report).

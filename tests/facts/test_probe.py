@@ -502,7 +502,13 @@ def test_cli_probe_bad_input_is_one_line_and_exit_2(cli, args):
 
 
 def test_cli_compare_shows_the_tiers_that_differ(cli, tmp_path):
-    from test_claims import disk_doc
+    import importlib.util
+
+    # test_claims lives in tests/results: load it by path, whichever test directories this run collected
+    spec = importlib.util.spec_from_file_location("claims_docs", Path(__file__).parents[1] / "results" / "test_claims.py")
+    claims_docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(claims_docs)
+    disk_doc = claims_docs.disk_doc
 
     metal, vm = disk_doc(100_000.0), disk_doc(99_000.0)
     metal["env"]["virtualization"] = {"cpu": {"tier": "bare-metal", "reasons": ["no hypervisor"]}}
