@@ -283,9 +283,6 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
             if stop.is_set():
                 stop_ns = now
                 break
-            if now < timeline.ramp_end_ns + timeline.interval_ns and census["count"].get("worker", 0) < run.workers:
-                # taken before the workers named themselves: again, or a run of one interval counts none
-                census = threads.census()
             wake = min(next_tick, timeline.end_ns, now + POLL_NS)
             await clock.wait(stop, wake)
             asleep_from, now = now, clock.now_ns()
