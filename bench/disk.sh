@@ -203,6 +203,9 @@ disk_tuned_pairs() {
 # The prepare case: `loadgen disk prepare` against fio's sequential write (bs 128k, qd 16,
 # one job) on a 1 GiB zram device of its own (hot_add), one after the other in the same run;
 # the line gives each one's bandwidth and loadgen's over fio's. Measures, never asserts.
+# fio writes with --scramble_buffers=0: its buffers filled with random bytes once, as loadgen's
+# are. zram's cost depends on the data: fio's default scrambling (a few bytes patched per
+# write) took zram 3x the kernel time of plain random pages here, which flattered loadgen 3x.
 bench_prepare() {
     local n dev fjson=$RESULTS_DIR/disk-prepare.fio.json ljson=$RESULTS_DIR/disk-prepare.loadgen.json
     [[ -w /sys/class/zram-control/hot_add ]] || { log "[prepare] no zram-control: skipped"; return 0; }
@@ -218,7 +221,7 @@ bench_prepare() {
     at_exit "zram_reset $n"
     log "[prepare] fio sequential write 128k qd16 on $dev ..."
     fio --name=prepare --filename="$dev" --rw=write --bs=128k --iodepth=16 --numjobs=1 --direct=1 \
-        --ioengine=io_uring --size=1G --output-format=json --output="$fjson" 2>"${fjson%.json}.err" || return 1
+        --ioengine=io_uring --size=1G --scramble_buffers=0 --output-format=json --output="$fjson" 2>"${fjson%.json}.err" || return 1
     zram_reset "$n" && echo 1G > "/sys/block/zram$n/disksize" || return 1   # the same empty device for both
     log "[prepare] loadgen disk prepare on $dev ..."
     "${LOADGEN[@]}" disk prepare --target "$dev" --allow-destroy --quiet --json "$ljson" \
