@@ -7,8 +7,10 @@ thread: an RFC 862 echo server and a sink that never reads. Nothing here
 asserts a time; waits are bounded only so that a hung child fails the test.
 """
 import json
+import os
 import queue
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -267,3 +269,20 @@ class Serve:
             self.proc.kill()
         self.proc.wait(timeout=RUN_TIMEOUT_S)
         self.proc.stderr.close()
+
+
+def run_without_net_raw(cwd, *args: str) -> subprocess.CompletedProcess:
+    """`loadgen ARGS` run as root with CAP_NET_RAW dropped (capsh or setpriv); skips the
+    calling test where that cannot be arranged."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop CAP_NET_RAW from a child (without root it is never held)")
+    argv = loadgen_argv(*args)
+    if shutil.which("capsh"):   # capsh runs /bin/bash with the rest: -c CMD
+        argv = ["capsh", "--drop=cap_net_raw", "--", "-c", " ".join(f"'{a}'" for a in argv)]
+    elif shutil.which("setpriv"):
+        argv = ["setpriv", "--bounding-set", "-net_raw", "--inh-caps", "-net_raw", "--", *argv]
+    else:
+        pytest.skip("needs capsh or setpriv to drop CAP_NET_RAW")
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=60)

@@ -7,11 +7,8 @@ one on netns.Hub's bridge, 10.77.0.0/24 only, loads of 20k pps for 1 s. Counts a
 exactly; rates and times never.
 """
 import json
-import os
-import shutil
 import struct
 import subprocess
-import sys
 
 import pytest
 
@@ -20,6 +17,7 @@ from loadgen.errors import UsageError
 from loadgen.net import frames, packet, route
 from loadgen.results import documents
 from loadgen.run import native
+from netfixtures import run_without_net_raw
 from netns import Agent, Controller, Hub, Finished, netns_unavailable, run_loadgen, udp_in_datagrams, wait_until, \
     write_token
 
@@ -297,26 +295,7 @@ def test_loopback_needs_the_local_settings(hub, tmp_path):
     assert doc["config"]["packet"]["interface"] == "lo" and doc["config"]["packet"]["local_delivery"] is True
 
 
-def drop_net_raw() -> list[str] | None:
-    """A prefix that runs a command without CAP_NET_RAW, or None."""
-    if shutil.which("capsh"):
-        return ["capsh", "--drop=cap_net_raw", "--"]   # runs /bin/bash with the rest: "-c CMD"
-    if shutil.which("setpriv"):
-        return ["setpriv", "--bounding-set", "-net_raw", "--inh-caps", "-net_raw", "--"]
-    return None
-
-
 def test_without_cap_net_raw_is_one_line(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("needs root to drop CAP_NET_RAW from a child (without root it is never held)")
-    prefix = drop_net_raw()
-    if prefix is None:
-        pytest.skip("needs capsh or setpriv to drop CAP_NET_RAW")
-    argv = [sys.executable, "-m", "loadgen", "net", "--target", "127.0.0.1:9", "--engine", "packet", *SHORT, "--quiet"]
-    if prefix[0] == "capsh":
-        argv = [*prefix, "-c", " ".join(f"'{a}'" for a in argv)]
-    else:
-        argv = [*prefix, *argv]
-    p = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    p = run_without_net_raw(tmp_path, "net", "--target", "127.0.0.1:9", "--engine", "packet", *SHORT, "--quiet")
     line = Finished(p.returncode, p.stdout, p.stderr).error_line(1)
     assert line == "loadgen: --engine packet needs CAP_NET_RAW to open AF_PACKET sockets"

@@ -24,7 +24,7 @@ from loadgen import workload
 from loadgen.errors import UsageError
 from loadgen.net import frames, packetrx
 from loadgen.results import documents
-from netfixtures import LOOPBACK, Serve, assert_one_line_error, datagram, loadgen_argv
+from netfixtures import LOOPBACK, Serve, assert_one_line_error, datagram, loadgen_argv, run_without_net_raw
 from netns import Agent, Controller, netns_unavailable, run_loadgen, wait_until, write_token
 
 RUN_TAG = 0x1111_1111
@@ -149,19 +149,7 @@ def test_refusals_are_one_line(tmp_path, args, says):
 
 
 def test_without_cap_net_raw_is_one_line(tmp_path):
-    from test_packet_engine import drop_net_raw
-
-    if os.geteuid() != 0:
-        pytest.skip("needs root to drop CAP_NET_RAW from a child (without root it is never held)")
-    prefix = drop_net_raw()
-    if prefix is None:
-        pytest.skip("needs capsh or setpriv to drop CAP_NET_RAW")
-    argv = loadgen_argv("net", "--rx-engine", "packet", "--pps", "1k", "--duration", "1s", "--quiet")
-    if prefix[0] == "capsh":
-        argv = [*prefix, "-c", " ".join(f"'{a}'" for a in argv)]
-    else:
-        argv = [*prefix, *argv]
-    p = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    p = run_without_net_raw(tmp_path, "net", "--rx-engine", "packet", "--pps", "1k", "--duration", "1s", "--quiet")
     line = assert_one_line_error(p.returncode, p.stderr, 1)
     assert line == "loadgen: --rx-engine packet needs CAP_NET_RAW to open AF_PACKET sockets"
 

@@ -11,7 +11,6 @@ times never.
 import errno
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from loadgen.errors import UsageError
 from loadgen.net import queues, xdp
 from loadgen.results import documents
 from loadgen.run import native
+from netfixtures import run_without_net_raw
 from netns import Agent, Controller, Finished, _ip, netns_unavailable, run_loadgen, udp_in_datagrams, wait_until, \
     write_token
 
@@ -292,25 +292,6 @@ def test_two_queues_two_senders_count_every_frame(tmp_path):
     assert x["tx_queues"] == 2 and [p["queue"] for p in x["senders"]] == [0, 1]
 
 
-def drop_net_raw() -> list[str] | None:
-    """A prefix that runs a command without CAP_NET_RAW, or None."""
-    if shutil.which("capsh"):
-        return ["capsh", "--drop=cap_net_raw", "--"]   # runs /bin/bash with the rest: "-c CMD"
-    if shutil.which("setpriv"):
-        return ["setpriv", "--bounding-set", "-net_raw", "--inh-caps", "-net_raw", "--"]
-    return None
-
-
 def test_without_cap_net_raw_is_one_line(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("needs root to drop CAP_NET_RAW from a child (without root it is never held)")
-    prefix = drop_net_raw()
-    if prefix is None:
-        pytest.skip("needs capsh or setpriv to drop CAP_NET_RAW")
-    argv = [sys.executable, "-m", "loadgen", "net", "--target", "127.0.0.1:9", "--engine", "xdp", *SHORT, "--quiet"]
-    if prefix[0] == "capsh":
-        argv = [*prefix, "-c", " ".join(f"'{a}'" for a in argv)]
-    else:
-        argv = [*prefix, *argv]
-    p = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    p = run_without_net_raw(tmp_path, "net", "--target", "127.0.0.1:9", "--engine", "xdp", *SHORT, "--quiet")
     assert Finished(p.returncode, p.stdout, p.stderr).error_line(1) == f"loadgen: {xdp.NO_CAPABILITY}"
