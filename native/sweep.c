@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include "hdr.h"
 #include "pace.h"
+#include "pump.h"
 #include "run.h"
 #include "uring.h"
 #include "verify.h"
@@ -118,76 +119,52 @@ static void sweep_psync(struct worker *w, struct sweep_cursor *cur, unsigned cha
 	}
 }
 
+/* The sweep's side of the pump (pump.h): a slot's offset and length live here. */
+struct sweep_pump {
+	struct worker *w;
+	struct sweep_cursor *cur;
+	unsigned char *bufs;
+	uint64_t *offs;
+	uint32_t *lens;
+};
+
+static inline int sweep_pump_next(void *ctx, uint32_t slot, struct io_uring_sqe *sqe)
+{
+	struct sweep_pump *sp = ctx;
+	const struct lg_sweep_config *cfg = sp->w->config;
+	unsigned char *buf = sp->bufs + (size_t)slot * cfg->io_bytes;
+
+	if (sweep_stopped(sp->w) || !sweep_next(sp->cur, &sp->offs[slot], &sp->lens[slot]))
+		return 0;
+	sweep_prepare(cfg, buf, sp->offs[slot], sp->lens[slot]);
+	sqe->opcode = cfg->check ? IORING_OP_READ : IORING_OP_WRITE;
+	sqe->fd = cfg->fd;
+	sqe->addr = (uint64_t)(uintptr_t)buf;
+	sqe->len = sp->lens[slot];
+	sqe->off = sp->offs[slot];
+	return 1;
+}
+
+static inline void sweep_pump_done(void *ctx, uint32_t slot, int res)
+{
+	struct sweep_pump *sp = ctx;
+	const struct lg_sweep_config *cfg = sp->w->config;
+
+	sweep_done(sp->w, sp->bufs + (size_t)slot * cfg->io_bytes, sp->offs[slot], sp->lens[slot], res);
+}
+
 /* 0, or -errno when the ring failed with I/O in flight (the buffers must then be leaked). */
 static int sweep_uring(struct worker *w, struct uring *r, struct sweep_cursor *cur, unsigned char *bufs)
 {
 	const struct lg_sweep_config *cfg = w->config;
-	uint64_t *offs = calloc(cfg->qd, sizeof(*offs));
-	uint32_t *lens = calloc(cfg->qd, sizeof(*lens)), *free_slots = calloc(cfg->qd, sizeof(*free_slots));
-	unsigned inflight = 0, n_free = cfg->qd;
-	int more = 1, err = 0;
+	struct sweep_pump sp = { .w = w, .cur = cur, .bufs = bufs,
+				 .offs = calloc(cfg->qd, sizeof(uint64_t)), .lens = calloc(cfg->qd, sizeof(uint32_t)) };
+	struct pump p = { .next = sweep_pump_next, .done = sweep_pump_done, .ctx = &sp, .qd = cfg->qd };
+	int err = sp.offs && sp.lens ? pump_run(&p, w, r) : -ENOMEM;
 
-	if (!offs || !lens || !free_slots) {
-		err = -ENOMEM;
-		goto out;
-	}
-	for (unsigned i = 0; i < cfg->qd; i++)
-		free_slots[i] = i;
-	for (;;) {
-		struct io_uring_cqe *cqe;
-		unsigned head;
-
-		more = more && !sweep_stopped(w);
-		while (more && n_free) {
-			struct io_uring_sqe *sqe;
-			uint32_t slot;
-			uint64_t off;
-			uint32_t len;
-
-			/* the ring has qd + 1 slots: a free slot always has its SQE */
-			if (!sweep_next(cur, &off, &len)) {
-				more = 0;
-				break;
-			}
-			sqe = uring_get_sqe(r);
-			slot = free_slots[--n_free];
-			offs[slot] = off;
-			lens[slot] = len;
-			sweep_prepare(cfg, bufs + (size_t)slot * cfg->io_bytes, off, len);
-			sqe->opcode = cfg->check ? IORING_OP_READ : IORING_OP_WRITE;
-			sqe->fd = cfg->fd;
-			sqe->addr = (uint64_t)(uintptr_t)(bufs + (size_t)slot * cfg->io_bytes);
-			sqe->len = len;
-			sqe->off = off;
-			sqe->user_data = slot;
-			inflight++;
-		}
-		if (!inflight)
-			break;
-		err = uring_submit_and_wait(r, 1, 0);
-		if (err < 0 && err != -EAGAIN && err != -EBUSY && err != -EINTR)
-			goto out;
-		err = 0;
-		stats_begin(w);
-		uring_for_each_cqe(r, head, cqe) {
-			uint32_t slot;
-
-			if (cqe->user_data == URING_TIMEOUT_USER_DATA)
-				continue;
-			slot = (uint32_t)cqe->user_data;
-			sweep_done(w, bufs + (size_t)slot * cfg->io_bytes, offs[slot], lens[slot], cqe->res);
-			free_slots[n_free++] = slot;
-			inflight--;
-		}
-		stats_end(w);
-		uring_cq_advance_to(r, head);
-		worker_publish(w);
-	}
-out:
-	free(offs);
-	free(lens);
-	free(free_slots);
-	return inflight ? err : 0;
+	free(sp.offs);
+	free(sp.lens);
+	return p.inflight ? err : 0;
 }
 
 /* Pseudo-random bytes (splitmix64): a preconditioning fill must not compress or

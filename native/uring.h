@@ -61,6 +61,12 @@ static inline struct io_uring_sqe *uring_get_sqe(struct uring *r)
 	return sqe;
 }
 
+/* Hand back the SQE the last uring_get_sqe gave, unused (nothing was published since). */
+static inline void uring_unget_sqe(struct uring *r)
+{
+	r->sqe_tail--;
+}
+
 /* Where EXT_ARG is missing (before 5.11), a bounded wait queues a timeout SQE
  * with this user_data: leave one SQ slot free for it, and skip its CQE. */
 #define URING_TIMEOUT_USER_DATA UINT64_MAX

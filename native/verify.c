@@ -18,6 +18,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 #include "hdr.h"
+#include "pump.h"
 #include "verify.h"
 
 #define CRC32C_POLY 0x82f63b78u	/* Castagnoli, reflected */
@@ -328,79 +329,58 @@ static int stopped_early(struct verify *v, struct worker *w)
 	return 1;
 }
 
+/* The read-back's side of the pump (pump.h): a slot's offset lives here. */
+struct readback_pump {
+	struct verify *v;
+	unsigned char *bufs;
+	uint64_t *offs;
+	uint64_t next;		/* the block the next read looks from */
+	int fd, fixed_file;
+};
+
+static inline int readback_pump_next(void *ctx, uint32_t slot, struct io_uring_sqe *sqe)
+{
+	struct readback_pump *rp = ctx;
+	struct verify *v = rp->v;
+
+	if (!next_known(v, &rp->next))
+		return 0;
+	rp->offs[slot] = (v->first_block + rp->next++) * v->block_bytes;
+	sqe->opcode = IORING_OP_READ;
+	sqe->flags = rp->fixed_file ? IOSQE_FIXED_FILE : 0;
+	sqe->fd = rp->fd;
+	sqe->addr = (uint64_t)(uintptr_t)(rp->bufs + (size_t)slot * v->block_bytes);
+	sqe->len = v->block_bytes;
+	sqe->off = rp->offs[slot];
+	return 1;
+}
+
+static inline void readback_pump_done(void *ctx, uint32_t slot, int res)
+{
+	struct readback_pump *rp = ctx;
+
+	verify_done(rp->v, rp->bufs + (size_t)slot * rp->v->block_bytes, rp->offs[slot], 0, res);
+}
+
 int verify_readback_uring(struct verify *v, struct worker *w, struct uring *r, int fd, int fixed_file,
 			  unsigned char *bufs, unsigned qd)
 {
-	uint64_t *offs, next = 0;
-	uint32_t *free_slots;
-	unsigned inflight = 0, n_free = qd;
-	int err = 0;
+	struct readback_pump rp = { .v = v, .bufs = bufs, .fd = fd, .fixed_file = fixed_file };
+	struct pump p = { .next = readback_pump_next, .done = readback_pump_done, .ctx = &rp, .qd = qd };
+	int err;
 
 	if (stopped_early(v, w))
 		return 0;
-	offs = malloc(qd * sizeof(*offs));
-	free_slots = malloc(qd * sizeof(*free_slots));
-	if (!offs || !free_slots) {
-		free(offs);
-		free(free_slots);
-		stats_begin(w);
-		count_unread(v, 0);
-		stats_end(w);
-		return -ENOMEM;
-	}
-	for (unsigned i = 0; i < qd; i++)
-		free_slots[i] = i;
-	for (;;) {
-		struct io_uring_cqe *cqe;
-		unsigned head;
-
-		while (n_free && next_known(v, &next)) {
-			struct io_uring_sqe *sqe = uring_get_sqe(r);
-			uint32_t slot;
-
-			if (!sqe)
-				break;
-			slot = free_slots[--n_free];
-			offs[slot] = (v->first_block + next++) * v->block_bytes;
-			sqe->opcode = IORING_OP_READ;
-			sqe->flags = fixed_file ? IOSQE_FIXED_FILE : 0;
-			sqe->fd = fd;
-			sqe->addr = (uint64_t)(uintptr_t)(bufs + (size_t)slot * v->block_bytes);
-			sqe->len = v->block_bytes;
-			sqe->off = offs[slot];
-			sqe->user_data = slot;
-			inflight++;
-		}
-		if (!inflight)
-			break;
-		err = uring_submit_and_wait(r, 1, 0);
-		if (err < 0 && err != -EAGAIN && err != -EBUSY && err != -EINTR)
-			break;
-		err = 0;
-		stats_begin(w);
-		uring_for_each_cqe(r, head, cqe) {
-			uint32_t slot;
-
-			if (cqe->user_data == URING_TIMEOUT_USER_DATA)
-				continue;
-			slot = (uint32_t)cqe->user_data;
-			verify_done(v, bufs + (size_t)slot * v->block_bytes, offs[slot], 0, cqe->res);
-			free_slots[n_free++] = slot;
-			inflight--;
-		}
-		stats_end(w);
-		uring_cq_advance_to(r, head);
-		worker_publish(w);
-	}
+	rp.offs = malloc(qd * sizeof(*rp.offs));
+	err = rp.offs ? pump_run(&p, w, r) : -ENOMEM;
 	if (err) {
 		/* the ring failed: what is in flight and what is left is not checked */
 		stats_begin(w);
-		counter_add(&v->stats->counters[LG_CTR_VERIFY_UNCHECKED], inflight);
-		count_unread(v, next);
+		counter_add(&v->stats->counters[LG_CTR_VERIFY_UNCHECKED], p.inflight);
+		count_unread(v, rp.next);
 		stats_end(w);
 	}
-	free(offs);
-	free(free_slots);
+	free(rp.offs);
 	return err;
 }
 
