@@ -10,7 +10,8 @@
 #   veth        1-queue veth: trafgen --cpus 1 vs the packet and xdp engines at --pps max
 #   scale       2-queue veth: trafgen --cpus 1 and 2, the packet and xdp engines with 1 and 2 senders
 #   paced-100k  1-queue veth: the packet and xdp engines at 100k pps, requested vs achieved, loss
-# Every tool is measured by the receiving veth's rx_packets delta over the run; loadgen's
+# Every tool's frames meet loadgen's socket receivers (trafgen's a `loadgen serve` on their port)
+# and are measured by the receiving veth's rx_packets delta over the run; loadgen's
 # engines also by loadgen's own receiver (an agent in the receiving namespace: a paired run,
 # which counts every frame and the loss exactly), in the veth case also by its packet
 # receivers (--rx-engine packet). On veth the xdp engine runs in copy mode
@@ -46,6 +47,28 @@ run_loadgen_raw() {
     fi
     veth_measure "$base.counters.json" run_bounded "$LIMIT_CLIENT" "$base.out" "$base.err" "${cmd[@]}" || rc=$?
     bg_stop "$srv" TERM 1 || true
+    return "$rc"
+}
+
+# run_trafgen_raw OUT.txt CPUS RECEIVERS: trafgen as run_trafgen_veth runs it, with `loadgen serve`
+# (RECEIVERS socket receivers) bound to the port its frames go to, as loadgen's own runs have
+# their agent's receivers there. On veth the receiving stack runs on the sender's CPU, so a
+# frame that meets a socket costs the sender more than one dropped for want of one: without
+# this, trafgen's frames were dropped and loadgen's were received, which favoured trafgen.
+run_trafgen_raw() {
+    local out=$1 base=${1%.txt} cpus=$2 receivers=$3 srv rc=0
+    local scmd=(ip netns exec "$VETH_RX" "${LOADGEN[@]}" serve --port "$VETH_PORT" --host "$VETH_RX_IP"
+        --duration "$(( DURATION + 3 ))s" --workers "$receivers")
+    bg_start "$LIMIT_SERVER" "$base.server.txt" "$base.server.err" "${scmd[@]}"
+    srv=$BG_PID
+    if ! wait_listen udp "$VETH_PORT" "$srv" "$VETH_RX"; then
+        bg_stop "$srv" || true
+        echo "loadgen serve did not start listening on $VETH_RX_IP:$VETH_PORT" > "$base.err"
+        return 1
+    fi
+    run_trafgen_veth "$out" "$cpus" || rc=$?
+    printf '%s\n' "${scmd[*]} &" >> "$base.cmd"
+    bg_stop "$srv" INT 5 || true
     return "$rc"
 }
 
@@ -113,8 +136,9 @@ bench_raw() {
         log "[$name] $(raw_queue_facts)"
         case $kind in
         veth)
+            # 2 receivers, as the agent has for loadgen's rows here (--receivers defaults to --workers)
             raw_run "$name" "$kind" trafgen "trafgen --cpus 1" "" 1 "$p.trafgen.txt" \
-                run_trafgen_veth "$p.trafgen.txt" 1
+                run_trafgen_raw "$p.trafgen.txt" 1 2
             raw_run "$name" "$kind" loadgen "loadgen --engine packet --pps max" "" 1 "$p.loadgen.json" \
                 run_loadgen_raw "$p.loadgen.json" --engine packet --pps max --ramp 0s
             raw_run "$name" "$kind" loadgen "loadgen --engine xdp --pps max" "" 1 "$p.xdp.json" \
@@ -129,7 +153,7 @@ bench_raw() {
             local n
             for n in 1 2; do
                 raw_run "$name" "$kind" trafgen "trafgen --cpus $n" "" "$n" "$p.trafgen-$n.txt" \
-                    run_trafgen_veth "$p.trafgen-$n.txt" "$n"
+                    run_trafgen_raw "$p.trafgen-$n.txt" "$n" "$n"
             done
             for n in 1 2; do
                 raw_run "$name" "$kind" loadgen "loadgen --engine packet --workers $n" "" "$n" \

@@ -231,6 +231,47 @@ def _judgement_lines(s: dict) -> list[str]:
     return lines
 
 
+# A NIC's statistics that say something went wrong, printed when they moved.
+_NIC_TROUBLE = ("rx_dropped", "tx_dropped", "rx_errors", "tx_errors", "rx_missed_errors", "rx_over_errors",
+                "rx_fifo_errors", "tx_fifo_errors", "rx_nohandler")
+
+
+def counters_lines(counters: dict | None, where: str = "") -> list[str]:
+    """The devices' counters over the run, a line each: a NIC's packets, any drops or errors and
+    any ENA allowance counter that moved; a disk's reads, writes and busy time. Deltas, as the
+    JSON's counters are; what could not be read is said."""
+    if not counters:
+        return []
+    if "missing" in counters:
+        return [f"  counters{where}: not read ({counters['missing']})"]
+    lines = []
+    for name, nic in sorted((counters.get("nics") or {}).items()):
+        st = nic.get("statistics") or {}
+        if not st:
+            lines.append(f"  nic {name}{where}: not read ({nic.get('missing_statistics', 'no statistics')})")
+            continue
+        moved = [f"{k} {st[k]}" for k in _NIC_TROUBLE if st.get(k)]
+        moved += [f"{k} {v}" for k, v in sorted((nic.get("driver") or {}).items())
+                  if k.endswith("_allowance_exceeded") and v]
+        lines.append(f"  nic {name}{where}: rx {st.get('rx_packets', 0)} packets, tx {st.get('tx_packets', 0)} packets; "
+                     + (", ".join(moved) if moved else "no drops or errors"))
+    for name, disk in sorted((counters.get("disks") or {}).items()):
+        st = disk.get("stat") or {}
+        if not st:
+            lines.append(f"  disk {name}{where}: not read ({disk.get('missing', 'no stat')})")
+            continue
+        lines.append(f"  disk {name}{where}: {st.get('reads_completed', 0)} reads, {st.get('writes_completed', 0)} writes, "
+                     f"busy {format_ns(st.get('io_ms', 0) * 1e6)}")
+    return lines
+
+
+def _host_counters_lines(doc: dict) -> list[str]:
+    lines = counters_lines(doc.get("counters"))
+    for h in doc.get("hosts") or []:
+        lines += counters_lines(h.get("counters"), f" on {h['host']}")
+    return lines
+
+
 def _cpu_line(cpu: dict) -> str:
     return f"  cpu: user={format_ns(cpu['user_s'] * 1e9)} sys={format_ns(cpu['sys_s'] * 1e9)}"
 
@@ -316,6 +357,7 @@ def format_disk(doc: dict) -> str:
     if "verify" in s:
         lines.append("  " + verify_line(s["verify"]))
     lines += _judgement_lines(s)
+    lines += _host_counters_lines(doc)
     lines.append(_cpu_line(s["cpu"]) + _threads_note(s))
     if s.get("ring"):
         lines.append(_ring_line(c, s["ring"]))
@@ -404,5 +446,6 @@ def format_net(doc: dict) -> str:
         detail = ", ".join(f"{k} x{v}" for k, v in s["errors_by_errno"].items())
         lines.append(f"  errors: {s['errors']} ({detail})")
     lines += _judgement_lines(s)
+    lines += _host_counters_lines(doc)
     lines.append(_cpu_line(s["cpu"]) + _threads_note(s))
     return "\n".join(lines)
