@@ -193,23 +193,30 @@ EOF
     return "$rc"
 }
 
+# serve_veth BASE RECEIVERS: `loadgen serve` with RECEIVERS receivers in the rx namespace, on
+# VETH_RX_IP:VETH_PORT for the run and 3 s more; SERVE_CMD is its command line, SERVE_PID its
+# pid. 1 (BASE.err says why) when it does not start listening.
+serve_veth() {
+    local base=$1 receivers=$2
+    SERVE_CMD=(ip netns exec "$VETH_RX" "${LOADGEN[@]}" serve --port "$VETH_PORT" --host "$VETH_RX_IP"
+        --duration "$(( DURATION + 3 ))s" --workers "$receivers")
+    bg_start "$LIMIT_SERVER" "$base.server.txt" "$base.server.err" "${SERVE_CMD[@]}"
+    SERVE_PID=$BG_PID
+    wait_listen udp "$VETH_PORT" "$SERVE_PID" "$VETH_RX" && return 0
+    bg_stop "$SERVE_PID" || true
+    echo "loadgen serve did not start listening on $VETH_RX_IP:$VETH_PORT" > "$base.err"
+    return 1
+}
+
 # run_loadgen_veth OUT.json: `loadgen serve` in the rx namespace, `loadgen net` in the tx one.
 run_loadgen_veth() {
-    local out=$1 base=${1%.json} srv rc=0
-    local scmd=(ip netns exec "$VETH_RX" "${LOADGEN[@]}" serve --port "$VETH_PORT" --host "$VETH_RX_IP"
-        --duration "$(( DURATION + 3 ))s" --workers 1)
+    local out=$1 base=${1%.json} rc=0
     local cmd=(ip netns exec "$VETH_TX" "${LOADGEN[@]}" net --target "$VETH_RX_IP:$VETH_PORT" --pps max
         --size "$NET_SIZE" --duration "${DURATION}s" --ramp 0s --json "$out" --quiet)
-    printf '%s\n' "${scmd[*]} &" "${cmd[*]}" > "$base.cmd"
-    bg_start "$LIMIT_SERVER" "$base.server.txt" "$base.server.err" "${scmd[@]}"
-    srv=$BG_PID
-    if ! wait_listen udp "$VETH_PORT" "$srv" "$VETH_RX"; then
-        bg_stop "$srv" || true
-        echo "loadgen serve did not start listening on $VETH_RX_IP:$VETH_PORT" > "$base.err"
-        return 1
-    fi
+    serve_veth "$base" 1 || return 1
+    printf '%s\n' "${SERVE_CMD[*]} &" "${cmd[*]}" > "$base.cmd"
     veth_measure "$base.counters.json" run_bounded "$LIMIT_CLIENT" "$base.out" "$base.err" "${cmd[@]}" || rc=$?
-    bg_stop "$srv" INT 5 || true
+    bg_stop "$SERVE_PID" INT 5 || true
     return "$rc"
 }
 

@@ -1,7 +1,7 @@
 # bench/raw.sh - the raw section: `loadgen net --engine packet` and `--engine xdp` vs trafgen on veth pairs.
 # Sourced by bench.sh, which sets the settings and runs it under `set -euo pipefail`.
 # It uses the net section's veth helpers (bench/net.sh): veth_up, veth_down, veth_measure,
-# run_trafgen_veth, wait_listen.
+# run_trafgen_veth, serve_veth, wait_listen.
 
 # ------------------------------------------------------------- raw section --
 
@@ -56,19 +56,11 @@ run_loadgen_raw() {
 # frame that meets a socket costs the sender more than one dropped for want of one: without
 # this, trafgen's frames were dropped and loadgen's were received, which favoured trafgen.
 run_trafgen_raw() {
-    local out=$1 base=${1%.txt} cpus=$2 receivers=$3 srv rc=0
-    local scmd=(ip netns exec "$VETH_RX" "${LOADGEN[@]}" serve --port "$VETH_PORT" --host "$VETH_RX_IP"
-        --duration "$(( DURATION + 3 ))s" --workers "$receivers")
-    bg_start "$LIMIT_SERVER" "$base.server.txt" "$base.server.err" "${scmd[@]}"
-    srv=$BG_PID
-    if ! wait_listen udp "$VETH_PORT" "$srv" "$VETH_RX"; then
-        bg_stop "$srv" || true
-        echo "loadgen serve did not start listening on $VETH_RX_IP:$VETH_PORT" > "$base.err"
-        return 1
-    fi
+    local out=$1 base=${1%.txt} cpus=$2 receivers=$3 rc=0
+    serve_veth "$base" "$receivers" || return 1
     run_trafgen_veth "$out" "$cpus" || rc=$?
-    printf '%s\n' "${scmd[*]} &" >> "$base.cmd"
-    bg_stop "$srv" INT 5 || true
+    printf '%s\n' "${SERVE_CMD[*]} &" >> "$base.cmd"
+    bg_stop "$SERVE_PID" INT 5 || true
     return "$rc"
 }
 
