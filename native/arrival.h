@@ -128,14 +128,28 @@ static inline int arrival_count(const struct lg_net_config *cfg, struct lg_worke
 	return track_arrival(cfg, st, t, &h, len, arrival_ns, 0, 0);
 }
 
-/* CLOCK_MONOTONIC minus CLOCK_REALTIME now (mono_ns is CLOCK_MONOTONIC now):
- * added to a kernel receive stamp, which is CLOCK_REALTIME. Two vDSO reads. */
-static inline int64_t real_to_mono_ns(int64_t mono_ns)
+/* CLOCK_MONOTONIC minus CLOCK_REALTIME now: added to a kernel receive stamp,
+ * which is CLOCK_REALTIME. The realtime read is bracketed by two monotonic
+ * reads and set against their midpoint; a pair split by a preemption (which
+ * would move every stamp of the batch earlier by its length, to before the
+ * send) is read again, keeping the narrowest of up to four. */
+static inline int64_t real_to_mono_ns(void)
 {
-	struct timespec ts;
+	int64_t best = 0, best_width = INT64_MAX;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return mono_ns - ((int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+	for (int i = 0; i < 4 && best_width > 2000; i++) {
+		struct timespec ts;
+		int64_t before = clock_now_ns(), real, after;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		after = clock_now_ns();
+		real = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+		if (after - before < best_width) {
+			best_width = after - before;
+			best = before + (after - before) / 2 - real;
+		}
+	}
+	return best;
 }
 
 /* Receivers beside senders in one run stop once every sender has finished

@@ -334,7 +334,7 @@ static void drain_echoes(const struct lg_net_config *cfg, struct lg_worker_stats
 			return;
 		}
 		now = clock_now_ns();
-		offset = real_to_mono_ns(now);
+		offset = real_to_mono_ns();
 		for (int i = 0; i < n; i++) {
 			struct msghdr *mh = &rx->msgs[i].msg_hdr;
 			int64_t krx = kernel_rx_ns(mh, offset);
@@ -636,7 +636,7 @@ static void receiver_worker(struct worker *w)
 		 * socket's receive timeout bounds the wait so the stop is seen. */
 		n = recvmmsg(fd, rx.msgs, rx.n, MSG_WAITFORONE, NULL);
 		now = clock_now_ns();
-		offset = real_to_mono_ns(now);
+		offset = real_to_mono_ns();
 		worker_publish(w);
 		stats_begin(w);
 		if (n < 0) {

@@ -205,7 +205,7 @@ void packet_receiver_worker(struct worker *w)
 		worker_publish(w);
 		stats_begin(w);
 		if (ready) {
-			got = block_count(cfg, st, flows, cap, b, now, real_to_mono_ns(now), &stamped);
+			got = block_count(cfg, st, flows, cap, b, now, real_to_mono_ns(), &stamped);
 			counter_add(&st->counters[LG_CTR_KERNEL_STAMPED], stamped);
 			/* release: done reading the block before the kernel may refill it */
 			__atomic_store_n(&b->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
