@@ -15,6 +15,7 @@ from loadgen import options
 from loadgen.errors import UsageError
 from loadgen.net.endpoints import close_all, receiver_sockets
 from loadgen.run import native
+from loadgen.run.controller import worker_cpus
 from loadgen.run.stats import Snapshot
 from loadgen.units import format_si
 from loadgen.workload import default_workers
@@ -72,7 +73,7 @@ def start_listener(spec: ServeSpec, port: int, echo: bool) -> Listener:
             echo=int(echo), run_tag=0, first_seq=0, rate_pps=0, start_ns=0, ramp_end_ns=0,
             end_ns=2**62, grace_ns=0,
             send_fds=None, recv_fds=native.int32_array(s.fileno() for s in socks),
-            send_cpus=None, recv_cpus=native.int32_array(range(len(socks))),
+            send_cpus=None, recv_cpus=native.int32_array(worker_cpus(len(socks))),
             rx_engine=native.NET_RX_ENGINES[spec.rx_engine],
             packet_rx=native.ctypes.pointer(packet_rx.rx) if packet_rx else None,
         )

@@ -6,14 +6,17 @@ reordered, duplicated and foreign datagrams. Real `loadgen net` runs check that
 it counts and echoes; hand-made datagrams (the wire header from
 native.pkt_encode, sent from a Python socket) check its accounting exactly.
 """
+import os
 import signal
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from netfixtures import (LOOPBACK, RUN_TIMEOUT_S, WAIT_S, HeldUdpPort, Serve, assert_one_line_error, datagram,
+from netfixtures import (LISTENING, LOOPBACK, RUN_TIMEOUT_S, WAIT_S, HeldUdpPort, Serve, assert_one_line_error, datagram,
                          finish, loadgen_argv, run_net, start_net)
+from netns import wait_until
 
 RUN_TAG_A, RUN_TAG_B = 0x1111_1111, 0x2222_2223
 
@@ -208,6 +211,35 @@ def test_a_reuseport_socket_of_the_same_user_makes_the_port_in_use(tmp_path, hel
         port = held.getsockname()[1]
         done = run_serve(tmp_path, "--host", LOOPBACK, "--port", str(port), "--duration", "1s")
     assert f"port {port} is in use" in assert_one_line_error(done.returncode, done.stderr, 1)
+
+
+def thread_cpus(pid: int, prefix: str) -> dict[str, str]:
+    """Each of pid's threads whose name starts with prefix: the CPUs it may run on."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        name = (task / "comm").read_text().strip()
+        if name.startswith(prefix):
+            allowed = [ln for ln in (task / "status").read_text().splitlines() if ln.startswith("Cpus_allowed_list")]
+            out[name] = allowed[0].split(":")[1].strip()
+    return out
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to leave one out")
+def test_receivers_are_pinned_within_the_cpus_serve_was_given(tmp_path):
+    """`taskset -c N loadgen serve` keeps its receivers on N, as a user leaving the other CPUs
+    to a sender expects; they were pinned to CPUs 0.. whatever the affinity."""
+    cpu = max(os.sched_getaffinity(0))
+    proc = subprocess.Popen(loadgen_argv("serve", "--host", LOOPBACK, "--port", "0", "--workers", "2",
+                                         "--duration", "20s"),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    try:
+        assert LISTENING.match(proc.stdout.readline())
+        wait_until(lambda: len(thread_cpus(proc.pid, "lg-recv-")) == 2, WAIT_S, "two receiver threads")
+        assert thread_cpus(proc.pid, "lg-recv-") == {"lg-recv-0": str(cpu), "lg-recv-1": str(cpu)}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=RUN_TIMEOUT_S)
 
 
 def test_sigint_exits_130(serve):
