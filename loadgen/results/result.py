@@ -127,7 +127,9 @@ def _facts(kind: str, config: dict, engine: str, m: Measurement, summary: dict, 
     remote = config.get("on") or config.get("peer")
     threads = int(m.final.words.shape[0])
     threads += len((summary.get("ring") or {}).get("sq_threads") or [])    # each spins on a CPU too
-    cores = min(threads, len(m.controller.get("affinity") or [])) or threads
+    # the CPUs the process may use: the controller's, and its workers' when it was kept off them
+    usable = set(m.controller.get("affinity") or []) | set(m.controller.get("kept_off") or [])
+    cores = min(threads, len(usable)) or threads
     facts = stalls.Facts(cpu_s=None if remote else cpu.get("user_s", 0) + cpu.get("sys_s", 0),
                          wall_s=cpu.get("wall_s", 0.0), cores=cores)
     if kind == "disk":

@@ -88,9 +88,12 @@ class DrivenRun(Protocol):
     def free(self) -> None: ...
 
 
-def controller_cpus() -> dict:
-    """Where the controller may run and where it last ran (/proc/self/stat, field 39)."""
+def controller_cpus(kept_off: set[int] | None = None) -> dict:
+    """Where the controller may run and where it last ran (/proc/self/stat, field 39);
+    kept_off: the workers' CPUs it was moved off for the run, when it was."""
     out: dict = {"affinity": sorted(os.sched_getaffinity(0))}
+    if kept_off:
+        out["kept_off"] = sorted(kept_off)
     try:
         with open("/proc/self/stat") as f:
             out["last_cpu"] = int(f.read().rsplit(")", 1)[1].split()[36])
@@ -103,6 +106,40 @@ def worker_cpus(n: int, offset: int = 0) -> list[int]:
     """Worker i is pinned to the (i + offset)-th CPU this process may use, wrapping around."""
     cpus = sorted(os.sched_getaffinity(0))
     return [cpus[(i + offset) % len(cpus)] for i in range(n)]
+
+
+def cpus_held(census: dict) -> set[int]:
+    """The CPUs a census's pinned threads hold: workers and SQ-poll threads allowed one CPU each."""
+    held = set()
+    for t in census.get("threads", []):
+        allowed = t.get("allowed") or ""
+        if t["role"] in ("worker", "sq-poll") and allowed.isdigit():
+            held.add(int(allowed))
+    return held
+
+
+class ControllerPlacement:
+    """The controller thread, moved off its workers' CPUs for a run when CPUs are left over.
+
+    Unpinned, the scheduler puts it (and the threads Python starts from it, which inherit
+    its affinity) beside a worker as often as not, and a sender at full rate then loses
+    the controller's share of its CPU. With every CPU held it stays where it is, and the
+    stall judgement counts it as sharing."""
+
+    def __init__(self) -> None:
+        self.original = os.sched_getaffinity(0)
+        self.kept_off: set[int] = set()
+
+    def move_off(self, held: set[int]) -> None:
+        free = self.original - held
+        if free and free != self.original:
+            os.sched_setaffinity(0, free)
+            self.kept_off = self.original & held
+
+    def close(self) -> None:
+        """Back to the affinity it had (kept_off stays, for the record)."""
+        if self.kept_off:
+            os.sched_setaffinity(0, self.original)
 
 
 @dataclass
@@ -264,7 +301,8 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
     census: dict = {}
     stop_ns = timeline.end_ns
     woke = None     # when the controller last woke: from then until it waits again it works
-    with _signals_stop(on_signal):
+    placement = ControllerPlacement()
+    with _signals_stop(on_signal), contextlib.closing(placement):
         while True:
             now = clock.now_ns()
             if woke is not None and now - woke >= HELD_NS:
@@ -292,6 +330,7 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
                 held.append((max(wake, asleep_from), now))
             if not census and now >= timeline.start_ns:
                 census = threads.census()
+                placement.move_off(cpus_held(census))
             if now < timeline.ramp_end_ns and on_tick:
                 on_tick(now)
             if now < next_tick or next_tick >= timeline.end_ns or stop.is_set():
@@ -325,6 +364,7 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
         late = run.failure()
         if late and "interrupt" not in reason:
             reason.setdefault("policy", late)
+        controller = controller_cpus(placement.kept_off)    # where it ran, before it moves back
     # Every worker has exited, so each row is final and consistent.
     final = Snapshot(layout, run.read(), stop_ns)
     if policy and not reason:
@@ -343,6 +383,6 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
         stop_reason=reason.get("interrupt") or reason.get("policy") or reason.get("early"),
         failed="interrupt" not in reason and ("policy" in reason or "early" in reason),
         setup_errno=-setup_err if setup_err < 0 else 0,
-        progress=samples, held=held, skipped_snapshots=skipped, controller=controller_cpus(),
+        progress=samples, held=held, skipped_snapshots=skipped, controller=controller,
         threads=census,
     )

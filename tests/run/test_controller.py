@@ -7,6 +7,7 @@ whose run has "parts" drives several fake runs as one CompositeRun, as a paired
 run drives a local part and agents' parts.
 """
 import asyncio
+import contextlib
 import errno
 import os
 import signal
@@ -14,7 +15,7 @@ import signal
 import numpy as np
 import pytest
 
-from loadgen.run import native
+from loadgen.run import controller, native
 from loadgen.fleet.remote import RemoteRun
 from loadgen.run.controller import POLL_NS, SNAPSHOT_TRIES, CompositeRun, DrivenRun, Timeline, run_workers
 from loadgen.run.stats import Snapshot
@@ -322,6 +323,35 @@ def test_the_result_says_where_the_controller_ran():
     m, _, _ = drive({}, {}, None)
     assert m.controller["affinity"] == sorted(os.sched_getaffinity(0))
     assert m.controller.get("last_cpu", 0) in range(os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("threads, held", [
+    ([], set()),
+    ([("worker", "0"), ("worker", "1"), ("controller", "0-1")], {0, 1}),
+    ([("worker", "3"), ("sq-poll", "2"), ("io-wq", "5")], {2, 3}),     # io-wq follows its worker
+    ([("worker", "0-1"), ("other", "1")], set()),                      # not pinned: holds nothing
+])
+def test_the_cpus_pinned_threads_hold(threads, held):
+    census = {"threads": [{"role": role, "allowed": allowed} for role, allowed in threads]}
+    assert controller.cpus_held(census) == held
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to keep one free")
+def test_the_controller_moves_off_its_workers_cpus_and_back():
+    mine = os.sched_getaffinity(0)
+    held = {min(mine)}
+    with contextlib.closing(controller.ControllerPlacement()) as p:
+        p.move_off(held | {10_000})        # a CPU it could not use is not its business
+        assert os.sched_getaffinity(0) == mine - held
+        assert p.kept_off == held
+    assert os.sched_getaffinity(0) == mine
+
+
+def test_the_controller_stays_when_every_cpu_is_held():
+    mine = os.sched_getaffinity(0)
+    with contextlib.closing(controller.ControllerPlacement()) as p:
+        p.move_off(set(mine))
+        assert os.sched_getaffinity(0) == mine and p.kept_off == set()
 
 
 def test_the_callers_signal_handlers_are_back_after_the_run():
