@@ -47,6 +47,7 @@
 #                            zram/tempfile. It is overwritten (fill + randwrite)!
 #   BENCH_REPEAT=1           pacing: runs of each case (rows CASE.1, CASE.2, ...)
 #   BENCH_DISK_PAIRS=3       disk: interleaved fio/loadgen pairs of each DISK_TUNED_CASES case
+#   BENCH_RAW_PAIRS=3        raw: interleaved rounds of the veth and scale cases
 #   BENCH_NET_TUNED="--workers 1 --receivers 1"  flags of an extra loadgen blast row ("" for none)
 #                            ("" = no extra row)
 
@@ -77,7 +78,7 @@ usage() {
     local IFS='|'
     echo "usage: $0 {${SECTIONS[*]}|all|ray}" >&2
     echo "  env: BENCH_DURATION BENCH_RAMP BENCH_RESULTS_DIR BENCH_TOOLS BENCH_CASES" >&2
-    echo "       BENCH_ZRAM_SIZE BENCH_FILE_SIZE BENCH_TARGET BENCH_NET_TUNED BENCH_REPEAT BENCH_DISK_PAIRS (see header of $0)" >&2
+    echo "       BENCH_ZRAM_SIZE BENCH_FILE_SIZE BENCH_TARGET BENCH_NET_TUNED BENCH_REPEAT BENCH_DISK_PAIRS BENCH_RAW_PAIRS (see header of $0)" >&2
 }
 
 # Each section runs in its own subshell with its own cleanup trap, so `all`

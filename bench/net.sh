@@ -195,10 +195,12 @@ EOF
 
 # serve_veth BASE RECEIVERS: `loadgen serve` with RECEIVERS receivers in the rx namespace, on
 # VETH_RX_IP:VETH_PORT for the run and 3 s more; SERVE_CMD is its command line, SERVE_PID its
-# pid. 1 (BASE.err says why) when it does not start listening.
+# pid. 1 (BASE.err says why) when it does not start listening. With RX_PIN (a taskset prefix,
+# see the raw section) its receivers stay on the CPUs it names.
+RX_PIN=()
 serve_veth() {
     local base=$1 receivers=$2
-    SERVE_CMD=(ip netns exec "$VETH_RX" "${LOADGEN[@]}" serve --port "$VETH_PORT" --host "$VETH_RX_IP"
+    SERVE_CMD=(ip netns exec "$VETH_RX" "${RX_PIN[@]}" "${LOADGEN[@]}" serve --port "$VETH_PORT" --host "$VETH_RX_IP"
         --duration "$(( DURATION + 3 ))s" --workers "$receivers")
     bg_start "$LIMIT_SERVER" "$base.server.txt" "$base.server.err" "${SERVE_CMD[@]}"
     SERVE_PID=$BG_PID

@@ -8,7 +8,8 @@
 # Root only: two namespaces this script creates, joined by a veth pair (10.79.x.1/.2 on a
 # /30 inside them only), deleted again after each case. name:kind:queues:rate_pps
 #   veth        1-queue veth: trafgen --cpus 1 vs the packet and xdp engines at --pps max
-#   scale       2-queue veth: trafgen --cpus 1 and 2, the packet and xdp engines with 1 and 2 senders
+#   scale       2-queue veth: trafgen --cpus 1 and 2, the packet and xdp engines with 1 and 2 senders,
+#               in RAW_PAIRS interleaved rounds (each round's 2-sender run over its own 1-sender one)
 #   paced-100k  1-queue veth: the packet and xdp engines at 100k pps, requested vs achieved, loss
 # Every tool's frames meet loadgen's socket receivers (trafgen's a `loadgen serve` on their port)
 # and are measured by the receiving veth's rx_packets delta over the run; loadgen's
@@ -16,12 +17,20 @@
 # which counts every frame and the loss exactly), in the veth case also by its packet
 # receivers (--rx-engine packet). On veth the xdp engine runs in copy mode
 # (veth has no zero-copy AF_XDP) and needs nothing loaded on either end: TX needs no XDP program.
+#
+# The veth case runs RAW_PAIRS interleaved rounds (trafgen, packet, xdp; the order reversed in
+# even rounds) and the render takes each tool's median: runs here vary by a third from one to
+# the next. Each round gives the tools the same places: the sender on the first CPU (trafgen
+# --cpus 1, loadgen --workers 1), one receiver pinned to the last (RX_PIN), so neither tool's
+# receiver shares the sender's CPU by the luck of a flow hash. The sending tool's whole
+# process tree's CPU is sampled after warm-up (bench/proc.py), for CPU per received packet.
 RAW_CASES=(
     "veth:veth:1:"
     "scale:scale:2:"
     "paced-100k:paced:1:100000"
 )
 RAW_AGENT_PORT=7070
+RAW_PAIRS=${BENCH_RAW_PAIRS:-3}
 
 # run_loadgen_raw OUT.json ARGS...: an agent in the rx namespace, `loadgen net --peer
 # ARGS...` (ARGS name the engine) in the tx one, bracketed by the veth counters.
@@ -32,7 +41,7 @@ run_loadgen_raw() {
         ( umask 077; python3 -c 'import secrets; print(secrets.token_hex(16))' > "$token" )
         at_exit "rm -f '$token'"   # a secret: not left in the results directory
     fi
-    local scmd=(ip netns exec "$VETH_RX" "${LOADGEN[@]}" serve --listen "$VETH_RX_IP:$RAW_AGENT_PORT"
+    local scmd=(ip netns exec "$VETH_RX" "${RX_PIN[@]}" "${LOADGEN[@]}" serve --listen "$VETH_RX_IP:$RAW_AGENT_PORT"
         --token-file "$token")
     local cmd=(ip netns exec "$VETH_TX" "${LOADGEN[@]}" net --peer "$VETH_RX_IP:$RAW_AGENT_PORT"
         --token-file "$token" --size "$NET_SIZE" --duration "${DURATION}s" "$@"
@@ -102,7 +111,9 @@ bench_raw() {
     local ref_ok=0 ref_runs=0 lg_ok=0 lg_runs=0
     : > "$manifest"
 
-    # raw_run CASE KIND TOOL LABEL RATE SENDERS OUT RUNNER ARGS...: one row of the manifest
+    # raw_run CASE KIND TOOL LABEL RATE SENDERS OUT RUNNER ARGS...: one row of the manifest;
+    # PAIR (the veth case's round) and CPU_OUT (the sample's file), when set, go in it too
+    local PAIR=""
     raw_run() {
         local name=$1 kind=$2 tool=$3 label=$4 rate=$5 senders=$6 out=$7 st=skipped rc; shift 7
         [[ $tool == loadgen ]] && st=$lg_state
@@ -116,8 +127,45 @@ bench_raw() {
                 rc=$?; st="failed(rc=$rc)"; log "  $tool failed (rc=$rc), see ${out%.*}.err"
             fi
         fi
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$kind" "$tool" "$label" "$st" "$out" "$rate" \
-            "$senders" >> "$manifest"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$kind" "$tool" "$label" "$st" "$out" "$rate" \
+            "$senders" "$PAIR" "$CPU_OUT" >> "$manifest"
+    }
+    # raw_veth_round P: round P of the veth case, its tools in turn
+    raw_veth_round() {
+        local p=$RESULTS_DIR/raw-veth.$1 tool order=(trafgen packet xdp)
+        (( $1 % 2 )) || order=(xdp packet trafgen)
+        PAIR=$1
+        for tool in "${order[@]}"; do
+            CPU_OUT=$p.$tool.cpu.json
+            case $tool in
+            trafgen) raw_run veth veth trafgen "trafgen --cpus 1" "" 1 "$p.trafgen.txt" \
+                         run_trafgen_raw "$p.trafgen.txt" 1 1 ;;
+            *)       raw_run veth veth loadgen "loadgen --engine $tool --pps max" "" 1 "$p.$tool.json" \
+                         run_loadgen_raw "$p.$tool.json" --engine "$tool" --pps max --ramp 0s --workers 1 \
+                         --receivers 1 ;;
+            esac
+        done
+        PAIR="" CPU_OUT=""
+    }
+
+    # raw_scale_round P: round P of the scale case: each tool with 1 sender, then 2 (as many
+    # receivers), the tools' order reversed in even rounds
+    raw_scale_round() {
+        local p=$RESULTS_DIR/raw-scale.$1 tool n order=(trafgen packet xdp)
+        (( $1 % 2 )) || order=(xdp packet trafgen)
+        PAIR=$1
+        for tool in "${order[@]}"; do
+            for n in 1 2; do
+                case $tool in
+                trafgen) raw_run scale scale trafgen "trafgen --cpus $n" "" "$n" "$p.trafgen-$n.txt" \
+                             run_trafgen_raw "$p.trafgen-$n.txt" "$n" "$n" ;;
+                *)       raw_run scale scale loadgen "loadgen --engine $tool --workers $n" "" "$n" \
+                             "$p.$tool-$n.json" run_loadgen_raw "$p.$tool-$n.json" --engine "$tool" --pps max \
+                             --ramp 0s --workers "$n" ;;   # xdp: sender i bound to tx-i
+                esac
+            done
+        done
+        PAIR=""
     }
 
     for spec in "${RAW_CASES[@]}"; do
@@ -128,33 +176,26 @@ bench_raw() {
         log "[$name] $(raw_queue_facts)"
         case $kind in
         veth)
-            # 2 receivers, as the agent has for loadgen's rows here (--receivers defaults to --workers)
-            raw_run "$name" "$kind" trafgen "trafgen --cpus 1" "" 1 "$p.trafgen.txt" \
-                run_trafgen_raw "$p.trafgen.txt" 1 2
-            raw_run "$name" "$kind" loadgen "loadgen --engine packet --pps max" "" 1 "$p.loadgen.json" \
-                run_loadgen_raw "$p.loadgen.json" --engine packet --pps max --ramp 0s
-            raw_run "$name" "$kind" loadgen "loadgen --engine xdp --pps max" "" 1 "$p.xdp.json" \
-                run_loadgen_raw "$p.xdp.json" --engine xdp --pps max --ramp 0s
-
+            local cpus last round
+            cpus=$(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))')
+            last=${cpus##* }
+            # one receiver on the last CPU, the sender on the first; on one CPU they share it
+            [[ $cpus == "$last" ]] || RX_PIN=(taskset -c "$last")
+            CPU_AFTER_S=1
+            CPU_WINDOW_S=$(awk -v d="$DURATION" 'BEGIN { w = d - 1.5; print (w < 0.5 ? 0.5 : w) }')
+            for (( round = 1; round <= RAW_PAIRS; round++ )); do
+                raw_veth_round "$round"
+            done
             # The same, received by the agent's packet receivers (AF_PACKET rings): their count
             # beside rx_packets says how much of what the veth delivered they took.
             raw_run "$name" "$kind" loadgen "loadgen --engine packet --rx-engine packet --pps max" "" 1 \
                 "$p.loadgen-rxpacket.json" run_loadgen_raw "$p.loadgen-rxpacket.json" --engine packet --pps max --ramp 0s \
-                --rx-engine packet ;;
+                --workers 1 --receivers 1 --rx-engine packet
+            RX_PIN=() ;;
         scale)
-            local n
-            for n in 1 2; do
-                raw_run "$name" "$kind" trafgen "trafgen --cpus $n" "" "$n" "$p.trafgen-$n.txt" \
-                    run_trafgen_raw "$p.trafgen-$n.txt" "$n" "$n"
-            done
-            for n in 1 2; do
-                raw_run "$name" "$kind" loadgen "loadgen --engine packet --workers $n" "" "$n" \
-                    "$p.loadgen-$n.json" run_loadgen_raw "$p.loadgen-$n.json" --engine packet --pps max --ramp 0s \
-                    --workers "$n"
-            done
-            for n in 1 2; do   # sender i bound to tx-i
-                raw_run "$name" "$kind" loadgen "loadgen --engine xdp --workers $n" "" "$n" \
-                    "$p.xdp-$n.json" run_loadgen_raw "$p.xdp-$n.json" --engine xdp --pps max --ramp 0s --workers "$n"
+            local round
+            for (( round = 1; round <= RAW_PAIRS; round++ )); do
+                raw_scale_round "$round"
             done
             # Without --workers: a sender per TX queue, as many as the CPUs allow (loadgen/net/queues.py).
             raw_run "$name" "$kind" loadgen "loadgen --engine packet (a sender per queue)" "" auto \

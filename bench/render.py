@@ -699,9 +699,11 @@ def render_pacing(manifest, duration, out=sys.stdout):
 
 # ------------------------------------------------------------------ raw --
 
-# raw.manifest.tsv: NET_FIELDS + senders (trafgen --cpus, loadgen --workers). kinds: veth
-# (--pps max on a 1-queue veth), scale (1 and 2 senders on a 2-queue veth), paced.
-RAW_FIELDS = NET_FIELDS + ("senders",)
+# raw.manifest.tsv: NET_FIELDS + senders (trafgen --cpus, loadgen --workers), pair (the veth
+# case's round, else empty) and cpu (bench.proc's sample of the sending tool's process tree, or
+# empty). kinds: veth (--pps max on a 1-queue veth, interleaved rounds), scale (1 and 2 senders on
+# a 2-queue veth), paced.
+RAW_FIELDS = NET_FIELDS + ("senders", "pair", "cpu")
 
 
 def raw_loadgen(path):
@@ -752,6 +754,51 @@ def packet_note(r):
     return "; ".join(parts)
 
 
+def raw_veth_rows(veth, base, notes):
+    """The veth case's table: every run by round, then each tool's median over the rounds; a row
+    with no round (the packet receivers') is compared with trafgen's median."""
+    rounds, rows = {}, []
+    for e in veth:
+        r = e["r"]
+        c = cpu_result(resolve(e["cpu"], base)) if r and e["cpu"] else None
+        if c and c.get("error"):
+            notes.append(f"{e['name']} round {e['pair']}: {e['label']}: CPU not measured: {c['error']}")
+        cores = num(c.get("cores")) if c and "error" not in c else None
+        e["cpu_ns"] = None if cores is None else div(cores * 1e9, r.get("veth_pps"))
+        rounds.setdefault(e["pair"], {})[e["label"]] = e
+    labels = list(dict.fromkeys(e["label"] for e in veth if e["pair"]))
+    trafgen = next((lb for lb in labels if lb.startswith("trafgen")), None)
+    per = {lb: [] for lb in labels}
+
+    def row(e, rnd, ref):
+        r, is_lg = e["r"], e["tool"] == "loadgen"
+        got = {"pps": r and r.get("veth_pps"), "cpu": e.get("cpu_ns")}
+        got["ratio"] = div(got["pps"], ref and ref["r"] and ref["r"].get("veth_pps")) if is_lg else None
+        got["cpu_ratio"] = div(got["cpu"], ref and ref.get("cpu_ns")) if is_lg else None
+        rows.append([e["label"], rnd, cell(e, "sent_pps"), cell(e, "veth_pps"),
+                     cell(e, "recv_pps") if is_lg else "-", cell(e, "lost") if is_lg else "-",
+                     fmt(got["ratio"], "{:.2f}"), fmt(got["cpu"]), fmt(got["cpu_ratio"], "{:.2f}")])
+        return got
+
+    def cell(e, k):
+        return fmt(e["r"].get(k)) if e["r"] else e["miss"]
+
+    for rnd in sorted((p for p in rounds if p), key=int):
+        tools = rounds[rnd]
+        for lb in labels:
+            if lb in tools:
+                per[lb].append(row(tools[lb], rnd, tools.get(trafgen)))
+    for lb in labels:
+        m = {k: median([g[k] for g in per[lb]]) for k in ("pps", "cpu", "ratio", "cpu_ratio")}
+        rows.append([lb, "median", "", fmt(m["pps"]), "", "", fmt(m["ratio"], "{:.2f}"), fmt(m["cpu"]),
+                     fmt(m["cpu_ratio"], "{:.2f}")])
+    ref = {"r": {"veth_pps": median([g["pps"] for g in per.get(trafgen, [])])},
+           "cpu_ns": median([g["cpu"] for g in per.get(trafgen, [])])}
+    for e in rounds.get("", {}).values():
+        row(e, "-", ref)
+    return rows
+
+
 def render_raw(manifest, duration, out=sys.stdout):
     by_kind, notes = net_entries(manifest, RAW_FIELDS, RAW_PARSE, raw_loadgen)
     dur = duration
@@ -763,40 +810,50 @@ def render_raw(manifest, duration, out=sys.stdout):
 
     veth = by_kind.get("veth", [])
     if veth:
-        ref = next((e["r"]["veth_pps"] for e in veth if e["tool"] == "trafgen" and e["r"]), None)
-        rows = []
+        rows = raw_veth_rows(veth, os.path.dirname(os.path.abspath(manifest)), notes)
         for e in veth:
-            r, is_lg = e["r"], e["tool"] == "loadgen"
-            rows.append([e["label"], cell(e, "sent_pps"), cell(e, "veth_pps"),
-                         cell(e, "recv_pps") if is_lg else "-", cell(e, "lost") if is_lg else "-",
-                         ratio(r and r.get("veth_pps"), ref) if is_lg else "-"])
-            if is_lg:
-                facts.append(((r or {}).get("engine") or "packet", e["name"], packet_note(r)))
+            if e["tool"] == "loadgen" and e["pair"] in ("", "1"):
+                facts.append(((e["r"] or {}).get("engine") or "packet", e["name"], packet_note(e["r"])))
         print(f"== raw: --pps max, 64-byte UDP across a 1-queue veth pair between two namespaces, {dur}s each",
               file=out)
-        table(["tool", "sent pps", "received pps (veth rx)", "received pps (lg receiver)", "lost",
-               "lg/trafgen"], rows, out)
+        table(["tool", "round", "sent pps", "received pps (veth rx)", "received pps (lg receiver)", "lost",
+               "lg/trafgen", "sender CPU ns/pkt", "CPU lg/trafgen"], rows, out)
+        say(out, "Rounds interleave the tools (the order reversed in even rounds); median = each column's"
+            " median over the rounds, lg/trafgen and CPU lg/trafgen the median of each round's ratio. The"
+            " sender is on the first CPU and one receiver (trafgen's `loadgen serve`, loadgen's agent) is"
+            " pinned to the last. sender CPU ns/pkt = the sending tool's whole process tree's CPU over a"
+            " window after warm-up, per packet the veth received (softirq work the kernel does in the"
+            " sender's context counts where the kernel charges it). A row without a round is set against"
+            " trafgen's median.")
         printed = True
     scale = by_kind.get("scale", [])
     if scale:
-        rows = []
+        rows, per = [], {}
         for e in scale:
             r = e["r"]
-            # each tool, and each of loadgen's engines, over its own single sender
+            # each tool, and each of loadgen's engines, over its own single sender of the same round
             one = next((x["r"] for x in scale if x["tool"] == e["tool"] and x["senders"] == "1" and x["r"]
+                        and x["pair"] == e["pair"]
                         and (x["r"].get("engine") == (e["r"] or {}).get("engine"))), None)
             is_lg = e["tool"] == "loadgen"
             senders = str(r["senders"]) if is_lg and r and r.get("senders") is not None else e["senders"]
-            rows.append([e["label"], senders, cell(e, "sent_pps"), cell(e, "veth_pps"),
-                         cell(e, "recv_pps") if is_lg else "-",
-                         ratio(r and r.get("veth_pps"), one and one.get("veth_pps"))])
-            if is_lg:
+            x1 = div(r and r.get("veth_pps"), one and one.get("veth_pps"))
+            per.setdefault(e["label"], []).append((r and r.get("veth_pps"), x1))
+            rows.append([e["label"], e["pair"] or "-", senders, cell(e, "sent_pps"), cell(e, "veth_pps"),
+                         cell(e, "recv_pps") if is_lg else "-", fmt(x1, "{:.2f}")])
+            if is_lg and e["pair"] in ("", "1"):
                 facts.append(((r or {}).get("engine") or "packet", e["name"] + f" ({e['senders']})", packet_note(r)))
+        for label, got in per.items():
+            if len(got) > 1:
+                rows.append([label, "median", "", "", fmt(median([g[0] for g in got])), "",
+                             fmt(median([g[1] for g in got]), "{:.2f}")])
         if printed:
             print(file=out)
         print(f"== raw: scaling on a 2-queue veth pair, 64-byte UDP, --pps max, {dur}s each", file=out)
-        table(["tool", "senders", "sent pps", "received pps (veth rx)", "received pps (lg receiver)",
+        table(["tool", "round", "senders", "sent pps", "received pps (veth rx)", "received pps (lg receiver)",
                "x 1 sender"], rows, out)
+        say(out, "x 1 sender = the run over the same tool's (and engine's) 1-sender run of its round; median ="
+            " the median over the rounds (x 1 sender: of each round's ratio).")
         printed = True
     paced = by_kind.get("paced", [])
     if paced:
@@ -822,7 +879,7 @@ def render_raw(manifest, duration, out=sys.stdout):
             " sent: trafgen = the tx veth's tx_packets + tx_dropped delta / duration; loadgen = its"
             " summary.sent_pps. lg/trafgen and x 1 sender compare veth rx. The --pps max runs have no"
             " ramp; the paced one's figures exclude its ramp.")
-    for engine, name, note in facts:
+    for engine, name, note in dict.fromkeys(facts):
         if note:
             print(f"{engine} engine, {name}: {note}", file=out)
     for n in notes:

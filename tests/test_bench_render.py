@@ -189,84 +189,75 @@ def test_pacing_cpu_sample_error_is_a_note(tmp_path):
 RAW = FIXTURES / "raw"
 
 
-def raw_rows(text: str, title: str) -> dict[str, list[str]]:
-    """The rows of one of the raw section's tables, by their label (cells split on 2+ spaces)."""
+def raw_rows(text: str, title: str) -> dict[tuple[str, str], list[str]]:
+    """The rows of one of the raw section's tables, by (label, round) (cells split on 2+ spaces)."""
     lines = text.split(title, 1)[1].splitlines()[3:]
     rows = {}
     for line in lines:
         if not line.strip() or line.startswith("=="):
             break
-        cells = [c for c in line.split("  ") if c.strip()]
-        rows[cells[0].strip()] = [c.strip() for c in cells[1:]]
+        cells = [c.strip() for c in line.split("  ") if c.strip()]
+        if len(cells) < 2:
+            break       # the note under the table
+        rows[cells[0], cells[1]] = cells[2:]
     return rows
 
 
-def test_raw_compares_both_tools_by_the_receiving_veth():
+def rx_pps(name: str) -> float:
+    c = json.loads((RAW / f"{name}.counters.json").read_text())
+    return c["rx_packets"] / c["seconds"]
+
+
+def sender_cpu_ns(name: str) -> float:
+    return json.loads((RAW / f"{name}.cpu.json").read_text())["cores"] * 1e9 / rx_pps(name)
+
+
+def test_raw_compares_each_round_by_the_receiving_veth_and_takes_medians():
     text = rendered(render.render_raw, str(RAW / "raw.manifest.tsv"), "2")
     rows = raw_rows(text, "== raw: --pps max")
-    counters = {p.name.split(".")[1]: json.loads(p.read_text()) for p in RAW.glob("raw-veth.*.counters.json")}
-    trafgen, lg = (counters[k]["rx_packets"] / counters[k]["seconds"] for k in ("trafgen", "loadgen"))
-    assert rows["trafgen --cpus 1"][1] == f"{trafgen:,.0f}" and rows["trafgen --cpus 1"][2:] == ["-", "-", "-"]
-    doc = json.loads((RAW / "raw-veth.loadgen.json").read_text())["summary"]
-    assert rows["loadgen --engine packet --pps max"] == [
-        f"{doc['sent_pps']:,.0f}", f"{lg:,.0f}", f"{doc['received_pps']:,.0f}", str(doc["lost"]), f"{lg / trafgen:.2f}"]
+    ratios, cpu_ratios = [], []
+    for rnd in ("1", "2"):
+        tg = f"raw-veth.{rnd}.trafgen"
+        assert rows["trafgen --cpus 1", rnd][1] == f"{rx_pps(tg):,.0f}"
+        assert rows["trafgen --cpus 1", rnd][2:5] == ["-", "-", "-"]
+        assert rows["trafgen --cpus 1", rnd][5] == f"{sender_cpu_ns(tg):,.0f}"
+        lg = f"raw-veth.{rnd}.packet"
+        doc = json.loads((RAW / f"{lg}.json").read_text())["summary"]
+        ratios.append(rx_pps(lg) / rx_pps(tg))
+        cpu_ratios.append(sender_cpu_ns(lg) / sender_cpu_ns(tg))
+        assert rows["loadgen --engine packet --pps max", rnd] == [
+            f"{doc['sent_pps']:,.0f}", f"{rx_pps(lg):,.0f}", f"{doc['received_pps']:,.0f}", str(doc["lost"]),
+            f"{ratios[-1]:.2f}", f"{sender_cpu_ns(lg):,.0f}", f"{cpu_ratios[-1]:.2f}"]
+    # two rounds: the median is their mean
+    median = rows["loadgen --engine packet --pps max", "median"]
+    assert median[0] == f"{(rx_pps('raw-veth.1.packet') + rx_pps('raw-veth.2.packet')) / 2:,.0f}"
+    assert median[1] == f"{sum(ratios) / 2:.2f}" and median[3] == f"{sum(cpu_ratios) / 2:.2f}"
+    assert ("loadgen --engine xdp --pps max", "median") in rows
+    assert "xdp engine, veth: " in text and "AF_XDP in copy mode" in text and "queue decided by bind" in text
 
 
-def test_raw_scaling_is_each_tool_over_its_own_single_sender():
+def test_raw_scaling_is_each_tool_over_its_own_single_sender_of_the_round():
     text = rendered(render.render_raw, str(RAW / "raw.manifest.tsv"), "2")
     rows = raw_rows(text, "== raw: scaling")
-
-    def rx(name):
-        c = json.loads((RAW / f"raw-scale.{name}.counters.json").read_text())
-        return c["rx_packets"] / c["seconds"]
-    assert rows["trafgen --cpus 2"][-1] == f"{rx('trafgen-2') / rx('trafgen-1'):.2f}"
-    assert rows["loadgen --engine packet --workers 2"][0] == "2"
-    assert rows["loadgen --engine packet --workers 2"][-1] == f"{rx('loadgen-2') / rx('loadgen-1'):.2f}"
+    for rnd in ("1", "2"):
+        for label, name in (("trafgen --cpus 2", "trafgen"), ("loadgen --engine packet --workers 2", "packet"),
+                            ("loadgen --engine xdp --workers 2", "xdp")):
+            two, one = rx_pps(f"raw-scale.{rnd}.{name}-2"), rx_pps(f"raw-scale.{rnd}.{name}-1")
+            assert rows[label, rnd][0] == "2" and rows[label, rnd][-1] == f"{two / one:.2f}"
     assert "packet engine, scale (2): " in text and "cpu 0 -> tx-0, cpu 1 -> tx-1" in text
     # a sender per queue: the manifest says "auto", the document how many there were
     auto = json.loads((RAW / "raw-scale.loadgen-auto.json").read_text())["config"]
-    assert rows["loadgen --engine packet (a sender per queue)"][0] == str(auto["senders"]) == "2"
+    assert rows["loadgen --engine packet (a sender per queue)", "-"][0] == str(auto["senders"]) == "2"
 
 
 def test_raw_paced_row_reads_the_schedule():
     text = rendered(render.render_raw, str(RAW / "raw.manifest.tsv"), "2")
     rows = raw_rows(text, "== raw: paced")
     s = json.loads((RAW / "raw-paced-100k.loadgen.json").read_text())["summary"]
-    row = rows["loadgen --engine packet --pps 100000"]
-    assert row[0] == "100,000" and row[1] == f"{s['sent_pps']:,.0f}"
-    assert row[2] == f"{(s['sent_pps'] - 100000) / 100000 * 100:+.2f}%"
-    assert row[4] == str(s["lost"]) and row[6] == f"{s['schedule_lag_ns']['late_ops']:,}"
-
-
-def as_xdp_run(src: Path, dst: Path, rx_packets: int) -> None:
-    """A copy of a packet-engine run of the fixture as the xdp engine's, with its own veth counters."""
-    doc = json.loads(src.read_text())
-    packet = doc["config"].pop("packet")
-    doc["engine"] = doc["config"]["engine"] = "xdp"
-    doc["config"]["xdp"] = {k: v for k, v in packet.items() if k != "qdisc_bypass"} | {
-        "mode": "copy", "zero_copy": False, "queue_decided_by": "bind"}
-    dst.write_text(json.dumps(doc))
-    counters = json.loads(src.with_name(src.name.replace(".json", ".counters.json")).read_text())
-    dst.with_name(dst.name.replace(".json", ".counters.json")).write_text(
-        json.dumps(counters | {"rx_packets": rx_packets}))
-
-
-def test_raw_xdp_rows_scale_over_their_own_single_sender(tmp_path):
-    d = tmp_path / "raw"
-    shutil.copytree(RAW, d)
-    as_xdp_run(d / "raw-scale.loadgen-1.json", d / "raw-scale.xdp-1.json", 50_000)
-    as_xdp_run(d / "raw-scale.loadgen-2.json", d / "raw-scale.xdp-2.json", 80_000)
-    with open(d / "raw.manifest.tsv", "a") as f:
-        for n in (1, 2):
-            f.write(f"scale\tscale\tloadgen\tloadgen --engine xdp --workers {n}\tok\traw-scale.xdp-{n}.json\t\t{n}\n")
-    text = rendered(render.render_raw, str(d / "raw.manifest.tsv"), "2")
-    rows = raw_rows(text, "== raw: scaling")
-    assert rows["loadgen --engine xdp --workers 2"][-1] == f"{80_000 / 50_000:.2f}"
-    # the packet engine's ratio is still over its own single sender
-    assert rows["loadgen --engine packet --workers 2"] == raw_rows(
-        rendered(render.render_raw, str(RAW / "raw.manifest.tsv"), "2"), "== raw: scaling")[
-        "loadgen --engine packet --workers 2"]
-    assert "xdp engine, scale (2): " in text and "AF_XDP in copy mode" in text and "queue decided by bind" in text
+    row = [rows[k] for k in rows if k[0] == "loadgen --engine packet --pps 100000"][0]
+    assert row[0] == f"{s['sent_pps']:,.0f}"
+    assert row[1] == f"{(s['sent_pps'] - 100000) / 100000 * 100:+.2f}%"
+    assert row[3] == str(s["lost"]) and row[5] == f"{s['schedule_lag_ns']['late_ops']:,}"
 
 
 def test_raw_failed_and_skipped_runs_say_so(tmp_path):
@@ -274,13 +265,19 @@ def test_raw_failed_and_skipped_runs_say_so(tmp_path):
     shutil.copytree(RAW, d)
     manifest = d / "raw.manifest.tsv"
     rows = [line.split("\t") for line in manifest.read_text().splitlines()]
-    rows[1][4] = "failed(rc=1)"
-    rows[4][4] = "skipped"
+    failed = next(i for i, r in enumerate(rows) if r[0] == "veth" and r[3].startswith("loadgen --engine packet")
+                  and r[8] == "1")
+    skipped = next(i for i, r in enumerate(rows) if r[0] == "scale" and r[3] == "loadgen --engine packet --workers 1"
+                   and r[8] == "1")
+    rows[failed][4], rows[skipped][4] = "failed(rc=1)", "skipped"
     manifest.write_text("".join("\t".join(r) + "\n" for r in rows))
     text = rendered(render.render_raw, str(manifest), "2")
-    assert raw_rows(text, "== raw: --pps max")["loadgen --engine packet --pps max"] == ["FAILED"] * 4 + ["-"]
-    assert raw_rows(text, "== raw: scaling")["loadgen --engine packet --workers 1"][1:] == ["skipped"] * 3 + ["-"]
-    assert "note: veth: loadgen --engine packet --pps max failed(rc=1), see raw-veth.loadgen.err" in text
+    assert raw_rows(text, "== raw: --pps max")["loadgen --engine packet --pps max", "1"] == ["FAILED"] * 4 + ["-"] * 3
+    assert raw_rows(text, "== raw: scaling")["loadgen --engine packet --workers 1", "1"][1:] == ["skipped"] * 3 + ["-"]
+    # the median is over the rounds that ran
+    assert raw_rows(text, "== raw: --pps max")["loadgen --engine packet --pps max", "median"][0] == \
+        f"{rx_pps('raw-veth.2.packet'):,.0f}"
+    assert "note: veth: loadgen --engine packet --pps max failed(rc=1), see raw-veth.1.packet.err" in text
 
 
 # ---- process-tree CPU ------------------------------------------------------------------------
