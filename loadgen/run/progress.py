@@ -92,6 +92,8 @@ class LineDisplay:
             text += f"  errors {row['errors']}"
         for host, h in (row.get("hosts") or {}).items():
             text += f"  {host} {'sent' if h['role'] == 'sender' else 'received'} {format_si(h['rate'])}"
+        for target, t in (row.get("targets") or {}).items():
+            text += f"  {target} {format_si(t['rate'])}"
         self._line(text)
 
     def pause(self) -> None:
@@ -132,7 +134,8 @@ class LiveDisplay:
         self._show(Text(f"{self.header}\nwarm-up, {remaining_s:4.1f} s left"))
 
     def table(self):
-        """The table as it stands: the last LIVE_ROWS intervals, then the latest one per host."""
+        """The table as it stands: the last LIVE_ROWS intervals, then the latest one per host or
+        per target (a disk run's --target A,B)."""
         from rich.table import Table
 
         # No borders: eight columns of "480.0 µs" and a host name fit 80 columns only bare.
@@ -152,6 +155,10 @@ class LiveDisplay:
                 sent = h["role"] == "sender"
                 table.add_row(f"{'send' if sent else 'recv'} {host}", format_si(h["rate"]) if sent else "",
                               "", "", "", "", "" if sent else format_si(h["rate"]))
+        if self.rows and self.rows[-1][0].get("targets"):
+            table.add_section()
+            for target, t in self.rows[-1][0]["targets"].items():
+                table.add_row(target, format_si(t["rate"]), "", "", "", "", "")
         return table
 
     def screen(self):

@@ -303,6 +303,23 @@ def test_the_live_table_shows_latency_and_a_row_per_host():
     assert max(len(line) for line in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).splitlines()) <= 80
 
 
+def test_the_live_table_and_the_lines_show_each_targets_rate():
+    row = {"t_s": 1.0, "ops": 9000, "rate": 9000.0, "latency_ns": {"p50": 21_000, "p99": 480_000, "max": 900_000},
+           "targets": {"/dev/zram1": {"ops": 6000, "rate": 6000.0}, "/dev/zram2": {"ops": 3000, "rate": 3000.0}}}
+    out = io.StringIO()
+    live = progress.LiveDisplay(out)
+    live.start("loadgen disk randread bs=4k qd=32", 2_000_000_000, 0, 1_000_000_000, "IOPS")
+    live.interval(row, 9000 * 4096.0)
+    live.close()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+    assert re.search(r"/dev/zram1 +6\.0k", text) and re.search(r"/dev/zram2 +3\.0k", text)
+    lines = io.StringIO()
+    display = progress.LineDisplay(lines)
+    display.start("loadgen disk randread bs=4k qd=32", 2_000_000_000, 0, 1_000_000_000, "IOPS")
+    display.interval(row, 9000 * 4096.0)
+    assert lines.getvalue().splitlines()[-1].endswith("  /dev/zram1 6.0k  /dev/zram2 3.0k")
+
+
 def test_for_stream_picks_lines_for_anything_but_a_terminal(tmp_path):
     with open(tmp_path / "f", "w") as f:
         assert isinstance(progress.for_stream(f), progress.LineDisplay)
