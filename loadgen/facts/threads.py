@@ -43,8 +43,11 @@ def parse_allowed(status: str) -> str | None:
     return None
 
 
-def census(proc: str = "/proc/self", pid: int | None = None) -> dict:
-    """{"count": {role: n}, "cpus": usable CPUs, "threads": [{tid, name, role, last_cpu, allowed, cpu_s}]}."""
+def census(proc: str = "/proc/self", pid: int | None = None, cpus: int | None = None) -> dict:
+    """{"count": {role: n}, "cpus": usable CPUs, "threads": [{tid, name, role, last_cpu, allowed, cpu_s}]}.
+
+    cpus: the process's usable CPUs when the calling thread's own affinity is narrower (the
+    controller moved off its workers' CPUs), else the calling thread's."""
     pid = os.getpid() if pid is None else pid
     threads = []
     try:
@@ -64,4 +67,4 @@ def census(proc: str = "/proc/self", pid: int | None = None) -> dict:
     count: dict[str, int] = {}
     for t in threads:
         count[t["role"]] = count.get(t["role"], 0) + 1
-    return {"count": count, "cpus": len(os.sched_getaffinity(0)), "threads": threads}
+    return {"count": count, "cpus": len(os.sched_getaffinity(0)) if cpus is None else cpus, "threads": threads}

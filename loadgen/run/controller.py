@@ -109,11 +109,14 @@ def worker_cpus(n: int, offset: int = 0) -> list[int]:
 
 
 def cpus_held(census: dict) -> set[int]:
-    """The CPUs a census's pinned threads hold: workers and SQ-poll threads allowed one CPU each."""
+    """The CPUs a census's pinned threads hold: each worker, SQ-poll thread or io-wq helper
+    allowed one CPU only. io-wq helpers count because a disk run gives them the CPUs its
+    workers leave free, where they do the device's work for a bio-based device such as zram;
+    helpers allowed several CPUs leave room for the controller beside them."""
     held = set()
     for t in census.get("threads", []):
         allowed = t.get("allowed") or ""
-        if t["role"] in ("worker", "sq-poll") and allowed.isdigit():
+        if t["role"] in ("worker", "sq-poll", "io-wq") and allowed.isdigit():
             held.add(int(allowed))
     return held
 
@@ -329,7 +332,7 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
             if now - max(wake, asleep_from) >= HELD_NS:
                 held.append((max(wake, asleep_from), now))
             if not census and now >= timeline.start_ns:
-                census = threads.census()
+                census = threads.census(cpus=len(placement.original))
                 placement.move_off(cpus_held(census))
             if now < timeline.ramp_end_ns and on_tick:
                 on_tick(now)
@@ -348,7 +351,7 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
                 continue
             interval = Interval(previous.t_ns, snap.t_ns, snap.since(previous))
             intervals.append(interval)
-            census = threads.census()      # while every worker and io-wq helper is alive
+            census = threads.census(cpus=len(placement.original))     # while every worker and io-wq helper is alive
             await on_interval(interval, snap)
             previous = snap
             why = policy(snap) if policy else None
@@ -357,7 +360,7 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
                 stop_ns = min(clock.now_ns(), timeline.end_ns)
                 break
         if not census:
-            census = threads.census()      # a run stopped before its schedule began
+            census = threads.census(cpus=len(placement.original))     # a run stopped before its schedule began
         run.stop(stop_ns)
         setup_err = await run.wait()
         # A part may fail while draining after the end (an agent dying before its final report).

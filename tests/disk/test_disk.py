@@ -242,12 +242,15 @@ def test_closed_loop_latency_is_service(disk):
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs a CPU the worker leaves free")
 def test_the_controller_runs_off_the_workers_cpus_when_one_is_free(disk):
-    done = disk("--workers", "1")
+    """psync: one thread and no io-wq helpers (which would take the free CPU)."""
+    done = disk("--workers", "1", "--engine", "psync")
     assert done.returncode == 0, done.stderr
     c = done.doc["config"]
     placed = c["controller_cpus"]
     assert placed["kept_off"] == c["cpus"]
     assert set(placed["affinity"]) == set(os.sched_getaffinity(0)) - set(c["cpus"])
+    # the census still counts every CPU the process may use
+    assert done.doc["summary"]["threads"]["cpus"] == len(os.sched_getaffinity(0))
 
 
 def test_psync_gives_the_same_document_shape(disk, io_uring, tmp_path):

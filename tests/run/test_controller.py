@@ -328,7 +328,8 @@ def test_the_result_says_where_the_controller_ran():
 @pytest.mark.parametrize("threads, held", [
     ([], set()),
     ([("worker", "0"), ("worker", "1"), ("controller", "0-1")], {0, 1}),
-    ([("worker", "3"), ("sq-poll", "2"), ("io-wq", "5")], {2, 3}),     # io-wq follows its worker
+    ([("worker", "3"), ("sq-poll", "2"), ("io-wq", "5")], {2, 3, 5}),  # helpers on a CPU of their own
+    ([("worker", "0"), ("io-wq", "1-7"), ("io-wq", "1-7")], {0}),       # helpers with room beside them
     ([("worker", "0-1"), ("other", "1")], set()),                      # not pinned: holds nothing
 ])
 def test_the_cpus_pinned_threads_hold(threads, held):
