@@ -11,13 +11,14 @@ Markers:
 import errno
 import json
 import os
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from netfixtures import RUN_TIMEOUT_S, loadgen_argv  # one definition for every test module
+from netfixtures import RUN_TIMEOUT_S, Serve, loadgen_argv  # one definition for every test module
 
 from loadgen.run import native
 
@@ -112,3 +113,34 @@ def cli(tmp_path):
         return Finished(p.returncode, p.stdout, p.stderr, tmp_path, None)
 
     return run
+
+
+def main_in_process(argv: list[str], capsys) -> tuple[int, str, str]:
+    """loadgen's cli.main(argv) in this process: (exit code, stdout, stderr). main() installs a
+    SIGTERM handler and a run its own; both are put back afterwards."""
+    from loadgen import cli
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """Start `loadgen serve *args` in tmp_path; every one started is ended in teardown."""
+    started: list[Serve] = []
+
+    def start(*args: str) -> Serve:
+        s = Serve(tmp_path, *args)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()

@@ -10,11 +10,10 @@ in the document and the summary, and the one-line error when io_uring is demande
 import errno
 import json
 import os
-import signal
 
 import pytest
 
-from loadgen import cli
+from conftest import main_in_process
 from loadgen.disk.job import choose_engine
 from loadgen.errors import SetupError
 from loadgen.run import native
@@ -72,22 +71,11 @@ def test_psync_forced_never_probes(monkeypatch):
 
 @pytest.fixture
 def run_cli(monkeypatch, tmp_path, direct_io):
-    """cli.main(["disk", SHORT_LOAD, *args]) in tmp_path: (exit code, stdout, stderr).
-
-    main() installs a SIGTERM handler and the run its own; both are put back afterwards."""
+    """cli.main(["disk", SHORT_LOAD, *args]) in tmp_path: (exit code, stdout, stderr)."""
     monkeypatch.chdir(tmp_path)
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def run(*args: str, capsys) -> tuple[int, str, str]:
-        argv = ["disk", *SHORT_LOAD, *([] if direct_io else ["--buffered"]), *args]
-        try:
-            with pytest.raises(SystemExit) as e:
-                cli.main(argv)
-        finally:
-            for s, handler in saved.items():
-                signal.signal(s, handler)
-        out = capsys.readouterr()
-        return e.value.code, out.out, out.err
+        return main_in_process(["disk", *SHORT_LOAD, *([] if direct_io else ["--buffered"]), *args], capsys)
 
     return run
 

@@ -14,7 +14,6 @@ import fcntl
 import functools
 import json
 import os
-import signal
 import stat
 import struct
 import subprocess
@@ -22,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import main_in_process
 from netfixtures import RUN_TIMEOUT_S, loadgen_argv
 
-from loadgen import cli
 from loadgen.disk import job as disk_job, nvme
 from loadgen.disk.nvme import LbaFormat, generic_devices, open_nvme_target, parse_identify_ns
 from loadgen.errors import SetupError, UsageError
@@ -349,17 +348,9 @@ def run_cli(monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(nvme, "open_nvme_target",
                         functools.partial(nvme.open_nvme_target, sys_root=fake_sys(tmp_path / "sys")))
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def run(*args: str) -> tuple[int, str, str]:
-        try:
-            with pytest.raises(SystemExit) as e:
-                cli.main(["disk", "--duration", "300ms", "--ramp", "0s", "--interval", "100ms", *args])
-        finally:
-            for s, handler in saved.items():
-                signal.signal(s, handler)
-        out = capsys.readouterr()
-        return e.value.code, out.out, out.err
+        return main_in_process(["disk", "--duration", "300ms", "--ramp", "0s", "--interval", "100ms", *args], capsys)
 
     return run
 

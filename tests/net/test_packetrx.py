@@ -24,7 +24,7 @@ from loadgen import workload
 from loadgen.errors import UsageError
 from loadgen.net import frames, packetrx
 from loadgen.results import documents
-from netfixtures import LOOPBACK, Serve, assert_one_line_error, datagram, loadgen_argv, run_without_net_raw
+from netfixtures import LOOPBACK, assert_one_line_error, datagram, loadgen_argv, run_without_net_raw
 from netns import Agent, Controller, netns_unavailable, run_loadgen, wait_until, write_token
 
 RUN_TAG = 0x1111_1111
@@ -160,19 +160,6 @@ def needs_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root for AF_PACKET sockets (CAP_NET_RAW)")
 
-
-@pytest.fixture
-def serve(tmp_path):
-    started: list[Serve] = []
-
-    def start(*args: str) -> Serve:
-        s = Serve(tmp_path, *args)
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.stop()
 
 
 @pytest.mark.parametrize("rx_engine", ["socket", "packet"])

@@ -14,26 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from netfixtures import (LISTENING, LOOPBACK, RUN_TIMEOUT_S, WAIT_S, HeldUdpPort, Serve, assert_one_line_error, datagram,
+from netfixtures import (LISTENING, LOOPBACK, RUN_TIMEOUT_S, WAIT_S, HeldUdpPort, assert_one_line_error, datagram,
                          finish, loadgen_argv, run_net, start_net)
 from netns import wait_until
 
 RUN_TAG_A, RUN_TAG_B = 0x1111_1111, 0x2222_2223
 
-
-@pytest.fixture
-def serve(tmp_path):
-    """Start `loadgen serve *args` in tmp_path; every one started is ended in teardown."""
-    started: list[Serve] = []
-
-    def start(*args: str) -> Serve:
-        s = Serve(tmp_path, *args)
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.stop()
 
 
 @pytest.fixture
