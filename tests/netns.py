@@ -358,6 +358,21 @@ def _ip(*args: str) -> str:
     return p.stdout
 
 
+def delete_namespaces(names: list[str]) -> None:
+    """Kill what still runs inside each namespace (only the test's own children can be there),
+    then delete them, last made first (a veth inside goes with its namespace); empties names."""
+    for ns in reversed(names):
+        p = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=30)
+        for pid in p.stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for ns in reversed(names):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+    names.clear()
+
+
 def netns_unavailable() -> str | None:
     """Why this host cannot run the namespace tests, or None."""
     if os.geteuid() != 0:
@@ -429,13 +444,4 @@ class Hub:
 
     def close(self) -> None:
         """Kill whatever still runs inside (only this hub's children can be there), then delete."""
-        for ns in reversed(self._created):
-            p = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=30)
-            for pid in p.stdout.split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for ns in reversed(self._created):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
-        self._created.clear()
+        delete_namespaces(self._created)

@@ -25,7 +25,7 @@ from loadgen.errors import UsageError
 from loadgen.net import frames, packetrx
 from loadgen.results import documents
 from netfixtures import LOOPBACK, assert_one_line_error, datagram, loadgen_argv, run_without_net_raw
-from netns import Agent, Controller, netns_unavailable, run_loadgen, wait_until, write_token
+from netns import Agent, Controller, delete_namespaces, netns_unavailable, run_loadgen, wait_until, write_token
 
 RUN_TAG = 0x1111_1111
 PORT = 9000
@@ -231,16 +231,7 @@ class VethPair:
 
     def close(self) -> None:
         """Kill what still runs inside (only this test's children), then delete both (the veth goes too)."""
-        for ns in self._made:
-            p = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=30)
-            for pid in p.stdout.split():
-                try:
-                    os.kill(int(pid), 9)
-                except ProcessLookupError:
-                    pass
-        for ns in reversed(self._made):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
-        self._made.clear()
+        delete_namespaces(self._made)
 
 
 @pytest.fixture(scope="module")

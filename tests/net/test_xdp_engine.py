@@ -23,8 +23,8 @@ from loadgen.net import queues, xdp
 from loadgen.results import documents
 from loadgen.run import native
 from netfixtures import run_without_net_raw
-from netns import Agent, Controller, Finished, _ip, netns_unavailable, run_loadgen, udp_in_datagrams, wait_until, \
-    write_token
+from netns import (Agent, Controller, Finished, _ip, delete_namespaces, netns_unavailable, run_loadgen,
+                   udp_in_datagrams, wait_until, write_token)
 
 SHORT = ["--pps", "20k", "--duration", "1s", "--ramp", "0s"]
 AGENT_PORT = 7070
@@ -131,15 +131,7 @@ class VethPair:
         return int(_ip("netns", "exec", self.rx, "cat", f"/sys/class/net/{self.rx_dev}/statistics/rx_packets"))
 
     def close(self) -> None:
-        for ns in reversed(self._created):
-            p = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=30)
-            for pid in p.stdout.split():
-                try:
-                    os.kill(int(pid), 9)
-                except ProcessLookupError:
-                    pass
-        for ns in reversed(self._created):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        delete_namespaces(self._created)
 
 
 def make_pair(queues: int):
