@@ -267,6 +267,10 @@ SERVE = _options(
     Option("duration", "0", parse_duration_ns, int, "Stop after this long; 0: until Ctrl-C.", "DURATION", 0, MAX_RUN_NS,
            format_duration),
     COMMON["interval"],
+    Option("busy_poll", False, parse_bool, bool,
+           "Receivers spin on their sockets instead of blocking: a core burnt per receiver, and no wake-ups for "
+           "the sender to pay (on loopback and veth the kernel delivers in the sender's context). "
+           "--rx-engine socket only.", flag="--busy-poll"),
 )
 
 

@@ -25,7 +25,8 @@
  * the kernel's receive (loadgen's own delay, not the network's).
  *
  * Receivers: one socket each (SO_REUSEPORT spreads flows over them), drained
- * with recvmmsg that blocks for the first datagram; each tracks every flow's
+ * with recvmmsg that blocks for the first datagram (busy_poll: that spins on
+ * it, a core burnt per receiver, no wake-ups); each tracks every flow's
  * sequence numbers (seq.h). Their sockets carry SO_TIMESTAMPNS: a datagram
  * arrives when the kernel stamped it, not when loadgen read it (counted in
  * kernel_stamped), so a paced one-way receiver sleeps a pacing window between
@@ -585,6 +586,32 @@ static void sender_worker(struct worker *w)
 	free(flows);
 }
 
+/* The socket's receive timeout (SO_RCVTIMEO), or 100 ms without one. */
+static int64_t recv_timeout_ns(int fd)
+{
+	struct timeval tv = { 0, 0 };
+	socklen_t len = sizeof(tv);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &len) || (!tv.tv_sec && !tv.tv_usec))
+		return 100000000;
+	return (int64_t)tv.tv_sec * 1000000000 + (int64_t)tv.tv_usec * 1000;
+}
+
+/* busy_poll: recvmmsg without blocking, again and again until something comes
+ * or quiet_ns pass (then -1 and EAGAIN, as a blocking wait's timeout gives).
+ * Nobody has to wake a spinning receiver: on loopback and veth the kernel
+ * delivers in the sender's context, which then pays for no wake-up. */
+static int recv_spin(int fd, struct batch *rx, int64_t quiet_ns)
+{
+	int64_t quiet_from = clock_now_ns();
+	int n;
+
+	while ((n = recvmmsg(fd, rx->msgs, rx->n, MSG_DONTWAIT, NULL)) < 0 && errno == EAGAIN &&
+	       clock_now_ns() - quiet_from < quiet_ns)
+		PACE_CPU_RELAX();
+	return n;
+}
+
 static void receiver_worker(struct worker *w)
 {
 	const struct lg_net_config *cfg = w->config;
@@ -594,7 +621,7 @@ static void receiver_worker(struct worker *w)
 	struct flow_slot *flows;
 	struct batch rx;
 	int on = 1, stamped;
-	int64_t window_ns = 0;
+	int64_t window_ns = 0, quiet_ns;
 
 	memset(&rx, 0, sizeof(rx));
 	flows = calloc(cap, sizeof(*flows));
@@ -608,6 +635,7 @@ static void receiver_worker(struct worker *w)
 	/* Best effort: without stamps, arrivals are timed by loadgen's read and
 	 * the receiver wakes for every datagram, as it must then. */
 	stamped = setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) == 0;
+	quiet_ns = recv_timeout_ns(fd);
 	/* Best effort too: loss at loadgen's own socket is then told from the network's. */
 	setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &on, sizeof(on));
 	/* A reflector answers at once (its delay is in the round trip); a paced
@@ -617,7 +645,8 @@ static void receiver_worker(struct worker *w)
 
 		window_ns = pace_window_ns(cost, pace_tolerance_ns(cost));
 	}
-	pace_record_mode(st, 0, 0);	/* receivers block in recvmmsg */
+	/* receivers block in recvmmsg, or spin on it with busy_poll */
+	pace_record_mode(st, 0, (int)cfg->busy_poll);
 	counter_set(&st->counters[LG_CTR_PACE_WINDOW_NS], (uint64_t)window_ns);
 	worker_set_state(w, LG_STATE_RUNNING, 0);
 	for (;;) {
@@ -634,7 +663,7 @@ static void receiver_worker(struct worker *w)
 		}
 		/* MSG_WAITFORONE: block for the first, take what else is queued; the
 		 * socket's receive timeout bounds the wait so the stop is seen. */
-		n = recvmmsg(fd, rx.msgs, rx.n, MSG_WAITFORONE, NULL);
+		n = cfg->busy_poll ? recv_spin(fd, &rx, quiet_ns) : recvmmsg(fd, rx.msgs, rx.n, MSG_WAITFORONE, NULL);
 		now = clock_now_ns();
 		offset = real_to_mono_ns();
 		worker_publish(w);

@@ -34,6 +34,7 @@ class ServeSpec:
     duration_ns: int        # 0: until SIGINT/SIGTERM
     interval_ns: int
     rx_engine: str = "socket"   # packet: AF_PACKET RX rings (loadgen/net/packetrx.py), --port only
+    busy_poll: bool = False     # socket receivers spin on recvmmsg instead of blocking
 
 
 def parse_serve(host: str, **raw) -> ServeSpec:
@@ -44,9 +45,11 @@ def parse_serve(host: str, **raw) -> ServeSpec:
     if v["rx_engine"] == "packet" and v["echo_port"] is not None:
         raise UsageError("--rx-engine packet counts one way (its rings only read frames); "
                          "--echo-port needs --rx-engine socket")
+    if v["rx_engine"] == "packet" and v["busy_poll"]:
+        raise UsageError("--busy-poll spins socket receivers; --rx-engine packet's rings wait on their own")
     return ServeSpec(host=host, port=v["port"], echo_port=v["echo_port"], workers=v["workers"] or default_workers(),
                      max_flows=v["max_flows"], duration_ns=v["duration"], interval_ns=v["interval"],
-                     rx_engine=v["rx_engine"])
+                     rx_engine=v["rx_engine"], busy_poll=v["busy_poll"])
 
 
 @dataclass
@@ -75,7 +78,7 @@ def start_listener(spec: ServeSpec, port: int, echo: bool) -> Listener:
             send_fds=None, recv_fds=native.int32_array(s.fileno() for s in socks),
             send_cpus=None, recv_cpus=native.int32_array(worker_cpus(len(socks))),
             rx_engine=native.NET_RX_ENGINES[spec.rx_engine],
-            packet_rx=native.ctypes.pointer(packet_rx.rx) if packet_rx else None,
+            packet_rx=native.ctypes.pointer(packet_rx.rx) if packet_rx else None, busy_poll=int(spec.busy_poll),
         )
         run = native.start_net(cfg)
     except BaseException:

@@ -228,6 +228,33 @@ def test_receivers_are_pinned_within_the_cpus_serve_was_given(tmp_path):
         proc.wait(timeout=RUN_TIMEOUT_S)
 
 
+def voluntary_switches(pid: int, name: str) -> int:
+    """How often pid's thread called name has blocked (given up its CPU of its own accord)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if (task / "comm").read_text().strip() == name:
+            line = [ln for ln in (task / "status").read_text().splitlines() if ln.startswith("voluntary_ctxt")]
+            return int(line[0].split(":")[1])
+    raise AssertionError(f"no thread {name} in {pid}")
+
+
+@pytest.mark.parametrize("busy_poll", [True, False])
+def test_busy_poll_receivers_spin_instead_of_blocking(tmp_path, serve, busy_poll):
+    """--busy-poll: serve's receiver spins on its socket. It echoes a paced run whole without once
+    blocking, where a blocking receiver sleeps between datagrams, and whoever delivers the next
+    (on loopback and veth, the sender's own CPU) pays for waking it."""
+    srv = serve("--echo-port", "0", "--duration", "30s", "--workers", "1", *(["--busy-poll"] if busy_poll else []))
+    port = srv.wait_listening(("echo",))["echo"]
+    wait_until(lambda: thread_cpus(srv.proc.pid, "lg-recv-0"), WAIT_S, "the receiver thread")
+    before = voluntary_switches(srv.proc.pid, "lg-recv-0")
+    done = run_net(tmp_path, "--target", f"{LOOPBACK}:{port}", "--mode", "echo", "--pps", "2k")
+    blocked = voluntary_switches(srv.proc.pid, "lg-recv-0") - before
+    assert done.returncode == 0, done.stderr
+    s = done.summary
+    assert s["sent"] >= 1000 and s["received"] == s["sent"] and s["lost"] == 0
+    # 2k datagrams a second, 0.5 ms apart: blocking, the receiver sleeps before nearly every one
+    assert blocked < 20 if busy_poll else blocked > s["sent"] // 4, blocked
+
+
 def test_sigint_exits_130(serve):
     srv = serve("--port", "0", "--echo-port", "0", "--interval", "100ms", "--workers", "1")
     srv.wait_listening(("stream", "echo"))
