@@ -47,7 +47,7 @@
 #                            zram/tempfile. It is overwritten (fill + randwrite)!
 #   BENCH_REPEAT=1           pacing: runs of each case (rows CASE.1, CASE.2, ...)
 #   BENCH_DISK_PAIRS=3       disk: interleaved fio/loadgen pairs of each DISK_TUNED_CASES case
-#   BENCH_RAW_PAIRS=3        raw: interleaved rounds of the veth and scale cases
+#   BENCH_RAW_PAIRS=3        raw: interleaved rounds of the veth, scale and wire cases
 #   BENCH_NET_TUNED="--workers 1 --receivers 1"  flags of an extra loadgen blast row ("" for none)
 #                            ("" = no extra row)
 

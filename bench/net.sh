@@ -170,11 +170,12 @@ veth_measure() {
 
 # run_trafgen_veth OUT.txt [CPUS]: trafgen in the tx namespace for DURATION s on CPUS
 # CPUs (default 1), one Ethernet/IPv4/UDP frame with a NET_SIZE-byte payload to the rx
-# veth's MAC.
+# veth's MAC, or to VETH_DA when set (the raw section's wire case).
+VETH_DA=""
 run_trafgen_veth() {
-    local out=$1 base=${1%.txt} cpus=${2:-1} trafgen rx_mac tx_mac rc=0
+    local out=$1 base=${1%.txt} cpus=${2:-1} trafgen rx_mac=$VETH_DA tx_mac rc=0
     trafgen=$(PATH=$PATH:/usr/sbin command -v trafgen) || { echo "trafgen not found" > "$base.err"; return 1; }
-    rx_mac=$(ip -n "$VETH_RX" link show "$VETH_RX" | awk '/link\/ether/ {print $2}')
+    [[ -n $rx_mac ]] || rx_mac=$(ip -n "$VETH_RX" link show "$VETH_RX" | awk '/link\/ether/ {print $2}')
     tx_mac=$(ip -n "$VETH_TX" link show "$VETH_TX" | awk '/link\/ether/ {print $2}')
     [[ -n $rx_mac && -n $tx_mac ]] || { echo "no MAC on the veth pair" > "$base.err"; return 1; }
     cat > "$base.cfg" <<EOF
@@ -196,12 +197,12 @@ EOF
 # serve_veth BASE RECEIVERS: `loadgen serve` with RECEIVERS receivers in the rx namespace, on
 # VETH_RX_IP:VETH_PORT for the run and 3 s more; SERVE_CMD is its command line, SERVE_PID its
 # pid. 1 (BASE.err says why) when it does not start listening. With RX_PIN (a taskset prefix,
-# see the raw section) its receivers stay on the CPUs it names.
-RX_PIN=()
+# see the raw section) its receivers stay on the CPUs it names; RX_FLAGS are more of its options.
+RX_PIN=() RX_FLAGS=()
 serve_veth() {
     local base=$1 receivers=$2
     SERVE_CMD=(ip netns exec "$VETH_RX" "${RX_PIN[@]}" "${LOADGEN[@]}" serve --port "$VETH_PORT" --host "$VETH_RX_IP"
-        --duration "$(( DURATION + 3 ))s" --workers "$receivers")
+        --duration "$(( DURATION + 3 ))s" --workers "$receivers" "${RX_FLAGS[@]}")
     bg_start "$LIMIT_SERVER" "$base.server.txt" "$base.server.err" "${SERVE_CMD[@]}"
     SERVE_PID=$BG_PID
     wait_listen udp "$VETH_PORT" "$SERVE_PID" "$VETH_RX" && return 0

@@ -10,8 +10,15 @@
 #   veth        1-queue veth: trafgen --cpus 1 vs the packet and xdp engines at --pps max
 #   scale       2-queue veth: trafgen --cpus 1 and 2, the packet and xdp engines with 1 and 2 senders,
 #               in RAW_PAIRS interleaved rounds (each round's 2-sender run over its own 1-sender one)
+#   wire        2-queue veth, the scale case's runs with no receiving work: every tool's frames go
+#               to a MAC no host has (WIRE_MAC, a static neighbour entry in the tx namespace and
+#               trafgen's destination), so the receiving veth counts them (rx_packets) and its stack
+#               drops them at its first check (ip_rcv: not for this host). On veth the receiving
+#               stack runs on the sender's CPU, and on 2 CPUs any receiver shares the senders' CPUs:
+#               this is what the senders put on the wire, as on a NIC whose receiver is another host.
+#               Then the xdp engine paced at WIRE_RATE (1M) with 2 senders: requested vs sent, lag.
 #   paced-100k  1-queue veth: the packet and xdp engines at 100k pps, requested vs achieved, loss
-# Every tool's frames meet loadgen's socket receivers (trafgen's a `loadgen serve` on their port)
+# Except in the wire case, every tool's frames meet loadgen's socket receivers (trafgen's a `loadgen serve` on their port)
 # and are measured by the receiving veth's rx_packets delta over the run; loadgen's
 # engines also by loadgen's own receiver (an agent in the receiving namespace: a paired run,
 # which counts every frame and the loss exactly), in the veth case also by its packet
@@ -22,15 +29,19 @@
 # even rounds) and the render takes each tool's median: runs here vary by a third from one to
 # the next. Each round gives the tools the same places: the sender on the first CPU (trafgen
 # --cpus 1, loadgen --workers 1), one receiver pinned to the last (RX_PIN), so neither tool's
-# receiver shares the sender's CPU by the luck of a flow hash. The sending tool's whole
+# receiver shares the sender's CPU by the luck of a flow hash; that receiver spins (--busy-poll)
+# so that waking it costs the sender nothing. The sending tool's whole
 # process tree's CPU is sampled after warm-up (bench/proc.py), for CPU per received packet.
 RAW_CASES=(
     "veth:veth:1:"
     "scale:scale:2:"
+    "wire:wire:2:"
     "paced-100k:paced:1:100000"
 )
 RAW_AGENT_PORT=7070
 RAW_PAIRS=${BENCH_RAW_PAIRS:-3}
+WIRE_MAC=02:6c:67:00:00:01   # locally administered, unicast: no interface here has it
+WIRE_RATE=1000000            # the wire case's paced run (pps)
 
 # run_loadgen_raw OUT.json ARGS...: an agent in the rx namespace, `loadgen net --peer
 # ARGS...` (ARGS name the engine) in the tx one, bracketed by the veth counters.
@@ -59,6 +70,17 @@ run_loadgen_raw() {
     return "$rc"
 }
 
+# run_loadgen_wire OUT.json ARGS...: `loadgen net --target` in the tx namespace, with nothing
+# listening (the wire case), bracketed by the veth counters.
+run_loadgen_wire() {
+    local out=$1 base=${1%.json} rc=0; shift
+    local cmd=(ip netns exec "$VETH_TX" "${LOADGEN[@]}" net --target "$VETH_RX_IP:$VETH_PORT" --size "$NET_SIZE"
+        --duration "${DURATION}s" "$@" --json "$out" --quiet)
+    echo "${cmd[*]}" > "$base.cmd"
+    veth_measure "$base.counters.json" run_bounded "$LIMIT_CLIENT" "$base.out" "$base.err" "${cmd[@]}" || rc=$?
+    return "$rc"
+}
+
 # run_trafgen_raw OUT.txt CPUS RECEIVERS: trafgen as run_trafgen_veth runs it, with `loadgen serve`
 # (RECEIVERS socket receivers) bound to the port its frames go to, as loadgen's own runs have
 # their agent's receivers there. On veth the receiving stack runs on the sender's CPU, so a
@@ -71,6 +93,13 @@ run_trafgen_raw() {
     printf '%s\n' "${SERVE_CMD[*]} &" >> "$base.cmd"
     bg_stop "$SERVE_PID" INT 5 || true
     return "$rc"
+}
+
+# raw_ip_in: the receiving namespace's IP InReceives (/proc/net/snmp). A frame for another
+# host is dropped before IP counts it, so across the wire case it should stay still.
+raw_ip_in() {
+    ip netns exec "$VETH_RX" awk '/^Ip:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "InReceives") c = i; h = 1 }
+        else print $c }' /proc/net/snmp
 }
 
 # Where the veth case's TX queues' interrupts are: veth has none (it delivers in the
@@ -142,25 +171,28 @@ bench_raw() {
                          run_trafgen_raw "$p.trafgen.txt" 1 1 ;;
             *)       raw_run veth veth loadgen "loadgen --engine $tool --pps max" "" 1 "$p.$tool.json" \
                          run_loadgen_raw "$p.$tool.json" --engine "$tool" --pps max --ramp 0s --workers 1 \
-                         --receivers 1 ;;
+                         --receivers 1 "${RX_FLAGS[@]}" ;;
             esac
         done
         PAIR="" CPU_OUT=""
     }
 
-    # raw_scale_round P: round P of the scale case: each tool with 1 sender, then 2 (as many
-    # receivers), the tools' order reversed in even rounds
-    raw_scale_round() {
-        local p=$RESULTS_DIR/raw-scale.$1 tool n order=(trafgen packet xdp)
-        (( $1 % 2 )) || order=(xdp packet trafgen)
-        PAIR=$1
+    # raw_senders_round CASE P: round P of the scale or wire case: each tool with 1 sender, then
+    # 2, the tools' order reversed in even rounds. scale: the frames meet receivers (as many as
+    # senders: trafgen's a `loadgen serve`, loadgen's its agent); wire: nobody's do.
+    raw_senders_round() {
+        local c=$1 p=$RESULTS_DIR/raw-$1.$2 tool n order=(trafgen packet xdp)
+        local tg_run=run_trafgen_raw lg_run=run_loadgen_raw
+        [[ $c == wire ]] && tg_run=run_trafgen_veth lg_run=run_loadgen_wire
+        (( $2 % 2 )) || order=(xdp packet trafgen)
+        PAIR=$2
         for tool in "${order[@]}"; do
             for n in 1 2; do
                 case $tool in
-                trafgen) raw_run scale scale trafgen "trafgen --cpus $n" "" "$n" "$p.trafgen-$n.txt" \
-                             run_trafgen_raw "$p.trafgen-$n.txt" "$n" "$n" ;;
-                *)       raw_run scale scale loadgen "loadgen --engine $tool --workers $n" "" "$n" \
-                             "$p.$tool-$n.json" run_loadgen_raw "$p.$tool-$n.json" --engine "$tool" --pps max \
+                trafgen) raw_run "$c" "$c" trafgen "trafgen --cpus $n" "" "$n" "$p.trafgen-$n.txt" \
+                             "$tg_run" "$p.trafgen-$n.txt" "$n" "$n" ;;
+                *)       raw_run "$c" "$c" loadgen "loadgen --engine $tool --workers $n" "" "$n" \
+                             "$p.$tool-$n.json" "$lg_run" "$p.$tool-$n.json" --engine "$tool" --pps max \
                              --ramp 0s --workers "$n" ;;   # xdp: sender i bound to tx-i
                 esac
             done
@@ -179,8 +211,11 @@ bench_raw() {
             local cpus last round
             cpus=$(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))')
             last=${cpus##* }
-            # one receiver on the last CPU, the sender on the first; on one CPU they share it
-            [[ $cpus == "$last" ]] || RX_PIN=(taskset -c "$last")
+            # one receiver on the last CPU, the sender on the first; on one CPU they share it.
+            # There it spins (--busy-poll, trafgen's serve and loadgen's agent alike): veth delivers
+            # in the sender's context, so a sleeping receiver's wake-ups cost the sender's CPU
+            # (a fifth of it in a perf profile here), which a NIC's receiver on another host never would.
+            if [[ $cpus != "$last" ]]; then RX_PIN=(taskset -c "$last") RX_FLAGS=(--busy-poll); fi
             CPU_AFTER_S=1
             CPU_WINDOW_S=$(awk -v d="$DURATION" 'BEGIN { w = d - 1.5; print (w < 0.5 ? 0.5 : w) }')
             for (( round = 1; round <= RAW_PAIRS; round++ )); do
@@ -191,15 +226,30 @@ bench_raw() {
             raw_run "$name" "$kind" loadgen "loadgen --engine packet --rx-engine packet --pps max" "" 1 \
                 "$p.loadgen-rxpacket.json" run_loadgen_raw "$p.loadgen-rxpacket.json" --engine packet --pps max --ramp 0s \
                 --workers 1 --receivers 1 --rx-engine packet
-            RX_PIN=() ;;
+            RX_PIN=() RX_FLAGS=() ;;
         scale)
             local round
             for (( round = 1; round <= RAW_PAIRS; round++ )); do
-                raw_scale_round "$round"
+                raw_senders_round scale "$round"
             done
             # Without --workers: a sender per TX queue, as many as the CPUs allow (loadgen/net/queues.py).
             raw_run "$name" "$kind" loadgen "loadgen --engine packet (a sender per queue)" "" auto \
                 "$p.loadgen-auto.json" run_loadgen_raw "$p.loadgen-auto.json" --engine packet --pps max --ramp 0s ;;
+        wire)
+            local round
+            ip -n "$VETH_TX" neigh replace "$VETH_RX_IP" lladdr "$WIRE_MAC" dev "$VETH_TX" nud permanent || {
+                log "[$name] skipped: could not add the neighbour entry"; veth_down; continue; }
+            VETH_DA=$WIRE_MAC
+            raw_ip_in > "$p.ip-in.start"
+            for (( round = 1; round <= RAW_PAIRS; round++ )); do
+                raw_senders_round wire "$round"
+            done
+            # 1M pps, reachable here only with both CPUs and the xdp engine
+            raw_run "$name" paced loadgen "loadgen --engine xdp --workers 2 --pps $WIRE_RATE (wire)" "$WIRE_RATE" 2 \
+                "$p.xdp-paced.json" run_loadgen_wire "$p.xdp-paced.json" --engine xdp --workers 2 --pps "$WIRE_RATE" \
+                --ramp "${RAMP}s"
+            VETH_DA=""
+            raw_ip_in > "$p.ip-in.end" ;;
         paced)
             raw_run "$name" "$kind" loadgen "loadgen --engine packet --pps $rate" "$rate" 1 "$p.loadgen.json" \
                 run_loadgen_raw "$p.loadgen.json" --engine packet --pps "$rate" --ramp "${RAMP}s"

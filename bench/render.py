@@ -729,7 +729,7 @@ def raw_trafgen(path):
     return r
 
 
-RAW_PARSE = {(k, "trafgen"): raw_trafgen for k in ("veth", "scale", "paced")}
+RAW_PARSE = {(k, "trafgen"): raw_trafgen for k in ("veth", "scale", "wire", "paced")}
 
 
 def packet_note(r):
@@ -799,14 +799,55 @@ def raw_veth_rows(veth, base, notes):
     return rows
 
 
+def raw_senders_rows(entries, facts):
+    """The scale and wire cases' rows: each run, its ratio over the same tool's (and engine's) 1-sender
+    run and (loadgen) over trafgen's with as many senders, both of its round; then each label's medians."""
+    rows, per = [], {}
+
+    def same_round(e, pred):
+        x = next((x["r"] for x in entries if x["pair"] == e["pair"] and x["r"] and pred(x)), None)
+        return x and x.get("veth_pps")
+
+    for e in entries:
+        r, is_lg = e["r"], e["tool"] == "loadgen"
+        engine = (r or {}).get("engine")
+        pps = r and r.get("veth_pps")
+        x1 = div(pps, same_round(e, lambda x: x["tool"] == e["tool"] and x["senders"] == "1"
+                                 and x["r"].get("engine") == engine))
+        xt = div(pps, same_round(e, lambda x: x["tool"] == "trafgen" and x["senders"] == e["senders"])) \
+            if is_lg else None
+        per.setdefault(e["label"], []).append((pps, x1, xt))
+        senders = str(r["senders"]) if is_lg and r and r.get("senders") is not None else e["senders"]
+        rows.append([e["label"], e["pair"] or "-", senders, cell_of(e, "sent_pps"), cell_of(e, "veth_pps"),
+                     cell_of(e, "recv_pps") if is_lg else "-", fmt(x1, "{:.2f}"), fmt(xt, "{:.2f}")])
+        if is_lg and e["pair"] in ("", "1"):
+            facts.append((engine or "packet", e["name"] + f" ({e['senders']})", packet_note(r)))
+    for label, got in per.items():
+        if len(got) > 1:
+            rows.append([label, "median", "", "", fmt(median([g[0] for g in got])), "",
+                         fmt(median([g[1] for g in got]), "{:.2f}"), fmt(median([g[2] for g in got]), "{:.2f}")])
+    return rows
+
+
+def cell_of(e, k, *a):
+    return fmt(e["r"].get(k), *a) if e["r"] else e["miss"]
+
+
+def wire_ip_note(base):
+    """What the wire case's receiving namespace's IP layer counted across the case (it should be
+    nothing: the frames are dropped before it), or "" without the counts."""
+    try:
+        start, end = (int(open(os.path.join(base, f"raw-wire.ip-in.{w}")).read()) for w in ("start", "end"))
+    except (OSError, ValueError):
+        return ""
+    return f" IP packets the receiving namespace took in across the case: {end - start:,}."
+
+
 def render_raw(manifest, duration, out=sys.stdout):
     by_kind, notes = net_entries(manifest, RAW_FIELDS, RAW_PARSE, raw_loadgen)
     dur = duration
     printed = False
     facts = []
-
-    def cell(e, k, *a):
-        return fmt(e["r"].get(k), *a) if e["r"] else e["miss"]
 
     veth = by_kind.get("veth", [])
     if veth:
@@ -821,39 +862,31 @@ def render_raw(manifest, duration, out=sys.stdout):
         say(out, "Rounds interleave the tools (the order reversed in even rounds); median = each column's"
             " median over the rounds, lg/trafgen and CPU lg/trafgen the median of each round's ratio. The"
             " sender is on the first CPU and one receiver (trafgen's `loadgen serve`, loadgen's agent) is"
-            " pinned to the last. sender CPU ns/pkt = the sending tool's whole process tree's CPU over a"
+            " pinned to the last, where it spins (--busy-poll: veth delivers in the sender's context, which"
+            " would pay for waking it; the packet receivers' row: rings that sleep). sender CPU ns/pkt = the sending tool's whole process tree's CPU over a"
             " window after warm-up, per packet the veth received (softirq work the kernel does in the"
             " sender's context counts where the kernel charges it). A row without a round is set against"
             " trafgen's median.")
         printed = True
-    scale = by_kind.get("scale", [])
-    if scale:
-        rows, per = [], {}
-        for e in scale:
-            r = e["r"]
-            # each tool, and each of loadgen's engines, over its own single sender of the same round
-            one = next((x["r"] for x in scale if x["tool"] == e["tool"] and x["senders"] == "1" and x["r"]
-                        and x["pair"] == e["pair"]
-                        and (x["r"].get("engine") == (e["r"] or {}).get("engine"))), None)
-            is_lg = e["tool"] == "loadgen"
-            senders = str(r["senders"]) if is_lg and r and r.get("senders") is not None else e["senders"]
-            x1 = div(r and r.get("veth_pps"), one and one.get("veth_pps"))
-            per.setdefault(e["label"], []).append((r and r.get("veth_pps"), x1))
-            rows.append([e["label"], e["pair"] or "-", senders, cell(e, "sent_pps"), cell(e, "veth_pps"),
-                         cell(e, "recv_pps") if is_lg else "-", fmt(x1, "{:.2f}")])
-            if is_lg and e["pair"] in ("", "1"):
-                facts.append(((r or {}).get("engine") or "packet", e["name"] + f" ({e['senders']})", packet_note(r)))
-        for label, got in per.items():
-            if len(got) > 1:
-                rows.append([label, "median", "", "", fmt(median([g[0] for g in got])), "",
-                             fmt(median([g[1] for g in got]), "{:.2f}")])
+    base = os.path.dirname(os.path.abspath(manifest))
+    for kind, title, note in (
+            ("scale", "scaling on a 2-queue veth pair", "Every tool's frames meet receivers in the receiving"
+             " namespace (as many as senders; trafgen's a `loadgen serve`), on the same 2 CPUs as the senders."),
+            ("wire", "scaling on a 2-queue veth pair, nothing received", "Every tool's frames go to a MAC no host"
+             " has: the receiving veth counts them and its stack drops them at its first check (not for this"
+             " host), so no receiving work shares the senders' CPUs, as on a NIC whose receiver is another"
+             " host." + wire_ip_note(base))):
+        entries = by_kind.get(kind, [])
+        if not entries:
+            continue
         if printed:
             print(file=out)
-        print(f"== raw: scaling on a 2-queue veth pair, 64-byte UDP, --pps max, {dur}s each", file=out)
+        print(f"== raw: {title}, 64-byte UDP, --pps max, {dur}s each", file=out)
         table(["tool", "round", "senders", "sent pps", "received pps (veth rx)", "received pps (lg receiver)",
-               "x 1 sender"], rows, out)
-        say(out, "x 1 sender = the run over the same tool's (and engine's) 1-sender run of its round; median ="
-            " the median over the rounds (x 1 sender: of each round's ratio).")
+               "x 1 sender", "x trafgen"], raw_senders_rows(entries, facts), out)
+        say(out, note + " x 1 sender = the run over the same tool's (and engine's) 1-sender run of its round;"
+            " x trafgen = a loadgen run over trafgen's with as many senders in its round; median = the median"
+            " over the rounds (of each round's ratio for the ratios).")
         printed = True
     paced = by_kind.get("paced", [])
     if paced:
@@ -861,15 +894,18 @@ def render_raw(manifest, duration, out=sys.stdout):
         for e in paced:
             r, reqf = e["r"], float(e["req"])
             err = "-" if not r or r.get("sent_pps") is None else f"{(r['sent_pps'] - reqf) / reqf * 100:+.2f}%"
-            rows.append([e["label"], f"{reqf:,.0f}", cell(e, "sent_pps"), err, cell(e, "recv_pps"),
-                         cell(e, "lost"), cell(e, "lag_max", "{:,.1f}", 1000.0), cell(e, "late")])
+            rows.append([e["label"], f"{reqf:,.0f}", cell_of(e, "sent_pps"), err, cell_of(e, "recv_pps"),
+                         cell_of(e, "lost"), cell_of(e, "lag_max", "{:,.1f}", 1000.0), cell_of(e, "late")])
         if printed:
             print(file=out)
         engines = sorted({e["r"].get("engine") or "packet" for e in paced if e["tool"] == "loadgen" and e["r"]})
         which = " and ".join(engines or ["packet"]) + (" engines" if len(engines) > 1 else " engine")
-        print(f"== raw: paced {which} across a 1-queue veth pair, 64-byte UDP, {dur}s each", file=out)
+        print(f"== raw: paced {which}, 64-byte UDP, {dur}s each", file=out)
         table(["tool", "requested pps", "sent pps", "error", "received pps", "lost", "lag max us", "late ops"],
               rows, out)
+        say(out, "On a 1-queue veth into loadgen's agent; a (wire) row on the wire case's 2-queue veth, where"
+            " nothing receives (received and lost: -). lag max = how far the schedule fell behind at worst; late"
+            " ops = the sends that started more than one slot (1/rate) behind their scheduled time.")
         printed = True
     if printed:
         say(out, "veth rx = the receiving veth's rx_packets delta over the run / duration (what the veth"

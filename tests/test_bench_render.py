@@ -236,15 +236,42 @@ def test_raw_compares_each_round_by_the_receiving_veth_and_takes_medians():
     assert "xdp engine, veth: " in text and "AF_XDP in copy mode" in text and "queue decided by bind" in text
 
 
-def test_raw_scaling_is_each_tool_over_its_own_single_sender_of_the_round():
+@pytest.mark.parametrize("case, title", [("scale", "== raw: scaling on a 2-queue veth pair, 64-byte"),
+                                         ("wire", "== raw: scaling on a 2-queue veth pair, nothing received")])
+def test_raw_scaling_is_each_tool_over_its_own_single_sender_and_trafgen_of_the_round(case, title):
     text = rendered(render.render_raw, str(RAW / "raw.manifest.tsv"), "2")
-    rows = raw_rows(text, "== raw: scaling")
+    rows = raw_rows(text, title)
+    x1s = {}
     for rnd in ("1", "2"):
-        for label, name in (("trafgen --cpus 2", "trafgen"), ("loadgen --engine packet --workers 2", "packet"),
-                            ("loadgen --engine xdp --workers 2", "xdp")):
-            two, one = rx_pps(f"raw-scale.{rnd}.{name}-2"), rx_pps(f"raw-scale.{rnd}.{name}-1")
-            assert rows[label, rnd][0] == "2" and rows[label, rnd][-1] == f"{two / one:.2f}"
-    assert "packet engine, scale (2): " in text and "cpu 0 -> tx-0, cpu 1 -> tx-1" in text
+        for n in ("1", "2"):
+            tg = rx_pps(f"raw-{case}.{rnd}.trafgen-{n}")
+            for label, name in ((f"trafgen --cpus {n}", "trafgen"), (f"loadgen --engine packet --workers {n}", "packet"),
+                                (f"loadgen --engine xdp --workers {n}", "xdp")):
+                got, one = rx_pps(f"raw-{case}.{rnd}.{name}-{n}"), rx_pps(f"raw-{case}.{rnd}.{name}-1")
+                x1s.setdefault(label, []).append(got / one)
+                assert rows[label, rnd][0] == n and rows[label, rnd][2] == f"{got:,.0f}"
+                assert rows[label, rnd][-2] == f"{got / one:.2f}"
+                assert rows[label, rnd][-1] == ("-" if name == "trafgen" else f"{got / tg:.2f}")
+    # two rounds: the median is their mean
+    assert rows["loadgen --engine packet --workers 2", "median"][-2] == \
+        f"{sum(x1s['loadgen --engine packet --workers 2']) / 2:.2f}"
+    assert f"packet engine, {case} (2): " in text and "cpu 0 -> tx-0, cpu 1 -> tx-1" in text
+
+
+def test_raw_wire_case_says_what_reached_the_receiving_ip_layer(tmp_path):
+    text = rendered(render.render_raw, str(RAW / "raw.manifest.tsv"), "2")
+    start, end = (int((RAW / f"raw-wire.ip-in.{w}").read_text()) for w in ("start", "end"))
+    assert f"IP packets the receiving namespace took in across the case: {end - start:,}." in text
+    d = tmp_path / "raw"
+    shutil.copytree(RAW, d)
+    (d / "raw-wire.ip-in.end").unlink()
+    text = rendered(render.render_raw, str(d / "raw.manifest.tsv"), "2")
+    assert "nothing received" in text and "took in across the case" not in text
+
+
+def test_raw_auto_senders_row():
+    text = rendered(render.render_raw, str(RAW / "raw.manifest.tsv"), "2")
+    rows = raw_rows(text, "== raw: scaling on a 2-queue veth pair, 64-byte")
     # a sender per queue: the manifest says "auto", the document how many there were
     auto = json.loads((RAW / "raw-scale.loadgen-auto.json").read_text())["config"]
     assert rows["loadgen --engine packet (a sender per queue)", "-"][0] == str(auto["senders"]) == "2"
@@ -273,7 +300,7 @@ def test_raw_failed_and_skipped_runs_say_so(tmp_path):
     manifest.write_text("".join("\t".join(r) + "\n" for r in rows))
     text = rendered(render.render_raw, str(manifest), "2")
     assert raw_rows(text, "== raw: --pps max")["loadgen --engine packet --pps max", "1"] == ["FAILED"] * 4 + ["-"] * 3
-    assert raw_rows(text, "== raw: scaling")["loadgen --engine packet --workers 1", "1"][1:] == ["skipped"] * 3 + ["-"]
+    assert raw_rows(text, "== raw: scaling")["loadgen --engine packet --workers 1", "1"][1:] == ["skipped"] * 3 + ["-"] * 2
     # the median is over the rounds that ran
     assert raw_rows(text, "== raw: --pps max")["loadgen --engine packet --pps max", "median"][0] == \
         f"{rx_pps('raw-veth.2.packet'):,.0f}"
