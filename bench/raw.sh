@@ -18,8 +18,8 @@
 #               this is what the senders put on the wire, as on a NIC whose receiver is another host.
 #               Then the xdp engine paced at WIRE_RATE (1M) with 2 senders: requested vs sent, lag.
 #   paced-100k  1-queue veth: the packet and xdp engines at 100k pps, requested vs achieved, loss
-# Except in the wire case, every tool's frames meet loadgen's socket receivers (trafgen's a `loadgen serve` on their port)
-# and are measured by the receiving veth's rx_packets delta over the run; loadgen's
+# Except in the wire case, every tool's frames meet loadgen's socket receivers (trafgen's a
+# `loadgen serve` on their port) and are measured by the receiving veth's rx_packets delta over the run; loadgen's
 # engines also by loadgen's own receiver (an agent in the receiving namespace: a paired run,
 # which counts every frame and the loss exactly), in the veth case also by its packet
 # receivers (--rx-engine packet). On veth the xdp engine runs in copy mode

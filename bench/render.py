@@ -863,10 +863,10 @@ def render_raw(manifest, duration, out=sys.stdout):
             " median over the rounds, lg/trafgen and CPU lg/trafgen the median of each round's ratio. The"
             " sender is on the first CPU and one receiver (trafgen's `loadgen serve`, loadgen's agent) is"
             " pinned to the last, where it spins (--busy-poll: veth delivers in the sender's context, which"
-            " would pay for waking it; the packet receivers' row: rings that sleep). sender CPU ns/pkt = the sending tool's whole process tree's CPU over a"
-            " window after warm-up, per packet the veth received (softirq work the kernel does in the"
-            " sender's context counts where the kernel charges it). A row without a round is set against"
-            " trafgen's median.")
+            " would pay for waking it; the packet receivers' row: rings that sleep). sender CPU ns/pkt ="
+            " the sending tool's whole process tree's CPU over a window after warm-up, per packet the veth"
+            " received (softirq work the kernel does in the sender's context counts where the kernel"
+            " charges it). A row without a round is set against trafgen's median.")
         printed = True
     base = os.path.dirname(os.path.abspath(manifest))
     for kind, title, note in (

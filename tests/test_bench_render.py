@@ -245,7 +245,8 @@ def test_raw_scaling_is_each_tool_over_its_own_single_sender_and_trafgen_of_the_
     for rnd in ("1", "2"):
         for n in ("1", "2"):
             tg = rx_pps(f"raw-{case}.{rnd}.trafgen-{n}")
-            for label, name in ((f"trafgen --cpus {n}", "trafgen"), (f"loadgen --engine packet --workers {n}", "packet"),
+            for label, name in ((f"trafgen --cpus {n}", "trafgen"),
+                                (f"loadgen --engine packet --workers {n}", "packet"),
                                 (f"loadgen --engine xdp --workers {n}", "xdp")):
                 got, one = rx_pps(f"raw-{case}.{rnd}.{name}-{n}"), rx_pps(f"raw-{case}.{rnd}.{name}-1")
                 x1s.setdefault(label, []).append(got / one)
