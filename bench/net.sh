@@ -211,14 +211,23 @@ serve_veth() {
     return 1
 }
 
-# run_loadgen_veth OUT.json: `loadgen serve` in the rx namespace, `loadgen net` in the tx one.
-run_loadgen_veth() {
-    local out=$1 base=${1%.json} rc=0
-    local cmd=(ip netns exec "$VETH_TX" "${LOADGEN[@]}" net --target "$VETH_RX_IP:$VETH_PORT" --pps max
-        --size "$NET_SIZE" --duration "${DURATION}s" --ramp 0s --json "$out" --quiet)
-    serve_veth "$base" 1 || return 1
-    printf '%s\n' "${SERVE_CMD[*]} &" "${cmd[*]}" > "$base.cmd"
+# run_loadgen_target OUT.json ARGS...: `loadgen net --target` the rx veth's address and port from
+# the tx namespace, bracketed by the veth counters; whatever listens there is the caller's.
+run_loadgen_target() {
+    local out=$1 base=${1%.json} rc=0; shift
+    local cmd=(ip netns exec "$VETH_TX" "${LOADGEN[@]}" net --target "$VETH_RX_IP:$VETH_PORT" --size "$NET_SIZE"
+        --duration "${DURATION}s" "$@" --json "$out" --quiet)
+    echo "${cmd[*]}" > "$base.cmd"
     veth_measure "$base.counters.json" run_bounded "$LIMIT_CLIENT" "$base.out" "$base.err" "${cmd[@]}" || rc=$?
+    return "$rc"
+}
+
+# run_loadgen_veth OUT.json: `loadgen serve` in the rx namespace, `loadgen net --pps max` in the tx one.
+run_loadgen_veth() {
+    local out=$1 rc=0
+    serve_veth "${out%.json}" 1 || return 1
+    run_loadgen_target "$out" --pps max --ramp 0s || rc=$?
+    printf '%s\n' "${SERVE_CMD[*]} &" >> "${out%.json}.cmd"
     bg_stop "$SERVE_PID" INT 5 || true
     return "$rc"
 }

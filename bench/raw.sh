@@ -1,7 +1,7 @@
 # bench/raw.sh - the raw section: `loadgen net --engine packet` and `--engine xdp` vs trafgen on veth pairs.
 # Sourced by bench.sh, which sets the settings and runs it under `set -euo pipefail`.
 # It uses the net section's veth helpers (bench/net.sh): veth_up, veth_down, veth_measure,
-# run_trafgen_veth, serve_veth, wait_listen.
+# run_trafgen_veth, run_loadgen_target, serve_veth, wait_listen.
 
 # ------------------------------------------------------------- raw section --
 
@@ -67,17 +67,6 @@ run_loadgen_raw() {
     fi
     veth_measure "$base.counters.json" run_bounded "$LIMIT_CLIENT" "$base.out" "$base.err" "${cmd[@]}" || rc=$?
     bg_stop "$srv" TERM 1 || true
-    return "$rc"
-}
-
-# run_loadgen_wire OUT.json ARGS...: `loadgen net --target` in the tx namespace, with nothing
-# listening (the wire case), bracketed by the veth counters.
-run_loadgen_wire() {
-    local out=$1 base=${1%.json} rc=0; shift
-    local cmd=(ip netns exec "$VETH_TX" "${LOADGEN[@]}" net --target "$VETH_RX_IP:$VETH_PORT" --size "$NET_SIZE"
-        --duration "${DURATION}s" "$@" --json "$out" --quiet)
-    echo "${cmd[*]}" > "$base.cmd"
-    veth_measure "$base.counters.json" run_bounded "$LIMIT_CLIENT" "$base.out" "$base.err" "${cmd[@]}" || rc=$?
     return "$rc"
 }
 
@@ -183,7 +172,7 @@ bench_raw() {
     raw_senders_round() {
         local c=$1 p=$RESULTS_DIR/raw-$1.$2 tool n order=(trafgen packet xdp)
         local tg_run=run_trafgen_raw lg_run=run_loadgen_raw
-        [[ $c == wire ]] && tg_run=run_trafgen_veth lg_run=run_loadgen_wire
+        [[ $c == wire ]] && tg_run=run_trafgen_veth lg_run=run_loadgen_target
         (( $2 % 2 )) || order=(xdp packet trafgen)
         PAIR=$2
         for tool in "${order[@]}"; do
@@ -246,7 +235,7 @@ bench_raw() {
             done
             # 1M pps, reachable here only with both CPUs and the xdp engine
             raw_run "$name" paced loadgen "loadgen --engine xdp --workers 2 --pps $WIRE_RATE (wire)" "$WIRE_RATE" 2 \
-                "$p.xdp-paced.json" run_loadgen_wire "$p.xdp-paced.json" --engine xdp --workers 2 --pps "$WIRE_RATE" \
+                "$p.xdp-paced.json" run_loadgen_target "$p.xdp-paced.json" --engine xdp --workers 2 --pps "$WIRE_RATE" \
                 --ramp "${RAMP}s"
             VETH_DA=""
             raw_ip_in > "$p.ip-in.end" ;;

@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import textwrap
+from pathlib import Path
 
 LOADGEN_SCHEMA = "loadgen/1"
 
@@ -754,6 +755,11 @@ def packet_note(r):
     return "; ".join(parts)
 
 
+def cell_of(e, k, *a):
+    """A manifest entry's figure k, or what stands for a run that gave none (skipped, FAILED...)."""
+    return fmt(e["r"].get(k), *a) if e["r"] else e["miss"]
+
+
 def raw_veth_rows(veth, base, notes):
     """The veth case's table: every run by round, then each tool's median over the rounds; a row
     with no round (the packet receivers') is compared with trafgen's median."""
@@ -775,13 +781,10 @@ def raw_veth_rows(veth, base, notes):
         got = {"pps": r and r.get("veth_pps"), "cpu": e.get("cpu_ns")}
         got["ratio"] = div(got["pps"], ref and ref["r"] and ref["r"].get("veth_pps")) if is_lg else None
         got["cpu_ratio"] = div(got["cpu"], ref and ref.get("cpu_ns")) if is_lg else None
-        rows.append([e["label"], rnd, cell(e, "sent_pps"), cell(e, "veth_pps"),
-                     cell(e, "recv_pps") if is_lg else "-", cell(e, "lost") if is_lg else "-",
+        rows.append([e["label"], rnd, cell_of(e, "sent_pps"), cell_of(e, "veth_pps"),
+                     cell_of(e, "recv_pps") if is_lg else "-", cell_of(e, "lost") if is_lg else "-",
                      fmt(got["ratio"], "{:.2f}"), fmt(got["cpu"]), fmt(got["cpu_ratio"], "{:.2f}")])
         return got
-
-    def cell(e, k):
-        return fmt(e["r"].get(k)) if e["r"] else e["miss"]
 
     for rnd in sorted((p for p in rounds if p), key=int):
         tools = rounds[rnd]
@@ -829,15 +832,11 @@ def raw_senders_rows(entries, facts):
     return rows
 
 
-def cell_of(e, k, *a):
-    return fmt(e["r"].get(k), *a) if e["r"] else e["miss"]
-
-
 def wire_ip_note(base):
     """What the wire case's receiving namespace's IP layer counted across the case (it should be
     nothing: the frames are dropped before it), or "" without the counts."""
     try:
-        start, end = (int(open(os.path.join(base, f"raw-wire.ip-in.{w}")).read()) for w in ("start", "end"))
+        start, end = (int(Path(base, f"raw-wire.ip-in.{w}").read_text()) for w in ("start", "end"))
     except (OSError, ValueError):
         return ""
     return f" IP packets the receiving namespace took in across the case: {end - start:,}."

@@ -635,7 +635,7 @@ static void receiver_worker(struct worker *w)
 	/* Best effort: without stamps, arrivals are timed by loadgen's read and
 	 * the receiver wakes for every datagram, as it must then. */
 	stamped = setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) == 0;
-	quiet_ns = recv_timeout_ns(fd);
+	quiet_ns = cfg->busy_poll ? recv_timeout_ns(fd) : 0;	/* a spin's bound: as a blocking wait's */
 	/* Best effort too: loss at loadgen's own socket is then told from the network's. */
 	setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &on, sizeof(on));
 	/* A reflector answers at once (its delay is in the round trip); a paced

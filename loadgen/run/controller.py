@@ -139,6 +139,10 @@ class ControllerPlacement:
             os.sched_setaffinity(0, free)
             self.kept_off = self.original & held
 
+    def census(self) -> dict:
+        """The thread census (facts.threads), counting the process's CPUs, not the moved controller's."""
+        return threads.census(cpus=len(self.original))
+
     def close(self) -> None:
         """Back to the affinity it had (kept_off stays, for the record)."""
         if self.kept_off:
@@ -332,7 +336,7 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
             if now - max(wake, asleep_from) >= HELD_NS:
                 held.append((max(wake, asleep_from), now))
             if not census and now >= timeline.start_ns:
-                census = threads.census(cpus=len(placement.original))
+                census = placement.census()
                 placement.move_off(cpus_held(census))
             if now < timeline.ramp_end_ns and on_tick:
                 on_tick(now)
@@ -351,7 +355,7 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
                 continue
             interval = Interval(previous.t_ns, snap.t_ns, snap.since(previous))
             intervals.append(interval)
-            census = threads.census(cpus=len(placement.original))     # while every worker and io-wq helper is alive
+            census = placement.census()      # while every worker and io-wq helper is alive
             await on_interval(interval, snap)
             previous = snap
             why = policy(snap) if policy else None
@@ -360,7 +364,7 @@ async def run_workers(run: DrivenRun, timeline: Timeline, on_interval: OnInterva
                 stop_ns = min(clock.now_ns(), timeline.end_ns)
                 break
         if not census:
-            census = threads.census(cpus=len(placement.original))     # a run stopped before its schedule began
+            census = placement.census()      # a run stopped before its schedule began
         run.stop(stop_ns)
         setup_err = await run.wait()
         # A part may fail while draining after the end (an agent dying before its final report).
