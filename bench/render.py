@@ -358,7 +358,8 @@ DISK_TUNED_FIELDS = ("name", "pair", "tool", "label", "st", "path", "cpu")
 
 
 def loadgen_ring(path):
-    """loadgen_disk's figures and its ring: batches asked for, enters per I/O, the SQ threads' CPU."""
+    """loadgen_disk's figures and its ring: batches asked for, enters per I/O, the mean batch wait
+    (None: no wait had one), the SQ threads' CPU."""
     r = loadgen_disk(path)
     if r is None:
         return None
@@ -366,6 +367,8 @@ def loadgen_ring(path):
     config, ring = key(doc, "config"), key(doc, "summary", "ring")
     r |= {"batch": f"{key(config, 'batch_submit')}/{key(config, 'batch_complete')}",
           "enters_per_io": num(key(ring, "enters_per_io")) if ring else None,
+          "batch_wait_us": div(num(key(ring, "batch_wait", "mean_ns")), 1000) if ring and ring.get("batch_wait")
+          else None,
           "sq_cpus": sorted({t["last_cpu"] for t in ring.get("sq_threads", [])}) if ring else []}
     return r
 
@@ -410,26 +413,29 @@ def render_disk_tuned(manifest, out=sys.stdout):
                         "ratio": div(gr and gr["iops"], fr and fr["iops"]),
                         "fio_cpu": f and f["cpu_us"], "lg_cpu": g and g["cpu_us"],
                         "enters": gr and gr["enters_per_io"], "batch": gr["batch"] if gr else "-",
+                        "wait": gr and gr["batch_wait_us"],
                         "sq": ",".join(map(str, gr["sq_cpus"])) if gr and gr["sq_cpus"] else "-"})
             rows.append([name, pair, fmt(per[-1]["fio"]), fmt(per[-1]["lg"]), fmt(per[-1]["ratio"], "{:.2f}"),
                          fmt(per[-1]["fio_cpu"], "{:.2f}"), fmt(per[-1]["lg_cpu"], "{:.2f}"),
-                         fmt(per[-1]["enters"], "{:.3f}"), per[-1]["batch"], per[-1]["sq"]])
+                         fmt(per[-1]["enters"], "{:.3f}"), per[-1]["batch"], fmt(per[-1]["wait"], "{:.1f}"),
+                         per[-1]["sq"]])
             for t in ("fio", "loadgen"):
                 if tools.get(t) and (name, t) not in [(n, x) for n, x, _ in labels]:
                     labels.append((name, t, tools[t]["label"]))
         rows.append([name, "median", *(fmt(median([p[k] for p in per]), spec)
                                        for k, spec in (("fio", "{:,.0f}"), ("lg", "{:,.0f}"), ("ratio", "{:.2f}"),
                                                        ("fio_cpu", "{:.2f}"), ("lg_cpu", "{:.2f}"),
-                                                       ("enters", "{:.3f}"))), "", ""])
+                                                       ("enters", "{:.3f}"))), "",
+                     fmt(median([p["wait"] for p in per]), "{:.1f}"), ""])
     print("== disk: against fio at its best, 4k randread qd32, one job/worker, interleaved pairs", file=out)
     table(["case", "pair", "fio IOPS", "loadgen IOPS", "lg/fio", "fio CPU us/IO", "lg CPU us/IO",
-           "lg enters/IO", "lg batch s/c", "lg SQ CPU"], rows, out, left=2)
+           "lg enters/IO", "lg batch s/c", "lg batch wait us", "lg SQ CPU"], rows, out, left=2)
     for name, tool, label in labels:
         print(f"{name}, {tool}: {label}", file=out)
     say(out, "median = the median of each column over the pairs (lg/fio: of each pair's ratio). CPU us/IO = "
         "the CPU time of the tool's whole process tree (every thread, an SQ thread included) over a window "
         "after warm-up, per I/O at the run's IOPS. lg enters/IO = summary.ring.enters_per_io; batch s/c = "
-        "config batch_submit/batch_complete.")
+        "config batch_submit/batch_complete; batch wait = summary.ring.batch_wait's mean (-: no wait had one).")
     for n in notes:
         print("note: " + n, file=out)
 

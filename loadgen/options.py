@@ -28,6 +28,8 @@ from loadgen.units import (format_size, parse_bool, parse_count, parse_duration_
 MAX_QD = 4096
 MAX_FLOWS = 65536
 MAX_BATCH = 1024
+MAX_BATCH_WAIT_NS = 10**9
+BATCH_WAIT_AUTO = -1            # LG_BATCH_WAIT_AUTO
 PKT_HEADER_BYTES = 32
 PKT_MAX_BYTES = 65507   # the largest UDP payload over IPv4
 
@@ -83,6 +85,20 @@ def _sq_cpu(raw, option: str) -> int:
         raise UsageError(f"invalid {option}: {raw!r} (a CPU number, or any)") from None
 
 
+def _batch_wait(raw, option: str) -> int:
+    """--batch-wait: a duration (0: off), or auto (-1: native/disk.c picks it, LG_BATCH_WAIT_AUTO)."""
+    if isinstance(raw, str) and raw.strip().lower() == "auto":
+        return BATCH_WAIT_AUTO
+    try:
+        return parse_duration_ns(raw, option)
+    except UsageError:
+        raise UsageError(f"invalid {option}: {raw!r} (a duration such as 20us, 0 for off, or auto)") from None
+
+
+def format_batch_wait(ns: int) -> str:
+    return "auto" if ns == BATCH_WAIT_AUTO else format_duration(ns)
+
+
 def _format_cpu(cpu: int) -> str:
     return "any" if cpu < 0 else str(cpu)
 
@@ -120,6 +136,8 @@ class Option:
     def limits(self) -> str:
         if self.lo is None:
             return ""
+        if self.parse is _batch_wait:
+            return f"auto, or {format_duration(0)} to {self.fmt(self.hi)}"
         return f"{self.fmt(self.lo)} to {self.fmt(self.hi)}" + (", or max" if self.parse is parse_rate else "")
 
     def value(self, raw):
@@ -190,6 +208,12 @@ DISK = _options(
     Option("batch_complete", None, parse_count, int,
            "Closed loop: completions one io_uring_enter waits for (fio's iodepth_batch_complete_min).", "N",
            1, MAX_QD, default_help="qd/4, at least 1"),
+    Option("batch_wait", "auto", _batch_wait, int,
+           "Closed loop: a wait for completions asks for every I/O in flight and ends this long after it "
+           "began with whatever has completed, so the worker wakes on its own timer rather than being woken by "
+           "whoever completes a batch (Linux >= 6.12). auto: batch-complete times the time per I/O, while the "
+           "kernel's io-wq helpers run on CPUs without a worker; 0: off.", "DURATION|auto",
+           BATCH_WAIT_AUTO, MAX_BATCH_WAIT_NS, format_batch_wait),
     Option("poll", False, parse_bool, bool,
            "Polled I/O (IORING_SETUP_IOPOLL): needs O_DIRECT and a device with poll queues "
            "(/sys/block/X/queue/io_poll is 1; NVMe: nvme.poll_queues); workers spin for completions.",

@@ -57,6 +57,7 @@ class DiskSpec:
     allow_sparse: bool = False  # read a target with unwritten extents as it is
     batch_submit: int = 1       # closed loop: SQEs queued per io_uring_enter (native/disk.c)
     batch_complete: int = 1     # closed loop: completions one io_uring_enter waits for
+    batch_wait_ns: int = options.BATCH_WAIT_AUTO    # closed loop: a wait's cut-off (native/disk.c); 0: off
     poll: bool = False          # IORING_SETUP_IOPOLL
     sqpoll_cpu: int | None = None   # IORING_SETUP_SQPOLL on this CPU; -1: any; None: off
     register_ring: bool = True  # register each ring's fd
@@ -102,6 +103,7 @@ class DiskSpec:
             # the batches a closed loop uses; a paced run submits each op when due (null here)
             "batch_submit": None if self.rate_ops_per_s else self.batch_submit,
             "batch_complete": None if self.rate_ops_per_s else self.batch_complete,
+            "batch_wait": None if self.rate_ops_per_s else options.format_batch_wait(self.batch_wait_ns),
             "poll": self.poll,
             "sqpoll": None if self.sqpoll_cpu is None else {"requested": "any" if self.sqpoll_cpu < 0
                                                            else self.sqpoll_cpu},
@@ -218,7 +220,8 @@ def _disk(v: dict, targets: tuple[str, ...]) -> DiskSpec:
         rw=rw, read_pct=read_pct, sequential=sequential, bs_bytes=bs_bytes, qd=v["qd"],
         rate_ops_per_s=v["iops"], direct=v["direct"], engine=v["engine"], allow_destroy=v["allow_destroy"],
         seed=seed, common=common, prefill=v["prefill"], allow_sparse=v["allow_sparse"],
-        batch_submit=batch_submit, batch_complete=batch_complete, poll=v["poll"], sqpoll_cpu=v["sqpoll"],
+        batch_submit=batch_submit, batch_complete=batch_complete, batch_wait_ns=v["batch_wait"],
+        poll=v["poll"], sqpoll_cpu=v["sqpoll"],
         register_ring=v["register_ring"], verify=v["verify"], wire=v | {"seed": seed, "workers": common.workers},
         targets=targets, notes=notes,
     )

@@ -35,7 +35,18 @@
  * makes about one io_uring_enter per batch rather than one per I/O. With
  * DEFER_TASKRUN the kernel wakes the waiter only when that many are ready:
  * one wake-up per batch. A batch of completions above 1 replaces the polling
- * above (polling enters once per pass). Paced runs ignore both: ops are
+ * above (polling enters once per pass).
+ *
+ * The batch wait (closed loop, Linux 6.12's IORING_FEAT_MIN_TIMEOUT): that
+ * wake-up is still sent by whoever posts the batch's last completion. When the
+ * io-wq helpers run on CPUs of their own, that is a helper, and its CPU, the one
+ * that holds the rate, pays the IPI (on zram a tenth of its time). So a wait
+ * instead asks for every I/O in flight and is cut short by the kernel's own
+ * timer after the batch wait, with whatever has completed by then: the worker
+ * wakes on its own CPU, and the helper never wakes anyone. Automatic, the batch
+ * wait is batch_complete times the smoothed time per completion, so a wait still
+ * ends with about a batch, and the queue keeps qd - batch_complete I/Os for the
+ * device while the worker refills it (ring_batch_wait_ns). Paced runs ignore both: ops are
  * submitted as they fall due, and a wait never outlasts the next op's due time
  * (see ring_wait_nr), so batching adds no latency to the schedule.
  *
@@ -70,6 +81,7 @@
 #define MAX_QD LG_MAX_QD
 #define BUF_ALIGN 4096
 #define REAP_POLL_NS 50000	/* closed loop: poll this long after a completion */
+#define BATCH_WAIT_MAX_NS 1000000	/* the automatic batch wait's bound */
 
 struct op_slot {
 	int64_t sched_ns;
@@ -294,6 +306,10 @@ struct ring_worker {
 	int64_t poll_until_ns;		/* closed loop: poll until this long after a completion */
 	unsigned batch_submit, batch_complete;	/* closed loop; 1 and 1 when paced */
 	uint64_t enters_seen;		/* r.enters already counted or left out (warm-up) */
+	int64_t batch_wait_ns;		/* closed loop: fixed, LG_BATCH_WAIT_AUTO, or 0: none */
+	int64_t ns_per_op;		/* closed loop: smoothed time per completion, 0 until known */
+	int64_t last_reap_ns;		/* when completions were last reaped */
+	uint64_t batch_waits, batch_wait_sum_ns;	/* since the last reap, not yet counted */
 };
 
 /* Ring, slots and buffers, registered where the kernel allows; 0 or -errno. */
@@ -337,6 +353,10 @@ static int ring_setup(struct ring_worker *rw, const struct lg_disk_config *cfg)
 		uring_register_ring_fd(&rw->r);
 	rw->helpers_apart = iowq_free_cpus(&rw->r, cfg);
 	rw->fd = rw->fixed_file ? 0 : cfg->fd;
+	/* paced waits end at the next due time; IOPOLL's polling ignores a wait's timers */
+	if (!cfg->rate_ops_per_s && !cfg->busy_poll && !cfg->poll && uring_has_min_wait(&rw->r))
+		rw->batch_wait_ns = cfg->batch_wait_ns != LG_BATCH_WAIT_AUTO ? cfg->batch_wait_ns
+				    : rw->helpers_apart ? LG_BATCH_WAIT_AUTO : 0;
 	return 0;
 }
 
@@ -414,19 +434,110 @@ static unsigned ring_submit(struct ring_worker *rw, int64_t now_ns, int64_t hori
 	return queued;
 }
 
+/* The next space-separated field of a /proc stat line, or NULL. */
+static const char *next_field(const char *p)
+{
+	p = p ? strchr(p, ' ') : NULL;
+	return p ? p + 1 : NULL;
+}
+
+/* A thread of this process named prefix followed by the calling thread's TID,
+ * as io_uring names the threads it makes for a ring (iou-sqp-TID, iou-wrk-TID):
+ * its TID, with buf holding its stat line from field 3 (state) on; 0: none. */
+static unsigned long io_thread_stat(const char *prefix, char *buf, size_t size)
+{
+	char want[40], path[300];
+	unsigned long tid = 0;
+	struct dirent *e;
+	DIR *dir;
+
+	snprintf(want, sizeof(want), "(%s%d) ", prefix, (int)gettid());
+	dir = opendir("/proc/self/task");
+	if (!dir)
+		return 0;
+	while (!tid && (e = readdir(dir))) {
+		const char *p;
+		ssize_t n;
+		int fd;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		n = read(fd, buf, size - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = 0;
+		/* "TID (NAME) S ...": a kernel thread's name has no parentheses of its own */
+		p = strstr(buf, want);
+		if (!p)
+			continue;
+		memmove(buf, p + strlen(want), strlen(p + strlen(want)) + 1);
+		tid = strtoul(e->d_name, NULL, 10);
+	}
+	closedir(dir);
+	return tid;
+}
+
+/* The automatic batch wait's measure: the time per completion between reaps
+ * of n > 0, smoothed (1/8 per reap). Closed loop keeps the queue full, so it is
+ * the device's time per I/O, stalls included.
+ * With the first measure the worker looks for its ring's io-wq helpers
+ * (iou-wrk-TID), which the kernel starts at the first I/O it cannot issue
+ * without blocking. Where there are none, completions come from the device's
+ * interrupts: the device's time per I/O is its latency over the queue, and
+ * holding completions for a batch wait would only shrink the queue (on a
+ * virtio disk, 10% fewer IOPS). Then the batch wait stays off. */
+static void ring_note_rate(struct ring_worker *rw, int64_t done_ns, unsigned n)
+{
+	char buf[512];
+
+	if (rw->batch_wait_ns != LG_BATCH_WAIT_AUTO || !n)
+		return;
+	if (rw->last_reap_ns && done_ns > rw->last_reap_ns) {
+		int64_t sample = (done_ns - rw->last_reap_ns) / n;
+
+		if (!rw->ns_per_op && !io_thread_stat("iou-wrk-", buf, sizeof(buf))) {
+			rw->batch_wait_ns = 0;
+			return;
+		}
+		rw->ns_per_op = rw->ns_per_op ? rw->ns_per_op + (sample - rw->ns_per_op) / 8 : sample;
+	}
+	rw->last_reap_ns = done_ns;
+}
+
+/* The batch wait of the next wait, 0: none (see the top). Automatic, it is off
+ * until the time per completion is known. */
+static int64_t ring_batch_wait_ns(const struct ring_worker *rw)
+{
+	int64_t t;
+
+	if (rw->batch_wait_ns != LG_BATCH_WAIT_AUTO)
+		return rw->batch_wait_ns;
+	t = (int64_t)rw->batch_complete * rw->ns_per_op;
+	return t < BATCH_WAIT_MAX_NS ? t : BATCH_WAIT_MAX_NS;
+}
+
 /* Account every completion the ring holds, all at done_ns; frees their slots. */
 static void ring_reap(struct ring_worker *rw, struct worker *w, int64_t done_ns, int64_t stop_ns)
 {
 	struct io_uring_cqe *cqe;
-	unsigned head;
+	unsigned head, n = 0;
 
 	if (rw->helpers_apart && *rw->r.cq_head != __atomic_load_n(rw->r.cq_tail, __ATOMIC_ACQUIRE))
 		rw->poll_until_ns = done_ns + REAP_POLL_NS;
 	stats_begin(w);
-	/* enters made since the last reap count when they end inside the window */
-	if (done_ns >= rw->d.cfg->ramp_end_ns && done_ns < stop_ns)
+	/* enters (and batch waits) made since the last reap count when they end inside the window */
+	if (done_ns >= rw->d.cfg->ramp_end_ns && done_ns < stop_ns) {
 		counter_add(&w->stats->counters[LG_CTR_ENTERS], rw->r.enters - rw->enters_seen);
+		counter_add(&w->stats->counters[LG_CTR_BATCH_WAITS], rw->batch_waits);
+		counter_add(&w->stats->counters[LG_CTR_BATCH_WAIT_SUM_NS], rw->batch_wait_sum_ns);
+	}
 	rw->enters_seen = rw->r.enters;
+	rw->batch_waits = rw->batch_wait_sum_ns = 0;
 	uring_for_each_cqe(&rw->r, head, cqe) {
 		uint32_t slot;
 		int res;
@@ -441,9 +552,11 @@ static void ring_reap(struct ring_worker *rw, struct worker *w, int64_t done_ns,
 				    (int)rw->slots[slot].is_write, res);
 		rw->free_slots[rw->n_free++] = slot;
 		rw->inflight--;
+		n++;
 	}
 	stats_end(w);
 	uring_cq_advance_to(&rw->r, head);
+	ring_note_rate(rw, done_ns, n);
 }
 
 /* After the end: wait out every I/O still in flight, since the kernel may
@@ -512,73 +625,42 @@ static unsigned ring_wait_nr(const struct ring_worker *rw)
 
 	if (rw->d.cfg->rate_ops_per_s)
 		return rw->inflight && rw->inflight < rw->qd && !op_held(&rw->d) ? rw->inflight : 1;
-	/* closed loop: a batch of completions, and enough to free batch_submit slots */
+	/* closed loop, with a batch wait: all in flight, the wait's timer ends it */
+	if (ring_batch_wait_ns(rw))
+		return rw->inflight ? rw->inflight : 1;
+	/* else a batch of completions, and enough to free batch_submit slots */
 	n = rw->batch_complete;
 	if (rw->batch_submit > rw->n_free && rw->batch_submit - rw->n_free > n)
 		n = rw->batch_submit - rw->n_free;
 	return n < rw->inflight ? n : (rw->inflight ? rw->inflight : 1);
 }
 
-/* The next space-separated field of a /proc stat line, or NULL. */
-static const char *next_field(const char *p)
-{
-	p = p ? strchr(p, ' ') : NULL;
-	return p ? p + 1 : NULL;
-}
-
 /* The ring's SQ thread, iou-sqp-TID of the worker that made it: its CPU time
  * (utime + stime, ns) and last CPU (field 39 of stat) into the stats. */
 static void sq_thread_record(struct worker *w)
 {
-	char want[40], path[300], buf[1024];
+	char buf[1024];
 	long tick = sysconf(_SC_CLK_TCK);
-	struct dirent *e;
-	DIR *dir;
+	unsigned long long utime, stime;
+	unsigned long tid = io_thread_stat("iou-sqp-", buf, sizeof(buf));
+	const char *p = tid ? buf : NULL;
+	int cpu, field;
 
-	snprintf(want, sizeof(want), "(iou-sqp-%d) ", (int)gettid());
-	dir = opendir("/proc/self/task");
-	if (!dir)
+	/* p is at field 3 (state): utime is 14, stime 15, processor 39 */
+	for (field = 3; field < 14 && p; field++)
+		p = next_field(p);
+	if (!p || sscanf(p, "%llu %llu", &utime, &stime) != 2)
 		return;
-	while ((e = readdir(dir))) {
-		unsigned long long utime, stime;
-		const char *p;
-		int fd, cpu, field;
-		ssize_t n;
-
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		n = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (n <= 0)
-			continue;
-		buf[n] = 0;
-		/* "TID (NAME) S ...": a kernel thread's name has no parentheses of its own */
-		p = strstr(buf, want);
-		if (!p)
-			continue;
-		p += strlen(want);
-		/* p is at field 3 (state): utime is 14, stime 15, processor 39 */
-		for (field = 3; field < 14 && p; field++)
-			p = next_field(p);
-		if (!p || sscanf(p, "%llu %llu", &utime, &stime) != 2)
-			continue;
-		for (; field < 39 && p; field++)
-			p = next_field(p);
-		if (!p || sscanf(p, "%d", &cpu) != 1)
-			continue;
-		stats_begin(w);
-		counter_set(&w->stats->counters[LG_CTR_SQ_TID], strtoull(e->d_name, NULL, 10));
-		counter_set(&w->stats->counters[LG_CTR_SQ_LAST_CPU], (uint64_t)cpu);
-		counter_set(&w->stats->counters[LG_CTR_SQ_CPU_NS],
-			    (utime + stime) * (1000000000ULL / (unsigned long long)(tick > 0 ? tick : 100)));
-		stats_end(w);
-		break;
-	}
-	closedir(dir);
+	for (; field < 39 && p; field++)
+		p = next_field(p);
+	if (!p || sscanf(p, "%d", &cpu) != 1)
+		return;
+	stats_begin(w);
+	counter_set(&w->stats->counters[LG_CTR_SQ_TID], tid);
+	counter_set(&w->stats->counters[LG_CTR_SQ_LAST_CPU], (uint64_t)cpu);
+	counter_set(&w->stats->counters[LG_CTR_SQ_CPU_NS],
+		    (utime + stime) * (1000000000ULL / (unsigned long long)(tick > 0 ? tick : 100)));
+	stats_end(w);
 }
 
 /* What the kernel granted at setup: the ring's flags and what was registered. */
@@ -591,6 +673,7 @@ static void ring_record_setup(const struct ring_worker *rw, struct worker *w)
 	stats_begin(w);
 	counter_set(&w->stats->counters[LG_CTR_RING_FLAGS], rw->r.flags);
 	counter_set(&w->stats->counters[LG_CTR_RING_REGISTERED], registered);
+	counter_set(&w->stats->counters[LG_CTR_RING_FEATURES], rw->r.features);
 	stats_end(w);
 }
 
@@ -635,10 +718,17 @@ static void uring_worker(struct worker *w)
 		 * flight always enter: without DEFER_TASKRUN (kernels before 6.1)
 		 * COOP_TASKRUN posts completions only when we enter the kernel. */
 		if (queued || rw.inflight || wait_ns) {
-			err = uring_submit_and_wait(&rw.r, wait_ns ? ring_wait_nr(&rw) : 0, wait_ns);
+			unsigned wait_nr = wait_ns ? ring_wait_nr(&rw) : 0;
+			int64_t cut_ns = wait_nr > 1 ? ring_batch_wait_ns(&rw) : 0;
+
+			err = uring_submit_and_wait_min(&rw.r, wait_nr, wait_ns, cut_ns);
 			if (err < 0 && err != -EAGAIN && err != -EBUSY) {
 				worker_set_state(w, LG_STATE_FAILED, -err);
 				break;
+			}
+			if (cut_ns && cut_ns < wait_ns) {
+				rw.batch_waits++;
+				rw.batch_wait_sum_ns += (uint64_t)cut_ns;
 			}
 		}
 		/* a stop may have come while we waited */
@@ -738,6 +828,7 @@ int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out)
 	if (!cfg || cfg->workers == 0 || cfg->qd == 0 || cfg->qd > MAX_QD || cfg->bs_bytes == 0 ||
 	    cfg->span_bytes < cfg->bs_bytes || cfg->read_pct > 100 || cfg->fd < 0 ||
 	    cfg->batch_submit > cfg->qd || cfg->batch_complete > cfg->qd ||
+	    cfg->batch_wait_ns < LG_BATCH_WAIT_AUTO || cfg->batch_wait_ns > LG_MAX_BATCH_WAIT_NS ||
 	    (cfg->engine != LG_ENGINE_IO_URING && cfg->engine != LG_ENGINE_PSYNC && cfg->engine != LG_ENGINE_NVME))
 		return -EINVAL;
 	/* passthrough moves whole LBAs, at most 65536 per command (nvme.h) */

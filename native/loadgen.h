@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define LG_ABI_VERSION 11
+#define LG_ABI_VERSION 12
 
 /* Only lg_* names leave the library; everything else is hidden (-fvisibility=hidden). */
 #define LG_API __attribute__((visibility("default")))
@@ -80,6 +80,9 @@ enum lg_counter {
 	LG_CTR_SQ_TID,		/* the ring's SQ thread (iou-sqp-TID of the worker), 0: none found */
 	LG_CTR_SQ_LAST_CPU,	/* the CPU it last ran on, read at the end of the measured window */
 	LG_CTR_SQ_CPU_NS,	/* its utime + stime from ring setup to then */
+	LG_CTR_RING_FEATURES,	/* the IORING_FEAT_* bits the kernel offers */
+	LG_CTR_BATCH_WAITS,	/* closed loop: waits in the window cut short by the batch wait (disk.c) */
+	LG_CTR_BATCH_WAIT_SUM_NS, /* their batch waits, summed */
 	LG_CTR_COUNT
 };
 
@@ -194,7 +197,14 @@ struct lg_disk_config {
 	uint32_t sq_idle_ms;	/* sqpoll: the SQ thread sleeps after this long without work */
 	uint32_t register_ring;	/* 1: register the ring fd, where the kernel allows */
 	uint32_t _pad;
+	/* io_uring, closed loop: a wait for completions ends this long after it began
+	 * with whatever has completed (disk.c, ring_batch_wait_ns); 0: off;
+	 * LG_BATCH_WAIT_AUTO: on while the io-wq helpers have CPUs of their own. */
+	int64_t batch_wait_ns;
 };
+
+#define LG_BATCH_WAIT_AUTO (-1)
+#define LG_MAX_BATCH_WAIT_NS 1000000000LL	/* a fixed batch wait's bound: 1 s */
 
 /*
  * The datagram header, little-endian, at the start of every payload:

@@ -55,6 +55,9 @@ static const char *const counter_names[LG_CTR_COUNT] = {
 	[LG_CTR_SQ_TID] = "sq_tid",
 	[LG_CTR_SQ_LAST_CPU] = "sq_last_cpu",
 	[LG_CTR_SQ_CPU_NS] = "sq_cpu_ns",
+	[LG_CTR_RING_FEATURES] = "ring_features",
+	[LG_CTR_BATCH_WAITS] = "batch_waits",
+	[LG_CTR_BATCH_WAIT_SUM_NS] = "batch_wait_sum_ns",
 };
 
 static const char *const hist_names[LG_HIST_COUNT] = {
@@ -96,6 +99,7 @@ int64_t lg_limit(const char *name)
 		{ "max_qd", LG_MAX_QD },
 		{ "max_flows", LG_MAX_FLOWS },
 		{ "max_batch", LG_MAX_BATCH },
+		{ "max_batch_wait_ns", LG_MAX_BATCH_WAIT_NS },
 		{ "pkt_header_bytes", LG_PKT_HEADER_BYTES },
 		{ "pkt_max_bytes", LG_PKT_MAX_BYTES },
 		{ "pkt_magic", LG_PKT_MAGIC },

@@ -30,6 +30,15 @@ static int ring_enter(struct uring *r, unsigned to_submit, unsigned min_complete
 	return sys_enter(r->enter_fd, to_submit, min_complete, flags, arg, argsz);
 }
 
+/* <linux/io_uring.h>'s io_uring_getevents_arg as of Linux 6.12, whose
+ * min_wait_usec older headers call pad */
+struct uring_getevents_arg {
+	uint64_t sigmask;
+	uint32_t sigmask_sz;
+	uint32_t min_wait_usec;
+	uint64_t ts;
+};
+
 static int sys_register(int fd, unsigned op, const void *arg, unsigned nr)
 {
 	long ret = syscall(__NR_io_uring_register, fd, op, arg, nr);
@@ -208,9 +217,14 @@ static int sqpoll_needs_enter(struct uring *r, unsigned wait_nr, unsigned *flags
 
 int uring_submit_and_wait(struct uring *r, unsigned wait_nr, int64_t timeout_ns)
 {
+	return uring_submit_and_wait_min(r, wait_nr, timeout_ns, 0);
+}
+
+int uring_submit_and_wait_min(struct uring *r, unsigned wait_nr, int64_t timeout_ns, int64_t min_wait_ns)
+{
 	unsigned flags = r->enter_flags, to_submit;
 	struct __kernel_timespec ts;
-	struct io_uring_getevents_arg arg;
+	struct uring_getevents_arg arg;
 	const void *argp = NULL;
 	size_t argsz = 0;
 
@@ -221,6 +235,9 @@ int uring_submit_and_wait(struct uring *r, unsigned wait_nr, int64_t timeout_ns)
 			/* EXT_ARG (5.11): one enter waits for a completion or the time */
 			memset(&arg, 0, sizeof(arg));
 			arg.ts = (uint64_t)(uintptr_t)&ts;
+			/* whole microseconds, rounded up; a kernel without the feature wants 0 here */
+			if (wait_nr > 1 && min_wait_ns > 0 && min_wait_ns < timeout_ns && uring_has_min_wait(r))
+				arg.min_wait_usec = (uint32_t)((min_wait_ns + 999) / 1000);
 			argp = &arg;
 			argsz = sizeof(arg);
 			flags |= IORING_ENTER_EXT_ARG;

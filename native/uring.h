@@ -8,6 +8,10 @@
 #include <linux/io_uring.h>
 #include <stdint.h>
 
+#ifndef IORING_FEAT_MIN_TIMEOUT
+#define IORING_FEAT_MIN_TIMEOUT (1U << 15)	/* Linux 6.12: a wait's min_wait_usec */
+#endif
+
 struct uring {
 	int fd;
 	unsigned flags;			/* setup flags the kernel accepted */
@@ -78,6 +82,16 @@ static inline void uring_unget_sqe(struct uring *r)
  * (IORING_SQ_NEED_WAKEUP) or to wait for completions the CQ does not hold yet.
  * Under IOPOLL a wait polls the device and ignores timeout_ns. */
 int uring_submit_and_wait(struct uring *r, unsigned wait_nr, int64_t timeout_ns);
+/* uring_submit_and_wait where, once min_wait_ns has passed, the wait ends with
+ * any completion short of wait_nr (IORING_FEAT_MIN_TIMEOUT): until then only
+ * wait_nr completions or the timeout wake the waiter. Without the feature, or
+ * with min_wait_ns 0, wait_nr 1 or no timeout, it is uring_submit_and_wait. */
+int uring_submit_and_wait_min(struct uring *r, unsigned wait_nr, int64_t timeout_ns, int64_t min_wait_ns);
+
+static inline int uring_has_min_wait(const struct uring *r)
+{
+	return (r->features & IORING_FEAT_MIN_TIMEOUT) != 0;
+}
 
 /* Visit every ready CQE, then release them all with one head store. */
 #define uring_for_each_cqe(r, head, cqe)                                           \

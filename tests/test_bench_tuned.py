@@ -18,8 +18,10 @@ from bench import render  # noqa: E402
 FIXTURES = ROOT / "tests" / "fixtures" / "bench" / "disk-tuned"
 
 
-def make_pairs(d: Path, pairs: list[tuple[float, float, float | None, float]]) -> Path:
-    """pairs of (fio IOPS, fio cores, loadgen IOPS, loadgen cores); loadgen IOPS None: it failed."""
+def make_pairs(d: Path, pairs: list[tuple[float, float, float | None, float]],
+               batch_wait_ns: list[int | None] | None = None) -> Path:
+    """pairs of (fio IOPS, fio cores, loadgen IOPS, loadgen cores); loadgen IOPS None: it failed.
+    batch_wait_ns: each loadgen run's mean batch wait (None: no wait had one, as the fixture)."""
     fio, lg = (json.loads((FIXTURES / f"sqpoll.{t}.json").read_text()) for t in ("fio", "loadgen"))
     rows = []
     for i, (f_iops, f_cores, g_iops, g_cores) in enumerate(pairs, 1):
@@ -30,6 +32,8 @@ def make_pairs(d: Path, pairs: list[tuple[float, float, float | None, float]]) -
         st = "ok" if g_iops is not None else "failed(rc=1)"
         if g_iops is not None:
             lg["summary"]["rate"] = g_iops
+            wait = batch_wait_ns[i - 1] if batch_wait_ns else None
+            lg["summary"]["ring"]["batch_wait"] = wait and {"waits": 1000, "mean_ns": wait}
             (d / f"p{i}.loadgen.json").write_text(json.dumps(lg))
             (d / f"p{i}.loadgen.cpu.json").write_text(json.dumps({"cores": g_cores}))
         rows.append(["tuned", str(i), "loadgen", "loadgen (its defaults)", st, f"p{i}.loadgen.json",
@@ -53,7 +57,16 @@ def test_median_of_pairs_and_cpu_per_io(tmp_path):
     assert rows["3"][6] == "2.00"       # 0.33 cores / 165k IOPS
     # medians per column: IOPS 150k and 165k, ratio median of 0.90, 1.10, 1.10; CPU us/IO 10, 5, 10 and 10, 5, 2
     assert rows["median"][2:8] == ["150,000", "165,000", "1.10", "10.00", "5.00", "0.031"]
-    assert rows["1"][8:] == ["8/8", "1"]        # the loadgen document's batches and SQ thread's CPU
+    assert rows["1"][8:] == ["8/8", "-", "1"]   # the loadgen document's batches, batch wait, SQ thread's CPU
+
+
+def test_the_batch_wait_column_gives_each_runs_mean_and_their_median(tmp_path):
+    manifest = make_pairs(tmp_path, [(100_000, 1.0, 90_000, 0.9)] * 3, batch_wait_ns=[29_300, None, 31_000])
+    out = io.StringIO()
+    render.render_disk_tuned(str(manifest), out=out)
+    rows = table_rows(out.getvalue())
+    assert [rows[p][9] for p in ("1", "2", "3")] == ["29.3", "-", "31.0"]
+    assert rows["median"][-1] == "30.1"      # of the runs that had one: (29.3 + 31.0) / 2
 
 
 def test_a_failed_run_is_a_note_and_leaves_the_median_to_the_others(tmp_path):

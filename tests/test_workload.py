@@ -118,7 +118,7 @@ def test_to_config():
         "qd": 4, "iops": 2000, "direct": False, "engine": "auto", "seed": 7,
         "duration_ns": 2_000_000_000, "ramp_ns": 0, "interval_ns": 500_000_000, "workers": 3,
         "busy_poll": False, "prefill": False, "allow_sparse": False, "verify": False,
-        "batch_submit": None, "batch_complete": None,   # paced: no batches
+        "batch_submit": None, "batch_complete": None, "batch_wait": None,   # paced: no batches
         "poll": False, "sqpoll": None, "register_ring": True,
     }
     assert spec(iops="max").to_config()["iops"] == "max"
@@ -216,6 +216,7 @@ def test_the_longest_run_still_fits_int64_nanoseconds():
 
 @pytest.mark.parametrize("copy, name", [
     (options.MAX_QD, "max_qd"), (options.MAX_FLOWS, "max_flows"), (options.MAX_BATCH, "max_batch"),
+    (options.MAX_BATCH_WAIT_NS, "max_batch_wait_ns"),
     (options.PKT_HEADER_BYTES, "pkt_header_bytes"), (options.PKT_MAX_BYTES, "pkt_max_bytes"),
     (native.PKT_HEADER_BYTES, "pkt_header_bytes"), (native.PKT_MAX_BYTES, "pkt_max_bytes"),
     (native.PKT_MAGIC, "pkt_magic"),

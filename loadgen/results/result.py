@@ -385,6 +385,8 @@ def _ring_line(c: dict, r: dict) -> str:
     parts = [f"batches {c['batch_submit']}/{c['batch_complete']}" if c.get("batch_submit") else "paced, no batches"]
     if r["enters_per_io"] is not None:
         parts.append(f"{r['enters_per_io']:.3f} enters per I/O")
+    if r.get("batch_wait"):
+        parts.append(f"batch wait {format_ns(r['batch_wait']['mean_ns'])} mean")
     if c.get("poll"):
         parts.append("polled")
     for t in r.get("sq_threads") or []:

@@ -7,6 +7,10 @@ measured window):
 - registered: how many workers registered their ring fd, the target and the buffers;
 - enters: io_uring_enter calls in the measured window, and enters_per_io, the
   syscalls an I/O cost (batching's measure: about 1 / batch in closed loop);
+- batch_wait: closed-loop waits cut short by the batch wait (--batch-wait) in the
+  window, and their mean cut-off; null when no wait had one (paced, off, a
+  kernel without IORING_FEAT_MIN_TIMEOUT, or auto with the io-wq helpers sharing
+  the workers' CPUs); min_wait_kernel says whether the kernel offers it;
 - sq_threads (IORING_SETUP_SQPOLL): each worker's SQ thread, the CPU it last ran
   on and its CPU time from ring setup to the end of the window (warm-up
   included, as summary.cpu is); sq_cpu_s is their total. Those threads belong to
@@ -23,7 +27,9 @@ SETUP_FLAGS = {
 }
 # native/loadgen.h LG_REGISTERED_*
 REGISTERED = {"ring": 1, "file": 2, "buffers": 4}
-COUNTERS = ("enters", "ring_flags", "ring_registered", "sq_tid", "sq_last_cpu", "sq_cpu_ns")
+COUNTERS = ("enters", "ring_flags", "ring_registered", "sq_tid", "sq_last_cpu", "sq_cpu_ns", "ring_features",
+            "batch_waits", "batch_wait_sum_ns")
+FEAT_MIN_TIMEOUT = 1 << 15    # <linux/io_uring.h> IORING_FEAT_MIN_TIMEOUT (Linux 6.12)
 
 
 def flag_names(flags: int) -> list[str]:
@@ -43,7 +49,11 @@ def ring_summary(rows: list[dict[str, int]], ops: int) -> dict | None:
     enters = sum(r["enters"] for r in rings)
     out = {"setup_flags": flag_names(flags),
            "registered": {name: sum(1 for r in rings if r["ring_registered"] & bit) for name, bit in REGISTERED.items()},
-           "enters": enters, "enters_per_io": round(enters / ops, 4) if ops else None}
+           "enters": enters, "enters_per_io": round(enters / ops, 4) if ops else None,
+           "min_wait_kernel": all(r["ring_features"] & FEAT_MIN_TIMEOUT for r in rings)}
+    waits = sum(r["batch_waits"] for r in rings)
+    out["batch_wait"] = {"waits": waits,
+                         "mean_ns": round(sum(r["batch_wait_sum_ns"] for r in rings) / waits)} if waits else None
     if flags & 2:   # SQPOLL
         threads = [{"worker": i, "tid": r["sq_tid"] or None, "last_cpu": r["sq_last_cpu"] if r["sq_tid"] else None,
                     "cpu_s": round(r["sq_cpu_ns"] / 1e9, 3)} for i, r in enumerate(rows) if r["ring_flags"]]

@@ -14,7 +14,7 @@ import numpy as np
 
 from loadgen.errors import SetupError
 
-ABI_VERSION = 11
+ABI_VERSION = 12
 ENGINE_IO_URING, ENGINE_PSYNC, ENGINE_NVME = 0, 1, 2
 ENGINES = {"io_uring": ENGINE_IO_URING, "psync": ENGINE_PSYNC, "nvme": ENGINE_NVME}
 STATE_STARTING, STATE_RUNNING, STATE_DONE, STATE_FAILED = range(4)
@@ -49,6 +49,7 @@ class DiskConfig(ctypes.Structure):
         ("sq_idle_ms", ctypes.c_uint32),
         ("register_ring", ctypes.c_uint32),
         ("_pad", ctypes.c_uint32),
+        ("batch_wait_ns", ctypes.c_int64),
     ]
 
 

@@ -24,9 +24,10 @@ from loadgen.run.native import STATE_FAILED, Layout
 
 # Counters that hold a maximum rather than a sum.
 # pace_tolerance_ns, pace_window_ns, busy_poll and cpu are set once at start: a maximum keeps them.
-# So are the ring's (ring_flags, ring_registered) and its SQ thread's, set once at the end.
+# So are the ring's (ring_flags, ring_registered, ring_features, set at setup) and its SQ thread's, set once at the end.
 _MAX_COUNTERS = {"lag_max_ns", "early_max_ns", "state", "setup_errno", "pace_tolerance_ns", "pace_window_ns",
-                 "busy_poll", "cpu", "ring_flags", "ring_registered", "sq_tid", "sq_last_cpu", "sq_cpu_ns"}
+                 "busy_poll", "cpu", "ring_flags", "ring_registered", "sq_tid", "sq_last_cpu", "sq_cpu_ns",
+                 "ring_features"}
 
 # Per histogram: the counters whose sum, less the second group's, equals its
 # count in every consistent row (native/disk.c complete_op, net.c track_arrival:

@@ -7,6 +7,7 @@ of 8 completions makes at most about one io_uring_enter per 8 I/Os, which is a
 count, not a time. zram devices are this test's own (hot_add), never zram0.
 """
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -41,7 +42,21 @@ def test_given_batches_are_kept_and_a_paced_run_records_none():
     assert paced["batch_submit"] is None and paced["batch_complete"] is None
 
 
+@pytest.mark.parametrize("raw, ns, shown", [
+    (None, -1, "auto"), ("auto", -1, "auto"), ("AUTO", -1, "auto"), ("20us", 20_000, "20us"), ("0", 0, "0s"),
+    ("1s", 10**9, "1s"),
+])
+def test_batch_wait_is_auto_a_duration_or_off(raw, ns, shown):
+    spec = parse_disk(batch_wait=raw)
+    assert spec.batch_wait_ns == ns
+    assert spec.to_config()["batch_wait"] == shown
+    assert parse_disk(batch_wait=raw, iops="10k").to_config()["batch_wait"] is None   # paced: no batches
+
+
 @pytest.mark.parametrize("raw, message", [
+    ({"batch_wait": "soon"}, "invalid batch-wait: 'soon' (a duration such as 20us, 0 for off, or auto)"),
+    ({"batch_wait": "2s"}, "invalid batch-wait: '2s' (auto, or 0s to 1s)"),
+    ({"batch_wait": "-5us"}, "invalid batch-wait"),
     ({"qd": "32", "batch_complete": "33"}, "--batch-complete 33 is more than --qd 32"),
     ({"batch_submit": "0"}, "invalid batch-submit"),
     ({"poll": True, "direct": False}, "--poll needs O_DIRECT"),
@@ -50,7 +65,7 @@ def test_given_batches_are_kept_and_a_paced_run_records_none():
     ({"sqpoll": "x"}, "a CPU number, or any"),
 ])
 def test_bad_ring_options_are_usage_errors(raw, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(UsageError, match=re.escape(message)):
         parse_disk(**raw)
 
 
@@ -84,7 +99,20 @@ def test_ring_block_counts_enters_flags_and_registrations():
     b = ring_block.ring_summary([row(ring_flags=flags, ring_registered=7, enters=30),
                                  row(ring_flags=flags, ring_registered=6, enters=20)], 400)
     assert b == {"setup_flags": ["CQSIZE", "SUBMIT_ALL", "SINGLE_ISSUER", "DEFER_TASKRUN"],
-                 "registered": {"ring": 1, "file": 2, "buffers": 2}, "enters": 50, "enters_per_io": 0.125}
+                 "registered": {"ring": 1, "file": 2, "buffers": 2}, "enters": 50, "enters_per_io": 0.125,
+                 "min_wait_kernel": False, "batch_wait": None}
+
+
+def test_ring_block_gives_the_batch_waits_and_their_mean():
+    flags, feat = 1 << 13, ring_block.FEAT_MIN_TIMEOUT | 1
+    b = ring_block.ring_summary([row(ring_flags=flags, ring_features=feat, batch_waits=3, batch_wait_sum_ns=90_000),
+                                 row(ring_flags=flags, ring_features=feat, batch_waits=1, batch_wait_sum_ns=50_001)],
+                                100)
+    assert b["min_wait_kernel"] is True
+    assert b["batch_wait"] == {"waits": 4, "mean_ns": 35_000}
+    # one ring without the feature: the kernel does not offer it to all
+    assert ring_block.ring_summary([row(ring_flags=flags, ring_features=feat), row(ring_flags=flags)],
+                                   100)["min_wait_kernel"] is False
 
 
 def test_ring_block_names_each_sq_thread_and_its_cpu():
@@ -212,6 +240,74 @@ def test_batched_closed_loop_counts_every_io_the_device_did(zram, io_uring, tmp_
     assert check["device_ios"] == check["loadgen_ios"], check
 
 
+def zram_run(zram: str, tmp_path: Path, *args: str) -> dict:
+    """A short closed loop on the test's zram, one worker at qd 32; its result document."""
+    import json
+
+    out = tmp_path / "r.json"
+    p = subprocess.run(loadgen_argv("disk", "--target", zram, "--duration", "1s", "--ramp", "0.2s", "--qd", "32",
+                                    "--workers", "1", "--batch-complete", "8", *args, "--json", str(out), "-q"),
+                       cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert p.returncode == 0, p.stderr
+    return json.loads(out.read_text())
+
+
+@pytest.mark.root
+def test_a_fixed_batch_wait_is_used_and_every_io_still_counted(zram, io_uring, tmp_path):
+    """zram cannot take I/O without blocking, so every read goes to io-wq helpers: the case the
+    batch wait is for. Each wait asks for every I/O in flight and is cut at 40 µs, on kernels
+    that offer it (IORING_FEAT_MIN_TIMEOUT); the device still did exactly loadgen's I/Os."""
+    doc = zram_run(zram, tmp_path, "--batch-wait", "40us")
+    s, r = doc["summary"], doc["summary"]["ring"]
+    assert doc["config"]["batch_wait"] == "40us"
+    assert s["ops"] > 0
+    if not r["min_wait_kernel"]:
+        assert r["batch_wait"] is None
+        pytest.skip("this kernel has no IORING_FEAT_MIN_TIMEOUT (Linux 6.12): the batch wait is off")
+    # a wait cut short ends an enter: no more of them than enters, and each was the 40 µs asked
+    assert 0 < r["batch_wait"]["waits"] <= r["enters"], r
+    assert r["batch_wait"]["mean_ns"] == 40_000
+    check = s["device_crosscheck"]
+    assert check["device_ios"] == check["loadgen_ios"], check
+
+
+@pytest.mark.root
+def test_batch_wait_off_waits_for_batches_again(zram, io_uring, tmp_path):
+    doc = zram_run(zram, tmp_path, "--batch-wait", "0")
+    s, r = doc["summary"], doc["summary"]["ring"]
+    assert r["batch_wait"] is None
+    assert 0 < r["enters"] <= s["ops"] / 8 + 4, r
+
+
+@pytest.mark.root
+def test_auto_batch_wait_follows_the_io_wq_helpers(zram, io_uring, tmp_path):
+    """Auto: on while the worker's I/O goes to io-wq helpers on CPUs without a worker (zram's
+    always does, given a free CPU), at batch-complete times the time per I/O."""
+    doc = zram_run(zram, tmp_path)
+    s, r = doc["summary"], doc["summary"]["ring"]
+    assert doc["config"]["batch_wait"] == "auto"
+    worker_cpus = {t["last_cpu"] for t in s["threads"]["threads"] if t["role"] == "worker"}
+    helpers = [t for t in s["threads"]["threads"] if t["role"] == "io-wq"]
+    apart = helpers and all(t["last_cpu"] not in worker_cpus for t in helpers)
+    if not (r["min_wait_kernel"] and apart):
+        assert r["batch_wait"] is None, r
+        pytest.skip("no IORING_FEAT_MIN_TIMEOUT, or no CPU without a worker for the helpers: auto stays off")
+    assert r["batch_wait"]["waits"] > 0 and r["batch_wait"]["mean_ns"] > 0, r
+    assert s["device_crosscheck"]["device_ios"] == s["device_crosscheck"]["loadgen_ios"]
+
+
+def test_auto_batch_wait_stays_off_without_io_wq_helpers(disk, io_uring):
+    """Where the kernel issues the I/O without blocking (O_DIRECT on most filesystems), no
+    helper exists, completions come from the device, and holding them would only shrink the
+    queue: auto leaves the batch wait off."""
+    done = disk("--qd", "32", "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    s = done.summary
+    if any(t["role"] == "io-wq" for t in s["threads"]["threads"]):
+        pytest.skip("this filesystem sends the I/O to io-wq helpers: the case auto is for")
+    assert s["ring"]["batch_wait"] is None, s["ring"]
+
+
 def refused_poll(p: subprocess.CompletedProcess) -> None:
     assert p.returncode == 1, p.stderr
     lines = p.stderr.strip().splitlines()
@@ -286,6 +382,7 @@ def test_sqpoll_any_on_a_temp_file(io_uring, tmp_path, direct_io):
     (["--sqpoll", "99999"], "invalid sqpoll"),
     (["--sqpoll", "x"], "invalid sqpoll"),
     (["--batch-complete", "0"], "invalid batch-complete"),
+    (["--batch-wait", "soon"], "invalid batch-wait"),
     (["--qd", "8", "--batch-submit", "9"], "--batch-submit 9 is more than --qd 8"),
     (["--poll", "--buffered"], "--poll needs O_DIRECT"),
 ])
