@@ -35,7 +35,9 @@
  * makes about one io_uring_enter per batch rather than one per I/O. With
  * DEFER_TASKRUN the kernel wakes the waiter only when that many are ready:
  * one wake-up per batch. A batch of completions above 1 replaces the polling
- * above (polling enters once per pass).
+ * above (polling enters once per pass). Paced runs ignore both: ops are
+ * submitted as they fall due, and a wait never outlasts the next op's due time
+ * (see ring_wait_nr), so batching adds no latency to the schedule.
  *
  * The batch wait (closed loop, Linux 6.12's IORING_FEAT_MIN_TIMEOUT): that
  * wake-up is still sent by whoever posts the batch's last completion. When the
@@ -46,9 +48,8 @@
  * wakes on its own CPU, and the helper never wakes anyone. Automatic, the batch
  * wait is batch_complete times the smoothed time per completion, so a wait still
  * ends with about a batch, and the queue keeps qd - batch_complete I/Os for the
- * device while the worker refills it (ring_batch_wait_ns). Paced runs ignore both: ops are
- * submitted as they fall due, and a wait never outlasts the next op's due time
- * (see ring_wait_nr), so batching adds no latency to the schedule.
+ * device while the worker refills it (ring_batch_wait_ns). Paced runs have
+ * none.
  *
  * IOPOLL (poll): completions are found by polling the device inside enter,
  * which ignores a wait's timeout; paced, the worker therefore polls without

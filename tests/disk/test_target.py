@@ -111,6 +111,55 @@ def test_file_target_open_flags(tmp_path, direct_io, rw, access, direct):
         target.close()
 
 
+def test_an_owned_target_is_opened_noatime(tmp_path):
+    """loadgen's reads leave the target's access time alone: the file is ours, so O_NOATIME."""
+    path = tmp_path / "f"
+    path.write_bytes(b"\1" * MiB)
+    target = open_target(disk_spec(target=str(path)))
+    try:
+        assert fcntl.fcntl(target.fd, fcntl.F_GETFL) & os.O_NOATIME
+    finally:
+        target.close()
+
+
+def test_without_the_right_to_noatime_the_target_opens_as_any_reader(tmp_path, monkeypatch):
+    """Not the owner and without CAP_FOWNER, F_SETFL with O_NOATIME says EPERM: open without it."""
+    import errno
+
+    from loadgen.disk import target as target_mod
+
+    real, asked = fcntl.fcntl, []
+
+    def fcntl_without_noatime(fd, cmd, arg=0):
+        if cmd == fcntl.F_SETFL:
+            asked.append(arg)
+            if arg & os.O_NOATIME:
+                raise PermissionError(errno.EPERM, "Operation not permitted")
+        return real(fd, cmd, arg)
+
+    monkeypatch.setattr(target_mod.fcntl, "fcntl", fcntl_without_noatime)
+    path = tmp_path / "f"
+    path.write_bytes(b"\1" * MiB)
+    target = open_target(disk_spec(target=str(path), direct=False))
+    try:
+        assert len(asked) == 2 and asked[0] & os.O_NOATIME and not asked[1] & os.O_NOATIME
+        assert not real(target.fd, fcntl.F_GETFL) & os.O_NOATIME
+    finally:
+        target.close()
+
+
+def test_a_read_run_leaves_the_targets_access_time(tmp_path, disk):
+    """relatime updates an access time a day old at the next read; loadgen's reads must not."""
+    path = tmp_path / "f"
+    path.write_bytes(b"\1" * (4 * MiB))
+    old_s = path.stat().st_mtime - 3 * 86400
+    os.utime(path, (old_s, path.stat().st_mtime))
+    done = disk("--target", str(path), "--rw", "randread", "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    assert done.summary["ops"] > 0
+    assert path.stat().st_atime == old_s
+
+
 def test_file_smaller_than_a_block_is_refused(tmp_path):
     path = tmp_path / "small"
     path.write_bytes(b"\1" * 1000)
