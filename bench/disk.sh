@@ -280,7 +280,9 @@ bench_disk() {
 
     (( want_main )) && disk_tuned_pairs "$lg_state"
     if want_case prepare && [[ $lg_state == ok ]] && want_tool fio; then
-        bench_prepare | tee "$RESULTS_DIR/disk-prepare.summary.txt" || log "prepare case failed"
+        # not in a pipeline: bench_prepare's cleanups (its zram device) go on this shell's list
+        bench_prepare > "$RESULTS_DIR/disk-prepare.summary.txt" || log "prepare case failed"
+        cat "$RESULTS_DIR/disk-prepare.summary.txt"
     fi
 
     (( want_main )) && render disk "$manifest" | tee "$RESULTS_DIR/disk.summary.txt"
