@@ -81,7 +81,7 @@ enum lg_counter {
 	LG_CTR_SQ_LAST_CPU,	/* the CPU it last ran on, read at the end of the measured window */
 	LG_CTR_SQ_CPU_NS,	/* its utime + stime from ring setup to then */
 	LG_CTR_RING_FEATURES,	/* the IORING_FEAT_* bits the kernel offers */
-	LG_CTR_BATCH_WAITS,	/* closed loop: waits in the window cut short by the batch wait (disk.c) */
+	LG_CTR_BATCH_WAITS,	/* closed loop: waits in the window that had a batch wait (disk.c) */
 	LG_CTR_BATCH_WAIT_SUM_NS, /* their batch waits, summed */
 	LG_CTR_COUNT
 };

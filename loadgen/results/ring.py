@@ -7,10 +7,11 @@ measured window):
 - registered: how many workers registered their ring fd, the target and the buffers;
 - enters: io_uring_enter calls in the measured window, and enters_per_io, the
   syscalls an I/O cost (batching's measure: about 1 / batch in closed loop);
-- batch_wait: closed-loop waits cut short by the batch wait (--batch-wait) in the
-  window, and their mean cut-off; null when no wait had one (paced, off, a
-  kernel without IORING_FEAT_MIN_TIMEOUT, or auto with the io-wq helpers sharing
-  the workers' CPUs); min_wait_kernel says whether the kernel offers it;
+- batch_wait: the closed-loop waits in the window that had a batch wait
+  (--batch-wait: the kernel ends the wait that long after it began, with
+  whatever has completed), and its mean; null when none had one (paced, off, a
+  kernel without IORING_FEAT_MIN_TIMEOUT, or auto with no io-wq helpers or with
+  them sharing the workers' CPUs); min_wait_kernel says whether the kernel offers it;
 - sq_threads (IORING_SETUP_SQPOLL): each worker's SQ thread, the CPU it last ran
   on and its CPU time from ring setup to the end of the window (warm-up
   included, as summary.cpu is); sq_cpu_s is their total. Those threads belong to
