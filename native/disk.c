@@ -276,19 +276,21 @@ static void *alloc_buffers(size_t n, size_t bs)
  * threads. Left alone they inherit the worker's one-CPU mask, and the
  * scheduler keeps them there even when allowed elsewhere, so the device's work
  * queues behind the worker on one core. When some of the process's CPUs carry
- * no worker, the helpers get those, as a hardware queue completes on its own
+ * no worker of the job (of any target's run: job_cpus), the helpers get those, as a hardware queue completes on its own
  * interrupt path; when every CPU has a worker, moving them only adds contention.
  * The kernel takes only a subset of the caller's mask: call before pinning.
  */
 static int iowq_free_cpus(struct uring *r, const struct lg_disk_config *cfg)
 {
+	const int32_t *cpus = cfg->job_cpus ? cfg->job_cpus : cfg->cpus;
+	uint32_t n = cfg->job_cpus ? cfg->n_job_cpus : cfg->workers;
 	cpu_set_t set;
 
-	if (sched_getaffinity(getpid(), sizeof(set), &set) != 0 || !cfg->cpus)
+	if (sched_getaffinity(getpid(), sizeof(set), &set) != 0 || !cpus)
 		return 0;
-	for (uint32_t i = 0; i < cfg->workers; i++)
-		if (cfg->cpus[i] >= 0 && cfg->cpus[i] < CPU_SETSIZE)
-			CPU_CLR(cfg->cpus[i], &set);
+	for (uint32_t i = 0; i < n; i++)
+		if (cpus[i] >= 0 && cpus[i] < CPU_SETSIZE)
+			CPU_CLR(cpus[i], &set);
 	return CPU_COUNT(&set) > 0 && uring_register_iowq_affinity(r, &set, sizeof(set)) == 0;
 }
 
@@ -830,6 +832,7 @@ int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out)
 	    cfg->span_bytes < cfg->bs_bytes || cfg->read_pct > 100 || cfg->fd < 0 ||
 	    cfg->batch_submit > cfg->qd || cfg->batch_complete > cfg->qd ||
 	    cfg->batch_wait_ns < LG_BATCH_WAIT_AUTO || cfg->batch_wait_ns > LG_MAX_BATCH_WAIT_NS ||
+	    cfg->n_job_cpus > CPU_SETSIZE ||
 	    (cfg->engine != LG_ENGINE_IO_URING && cfg->engine != LG_ENGINE_PSYNC && cfg->engine != LG_ENGINE_NVME))
 		return -EINVAL;
 	/* passthrough moves whole LBAs, at most 65536 per command (nvme.h) */
@@ -846,7 +849,7 @@ int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out)
 	if (err)
 		return err;
 	/* The workers read a private copy: the caller may free its structs at once. */
-	copy = malloc(sizeof(*copy) + cfg->workers * sizeof(int32_t));
+	copy = malloc(sizeof(*copy) + (cfg->workers + (cfg->job_cpus ? cfg->n_job_cpus : 0)) * sizeof(int32_t));
 	if (!copy) {
 		lg_run_free(run);
 		return -ENOMEM;
@@ -857,6 +860,10 @@ int lg_disk_start(const struct lg_disk_config *cfg, struct lg_run **out)
 		memcpy(cpus, cfg->cpus, cfg->workers * sizeof(int32_t));
 	}
 	copy->cpus = cpus;
+	if (cfg->job_cpus) {
+		copy->job_cpus = (int32_t *)(copy + 1) + cfg->workers;
+		memcpy((int32_t *)copy->job_cpus, cfg->job_cpus, cfg->n_job_cpus * sizeof(int32_t));
+	}
 	run->config_copy = copy;
 	err = run_start(run, cfg->engine == LG_ENGINE_PSYNC ? psync_worker : uring_worker, copy, cpus);
 	if (err) {

@@ -201,6 +201,12 @@ struct lg_disk_config {
 	 * with whatever has completed (disk.c, ring_batch_wait_ns); 0: off;
 	 * LG_BATCH_WAIT_AUTO: on while the io-wq helpers have CPUs of their own. */
 	int64_t batch_wait_ns;
+	/* Every CPU a worker of the whole job runs on: this run's and, with several targets,
+	 * its sibling runs' (a run per target). The io-wq helpers go to CPUs none of them
+	 * holds (disk.c, iowq_free_cpus). NULL: this run's cpus alone. */
+	const int32_t *job_cpus;
+	uint32_t n_job_cpus;
+	uint32_t _pad2;
 };
 
 #define LG_BATCH_WAIT_AUTO (-1)

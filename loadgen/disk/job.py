@@ -161,6 +161,8 @@ class DiskJob:
             span_bytes=target.span_bytes, rate_ops_per_s=spec.rate_ops_per_s or 0,
             start_ns=timeline.start_ns, ramp_end_ns=timeline.ramp_end_ns, end_ns=timeline.end_ns,
             seed=seed & (2**64 - 1), cpus=native.int32_array(self.cpus[rows]),
+            # every target's workers: the helpers keep off all of them
+            job_cpus=native.int32_array(self.cpus), n_job_cpus=len(self.cpus),
             nvme_nsid=ns.nsid if ns else 0, nvme_lba_shift=ns.lba_shift if ns else 0,
             batch_submit=spec.batch_submit, batch_complete=spec.batch_complete, batch_wait_ns=spec.batch_wait_ns,
             poll=int(spec.poll),

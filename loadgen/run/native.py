@@ -50,6 +50,9 @@ class DiskConfig(ctypes.Structure):
         ("register_ring", ctypes.c_uint32),
         ("_pad", ctypes.c_uint32),
         ("batch_wait_ns", ctypes.c_int64),
+        ("job_cpus", ctypes.POINTER(ctypes.c_int32)),
+        ("n_job_cpus", ctypes.c_uint32),
+        ("_pad2", ctypes.c_uint32),
     ]
 
 

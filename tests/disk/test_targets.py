@@ -278,3 +278,24 @@ def test_a_device_with_a_signature_in_the_list_is_refused(tmp_path, zrams):
 def test_the_nvme_engine_takes_one_target():
     with pytest.raises(UsageError, match="--engine nvme runs on one /dev/ngXnY"):
         parse_disk(target="/dev/ng0n1,/dev/ng1n1", engine="nvme")
+
+
+def test_io_wq_helpers_keep_off_every_targets_workers(tmp_path, zrams, io_uring):
+    """A run per target, but the helpers' placement counts the whole job's workers: with a
+    worker on every CPU there is no CPU of their own for them, so each stays on its own
+    worker's CPU rather than moving onto another target's worker, and the automatic batch
+    wait (for helpers apart) stays off."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs 2 CPUs: a worker per target at least, one per CPU")
+    a, b = zrams(2)
+    p = run(tmp_path, "disk", "--target", f"{a},{b}", "--rw", "randread", "--workers", str(len(cpus)), "--qd", "8",
+            "--duration", "1s", "--ramp", "200ms", "--json", "r.json", "--quiet")
+    assert p.returncode == 0, p.stderr
+    doc = documents.load_result(str(tmp_path / "r.json"))
+    threads = doc["summary"]["threads"]["threads"]
+    workers = {t["tid"]: t for t in threads if t["role"] == "worker"}
+    for h in (t for t in threads if t["role"] == "io-wq"):
+        creator = workers.get(int(h["name"].rsplit("-", 1)[1]))
+        assert creator is not None and h["allowed"] == creator["allowed"], (h, creator)
+    assert doc["summary"]["ring"]["batch_wait"] is None
