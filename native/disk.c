@@ -276,8 +276,9 @@ static void *alloc_buffers(size_t n, size_t bs)
  * threads. Left alone they inherit the worker's one-CPU mask, and the
  * scheduler keeps them there even when allowed elsewhere, so the device's work
  * queues behind the worker on one core. When some of the process's CPUs carry
- * no worker of the job (of any target's run: job_cpus), the helpers get those, as a hardware queue completes on its own
- * interrupt path; when every CPU has a worker, moving them only adds contention.
+ * no worker of the job (of any target's run: job_cpus), the helpers get those,
+ * as a hardware queue completes on its own interrupt path; when every CPU has a
+ * worker, moving them only adds contention.
  * The kernel takes only a subset of the caller's mask: call before pinning.
  */
 static int iowq_free_cpus(struct uring *r, const struct lg_disk_config *cfg)
